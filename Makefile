@@ -1,0 +1,39 @@
+# Attune's two commands: `make run` serves on embedded defaults, `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run seed test check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch is installed first and pinned to the local CPU build: an unpinned torch pulls CUDA.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/attune serve
+
+seed: install
+	$(BIN)/attune seed
+
+test: install
+	$(BIN)/python -m pytest
+
+check: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy agents tools retrieval policies api store
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/decide.py
+
+clean:
+	rm -rf var

@@ -1,0 +1,80 @@
+"""One decision, end to end: bind the subject, run the graph, re-identify what consent allows."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from agents.explain import Explanation
+from agents.factory import Services
+from agents.state import DecideContext, DecideState
+from policies.pii import KnownValues, Vault
+from store.schemas import Channel
+from store.users import resolve_subject
+from tools.context import RunContext
+from tools.profile import subject_record
+from tools.schemas import Candidate, OfferChoice, OfferSummary
+
+# Placeholders that may be turned back into the person's own value in the copy they are shown.
+REVEALABLE = {"FIRST_NAME"}
+
+
+@dataclass(frozen=True)
+class DecideRequest:
+    channel: Channel
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    query: str | None = None
+    context: dict[str, str] | None = None
+    k: int = 10
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision_id: str
+    subject_key: str
+    items: list[Candidate]
+    offer: OfferSummary | None
+    choice: OfferChoice | None
+    content: str
+    explanation: Explanation
+    degraded: list[str]
+    policy_version: str
+
+
+def decide(services: Services, request: DecideRequest, *, now: datetime | None = None) -> Decision:
+    if request.user_id is None and request.anonymous_id is None:
+        raise ValueError("one of user_id or anonymous_id is required")
+    now = now or datetime.now(UTC)
+    with services.db.session() as session:
+        subject = resolve_subject(session, request.user_id, request.anonymous_id)
+    run = RunContext(deps=services.tools, subject=subject, channel=request.channel, now=now)
+    record = subject_record(run)
+    context = DecideContext(
+        services=services,
+        run=run,
+        vault=Vault(),
+        known=KnownValues.from_profile(record.profile) if record else KnownValues.empty(),
+        decision_id=uuid.uuid4().hex,
+    )
+    state: DecideState = services.graph.invoke(
+        {"query": request.query, "k": request.k, "context": dict(request.context or {})},
+        context=context,
+    )
+    choice = state.get("choice")
+    offer = next(
+        (o for o in state["offers"].offers if choice and o.offer_id == choice.offer_id), None
+    )
+    revealable = REVEALABLE if state["profile"].personalized else set()
+    return Decision(
+        decision_id=context.decision_id,
+        subject_key=subject.key,
+        items=state["candidates"].items,
+        offer=offer,
+        choice=choice,
+        content=context.vault.reveal(state["draft"].text, revealable),
+        explanation=state["explanation"],
+        degraded=state["record"]["degraded"],
+        policy_version=services.policy.version,
+    )

@@ -1,0 +1,117 @@
+"""Explanations built from what actually decided: item score parts, the bandit's posterior, fired rules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from tools.schemas import Candidates, EligibleOffers, OfferChoice, ProfileView, RuleFired
+
+
+class Reason(BaseModel):
+    kind: Literal["item", "offer", "rule"]
+    text: str
+    item_id: str | None = None
+    offer_id: str | None = None
+    rule_id: str | None = None
+
+
+class Explanation(BaseModel):
+    summary: str
+    reasons: list[Reason]
+    rules_fired: list[RuleFired] = Field(description="Every rule that shaped this decision.")
+
+
+def explain(
+    profile: ProfileView,
+    candidates: Candidates,
+    offers: EligibleOffers | None,
+    choice: OfferChoice | None,
+) -> Explanation:
+    reasons = [
+        Reason(kind="item", item_id=c.item_id, text=f"{c.title}: {'; '.join(c.reasons)}")
+        for c in candidates.items
+    ]
+    fired = merge_rules(
+        profile.rules_fired + candidates.rules_fired + (offers.rules_fired if offers else [])
+    )
+    if choice is not None:
+        reasons.append(Reason(kind="offer", offer_id=choice.offer_id, text=_offer_words(choice)))
+    for rule in fired:
+        if rule.effect == "removed":
+            reasons.append(
+                Reason(
+                    kind="rule",
+                    rule_id=rule.rule_id,
+                    text=f"rule {rule.rule_id} removed {', '.join(rule.targets)} ({rule.reason})",
+                )
+            )
+    return Explanation(
+        summary=_summary(profile, candidates, offers, choice, fired),
+        reasons=reasons,
+        rules_fired=fired,
+    )
+
+
+def merge_rules(rules: Iterable[RuleFired]) -> list[RuleFired]:
+    """One entry per (rule, effect), with the targets of every firing."""
+    merged: dict[tuple[str, str], RuleFired] = {}
+    for rule in rules:
+        key = (rule.rule_id, rule.effect)
+        if key in merged:
+            known = merged[key]
+            targets = list(dict.fromkeys(known.targets + rule.targets))
+            merged[key] = known.model_copy(update={"targets": targets})
+        else:
+            merged[key] = rule
+    return list(merged.values())
+
+
+def _offer_words(choice: OfferChoice) -> str:
+    a, b = choice.alpha, choice.beta
+    spread = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+    evidence = (
+        f"from {choice.rewards_seen} rewarded decisions"
+        if choice.rewards_seen
+        else "from the policy's starting assumption only, no rewards yet"
+    )
+    return (
+        f"chosen by Thompson sampling: estimated to convert {choice.estimate:.1%} ± {spread:.1%} "
+        f"on {choice.segment} ({evidence}); it is picked in about {choice.propensity:.0%} of such decisions"
+    )
+
+
+def _summary(
+    profile: ProfileView,
+    candidates: Candidates,
+    offers: EligibleOffers | None,
+    choice: OfferChoice | None,
+    fired: list[RuleFired],
+) -> str:
+    basis = {
+        "hybrid": "your request and your recent activity",
+        "query": "your request",
+        "taste": "your recent activity",
+        "popular": "what is popular"
+        + (
+            " in categories you browse"
+            if profile.category_affinity and profile.personalized
+            else ""
+        ),
+    }[candidates.strategy]
+    parts = [f"{len(candidates.items)} items ranked by {basis}."]
+    if not profile.personalized:
+        parts.append("Not personalized: no consent to personalization.")
+    if choice is not None:
+        parts.append(
+            f"Offer {choice.offer_id} chosen by Thompson sampling (estimated {choice.estimate:.1%} conversion)."
+        )
+    elif offers is not None:
+        parts.append(f"No offer: none of {offers.considered} offers is eligible.")
+    removed = [r.rule_id for r in fired if r.effect == "removed"]
+    if removed:
+        parts.append(f"Rules that removed alternatives: {', '.join(removed)}.")
+    return " ".join(parts)

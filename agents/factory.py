@@ -1,0 +1,99 @@
+"""The one factory: every service Attune runs, built from `Settings`. API, CLI, evals and tests
+all build through here, so what is tested is what is served."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from langgraph.graph.state import CompiledStateGraph
+
+from agents.graph import build_decide_graph
+from agents.llm import OpenAIWriter
+from agents.settings import Settings
+from agents.writer import OfflineWriter, Writer
+from policies.engine import PolicyEngine
+from policies.pii import PIIGuard
+from policies.rules import load_policy
+from retrieval.edge import EdgeIndex
+from retrieval.embedder import Embedder, load_embedder
+from retrieval.index import VectorIndex
+from retrieval.server import QdrantServerIndex
+from store.db import Database
+from tools.bandit import ThompsonSampling
+from tools.context import ToolDeps
+
+log = logging.getLogger("attune")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    embedder: Embedder
+    index: VectorIndex
+    policy: PolicyEngine
+    pii: PIIGuard
+    writer: Writer
+    offline_writer: OfflineWriter
+    tools: ToolDeps
+    graph: CompiledStateGraph
+    degraded: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.index.close()
+        self.db.dispose()
+
+
+def build_index(settings: Settings, dim: int) -> VectorIndex:
+    if settings.vector_backend == "qdrant":
+        if settings.qdrant_url:
+            return QdrantServerIndex(
+                url=settings.qdrant_url, collection=settings.collection, dim=dim
+            )
+        path = settings.qdrant_path or settings.home / "qdrant-local"
+        return QdrantServerIndex(path=str(path), collection=settings.collection, dim=dim)
+    return EdgeIndex(settings.home / "qdrant-edge", dim=dim)
+
+
+def build_writer(settings: Settings) -> Writer:
+    if settings.llm_configured:
+        assert settings.openai_base_url and settings.openai_model  # checked by Settings
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return OpenAIWriter(
+            base_url=settings.openai_base_url,
+            api_key=key,
+            model=settings.openai_model,
+            timeout_s=settings.openai_timeout_s,
+        )
+    return OfflineWriter()
+
+
+def build_services(settings: Settings | None = None) -> Services:
+    settings = settings or Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    embedder = load_embedder(settings.embedding_model, fallback_dim=settings.embedding_dim)
+    index = build_index(settings, embedder.dim)
+    policy = PolicyEngine(load_policy(settings.policy_path))
+    pii = PIIGuard(spacy_model=settings.spacy_model, work_dir=settings.home)
+    bandit = ThompsonSampling(np.random.default_rng(settings.seed), draws=settings.propensity_draws)
+    degraded = [
+        reason for reason in (embedder.degraded, pii.degraded and f"pii: {pii.degraded}") if reason
+    ]
+    for reason in degraded:
+        log.warning("degraded: %s", reason)
+    return Services(
+        settings=settings,
+        db=db,
+        embedder=embedder,
+        index=index,
+        policy=policy,
+        pii=pii,
+        writer=build_writer(settings),
+        offline_writer=OfflineWriter(),
+        tools=ToolDeps(db=db, embedder=embedder, index=index, policy=policy, bandit=bandit),
+        graph=build_decide_graph(),
+        degraded=degraded,
+    )

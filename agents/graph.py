@@ -1,0 +1,225 @@
+"""The decision graph: guard input → profile → retrieve → policy → select offer → generate →
+guard output → explain → log. Nodes are thin: each calls a tool, a writer or a guard and merges
+the result into the state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+
+from agents.explain import explain
+from agents.llm import WriterError
+from agents.record import decision_record
+from agents.state import DecideContext, DecideInput, DecideState
+from agents.writer import Brief, BriefItem, BriefOffer
+from policies.output import check_copy
+from store.decisions import log_decision
+from tools.offers import eligible_offers, select_offer
+from tools.profile import lookup_profile, subject_record
+from tools.retrieve import retrieve_candidates
+from tools.schemas import EligibleOffersInput, RetrieveInput, SelectOfferInput
+
+BRIEF_ITEMS = 3  # how many of the ranked items the copy mentions at most
+
+
+def guard_input(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    """Pseudonymize the request's free text before anything else reads it."""
+    ctx = runtime.context
+    guard = ctx.services.pii
+
+    def redact(text: str) -> str:
+        return guard.pseudonymize(text, known=ctx.known, vault=ctx.vault).text
+
+    return {
+        "query_redacted": redact(state["query"]) if state.get("query") else None,
+        "context_redacted": {key: redact(value) for key, value in state["context"].items()},
+    }
+
+
+def profile(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    return {"profile": lookup_profile(runtime.context.run)}
+
+
+def retrieve(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    found = retrieve_candidates(
+        runtime.context.run, RetrieveInput(query=state.get("query_redacted"), k=state["k"])
+    )
+    return {"candidates": found, "degraded": found.degraded}
+
+
+def policy(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    item_ids = [c.item_id for c in state["candidates"].items]
+    return {"offers": eligible_offers(runtime.context.run, EligibleOffersInput(item_ids=item_ids))}
+
+
+def choose_offer(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    offer_ids = [o.offer_id for o in state["offers"].offers]
+    if not offer_ids:
+        return {"choice": None}
+    return {"choice": select_offer(runtime.context.run, SelectOfferInput(offer_ids=offer_ids))}
+
+
+def generate(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    services = ctx.services
+    brief = state.get("brief") or _brief(state, ctx)
+    writer = services.offline_writer if state.get("use_offline") else services.writer
+    try:
+        draft = writer.write(brief, feedback=state.get("feedback"))
+    except WriterError as error:
+        return {
+            "brief": brief,
+            "use_offline": True,
+            "draft": services.offline_writer.write(brief),
+            "writer": services.offline_writer.name,
+            "prompt_version": services.offline_writer.prompt_version,
+            "degraded": [f"writer: {writer.name} failed ({error}); used the offline writer"],
+        }
+    return {
+        "brief": brief,
+        "draft": draft,
+        "writer": writer.name,
+        "prompt_version": writer.prompt_version,
+    }
+
+
+def guard_output(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    """Check the draft; a model gets one retry with the reason, then the offline writer takes over."""
+    ctx = runtime.context
+    draft, brief = state["draft"], state["brief"]
+    choice = state.get("choice")
+    verdict = check_copy(
+        draft.text,
+        mentioned_item_ids=draft.item_ids,
+        mentioned_offer_id=draft.offer_id,
+        approved_prices={i.item_id: i.price for i in brief.items},
+        offer_id=choice.offer_id if choice else None,
+        discount_percent=brief.offer.discount_percent if brief.offer else None,
+        channel=brief.channel,
+        rules=ctx.services.policy.policy.content,
+        guard=ctx.services.pii,
+        known=ctx.known,
+    )
+    attempts = state.get("attempts", 0) + 1
+    if verdict.ok:
+        return {"attempts": attempts, "retry": False, "guard_problems": []}
+    problems = [f"{p.check}: {p.detail}" for p in verdict.problems]
+    if state.get("writer") != ctx.services.offline_writer.name:
+        if attempts == 1:
+            return {"attempts": attempts, "retry": True, "feedback": verdict.summary()}
+        return {
+            "attempts": attempts,
+            "retry": True,
+            "use_offline": True,
+            "feedback": None,
+            "degraded": [
+                f"writer: output guard rejected the model's copy twice ({verdict.summary()}); used the offline writer"
+            ],
+        }
+    # The offline writer's copy failed a check: ship no copy rather than unchecked copy.
+    return {
+        "attempts": attempts,
+        "retry": False,
+        "guard_problems": problems,
+        "draft": draft.model_copy(update={"text": "", "item_ids": [], "offer_id": None}),
+        "degraded": [
+            f"content: withheld, offline copy failed the output guard ({verdict.summary()})"
+        ],
+    }
+
+
+def explain_decision(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    return {
+        "explanation": explain(
+            state["profile"], state["candidates"], state.get("offers"), state.get("choice")
+        )
+    }
+
+
+def log(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    """Append the PII-free decision record to the decision log, in one transaction."""
+    ctx = runtime.context
+    record = decision_record(state, ctx)
+    choice = state.get("choice")
+    with ctx.services.db.session() as session:
+        log_decision(
+            session,
+            decision_id=ctx.decision_id,
+            subject_key=ctx.run.subject.key,
+            user_id=ctx.run.subject.user_id,
+            channel=ctx.run.channel.value,
+            segment=choice.segment if choice else ctx.run.channel.value,
+            offer_id=choice.offer_id if choice else None,
+            created_at=ctx.run.now,
+            record=record,
+        )
+    return {"record": record}
+
+
+def _brief(state: DecideState, ctx: DecideContext) -> Brief:
+    record = subject_record(ctx.run)
+    greeting = None
+    if record is not None and state["profile"].personalized:
+        greeting = ctx.vault.placeholder("FIRST_NAME", record.profile.first_name)
+    choice = state.get("choice")
+    offer = next(
+        (o for o in state["offers"].offers if choice and o.offer_id == choice.offer_id), None
+    )
+    content = ctx.services.policy.policy.content
+    return Brief(
+        channel=ctx.run.channel,
+        greeting_name=greeting,
+        request=state.get("query_redacted"),
+        items=[
+            BriefItem(
+                item_id=c.item_id,
+                title=c.title,
+                category=c.category,
+                price=c.price,
+                currency=c.currency,
+            )
+            for c in state["candidates"].items[:BRIEF_ITEMS]
+        ],
+        offer=BriefOffer(
+            offer_id=offer.offer_id,
+            title=offer.title,
+            terms=offer.terms,
+            discount_percent=offer.discount_percent,
+            valid_until=offer.valid_until,
+        )
+        if offer
+        else None,
+        max_length=content.max_length.get(ctx.run.channel, 600),
+        banned_phrases=list(content.banned_phrases),
+    )
+
+
+def _after_guard(state: DecideState) -> str:
+    return "generate" if state.get("retry") else "explain"
+
+
+def build_decide_graph() -> CompiledStateGraph:
+    graph = StateGraph(DecideState, context_schema=DecideContext, input_schema=DecideInput)
+    graph.add_node("guard_input", guard_input)
+    graph.add_node("profile", profile)
+    graph.add_node("retrieve", retrieve)
+    graph.add_node("policy", policy)
+    graph.add_node("select_offer", choose_offer)
+    graph.add_node("generate", generate)
+    graph.add_node("guard_output", guard_output)
+    graph.add_node("explain", explain_decision)
+    graph.add_node("log", log)
+    graph.add_edge(START, "guard_input")
+    graph.add_edge("guard_input", "profile")
+    graph.add_edge("profile", "retrieve")
+    graph.add_edge("retrieve", "policy")
+    graph.add_edge("policy", "select_offer")
+    graph.add_edge("select_offer", "generate")
+    graph.add_edge("generate", "guard_output")
+    graph.add_conditional_edges("guard_output", _after_guard, ["generate", "explain"])
+    graph.add_edge("explain", "log")
+    graph.add_edge("log", END)
+    return graph.compile(name="decide")

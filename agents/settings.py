@@ -1,0 +1,53 @@
+"""The one `Settings` of Attune (environment prefix `ATTUNE_`), read by the factory only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATTUNE_", extra="ignore")
+
+    home: Path = Field(Path("var"), description="Folder for the embedded database and vectors.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in home.")
+    vector_backend: Literal["edge", "qdrant"] = "edge"
+    qdrant_url: str | None = Field(None, description="Qdrant server URL for the qdrant backend.")
+    qdrant_path: Path | None = Field(
+        None, description="qdrant-client local-mode folder, when the qdrant backend has no URL."
+    )
+    collection: str = "items"
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embedding_dim: int = Field(384, description="Dimension of the offline fallback embedder.")
+    spacy_model: str = "en_core_web_lg"
+    demo_dir: Path = PROJECT_ROOT / "data" / "demo"
+    policy_path: Path = PROJECT_ROOT / "data" / "demo" / "policy.yaml"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    seed: int | None = Field(None, description="Seed for the bandit's random generator.")
+    propensity_draws: int = Field(2000, ge=100)
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
+    openai_timeout_s: float = Field(10.0, gt=0)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _openai_all_or_nothing(self) -> Settings:
+        given = [self.openai_base_url, self.openai_model]
+        if any(given) and not all(given):
+            raise ValueError("set both ATTUNE_OPENAI_BASE_URL and ATTUNE_OPENAI_MODEL, or neither")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'attune.db'}"
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.openai_base_url and self.openai_model)

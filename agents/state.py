@@ -1,0 +1,56 @@
+"""State and runtime context of the decision graph."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+
+from agents.explain import Explanation
+from agents.writer import Brief, Draft
+from tools.context import RunContext
+from tools.schemas import Candidates, EligibleOffers, OfferChoice, ProfileView
+
+if TYPE_CHECKING:
+    from agents.factory import Services
+    from policies.pii import KnownValues, Vault
+
+
+class DecideInput(TypedDict):
+    """What a caller gives the graph; the subject and channel travel in the context."""
+
+    query: str | None
+    k: int
+    context: dict[str, str]
+
+
+class DecideState(DecideInput, total=False):
+    query_redacted: str | None
+    context_redacted: dict[str, str]
+    profile: ProfileView
+    candidates: Candidates
+    offers: EligibleOffers
+    choice: OfferChoice | None
+    brief: Brief
+    draft: Draft
+    writer: str
+    prompt_version: str
+    attempts: int
+    feedback: str | None
+    use_offline: bool
+    retry: bool
+    guard_problems: list[str]
+    explanation: Explanation
+    record: dict[str, Any]
+    degraded: Annotated[list[str], operator.add]
+
+
+@dataclass
+class DecideContext:
+    """Per-request runtime context: the services, the tool context and the request's PII vault."""
+
+    services: Services
+    run: RunContext
+    vault: Vault
+    known: KnownValues
+    decision_id: str

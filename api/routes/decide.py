@@ -1,0 +1,61 @@
+"""POST /v1/decide."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from agents.decide import DecideRequest, decide
+from api.deps import ServicesDep
+from api.schemas import DecideIn, DecideOut, ItemOut, OfferOut
+
+router = APIRouter(prefix="/v1", tags=["decide"])
+
+
+@router.post("/decide", response_model=DecideOut)
+async def post_decide(body: DecideIn, services: ServicesDep) -> DecideOut:
+    """Choose items and an offer for a person, with copy and an explanation."""
+    request = DecideRequest(
+        channel=body.channel,
+        user_id=body.user_id,
+        anonymous_id=body.anonymous_id,
+        query=body.query,
+        context=body.context,
+        k=body.k,
+    )
+    decision = await run_in_threadpool(decide, services, request)
+    offer = None
+    if decision.offer is not None and decision.choice is not None:
+        offer = OfferOut(
+            offer_id=decision.offer.offer_id,
+            title=decision.offer.title,
+            terms=decision.offer.terms,
+            discount_percent=decision.offer.discount_percent,
+            valid_until=decision.offer.valid_until,
+            propensity=decision.choice.propensity,
+            estimate=decision.choice.estimate,
+            policy=decision.choice.policy,
+            segment=decision.choice.segment,
+        )
+    return DecideOut(
+        decision_id=decision.decision_id,
+        channel=body.channel,
+        items=[
+            ItemOut(
+                item_id=c.item_id,
+                title=c.title,
+                category=c.category,
+                price=c.price,
+                currency=c.currency,
+                score=c.score,
+                score_parts=c.parts,
+                reasons=c.reasons,
+            )
+            for c in decision.items
+        ],
+        offer=offer,
+        content=decision.content,
+        explanation=decision.explanation,
+        degraded=decision.degraded,
+        policy_version=decision.policy_version,
+    )

@@ -1,0 +1,59 @@
+"""POST /v1/events: batches, validated event by event, stored exactly once by event id."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from agents.factory import Services
+from api.deps import ServicesDep
+from api.errors import field_errors
+from api.schemas import EventResult, EventsIn, EventsOut
+from store.events import ingest_events
+from store.schemas import Event
+
+router = APIRouter(prefix="/v1", tags=["events"])
+_EVENT = TypeAdapter(Event)
+
+
+@router.post("/events", response_model=EventsOut)
+async def post_events(body: EventsIn, services: ServicesDep) -> EventsOut:
+    """Record behavioural events; each is accepted, a duplicate, or rejected with the reason."""
+    results: list[EventResult | None] = []
+    valid: list[tuple[int, Event]] = []
+    for index, raw in enumerate(body.events):
+        try:
+            valid.append((index, _EVENT.validate_python(raw)))
+            results.append(None)
+        except ValidationError as error:
+            reason = "; ".join(
+                f"{e['field']}: {e['problem']}" for e in field_errors(error.errors())
+            )
+            event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+            results.append(
+                EventResult(index=index, event_id=event_id, status="rejected", reason=reason)
+            )
+    statuses = await run_in_threadpool(_store, services, [event for _, event in valid])
+    for (index, event), status in zip(valid, statuses, strict=True):
+        results[index] = EventResult(index=index, event_id=event.event_id, status=status.value)
+    done = [r for r in results if r is not None]
+    return EventsOut(
+        accepted=sum(r.status == "accepted" for r in done),
+        duplicates=sum(r.status == "duplicate" for r in done),
+        rejected=sum(r.status == "rejected" for r in done),
+        results=done,
+    )
+
+
+def _store(services: Services, events: list[Event]) -> list:
+    if not events:
+        return []
+    try:
+        with services.db.session() as session:
+            return ingest_events(session, events)
+    except IntegrityError:
+        # A concurrent batch stored some of these ids first; the retry sees them as duplicates.
+        with services.db.session() as session:
+            return ingest_events(session, events)

@@ -1,0 +1,51 @@
+"""POST /v1/feedback: a reward for a decision, which updates the bandit that made it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from agents.factory import Services
+from api.deps import ServicesDep
+from api.schemas import ArmOut, FeedbackIn, FeedbackOut
+from store.bandit import add_reward, get_arms
+from store.decisions import record_reward
+
+router = APIRouter(prefix="/v1", tags=["feedback"])
+
+
+@router.post("/feedback", response_model=FeedbackOut)
+async def post_feedback(body: FeedbackIn, services: ServicesDep) -> FeedbackOut:
+    """Reward a decision's offer (once per decision); 404 for an unknown decision, 409 for a second reward."""
+    return await run_in_threadpool(_reward, services, body)
+
+
+def _reward(services: Services, body: FeedbackIn) -> FeedbackOut:
+    prior = services.policy.policy.bandit_prior
+    with services.db.session() as session:
+        decision = record_reward(session, body.decision_id, body.reward)
+        policy = decision.record["choice"]["policy"]
+        assert decision.offer_id is not None  # record_reward refuses decisions without an offer
+        add_reward(
+            session,
+            policy,
+            decision.segment,
+            decision.offer_id,
+            body.reward,
+            (prior.alpha, prior.beta),
+        )
+        arm = get_arms(
+            session, policy, decision.segment, [decision.offer_id], (prior.alpha, prior.beta)
+        )[decision.offer_id]
+    return FeedbackOut(
+        decision_id=body.decision_id,
+        reward=body.reward,
+        arm=ArmOut(
+            offer_id=arm.offer_id,
+            segment=decision.segment,
+            alpha=arm.alpha,
+            beta=arm.beta,
+            rewards_seen=arm.pulls,
+            estimate=round(arm.mean, 4),
+        ),
+    )

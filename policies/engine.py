@@ -1,0 +1,244 @@
+"""The policy evaluator: typed verdicts naming every rule that fired, never exceptions per rule.
+
+Item rules become constraints pushed into the vector query (age, stock, suppression) and are
+checked again on whatever comes back, so an index that ignores a filter cannot leak an item.
+Offer rules are evaluated on the whole offer set; every failing rule is recorded, not just the
+first, so a decision trace shows all the reasons an offer was not eligible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Generic, Literal, TypeVar
+
+from policies.rules import (
+    AgeGate,
+    ConsentRule,
+    FrequencyCap,
+    OfferChannel,
+    OfferRelevance,
+    OfferValidity,
+    Policy,
+    StockRule,
+    SuppressionRule,
+)
+from store.schemas import Channel, Item, Offer, Purpose
+
+MAX_MIN_AGE = 21  # The highest minimum age an item or offer can carry (see store.schemas).
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the rules need to know about the person and the moment of a decision."""
+
+    age: int | None
+    consent: Mapping[Purpose, bool]
+    channel: Channel
+    now: datetime
+    purchases: tuple[tuple[str, datetime], ...] = ()
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A rule that changed the outcome: it constrained retrieval, removed something or blocked a use."""
+
+    rule_id: str
+    effect: Literal["constrained", "removed", "blocked"]
+    reason: str
+    targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ItemConstraints:
+    """Item rules as filters for the vector query."""
+
+    max_min_age: int | None
+    in_stock_only: bool
+    exclude_ids: tuple[str, ...]
+    firings: tuple[Firing, ...]
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Verdict(Generic[T]):
+    kept: list[T]
+    removed: dict[str, list[Firing]] = field(default_factory=dict)
+
+    @property
+    def firings(self) -> list[Firing]:
+        """One firing per rule, with every target it removed."""
+        merged: dict[str, Firing] = {}
+        for firings in self.removed.values():
+            for firing in firings:
+                known = merged.get(firing.rule_id)
+                targets = (known.targets if known else ()) + firing.targets
+                merged[firing.rule_id] = Firing(firing.rule_id, "removed", firing.reason, targets)
+        return list(merged.values())
+
+
+class PolicyEngine:
+    """Evaluates one validated `Policy`."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._age = next(iter(policy.of_type(AgeGate)), None)
+        self._consent = policy.of_type(ConsentRule)
+        self._stock = next(iter(policy.of_type(StockRule)), None)
+        self._suppression = policy.of_type(SuppressionRule)
+        self._caps = policy.of_type(FrequencyCap)
+        self._validity = next(iter(policy.of_type(OfferValidity)), None)
+        self._channel = next(iter(policy.of_type(OfferChannel)), None)
+        self._relevance = next(iter(policy.of_type(OfferRelevance)), None)
+
+    @property
+    def version(self) -> str:
+        return self.policy.version
+
+    @property
+    def caps(self) -> list[FrequencyCap]:
+        return list(self._caps)
+
+    # -- people -----------------------------------------------------------------------------
+
+    def personalization(self, facts: Facts) -> tuple[bool, list[Firing]]:
+        """Whether the person's profile and history may be used to rank for them."""
+        for rule in self._consent:
+            if rule.guards != "personalization" or not _applies(rule.channels, facts.channel):
+                continue
+            if not facts.consent.get(rule.purpose, False):
+                reason = f"no '{rule.purpose.value}' consent: ranking is not personalized"
+                return False, [Firing(rule.id, "blocked", reason)]
+        return True, []
+
+    def _max_min_age(self, facts: Facts) -> int | None:
+        if self._age is None:
+            return None
+        if facts.age is None:
+            return 0 if self._age.unknown_age == "deny" else None
+        return facts.age
+
+    # -- items ------------------------------------------------------------------------------
+
+    def item_constraints(self, facts: Facts) -> ItemConstraints:
+        firings: list[Firing] = []
+        max_min_age = self._max_min_age(facts)
+        if self._age is not None and max_min_age is not None and max_min_age < MAX_MIN_AGE:
+            who = "age unknown" if facts.age is None else f"age {facts.age}"
+            reason = f"{who}: only items with a minimum age of {max_min_age} or less"
+            firings.append(Firing(self._age.id, "constrained", reason))
+        if self._stock is not None:
+            firings.append(Firing(self._stock.id, "constrained", "out-of-stock items excluded"))
+        excluded: list[str] = []
+        for rule, bought in self._suppressed(facts).items():
+            reason = f"bought in the last {rule.window_days} days"
+            firings.append(Firing(rule.id, "constrained", reason, bought))
+            excluded.extend(bought)
+        return ItemConstraints(
+            max_min_age=max_min_age,
+            in_stock_only=self._stock is not None,
+            exclude_ids=tuple(dict.fromkeys(excluded)),
+            firings=tuple(firings),
+        )
+
+    def check_items(self, items: Iterable[Item], facts: Facts) -> Verdict[Item]:
+        """Re-check retrieved items against every item rule."""
+        max_min_age = self._max_min_age(facts)
+        suppressed = {
+            item_id: rule for rule, bought in self._suppressed(facts).items() for item_id in bought
+        }
+        verdict: Verdict[Item] = Verdict(kept=[])
+        for item in items:
+            firings: list[Firing] = []
+            one = (item.item_id,)
+            if self._age and max_min_age is not None and item.min_age > max_min_age:
+                firings.append(Firing(self._age.id, "removed", f"minimum age {item.min_age}", one))
+            if self._stock and item.stock <= 0:
+                firings.append(Firing(self._stock.id, "removed", "out of stock", one))
+            if item.item_id in suppressed:
+                rule = suppressed[item.item_id]
+                firings.append(Firing(rule.id, "removed", "already bought", one))
+            if firings:
+                verdict.removed[item.item_id] = firings
+            else:
+                verdict.kept.append(item)
+        return verdict
+
+    def _suppressed(self, facts: Facts) -> dict[SuppressionRule, tuple[str, ...]]:
+        found: dict[SuppressionRule, tuple[str, ...]] = {}
+        for rule in self._suppression:
+            since = facts.now - timedelta(days=rule.window_days)
+            bought = tuple(dict.fromkeys(item for item, ts in facts.purchases if ts >= since))
+            if bought:
+                found[rule] = bought
+        return found
+
+    # -- offers -----------------------------------------------------------------------------
+
+    def check_offers(
+        self,
+        offers: Sequence[Offer],
+        facts: Facts,
+        *,
+        item_categories: Iterable[str],
+        exposures: Mapping[str, Mapping[str, int]],
+    ) -> Verdict[Offer]:
+        """Eligible offers and, for each other offer, every rule that excludes it.
+
+        `exposures` maps a frequency-cap rule id to how often each offer was shown to this person
+        within that rule's window.
+        """
+        categories = set(item_categories)
+        max_min_age = self._max_min_age(facts)
+        blocked_by_consent = [
+            rule
+            for rule in self._consent
+            if rule.guards == "offers"
+            and _applies(rule.channels, facts.channel)
+            and not facts.consent.get(rule.purpose, False)
+        ]
+        verdict: Verdict[Offer] = Verdict(kept=[])
+        for offer in offers:
+            one = (offer.offer_id,)
+            firings = [
+                Firing(rule.id, "removed", f"no '{rule.purpose.value}' consent", one)
+                for rule in blocked_by_consent
+            ]
+            if self._validity and not offer.valid_from <= facts.now <= offer.valid_until:
+                firings.append(
+                    Firing(self._validity.id, "removed", "outside its validity window", one)
+                )
+            if self._channel and facts.channel not in offer.channels:
+                firings.append(
+                    Firing(
+                        self._channel.id, "removed", f"not offered on {facts.channel.value}", one
+                    )
+                )
+            if self._age and max_min_age is not None and offer.min_age > max_min_age:
+                firings.append(Firing(self._age.id, "removed", f"minimum age {offer.min_age}", one))
+            if self._relevance and categories.isdisjoint(offer.categories):
+                firings.append(
+                    Firing(
+                        self._relevance.id,
+                        "removed",
+                        "applies to none of the recommended items",
+                        one,
+                    )
+                )
+            for cap in self._caps:
+                shown = exposures.get(cap.id, {}).get(offer.offer_id, 0)
+                if shown >= cap.max:
+                    reason = f"shown {shown}× in the last {cap.window_hours:g} h (cap {cap.max})"
+                    firings.append(Firing(cap.id, "removed", reason, one))
+            if firings:
+                verdict.removed[offer.offer_id] = firings
+            else:
+                verdict.kept.append(offer)
+        return verdict
+
+
+def _applies(channels: tuple[Channel, ...], channel: Channel) -> bool:
+    return not channels or channel in channels

@@ -1,0 +1,182 @@
+"""The policy file: rules as data, validated at load, versioned by the hash of the file.
+
+Each rule has an id that decisions record when it fires. Rule kinds are a discriminated union
+on `type`, so a typo in a rule's type or field is an error at load, never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from store.schemas import Channel, Purpose
+
+
+class PolicyError(ValueError):
+    """The policy file cannot be used; the message names the rule and field to fix."""
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
+    description: str = ""
+
+
+R = TypeVar("R", bound=_Rule)
+
+
+class AgeGate(_Rule):
+    """Nobody gets an item or offer whose minimum age is above their own age."""
+
+    type: Literal["age_gate"]
+    unknown_age: Literal["deny", "allow"] = Field(
+        "deny", description="How a person with no birth date is treated: as under age (deny)."
+    )
+
+
+class ConsentRule(_Rule):
+    """A purpose that must be granted before data is used for something."""
+
+    type: Literal["consent"]
+    purpose: Purpose
+    guards: Literal["personalization", "offers"]
+    channels: tuple[Channel, ...] = Field(default=(), description="Empty: every channel.")
+
+
+class StockRule(_Rule):
+    """Out-of-stock items are never recommended."""
+
+    type: Literal["stock"]
+
+
+class SuppressionRule(_Rule):
+    """Items the person already bought within the window are not recommended again."""
+
+    type: Literal["suppression"]
+    window_days: int = Field(gt=0, le=3650)
+
+
+class FrequencyCap(_Rule):
+    """The same offer is shown to the same person at most `max` times within the window."""
+
+    type: Literal["frequency_cap"]
+    max: int = Field(ge=1)
+    window_hours: float = Field(gt=0, le=24 * 366)
+
+
+class OfferValidity(_Rule):
+    """Offers are shown only inside their validity window."""
+
+    type: Literal["offer_validity"]
+
+
+class OfferChannel(_Rule):
+    """Offers are shown only on the channels they were made for."""
+
+    type: Literal["offer_channel"]
+
+
+class OfferRelevance(_Rule):
+    """An offer must apply to the category of at least one recommended item."""
+
+    type: Literal["offer_relevance"]
+
+
+Rule = Annotated[
+    AgeGate
+    | ConsentRule
+    | StockRule
+    | SuppressionRule
+    | FrequencyCap
+    | OfferValidity
+    | OfferChannel
+    | OfferRelevance,
+    Field(discriminator="type"),
+]
+
+
+class BanditPrior(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(1.0, gt=0)
+    beta: float = Field(1.0, gt=0)
+
+
+class ContentRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_length: dict[Channel, int] = Field(default_factory=dict)
+    banned_phrases: tuple[str, ...] = ()
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    rules: tuple[Rule, ...] = Field(min_length=1)
+    bandit_prior: BanditPrior = BanditPrior()
+    content: ContentRules = ContentRules()
+    version: str = Field("", description="Set from the file's hash at load.")
+
+    @model_validator(mode="after")
+    def _ids_are_unique(self) -> Policy:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id {rule.id!r} is used twice; ids must be unique")
+            seen.add(rule.id)
+        return self
+
+    def of_type(self, kind: type[R]) -> list[R]:
+        return [rule for rule in self.rules if isinstance(rule, kind)]
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate a policy file; errors say which rule and field is wrong."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise PolicyError(f"cannot read policy file {path}: {error.strerror}") from error
+    return parse_policy(raw, source=str(path))
+
+
+def parse_policy(raw: bytes, *, source: str = "<policy>") -> Policy:
+    try:
+        document = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise PolicyError(f"{source} is not valid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise PolicyError(f"{source} must be a mapping with 'name' and 'rules'")
+    document["version"] = hashlib.sha256(raw).hexdigest()[:12]
+    try:
+        return Policy.model_validate(document)
+    except ValidationError as error:
+        errors = error.errors()
+        # A rule that failed validation also makes the rule list look empty; say only the cause.
+        specific = [err for err in errors if err["type"] != "too_short"] or errors
+        problems = "; ".join(f"{_location(document, err['loc'])}: {err['msg']}" for err in specific)
+        raise PolicyError(f"{source} is invalid: {problems}") from error
+
+
+def _location(document: dict, loc: tuple) -> str:
+    """`rules[3] (cap-24h).window_hours` rather than pydantic's `rules.3.frequency_cap.window_hours`."""
+    parts: list[str] = []
+    node: object = document
+    for key in loc:
+        if isinstance(key, int) and isinstance(node, list):
+            node = node[key] if key < len(node) else None
+            rule_id = node.get("id") if isinstance(node, dict) else None
+            parts[-1] += f"[{key}]" + (f" ({rule_id})" if rule_id else "")
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+            parts.append(str(key))
+        elif isinstance(node, dict) and key == node.get("type"):
+            continue  # pydantic names the union member; the rule's type is already known
+        else:
+            parts.append(str(key))
+    return ".".join(parts) or "(file)"

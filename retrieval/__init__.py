@@ -1,0 +1,1 @@
+"""Retrieval: text embedders and the vector index backends that serve candidate items."""

@@ -1,0 +1,194 @@
+"""Vector index on a Qdrant server through qdrant-client, or on qdrant-client's local mode.
+
+Local mode (`path=` a folder, or ":memory:") is pure Python and brute force: it speaks the
+server's API, which makes it the test double for this backend, but it is meant for development
+only and slows down sharply past some tens of thousands of points.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from types import TracebackType
+
+import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from retrieval.index import (
+    UPSERT_BATCH_SIZE,
+    VECTOR_NAME,
+    Hit,
+    IndexConfigError,
+    ItemFilter,
+    check_batch,
+    check_query,
+    item_payload,
+    named_vector,
+    point_id,
+    to_hit,
+)
+from store.schemas import Item
+
+PAYLOAD_INDEXES: dict[str, qm.PayloadSchemaType] = {
+    "category": qm.PayloadSchemaType.KEYWORD,
+    "item_id": qm.PayloadSchemaType.KEYWORD,
+    "in_stock": qm.PayloadSchemaType.BOOL,
+    "min_age": qm.PayloadSchemaType.INTEGER,
+    "price": qm.PayloadSchemaType.FLOAT,
+}
+
+
+def server_filter(flt: ItemFilter | None) -> qm.Filter | None:
+    """Translates an ItemFilter into a qdrant-client filter, or None when it constrains nothing."""
+    if flt is None:
+        return None
+    must: list[qm.Condition] = []
+    must_not: list[qm.Condition] = []
+    if flt.categories:
+        must.append(qm.FieldCondition(key="category", match=qm.MatchAny(any=list(flt.categories))))
+    if flt.exclude_ids:
+        must_not.append(
+            qm.FieldCondition(key="item_id", match=qm.MatchAny(any=list(flt.exclude_ids)))
+        )
+    if flt.max_min_age is not None:
+        must.append(qm.FieldCondition(key="min_age", range=qm.Range(lte=flt.max_min_age)))
+    if flt.in_stock_only:
+        must.append(qm.FieldCondition(key="in_stock", match=qm.MatchValue(value=True)))
+    if flt.max_price is not None:
+        must.append(qm.FieldCondition(key="price", range=qm.Range(lte=flt.max_price)))
+    if not must and not must_not:
+        return None
+    return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+class QdrantServerIndex:
+    """A VectorIndex on one collection of a Qdrant server (`url`) or of local mode (`path`)."""
+
+    backend = "qdrant-server"
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        path: str | None = None,
+        collection: str = "items",
+        dim: int,
+    ) -> None:
+        if (url is None) == (path is None):
+            raise ValueError(
+                "give exactly one of url (a Qdrant server, e.g. http://localhost:6333) "
+                "or path (a folder, or ':memory:', for qdrant-client's local mode)"
+            )
+        self.dim = dim
+        self.collection = collection
+        if url is not None:
+            self._client = QdrantClient(url=url)
+        elif path == ":memory:":
+            self._client = QdrantClient(location=":memory:")
+        else:
+            self._client = QdrantClient(path=path)
+        try:
+            self._ensure_collection()
+        except BaseException:
+            # Release the client, and in local mode the folder's lock, before giving up.
+            self._client.close()
+            raise
+
+    def _ensure_collection(self) -> None:
+        if not self._client.collection_exists(self.collection):
+            self._client.create_collection(
+                self.collection,
+                vectors_config={
+                    VECTOR_NAME: qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE)
+                },
+            )
+        info = self._client.get_collection(self.collection)
+        stored = info.config.params.vectors
+        params = stored.get(VECTOR_NAME) if isinstance(stored, dict) else None
+        if params is None or params.size != self.dim or params.distance != qm.Distance.COSINE:
+            raise IndexConfigError(
+                f"collection {self.collection!r} does not hold {self.dim}-dimensional cosine "
+                f"{VECTOR_NAME!r} vectors (it has {stored}). A collection keeps the vectors it "
+                "was created with: use another collection name, or drop it and re-ingest, "
+                "after changing the embedder."
+            )
+        with warnings.catch_warnings():
+            # Local mode ignores payload indexes and says so once; a server uses them.
+            warnings.filterwarnings(
+                "ignore", message="Payload indexes have no effect", category=UserWarning
+            )
+            for field_name, schema in PAYLOAD_INDEXES.items():
+                if field_name not in info.payload_schema:
+                    self._client.create_payload_index(
+                        self.collection, field_name, field_schema=schema, wait=True
+                    )
+
+    def upsert(self, items: Sequence[Item], vectors: np.ndarray) -> None:
+        array = check_batch(items, vectors, self.dim)
+        for start in range(0, len(items), UPSERT_BATCH_SIZE):
+            points = [
+                qm.PointStruct(
+                    id=str(point_id(item.item_id)),
+                    vector={VECTOR_NAME: row.tolist()},
+                    payload=item_payload(item),
+                )
+                for item, row in zip(
+                    items[start : start + UPSERT_BATCH_SIZE],
+                    array[start : start + UPSERT_BATCH_SIZE],
+                    strict=True,
+                )
+            ]
+            self._client.upsert(self.collection, points=points, wait=True)
+
+    def delete(self, item_ids: Sequence[str]) -> None:
+        if not item_ids:
+            return
+        ids: list[qm.ExtendedPointId] = [str(point_id(item_id)) for item_id in item_ids]
+        self._client.delete(self.collection, points_selector=qm.PointIdsList(points=ids), wait=True)
+
+    def search(
+        self,
+        vector: np.ndarray,
+        *,
+        k: int,
+        flt: ItemFilter | None = None,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        response = self._client.query_points(
+            self.collection,
+            query=check_query(vector, self.dim, k),
+            using=VECTOR_NAME,
+            query_filter=server_filter(flt),
+            limit=k,
+            with_payload=True,
+            with_vectors=[VECTOR_NAME] if with_vectors else False,
+        )
+        return [to_hit(point, with_vectors) for point in response.points]
+
+    def vectors(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not item_ids:
+            return {}
+        by_point = {str(point_id(item_id)): item_id for item_id in item_ids}
+        records = self._client.retrieve(
+            self.collection, ids=list(by_point), with_payload=False, with_vectors=[VECTOR_NAME]
+        )
+        return {by_point[str(record.id)]: named_vector(record.vector) for record in records}
+
+    def count(self) -> int:
+        return self._client.count(self.collection, exact=True).count
+
+    def close(self) -> None:
+        """Closes the client; in local mode this releases the folder's lock."""
+        self._client.close()
+
+    def __enter__(self) -> QdrantServerIndex:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

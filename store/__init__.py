@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models and repositories for users, identities, events, decisions and bandit state."""

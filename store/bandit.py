@@ -1,0 +1,89 @@
+"""Bandit state: a Beta posterior per (policy, segment, offer), shared by every worker.
+
+Updates are single SQL increments (`alpha = alpha + :x`), so concurrent feedback from several
+workers never loses an update, whatever the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.models import BanditArm, utcnow
+
+
+@dataclass(frozen=True)
+class ArmState:
+    offer_id: str
+    alpha: float
+    beta: float
+    pulls: int
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+
+def get_arms(
+    session: Session,
+    policy: str,
+    segment: str,
+    offer_ids: Sequence[str],
+    prior: tuple[float, float],
+) -> dict[str, ArmState]:
+    """The posterior of each offer; offers never rewarded in this segment have the prior."""
+    rows = session.scalars(
+        select(BanditArm).where(
+            BanditArm.policy == policy,
+            BanditArm.segment == segment,
+            BanditArm.offer_id.in_(offer_ids),
+        )
+    )
+    found = {row.offer_id: ArmState(row.offer_id, row.alpha, row.beta, row.pulls) for row in rows}
+    return {
+        offer_id: found.get(offer_id, ArmState(offer_id, prior[0], prior[1], 0))
+        for offer_id in offer_ids
+    }
+
+
+def add_reward(
+    session: Session,
+    policy: str,
+    segment: str,
+    offer_id: str,
+    reward: float,
+    prior: tuple[float, float],
+) -> None:
+    """Add a reward in [0, 1] to an arm: alpha += reward, beta += 1 - reward, atomically."""
+    values = {
+        "alpha": BanditArm.alpha + reward,
+        "beta": BanditArm.beta + (1.0 - reward),
+        "pulls": BanditArm.pulls + 1,
+        "updated_at": utcnow(),
+    }
+    where = (
+        BanditArm.policy == policy,
+        BanditArm.segment == segment,
+        BanditArm.offer_id == offer_id,
+    )
+    if session.execute(update(BanditArm).where(*where).values(**values)).rowcount:
+        return
+    try:
+        with session.begin_nested():
+            session.add(
+                BanditArm(
+                    policy=policy,
+                    segment=segment,
+                    offer_id=offer_id,
+                    alpha=prior[0] + reward,
+                    beta=prior[1] + 1.0 - reward,
+                    pulls=1,
+                )
+            )
+    except IntegrityError:
+        # Another worker created the row first: add to it instead.
+        session.execute(update(BanditArm).where(*where).values(**values))

@@ -1,0 +1,111 @@
+"""Catalog items and offers as stored records; the vector index is derived from these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from store.models import CatalogItem, CatalogOffer, EventRow
+from store.schemas import Item, Offer
+
+
+def upsert_items(session: Session, items: Iterable[Item]) -> int:
+    count = 0
+    for item in items:
+        row = session.get(CatalogItem, item.item_id)
+        data = item.model_dump(mode="json")
+        if row is None:
+            session.add(
+                CatalogItem(
+                    item_id=item.item_id,
+                    category=item.category,
+                    price=item.price,
+                    stock=item.stock,
+                    min_age=item.min_age,
+                    data=data,
+                )
+            )
+        else:
+            row.category, row.price, row.stock, row.min_age, row.data = (
+                item.category,
+                item.price,
+                item.stock,
+                item.min_age,
+                data,
+            )
+        count += 1
+    return count
+
+
+def get_items(session: Session, item_ids: Sequence[str]) -> dict[str, Item]:
+    if not item_ids:
+        return {}
+    rows = session.scalars(select(CatalogItem).where(CatalogItem.item_id.in_(item_ids)))
+    return {row.item_id: Item.model_validate(row.data) for row in rows}
+
+
+def count_items(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(CatalogItem)) or 0
+
+
+def upsert_offers(session: Session, offers: Iterable[Offer]) -> int:
+    count = 0
+    for offer in offers:
+        row = session.get(CatalogOffer, offer.offer_id)
+        data = offer.model_dump(mode="json")
+        if row is None:
+            session.add(CatalogOffer(offer_id=offer.offer_id, data=data))
+        else:
+            row.data = data
+        count += 1
+    return count
+
+
+def all_offers(session: Session) -> list[Offer]:
+    rows = session.scalars(select(CatalogOffer).order_by(CatalogOffer.offer_id))
+    return [Offer.model_validate(row.data) for row in rows]
+
+
+def refresh_popularity(session: Session) -> int:
+    """Recompute each item's popularity from events: purchases weigh 5, carts 3, clicks 2, views 1."""
+    weight = case(
+        (EventRow.type == "purchase", 5),
+        (EventRow.type == "add_to_cart", 3),
+        (EventRow.type == "click", 2),
+        else_=1,
+    )
+    totals = dict(
+        session.execute(select(EventRow.item_id, func.sum(weight)).group_by(EventRow.item_id)).all()
+    )
+    rows = session.scalars(select(CatalogItem)).all()
+    for row in rows:
+        row.popularity = float(totals.get(row.item_id, 0))
+    return len(rows)
+
+
+def popular_items(
+    session: Session,
+    *,
+    limit: int,
+    categories: Sequence[str] = (),
+    exclude_ids: Sequence[str] = (),
+    max_min_age: int | None = None,
+    in_stock_only: bool = True,
+) -> list[tuple[Item, float]]:
+    """Items ranked by popularity, with the same filters as retrieval.
+
+    This is the cold-start ranking and the fallback when the vector index does not answer.
+    """
+    query = select(CatalogItem)
+    if categories:
+        query = query.where(CatalogItem.category.in_(categories))
+    if exclude_ids:
+        query = query.where(CatalogItem.item_id.not_in(exclude_ids))
+    if max_min_age is not None:
+        query = query.where(CatalogItem.min_age <= max_min_age)
+    if in_stock_only:
+        query = query.where(CatalogItem.stock > 0)
+    query = query.order_by(CatalogItem.popularity.desc(), CatalogItem.item_id).limit(limit)
+    return [(Item.model_validate(row.data), row.popularity) for row in session.scalars(query)]

@@ -1,0 +1,79 @@
+"""The decision log, rewards, and the exposures that frequency caps count."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.errors import Conflict, NotFound
+from store.models import DecisionRow, RewardRow
+
+
+def log_decision(
+    session: Session,
+    *,
+    decision_id: str,
+    subject_key: str,
+    user_id: str | None,
+    channel: str,
+    segment: str,
+    offer_id: str | None,
+    created_at: datetime,
+    record: dict[str, Any],
+) -> None:
+    """Append one decision. `record` must already be free of PII: the store does not redact."""
+    session.add(
+        DecisionRow(
+            decision_id=decision_id,
+            subject_key=subject_key,
+            user_id=user_id,
+            channel=channel,
+            segment=segment,
+            offer_id=offer_id,
+            created_at=created_at,
+            record=record,
+        )
+    )
+
+
+def get_decision(session: Session, decision_id: str) -> DecisionRow:
+    row = session.get(DecisionRow, decision_id)
+    if row is None:
+        raise NotFound(f"decision {decision_id!r} does not exist")
+    return row
+
+
+def get_reward(session: Session, decision_id: str) -> float | None:
+    row = session.get(RewardRow, decision_id)
+    return None if row is None else row.reward
+
+
+def offer_exposures(session: Session, subject_key: str, since: datetime) -> dict[str, int]:
+    """How many times each offer was shown to this subject since `since`."""
+    rows = session.execute(
+        select(DecisionRow.offer_id, func.count())
+        .where(
+            DecisionRow.subject_key == subject_key,
+            DecisionRow.created_at >= since,
+            DecisionRow.offer_id.is_not(None),
+        )
+        .group_by(DecisionRow.offer_id)
+    )
+    return {offer_id: count for offer_id, count in rows}
+
+
+def record_reward(session: Session, decision_id: str, reward: float) -> DecisionRow:
+    """Attach the one reward a decision can have; a second one is a Conflict."""
+    decision = get_decision(session, decision_id)
+    if decision.offer_id is None:
+        raise Conflict(f"decision {decision_id!r} showed no offer, so it cannot be rewarded")
+    try:
+        with session.begin_nested():
+            session.add(RewardRow(decision_id=decision_id, reward=reward))
+    except IntegrityError as error:
+        raise Conflict(f"decision {decision_id!r} was already rewarded") from error
+    return decision

@@ -1,0 +1,141 @@
+"""SQLAlchemy 2.0 tables. Portable SQL only: SQLite today, PostgreSQL by URL later."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored as UTC and always come back timezone-aware, on every backend."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; give a timezone")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)  # PII: never copied into decisions
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Consent(Base):
+    __tablename__ = "consents"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    purpose: Mapped[str] = mapped_column(String(32), primary_key=True)
+    granted: Mapped[bool]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class IdentityLink(Base):
+    """An anonymous id or a device id that is known to belong to a user."""
+
+    __tablename__ = "identity_links"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "anonymous" | "device"
+    external_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CatalogItem(Base):
+    __tablename__ = "items"
+
+    item_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    price: Mapped[float] = mapped_column(Float)
+    stock: Mapped[int] = mapped_column(Integer)
+    min_age: Mapped[int] = mapped_column(Integer)
+    popularity: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CatalogOffer(Base):
+    __tablename__ = "offers"
+
+    offer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    ts: Mapped[datetime]
+    user_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    anonymous_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    device_id: Mapped[str | None] = mapped_column(String(128))
+    item_id: Mapped[str] = mapped_column(String(128), index=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DecisionRow(Base):
+    """The decision log: everything needed to replay a decision, and no PII."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_user_offer_time", "user_id", "offer_id", "created_at"),)
+
+    decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(128))
+    subject_key: Mapped[str] = mapped_column(String(160), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    segment: Mapped[str] = mapped_column(String(64))
+    offer_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RewardRow(Base):
+    __tablename__ = "rewards"
+
+    decision_id: Mapped[str] = mapped_column(
+        ForeignKey("decisions.decision_id", ondelete="CASCADE"), primary_key=True
+    )
+    reward: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BanditArm(Base):
+    """Beta posterior of one offer in one segment, for one bandit policy."""
+
+    __tablename__ = "bandit_arms"
+
+    policy: Mapped[str] = mapped_column(String(32), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    offer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alpha: Mapped[float] = mapped_column(Float)
+    beta: Mapped[float] = mapped_column(Float)
+    pulls: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

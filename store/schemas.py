@@ -1,0 +1,152 @@
+"""Domain records shared by every layer: catalog items, offers, profiles, consent and events.
+
+These are the validated shapes of what Attune stores. The API builds its request and response
+schemas on top of them; the demo generator writes them; the store persists them.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"),
+]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class Purpose(StrEnum):
+    """Purposes a person can consent to, checked before their data is used."""
+
+    personalization = "personalization"
+    profiling = "profiling"
+    email = "email"
+    push = "push"
+    llm_processing = "llm_processing"
+
+
+class Channel(StrEnum):
+    """Surfaces a decision can be made for."""
+
+    web = "web"
+    app = "app"
+    email = "email"
+    push = "push"
+
+
+class EventType(StrEnum):
+    view = "view"
+    click = "click"
+    add_to_cart = "add_to_cart"
+    purchase = "purchase"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Item(_Record):
+    """A catalog item. `min_age` 0 means no age restriction; `stock` 0 means out of stock."""
+
+    item_id: Identifier
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=5000)
+    category: str = Field(min_length=1, max_length=64)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    price: float = Field(gt=0, le=1_000_000)
+    currency: CurrencyCode = "EUR"
+    margin: float = Field(ge=0, le=1, description="Gross margin as a fraction of the price.")
+    stock: int = Field(default=0, ge=0)
+    min_age: int = Field(default=0, ge=0, le=21)
+
+    def text(self) -> str:
+        """The text that is embedded for retrieval."""
+        return f"{self.title}. {self.description} {' '.join(self.tags)}".strip()
+
+
+class Offer(_Record):
+    """An offer the bandit can choose: a discount on some categories, on some channels."""
+
+    offer_id: Identifier
+    title: str = Field(min_length=1, max_length=200)
+    terms: str = Field(min_length=1, max_length=2000)
+    discount_percent: float = Field(gt=0, le=90)
+    categories: list[str] = Field(min_length=1, description="Categories the offer applies to.")
+    channels: list[Channel] = Field(min_length=1)
+    min_age: int = Field(default=0, ge=0, le=21)
+    valid_from: datetime
+    valid_until: datetime
+    margin_weight: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> Offer:
+        if self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        return self
+
+
+class Address(_Record):
+    street: str = Field(max_length=200)
+    city: str = Field(max_length=100)
+    postcode: str = Field(max_length=20)
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+
+
+class Profile(_Record):
+    """What a person told us about themselves. Every field here is PII."""
+
+    first_name: str = Field(min_length=1, max_length=100)
+    last_name: str = Field(min_length=1, max_length=100)
+    email: EmailStr
+    phone: str | None = Field(default=None, max_length=40)
+    birth_date: date | None = None
+    address: Address | None = None
+    locale: str = Field(default="en-GB", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+
+    @field_validator("birth_date")
+    @classmethod
+    def _born_in_the_past(cls, value: date | None) -> date | None:
+        if value is not None and (value > date.today() or value.year < 1900):
+            raise ValueError("birth_date must be between 1900-01-01 and today")
+        return value
+
+    def age_on(self, day: date) -> int | None:
+        if self.birth_date is None:
+            return None
+        born = self.birth_date
+        return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+class UserRecord(_Record):
+    """One line of `users.jsonl`: a user, their profile and their consent per purpose."""
+
+    user_id: Identifier
+    profile: Profile
+    consent: dict[Purpose, bool] = Field(default_factory=dict)
+
+
+class Event(_Record):
+    """A behavioural event. At least one of `user_id` and `anonymous_id` is required."""
+
+    event_id: Identifier
+    type: EventType
+    ts: datetime
+    user_id: Identifier | None = None
+    anonymous_id: Identifier | None = None
+    device_id: Identifier | None = None
+    item_id: Identifier
+    value: float | None = Field(default=None, ge=0, description="Order value, for purchases.")
+
+    @model_validator(mode="after")
+    def _has_subject(self) -> Event:
+        if self.user_id is None and self.anonymous_id is None:
+            raise ValueError("one of user_id or anonymous_id is required")
+        if self.type is not EventType.purchase and self.value is not None:
+            raise ValueError("value is only allowed on purchase events")
+        if self.ts.tzinfo is None:
+            raise ValueError("ts must carry a timezone, e.g. 2026-11-23T09:00:00Z")
+        return self

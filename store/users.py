@@ -1,0 +1,105 @@
+"""Users, their profiles and consent, and the identity links that merge anonymous ids into them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from store.errors import NotFound
+from store.models import Consent, IdentityLink, User
+from store.schemas import Profile, Purpose, UserRecord
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who a request is about: a known user, or an anonymous visitor not linked to one yet."""
+
+    user_id: str | None
+    anonymous_id: str | None
+
+    @property
+    def key(self) -> str:
+        """A stable key for caps and logs: the user id, else the anonymous id, prefixed."""
+        return f"user:{self.user_id}" if self.user_id else f"anon:{self.anonymous_id}"
+
+
+def upsert_user(session: Session, record: UserRecord) -> None:
+    """Create or replace a user's profile; consent purposes given in `record` are set, others kept."""
+    user = session.get(User, record.user_id)
+    profile = record.profile.model_dump(mode="json")
+    if user is None:
+        session.add(User(user_id=record.user_id, profile=profile))
+    else:
+        user.profile = profile
+    set_consent(session, record.user_id, record.consent)
+
+
+def set_consent(session: Session, user_id: str, consent: dict[Purpose, bool]) -> None:
+    existing = {
+        row.purpose: row
+        for row in session.scalars(select(Consent).where(Consent.user_id == user_id))
+    }
+    for purpose, granted in consent.items():
+        row = existing.get(purpose.value)
+        if row is None:
+            session.add(Consent(user_id=user_id, purpose=purpose.value, granted=granted))
+        else:
+            row.granted = granted
+
+
+def get_user(session: Session, user_id: str) -> UserRecord:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id!r} does not exist")
+    return UserRecord(
+        user_id=user.user_id,
+        profile=Profile.model_validate(user.profile),
+        consent=get_consent(session, user_id),
+    )
+
+
+def get_consent(session: Session, user_id: str) -> dict[Purpose, bool]:
+    """Consent per purpose; a purpose never answered counts as not granted."""
+    rows = session.scalars(select(Consent).where(Consent.user_id == user_id))
+    granted = {Purpose(row.purpose): row.granted for row in rows}
+    return {purpose: granted.get(purpose, False) for purpose in Purpose}
+
+
+def user_exists(session: Session, user_id: str) -> bool:
+    return session.get(User, user_id) is not None
+
+
+def link_identity(session: Session, kind: str, external_id: str, user_id: str) -> None:
+    """Record that `external_id` (an anonymous or device id) belongs to `user_id`; the latest wins."""
+    link = session.get(IdentityLink, (kind, external_id))
+    if link is None:
+        session.add(IdentityLink(kind=kind, external_id=external_id, user_id=user_id))
+    elif link.user_id != user_id:
+        link.user_id = user_id
+
+
+def resolve_subject(session: Session, user_id: str | None, anonymous_id: str | None) -> Subject:
+    """A user id wins; an anonymous id linked to a user becomes that user; else it stays anonymous."""
+    if user_id is not None:
+        return Subject(user_id=user_id, anonymous_id=anonymous_id)
+    if anonymous_id is not None:
+        link = session.get(IdentityLink, ("anonymous", anonymous_id))
+        if link is not None:
+            return Subject(user_id=link.user_id, anonymous_id=anonymous_id)
+    return Subject(user_id=None, anonymous_id=anonymous_id)
+
+
+def linked_anonymous_ids(session: Session, user_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(IdentityLink.external_id).where(
+                IdentityLink.user_id == user_id, IdentityLink.kind == "anonymous"
+            )
+        )
+    )
+
+
+def count_users(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User)) or 0

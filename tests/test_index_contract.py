@@ -1,0 +1,404 @@
+"""One contract for every VectorIndex backend: Qdrant Edge, and qdrant-client's local mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from retrieval.edge import EdgeIndex
+from retrieval.embedder import HashingEmbedder
+from retrieval.index import Hit, IndexConfigError, ItemFilter, VectorIndex, item_payload
+from retrieval.server import QdrantServerIndex
+from store.schemas import Item
+
+DIM = 384
+BACKENDS = ["edge", "server"]
+
+
+def _item(
+    item_id: str,
+    title: str,
+    category: str,
+    price: float,
+    *,
+    stock: int = 10,
+    min_age: int = 0,
+    tags: tuple[str, ...] = (),
+) -> Item:
+    return Item(
+        item_id=item_id,
+        title=title,
+        description=f"{title}, from our {category} range.",
+        category=category,
+        tags=list(tags),
+        price=price,
+        margin=0.3,
+        stock=stock,
+        min_age=min_age,
+    )
+
+
+ITEMS = [
+    _item("out-01", "Red wool scarf", "outerwear", 29.0, tags=("wool", "winter")),
+    _item("out-02", "Waterproof rain jacket", "outerwear", 120.0, tags=("rain",)),
+    _item("out-03", "Down parka for arctic winters", "outerwear", 340.0, stock=0),
+    _item("out-04", "Grey fleece hoodie", "outerwear", 45.0),
+    _item("out-05", "Leather winter gloves", "outerwear", 39.0, stock=0, tags=("winter",)),
+    _item("out-06", "Knitted wool beanie hat", "outerwear", 19.0, tags=("wool",)),
+    _item("out-07", "Waterproof hiking trousers", "outerwear", 89.0),
+    _item("out-08", "Cashmere crew neck sweater", "outerwear", 150.0, stock=2),
+    _item("foot-01", "Trail running shoes", "footwear", 110.0, tags=("running",)),
+    _item("foot-02", "Leather hiking boots", "footwear", 180.0, stock=0),
+    _item("foot-03", "Suede leather loafers", "footwear", 95.0),
+    _item("foot-04", "White canvas sneakers", "footwear", 55.0),
+    _item("foot-05", "Wool lined slippers", "footwear", 25.0, tags=("wool",)),
+    _item("foot-06", "Rubber wellington boots", "footwear", 35.0, stock=0),
+    _item("foot-07", "Summer beach sandals", "footwear", 22.0),
+    _item("foot-08", "Kids football boots", "footwear", 40.0),
+    _item("kit-01", "Cast iron frying pan", "kitchen", 49.0),
+    _item("kit-02", "Japanese chef knife", "kitchen", 130.0, min_age=18),
+    _item("kit-03", "Stovetop espresso maker", "kitchen", 35.0),
+    _item("kit-04", "Oak cutting board", "kitchen", 28.0),
+    _item("kit-05", "Stand mixer with dough hook", "kitchen", 399.0, stock=0),
+    _item("kit-06", "Nonstick saucepan set", "kitchen", 75.0),
+    _item("kit-07", "Electric kettle", "kitchen", 39.0),
+    _item("kit-08", "Pepper and spice grinder", "kitchen", 18.0, stock=0),
+    _item("toy-01", "Jigsaw puzzle of a lighthouse", "toys", 15.0),
+    _item("toy-02", "Wooden train set", "toys", 59.0),
+    _item("toy-03", "Colourful building blocks", "toys", 25.0),
+    _item("toy-04", "Plush teddy bear", "toys", 20.0, stock=0),
+    _item("toy-05", "Stunt kite for the beach", "toys", 32.0, min_age=8),
+    _item("toy-06", "Family strategy board game", "toys", 45.0, min_age=12),
+    _item("toy-07", "Remote control racing car", "toys", 65.0, min_age=8),
+    _item("toy-08", "Chemistry science kit", "toys", 38.0, min_age=12),
+    _item("drink-01", "Rioja red wine", "drinks", 18.0, min_age=18),
+    _item("drink-02", "Single malt whisky", "drinks", 65.0, min_age=18),
+    _item("drink-03", "Craft pale ale six pack", "drinks", 14.0, min_age=18),
+    _item("drink-04", "London dry gin", "drinks", 32.0, min_age=18, stock=0),
+    _item("drink-05", "Sparkling apple cider", "drinks", 9.0, min_age=18),
+    _item("drink-06", "Sparkling apple juice", "drinks", 4.0),
+    _item("drink-07", "Cold brew coffee", "drinks", 6.0),
+    _item("drink-08", "Vintage champagne", "drinks", 85.0, min_age=18),
+]
+BY_ID = {item.item_id: item for item in ITEMS}
+EMBEDDER = HashingEmbedder(DIM)
+VECTORS = EMBEDDER.embed([item.text() for item in ITEMS])
+VECTOR_BY_ID = dict(zip(BY_ID, VECTORS, strict=True))
+
+Opener = Callable[..., VectorIndex]
+
+
+def _opener(backend: str, folder: Path) -> Opener:
+    """Opens the backend at a fixed location, so a test can close and reopen it."""
+
+    def open_index(dim: int = DIM) -> VectorIndex:
+        if backend == "edge":
+            return EdgeIndex(folder / "edge", dim=dim)
+        return QdrantServerIndex(path=str(folder / "qdrant-local"), dim=dim)
+
+    return open_index
+
+
+@pytest.fixture(params=BACKENDS)
+def open_index(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    return _opener(request.param, tmp_path)
+
+
+@pytest.fixture
+def index(open_index: Opener) -> Iterator[VectorIndex]:
+    """A fresh index holding every item, for tests that change it."""
+    idx = open_index()
+    idx.upsert(ITEMS, VECTORS)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_index(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VectorIndex]:
+    """One loaded index per backend, shared by the read-only tests."""
+    idx = _opener(request.param, tmp_path_factory.mktemp(request.param))()
+    idx.upsert(ITEMS, VECTORS)
+    yield idx
+    idx.close()
+
+
+def _matches(flt: ItemFilter, payload: dict[str, Any]) -> bool:
+    """The filter's meaning, written independently of both backends."""
+    return (
+        (not flt.categories or payload["category"] in flt.categories)
+        and payload["item_id"] not in flt.exclude_ids
+        and (flt.max_min_age is None or payload["min_age"] <= flt.max_min_age)
+        and (not flt.in_stock_only or payload["in_stock"])
+        and (flt.max_price is None or payload["price"] <= flt.max_price)
+    )
+
+
+def _matching_ids(flt: ItemFilter) -> set[str]:
+    return {item.item_id for item in ITEMS if _matches(flt, item_payload(item))}
+
+
+def _query(item_id: str) -> np.ndarray:
+    return EMBEDDER.embed([BY_ID[item_id].text()])[0]
+
+
+def _expected_scores(query: np.ndarray, ids: set[str], k: int) -> list[float]:
+    """The top-k cosine similarities among `ids`, by brute force."""
+    return sorted((float(VECTOR_BY_ID[i] @ query) for i in ids), reverse=True)[:k]
+
+
+def test_is_a_vector_index(shared_index: VectorIndex):
+    assert isinstance(shared_index, VectorIndex)
+    assert shared_index.dim == DIM
+    assert shared_index.backend in {"qdrant-edge", "qdrant-server"}
+
+
+def test_upsert_stores_every_item(shared_index: VectorIndex):
+    assert shared_index.count() == len(ITEMS)
+
+
+def test_upsert_is_idempotent_by_item_id(index: VectorIndex):
+    changed = BY_ID["kit-01"].model_copy(update={"price": 44.0, "stock": 0})
+
+    index.upsert(ITEMS, VECTORS)
+    index.upsert([changed], VECTOR_BY_ID["kit-01"][np.newaxis, :])
+
+    assert index.count() == len(ITEMS)
+    top = index.search(_query("kit-01"), k=1)[0]
+    assert top.item_id == "kit-01"
+    assert top.payload["price"] == 44.0
+    assert top.payload["in_stock"] is False
+
+
+@pytest.mark.parametrize("item_id", ["out-01", "foot-01", "kit-03", "toy-02", "drink-02"])
+def test_search_returns_the_item_itself_first(shared_index: VectorIndex, item_id: str):
+    query = _query(item_id)
+
+    hits = shared_index.search(query, k=10)
+
+    assert hits[0].item_id == item_id
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    scores = [hit.score for hit in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert scores == pytest.approx(_expected_scores(query, set(BY_ID), 10), abs=1e-4)
+
+
+# Each case queries with the text of an item the filter rejects, so that the unfiltered
+# nearest neighbours are mostly rejected too: only a filter applied inside the query, not to
+# its results afterwards, still returns k hits.
+FILTER_CASES = [
+    ("one category", ItemFilter(categories=("toys",)), "kit-01"),
+    ("two categories", ItemFilter(categories=("toys", "kitchen")), "out-01"),
+    (
+        "exclude ids",
+        ItemFilter(exclude_ids=tuple(i for i in BY_ID if i.startswith("out"))),
+        "out-06",
+    ),
+    ("children only", ItemFilter(max_min_age=0), "drink-02"),
+    ("twelve and under", ItemFilter(max_min_age=12), "drink-01"),
+    ("in stock only", ItemFilter(in_stock_only=True), "foot-02"),
+    ("cheap only", ItemFilter(max_price=30.0), "kit-05"),
+    (
+        "combined",
+        ItemFilter(
+            categories=("kitchen", "toys", "footwear"),
+            exclude_ids=("toy-01", "kit-04"),
+            max_min_age=12,
+            in_stock_only=True,
+            max_price=60.0,
+        ),
+        "drink-08",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "flt, query_id", [case[1:] for case in FILTER_CASES], ids=[case[0] for case in FILTER_CASES]
+)
+def test_filters_are_pushed_into_the_query(
+    shared_index: VectorIndex, flt: ItemFilter, query_id: str
+):
+    k = 5
+    matching = _matching_ids(flt)
+    query = _query(query_id)
+    assert len(matching) >= k, "the case needs at least k matching items"
+    unfiltered = shared_index.search(query, k=k)
+    assert any(hit.item_id not in matching for hit in unfiltered), "the case proves nothing"
+
+    hits = shared_index.search(query, k=k, flt=flt)
+
+    assert len(hits) == k
+    assert all(_matches(flt, hit.payload) for hit in hits)
+    assert [hit.score for hit in hits] == pytest.approx(
+        _expected_scores(query, matching, k), abs=1e-4
+    )
+
+
+def test_an_empty_filter_constrains_nothing(shared_index: VectorIndex):
+    query = _query("toy-03")
+
+    assert shared_index.search(query, k=7, flt=ItemFilter()) == shared_index.search(query, k=7)
+
+
+def test_a_filter_nothing_matches_returns_no_hits(shared_index: VectorIndex):
+    flt = ItemFilter(categories=("drinks",), max_min_age=0, max_price=5.0, in_stock_only=True)
+    assert _matching_ids(flt) == {"drink-06"}
+
+    hits = shared_index.search(_query("drink-06"), k=5, flt=flt)
+
+    assert [hit.item_id for hit in hits] == ["drink-06"]
+    assert shared_index.search(_query("drink-06"), k=5, flt=ItemFilter(categories=("nope",))) == []
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    categories=st.lists(st.sampled_from(["outerwear", "footwear", "kitchen", "toys", "drinks"])),
+    exclude_ids=st.lists(st.sampled_from(sorted(BY_ID)), max_size=10),
+    max_min_age=st.none() | st.integers(min_value=0, max_value=21),
+    in_stock_only=st.booleans(),
+    max_price=st.none() | st.floats(min_value=0, max_value=400, allow_nan=False),
+    query_id=st.sampled_from(sorted(BY_ID)),
+    k=st.integers(min_value=1, max_value=12),
+)
+def test_every_hit_satisfies_a_random_filter(
+    shared_index: VectorIndex,
+    categories: list[str],
+    exclude_ids: list[str],
+    max_min_age: int | None,
+    in_stock_only: bool,
+    max_price: float | None,
+    query_id: str,
+    k: int,
+):
+    flt = ItemFilter(
+        categories=tuple(categories),
+        exclude_ids=tuple(exclude_ids),
+        max_min_age=max_min_age,
+        in_stock_only=in_stock_only,
+        max_price=max_price,
+    )
+
+    hits = shared_index.search(_query(query_id), k=k, flt=flt)
+
+    assert all(_matches(flt, hit.payload) for hit in hits)
+    assert len(hits) == min(k, len(_matching_ids(flt)))
+
+
+def test_delete_removes_items(index: VectorIndex):
+    gone = ["toy-02", "kit-01"]
+
+    index.delete([*gone, "never-stored"])
+
+    assert index.count() == len(ITEMS) - len(gone)
+    assert index.vectors(gone) == {}
+    for item_id in gone:
+        assert item_id not in {hit.item_id for hit in index.search(_query(item_id), k=10)}
+
+
+def test_vectors_returns_stored_vectors_and_skips_missing_ids(shared_index: VectorIndex):
+    wanted = ["out-01", "toy-08", "drink-05"]
+
+    stored = shared_index.vectors([*wanted, "never-stored"])
+
+    assert set(stored) == set(wanted)
+    for item_id in wanted:
+        assert stored[item_id].shape == (DIM,)
+        np.testing.assert_allclose(stored[item_id], VECTOR_BY_ID[item_id], atol=1e-5)
+    assert shared_index.vectors([]) == {}
+
+
+def test_search_returns_vectors_only_when_asked(shared_index: VectorIndex):
+    query = _query("foot-03")
+
+    with_vectors = shared_index.search(query, k=3, with_vectors=True)
+    without = shared_index.search(query, k=3)
+
+    for hit in with_vectors:
+        assert hit.vector is not None
+        np.testing.assert_allclose(hit.vector, VECTOR_BY_ID[hit.item_id], atol=1e-5)
+    assert all(hit.vector is None for hit in without)
+
+
+@pytest.mark.parametrize("item_id", ["out-03", "kit-02", "drink-04", "toy-05"])
+def test_payload_round_trips(shared_index: VectorIndex, item_id: str):
+    hit: Hit = shared_index.search(_query(item_id), k=1)[0]
+
+    assert hit.item_id == item_id
+    assert hit.payload == item_payload(BY_ID[item_id])
+    assert isinstance(hit.payload["in_stock"], bool)
+    assert isinstance(hit.payload["min_age"], int)
+
+
+def test_reopening_keeps_the_points(index: VectorIndex, open_index: Opener):
+    index.close()
+
+    reopened = open_index()
+    try:
+        assert reopened.count() == len(ITEMS)
+        assert reopened.search(_query("toy-06"), k=1)[0].item_id == "toy-06"
+    finally:
+        reopened.close()
+
+
+def test_reopening_with_another_dimension_fails_clearly(index: VectorIndex, open_index: Opener):
+    index.close()
+
+    with pytest.raises(IndexConfigError, match="384") as raised:
+        open_index(dim=DIM // 2)
+    assert "re-ingest" in str(raised.value)
+
+    # The failed open must not have damaged or locked the stored index.
+    reopened = open_index()
+    assert reopened.count() == len(ITEMS)
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda idx: idx.upsert(ITEMS[:2], VECTORS[:3]), "shape"),
+        (lambda idx: idx.upsert(ITEMS[:2], VECTORS[:2, :10]), "shape"),
+        (lambda idx: idx.search(VECTORS[0][:10], k=3), "shape"),
+        (lambda idx: idx.search(VECTORS[0], k=0), "k must be"),
+    ],
+    ids=["too many vectors", "wrong upsert dim", "wrong query dim", "k of zero"],
+)
+def test_caller_mistakes_raise_value_errors(
+    shared_index: VectorIndex, call: Callable[[VectorIndex], object], message: str
+):
+    with pytest.raises(ValueError, match=message):
+        call(shared_index)
+    assert shared_index.count() == len(ITEMS)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"categories": "toys"}, TypeError),
+        ({"exclude_ids": "toy-01"}, TypeError),
+        ({"max_min_age": -1}, ValueError),
+        ({"max_price": -0.5}, ValueError),
+        ({"max_price": float("nan")}, ValueError),
+    ],
+)
+def test_item_filter_rejects_invalid_values(kwargs: dict[str, Any], error: type[Exception]):
+    with pytest.raises(error):
+        ItemFilter(**kwargs)
+
+
+def test_item_filter_accepts_lists_and_stores_tuples():
+    flt = ItemFilter(categories=["toys"], exclude_ids=["toy-01"])  # type: ignore[arg-type]
+
+    assert flt.categories == ("toys",)
+    assert flt.exclude_ids == ("toy-01",)

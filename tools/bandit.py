@@ -1,0 +1,55 @@
+"""Offer selection by Beta-Bernoulli Thompson sampling, with the propensity of the choice.
+
+The choice draws one sample from each eligible offer's Beta posterior and takes the largest.
+Thompson sampling has no closed-form action probability, so the propensity of the chosen offer
+is estimated by Monte Carlo: `draws` further joint samples of all posteriors, counting how often
+the chosen offer wins. With 2,000 draws the standard error is at most about 1.1 points; the
+estimate is floored at 1/(2·draws) so it is never logged as zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from store.bandit import ArmState
+
+
+@dataclass(frozen=True)
+class Choice:
+    offer_id: str
+    propensity: float
+    probabilities: dict[str, float]  # estimated P(offer is chosen), for every eligible offer
+    arm: ArmState
+
+
+class ThompsonSampling:
+    """Beta-Bernoulli Thompson sampling; the random generator is injected so tests can seed it."""
+
+    name = "thompson"
+
+    def __init__(self, rng: np.random.Generator, *, draws: int = 2000) -> None:
+        if draws < 100:
+            raise ValueError("draws must be at least 100 for a usable propensity estimate")
+        self._rng = rng
+        self._draws = draws
+
+    def choose(self, arms: Mapping[str, ArmState]) -> Choice:
+        if not arms:
+            raise ValueError("no eligible offers to choose from")
+        ids = sorted(arms)
+        alpha = np.array([arms[i].alpha for i in ids])
+        beta = np.array([arms[i].beta for i in ids])
+        chosen = int(np.argmax(self._rng.beta(alpha, beta)))
+        samples = self._rng.beta(alpha[:, None], beta[:, None], size=(len(ids), self._draws))
+        wins = np.bincount(np.argmax(samples, axis=0), minlength=len(ids)) / self._draws
+        floor = 1.0 / (2 * self._draws)
+        probabilities = {i: round(max(float(w), floor), 4) for i, w in zip(ids, wins, strict=True)}
+        return Choice(
+            offer_id=ids[chosen],
+            propensity=probabilities[ids[chosen]],
+            probabilities=probabilities,
+            arm=arms[ids[chosen]],
+        )

@@ -1,0 +1,39 @@
+"""What a tool run depends on: the services, and the subject bound from the request (never the model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from store.db import Database
+from store.schemas import Channel
+from store.users import Subject
+
+if TYPE_CHECKING:
+    from policies.engine import PolicyEngine
+    from retrieval.embedder import Embedder
+    from retrieval.index import VectorIndex
+    from tools.bandit import ThompsonSampling
+
+
+@dataclass(frozen=True)
+class ToolDeps:
+    """Long-lived services the tools use; built once per process by the factory."""
+
+    db: Database
+    embedder: Embedder
+    index: VectorIndex
+    policy: PolicyEngine
+    bandit: ThompsonSampling
+
+
+@dataclass
+class RunContext:
+    """One request's context. `memo` lets tools share work within the request (the profile)."""
+
+    deps: ToolDeps
+    subject: Subject
+    channel: Channel
+    now: datetime
+    memo: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,99 @@
+"""Profile lookup: the subject's features, consent and lifecycle segment, without PII."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from policies.engine import Facts, Firing
+from store.errors import NotFound
+from store.events import Features, compute_features
+from store.schemas import Purpose, UserRecord
+from store.users import get_user
+from tools.context import RunContext
+from tools.schemas import ProfileView, RuleFired
+
+
+def lookup_profile(ctx: RunContext) -> ProfileView:
+    """Look up the person this request is about: their interests, recent activity and consent."""
+    if "profile" not in ctx.memo:
+        _load(ctx)
+    return ctx.memo["profile"]
+
+
+def subject_record(ctx: RunContext) -> UserRecord | None:
+    """The stored user record, PII included, for the guard only; never handed to a model."""
+    if "profile" not in ctx.memo:
+        _load(ctx)
+    return ctx.memo["record"]
+
+
+def subject_facts(ctx: RunContext) -> Facts:
+    """What the policy rules need to know about the subject at this moment."""
+    if "profile" not in ctx.memo:
+        _load(ctx)
+    return ctx.memo["facts"]
+
+
+def subject_features(ctx: RunContext) -> Features:
+    if "profile" not in ctx.memo:
+        _load(ctx)
+    return ctx.memo["features"]
+
+
+def _load(ctx: RunContext) -> None:
+    with ctx.deps.db.session() as session:
+        record: UserRecord | None = None
+        if ctx.subject.user_id is not None:
+            try:
+                record = get_user(session, ctx.subject.user_id)
+            except NotFound:
+                record = None
+        features = compute_features(session, ctx.subject, as_of=ctx.now)
+    consent = record.consent if record else {purpose: False for purpose in Purpose}
+    age = record.profile.age_on(ctx.now.date()) if record else None
+    facts = Facts(
+        age=age, consent=consent, channel=ctx.channel, now=ctx.now, purchases=features.purchases
+    )
+    personalized, firings = ctx.deps.policy.personalization(facts)
+    ctx.memo.update(
+        record=record,
+        features=features,
+        facts=facts,
+        profile=ProfileView(
+            subject_key=ctx.subject.key,
+            user_id=ctx.subject.user_id,
+            known=record is not None,
+            age=age,
+            consent=consent,
+            personalized=personalized,
+            segment=lifecycle_segment(features),
+            event_count=features.event_count,
+            recency_days=features.recency_days,
+            frequency_30d=features.frequency_30d,
+            monetary_total=features.monetary_total,
+            purchase_count=features.purchase_count,
+            days_since_last_purchase=features.days_since_last_purchase,
+            category_affinity=features.category_affinity,
+            price_band=features.price_band,
+            recent_item_ids=list(features.recent_item_ids),
+            rules_fired=rules_fired(firings),
+        ),
+    )
+
+
+def lifecycle_segment(features: Features) -> str:
+    """New, active, lapsing or lapsed, from recency and frequency."""
+    if features.is_cold:
+        return "new"
+    if features.recency_days is not None and features.recency_days > 60:
+        return "lapsed"
+    if features.frequency_30d == 0:
+        return "lapsing"
+    return "active"
+
+
+def rules_fired(firings: Iterable[Firing]) -> list[RuleFired]:
+    return [
+        RuleFired(rule_id=f.rule_id, effect=f.effect, reason=f.reason, targets=list(f.targets))
+        for f in firings
+    ]
