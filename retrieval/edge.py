@@ -55,7 +55,8 @@ def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
     if flt.in_stock_only:
         # qdrant_edge 0.9.0 reads a Python bool as the integer 1 (bool subclasses int), so
         # MatchValue(True) never matches a boolean payload; numpy.bool_ reaches the bool variant.
-        must.append(qe.FieldCondition(key="in_stock", match=qe.MatchValue(np.bool_(True))))
+        in_stock = qe.MatchValue(np.bool_(True))  # type: ignore[arg-type]
+        must.append(qe.FieldCondition(key="in_stock", match=in_stock))
     if flt.max_price is not None:
         must.append(qe.FieldCondition(key="price", range=qe.RangeFloat(lte=flt.max_price)))
     if not must and not must_not:

@@ -29,6 +29,10 @@ class IndexConfigError(RetrievalError):
     """The stored index does not match what the caller asked for (dimension, vector name)."""
 
 
+class IndexUnavailable(RetrievalError):
+    """The vector store cannot be reached or failed on its side; retrying later may succeed."""
+
+
 @dataclass(frozen=True)
 class ItemFilter:
     """Constraints a search pushes down into the vector store. Empty fields constrain nothing.

@@ -8,18 +8,22 @@ only and slows down sharply past some tens of thousands of points.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 
 import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from retrieval.index import (
     UPSERT_BATCH_SIZE,
     VECTOR_NAME,
     Hit,
     IndexConfigError,
+    IndexUnavailable,
     ItemFilter,
     check_batch,
     check_query,
@@ -37,6 +41,19 @@ PAYLOAD_INDEXES: dict[str, qm.PayloadSchemaType] = {
     "min_age": qm.PayloadSchemaType.INTEGER,
     "price": qm.PayloadSchemaType.FLOAT,
 }
+
+
+@contextmanager
+def _server_call(action: str) -> Iterator[None]:
+    """Turns transport failures and server-side errors into IndexUnavailable; 4xx propagate."""
+    try:
+        yield
+    except (ResponseHandlingException, ResourceExhaustedResponse) as err:
+        raise IndexUnavailable(f"Qdrant could not {action}: {err}") from err
+    except UnexpectedResponse as err:
+        if err.status_code is not None and 400 <= err.status_code < 500 and err.status_code != 429:
+            raise
+        raise IndexUnavailable(f"Qdrant could not {action}: HTTP {err.status_code}") from err
 
 
 def server_filter(flt: ItemFilter | None) -> qm.Filter | None:
@@ -89,7 +106,8 @@ class QdrantServerIndex:
         else:
             self._client = QdrantClient(path=path)
         try:
-            self._ensure_collection()
+            with _server_call(f"open collection {collection!r}"):
+                self._ensure_collection()
         except BaseException:
             # Release the client, and in local mode the folder's lock, before giving up.
             self._client.close()
@@ -139,13 +157,17 @@ class QdrantServerIndex:
                     strict=True,
                 )
             ]
-            self._client.upsert(self.collection, points=points, wait=True)
+            with _server_call("store items"):
+                self._client.upsert(self.collection, points=points, wait=True)
 
     def delete(self, item_ids: Sequence[str]) -> None:
         if not item_ids:
             return
         ids: list[qm.ExtendedPointId] = [str(point_id(item_id)) for item_id in item_ids]
-        self._client.delete(self.collection, points_selector=qm.PointIdsList(points=ids), wait=True)
+        with _server_call("delete items"):
+            self._client.delete(
+                self.collection, points_selector=qm.PointIdsList(points=ids), wait=True
+            )
 
     def search(
         self,
@@ -155,28 +177,32 @@ class QdrantServerIndex:
         flt: ItemFilter | None = None,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        response = self._client.query_points(
-            self.collection,
-            query=check_query(vector, self.dim, k),
-            using=VECTOR_NAME,
-            query_filter=server_filter(flt),
-            limit=k,
-            with_payload=True,
-            with_vectors=[VECTOR_NAME] if with_vectors else False,
-        )
+        query = check_query(vector, self.dim, k)
+        with _server_call("search"):
+            response = self._client.query_points(
+                self.collection,
+                query=query,
+                using=VECTOR_NAME,
+                query_filter=server_filter(flt),
+                limit=k,
+                with_payload=True,
+                with_vectors=[VECTOR_NAME] if with_vectors else False,
+            )
         return [to_hit(point, with_vectors) for point in response.points]
 
     def vectors(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not item_ids:
             return {}
         by_point = {str(point_id(item_id)): item_id for item_id in item_ids}
-        records = self._client.retrieve(
-            self.collection, ids=list(by_point), with_payload=False, with_vectors=[VECTOR_NAME]
-        )
+        with _server_call("fetch vectors"):
+            records = self._client.retrieve(
+                self.collection, ids=list(by_point), with_payload=False, with_vectors=[VECTOR_NAME]
+            )
         return {by_point[str(record.id)]: named_vector(record.vector) for record in records}
 
     def count(self) -> int:
-        return self._client.count(self.collection, exact=True).count
+        with _server_call("count items"):
+            return self._client.count(self.collection, exact=True).count
 
     def close(self) -> None:
         """Closes the client; in local mode this releases the folder's lock."""

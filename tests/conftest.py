@@ -45,3 +45,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def pii_guard(tmp_path_factory: pytest.TempPathFactory):
+    """One PII guard for the session: it is heavy to build, as in the service."""
+    from policies.pii import PIIGuard
+
+    return PIIGuard(work_dir=tmp_path_factory.mktemp("pii"))

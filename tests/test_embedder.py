@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model import HIDDEN_SIZE
 
 from retrieval.embedder import (
     Embedder,
@@ -15,7 +16,6 @@ from retrieval.embedder import (
     SentenceTransformerEmbedder,
     load_embedder,
 )
-from tiny_model import HIDDEN_SIZE
 
 TEXTS = ["a red wool scarf for winter", "trail running shoes", "a cast iron pan"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,14 @@ from hypothesis import strategies as st
 
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import HashingEmbedder
-from retrieval.index import Hit, IndexConfigError, ItemFilter, VectorIndex, item_payload
+from retrieval.index import (
+    Hit,
+    IndexConfigError,
+    IndexUnavailable,
+    ItemFilter,
+    VectorIndex,
+    item_payload,
+)
 from retrieval.server import QdrantServerIndex
 from store.schemas import Item
 
@@ -398,7 +407,22 @@ def test_item_filter_rejects_invalid_values(kwargs: dict[str, Any], error: type[
 
 
 def test_item_filter_accepts_lists_and_stores_tuples():
-    flt = ItemFilter(categories=["toys"], exclude_ids=["toy-01"])  # type: ignore[arg-type]
+    flt = ItemFilter(categories=["toys"], exclude_ids=["toy-01"])
 
     assert flt.categories == ("toys",)
     assert flt.exclude_ids == ("toy-01",)
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version:UserWarning")
+def test_an_unreachable_server_is_reported_as_unavailable():
+    before = set(threading.enumerate())
+    # A bound socket that never listens: connecting to it is refused at once.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with pytest.raises(IndexUnavailable, match="could not open collection 'items'"):
+            QdrantServerIndex(url=f"http://127.0.0.1:{port}", dim=DIM)
+        # qdrant-client checks the server version in a background thread, which warns when it
+        # fails; wait for it here so that its warning is not attributed to a later test.
+        for thread in set(threading.enumerate()) - before:
+            thread.join(timeout=5)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import spacy
+from spacy.pipeline import EntityRuler
 
 from policies.pii import Finding, KnownValues, PIIGuard, Vault
 from store.schemas import Address, Profile
@@ -291,7 +292,9 @@ def test_with_an_ner_model_other_names_are_found(
 ) -> None:
     # A rule-based pipeline stands in for an installed NER model, which cannot be downloaded here.
     nlp = spacy.blank("en")
-    nlp.add_pipe("entity_ruler").add_patterns(
+    ruler = nlp.add_pipe("entity_ruler")
+    assert isinstance(ruler, EntityRuler)
+    ruler.add_patterns(
         [
             {"label": "PERSON", "pattern": "Bob Jones"},
             {"label": "PERSON", "pattern": "Jane"},

@@ -104,7 +104,7 @@ CATEGORIES: dict[str, Vocabulary] = {
         "Even heat distribution means fewer hot spots and better browning on the hob.|Built for home cooks who want restaurant results in their own kitchen.|Easy to clean and made to last for years of daily cooking.",
         "cooking|cookware|baking|kitchen|chef|homecooking|utensils|bakeware", (8, 450)),
     "coffee_tea": Vocabulary(
-        "coffee and tea", "Roastery Row|Kettle & Leaf|Morning Ritual|Bean Collective|Highland Brew|Jade Garden|Crema Nord|Teahouse 9",
+        "coffee & tea", "Roastery Row|Kettle & Leaf|Morning Ritual|Bean Collective|Highland Brew|Jade Garden|Crema Nord|Teahouse 9",
         "single-origin|organic|fair-trade|dark-roast|smooth|aromatic|decaf|hand-picked",
         "Ethiopian|Colombian|Darjeeling|Assam|Sencha|Sumatran|Kenyan|Yunnan",
         "whole coffee beans: espresso and filter brewing; ground coffee: cafetière and drip coffee; loose-leaf tea: a calm afternoon cup; green tea: a light, grassy morning brew; espresso capsules: quick espresso at home; chai blend: spiced tea lattes; pour-over dripper: slow, clear filter coffee; cold brew kit: smooth iced coffee in summer",
@@ -217,7 +217,7 @@ OFFER_PLAN: list[tuple[str, tuple[str, ...], str]] = [
     ("Outdoor Family", ("outdoor_gear", "toys", "pet_supplies"), "regular"),
     ("Smart Home", ("electronics", "home_decor"), "regular"),
     ("Run & Recover", ("running_shoes", "beauty"), "regular"),
-    ("Summer Clearance", ("outdoor_gear", "running_shoes"), "expired_spring"),
+    ("Spring Trail Sale", ("outdoor_gear", "running_shoes"), "expired_spring"),
     ("Winter Reading", ("books",), "expired_winter"),
     ("2028 Preview", ("electronics", "video_games"), "future"),
 ]
@@ -395,7 +395,10 @@ def make_users(rng: np.random.Generator, seed: int) -> tuple[list[UserRecord], l
     for faker in fakers.values():
         faker.seed_instance(seed)
     locales, weights = list(LOCALES), np.array(list(LOCALES.values()))
-    users, personas, emails, tokens = [], [], set(), set()
+    users: list[UserRecord] = []
+    personas: list[Persona] = []
+    emails: set[str] = set()
+    tokens: set[str] = set()
     for n, age in enumerate(_ages(rng), start=1):
         locale = locales[int(rng.choice(len(locales), p=weights))]
         fake, country = fakers[locale], locale[-2:]
@@ -503,8 +506,8 @@ def _session_steps(
 
 
 def _session_start(rng: np.random.Generator) -> datetime:
-    # Sessions start by the day before the window ends: even the longest session then ends
-    # inside the window, and events never fall on an earlier day than the age check used.
+    # Sessions start by 18 Nov, a full day before the window closes, so even the longest one
+    # ends inside it; and no event falls on a day before the one its age check used.
     day = int(rng.integers((WINDOW_END - WINDOW_START).days - 1))
     hour = int(rng.choice(24, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum()))
     return WINDOW_START + timedelta(days=day, hours=hour, seconds=int(rng.integers(3600)))

@@ -1,0 +1,169 @@
+"""The policy file's validation and the engine's verdicts, rule by rule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies.engine import Facts, PolicyEngine
+from policies.rules import PolicyError, load_policy, parse_policy
+from store.schemas import Channel, Item, Offer, Purpose
+
+DEMO_POLICY = Path(__file__).parents[1] / "data" / "demo" / "policy.yaml"
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+ALL_CONSENT = dict.fromkeys(Purpose, True)
+
+
+_ENGINE = PolicyEngine(load_policy(DEMO_POLICY))
+
+
+@pytest.fixture(scope="module")
+def engine() -> PolicyEngine:
+    return _ENGINE
+
+
+def facts(age: int | None = 30, channel: Channel = Channel.web, **kw) -> Facts:
+    return Facts(age=age, consent=kw.pop("consent", ALL_CONSENT), channel=channel, now=NOW, **kw)
+
+
+def item(item_id: str = "i1", **kw) -> Item:
+    base = {"title": "Thing", "category": "wine", "price": 10.0, "margin": 0.2, "stock": 5}
+    return Item(item_id=item_id, **{**base, **kw})
+
+
+def offer(offer_id: str = "o1", **kw) -> Offer:
+    base = {
+        "title": "Deal",
+        "terms": "Ten percent off.",
+        "discount_percent": 10,
+        "categories": ["wine"],
+        "channels": ["web", "email"],
+        "valid_from": NOW - timedelta(days=10),
+        "valid_until": NOW + timedelta(days=10),
+    }
+    return Offer(offer_id=offer_id, **{**base, **kw})
+
+
+def test_demo_policy_loads_with_a_hash_version() -> None:
+    policy = load_policy(DEMO_POLICY)
+    assert len(policy.version) == 12
+    assert {rule.id for rule in policy.rules} >= {"age-gate", "same-offer-once-24h", "no-rebuy-90d"}
+
+
+def test_version_changes_with_the_file() -> None:
+    raw = DEMO_POLICY.read_bytes()
+    assert parse_policy(raw).version != parse_policy(raw + b"\n# edited\n").version
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: x\nrules:\n  - {id: cap, type: frequency_cap, max: 0, window_hours: 24}\n", "rules[0] (cap).max"),
+        ("name: x\nrules:\n  - {id: cap, type: frequency_cap, max: 1, window_hours: -1}\n", "rules[0] (cap).window_hours"),
+        ("name: x\nrules:\n  - {id: a, type: stok}\n", "does not match any of the expected tags"),
+        ("name: x\nrules:\n  - {id: a, type: stock}\n  - {id: a, type: stock}\n", "rule id 'a' is used twice"),
+        ("name: x\nrules:\n  - {id: c, type: consent, purpose: gossip, guards: offers}\n", "rules[0] (c).purpose"),
+        ("name: x\nrules:\n  - {id: a, type: stock, colour: red}\n", "colour"),
+        ("name: x\nrules: [\n", "not valid YAML"),
+        ("- just a list\n", "must be a mapping"),
+    ],
+)
+def test_invalid_policies_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=None) as caught:
+        parse_policy(text.encode())
+    assert message in str(caught.value)
+
+
+def test_missing_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot read policy file"):
+        load_policy(tmp_path / "nope.yaml")
+
+
+def test_age_gate_constrains_minors_and_unknown_ages(engine: PolicyEngine) -> None:
+    assert engine.item_constraints(facts(age=15)).max_min_age == 15
+    assert engine.item_constraints(facts(age=None)).max_min_age == 0
+    adult = engine.item_constraints(facts(age=40))
+    assert "age-gate" not in [f.rule_id for f in adult.firings]
+    verdict = engine.check_items([item("wine", min_age=18), item("juice", category="food")], facts(age=15))
+    assert [i.item_id for i in verdict.kept] == ["juice"]
+    assert verdict.removed["wine"][0].rule_id == "age-gate"
+
+
+def test_stock_and_suppression_remove_items(engine: PolicyEngine) -> None:
+    bought = (("old", NOW - timedelta(days=200)), ("recent", NOW - timedelta(days=3)))
+    f = facts(purchases=bought)
+    verdict = engine.check_items([item("empty", stock=0), item("recent"), item("old")], f)
+    assert [i.item_id for i in verdict.kept] == ["old"]
+    assert {r: [x.rule_id for x in v] for r, v in verdict.removed.items()} == {
+        "empty": ["in-stock"],
+        "recent": ["no-rebuy-90d"],
+    }
+    assert engine.item_constraints(f).exclude_ids == ("recent",)
+
+
+def test_personalization_needs_consent(engine: PolicyEngine) -> None:
+    allowed, fired = engine.personalization(facts(consent={Purpose.personalization: False}))
+    assert not allowed and fired[0].rule_id == "consent-personalization"
+    assert engine.personalization(facts())[0]
+
+
+@pytest.mark.parametrize(
+    "the_offer, the_facts, rule",
+    [
+        (offer(min_age=18), facts(age=17), "age-gate"),
+        (offer(valid_until=NOW - timedelta(days=1), valid_from=NOW - timedelta(days=5)), facts(), "offer-validity"),
+        (offer(channels=["app"]), facts(), "offer-channel"),
+        (offer(categories=["books"]), facts(), "offer-relevance"),
+        (offer(), facts(channel=Channel.email, consent={**ALL_CONSENT, Purpose.email: False}), "consent-email"),
+    ],
+)
+def test_each_offer_rule_removes(engine: PolicyEngine, the_offer: Offer, the_facts: Facts, rule: str) -> None:
+    verdict = engine.check_offers([the_offer], the_facts, item_categories=["wine"], exposures={})
+    assert verdict.kept == []
+    assert rule in [f.rule_id for f in verdict.removed[the_offer.offer_id]]
+
+
+def test_frequency_cap_counts_exposures(engine: PolicyEngine) -> None:
+    fresh = engine.check_offers([offer()], facts(), item_categories=["wine"], exposures={})
+    assert [o.offer_id for o in fresh.kept] == ["o1"]
+    capped = engine.check_offers(
+        [offer()], facts(), item_categories=["wine"], exposures={"same-offer-once-24h": {"o1": 1}}
+    )
+    assert capped.removed["o1"][0].rule_id == "same-offer-once-24h"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    age=st.one_of(st.none(), st.integers(0, 90)),
+    min_age=st.sampled_from([0, 16, 18, 21]),
+    channel=st.sampled_from(list(Channel)),
+    offer_channels=st.lists(st.sampled_from(list(Channel)), min_size=1, unique=True),
+    consent=st.fixed_dictionaries({p: st.booleans() for p in Purpose}),
+    shown=st.integers(0, 3),
+    days=st.integers(-30, 30),
+)
+def test_kept_offers_satisfy_every_rule(age, min_age, channel, offer_channels, consent, shown, days) -> None:
+    engine = _ENGINE
+    the_offer = offer(
+        min_age=min_age,
+        channels=offer_channels,
+        valid_from=NOW + timedelta(days=days),
+        valid_until=NOW + timedelta(days=days + 5),
+    )
+    the_facts = facts(age=age, channel=channel, consent=consent)
+    verdict = engine.check_offers(
+        [the_offer], the_facts, item_categories=["wine"], exposures={"same-offer-once-24h": {"o1": shown}}
+    )
+    if verdict.kept:
+        assert min_age == 0 or (age is not None and age >= min_age)
+        assert channel in offer_channels
+        assert the_offer.valid_from <= NOW <= the_offer.valid_until
+        assert shown == 0
+        if channel is Channel.email:
+            assert consent[Purpose.email]
+        if channel is Channel.push:
+            assert consent[Purpose.push]

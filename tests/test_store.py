@@ -1,0 +1,177 @@
+"""The store on a real SQLite file: exactly-once events, identity links, features, bandit state."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from store.bandit import add_reward, get_arms
+from store.catalog import popular_items, refresh_popularity, upsert_items
+from store.db import Database
+from store.decisions import log_decision, offer_exposures, record_reward
+from store.errors import Conflict, NotFound
+from store.events import EventStatus, compute_features, ingest_events
+from store.schemas import Event, Item, Profile, Purpose, UserRecord
+from store.users import get_user, resolve_subject, upsert_user
+from tools.bandit import ThompsonSampling
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'attune.db'}")
+    with database.session() as session:
+        upsert_items(
+            session,
+            [
+                Item(item_id="shoe", title="Trail shoe", category="running", price=120, margin=0.3, stock=3),
+                Item(item_id="sock", title="Sock", category="running", price=9, margin=0.5, stock=50),
+                Item(item_id="wine", title="Rioja", category="wine", price=15, margin=0.2, stock=9, min_age=18),
+            ],
+        )
+    return database
+
+
+def event(event_id: str, kind: str = "view", *, hours_ago: float = 1, **kw) -> Event:
+    return Event(event_id=event_id, type=kind, ts=NOW - timedelta(hours=hours_ago), item_id=kw.pop("item_id", "shoe"), **kw)
+
+
+def test_wal_mode_is_on(db: Database) -> None:
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_events_are_stored_exactly_once(db: Database) -> None:
+    batch = [event("e1", user_id="u1"), event("e2", user_id="u1"), event("e1", user_id="u1")]
+    with db.session() as session:
+        assert ingest_events(session, batch) == [EventStatus.accepted, EventStatus.accepted, EventStatus.duplicate]
+    with db.session() as session:
+        assert ingest_events(session, batch[:2]) == [EventStatus.duplicate, EventStatus.duplicate]
+        features = compute_features(session, resolve_subject(session, "u1", None), as_of=NOW)
+    assert features.event_count == 2
+
+
+def test_anonymous_events_count_for_the_user_after_login(db: Database) -> None:
+    with db.session() as session:
+        ingest_events(
+            session,
+            [
+                event("a1", "view", hours_ago=5, anonymous_id="anon-1", item_id="sock"),
+                event("a2", "click", hours_ago=4, anonymous_id="anon-1", item_id="sock"),
+                event("a3", "view", hours_ago=3, anonymous_id="anon-1", user_id="u9", device_id="dev-1"),
+            ],
+        )
+    with db.session() as session:
+        subject = resolve_subject(session, None, "anon-1")
+        assert subject.user_id == "u9"
+        features = compute_features(session, subject, as_of=NOW)
+    assert features.event_count == 3
+    assert features.recent_item_ids == ("shoe", "sock")
+
+
+def test_features_from_events(db: Database) -> None:
+    with db.session() as session:
+        ingest_events(
+            session,
+            [
+                event("p1", "purchase", hours_ago=24 * 10, user_id="u1", item_id="shoe", value=120.0),
+                event("v1", "view", hours_ago=2, user_id="u1", item_id="wine"),
+                event("v0", "view", hours_ago=24 * 40, user_id="u1", item_id="sock"),
+            ],
+        )
+        features = compute_features(session, resolve_subject(session, "u1", None), as_of=NOW)
+    assert features.event_count == 3
+    assert features.frequency_30d == 2
+    assert features.monetary_total == 120.0
+    assert features.purchase_count == 1
+    assert features.days_since_last_purchase == pytest.approx(10.0)
+    assert features.recency_days == pytest.approx(2 / 24, abs=0.01)
+    assert features.top_categories(1) == ["running"]  # the purchase outweighs the view
+    assert sum(features.category_affinity.values()) == pytest.approx(1.0, abs=1e-3)
+    assert features.price_band == "low"  # median of 120, 15 and 9 is 15
+    assert features.purchased_since(NOW - timedelta(days=30)) == ("shoe",)
+    assert features.purchased_since(NOW - timedelta(days=5)) == ()
+
+
+def test_popularity_ranking_respects_filters(db: Database) -> None:
+    with db.session() as session:
+        ingest_events(session, [event(f"w{i}", item_id="wine", user_id="u1") for i in range(5)] + [event("s1", item_id="sock", user_id="u1")])
+        refresh_popularity(session)
+        assert [i.item_id for i, _ in popular_items(session, limit=3)][:2] == ["wine", "sock"]
+        assert [i.item_id for i, _ in popular_items(session, limit=3, max_min_age=17)][0] == "sock"
+        assert "sock" not in [i.item_id for i, _ in popular_items(session, limit=3, exclude_ids=["sock"])]
+
+
+def test_user_round_trip_and_consent_default(db: Database) -> None:
+    profile = Profile(first_name="Ada", last_name="Lovelace", email="ada@example.com", birth_date=date(1990, 5, 1))
+    with db.session() as session:
+        upsert_user(session, UserRecord(user_id="u1", profile=profile, consent={Purpose.email: True}))
+    with db.session() as session:
+        record = get_user(session, "u1")
+        assert record.profile == profile
+        assert record.consent[Purpose.email] is True
+        assert record.consent[Purpose.personalization] is False  # never answered means no
+        with pytest.raises(NotFound):
+            get_user(session, "nobody")
+
+
+def test_rewards_once_per_decision_and_exposures(db: Database) -> None:
+    with db.session() as session:
+        log_decision(session, decision_id="d1", subject_key="user:u1", user_id="u1", channel="web", segment="web", offer_id="o1", created_at=NOW, record={})
+        log_decision(session, decision_id="d2", subject_key="user:u1", user_id="u1", channel="web", segment="web", offer_id=None, created_at=NOW, record={})
+    with db.session() as session:
+        assert offer_exposures(session, "user:u1", NOW - timedelta(hours=24)) == {"o1": 1}
+        assert offer_exposures(session, "user:u1", NOW + timedelta(seconds=1)) == {}
+        record_reward(session, "d1", 1.0)
+    with db.session() as session, pytest.raises(Conflict, match="already rewarded"):
+        record_reward(session, "d1", 1.0)
+    with db.session() as session, pytest.raises(Conflict, match="no offer"):
+        record_reward(session, "d2", 1.0)
+    with db.session() as session, pytest.raises(NotFound):
+        record_reward(session, "nope", 1.0)
+
+
+def test_concurrent_rewards_lose_no_update(tmp_path: Path) -> None:
+    """Eight threads with their own connections each add 25 rewards to one arm."""
+    url = f"sqlite:///{tmp_path / 'bandit.db'}"
+    Database(url)
+    workers, per_worker = 8, 25
+
+    def work() -> None:
+        db = Database(url)
+        for _ in range(per_worker):
+            with db.session() as session:
+                add_reward(session, "thompson", "web", "o1", 1.0, (1.0, 1.0))
+        db.dispose()
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with Database(url).session() as session:
+        arm = get_arms(session, "thompson", "web", ["o1"], (1.0, 1.0))["o1"]
+    assert arm.pulls == workers * per_worker
+    assert arm.alpha == 1.0 + workers * per_worker
+    assert arm.beta == 1.0
+
+
+def test_thompson_sampling_is_seeded_and_reports_propensity(db: Database) -> None:
+    with db.session() as session:
+        for _ in range(40):
+            add_reward(session, "thompson", "web", "good", 1.0, (1.0, 1.0))
+            add_reward(session, "thompson", "web", "bad", 0.0, (1.0, 1.0))
+        arms = get_arms(session, "thompson", "web", ["good", "bad", "new"], (1.0, 1.0))
+    first = ThompsonSampling(np.random.default_rng(3)).choose(arms)
+    again = ThompsonSampling(np.random.default_rng(3)).choose(arms)
+    assert first == again
+    assert first.probabilities["good"] > 0.9 > first.probabilities["bad"]
+    assert sum(first.probabilities.values()) == pytest.approx(1.0, abs=0.01)
+    assert first.propensity == first.probabilities[first.offer_id]
+    with pytest.raises(ValueError, match="no eligible offers"):
+        ThompsonSampling(np.random.default_rng(0)).choose({})

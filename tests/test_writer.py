@@ -1,0 +1,81 @@
+"""The offline writer's copy is grounded, and the output guard catches copy that is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.writer import Brief, BriefItem, BriefOffer, OfflineWriter
+from policies.output import check_copy
+from policies.pii import KnownValues
+from policies.rules import ContentRules
+from store.schemas import Channel, Profile
+
+ITEMS = [
+    BriefItem(item_id="i1", title="Trail Runner GTX", category="running_shoes", price=129.0, currency="EUR"),
+    BriefItem(item_id="i2", title="Merino Socks", category="running_shoes", price=14.5, currency="EUR"),
+    BriefItem(item_id="i3", title="Headlamp 300", category="outdoor_gear", price=39.99, currency="EUR"),
+]
+OFFER = BriefOffer(offer_id="o1", title="Autumn Run", terms="One use per customer.", discount_percent=15, valid_until="2026-12-31")
+RULES = ContentRules(max_length={Channel.push: 120, Channel.web: 600}, banned_phrases=("guaranteed",))
+PROFILE = Profile(first_name="Jane", last_name="Smith", email="jane.smith@example.com", phone="+44 20 7946 0958")
+
+
+def brief(channel: Channel = Channel.web, max_length: int = 600, offer: BriefOffer | None = OFFER) -> Brief:
+    return Brief(channel=channel, greeting_name="<FIRST_NAME_1>", items=ITEMS, offer=offer, max_length=max_length)
+
+
+def check(text: str, item_ids: list[str], offer_id: str | None, guard, channel: Channel = Channel.web):
+    return check_copy(
+        text,
+        mentioned_item_ids=item_ids,
+        mentioned_offer_id=offer_id,
+        approved_prices={i.item_id: i.price for i in ITEMS},
+        offer_id="o1",
+        discount_percent=15,
+        channel=channel,
+        rules=RULES,
+        guard=guard,
+        known=KnownValues.from_profile(PROFILE),
+    )
+
+
+def test_offline_copy_is_grounded_and_passes_the_guard(pii_guard) -> None:
+    draft = OfflineWriter().write(brief())
+    assert draft.item_ids == ["i1", "i2", "i3"] and draft.offer_id == "o1"
+    assert "€129.00" in draft.text and "€14.50" in draft.text and "15% off" in draft.text
+    assert draft.text.startswith("Hi <FIRST_NAME_1>,")
+    assert check(draft.text, draft.item_ids, draft.offer_id, pii_guard).ok
+
+
+def test_offline_copy_is_deterministic() -> None:
+    assert OfflineWriter().write(brief()) == OfflineWriter().write(brief())
+
+
+def test_offline_copy_drops_items_to_fit_the_channel(pii_guard) -> None:
+    draft = OfflineWriter().write(brief(Channel.push, max_length=80, offer=None))
+    assert len(draft.text) <= 80
+    assert 0 < len(draft.item_ids) < 3
+    assert check(draft.text, draft.item_ids, None, pii_guard, Channel.push).ok
+
+
+@pytest.mark.parametrize(
+    "text, item_ids, offer_id, failing",
+    [
+        ("Trail Runner GTX for €99.00!", ["i1"], None, "grounding-prices"),
+        ("Trail Runner GTX, now 50% off", ["i1"], "o1", "grounding-discounts"),
+        ("Try the Mystery Box", ["i9"], None, "grounding-ids"),
+        ("Use offer o2", [], "o2", "grounding-ids"),
+        ("Guaranteed the best Trail Runner GTX", ["i1"], None, "content-banned-phrase"),
+        ("Hi Jane Smith, enjoy the Trail Runner GTX", ["i1"], None, "pii-leak"),
+        ("Write to jane.smith@example.com", [], None, "pii-leak"),
+        ("x" * 601, [], None, "content-length"),
+    ],
+)
+def test_guard_rejects(text: str, item_ids: list[str], offer_id: str | None, failing: str, pii_guard) -> None:
+    verdict = check(text, item_ids, offer_id, pii_guard)
+    assert failing in [p.check for p in verdict.problems]
+
+
+def test_guard_accepts_discounted_prices_and_placeholders(pii_guard) -> None:
+    text = "Hi <FIRST_NAME_1>, Trail Runner GTX is €109.65 with 15% off (was €129.00)."
+    assert check(text, ["i1"], "o1", pii_guard).ok
