@@ -51,7 +51,8 @@ def retrieve(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, A
 
 
 def policy(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
-    item_ids = [c.item_id for c in state["candidates"].items]
+    # Offers must fit the items the copy features, not an item far down the list.
+    item_ids = [c.item_id for c in state["candidates"].items[:BRIEF_ITEMS]]
     return {"offers": eligible_offers(runtime.context.run, EligibleOffersInput(item_ids=item_ids))}
 
 
@@ -98,6 +99,7 @@ def guard_output(state: DecideState, runtime: Runtime[DecideContext]) -> dict[st
         approved_prices={i.item_id: i.price for i in brief.items},
         offer_id=choice.offer_id if choice else None,
         discount_percent=brief.offer.discount_percent if brief.offer else None,
+        offer_text=f"{brief.offer.title} {brief.offer.terms}" if brief.offer else "",
         channel=brief.channel,
         rules=ctx.services.policy.policy.content,
         guard=ctx.services.pii,

@@ -83,11 +83,8 @@ class OfflineWriter:
         opening += "here is what we found for you: " if brief.request else "picked for you: "
         closing = ""
         if brief.offer is not None:
-            offer = brief.offer
-            closing = (
-                f" {offer.title}: {offer.discount_percent:g}% off until {offer.valid_until}. "
-                f"{offer.terms}"
-            )
+            # Offer titles and terms are approved text: quoted as they are, never paraphrased.
+            closing = f" {brief.offer.title}: {brief.offer.terms}"
         mentioned: list[BriefItem] = []
         text = opening.rstrip(": ") + "." + closing
         for item in brief.items:

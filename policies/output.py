@@ -50,6 +50,7 @@ def check_copy(
     approved_prices: Mapping[str, float],
     offer_id: str | None,
     discount_percent: float | None,
+    offer_text: str = "",
     channel: Channel,
     rules: ContentRules,
     guard: PIIGuard,
@@ -62,7 +63,9 @@ def check_copy(
     if mentioned_offer_id is not None and mentioned_offer_id != offer_id:
         problems.append(Problem("grounding-ids", f"offer not approved: {mentioned_offer_id}"))
 
-    allowed_prices = {round(p, 2) for p in approved_prices.values()}
+    allowed_prices = {round(p, 2) for p in approved_prices.values()} | _amounts(offer_text)
+    allowed_percents = {discount_percent} if discount_percent is not None else set()
+    allowed_percents |= {float(m.group(1)) for m in _PERCENT.finditer(offer_text)}
     if discount_percent is not None:
         allowed_prices |= {
             round(p * (1 - discount_percent / 100), 2) for p in approved_prices.values()
@@ -72,7 +75,7 @@ def check_copy(
         if round(amount, 2) not in allowed_prices:
             problems.append(Problem("grounding-prices", f"{match.group(0)!r} is no approved price"))
     for match in _PERCENT.finditer(text):
-        if discount_percent is None or float(match.group(1)) != discount_percent:
+        if float(match.group(1)) not in allowed_percents:
             problems.append(
                 Problem("grounding-discounts", f"{match.group(0)!r} is not the offer's discount")
             )
@@ -91,3 +94,10 @@ def check_copy(
     if leaked:
         problems.append(Problem("pii-leak", f"raw PII of type {', '.join(sorted(set(leaked)))}"))
     return CopyVerdict(tuple(problems))
+
+
+def _amounts(text: str) -> set[float]:
+    """Money amounts stated in approved text (an offer's own title and terms)."""
+    return {
+        round(float((m.group(1) or m.group(2)).replace(",", ".")), 2) for m in _MONEY.finditer(text)
+    }

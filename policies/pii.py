@@ -27,6 +27,7 @@ public suffix list through `tldextract`), and the email recognizer is replaced b
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import shutil
@@ -45,8 +46,6 @@ from phonenumbers import NumberParseException, PhoneNumber
 from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,
-    Pattern,
-    PatternRecognizer,
     RecognizerRegistry,
     RecognizerResult,
 )
@@ -96,7 +95,10 @@ _MONTHS = (
     "December",
 )
 # Separators people put inside phone numbers: spaces, dashes, dots, slashes and brackets.
-_PHONE_SEP = r"[\s\-./()]*"
+_TOKEN = re.compile(r"\w+")
+_MAX_GAP = 3  # characters between the words of one value: ". ", "@", ", ", "/"
+# A run of digits with the separators people put in phone numbers, optionally after + or (.
+_PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|\()?\d(?:[\s\-./()]{0,3}\d){5,}(?!\w)")
 
 
 @dataclass(frozen=True)
@@ -353,72 +355,99 @@ class _OfflineEmailRecognizer(EmailRecognizer):
         return self._extract(pattern_text).fqdn != ""
 
 
+class _KnownValuesRecognizer(EntityRecognizer):
+    """The subject's own values, found by comparing word tokens, scoring 1.0.
+
+    Written by hand rather than with Presidio's `PatternRecognizer`: a pattern per person must be
+    compiled per request (about 14 ms with the `regex` module, 6 ms with `re`, for one profile's
+    names, email, phone, address and a dozen date spellings), while comparing case- and
+    accent-folded word tokens needs only patterns compiled once at import. Tokens also make the
+    separators irrelevant: "14/03/1990", "14.03.1990" and "14 03 1990" are one value, and so are
+    "O'Brien" and "O’Brien". Phone numbers are compared by digits (see `_phone_matches`).
+    """
+
+    def __init__(self, known: KnownValues) -> None:
+        first_keys = {_fold(name) for name in known.first_names}
+        values = [(FIRST_NAME, name) for name in known.first_names]
+        values += [(PERSON, name) for name in known.names if _fold(name) not in first_keys]
+        values += [(EMAIL_ADDRESS, email) for email in known.emails]
+        values += [(PERSONAL_DETAIL, value) for value in known.other]
+        sequences: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        for entity_type, value in values:
+            tokens = tuple(_fold(t) for t in _TOKEN.findall(value))
+            if (
+                tokens and len("".join(tokens)) >= 2
+            ):  # A lone initial would match every such letter.
+                sequences.setdefault(tokens[0], []).append((tokens, entity_type))
+        for found in sequences.values():
+            found.sort(key=lambda entry: -len(entry[0]))  # The fuller value wins at one position.
+        self._sequences = sequences
+        self._phones = [n for n in (_national_digits(p) for p in known.phones) if n]
+        types = {entity_type for entity_type, _ in values} | (
+            {PHONE_NUMBER} if self._phones else set()
+        )
+        super().__init__(supported_entities=sorted(types), name="KnownValuesRecognizer")
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: object = None
+    ) -> list[RecognizerResult]:
+        results = []
+        if self._sequences:
+            tokens = [(_fold(m.group()), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+            for i, (token, _, _) in enumerate(tokens):
+                for sequence, entity_type in self._sequences.get(token, ()):
+                    window = tokens[i : i + len(sequence)]
+                    if (
+                        len(window) == len(sequence)
+                        and all(w[0] == t for w, t in zip(window, sequence, strict=True))
+                        and all(b[1] - a[2] <= _MAX_GAP for a, b in itertools.pairwise(window))
+                    ):
+                        results.append(
+                            RecognizerResult(entity_type, window[0][1], window[-1][2], 1.0)
+                        )
+                        break
+        for match in _PHONE_CANDIDATE.finditer(text) if self._phones else ():
+            if _phone_matches(match.group(), self._phones):
+                results.append(RecognizerResult(PHONE_NUMBER, match.start(), match.end(), 1.0))
+        return results
+
+
 def _known_value_recognizers(known: KnownValues) -> list[EntityRecognizer]:
-    first_keys = {_normalise_text(name) for name in known.first_names}
-    other_names = [name for name in known.names if _normalise_text(name) not in first_keys]
-    regexes = {
-        FIRST_NAME: [_name_regex(name) for name in known.first_names],
-        PERSON: [_name_regex(name) for name in other_names],
-        EMAIL_ADDRESS: [_email_regex(email) for email in known.emails],
-        PHONE_NUMBER: [_phone_regex(phone) for phone in known.phones],
-        PERSONAL_DETAIL: [_words_regex(value) for value in known.other],
-    }
-    recognizers: list[EntityRecognizer] = []
-    for entity_type, patterns in regexes.items():
-        # Longest first, so that at one position the alternation takes the fuller value.
-        usable = sorted({p for p in patterns if p}, key=len, reverse=True)
-        if usable:
-            pattern = Pattern(f"known {entity_type}", "|".join(f"(?:{p})" for p in usable), 1.0)
-            recognizers.append(
-                PatternRecognizer(
-                    supported_entity=entity_type,
-                    name=f"Known{entity_type.title().replace('_', '')}Recognizer",
-                    patterns=[pattern],
-                    global_regex_flags=re.IGNORECASE | re.MULTILINE | re.DOTALL,
-                )
-            )
-    return recognizers
+    if not (known.names or known.emails or known.phones or known.other):
+        return []
+    return [_KnownValuesRecognizer(known)]
 
 
-def _name_regex(name: str) -> str | None:
-    if len(_normalise_text(name)) < 2:  # A lone initial would match every such letter.
-        return None
-    spellings = {name, _strip_accents(name)}
-    return "|".join(sorted((_words_regex(s, gap=r"\s+") or "" for s in spellings), reverse=True))
+def _fold(value: str) -> str:
+    return _strip_accents(value).casefold()
 
 
-def _words_regex(value: str, gap: str = r"\s*") -> str | None:
-    words = value.split()
-    if not words:
-        return None
-    # Apostrophes are written straight or curly, whichever the keyboard gives.
-    body = gap.join(re.escape(word).replace("'", "['’]") for word in words)
-    return rf"(?<!\w){body}(?!\w)"
-
-
-def _email_regex(email: str) -> str | None:
-    email = email.strip()
-    if not email:
-        return None
-    return rf"(?<![\w.+\-]){re.escape(email)}(?![\w\-]|\.\w)"
-
-
-def _phone_regex(phone: str) -> str | None:
+def _national_digits(phone: str) -> str | None:
+    """The national significant number of a phone, or its digits when it cannot be parsed."""
     number = _parse_phone(phone)
-    if number is None:
-        digits = re.sub(r"\D", "", phone)
-        if len(digits) < 6:
-            return None
-        return rf"(?<![\d+]){_PHONE_SEP.join(digits)}(?!\d)"
-    national = phonenumbers.national_significant_number(number)
-    country = str(number.country_code)
-    international = rf"(?:\+|00){_PHONE_SEP}{country}{_PHONE_SEP}(?:\(0\){_PHONE_SEP})?"
-    region = phonenumbers.region_code_for_number(number)
-    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region) if region else None
-    trunk = metadata.national_prefix if metadata is not None else None
-    prefix = f"{international}|{re.escape(trunk)}{_PHONE_SEP}" if trunk else international
-    # A bracket may open before the trunk prefix, "(07911) 123456", or after it, "0 (7911)".
-    return rf"(?<![\d+])\(?(?:{prefix})?\(?{_PHONE_SEP.join(national)}(?!\d)"
+    digits = (
+        phonenumbers.national_significant_number(number) if number else re.sub(r"\D", "", phone)
+    )
+    return digits if len(digits) >= 6 else None
+
+
+def _phone_matches(candidate: str, nationals: list[str]) -> bool:
+    """Whether a phone-like span is one of the known numbers, written with any prefix.
+
+    The span's digits must end with the national number, and what precedes it may only be a
+    trunk prefix (0), an international prefix (+CC, 00CC) or both ("+44 (0)").
+    """
+    digits = re.sub(r"\D", "", candidate)
+    for national in nationals:
+        if digits.endswith(national) and len(digits) - len(national) <= 5:
+            prefix = digits[: len(digits) - len(national)]
+            international = candidate.lstrip("( ").startswith(("+", "00"))
+            if prefix in ("", "0") or international:
+                return True
+    return False
 
 
 def _parse_phone(value: str, regions: tuple[str, ...] = PHONE_REGIONS) -> PhoneNumber | None:

@@ -62,11 +62,23 @@ def test_version_changes_with_the_file() -> None:
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("name: x\nrules:\n  - {id: cap, type: frequency_cap, max: 0, window_hours: 24}\n", "rules[0] (cap).max"),
-        ("name: x\nrules:\n  - {id: cap, type: frequency_cap, max: 1, window_hours: -1}\n", "rules[0] (cap).window_hours"),
+        (
+            "name: x\nrules:\n  - {id: cap, type: frequency_cap, max: 0, window_hours: 24}\n",
+            "rules[0] (cap).max",
+        ),
+        (
+            "name: x\nrules:\n  - {id: cap, type: frequency_cap, max: 1, window_hours: -1}\n",
+            "rules[0] (cap).window_hours",
+        ),
         ("name: x\nrules:\n  - {id: a, type: stok}\n", "does not match any of the expected tags"),
-        ("name: x\nrules:\n  - {id: a, type: stock}\n  - {id: a, type: stock}\n", "rule id 'a' is used twice"),
-        ("name: x\nrules:\n  - {id: c, type: consent, purpose: gossip, guards: offers}\n", "rules[0] (c).purpose"),
+        (
+            "name: x\nrules:\n  - {id: a, type: stock}\n  - {id: a, type: stock}\n",
+            "rule id 'a' is used twice",
+        ),
+        (
+            "name: x\nrules:\n  - {id: c, type: consent, purpose: gossip, guards: offers}\n",
+            "rules[0] (c).purpose",
+        ),
         ("name: x\nrules:\n  - {id: a, type: stock, colour: red}\n", "colour"),
         ("name: x\nrules: [\n", "not valid YAML"),
         ("- just a list\n", "must be a mapping"),
@@ -88,7 +100,9 @@ def test_age_gate_constrains_minors_and_unknown_ages(engine: PolicyEngine) -> No
     assert engine.item_constraints(facts(age=None)).max_min_age == 0
     adult = engine.item_constraints(facts(age=40))
     assert "age-gate" not in [f.rule_id for f in adult.firings]
-    verdict = engine.check_items([item("wine", min_age=18), item("juice", category="food")], facts(age=15))
+    verdict = engine.check_items(
+        [item("wine", min_age=18), item("juice", category="food")], facts(age=15)
+    )
     assert [i.item_id for i in verdict.kept] == ["juice"]
     assert verdict.removed["wine"][0].rule_id == "age-gate"
 
@@ -115,13 +129,23 @@ def test_personalization_needs_consent(engine: PolicyEngine) -> None:
     "the_offer, the_facts, rule",
     [
         (offer(min_age=18), facts(age=17), "age-gate"),
-        (offer(valid_until=NOW - timedelta(days=1), valid_from=NOW - timedelta(days=5)), facts(), "offer-validity"),
+        (
+            offer(valid_until=NOW - timedelta(days=1), valid_from=NOW - timedelta(days=5)),
+            facts(),
+            "offer-validity",
+        ),
         (offer(channels=["app"]), facts(), "offer-channel"),
         (offer(categories=["books"]), facts(), "offer-relevance"),
-        (offer(), facts(channel=Channel.email, consent={**ALL_CONSENT, Purpose.email: False}), "consent-email"),
+        (
+            offer(),
+            facts(channel=Channel.email, consent={**ALL_CONSENT, Purpose.email: False}),
+            "consent-email",
+        ),
     ],
 )
-def test_each_offer_rule_removes(engine: PolicyEngine, the_offer: Offer, the_facts: Facts, rule: str) -> None:
+def test_each_offer_rule_removes(
+    engine: PolicyEngine, the_offer: Offer, the_facts: Facts, rule: str
+) -> None:
     verdict = engine.check_offers([the_offer], the_facts, item_categories=["wine"], exposures={})
     assert verdict.kept == []
     assert rule in [f.rule_id for f in verdict.removed[the_offer.offer_id]]
@@ -146,7 +170,9 @@ def test_frequency_cap_counts_exposures(engine: PolicyEngine) -> None:
     shown=st.integers(0, 3),
     days=st.integers(-30, 30),
 )
-def test_kept_offers_satisfy_every_rule(age, min_age, channel, offer_channels, consent, shown, days) -> None:
+def test_kept_offers_satisfy_every_rule(
+    age, min_age, channel, offer_channels, consent, shown, days
+) -> None:
     engine = _ENGINE
     the_offer = offer(
         min_age=min_age,
@@ -156,7 +182,10 @@ def test_kept_offers_satisfy_every_rule(age, min_age, channel, offer_channels, c
     )
     the_facts = facts(age=age, channel=channel, consent=consent)
     verdict = engine.check_offers(
-        [the_offer], the_facts, item_categories=["wine"], exposures={"same-offer-once-24h": {"o1": shown}}
+        [the_offer],
+        the_facts,
+        item_categories=["wine"],
+        exposures={"same-offer-once-24h": {"o1": shown}},
     )
     if verdict.kept:
         assert min_age == 0 or (age is not None and age >= min_age)

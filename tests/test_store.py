@@ -29,16 +29,39 @@ def db(tmp_path: Path) -> Database:
         upsert_items(
             session,
             [
-                Item(item_id="shoe", title="Trail shoe", category="running", price=120, margin=0.3, stock=3),
-                Item(item_id="sock", title="Sock", category="running", price=9, margin=0.5, stock=50),
-                Item(item_id="wine", title="Rioja", category="wine", price=15, margin=0.2, stock=9, min_age=18),
+                Item(
+                    item_id="shoe",
+                    title="Trail shoe",
+                    category="running",
+                    price=120,
+                    margin=0.3,
+                    stock=3,
+                ),
+                Item(
+                    item_id="sock", title="Sock", category="running", price=9, margin=0.5, stock=50
+                ),
+                Item(
+                    item_id="wine",
+                    title="Rioja",
+                    category="wine",
+                    price=15,
+                    margin=0.2,
+                    stock=9,
+                    min_age=18,
+                ),
             ],
         )
     return database
 
 
 def event(event_id: str, kind: str = "view", *, hours_ago: float = 1, **kw) -> Event:
-    return Event(event_id=event_id, type=kind, ts=NOW - timedelta(hours=hours_ago), item_id=kw.pop("item_id", "shoe"), **kw)
+    return Event(
+        event_id=event_id,
+        type=kind,
+        ts=NOW - timedelta(hours=hours_ago),
+        item_id=kw.pop("item_id", "shoe"),
+        **kw,
+    )
 
 
 def test_wal_mode_is_on(db: Database) -> None:
@@ -49,7 +72,11 @@ def test_wal_mode_is_on(db: Database) -> None:
 def test_events_are_stored_exactly_once(db: Database) -> None:
     batch = [event("e1", user_id="u1"), event("e2", user_id="u1"), event("e1", user_id="u1")]
     with db.session() as session:
-        assert ingest_events(session, batch) == [EventStatus.accepted, EventStatus.accepted, EventStatus.duplicate]
+        assert ingest_events(session, batch) == [
+            EventStatus.accepted,
+            EventStatus.accepted,
+            EventStatus.duplicate,
+        ]
     with db.session() as session:
         assert ingest_events(session, batch[:2]) == [EventStatus.duplicate, EventStatus.duplicate]
         features = compute_features(session, resolve_subject(session, "u1", None), as_of=NOW)
@@ -63,7 +90,14 @@ def test_anonymous_events_count_for_the_user_after_login(db: Database) -> None:
             [
                 event("a1", "view", hours_ago=5, anonymous_id="anon-1", item_id="sock"),
                 event("a2", "click", hours_ago=4, anonymous_id="anon-1", item_id="sock"),
-                event("a3", "view", hours_ago=3, anonymous_id="anon-1", user_id="u9", device_id="dev-1"),
+                event(
+                    "a3",
+                    "view",
+                    hours_ago=3,
+                    anonymous_id="anon-1",
+                    user_id="u9",
+                    device_id="dev-1",
+                ),
             ],
         )
     with db.session() as session:
@@ -79,7 +113,9 @@ def test_features_from_events(db: Database) -> None:
         ingest_events(
             session,
             [
-                event("p1", "purchase", hours_ago=24 * 10, user_id="u1", item_id="shoe", value=120.0),
+                event(
+                    "p1", "purchase", hours_ago=24 * 10, user_id="u1", item_id="shoe", value=120.0
+                ),
                 event("v1", "view", hours_ago=2, user_id="u1", item_id="wine"),
                 event("v0", "view", hours_ago=24 * 40, user_id="u1", item_id="sock"),
             ],
@@ -100,17 +136,27 @@ def test_features_from_events(db: Database) -> None:
 
 def test_popularity_ranking_respects_filters(db: Database) -> None:
     with db.session() as session:
-        ingest_events(session, [event(f"w{i}", item_id="wine", user_id="u1") for i in range(5)] + [event("s1", item_id="sock", user_id="u1")])
+        ingest_events(
+            session,
+            [event(f"w{i}", item_id="wine", user_id="u1") for i in range(5)]
+            + [event("s1", item_id="sock", user_id="u1")],
+        )
         refresh_popularity(session)
         assert [i.item_id for i, _ in popular_items(session, limit=3)][:2] == ["wine", "sock"]
         assert [i.item_id for i, _ in popular_items(session, limit=3, max_min_age=17)][0] == "sock"
-        assert "sock" not in [i.item_id for i, _ in popular_items(session, limit=3, exclude_ids=["sock"])]
+        assert "sock" not in [
+            i.item_id for i, _ in popular_items(session, limit=3, exclude_ids=["sock"])
+        ]
 
 
 def test_user_round_trip_and_consent_default(db: Database) -> None:
-    profile = Profile(first_name="Ada", last_name="Lovelace", email="ada@example.com", birth_date=date(1990, 5, 1))
+    profile = Profile(
+        first_name="Ada", last_name="Lovelace", email="ada@example.com", birth_date=date(1990, 5, 1)
+    )
     with db.session() as session:
-        upsert_user(session, UserRecord(user_id="u1", profile=profile, consent={Purpose.email: True}))
+        upsert_user(
+            session, UserRecord(user_id="u1", profile=profile, consent={Purpose.email: True})
+        )
     with db.session() as session:
         record = get_user(session, "u1")
         assert record.profile == profile
@@ -122,8 +168,28 @@ def test_user_round_trip_and_consent_default(db: Database) -> None:
 
 def test_rewards_once_per_decision_and_exposures(db: Database) -> None:
     with db.session() as session:
-        log_decision(session, decision_id="d1", subject_key="user:u1", user_id="u1", channel="web", segment="web", offer_id="o1", created_at=NOW, record={})
-        log_decision(session, decision_id="d2", subject_key="user:u1", user_id="u1", channel="web", segment="web", offer_id=None, created_at=NOW, record={})
+        log_decision(
+            session,
+            decision_id="d1",
+            subject_key="user:u1",
+            user_id="u1",
+            channel="web",
+            segment="web",
+            offer_id="o1",
+            created_at=NOW,
+            record={},
+        )
+        log_decision(
+            session,
+            decision_id="d2",
+            subject_key="user:u1",
+            user_id="u1",
+            channel="web",
+            segment="web",
+            offer_id=None,
+            created_at=NOW,
+            record={},
+        )
     with db.session() as session:
         assert offer_exposures(session, "user:u1", NOW - timedelta(hours=24)) == {"o1": 1}
         assert offer_exposures(session, "user:u1", NOW + timedelta(seconds=1)) == {}

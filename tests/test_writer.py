@@ -11,20 +11,50 @@ from policies.rules import ContentRules
 from store.schemas import Channel, Profile
 
 ITEMS = [
-    BriefItem(item_id="i1", title="Trail Runner GTX", category="running_shoes", price=129.0, currency="EUR"),
-    BriefItem(item_id="i2", title="Merino Socks", category="running_shoes", price=14.5, currency="EUR"),
-    BriefItem(item_id="i3", title="Headlamp 300", category="outdoor_gear", price=39.99, currency="EUR"),
+    BriefItem(
+        item_id="i1",
+        title="Trail Runner GTX",
+        category="running_shoes",
+        price=129.0,
+        currency="EUR",
+    ),
+    BriefItem(
+        item_id="i2", title="Merino Socks", category="running_shoes", price=14.5, currency="EUR"
+    ),
+    BriefItem(
+        item_id="i3", title="Headlamp 300", category="outdoor_gear", price=39.99, currency="EUR"
+    ),
 ]
-OFFER = BriefOffer(offer_id="o1", title="Autumn Run", terms="One use per customer.", discount_percent=15, valid_until="2026-12-31")
-RULES = ContentRules(max_length={Channel.push: 120, Channel.web: 600}, banned_phrases=("guaranteed",))
-PROFILE = Profile(first_name="Jane", last_name="Smith", email="jane.smith@example.com", phone="+44 20 7946 0958")
+OFFER = BriefOffer(
+    offer_id="o1",
+    title="Autumn Run",
+    terms="15% off all running gear until 31 Dec 2026. One use per customer.",
+    discount_percent=15,
+    valid_until="2026-12-31",
+)
+RULES = ContentRules(
+    max_length={Channel.push: 120, Channel.web: 600}, banned_phrases=("guaranteed",)
+)
+PROFILE = Profile(
+    first_name="Jane", last_name="Smith", email="jane.smith@example.com", phone="+44 20 7946 0958"
+)
 
 
-def brief(channel: Channel = Channel.web, max_length: int = 600, offer: BriefOffer | None = OFFER) -> Brief:
-    return Brief(channel=channel, greeting_name="<FIRST_NAME_1>", items=ITEMS, offer=offer, max_length=max_length)
+def brief(
+    channel: Channel = Channel.web, max_length: int = 600, offer: BriefOffer | None = OFFER
+) -> Brief:
+    return Brief(
+        channel=channel,
+        greeting_name="<FIRST_NAME_1>",
+        items=ITEMS,
+        offer=offer,
+        max_length=max_length,
+    )
 
 
-def check(text: str, item_ids: list[str], offer_id: str | None, guard, channel: Channel = Channel.web):
+def check(
+    text: str, item_ids: list[str], offer_id: str | None, guard, channel: Channel = Channel.web
+):
     return check_copy(
         text,
         mentioned_item_ids=item_ids,
@@ -32,6 +62,7 @@ def check(text: str, item_ids: list[str], offer_id: str | None, guard, channel: 
         approved_prices={i.item_id: i.price for i in ITEMS},
         offer_id="o1",
         discount_percent=15,
+        offer_text=f"{OFFER.title} {OFFER.terms}",
         channel=channel,
         rules=RULES,
         guard=guard,
@@ -71,7 +102,9 @@ def test_offline_copy_drops_items_to_fit_the_channel(pii_guard) -> None:
         ("x" * 601, [], None, "content-length"),
     ],
 )
-def test_guard_rejects(text: str, item_ids: list[str], offer_id: str | None, failing: str, pii_guard) -> None:
+def test_guard_rejects(
+    text: str, item_ids: list[str], offer_id: str | None, failing: str, pii_guard
+) -> None:
     verdict = check(text, item_ids, offer_id, pii_guard)
     assert failing in [p.check for p in verdict.problems]
 
