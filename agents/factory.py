@@ -3,6 +3,7 @@ all build through here, so what is tested is what is served."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from retrieval.server import QdrantServerIndex
 from store.db import Database
 from tools.bandit import ThompsonSampling
 from tools.context import ToolDeps
+from tools.offer_book import OfferBook
 
 log = logging.getLogger("attune")
 
@@ -93,7 +95,24 @@ def build_services(settings: Settings | None = None) -> Services:
         pii=pii,
         writer=build_writer(settings),
         offline_writer=OfflineWriter(),
-        tools=ToolDeps(db=db, embedder=embedder, index=index, policy=policy, bandit=bandit),
+        tools=ToolDeps(
+            db=db,
+            embedder=embedder,
+            index=index,
+            policy=policy,
+            bandit=bandit,
+            offers=OfferBook(db),
+        ),
         graph=build_decide_graph(),
         degraded=degraded,
     )
+
+
+def settle() -> None:
+    """Move everything built at start-up out of the garbage collector's sight.
+
+    The services hold hundreds of thousands of long-lived objects (models, recognizers, the
+    graph); without this every full collection on the request path walks them all again.
+    """
+    gc.collect()
+    gc.freeze()

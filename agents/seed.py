@@ -82,6 +82,7 @@ def seed(services: Services, folder: Path, *, force: bool = False) -> SeedReport
     with services.db.session() as session:
         events = ingest_events(session, list(read_jsonl(folder / "events.jsonl", Event)))
         refresh_popularity(session)
+    services.tools.offers.invalidate()
     optimize = getattr(services.index, "optimize", None)
     if optimize is not None:
         optimize()

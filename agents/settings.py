@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     seed: int | None = Field(None, description="Seed for the bandit's random generator.")
-    propensity_draws: int = Field(2000, ge=100)
+    propensity_draws: int = Field(1000, ge=100)
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str | None = None

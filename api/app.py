@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from agents.factory import Services, build_services
+from agents.factory import Services, build_services, settle
 from agents.settings import Settings
 from api import errors
 from api.routes import catalog, decide, decisions, events, feedback, health, users
@@ -22,6 +22,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = services() if services is not None else build_services(settings or Settings())
         app.state.services = built
+        settle()
         try:
             yield
         finally:

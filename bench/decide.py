@@ -22,7 +22,7 @@ import numpy as np
 import uvicorn
 
 from agents.decide import DecideRequest, decide
-from agents.factory import build_services
+from agents.factory import build_services, settle
 from agents.seed import seed
 from agents.settings import Settings
 from api.app import create_app
@@ -79,6 +79,7 @@ def main() -> None:
             query=QUERIES[i % len(QUERIES)] if with_query else None,
         )
 
+    settle()
     for i in range(20):  # warm-up: caches, lazy imports, SQLite pages
         decide(services, request(i, i % 2 == 0))
 

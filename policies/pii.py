@@ -35,7 +35,7 @@ import tempfile
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import NoReturn
 
@@ -415,7 +415,12 @@ class _KnownValuesRecognizer(EntityRecognizer):
         return results
 
 
+@lru_cache(maxsize=256)
 def _known_value_recognizers(known: KnownValues) -> list[EntityRecognizer]:
+    """One recognizer per person, reused while the person is among the last 256 seen.
+
+    The cache holds the values only in this process's memory, like the request's vault.
+    """
     if not (known.names or known.emails or known.phones or known.other):
         return []
     return [_KnownValuesRecognizer(known)]
@@ -450,6 +455,7 @@ def _phone_matches(candidate: str, nationals: list[str]) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
 def _parse_phone(value: str, regions: tuple[str, ...] = PHONE_REGIONS) -> PhoneNumber | None:
     candidate = value.strip()
     if candidate.startswith("00"):

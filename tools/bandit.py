@@ -3,8 +3,9 @@
 The choice draws one sample from each eligible offer's Beta posterior and takes the largest.
 Thompson sampling has no closed-form action probability, so the propensity of the chosen offer
 is estimated by Monte Carlo: `draws` further joint samples of all posteriors, counting how often
-the chosen offer wins. With 2,000 draws the standard error is at most about 1.1 points; the
-estimate is floored at 1/(2·draws) so it is never logged as zero.
+the chosen offer wins. With the default 1,000 draws the standard error is at most 1.6 percentage
+points (0.7 ms for a dozen offers; 2,000 draws cost twice that on the request path); the estimate
+is floored at 1/(2·draws) so it is never logged as zero.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ThompsonSampling:
 
     name = "thompson"
 
-    def __init__(self, rng: np.random.Generator, *, draws: int = 2000) -> None:
+    def __init__(self, rng: np.random.Generator, *, draws: int = 1000) -> None:
         if draws < 100:
             raise ValueError("draws must be at least 100 for a usable propensity estimate")
         self._rng = rng

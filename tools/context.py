@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from retrieval.embedder import Embedder
     from retrieval.index import VectorIndex
     from tools.bandit import ThompsonSampling
+    from tools.offer_book import OfferBook
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ToolDeps:
     index: VectorIndex
     policy: PolicyEngine
     bandit: ThompsonSampling
+    offers: OfferBook
 
 
 @dataclass

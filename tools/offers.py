@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from store.bandit import get_arms
-from store.catalog import all_offers, get_items
+from store.catalog import get_items
 from store.decisions import offer_exposures
 from tools.context import RunContext
 from tools.profile import rules_fired, subject_facts
@@ -34,10 +34,14 @@ def eligible_offers(ctx: RunContext, args: EligibleOffersInput) -> EligibleOffer
     """List the offers this person may be shown now for these items, and why the others may not."""
     facts = subject_facts(ctx)
     policy = ctx.deps.policy
+    known = ctx.memo.get("categories", {})
+    missing = [item_id for item_id in args.item_ids if item_id not in known]
     with ctx.deps.db.session() as session:
-        offers = all_offers(session)
-        categories = {item.category for item in get_items(session, args.item_ids).values()}
+        found = get_items(session, missing) if missing else {}
         exposures = _exposures(ctx, session)
+    categories = {known[i] for i in args.item_ids if i in known}
+    categories |= {item.category for item in found.values()}
+    offers = ctx.deps.offers.current()
     verdict = policy.check_offers(offers, facts, item_categories=categories, exposures=exposures)
     return EligibleOffers(
         considered=len(offers),
@@ -85,8 +89,8 @@ def check_policy(ctx: RunContext, args: PolicyCheckInput) -> PolicyCheck:
     policy = ctx.deps.policy
     with ctx.deps.db.session() as session:
         items = get_items(session, args.item_ids)
-        offers = [o for o in all_offers(session) if o.offer_id == args.offer_id]
         exposures = _exposures(ctx, session)
+    offers = [o for o in ctx.deps.offers.current() if o.offer_id == args.offer_id]
     violations = rules_fired(policy.check_items(items.values(), facts).firings)
     unknown = [item_id for item_id in args.item_ids if item_id not in items]
     if unknown:

@@ -7,17 +7,22 @@ the score, so an explanation never cites a signal that did not rank the item.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 from retrieval.index import Hit, IndexUnavailable, ItemFilter
 from store.catalog import get_items, popular_items
+from store.schemas import Item
 from tools.context import RunContext
 from tools.profile import lookup_profile, rules_fired, subject_facts, subject_features
-from tools.schemas import Candidate, Candidates, RetrieveInput, ScoreParts
+from tools.schemas import Candidate, Candidates, RetrieveInput, RuleFired, ScoreParts
 
 # Weights of the score parts, renormalised over the parts a request has.
 _WEIGHTS = {"query": 0.6, "taste": 0.3, "affinity": 0.1}
 _TASTE_ITEMS = 10  # recent items that make up the taste vector
+Strategy = Literal["hybrid", "query", "taste", "popular"]
 _REASON_SHARE = 0.25  # a part that carries at least this share of the score is named as a reason
 
 
@@ -35,7 +40,8 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     degraded = [ctx.deps.embedder.degraded] if args.query and ctx.deps.embedder.degraded else []
 
     query_vec = ctx.deps.embedder.embed([args.query])[0] if args.query else None
-    taste_vec, recent = None, {}
+    taste_vec: np.ndarray | None = None
+    recent: Recent | None = None
     affinity = features.category_affinity if profile.personalized else {}
     try:
         if profile.personalized and features.recent_item_ids:
@@ -49,84 +55,112 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
         degraded.append(f"vectors: {error}; fell back to popularity")
         return _popular(ctx, args.k, flt, affinity, fired, degraded)
 
-    candidates = [_score(hit, query_vec, taste_vec, recent, affinity, args.query) for hit in hits]
-    candidates.sort(key=lambda c: (-c.score, c.item_id))
-    strategy = (
+    verdict = ctx.deps.policy.check_items(
+        [_payload_item(hit.payload) for hit in hits], subject_facts(ctx)
+    )
+    allowed = {item.item_id for item in verdict.kept}
+    hits = [hit for hit in hits if hit.item_id in allowed]
+    strategy: Strategy = (
         "hybrid"
         if query_vec is not None and taste_vec is not None
         else ("query" if query_vec is not None else "taste")
     )
-    return _checked(ctx, strategy, candidates, args.k, fired, degraded)
+    return _remember(
+        ctx,
+        Candidates(
+            strategy=strategy,
+            items=_rank(hits, args.k, query_vec, taste_vec, recent, affinity, args.query),
+            rules_fired=fired + rules_fired(verdict.firings),
+            degraded=degraded,
+        ),
+    )
 
 
-def _taste(
-    ctx: RunContext, recent_ids: list[str]
-) -> tuple[np.ndarray | None, dict[str, tuple[str, np.ndarray]]]:
-    """The recency-weighted mean of recently seen items' vectors, and those items by id."""
+def _remember(ctx: RunContext, found: Candidates) -> Candidates:
+    """Keep the categories of what was retrieved, so later tools in the request need no lookup."""
+    ctx.memo.setdefault("categories", {}).update({c.item_id: c.category for c in found.items})
+    return found
+
+
+def _taste(ctx: RunContext, recent_ids: list[str]) -> tuple[np.ndarray | None, Recent | None]:
+    """The recency-weighted mean of recently seen items' vectors, and those items' titles."""
     vectors = ctx.deps.index.vectors(recent_ids)
-    if not vectors:
-        return None, {}
+    present = [item_id for item_id in recent_ids if item_id in vectors]
+    if not present:
+        return None, None
     with ctx.deps.db.session() as session:
-        titles = {
-            item_id: item.title for item_id, item in get_items(session, list(vectors)).items()
-        }
-    weights = [1.0 / (1 + rank) for rank, item_id in enumerate(recent_ids) if item_id in vectors]
-    stacked = np.stack([vectors[item_id] for item_id in recent_ids if item_id in vectors])
-    taste = _unit(np.average(stacked, axis=0, weights=weights))
-    recent = {item_id: (titles.get(item_id, item_id), vectors[item_id]) for item_id in vectors}
-    return taste, recent
+        items = get_items(session, present)
+    stacked = np.stack([vectors[item_id] for item_id in present])
+    weights = [1.0 / (1 + recent_ids.index(item_id)) for item_id in present]
+    titles = [items[i].title if i in items else i for i in present]
+    return _unit(np.average(stacked, axis=0, weights=weights)), Recent(titles, stacked)
 
 
-def _score(
-    hit: Hit,
+@dataclass(frozen=True)
+class Recent:
+    """Recently seen items: their titles and vectors, row by row."""
+
+    titles: list[str]
+    vectors: np.ndarray
+
+
+def _rank(
+    hits: list[Hit],
+    k: int,
     query_vec: np.ndarray | None,
     taste_vec: np.ndarray | None,
-    recent: dict[str, tuple[str, np.ndarray]],
+    recent: Recent | None,
     affinity: dict[str, float],
     query: str | None,
-) -> Candidate:
-    payload = hit.payload
-    vec = hit.vector if hit.vector is not None else np.zeros(1)
-    parts = ScoreParts(
-        query=_cos(vec, query_vec) if query_vec is not None else None,
-        taste=_cos(vec, taste_vec) if taste_vec is not None else None,
-        affinity=round(affinity.get(payload["category"], 0.0), 4) if affinity else None,
-    )
-    present = {name: value for name, value in parts.model_dump().items() if value is not None}
-    total_weight = sum(_WEIGHTS[name] for name in present)
-    contributions = {
-        name: _WEIGHTS[name] / total_weight * max(value, 0.0) for name, value in present.items()
+) -> list[Candidate]:
+    """Score every hit from its parts, keep the top k, and name the parts that carried each score."""
+    if not hits:
+        return []
+    matrix = np.stack([hit.vector for hit in hits if hit.vector is not None])
+    parts: dict[str, np.ndarray] = {}
+    if query_vec is not None:
+        parts["query"] = matrix @ query_vec
+    if taste_vec is not None:
+        parts["taste"] = matrix @ taste_vec
+    if affinity:
+        parts["affinity"] = np.array([affinity.get(h.payload["category"], 0.0) for h in hits])
+    total_weight = sum(_WEIGHTS[name] for name in parts)
+    shares = {
+        name: _WEIGHTS[name] / total_weight * np.maximum(values, 0.0)
+        for name, values in parts.items()
     }
-    score = sum(contributions.values())
-    reasons: list[str] = []
-    for name, share in sorted(contributions.items(), key=lambda kv: -kv[1]):
-        if score > 0 and (share / score >= _REASON_SHARE or not reasons):
-            reasons.append(_reason(name, payload, vec, recent, query))
-    return Candidate(
-        item_id=payload["item_id"],
-        title=payload["title"],
-        category=payload["category"],
-        price=payload["price"],
-        currency=payload["currency"],
-        score=round(score, 4),
-        parts=parts,
-        reasons=reasons,
-    )
-
-
-def _reason(
-    part: str,
-    payload: dict,
-    vec: np.ndarray,
-    recent: dict[str, tuple[str, np.ndarray]],
-    query: str | None,
-) -> str:
-    if part == "query":
-        return f"matches your request “{query}”"
-    if part == "taste" and recent:
-        title = max(recent.values(), key=lambda tv: float(vec @ tv[1]))[0]
-        return f"similar to {title}, which you looked at recently"
-    return f"you often browse {payload['category'].replace('_', ' ')}"
+    scores = np.sum(list(shares.values()), axis=0)
+    ids = [hit.item_id for hit in hits]
+    top = sorted(range(len(hits)), key=lambda i: (-scores[i], ids[i]))[:k]
+    closest = (matrix[top] @ recent.vectors.T).argmax(axis=1) if recent is not None else None
+    ranked = []
+    for rank, i in enumerate(top):
+        payload, score = hits[i].payload, float(scores[i])
+        reasons = []
+        for name in sorted(shares, key=lambda n: -shares[n][i]):
+            if score > 0 and (shares[name][i] / score >= _REASON_SHARE or not reasons):
+                if name == "query":
+                    reasons.append(f"matches your request “{query}”")
+                elif name == "taste" and recent is not None and closest is not None:
+                    title = recent.titles[int(closest[rank])]
+                    reasons.append(f"similar to {title}, which you looked at recently")
+                else:
+                    reasons.append(f"you often browse {payload['category'].replace('_', ' ')}")
+        ranked.append(
+            Candidate(
+                item_id=payload["item_id"],
+                title=payload["title"],
+                category=payload["category"],
+                price=payload["price"],
+                currency=payload["currency"],
+                score=round(score, 4),
+                parts=ScoreParts(
+                    **{name: round(float(values[i]), 4) for name, values in parts.items()}
+                ),
+                reasons=reasons,
+            )
+        )
+    return ranked
 
 
 def _popular(
@@ -134,7 +168,7 @@ def _popular(
     k: int,
     flt: ItemFilter,
     affinity: dict[str, float],
-    fired: list,
+    fired: list[RuleFired],
     degraded: list[str],
 ) -> Candidates:
     """Cold start and fallback: the most popular allowed items, favourite categories first."""
@@ -182,28 +216,39 @@ def _popular(
                 reasons=reasons,
             )
         )
-    return _checked(ctx, "popular", candidates, k, fired, degraded)
+    items = {item.item_id: item for item, _ in ranked}
+    return _checked(ctx, "popular", candidates, k, fired, degraded, items)
 
 
-def _checked(ctx, strategy, candidates, k, fired, degraded) -> Candidates:
+def _checked(
+    ctx: RunContext,
+    strategy: Strategy,
+    candidates: list[Candidate],
+    k: int,
+    fired: list[RuleFired],
+    degraded: list[str],
+    items: dict[str, Item],
+) -> Candidates:
     """Re-check what came back against every item rule; anything the index leaked is removed."""
-    with ctx.deps.db.session() as session:
-        items = get_items(session, [c.item_id for c in candidates])
     verdict = ctx.deps.policy.check_items(
         [items[c.item_id] for c in candidates if c.item_id in items], subject_facts(ctx)
     )
     allowed = {item.item_id for item in verdict.kept}
     kept = [c for c in candidates if c.item_id in allowed][:k]
-    return Candidates(
-        strategy=strategy,
-        items=kept,
-        rules_fired=fired + rules_fired(verdict.firings),
-        degraded=degraded,
+    return _remember(
+        ctx,
+        Candidates(
+            strategy=strategy,
+            items=kept,
+            rules_fired=fired + rules_fired(verdict.firings),
+            degraded=degraded,
+        ),
     )
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    return round(float(a @ b), 4)
+def _payload_item(payload: dict) -> Item:
+    """The item as the index stores it: every field the item rules read, without the description."""
+    return Item.model_validate({k: v for k, v in payload.items() if k != "in_stock"})
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
