@@ -1,7 +1,8 @@
 """Loading the demo world (or any folder in its format) into the store and the vector index.
 
 Seeding is idempotent: a marker in the home folder records the hash of the files loaded, and a
-second run with the same files and a complete index does nothing.
+second run with the same files and a complete index does nothing, so changes made through the API
+since (consent, new items) survive a restart.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def seed(services: Services, folder: Path, *, force: bool = False) -> SeedReport
     if not force and marker.is_file():
         previous = json.loads(marker.read_text())
         with services.db.session() as session:
-            complete = count_items(session) == previous["items"] == services.index.count()
+            stored = count_items(session)
+        # Items added since (through the API) are kept; a store and index that disagree are not.
+        complete = stored >= previous["items"] and services.index.count() == stored
         if previous.get("fingerprint") == stamp and complete:
             log.info("demo world already loaded (%s); nothing to do", stamp)
             return SeedReport(**{**previous, "skipped": True})

@@ -71,7 +71,9 @@ class DecideOut(BaseModel):
 
 
 class EventsIn(_In):
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+    events: list[Any] = Field(
+        min_length=1, max_length=MAX_BATCH, description="Event objects, validated one by one."
+    )
 
 
 class EventResult(BaseModel):

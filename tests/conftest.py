@@ -53,3 +53,16 @@ def pii_guard(tmp_path_factory: pytest.TempPathFactory):
     from policies.pii import PIIGuard
 
     return PIIGuard(work_dir=tmp_path_factory.mktemp("pii"))
+
+
+@pytest.fixture(scope="session")
+def demo_services(tmp_path_factory: pytest.TempPathFactory):
+    """The service on the demo world, seeded once per session into a temporary home."""
+    from agents.factory import build_services
+    from agents.seed import seed
+    from agents.settings import PROJECT_ROOT, Settings
+
+    services = build_services(Settings(home=tmp_path_factory.mktemp("home"), seed=7))
+    seed(services, PROJECT_ROOT / "data" / "demo")
+    yield services
+    services.close()

@@ -31,7 +31,8 @@ async def post_events(body: EventsIn, services: ServicesDep) -> EventsOut:
             reason = "; ".join(
                 f"{e['field']}: {e['problem']}" for e in field_errors(error.errors())
             )
-            event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+            event_id = raw.get("event_id") if isinstance(raw, dict) else None
+            event_id = event_id if isinstance(event_id, str) else None
             results.append(
                 EventResult(index=index, event_id=event_id, status="rejected", reason=reason)
             )
