@@ -76,7 +76,11 @@ def build_services(settings: Settings | None = None) -> Services:
     settings = settings or Settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
-    embedder = load_embedder(settings.embedding_model, fallback_dim=settings.embedding_dim)
+    embedder = load_embedder(
+        settings.embedding_model,
+        fallback_dim=settings.embedding_dim,
+        allow_download=settings.model_downloads,
+    )
     index = build_index(settings, embedder.dim)
     policy = PolicyEngine(load_policy(settings.policy_path))
     pii = PIIGuard(spacy_model=settings.spacy_model, work_dir=settings.home)

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     collection: str = "items"
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     embedding_dim: int = Field(384, description="Dimension of the offline fallback embedder.")
+    model_downloads: bool = Field(
+        False, description="Let sentence-transformers fetch a model missing from the local cache."
+    )
     spacy_model: str = "en_core_web_lg"
     demo_dir: Path = PROJECT_ROOT / "data" / "demo"
     policy_path: Path = PROJECT_ROOT / "data" / "demo" / "policy.yaml"

@@ -35,13 +35,17 @@ class SentenceTransformerEmbedder:
 
     BATCH_SIZE = 64
 
-    def __init__(self, model_name_or_path: str, device: str = "cpu") -> None:
+    def __init__(
+        self, model_name_or_path: str, device: str = "cpu", *, local_files_only: bool = False
+    ) -> None:
         if not model_name_or_path.strip():
             raise ValueError("model_name_or_path is empty: give a model name or a folder")
         # Imported here so that the hashing fallback works without paying for torch.
         from sentence_transformers import SentenceTransformer
 
-        self._model: SentenceTransformer = SentenceTransformer(model_name_or_path, device=device)
+        self._model: SentenceTransformer = SentenceTransformer(
+            model_name_or_path, device=device, local_files_only=local_files_only
+        )
         dim = self._model.get_embedding_dimension()
         if dim is None:
             raise ValueError(
@@ -99,14 +103,17 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
-def load_embedder(model_name: str, *, fallback_dim: int = 384) -> Embedder:
+def load_embedder(
+    model_name: str, *, fallback_dim: int = 384, allow_download: bool = False
+) -> Embedder:
     """Loads the sentence-transformers model, or falls back to the hashing embedder, labelled.
 
-    With `HF_HUB_OFFLINE=1`, a model that is not in the local cache fails at once and the
-    fallback is returned; the returned embedder's `degraded` says why.
+    Without `allow_download` only a folder or the local Hugging Face cache is read, so a model
+    that is not there fails at once (rather than after the hub client's retries on a machine
+    with no network) and the fallback is returned; its `degraded` says why.
     """
     try:
-        return SentenceTransformerEmbedder(model_name)
+        return SentenceTransformerEmbedder(model_name, local_files_only=not allow_download)
     # The hub's errors are OSError subclasses (missing repo, no network, not cached) or
     # ValueError subclasses (invalid repo id); a folder that is not a model raises ValueError.
     except (OSError, ValueError) as err:
