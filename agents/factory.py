@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import gc
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from langgraph.graph.state import CompiledStateGraph
@@ -17,6 +18,7 @@ from agents.writer import OfflineWriter, Writer
 from policies.engine import PolicyEngine
 from policies.pii import PIIGuard
 from policies.rules import load_policy
+from retrieval.collab import CollabModel
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import Embedder, load_embedder
 from retrieval.index import VectorIndex
@@ -47,16 +49,27 @@ class Services:
         self.index.close()
         self.db.dispose()
 
+    def reload_collab(self) -> None:
+        """Use the collaborative model last saved by training (user factors live in it)."""
+        self.tools = replace(self.tools, collab=CollabModel.load(collab_folder(self.settings)))
+
 
 def build_index(settings: Settings, dim: int) -> VectorIndex:
+    collab = settings.collab_dim
     if settings.vector_backend == "qdrant":
         if settings.qdrant_url:
             return QdrantServerIndex(
-                url=settings.qdrant_url, collection=settings.collection, dim=dim
+                url=settings.qdrant_url, collection=settings.collection, dim=dim, collab_dim=collab
             )
         path = settings.qdrant_path or settings.home / "qdrant-local"
-        return QdrantServerIndex(path=str(path), collection=settings.collection, dim=dim)
-    return EdgeIndex(settings.home / "qdrant-edge", dim=dim)
+        return QdrantServerIndex(
+            path=str(path), collection=settings.collection, dim=dim, collab_dim=collab
+        )
+    return EdgeIndex(settings.home / "qdrant-edge", dim=dim, collab_dim=collab)
+
+
+def collab_folder(settings: Settings) -> Path:
+    return settings.home / "collab"
 
 
 def build_writer(settings: Settings) -> Writer:
@@ -106,6 +119,7 @@ def build_services(settings: Settings | None = None) -> Services:
             policy=policy,
             bandit=bandit,
             offers=OfferBook(db),
+            collab=CollabModel.load(collab_folder(settings)),
         ),
         graph=build_decide_graph(),
         degraded=degraded,

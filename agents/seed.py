@@ -17,8 +17,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from agents.factory import Services
+from agents.factory import Services, collab_folder
 from retrieval.catalog import ingest_items
+from retrieval.collab import train
 from store.catalog import count_items, refresh_popularity, upsert_offers
 from store.events import ingest_events
 from store.schemas import Event, Item, Offer, UserRecord
@@ -86,6 +87,9 @@ def seed(services: Services, folder: Path, *, force: bool = False) -> SeedReport
         events = ingest_events(session, list(read_jsonl(folder / "events.jsonl", Event)))
         refresh_popularity(session)
     services.tools.offers.invalidate()
+    trained = train(services.db, services.index, collab_folder(services.settings), full=True)
+    services.reload_collab()
+    log.info("collaborative vectors: %s users, %s items", trained.users, trained.items)
     optimize = getattr(services.index, "optimize", None)
     if optimize is not None:
         optimize()

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     model_downloads: bool = Field(
         False, description="Let sentence-transformers fetch a model missing from the local cache."
     )
+    collab_dim: int = Field(64, ge=2, le=1024, description="Size of the collaborative vectors.")
     spacy_model: str = "en_core_web_lg"
     demo_dir: Path = PROJECT_ROOT / "data" / "demo"
     policy_path: Path = PROJECT_ROOT / "data" / "demo" / "policy.yaml"

@@ -8,7 +8,7 @@ ingestion and serving against the same folder only from one process, or give eac
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,13 +17,20 @@ import numpy as np
 import qdrant_edge as qe
 
 from retrieval.index import (
+    COLLAB_VECTOR,
+    DEFAULT_COLLAB_DIM,
+    RRF_K,
     UPSERT_BATCH_SIZE,
     VECTOR_NAME,
     Hit,
     IndexConfigError,
     ItemFilter,
+    Source,
     check_batch,
     check_query,
+    check_using,
+    check_vectors,
+    dims,
     item_payload,
     named_vector,
     point_id,
@@ -69,11 +76,15 @@ class EdgeIndex:
 
     backend = "qdrant-edge"
 
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(self, path: Path, dim: int, collab_dim: int = DEFAULT_COLLAB_DIM) -> None:
         self.path = Path(path)
         self.dim = dim
+        self.collab_dim = collab_dim
         config = qe.EdgeConfig(
-            vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)}
+            vectors={
+                VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+                COLLAB_VECTOR: qe.EdgeVectorParams(size=collab_dim, distance=qe.Distance.Dot),
+            }
         )
         is_new = not self.path.exists() or not any(self.path.iterdir())
         if is_new:
@@ -94,7 +105,8 @@ class EdgeIndex:
                 raise
             raise IndexConfigError(
                 f"the Qdrant Edge shard in {self.path} does not hold {self.dim}-dimensional "
-                f"{VECTOR_NAME!r} vectors ({err}). A shard keeps the dimension it was created "
+                f"{VECTOR_NAME!r} and {self.collab_dim}-dimensional {COLLAB_VECTOR!r} vectors "
+                f"({err}). A shard keeps the vectors it was created "
                 "with: point the index at a new folder, or delete this one and re-ingest, "
                 "after changing the embedder."
             ) from err
@@ -109,16 +121,36 @@ class EdgeIndex:
     def upsert(self, items: Sequence[Item], vectors: np.ndarray) -> None:
         array = check_batch(items, vectors, self.dim)
         for start in range(0, len(items), UPSERT_BATCH_SIZE):
-            points = [
-                qe.Point(point_id(item.item_id), {VECTOR_NAME: row.tolist()}, item_payload(item))
-                for item, row in zip(
-                    items[start : start + UPSERT_BATCH_SIZE],
-                    array[start : start + UPSERT_BATCH_SIZE],
-                    strict=True,
-                )
-            ]
+            batch = items[start : start + UPSERT_BATCH_SIZE]
+            # An upsert replaces the whole point: carry over the collab vectors already stored.
+            collab = self.vectors([item.item_id for item in batch], using=COLLAB_VECTOR)
+            points = []
+            for item, row in zip(batch, array[start : start + UPSERT_BATCH_SIZE], strict=True):
+                named = {VECTOR_NAME: row.tolist()}
+                if item.item_id in collab:
+                    named[COLLAB_VECTOR] = collab[item.item_id].tolist()
+                points.append(qe.Point(point_id(item.item_id), named, item_payload(item)))
             self._shard.update(qe.UpdateOperation.upsert_points(points))
         self._shard.flush()
+
+    def set_vectors(self, using: str, vectors: Mapping[str, np.ndarray]) -> int:
+        dim = dims(self.dim, self.collab_dim)[check_using(using)]
+        rows = check_vectors(vectors, dim)
+        stored = self._stored(list(rows))
+        ids = [item_id for item_id in rows if item_id in stored]
+        for start in range(0, len(ids), UPSERT_BATCH_SIZE):
+            update = [
+                qe.PointVectors(point_id(item_id), {using: rows[item_id]})
+                for item_id in ids[start : start + UPSERT_BATCH_SIZE]
+            ]
+            self._shard.update(qe.UpdateOperation.update_vectors(update))
+        self._shard.flush()
+        return len(ids)
+
+    def _stored(self, item_ids: Sequence[str]) -> set[str]:
+        by_point = {point_id(item_id): item_id for item_id in item_ids}
+        records = self._shard.retrieve(list(by_point), with_payload=False, with_vector=False)
+        return {by_point[uuid.UUID(str(record.id))] for record in records}
 
     def delete(self, item_ids: Sequence[str]) -> None:
         if not item_ids:
@@ -134,25 +166,62 @@ class EdgeIndex:
         k: int,
         flt: ItemFilter | None = None,
         with_vectors: bool = False,
+        using: str = VECTOR_NAME,
     ) -> list[Hit]:
+        dim = dims(self.dim, self.collab_dim)[check_using(using)]
         request = qe.QueryRequest(
             limit=k,
-            query=qe.Query.Nearest(check_query(vector, self.dim, k), using=VECTOR_NAME),
+            query=qe.Query.Nearest(check_query(vector, dim, k), using=using),
             filter=edge_filter(flt),
             with_payload=True,
-            with_vector=[VECTOR_NAME] if with_vectors else False,
+            with_vector=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
         )
         return [to_hit(point, with_vectors) for point in self._shard.query(request)]
 
-    def vectors(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def fused_search(
+        self,
+        sources: Sequence[Source],
+        *,
+        k: int,
+        flt: ItemFilter | None = None,
+        prefetch: int = 100,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        if not sources:
+            raise ValueError("a fused search needs at least one source")
+        sizes = dims(self.dim, self.collab_dim)
+        where = edge_filter(flt)
+        prefetches = [
+            qe.Prefetch(
+                limit=max(prefetch, k),
+                query=qe.Query.Nearest(
+                    check_query(source.vector, sizes[source.using], k), using=source.using
+                ),
+                filter=where,
+            )
+            for source in sources
+        ]
+        request = qe.QueryRequest(
+            limit=k,
+            prefetches=prefetches,
+            query=qe.Fusion.Rrf(k=RRF_K, weights=[source.weight for source in sources]),
+            filter=where,
+            with_payload=True,
+            with_vector=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
+        )
+        return [to_hit(point, with_vectors) for point in self._shard.query(request)]
+
+    def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:
         if not item_ids:
             return {}
         by_point = {point_id(item_id): item_id for item_id in item_ids}
         records = self._shard.retrieve(
-            list(by_point), with_payload=False, with_vector=[VECTOR_NAME]
+            list(by_point), with_payload=False, with_vector=[check_using(using)]
         )
         return {
-            by_point[uuid.UUID(str(record.id))]: named_vector(record.vector) for record in records
+            by_point[uuid.UUID(str(record.id))]: named_vector(record.vector, using)
+            for record in records
+            if isinstance(record.vector, dict) and using in record.vector
         }
 
     def count(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -13,7 +13,16 @@ import numpy as np
 from store.schemas import Item
 
 VECTOR_NAME = "content"
-"""The named vector holding item text embeddings; other vectors can join it in the collection."""
+"""The named vector holding item text embeddings (cosine)."""
+
+COLLAB_VECTOR = "collab"
+"""The named vector holding collaborative item factors (dot product), learned from interactions.
+Items without interactions yet have none: only the content vector finds them (cold start)."""
+
+DEFAULT_COLLAB_DIM = 64
+RRF_K = 60
+"""Reciprocal rank fusion constant. Qdrant scores an item at 0-based position p of a source with
+weight w as 1 / ((p + 1) / w + RRF_K - 1): weight 3 makes position 2 count as position 0 would."""
 
 ITEM_NAMESPACE = uuid.UUID("e778a2a9-dc17-4731-a52b-13a6201ee94e")
 """Namespace for the point ids: Qdrant only takes unsigned integers or UUIDs as ids."""
@@ -68,12 +77,38 @@ class ItemFilter:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the item id, its cosine similarity to the query and its payload."""
+    """One search result: the item id, its score and payload, and its vectors when asked for.
+
+    The score is the cosine similarity (content), the dot product (collab), or the reciprocal
+    rank fusion score of a fused search.
+    """
 
     item_id: str
     score: float
     payload: dict[str, Any]
-    vector: np.ndarray | None = field(default=None, compare=False)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+
+    @property
+    def vector(self) -> np.ndarray | None:
+        """The content vector, when it was asked for."""
+        return self.vectors.get(VECTOR_NAME)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input of a fused search: a query vector for one named vector, and its RRF weight."""
+
+    using: str
+    vector: np.ndarray
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.using not in (VECTOR_NAME, COLLAB_VECTOR):
+            raise ValueError(
+                f"using must be {VECTOR_NAME!r} or {COLLAB_VECTOR!r}, got {self.using!r}"
+            )
+        if not (math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"weight must be a finite number > 0, got {self.weight}")
 
 
 @runtime_checkable
@@ -82,9 +117,16 @@ class VectorIndex(Protocol):
 
     backend: str
     dim: int
+    collab_dim: int
 
     def upsert(self, items: Sequence[Item], vectors: np.ndarray) -> None:
-        """Stores items with their vectors (row i belongs to items[i]); idempotent by item_id."""
+        """Stores items with their content vectors (row i belongs to items[i]); idempotent by
+        item_id. A collab vector already stored for an item is kept."""
+        ...
+
+    def set_vectors(self, using: str, vectors: Mapping[str, np.ndarray]) -> int:
+        """Sets one named vector of stored items; ids not stored are skipped. Returns how many
+        were set."""
         ...
 
     def delete(self, item_ids: Sequence[str]) -> None:
@@ -98,12 +140,27 @@ class VectorIndex(Protocol):
         k: int,
         flt: ItemFilter | None = None,
         with_vectors: bool = False,
+        using: str = VECTOR_NAME,
     ) -> list[Hit]:
-        """The k items nearest to `vector`, best first, among those matching `flt`."""
+        """The k items nearest to `vector` on the named vector `using`, best first, among those
+        matching `flt`."""
         ...
 
-    def vectors(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored vectors by item id; ids that are not stored are absent."""
+    def fused_search(
+        self,
+        sources: Sequence[Source],
+        *,
+        k: int,
+        flt: ItemFilter | None = None,
+        prefetch: int = 100,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """One query inside Qdrant: each source prefetches its `prefetch` nearest items (filter
+        pushed into every prefetch), and weighted reciprocal rank fusion ranks their union."""
+        ...
+
+    def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:
+        """Stored vectors by item id; ids that are not stored, or lack that vector, are absent."""
         ...
 
     def count(self) -> int:
@@ -157,11 +214,41 @@ def check_query(vector: np.ndarray, dim: int, k: int) -> list[float]:
     return array.tolist()
 
 
-def named_vector(vector: Any) -> np.ndarray:
-    """The content vector out of a point's named vectors, as returned by either backend."""
-    if not isinstance(vector, dict) or VECTOR_NAME not in vector:
-        raise RetrievalError(f"the vector store returned no {VECTOR_NAME!r} vector for a point")
-    return np.asarray(vector[VECTOR_NAME], dtype=np.float32)
+def check_using(using: str) -> str:
+    if using not in (VECTOR_NAME, COLLAB_VECTOR):
+        raise ValueError(f"using must be {VECTOR_NAME!r} or {COLLAB_VECTOR!r}, got {using!r}")
+    return using
+
+
+def dims(index_dim: int, collab_dim: int) -> dict[str, int]:
+    return {VECTOR_NAME: index_dim, COLLAB_VECTOR: collab_dim}
+
+
+def check_vectors(vectors: Mapping[str, np.ndarray], dim: int) -> dict[str, list[float]]:
+    """Validates vectors to set by item id, as lists of floats."""
+    out = {}
+    for item_id, vector in vectors.items():
+        array = np.asarray(vector, dtype=np.float32)
+        if array.shape != (dim,) or not np.isfinite(array).all():
+            raise ValueError(
+                f"vector of {item_id!r} must be {dim} finite numbers, got {array.shape}"
+            )
+        out[item_id] = array.tolist()
+    return out
+
+
+def point_vectors(vector: Any) -> dict[str, np.ndarray]:
+    """A point's named vectors, as returned by either backend, as float32 arrays."""
+    if not isinstance(vector, dict):
+        return {}
+    return {name: np.asarray(v, dtype=np.float32) for name, v in vector.items()}
+
+
+def named_vector(vector: Any, using: str = VECTOR_NAME) -> np.ndarray:
+    """One named vector out of a point's vectors, as returned by either backend."""
+    if not isinstance(vector, dict) or using not in vector:
+        raise RetrievalError(f"the vector store returned no {using!r} vector for a point")
+    return np.asarray(vector[using], dtype=np.float32)
 
 
 def to_hit(point: Any, with_vectors: bool) -> Hit:
@@ -172,5 +259,5 @@ def to_hit(point: Any, with_vectors: bool) -> Hit:
         item_id=point.payload["item_id"],
         score=float(point.score),
         payload=dict(point.payload),
-        vector=named_vector(point.vector) if with_vectors else None,
+        vectors=point_vectors(point.vector) if with_vectors else {},
     )

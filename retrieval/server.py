@@ -8,7 +8,7 @@ only and slows down sharply past some tens of thousands of points.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 
@@ -19,14 +19,21 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from retrieval.index import (
+    COLLAB_VECTOR,
+    DEFAULT_COLLAB_DIM,
+    RRF_K,
     UPSERT_BATCH_SIZE,
     VECTOR_NAME,
     Hit,
     IndexConfigError,
     IndexUnavailable,
     ItemFilter,
+    Source,
     check_batch,
     check_query,
+    check_using,
+    check_vectors,
+    dims,
     item_payload,
     named_vector,
     point_id,
@@ -91,6 +98,7 @@ class QdrantServerIndex:
         path: str | None = None,
         collection: str = "items",
         dim: int,
+        collab_dim: int = DEFAULT_COLLAB_DIM,
     ) -> None:
         if (url is None) == (path is None):
             raise ValueError(
@@ -98,6 +106,7 @@ class QdrantServerIndex:
                 "or path (a folder, or ':memory:', for qdrant-client's local mode)"
             )
         self.dim = dim
+        self.collab_dim = collab_dim
         self.collection = collection
         if url is not None:
             self._client = QdrantClient(url=url)
@@ -118,16 +127,25 @@ class QdrantServerIndex:
             self._client.create_collection(
                 self.collection,
                 vectors_config={
-                    VECTOR_NAME: qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE)
+                    VECTOR_NAME: qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
+                    COLLAB_VECTOR: qm.VectorParams(size=self.collab_dim, distance=qm.Distance.DOT),
                 },
             )
         info = self._client.get_collection(self.collection)
         stored = info.config.params.vectors
-        params = stored.get(VECTOR_NAME) if isinstance(stored, dict) else None
-        if params is None or params.size != self.dim or params.distance != qm.Distance.COSINE:
+        expected = {
+            VECTOR_NAME: (self.dim, qm.Distance.COSINE),
+            COLLAB_VECTOR: (self.collab_dim, qm.Distance.DOT),
+        }
+        found = {
+            name: (params.size, params.distance)
+            for name, params in (stored.items() if isinstance(stored, dict) else [])
+        }
+        if any(found.get(name) != want for name, want in expected.items()):
             raise IndexConfigError(
                 f"collection {self.collection!r} does not hold {self.dim}-dimensional cosine "
-                f"{VECTOR_NAME!r} vectors (it has {stored}). A collection keeps the vectors it "
+                f"{VECTOR_NAME!r} and {self.collab_dim}-dimensional dot {COLLAB_VECTOR!r} "
+                f"vectors (it has {stored}). A collection keeps the vectors it "
                 "was created with: use another collection name, or drop it and re-ingest, "
                 "after changing the embedder."
             )
@@ -145,20 +163,39 @@ class QdrantServerIndex:
     def upsert(self, items: Sequence[Item], vectors: np.ndarray) -> None:
         array = check_batch(items, vectors, self.dim)
         for start in range(0, len(items), UPSERT_BATCH_SIZE):
-            points = [
-                qm.PointStruct(
-                    id=str(point_id(item.item_id)),
-                    vector={VECTOR_NAME: row.tolist()},
-                    payload=item_payload(item),
+            batch = items[start : start + UPSERT_BATCH_SIZE]
+            # An upsert replaces the whole point: carry over the collab vectors already stored.
+            collab = self.vectors([item.item_id for item in batch], using=COLLAB_VECTOR)
+            points = []
+            for item, row in zip(batch, array[start : start + UPSERT_BATCH_SIZE], strict=True):
+                named = {VECTOR_NAME: row.tolist()}
+                if item.item_id in collab:
+                    named[COLLAB_VECTOR] = collab[item.item_id].tolist()
+                points.append(
+                    qm.PointStruct(
+                        id=str(point_id(item.item_id)), vector=named, payload=item_payload(item)
+                    )
                 )
-                for item, row in zip(
-                    items[start : start + UPSERT_BATCH_SIZE],
-                    array[start : start + UPSERT_BATCH_SIZE],
-                    strict=True,
-                )
-            ]
             with _server_call("store items"):
                 self._client.upsert(self.collection, points=points, wait=True)
+
+    def set_vectors(self, using: str, vectors: Mapping[str, np.ndarray]) -> int:
+        dim = dims(self.dim, self.collab_dim)[check_using(using)]
+        rows = check_vectors(vectors, dim)
+        by_point = {str(point_id(item_id)): item_id for item_id in rows}
+        with _server_call("fetch items"):
+            records = self._client.retrieve(
+                self.collection, ids=list(by_point), with_payload=False, with_vectors=False
+            )
+        ids = [by_point[str(record.id)] for record in records]
+        for start in range(0, len(ids), UPSERT_BATCH_SIZE):
+            update = [
+                qm.PointVectors(id=str(point_id(item_id)), vector={using: rows[item_id]})
+                for item_id in ids[start : start + UPSERT_BATCH_SIZE]
+            ]
+            with _server_call("store vectors"):
+                self._client.update_vectors(self.collection, points=update, wait=True)
+        return len(ids)
 
     def delete(self, item_ids: Sequence[str]) -> None:
         if not item_ids:
@@ -176,29 +213,71 @@ class QdrantServerIndex:
         k: int,
         flt: ItemFilter | None = None,
         with_vectors: bool = False,
+        using: str = VECTOR_NAME,
     ) -> list[Hit]:
-        query = check_query(vector, self.dim, k)
+        query = check_query(vector, dims(self.dim, self.collab_dim)[check_using(using)], k)
         with _server_call("search"):
             response = self._client.query_points(
                 self.collection,
                 query=query,
-                using=VECTOR_NAME,
+                using=using,
                 query_filter=server_filter(flt),
                 limit=k,
                 with_payload=True,
-                with_vectors=[VECTOR_NAME] if with_vectors else False,
+                with_vectors=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
             )
         return [to_hit(point, with_vectors) for point in response.points]
 
-    def vectors(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def fused_search(
+        self,
+        sources: Sequence[Source],
+        *,
+        k: int,
+        flt: ItemFilter | None = None,
+        prefetch: int = 100,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        if not sources:
+            raise ValueError("a fused search needs at least one source")
+        sizes = dims(self.dim, self.collab_dim)
+        where = server_filter(flt)
+        prefetches = [
+            qm.Prefetch(
+                query=check_query(source.vector, sizes[source.using], k),
+                using=source.using,
+                filter=where,
+                limit=max(prefetch, k),
+            )
+            for source in sources
+        ]
+        with _server_call("search"):
+            response = self._client.query_points(
+                self.collection,
+                prefetch=prefetches,
+                query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K, weights=[s.weight for s in sources])),
+                query_filter=where,
+                limit=k,
+                with_payload=True,
+                with_vectors=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
+            )
+        return [to_hit(point, with_vectors) for point in response.points]
+
+    def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:
         if not item_ids:
             return {}
         by_point = {str(point_id(item_id)): item_id for item_id in item_ids}
         with _server_call("fetch vectors"):
             records = self._client.retrieve(
-                self.collection, ids=list(by_point), with_payload=False, with_vectors=[VECTOR_NAME]
+                self.collection,
+                ids=list(by_point),
+                with_payload=False,
+                with_vectors=[check_using(using)],
             )
-        return {by_point[str(record.id)]: named_vector(record.vector) for record in records}
+        return {
+            by_point[str(record.id)]: named_vector(record.vector, using)
+            for record in records
+            if isinstance(record.vector, dict) and using in record.vector
+        }
 
     def count(self) -> int:
         with _server_call("count items"):

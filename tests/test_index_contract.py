@@ -16,7 +16,11 @@ from hypothesis import strategies as st
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import HashingEmbedder
 from retrieval.index import (
+    COLLAB_VECTOR,
+    RRF_K,
+    VECTOR_NAME,
     Hit,
+    Source,
     IndexConfigError,
     IndexUnavailable,
     ItemFilter,
@@ -426,3 +430,112 @@ def test_an_unreachable_server_is_reported_as_unavailable():
         # fails; wait for it here so that its warning is not attributed to a later test.
         for thread in set(threading.enumerate()) - before:
             thread.join(timeout=5)
+
+
+# --- Named vectors: collaborative factors beside the content vectors, fused inside Qdrant ---
+
+COLLAB_DIM = 64
+_RNG = np.random.default_rng(11)
+COLLAB = {item.item_id: _RNG.normal(size=COLLAB_DIM).astype(np.float32) for item in ITEMS[:30]}
+
+
+@pytest.fixture
+def hybrid_index(index: VectorIndex) -> VectorIndex:
+    """Every item has a content vector; the first 30 also a collab vector (the rest are cold)."""
+    assert index.set_vectors(COLLAB_VECTOR, COLLAB) == len(COLLAB)
+    return index
+
+
+def test_set_vectors_skips_items_not_stored(index: VectorIndex):
+    assert (
+        index.set_vectors(COLLAB_VECTOR, {"kit-01": COLLAB["kit-01"], "ghost": COLLAB["kit-01"]})
+        == 1
+    )
+    assert set(index.vectors(["kit-01", "ghost", "kit-02"], using=COLLAB_VECTOR)) == {"kit-01"}
+    assert index.count() == len(ITEMS)
+
+
+def test_collab_search_ranks_by_dot_product(hybrid_index: VectorIndex):
+    query = _RNG.normal(size=COLLAB_DIM)
+    hits = hybrid_index.search(query, k=5, using=COLLAB_VECTOR)
+    expected = sorted(COLLAB, key=lambda i: -float(COLLAB[i] @ query))[:5]
+    assert [hit.item_id for hit in hits] == expected
+    assert hits[0].score == pytest.approx(float(COLLAB[expected[0]] @ query), rel=1e-4)
+
+
+def test_content_upsert_keeps_the_collab_vector(hybrid_index: VectorIndex):
+    changed = BY_ID["kit-01"].model_copy(update={"price": 41.0})
+    hybrid_index.upsert([changed], VECTOR_BY_ID["kit-01"][np.newaxis, :])
+    kept = hybrid_index.vectors(["kit-01"], using=COLLAB_VECTOR)["kit-01"]
+    np.testing.assert_allclose(kept, COLLAB["kit-01"], rtol=1e-5)
+
+
+def _rrf(rankings: list[list[str]], weights: list[float]) -> dict[str, float]:
+    """Qdrant's weighted reciprocal rank fusion, written independently of both backends: an item
+    at 0-based position p of a source with weight w scores 1 / ((p + 1) / w + k - 1)."""
+    scores: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, item_id in enumerate(ranking):
+            scores[item_id] = scores.get(item_id, 0.0) + 1 / ((rank + 1) / weight + RRF_K - 1)
+    return scores
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (3.0, 1.0), (1.0, 4.0)])
+def test_fused_search_is_weighted_rrf_of_the_prefetches(
+    hybrid_index: VectorIndex, weights: tuple[float, float]
+):
+    content_q, collab_q = _query("kit-03"), _RNG.normal(size=COLLAB_DIM)
+    flt = ItemFilter(in_stock_only=True, max_min_age=17)
+    prefetch = 12
+    by_content = [h.item_id for h in hybrid_index.search(content_q, k=prefetch, flt=flt)]
+    by_collab = [
+        h.item_id for h in hybrid_index.search(collab_q, k=prefetch, flt=flt, using=COLLAB_VECTOR)
+    ]
+    expected = _rrf([by_content, by_collab], list(weights))
+
+    hits = hybrid_index.fused_search(
+        [Source(VECTOR_NAME, content_q, weights[0]), Source(COLLAB_VECTOR, collab_q, weights[1])],
+        k=8,
+        flt=flt,
+        prefetch=prefetch,
+    )
+
+    assert len(hits) == 8
+    assert all(_matches(flt, hit.payload) for hit in hits)
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[hit.item_id], rel=1e-3)
+    best = sorted(expected.values(), reverse=True)[:8]
+    assert [hit.score for hit in hits] == pytest.approx(best, rel=1e-3)
+
+
+def test_a_cold_item_is_found_by_its_content_vector(hybrid_index: VectorIndex):
+    cold = ITEMS[-1].item_id  # past the first 30: no collab vector
+    assert cold not in COLLAB
+    hits = hybrid_index.fused_search(
+        [Source(VECTOR_NAME, _query(cold)), Source(COLLAB_VECTOR, _RNG.normal(size=COLLAB_DIM))],
+        k=6,
+        prefetch=3,
+    )
+    assert cold in [hit.item_id for hit in hits]
+
+
+def test_fused_search_returns_both_named_vectors(hybrid_index: VectorIndex):
+    hit = hybrid_index.fused_search(
+        [Source(VECTOR_NAME, _query("kit-01"))], k=1, with_vectors=True
+    )[0]
+    assert hit.item_id == "kit-01"
+    np.testing.assert_allclose(hit.vectors[COLLAB_VECTOR], COLLAB["kit-01"], rtol=1e-5)
+    np.testing.assert_allclose(hit.vector, VECTOR_BY_ID["kit-01"], atol=1e-5)
+
+
+def test_named_vector_mistakes_raise_value_errors(hybrid_index: VectorIndex):
+    with pytest.raises(ValueError, match="using"):
+        hybrid_index.search(np.ones(DIM), k=1, using="nope")
+    with pytest.raises(ValueError, match="shape"):
+        hybrid_index.search(np.ones(DIM), k=1, using=COLLAB_VECTOR)
+    with pytest.raises(ValueError, match="finite"):
+        hybrid_index.set_vectors(COLLAB_VECTOR, {"kit-01": np.ones(3)})
+    with pytest.raises(ValueError, match="at least one source"):
+        hybrid_index.fused_search([], k=1)
+    with pytest.raises(ValueError, match="weight"):
+        Source(VECTOR_NAME, np.ones(DIM), weight=0)

@@ -12,6 +12,7 @@ from store.users import Subject
 
 if TYPE_CHECKING:
     from policies.engine import PolicyEngine
+    from retrieval.collab import CollabModel
     from retrieval.embedder import Embedder
     from retrieval.index import VectorIndex
     from tools.bandit import ThompsonSampling
@@ -28,6 +29,7 @@ class ToolDeps:
     policy: PolicyEngine
     bandit: ThompsonSampling
     offers: OfferBook
+    collab: CollabModel | None = None  # None until `attune train` (or the seed) has run
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Candidate retrieval: the request's text blended with the person's taste, policy filters pushed into Qdrant.
+"""Candidate retrieval: the request's text, the person's recent taste and their collaborative
+factor, fused in one Qdrant query (`retrieval.hybrid`), policy filters pushed into Qdrant.
 
-Each candidate's score is a weighted sum of parts that are all kept (query similarity, taste
-similarity, category affinity), and its reasons are derived from the parts that actually carried
-the score, so an explanation never cites a signal that did not rank the item.
+A new visitor with no text gets popularity (favourite categories first when known). Each
+candidate's score parts are the shares of the fused score its sources carried, and its reasons
+name only the sources that carried a large share.
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ from typing import Literal
 
 import numpy as np
 
-from retrieval.index import Hit, IndexUnavailable, ItemFilter
+from retrieval.hybrid import HybridWeights, hybrid_search, hybrid_sources, taste_vector
+from retrieval.index import RRF_K, VECTOR_NAME, Hit, IndexUnavailable, ItemFilter, Source
 from store.catalog import get_items, popular_items
 from store.schemas import Item
 from tools.context import RunContext
 from tools.profile import lookup_profile, rules_fired, subject_facts, subject_features
 from tools.schemas import Candidate, Candidates, RetrieveInput, RuleFired, ScoreParts
 
-# Weights of the score parts, renormalised over the parts a request has.
-_WEIGHTS = {"query": 0.6, "taste": 0.3, "affinity": 0.1}
+WEIGHTS = HybridWeights(query=2.0, taste=1.0, collab=2.0, recent=1.0, prefetch=100)
 _TASTE_ITEMS = 10  # recent items that make up the taste vector
-Strategy = Literal["hybrid", "query", "taste", "popular"]
-_REASON_SHARE = 0.25  # a part that carries at least this share of the score is named as a reason
+Strategy = Literal["hybrid", "query", "taste", "collab", "recent", "popular"]
+_REASON_SHARE = 0.25  # a source that carries at least this share of the score is named as a reason
 
 
 def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
@@ -42,15 +43,31 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     query_vec = ctx.deps.embedder.embed([args.query])[0] if args.query else None
     taste_vec: np.ndarray | None = None
     recent: Recent | None = None
+    collab_vec = recent_collab = None
     affinity = features.category_affinity if profile.personalized else {}
     try:
         if profile.personalized and features.recent_item_ids:
             taste_vec, recent = _taste(ctx, list(features.recent_item_ids[:_TASTE_ITEMS]))
-        if query_vec is None and taste_vec is None:
+        if profile.personalized and ctx.deps.collab is not None:
+            collab_vec = ctx.deps.collab.user_vector(ctx.subject.key)
+            recent_ids = list(features.recent_item_ids[:_TASTE_ITEMS])
+            factors = ctx.deps.collab.item_vectors(recent_ids)
+            if factors:
+                stacked = np.stack([factors[i] for i in recent_ids if i in factors])
+                recent_collab = taste_vector(stacked, normalize=False)
+        sources = hybrid_sources(
+            WEIGHTS, query=query_vec, taste=taste_vec, collab=collab_vec, recent=recent_collab
+        )
+        if not sources:
             return _popular(ctx, args.k, flt, affinity, fired, degraded)
-        parts = [(w, v) for w, v in ((0.6, query_vec), (0.4, taste_vec)) if v is not None]
-        blended = _unit(sum(w * v for w, v in parts))
-        hits = ctx.deps.index.search(blended, k=max(3 * args.k, 30), flt=flt, with_vectors=True)
+        hits = hybrid_search(
+            ctx.deps.index,
+            sources,
+            k=max(3 * args.k, 30),
+            flt=flt,
+            prefetch=WEIGHTS.prefetch,
+            with_vectors=True,
+        )
     except IndexUnavailable as error:
         degraded.append(f"vectors: {error}; fell back to popularity")
         return _popular(ctx, args.k, flt, affinity, fired, degraded)
@@ -60,16 +77,12 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     )
     allowed = {item.item_id for item in verdict.kept}
     hits = [hit for hit in hits if hit.item_id in allowed]
-    strategy: Strategy = (
-        "hybrid"
-        if query_vec is not None and taste_vec is not None
-        else ("query" if query_vec is not None else "taste")
-    )
+    strategy: Strategy = "hybrid" if len(sources) > 1 else next(iter(sources))  # type: ignore[assignment]
     return _remember(
         ctx,
         Candidates(
             strategy=strategy,
-            items=_rank(hits, args.k, query_vec, taste_vec, recent, affinity, args.query),
+            items=_rank(hits, args.k, sources, recent, args.query),
             rules_fired=fired + rules_fired(verdict.firings),
             degraded=degraded,
         ),
@@ -91,9 +104,8 @@ def _taste(ctx: RunContext, recent_ids: list[str]) -> tuple[np.ndarray | None, R
     with ctx.deps.db.session() as session:
         items = get_items(session, present)
     stacked = np.stack([vectors[item_id] for item_id in present])
-    weights = [1.0 / (1 + recent_ids.index(item_id)) for item_id in present]
     titles = [items[i].title if i in items else i for i in present]
-    return _unit(np.average(stacked, axis=0, weights=weights)), Recent(titles, stacked)
+    return taste_vector(stacked), Recent(titles, stacked)
 
 
 @dataclass(frozen=True)
@@ -107,45 +119,52 @@ class Recent:
 def _rank(
     hits: list[Hit],
     k: int,
-    query_vec: np.ndarray | None,
-    taste_vec: np.ndarray | None,
+    sources: dict[str, Source],
     recent: Recent | None,
-    affinity: dict[str, float],
     query: str | None,
 ) -> list[Candidate]:
-    """Score every hit from its parts, keep the top k, and name the parts that carried each score."""
+    """Keep Qdrant's fused order and split each item's score into its sources' shares.
+
+    Qdrant returns only the fused score, so each source's share is recomputed with Qdrant's own
+    RRF formula from the item's position, within the returned hits, when they are ordered by
+    that source's similarity. That position can be better than the item's position in the
+    source's full prefetch, so a share is an upper bound of the source's true contribution; a
+    source is named as a reason only when its share is large (at least a quarter).
+    """
+    hits = hits[:k]
     if not hits:
         return []
-    matrix = np.stack([hit.vector for hit in hits if hit.vector is not None])
-    parts: dict[str, np.ndarray] = {}
-    if query_vec is not None:
-        parts["query"] = matrix @ query_vec
-    if taste_vec is not None:
-        parts["taste"] = matrix @ taste_vec
-    if affinity:
-        parts["affinity"] = np.array([affinity.get(h.payload["category"], 0.0) for h in hits])
-    total_weight = sum(_WEIGHTS[name] for name in parts)
-    shares = {
-        name: _WEIGHTS[name] / total_weight * np.maximum(values, 0.0)
-        for name, values in parts.items()
-    }
-    scores = np.sum(list(shares.values()), axis=0)
-    ids = [hit.item_id for hit in hits]
-    top = sorted(range(len(hits)), key=lambda i: (-scores[i], ids[i]))[:k]
-    closest = (matrix[top] @ recent.vectors.T).argmax(axis=1) if recent is not None else None
+    shares: dict[str, np.ndarray] = {}
+    for name, source in sources.items():
+        present = [i for i, hit in enumerate(hits) if source.using in hit.vectors]
+        if not present:
+            continue
+        matrix = np.stack([hits[i].vectors[source.using] for i in present])
+        similarity = matrix @ source.vector
+        contribution = np.zeros(len(hits))
+        for position, row in enumerate(np.argsort(-similarity, kind="stable")):
+            contribution[present[row]] = 1 / ((position + 1) / source.weight + RRF_K - 1)
+        shares[name] = contribution
+    total = np.sum(list(shares.values()), axis=0) if shares else np.zeros(len(hits))
+    closest = None
+    if recent is not None:
+        matrix = np.stack([hit.vectors[VECTOR_NAME] for hit in hits])
+        closest = (matrix @ recent.vectors.T).argmax(axis=1)
     ranked = []
-    for rank, i in enumerate(top):
-        payload, score = hits[i].payload, float(scores[i])
+    for i, hit in enumerate(hits):
+        payload = hit.payload
         reasons = []
         for name in sorted(shares, key=lambda n: -shares[n][i]):
-            if score > 0 and (shares[name][i] / score >= _REASON_SHARE or not reasons):
+            if total[i] > 0 and (shares[name][i] / total[i] >= _REASON_SHARE or not reasons):
                 if name == "query":
                     reasons.append(f"matches your request “{query}”")
                 elif name == "taste" and recent is not None and closest is not None:
-                    title = recent.titles[int(closest[rank])]
+                    title = recent.titles[int(closest[i])]
                     reasons.append(f"similar to {title}, which you looked at recently")
-                else:
-                    reasons.append(f"you often browse {payload['category'].replace('_', ' ')}")
+                elif name == "collab":
+                    reasons.append("liked by people whose shopping resembles yours")
+                elif name == "recent":
+                    reasons.append("often chosen together with what you looked at lately")
         ranked.append(
             Candidate(
                 item_id=payload["item_id"],
@@ -153,9 +172,12 @@ def _rank(
                 category=payload["category"],
                 price=payload["price"],
                 currency=payload["currency"],
-                score=round(score, 4),
+                score=round(hit.score, 5),
                 parts=ScoreParts(
-                    **{name: round(float(values[i]), 4) for name, values in parts.items()}
+                    **{
+                        name: round(float(values[i] / total[i]), 4) if total[i] else 0.0
+                        for name, values in shares.items()
+                    }
                 ),
                 reasons=reasons,
             )
@@ -249,8 +271,3 @@ def _checked(
 def _payload_item(payload: dict) -> Item:
     """The item as the index stores it: every field the item rules read, without the description."""
     return Item.model_validate({k: v for k, v in payload.items() if k != "in_stock"})
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
-    return (vector / norm).astype(np.float32) if norm else vector.astype(np.float32)

@@ -48,8 +48,13 @@ class RetrieveInput(_Model):
 
 
 class ScoreParts(_Model):
+    """The shares of a candidate's score by source (vector retrieval), or its popularity and
+    category affinity (the popularity path)."""
+
     query: float | None = None
     taste: float | None = None
+    collab: float | None = None
+    recent: float | None = None
     affinity: float | None = None
     popularity: float | None = None
 
@@ -66,7 +71,7 @@ class Candidate(_Model):
 
 
 class Candidates(_Model):
-    strategy: Literal["hybrid", "query", "taste", "popular"]
+    strategy: Literal["hybrid", "query", "taste", "collab", "recent", "popular"]
     items: list[Candidate]
     rules_fired: list[RuleFired]
     degraded: list[str] = Field(default_factory=list)
