@@ -143,3 +143,15 @@ def register(kind: str) -> Callable[[SuiteKind], SuiteKind]:
         return function
 
     return decorate
+
+
+class EvalError(Exception):
+    """Base of the errors of `evals`."""
+
+
+class SuiteError(EvalError):
+    """The suite file is wrong. The message names the file and the field, and says how to fix it.
+
+    A kind raises it for a bad `params` or system `type` (naming the field, e.g.
+    `systems[1].type: ...`); the runner adds the file name.
+    """

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from evals.base import Plot, Row, RunContext, SuiteResult, SystemSpec, register
+from evals.base import Plot, Row, RunContext, SuiteError, SuiteResult, SystemSpec, register
 from evals.movielens import Split, novelty, popularity, time_split
 from retrieval.collab import ALSParams, Interactions, fit
 from retrieval.edge import EdgeIndex
@@ -276,7 +276,7 @@ def _recommender(
     use = frozenset(system.params.get("sources", SOURCES[system.type]))
     unknown = use - {"taste", "collab", "recent"}
     if unknown:
-        raise ValueError(f"system {system.name!r}: unknown sources {sorted(unknown)}")
+        raise SuiteError(f"systems: {system.name!r} has unknown sources {sorted(unknown)}")
     return lambda user, seen, k: attune.recommend(system.type, user, seen, k, use)
 
 

@@ -20,10 +20,10 @@ from retrieval.index import (
     RRF_K,
     VECTOR_NAME,
     Hit,
-    Source,
     IndexConfigError,
     IndexUnavailable,
     ItemFilter,
+    Source,
     VectorIndex,
     item_payload,
 )

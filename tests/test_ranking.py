@@ -1,0 +1,107 @@
+"""The MovieLens ranking suite: split, metrics, and the suite file run unchanged on another
+release in the same CSV format (here a small synthetic one with a known structure)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from agents.settings import PROJECT_ROOT
+from api.cli import app
+from evals.movielens import novelty, time_split
+from evals.ranking import ranking_metrics
+
+SUITE = PROJECT_ROOT / "evals" / "suites" / "movielens.yaml"
+GENRES = ["Comedy", "Drama", "Horror", "Sci-Fi"]
+
+
+def write_release(folder: Path, *, users: int = 80, movies: int = 120, seed: int = 0) -> Path:
+    """A MovieLens-format release where each user loves one genre and rates it highly."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "movies.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")  # the releases use CRLF
+        writer.writerow(["movieId", "title", "genres"])
+        for m in range(1, movies + 1):
+            writer.writerow([m, f"Movie number {m} (19{m % 90 + 10})", GENRES[m % 4]])
+    with (folder / "ratings.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow(["userId", "movieId", "rating", "timestamp"])
+        for u in range(1, users + 1):
+            genre = u % 4
+            liked = [m for m in range(1, movies + 1) if m % 4 == genre]
+            other = [m for m in range(1, movies + 1) if m % 4 != genre]
+            picks = list(rng.choice(liked, 14, replace=False)) + list(
+                rng.choice(other, 4, replace=False)
+            )
+            for n, m in enumerate(rng.permutation(picks)):
+                rating = 5.0 if m % 4 == genre else 2.0
+                writer.writerow([u, m, rating, 1_000_000 + u * 1000 + n])
+    return folder
+
+
+def test_time_split_holds_out_the_most_recent_ratings(tmp_path: Path) -> None:
+    split = time_split(write_release(tmp_path / "ml"), holdout=0.2)
+    for user in split.users:
+        train_times = [r.ts for r in split.train[user]]
+        held = split.heldout[user]
+        assert max(train_times) < min(r.ts for r in held)
+        assert split.relevant[user] == {r.movie for r in held if r.rating >= 4}
+        assert not split.relevant[user] & {r.movie for r in split.train[user]}
+        assert len(held) == round(18 * 0.2)
+
+
+def test_ranking_metrics_by_hand() -> None:
+    metrics = ranking_metrics(["a", "x", "b", "y"], {"a", "b", "c"}, k=4)
+    assert metrics["recall@4"] == pytest.approx(2 / 3)
+    ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert metrics["ndcg@4"] == pytest.approx((1 + 1 / math.log2(4)) / ideal)
+    assert metrics["mrr@4"] == 1.0
+    assert ranking_metrics(["x", "a"], {"a"}, k=2)["mrr@2"] == 0.5
+    assert ranking_metrics(["x"], {"a"}, k=1) == {"recall@1": 0, "ndcg@1": 0, "mrr@1": 0}
+
+
+def test_novelty_is_higher_for_rarer_movies() -> None:
+    counts = {"hit": 50, "niche": 2}
+    assert novelty(["niche"], counts, 100) > novelty(["hit"], counts, 100)
+    assert novelty(["hit"], counts, 100) == pytest.approx(-math.log2(0.5))
+
+
+def test_the_suite_runs_unchanged_on_another_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ATTUNE_MOVIELENS_DIR", str(write_release(tmp_path / "ml-other")))
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        app, ["eval", "run", str(SUITE), "--out", str(out), "--no-progress"]
+    )
+    assert result.exit_code in (0, 1), result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = {row["system"]: row["metrics"] for row in metrics["rows"]}
+    assert set(rows) == {"most-popular", "item-knn", "content-only", "collab-only", "attune-hybrid"}
+    # Users love one genre: learning it must beat recommending what is popular overall.
+    assert rows["collab-only"]["ndcg@10"] > rows["most-popular"]["ndcg@10"]
+    assert rows["attune-hybrid"]["ndcg@10"] > rows["most-popular"]["ndcg@10"]
+    for name in ("report.md", "report.html"):
+        assert "attune-hybrid" in (out / name).read_text()
+    assert list(out.glob("*.png"))
+    assert (result.exit_code == 0) == metrics["passed"]
+
+
+@pytest.mark.skipif(
+    not (PROJECT_ROOT.parent / "shared" / "data" / "movielens" / "ml-latest-small").is_dir(),
+    reason="../shared/data/movielens/ml-latest-small is not on this machine",
+)
+def test_the_real_suite_passes_its_thresholds(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["eval", "run", str(SUITE), "--out", str(tmp_path), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["passed"] is True
