@@ -1,4 +1,4 @@
-"""The `attune` command: serve, seed, ingest."""
+"""The `attune` command: serve, seed, ingest, eval."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 ingest = typer.Typer(help="Load data into the store and the vector index.", no_args_is_help=True)
 app.add_typer(ingest, name="ingest")
+evaluate = typer.Typer(help="Run eval suites and compare their reports.", no_args_is_help=True)
+app.add_typer(evaluate, name="eval")
 
 
 def _logging(settings: Settings) -> None:
@@ -74,26 +76,169 @@ def seed_command(
     typer.echo(json.dumps(asdict(report)))
 
 
-@ingest.command("items")
-def ingest_items_command(
-    file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL file of items.")
-    ],
+@app.command("train")
+def train_command(
+    full: Annotated[
+        bool, typer.Option("--full", help="Refit from scratch instead of updating.")
+    ] = False,
 ) -> None:
-    """Upsert catalog items from a JSONL file: stored, embedded and indexed."""
-    from agents.factory import build_services
-    from agents.seed import read_jsonl
-    from retrieval.catalog import ingest_items
-    from store.schemas import Item
+    """Train the collaborative vectors from the event store (incremental unless --full).
+
+    Run it while the service is stopped: the embedded vector index allows one process at a time.
+    """
+    from agents.factory import build_services, collab_folder
+    from retrieval.collab import train
 
     settings = Settings()
     _logging(settings)
     services = build_services(settings)
     try:
-        count = ingest_items(services.db, services.embedder, services.index, read_jsonl(file, Item))
+        report = train(services.db, services.index, collab_folder(settings), full=full)
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     finally:
         services.close()
-    typer.echo(json.dumps({"ingested": count}))
+    typer.echo(json.dumps(asdict(report)))
+
+
+@ingest.command("items")
+def ingest_items_command(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL or CSV file of items.")
+    ],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="jsonl or csv; by default from the file's extension."),
+    ] = None,
+    maps: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            metavar="FIELD=COLUMN",
+            help="Take an item field from a source column, e.g. --map title=name. Repeatable.",
+        ),
+    ] = None,
+    map_file: Annotated[
+        Path | None,
+        typer.Option("--map-file", help="A YAML file of 'item_field: source_column' lines."),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Records per committed batch.")] = 512,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--restart",
+            help="Continue from the checkpoint of an earlier run on the same unchanged file, "
+            "or start over.",
+        ),
+    ] = True,
+) -> None:
+    """Upsert catalog items from a JSONL or CSV file: validated, stored, embedded and indexed.
+
+    Invalid records are listed at the end and written to FILE.rejects.jsonl; the rest are
+    ingested. Exit code 0, or 1 if no valid item was found, 2 if the file or mapping is unusable.
+    """
+    from tqdm import tqdm
+
+    from agents.factory import build_services
+    from retrieval.ingest import (
+        IngestError,
+        IngestProgress,
+        ingest_file,
+        prepare_source,
+        read_mapping,
+    )
+
+    settings = Settings()
+    _logging(settings)
+    try:
+        source = prepare_source(file, fmt=fmt, mapping=read_mapping(maps or (), map_file))
+    except IngestError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    if source.ignored_columns:
+        ignored = ", ".join(map(repr, source.ignored_columns))
+        typer.echo(f"warning: ignoring columns that are not item fields: {ignored}", err=True)
+    services = build_services(settings)
+    committed_line = 0
+    with tqdm(total=source.size, unit="B", unit_scale=True, desc=file.name, disable=None) as bar:
+
+        def advance(step: IngestProgress) -> None:
+            nonlocal committed_line
+            committed_line = step.line
+            bar.set_postfix(items=step.ingested, rejected=step.rejected, refresh=False)
+            bar.update(step.offset - bar.n)
+
+        try:
+            report = ingest_file(
+                services.db,
+                services.embedder,
+                services.index,
+                source,
+                checkpoints=settings.home / "ingest",
+                batch=batch,
+                resume=resume,
+                progress=advance,
+            )
+        except IngestError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from error
+        except KeyboardInterrupt as interrupt:
+            typer.echo(
+                f"interrupted: committed up to line {committed_line}; "
+                "run the same command again to resume",
+                err=True,
+            )
+            raise typer.Exit(130) from interrupt
+        finally:
+            services.close()
+    for rejection in report.rejections:
+        typer.echo(f"{file}:{rejection.line}: {rejection.reason}", err=True)
+    if report.rejected > len(report.rejections):
+        typer.echo(f"... and {report.rejected - len(report.rejections)} more", err=True)
+    if report.rejected_total:
+        typer.echo(f"{report.rejected_total} rejected record(s) in {report.rejects_path}", err=True)
+    typer.echo(json.dumps(report.summary()))
+    if report.ingested_total == 0:
+        typer.echo(f"error: no valid item in {file}", err=True)
+        raise typer.Exit(1)
+
+
+@evaluate.command("run")
+def eval_run_command(
+    suite: Annotated[Path, typer.Argument(help="A suite file (YAML).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder; default var/evals/<suite>-<UTC time>."),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Run an eval suite and write its report; exit 1 if a threshold fails, 2 if the suite is bad."""
+    from evals.base import SuiteError
+    from evals.runner import run_suite
+
+    try:
+        report = run_suite(suite, out, show_progress=progress)
+    except SuiteError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(str(report.out_dir))
+    typer.echo(report.summary)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@evaluate.command("compare")
+def eval_compare_command(
+    a: Annotated[Path, typer.Argument(help="A report folder.")],
+    b: Annotated[Path, typer.Argument(help="Another report folder.")],
+) -> None:
+    """Compare two eval reports metric by metric (a Markdown table)."""
+    from evals.base import EvalError
+    from evals.compare import compare_runs
+
+    try:
+        typer.echo(compare_runs(a, b), nl=False)
+    except EvalError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error

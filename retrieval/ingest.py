@@ -509,8 +509,8 @@ def _csv_records(lines: _Lines, source: IngestSource) -> Iterator[Item | Rejecti
             yield Rejection(number, f"the row has {len(row)} values, the header {width}", raw)
         else:
             # An empty cell is a missing value, so the field's default applies.
-            record = {header[i]: row[i] for i in kept if row[i].strip()}
-            record = _rename(record, source.mapping)
+            cells = {header[i]: row[i] for i in kept if row[i].strip()}
+            record = _rename(cells, source.mapping)
             if isinstance(record.get("tags"), str):
                 record["tags"] = _split_tags(record["tags"])
             yield _validate(number, record, source.mapping, raw)
