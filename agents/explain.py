@@ -71,6 +71,11 @@ def merge_rules(rules: Iterable[RuleFired]) -> list[RuleFired]:
 
 
 def _offer_words(choice: OfferChoice) -> str:
+    if choice.experiment:
+        return (
+            f"drawn at random among the eligible offers ({choice.propensity:.0%} chance each): "
+            f"you are in the control group of experiment {choice.experiment}"
+        )
     a, b = choice.alpha, choice.beta
     spread = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
     evidence = (
@@ -78,9 +83,11 @@ def _offer_words(choice: OfferChoice) -> str:
         if choice.rewards_seen
         else "from the policy's starting assumption only, no rewards yet"
     )
+    priority = f", weighted by its margin (rule {choice.priority})" if choice.priority else ""
     return (
-        f"chosen by Thompson sampling: estimated to convert {choice.estimate:.1%} ± {spread:.1%} "
-        f"on {choice.segment} ({evidence}); it is picked in about {choice.propensity:.0%} of such decisions"
+        f"chosen by Thompson sampling{priority}: estimated to convert {choice.estimate:.1%} "
+        f"± {spread:.1%} on {choice.segment} ({evidence}); it is picked in about "
+        f"{choice.propensity:.0%} of such decisions"
     )
 
 
@@ -92,9 +99,11 @@ def _summary(
     fired: list[RuleFired],
 ) -> str:
     basis = {
-        "hybrid": "your request and your recent activity",
+        "hybrid": "several signals (your request, your recent activity, similar people)",
         "query": "your request",
         "taste": "your recent activity",
+        "collab": "what people with similar tastes chose",
+        "recent": "what goes with your recent activity",
         "popular": "what is popular"
         + (
             " in categories you browse"
@@ -105,7 +114,9 @@ def _summary(
     parts = [f"{len(candidates.items)} items ranked by {basis}."]
     if not profile.personalized:
         parts.append("Not personalized: no consent to personalization.")
-    if choice is not None:
+    if choice is not None and choice.experiment:
+        parts.append(f"Offer {choice.offer_id} drawn at random (control group).")
+    elif choice is not None:
         parts.append(
             f"Offer {choice.offer_id} chosen by Thompson sampling (estimated {choice.estimate:.1%} conversion)."
         )

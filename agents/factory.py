@@ -120,6 +120,9 @@ def build_services(settings: Settings | None = None) -> Services:
             bandit=bandit,
             offers=OfferBook(db),
             collab=CollabModel.load(collab_folder(settings)),
+            shadow_policy=PolicyEngine(load_policy(settings.shadow_policy_path))
+            if settings.shadow_policy_path
+            else None,
         ),
         graph=build_decide_graph(),
         degraded=degraded,

@@ -57,10 +57,29 @@ def policy(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any
 
 
 def choose_offer(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+    run = runtime.context.run
     offer_ids = [o.offer_id for o in state["offers"].offers]
-    if not offer_ids:
-        return {"choice": None}
-    return {"choice": select_offer(runtime.context.run, SelectOfferInput(offer_ids=offer_ids))}
+    choice = select_offer(run, SelectOfferInput(offer_ids=offer_ids)) if offer_ids else None
+    shadow = run.deps.shadow_policy
+    if shadow is None:
+        return {"choice": choice}
+    # Shadow mode: what the candidate policy would have chosen, logged and never shown.
+    item_ids = [c.item_id for c in state["candidates"].items[:BRIEF_ITEMS]]
+    would = eligible_offers(run, EligibleOffersInput(item_ids=item_ids), policy=shadow)
+    ids = [o.offer_id for o in would.offers]
+    picked = select_offer(run, SelectOfferInput(offer_ids=ids), policy=shadow) if ids else None
+    return {
+        "choice": choice,
+        "shadow": {
+            "policy_version": shadow.version,
+            "eligible": ids,
+            "removed": would.removed,
+            "chosen": picked.offer_id if picked else None,
+            "propensity": picked.propensity if picked else None,
+            "agrees": (picked.offer_id if picked else None)
+            == (choice.offer_id if choice else None),
+        },
+    }
 
 
 def generate(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.state import DecideContext, DecideState
+from tools.schemas import EligibleOffers, OfferChoice
 
 RECORD_SCHEMA = 1
 
@@ -38,6 +39,11 @@ def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
         },
         "offers": offers.model_dump(mode="json") if offers else None,
         "choice": choice.model_dump(mode="json") if choice else None,
+        "trace": offer_trace(offers, choice),
+        "experiment": {"rule_id": choice.experiment, "group": "control"}
+        if choice is not None and choice.experiment
+        else None,
+        "shadow": state.get("shadow"),
         "content": {
             "text": draft.text,
             "item_ids": draft.item_ids,
@@ -55,4 +61,36 @@ def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
             "vector_backend": services.index.backend,
         },
         "degraded": list(dict.fromkeys(services.degraded + state.get("degraded", []))),
+    }
+
+
+def offer_trace(offers: EligibleOffers | None, choice: OfferChoice | None) -> dict[str, Any]:
+    """The offer's path: candidates → eligible → capped → ranked → chosen, with the rules that
+    removed each offer at each stage (a frequency cap is the 'capped' stage; any other rule, the
+    'eligible' one)."""
+    if offers is None:
+        return {"candidates": [], "eligible": [], "capped": {}, "ranked": [], "chosen": None}
+    caps = set(offers.cap_rules)
+    not_eligible = {
+        offer_id: rules
+        for offer_id, rules in offers.removed.items()
+        if any(rule not in caps for rule in rules)
+    }
+    eligible = [o for o in offers.candidates if o not in not_eligible]
+    capped = {o: offers.removed[o] for o in eligible if o in offers.removed}
+    probabilities = choice.probabilities if choice else {}
+    ranked = sorted(
+        (
+            {"offer_id": o.offer_id, "probability": probabilities.get(o.offer_id)}
+            for o in offers.offers
+        ),
+        key=lambda r: (-(r["probability"] or 0.0), r["offer_id"]),
+    )
+    return {
+        "candidates": offers.candidates,
+        "eligible": eligible,
+        "not_eligible": not_eligible,
+        "capped": capped,
+        "ranked": ranked,
+        "chosen": choice.offer_id if choice else None,
     }

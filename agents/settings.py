@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     spacy_model: str = "en_core_web_lg"
     demo_dir: Path = PROJECT_ROOT / "data" / "demo"
     policy_path: Path = PROJECT_ROOT / "data" / "demo" / "policy.yaml"
+    shadow_policy_path: Path | None = Field(
+        None, description="A candidate policy run in shadow: its choices are logged, never shown."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     seed: int | None = Field(None, description="Seed for the bandit's random generator.")

@@ -31,6 +31,7 @@ class DecideState(DecideInput, total=False):
     candidates: Candidates
     offers: EligibleOffers
     choice: OfferChoice | None
+    shadow: dict[str, Any]
     brief: Brief
     draft: Draft
     writer: str

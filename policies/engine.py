@@ -8,6 +8,7 @@ first, so a decision trace shows all the reasons an offer was not eligible.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,10 +18,13 @@ from policies.rules import (
     AgeGate,
     ConsentRule,
     FrequencyCap,
+    Holdout,
     OfferChannel,
+    OfferLocale,
     OfferRelevance,
     OfferValidity,
     Policy,
+    Priority,
     StockRule,
     SuppressionRule,
 )
@@ -38,6 +42,19 @@ class Facts:
     channel: Channel
     now: datetime
     purchases: tuple[tuple[str, datetime], ...] = ()
+    locale: str | None = None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Offers shown to one person within one frequency cap's window: per offer, per channel."""
+
+    by_offer: Mapping[str, int] = field(default_factory=dict)
+    by_channel: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_channel.values())
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,9 @@ class PolicyEngine:
         self._validity = next(iter(policy.of_type(OfferValidity)), None)
         self._channel = next(iter(policy.of_type(OfferChannel)), None)
         self._relevance = next(iter(policy.of_type(OfferRelevance)), None)
+        self._locale = next(iter(policy.of_type(OfferLocale)), None)
+        self._priority = next(iter(policy.of_type(Priority)), None)
+        self._holdouts = policy.of_type(Holdout)
 
     @property
     def version(self) -> str:
@@ -102,7 +122,32 @@ class PolicyEngine:
     def caps(self) -> list[FrequencyCap]:
         return list(self._caps)
 
+    @property
+    def cap_ids(self) -> set[str]:
+        return {cap.id for cap in self._caps}
+
+    def offer_weights(self, offers: Iterable[Offer]) -> tuple[dict[str, float] | None, str | None]:
+        """What the bandit multiplies each offer's sampled rate by, and the rule that says so."""
+        if self._priority is None:
+            return None, None
+        return {o.offer_id: o.margin_weight for o in offers}, self._priority.id
+
     # -- people -----------------------------------------------------------------------------
+
+    def holdout(self, subject_key: str, channel: Channel) -> Firing | None:
+        """The holdout rule that puts this person in its control group on this channel, if any.
+
+        Membership is a stable hash of the rule's salt and the person's key, so a person stays in
+        the same group across requests and workers, and about `share` of people are in it.
+        """
+        for rule in self._holdouts:
+            if not _applies(rule.channels, channel):
+                continue
+            digest = hashlib.sha256(f"{rule.salt}:{subject_key}".encode()).digest()
+            if int.from_bytes(digest[:8], "big") / 2**64 < rule.share:
+                reason = f"control group ({rule.share:.0%} of people): non-personalized baseline"
+                return Firing(rule.id, "blocked", reason)
+        return None
 
     def personalization(self, facts: Facts) -> tuple[bool, list[Firing]]:
         """Whether the person's profile and history may be used to rank for them."""
@@ -184,12 +229,12 @@ class PolicyEngine:
         facts: Facts,
         *,
         item_categories: Iterable[str],
-        exposures: Mapping[str, Mapping[str, int]],
+        exposures: Mapping[str, Exposure],
     ) -> Verdict[Offer]:
         """Eligible offers and, for each other offer, every rule that excludes it.
 
-        `exposures` maps a frequency-cap rule id to how often each offer was shown to this person
-        within that rule's window.
+        `exposures` maps a frequency-cap rule id to the offers shown to this person within that
+        rule's window.
         """
         categories = set(item_categories)
         max_min_age = self._max_min_age(facts)
@@ -217,6 +262,9 @@ class PolicyEngine:
                         self._channel.id, "removed", f"not offered on {facts.channel.value}", one
                     )
                 )
+            if self._locale and offer.locales and not _locale_fits(facts.locale, offer.locales):
+                reason = f"made for {', '.join(offer.locales)}, not {facts.locale or 'an unknown locale'}"
+                firings.append(Firing(self._locale.id, "removed", reason, one))
             if self._age and max_min_age is not None and offer.min_age > max_min_age:
                 firings.append(Firing(self._age.id, "removed", f"minimum age {offer.min_age}", one))
             if self._relevance and categories.isdisjoint(offer.categories):
@@ -229,15 +277,34 @@ class PolicyEngine:
                     )
                 )
             for cap in self._caps:
-                shown = exposures.get(cap.id, {}).get(offer.offer_id, 0)
-                if shown >= cap.max:
-                    reason = f"shown {shown}× in the last {cap.window_hours:g} h (cap {cap.max})"
-                    firings.append(Firing(cap.id, "removed", reason, one))
+                firing = _capped(cap, exposures.get(cap.id, Exposure()), offer, facts.channel)
+                if firing is not None:
+                    firings.append(firing)
             if firings:
                 verdict.removed[offer.offer_id] = firings
             else:
                 verdict.kept.append(offer)
         return verdict
+
+
+def _capped(cap: FrequencyCap, seen: Exposure, offer: Offer, channel: Channel) -> Firing | None:
+    window = f"in the last {cap.window_hours:g} h (cap {cap.max})"
+    if cap.scope == "offer":
+        shown, what = seen.by_offer.get(offer.offer_id, 0), "this offer shown"
+    elif cap.scope == "channel":
+        shown, what = seen.by_channel.get(channel.value, 0), f"offers shown on {channel.value}"
+    else:
+        shown, what = seen.total, "offers shown"
+    if shown < cap.max:
+        return None
+    return Firing(cap.id, "removed", f"{what} {shown}× {window}", (offer.offer_id,))
+
+
+def _locale_fits(locale: str | None, wanted: Sequence[str]) -> bool:
+    if locale is None:
+        return False
+    language = locale.split("-")[0]
+    return any(w == locale or ("-" not in w and w == language) for w in wanted)
 
 
 def _applies(channels: tuple[Channel, ...], channel: Channel) -> bool:

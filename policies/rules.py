@@ -62,11 +62,13 @@ class SuppressionRule(_Rule):
 
 
 class FrequencyCap(_Rule):
-    """The same offer is shown to the same person at most `max` times within the window."""
+    """At most `max` offers shown to the same person within the window, counted per offer (the
+    same offer), per channel (any offer on this channel) or overall (any offer anywhere)."""
 
     type: Literal["frequency_cap"]
     max: int = Field(ge=1)
     window_hours: float = Field(gt=0, le=24 * 366)
+    scope: Literal["offer", "channel", "overall"] = "offer"
 
 
 class OfferValidity(_Rule):
@@ -87,6 +89,31 @@ class OfferRelevance(_Rule):
     type: Literal["offer_relevance"]
 
 
+class OfferLocale(_Rule):
+    """Offers made for some locales are shown only to people with one of them (by language, or
+    by exact locale: an offer for `en` fits `en-GB`; one for `en-GB` does not fit `en-US`)."""
+
+    type: Literal["offer_locale"]
+
+
+class Priority(_Rule):
+    """The bandit maximizes the expected margin-weighted reward: its sampled conversion rate of
+    each offer is multiplied by the offer's `margin_weight` before the choice."""
+
+    type: Literal["priority"]
+    by: Literal["margin_weight"] = "margin_weight"
+
+
+class Holdout(_Rule):
+    """A stable share of people on some channels gets the non-personalized baseline (popular
+    items, an eligible offer drawn uniformly) as the control group of an experiment."""
+
+    type: Literal["holdout"]
+    share: float = Field(gt=0, lt=1)
+    channels: tuple[Channel, ...] = Field(default=(), description="Empty: every channel.")
+    salt: str = Field("holdout", min_length=1, description="Change it to redraw the groups.")
+
+
 Rule = Annotated[
     AgeGate
     | ConsentRule
@@ -95,7 +122,10 @@ Rule = Annotated[
     | FrequencyCap
     | OfferValidity
     | OfferChannel
-    | OfferRelevance,
+    | OfferRelevance
+    | OfferLocale
+    | Priority
+    | Holdout,
     Field(discriminator="type"),
 ]
 
@@ -120,6 +150,9 @@ class Policy(BaseModel):
     name: str
     rules: tuple[Rule, ...] = Field(min_length=1)
     bandit_prior: BanditPrior = BanditPrior()
+    bandit_priors: dict[str, BanditPrior] = Field(
+        default_factory=dict, description="Cold-start priors of single offers, by offer id."
+    )
     content: ContentRules = ContentRules()
     version: str = Field("", description="Set from the file's hash at load.")
 
@@ -134,6 +167,10 @@ class Policy(BaseModel):
 
     def of_type(self, kind: type[R]) -> list[R]:
         return [rule for rule in self.rules if isinstance(rule, kind)]
+
+    def prior(self, offer_id: str) -> tuple[float, float]:
+        prior = self.bandit_priors.get(offer_id, self.bandit_prior)
+        return prior.alpha, prior.beta
 
 
 def load_policy(path: Path) -> Policy:

@@ -6,7 +6,7 @@ workers never loses an update, whatever the database.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -33,9 +33,9 @@ def get_arms(
     policy: str,
     segment: str,
     offer_ids: Sequence[str],
-    prior: tuple[float, float],
+    prior: Callable[[str], tuple[float, float]],
 ) -> dict[str, ArmState]:
-    """The posterior of each offer; offers never rewarded in this segment have the prior."""
+    """The posterior of each offer; offers never rewarded in this segment have their prior."""
     rows = session.scalars(
         select(BanditArm).where(
             BanditArm.policy == policy,
@@ -45,7 +45,7 @@ def get_arms(
     )
     found = {row.offer_id: ArmState(row.offer_id, row.alpha, row.beta, row.pulls) for row in rows}
     return {
-        offer_id: found.get(offer_id, ArmState(offer_id, prior[0], prior[1], 0))
+        offer_id: found.get(offer_id) or ArmState(offer_id, *prior(offer_id), 0)
         for offer_id in offer_ids
     }
 

@@ -52,18 +52,20 @@ def get_reward(session: Session, decision_id: str) -> float | None:
     return None if row is None else row.reward
 
 
-def offer_exposures(session: Session, subject_key: str, since: datetime) -> dict[str, int]:
-    """How many times each offer was shown to this subject since `since`."""
+def offer_exposures(
+    session: Session, subject_key: str, since: datetime
+) -> list[tuple[str, str, int]]:
+    """(offer id, channel, times shown) for this subject since `since`."""
     rows = session.execute(
-        select(DecisionRow.offer_id, func.count())
+        select(DecisionRow.offer_id, DecisionRow.channel, func.count())
         .where(
             DecisionRow.subject_key == subject_key,
             DecisionRow.created_at >= since,
             DecisionRow.offer_id.is_not(None),
         )
-        .group_by(DecisionRow.offer_id)
+        .group_by(DecisionRow.offer_id, DecisionRow.channel)
     )
-    return {offer_id: count for offer_id, count in rows}
+    return [(offer_id, channel, count) for offer_id, channel, count in rows]
 
 
 def record_reward(session: Session, decision_id: str, reward: float) -> DecisionRow:

@@ -139,3 +139,27 @@ class BanditArm(Base):
     beta: Mapped[float] = mapped_column(Float)
     pulls: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LinearObservation(Base):
+    """One rewarded decision of a linear contextual bandit: its feature vector and its reward.
+
+    Rows are only ever inserted, never updated, so concurrent feedback from several workers cannot
+    lose an update; the posterior is the sum over the rows (`store.linear.load_state`).
+    """
+
+    __tablename__ = "linear_observations"
+    __table_args__ = (
+        Index("ix_linear_observations_policy_segment_id", "policy", "segment", "id"),
+        # A decision is rewarded once, so it is observed at most once by each policy.
+        Index("ux_linear_observations_policy_decision", "policy", "decision_id", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    policy: Mapped[str] = mapped_column(String(32))
+    segment: Mapped[str] = mapped_column(String(64))
+    offer_id: Mapped[str | None] = mapped_column(String(128))
+    decision_id: Mapped[str | None] = mapped_column(String(64))
+    x: Mapped[list[float]] = mapped_column(JSON)  # the feature vector, as a list of floats
+    reward: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -81,6 +81,9 @@ class Offer(_Record):
     valid_from: datetime
     valid_until: datetime
     margin_weight: float = Field(default=1.0, gt=0)
+    locales: list[str] = Field(
+        default_factory=list, description="Languages or locales it is for (en, en-GB); empty: all."
+    )
 
     @model_validator(mode="after")
     def _window_is_ordered(self) -> Offer:

@@ -122,7 +122,7 @@ def test_feedback_updates_the_bandit(client: TestClient, services: Services) -> 
     decision = _decide(client, user_id="u_0004")
     offer = decision["offer"]
     assert offer is not None
-    prior = services.policy.policy.bandit_prior
+    prior = services.policy.policy.prior
 
     def arm() -> tuple[float, float]:
         with services.db.session() as session:
@@ -131,7 +131,7 @@ def test_feedback_updates_the_bandit(client: TestClient, services: Services) -> 
                 offer["policy"],
                 offer["segment"],
                 [offer["offer_id"]],
-                (prior.alpha, prior.beta),
+                prior,
             )[offer["offer_id"]]
         return found.alpha, found.beta
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.engine import Facts, PolicyEngine
+from policies.engine import Exposure, Facts, PolicyEngine
 from policies.rules import PolicyError, load_policy, parse_policy
 from store.schemas import Channel, Item, Offer, Purpose
 
@@ -155,7 +155,10 @@ def test_frequency_cap_counts_exposures(engine: PolicyEngine) -> None:
     fresh = engine.check_offers([offer()], facts(), item_categories=["wine"], exposures={})
     assert [o.offer_id for o in fresh.kept] == ["o1"]
     capped = engine.check_offers(
-        [offer()], facts(), item_categories=["wine"], exposures={"same-offer-once-24h": {"o1": 1}}
+        [offer()],
+        facts(),
+        item_categories=["wine"],
+        exposures={"same-offer-once-24h": Exposure({"o1": 1}, {"web": 1})},
     )
     assert capped.removed["o1"][0].rule_id == "same-offer-once-24h"
 
@@ -185,7 +188,7 @@ def test_kept_offers_satisfy_every_rule(
         [the_offer],
         the_facts,
         item_categories=["wine"],
-        exposures={"same-offer-once-24h": {"o1": shown}},
+        exposures={"same-offer-once-24h": Exposure({"o1": shown}, {"web": shown})},
     )
     if verdict.kept:
         assert min_age == 0 or (age is not None and age >= min_age)

@@ -191,8 +191,8 @@ def test_rewards_once_per_decision_and_exposures(db: Database) -> None:
             record={},
         )
     with db.session() as session:
-        assert offer_exposures(session, "user:u1", NOW - timedelta(hours=24)) == {"o1": 1}
-        assert offer_exposures(session, "user:u1", NOW + timedelta(seconds=1)) == {}
+        assert offer_exposures(session, "user:u1", NOW - timedelta(hours=24)) == [("o1", "web", 1)]
+        assert offer_exposures(session, "user:u1", NOW + timedelta(seconds=1)) == []
         record_reward(session, "d1", 1.0)
     with db.session() as session, pytest.raises(Conflict, match="already rewarded"):
         record_reward(session, "d1", 1.0)
@@ -221,7 +221,7 @@ def test_concurrent_rewards_lose_no_update(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     with Database(url).session() as session:
-        arm = get_arms(session, "thompson", "web", ["o1"], (1.0, 1.0))["o1"]
+        arm = get_arms(session, "thompson", "web", ["o1"], lambda _: (1.0, 1.0))["o1"]
     assert arm.pulls == workers * per_worker
     assert arm.alpha == 1.0 + workers * per_worker
     assert arm.beta == 1.0
@@ -232,7 +232,7 @@ def test_thompson_sampling_is_seeded_and_reports_propensity(db: Database) -> Non
         for _ in range(40):
             add_reward(session, "thompson", "web", "good", 1.0, (1.0, 1.0))
             add_reward(session, "thompson", "web", "bad", 0.0, (1.0, 1.0))
-        arms = get_arms(session, "thompson", "web", ["good", "bad", "new"], (1.0, 1.0))
+        arms = get_arms(session, "thompson", "web", ["good", "bad", "new"], lambda _: (1.0, 1.0))
     first = ThompsonSampling(np.random.default_rng(3)).choose(arms)
     again = ThompsonSampling(np.random.default_rng(3)).choose(arms)
     assert first == again

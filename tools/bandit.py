@@ -37,14 +37,26 @@ class ThompsonSampling:
         self._rng = rng
         self._draws = draws
 
-    def choose(self, arms: Mapping[str, ArmState]) -> Choice:
+    def uniform(self) -> float:
+        """A draw in [0, 1) from the same seeded generator (for the holdout's uniform choice)."""
+        return float(self._rng.random())
+
+    def choose(
+        self, arms: Mapping[str, ArmState], *, weights: Mapping[str, float] | None = None
+    ) -> Choice:
+        """Sample each posterior and take the best; with `weights`, the best sample × weight
+        (expected margin-weighted reward). Propensities are estimated the same way."""
         if not arms:
             raise ValueError("no eligible offers to choose from")
         ids = sorted(arms)
         alpha = np.array([arms[i].alpha for i in ids])
         beta = np.array([arms[i].beta for i in ids])
-        chosen = int(np.argmax(self._rng.beta(alpha, beta)))
+        scale = np.array([weights.get(i, 1.0) for i in ids]) if weights else np.ones(len(ids))
+        if np.any(scale <= 0):
+            raise ValueError("offer weights must be positive")
+        chosen = int(np.argmax(self._rng.beta(alpha, beta) * scale))
         samples = self._rng.beta(alpha[:, None], beta[:, None], size=(len(ids), self._draws))
+        samples *= scale[:, None]
         wins = np.bincount(np.argmax(samples, axis=0), minlength=len(ids)) / self._draws
         floor = 1.0 / (2 * self._draws)
         probabilities = {i: round(max(float(w), floor), 4) for i, w in zip(ids, wins, strict=True)}

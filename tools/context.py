@@ -30,6 +30,7 @@ class ToolDeps:
     bandit: ThompsonSampling
     offers: OfferBook
     collab: CollabModel | None = None  # None until `attune train` (or the seed) has run
+    shadow_policy: PolicyEngine | None = None  # a candidate policy evaluated beside the live one
 
 
 @dataclass

@@ -6,11 +6,12 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from policies.engine import Exposure, PolicyEngine
 from store.bandit import get_arms
 from store.catalog import get_items
 from store.decisions import offer_exposures
 from tools.context import RunContext
-from tools.profile import rules_fired, subject_facts
+from tools.profile import rules_fired, subject_facts, subject_holdout
 from tools.schemas import (
     EligibleOffers,
     EligibleOffersInput,
@@ -23,6 +24,7 @@ from tools.schemas import (
 )
 
 BANDIT_POLICY = "thompson"
+HOLDOUT_POLICY = "holdout-uniform"
 
 
 def bandit_segment(ctx: RunContext) -> str:
@@ -30,21 +32,27 @@ def bandit_segment(ctx: RunContext) -> str:
     return ctx.channel.value
 
 
-def eligible_offers(ctx: RunContext, args: EligibleOffersInput) -> EligibleOffers:
-    """List the offers this person may be shown now for these items, and why the others may not."""
+def eligible_offers(
+    ctx: RunContext, args: EligibleOffersInput, *, policy: PolicyEngine | None = None
+) -> EligibleOffers:
+    """List the offers this person may be shown now for these items, and why the others may not.
+
+    `policy` evaluates another policy than the live one (shadow mode)."""
     facts = subject_facts(ctx)
-    policy = ctx.deps.policy
+    policy = policy or ctx.deps.policy
     known = ctx.memo.get("categories", {})
     missing = [item_id for item_id in args.item_ids if item_id not in known]
     with ctx.deps.db.session() as session:
         found = get_items(session, missing) if missing else {}
-        exposures = _exposures(ctx, session)
+        exposures = _exposures(ctx, session, policy)
     categories = {known[i] for i in args.item_ids if i in known}
     categories |= {item.category for item in found.values()}
     offers = ctx.deps.offers.current()
     verdict = policy.check_offers(offers, facts, item_categories=categories, exposures=exposures)
     return EligibleOffers(
         considered=len(offers),
+        candidates=[o.offer_id for o in offers],
+        cap_rules=sorted(policy.cap_ids),
         offers=[
             OfferSummary(
                 offer_id=o.offer_id,
@@ -63,13 +71,37 @@ def eligible_offers(ctx: RunContext, args: EligibleOffersInput) -> EligibleOffer
     )
 
 
-def select_offer(ctx: RunContext, args: SelectOfferInput) -> OfferChoice:
-    """Choose one of the eligible offers by Thompson sampling and report how likely that choice was."""
+def select_offer(
+    ctx: RunContext, args: SelectOfferInput, *, policy: PolicyEngine | None = None
+) -> OfferChoice:
+    """Choose one of the eligible offers by Thompson sampling and report how likely that choice was.
+
+    People in a holdout group get an eligible offer drawn uniformly instead (the control). Under
+    a priority rule the bandit maximizes sampled conversion × the offer's margin weight."""
+    policy = policy or ctx.deps.policy
     segment = bandit_segment(ctx)
-    prior = ctx.deps.policy.policy.bandit_prior
+    holdout = subject_holdout(ctx)
+    if holdout is not None:
+        chosen = sorted(args.offer_ids)[int(ctx.deps.bandit.uniform() * len(args.offer_ids))]
+        share = round(1 / len(args.offer_ids), 4)
+        return OfferChoice(
+            offer_id=chosen,
+            policy=HOLDOUT_POLICY,
+            segment=segment,
+            propensity=share,
+            probabilities={offer_id: share for offer_id in args.offer_ids},
+            estimate=0.0,
+            alpha=0.0,
+            beta=0.0,
+            rewards_seen=0,
+            experiment=holdout.rule_id,
+        )
+    rules = policy.policy
     with ctx.deps.db.session() as session:
-        arms = get_arms(session, BANDIT_POLICY, segment, args.offer_ids, (prior.alpha, prior.beta))
-    choice = ctx.deps.bandit.choose(arms)
+        arms = get_arms(session, BANDIT_POLICY, segment, args.offer_ids, rules.prior)
+    offers = [o for o in ctx.deps.offers.current() if o.offer_id in arms]
+    weights, priority = policy.offer_weights(offers)
+    choice = ctx.deps.bandit.choose(arms, weights=weights)
     return OfferChoice(
         offer_id=choice.offer_id,
         policy=BANDIT_POLICY,
@@ -80,6 +112,7 @@ def select_offer(ctx: RunContext, args: SelectOfferInput) -> OfferChoice:
         alpha=choice.arm.alpha,
         beta=choice.arm.beta,
         rewards_seen=choice.arm.pulls,
+        priority=priority,
     )
 
 
@@ -89,7 +122,7 @@ def check_policy(ctx: RunContext, args: PolicyCheckInput) -> PolicyCheck:
     policy = ctx.deps.policy
     with ctx.deps.db.session() as session:
         items = get_items(session, args.item_ids)
-        exposures = _exposures(ctx, session)
+        exposures = _exposures(ctx, session, policy)
     offers = [o for o in ctx.deps.offers.current() if o.offer_id == args.offer_id]
     violations = rules_fired(policy.check_items(items.values(), facts).firings)
     unknown = [item_id for item_id in args.item_ids if item_id not in items]
@@ -106,14 +139,20 @@ def check_policy(ctx: RunContext, args: PolicyCheckInput) -> PolicyCheck:
     return PolicyCheck(allowed=not violations, violations=violations)
 
 
-def _exposures(ctx: RunContext, session: Session) -> dict[str, dict[str, int]]:
-    """For each frequency cap, how often each offer was shown to this subject within its window."""
-    return {
-        cap.id: offer_exposures(
+def _exposures(ctx: RunContext, session: Session, policy: PolicyEngine) -> dict[str, Exposure]:
+    """For each frequency cap, the offers shown to this subject within its window."""
+    found = {}
+    for cap in policy.caps:
+        rows = offer_exposures(
             session, ctx.subject.key, ctx.now - timedelta(hours=cap.window_hours)
         )
-        for cap in ctx.deps.policy.caps
-    }
+        by_offer: dict[str, int] = {}
+        by_channel: dict[str, int] = {}
+        for offer_id, channel, count in rows:
+            by_offer[offer_id] = by_offer.get(offer_id, 0) + count
+            by_channel[channel] = by_channel.get(channel, 0) + count
+        found[cap.id] = Exposure(by_offer, by_channel)
+    return found
 
 
 def _unknown(where: str, ids: list[str]) -> RuleFired:

@@ -34,6 +34,13 @@ def subject_facts(ctx: RunContext) -> Facts:
     return ctx.memo["facts"]
 
 
+def subject_holdout(ctx: RunContext) -> Firing | None:
+    """The holdout rule whose control group this person is in on this channel, if any."""
+    if "profile" not in ctx.memo:
+        _load(ctx)
+    return ctx.memo["holdout"]
+
+
 def subject_features(ctx: RunContext) -> Features:
     if "profile" not in ctx.memo:
         _load(ctx)
@@ -52,13 +59,22 @@ def _load(ctx: RunContext) -> None:
     consent = record.consent if record else {purpose: False for purpose in Purpose}
     age = record.profile.age_on(ctx.now.date()) if record else None
     facts = Facts(
-        age=age, consent=consent, channel=ctx.channel, now=ctx.now, purchases=features.purchases
+        age=age,
+        consent=consent,
+        channel=ctx.channel,
+        now=ctx.now,
+        purchases=features.purchases,
+        locale=record.profile.locale if record else None,
     )
     personalized, firings = ctx.deps.policy.personalization(facts)
+    holdout = ctx.deps.policy.holdout(ctx.subject.key, ctx.channel)
+    if holdout is not None:
+        personalized, firings = False, [*firings, holdout]
     ctx.memo.update(
         record=record,
         features=features,
         facts=facts,
+        holdout=holdout,
         profile=ProfileView(
             subject_key=ctx.subject.key,
             user_id=ctx.subject.user_id,

@@ -92,6 +92,10 @@ class OfferSummary(_Model):
 
 class EligibleOffers(_Model):
     considered: int
+    candidates: list[str] = Field(default_factory=list, description="Every offer considered.")
+    cap_rules: list[str] = Field(
+        default_factory=list, description="Ids of the frequency-cap rules (the 'capped' stage)."
+    )
     offers: list[OfferSummary]
     removed: dict[str, list[str]] = Field(
         description="Offer id to the ids of the rules that removed it."
@@ -113,6 +117,8 @@ class OfferChoice(_Model):
     alpha: float
     beta: float
     rewards_seen: int
+    priority: str | None = Field(None, description="The priority rule that weighted the choice.")
+    experiment: str | None = Field(None, description="The holdout rule whose control this is.")
 
 
 class PolicyCheckInput(_Model):

@@ -21,22 +21,15 @@ async def post_feedback(body: FeedbackIn, services: ServicesDep) -> FeedbackOut:
 
 
 def _reward(services: Services, body: FeedbackIn) -> FeedbackOut:
-    prior = services.policy.policy.bandit_prior
     with services.db.session() as session:
         decision = record_reward(session, body.decision_id, body.reward)
-        policy = decision.record["choice"]["policy"]
         assert decision.offer_id is not None  # record_reward refuses decisions without an offer
-        add_reward(
-            session,
-            policy,
-            decision.segment,
-            decision.offer_id,
-            body.reward,
-            (prior.alpha, prior.beta),
-        )
-        arm = get_arms(
-            session, policy, decision.segment, [decision.offer_id], (prior.alpha, prior.beta)
-        )[decision.offer_id]
+        prior = services.policy.policy.prior(decision.offer_id)
+        policy = decision.record["choice"]["policy"]
+        add_reward(session, policy, decision.segment, decision.offer_id, body.reward, prior)
+        arm = get_arms(session, policy, decision.segment, [decision.offer_id], lambda _: prior)[
+            decision.offer_id
+        ]
     return FeedbackOut(
         decision_id=body.decision_id,
         reward=body.reward,

@@ -351,6 +351,8 @@ def make_offers(rng: np.random.Generator) -> list[Offer]:
                 valid_from=start,
                 valid_until=end,
                 margin_weight=round(float(rng.uniform(0.5, 2.0)), 2),
+                # A few offers are for English speakers only, one for the UK only.
+                locales=["en-GB"] if n == 7 else (["en"] if n % 10 == 3 else []),
             )
         )
     return offers

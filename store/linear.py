@@ -1,0 +1,334 @@
+"""Linear bandit state: append-only observations, and the ridge posterior every worker derives.
+
+Each rewarded decision is one inserted row (`LinearObservation`: feature vector x, reward r).
+The posterior of a (policy, segment) is a sum over its rows,
+
+    A = A0 + Σ x xᵀ,    b = b0 + Σ r x,    θ̂ = A⁻¹ b,
+
+where A0 = ridge·I, except on the coordinates a `LinearPrior` sets (pseudo-observations). Since
+rows are only inserted, concurrent feedback from several workers can never lose an update,
+whatever the database; reading the state is a sum, so every worker computes the same one.
+
+`ObservationCache` keeps the sums in memory and, on each `load_state`, reads only the rows it has
+not folded in yet. Ids are allocated when a row is inserted, not when it is committed, so on
+PostgreSQL a row can become visible after a row with a larger id. The cache therefore re-checks
+the ids of the last `settle_seconds` on every refresh and only stops looking below an id once
+that row is older than the settle window: a write transaction that stays open longer than
+`settle_seconds` (default 60 s) could still be missed by a cache, never by an uncached load.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.errors import Conflict
+from store.models import LinearObservation, utcnow
+
+# Sherman–Morrison updates accumulate rounding error; recompute the inverse exactly this often.
+_RESYNC_EVERY = 1000
+
+
+@dataclass(frozen=True)
+class LinearPrior:
+    """Pseudo-observations on single coordinates (typically the per-offer intercepts).
+
+    `coordinates` maps a coordinate index to (count, successes): that coordinate's diagonal of A0
+    is `count` instead of the ridge, and its entry of b0 is `successes`. A Beta(α, β) prior on an
+    offer is (α + β, α) on that offer's one-hot coordinate: its intercept then starts at
+    α / (α + β), as sure as α + β observations would make it.
+    """
+
+    coordinates: Mapping[int, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for index, (count, successes) in self.coordinates.items():
+            if index < 0:
+                raise ValueError(f"prior coordinate {index} is negative")
+            if not (count > 0 and 0 <= successes <= count):
+                raise ValueError(
+                    f"prior on coordinate {index}: need count > 0 and 0 <= successes <= count, "
+                    f"got ({count}, {successes})"
+                )
+
+    def initial(self, dim: int, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+        """A0 and b0 for a `dim`-dimensional model with this ridge elsewhere."""
+        if not ridge > 0:
+            raise ValueError(f"ridge must be positive, got {ridge}")
+        a0 = np.eye(dim) * ridge
+        b0 = np.zeros(dim)
+        for index, (count, successes) in self.coordinates.items():
+            if index >= dim:
+                raise ValueError(f"prior coordinate {index} is outside a {dim}-dimensional model")
+            a0[index, index] = count
+            b0[index] = successes
+        return a0, b0
+
+
+@dataclass(frozen=True, eq=False)
+class LinearState:
+    """The ridge posterior: precision `A`, `b`, and what follows from them (A⁻¹, θ̂ = A⁻¹ b).
+
+    Immutable: `updated` returns a new state. `last_id` is the largest observation id folded in
+    (0 for in-memory states), `observations` how many rows were.
+    """
+
+    A: np.ndarray
+    b: np.ndarray
+    covariance: np.ndarray  # A⁻¹; the bandit scales it by its noise level
+    theta: np.ndarray
+    observations: int = 0
+    last_id: int = 0
+
+    @classmethod
+    def from_sums(
+        cls, A: np.ndarray, b: np.ndarray, observations: int = 0, last_id: int = 0
+    ) -> LinearState:
+        """The state for precision `A` and vector `b`; A must be symmetric positive definite."""
+        A = np.array(A, dtype=np.float64)
+        b = np.array(b, dtype=np.float64)
+        if A.ndim != 2 or A.shape != (b.size, b.size) or b.ndim != 1:
+            raise ValueError(f"A must be d×d and b of length d, got {A.shape} and {b.shape}")
+        try:
+            factor = cho_factor(A, lower=True)
+        except np.linalg.LinAlgError as error:
+            raise ValueError("A is not positive definite: is the ridge positive?") from error
+        covariance = cho_solve(factor, np.eye(b.size))
+        covariance = (covariance + covariance.T) / 2
+        return cls._frozen(A, b, covariance, covariance @ b, observations, last_id)
+
+    @classmethod
+    def empty(cls, dim: int, ridge: float, prior: LinearPrior | None = None) -> LinearState:
+        """The state before any observation: the prior alone."""
+        if dim < 1:
+            raise ValueError(f"dim must be at least 1, got {dim}")
+        a0, b0 = (prior or LinearPrior()).initial(dim, ridge)
+        return cls.from_sums(a0, b0)
+
+    @property
+    def dim(self) -> int:
+        return self.b.size
+
+    def updated(self, x: Sequence[float] | np.ndarray, reward: float) -> LinearState:
+        """The state after one more observation, by a Sherman–Morrison rank-one update.
+
+        Cheap (O(d²)), for in-memory learners such as the simulator; every 1,000 observations the
+        inverse is recomputed exactly so rounding errors do not build up.
+        """
+        vector = check_vector(x, self.dim)
+        reward = check_reward(reward)
+        A = self.A + np.outer(vector, vector)
+        b = self.b + reward * vector
+        observations = self.observations + 1
+        if observations % _RESYNC_EVERY == 0:
+            return LinearState.from_sums(A, b, observations, self.last_id)
+        cx = self.covariance @ vector
+        covariance = self.covariance - np.outer(cx, cx) / (1.0 + vector @ cx)
+        return self._frozen(A, b, covariance, covariance @ b, observations, self.last_id)
+
+    @classmethod
+    def _frozen(
+        cls,
+        A: np.ndarray,
+        b: np.ndarray,
+        covariance: np.ndarray,
+        theta: np.ndarray,
+        observations: int,
+        last_id: int,
+    ) -> LinearState:
+        # A state may be shared between threads and cached: nobody may change it in place.
+        for array in (A, b, covariance, theta):
+            array.flags.writeable = False
+        return cls(A, b, covariance, theta, observations, last_id)
+
+
+def check_vector(x: Sequence[float] | np.ndarray, dim: int | None = None) -> np.ndarray:
+    """`x` as a 1-D float array, with a clear error when it is not a finite vector of `dim`."""
+    vector = np.asarray(x, dtype=np.float64)
+    if vector.ndim != 1 or vector.size == 0:
+        raise ValueError(
+            f"a feature vector must be a non-empty 1-D sequence, got shape {vector.shape}"
+        )
+    if dim is not None and vector.size != dim:
+        raise ValueError(
+            f"the feature vector has {vector.size} values but the model has {dim}; "
+            "build features with the same OfferFeatures as the state"
+        )
+    if not np.isfinite(vector).all():
+        raise ValueError("the feature vector holds NaN or infinite values")
+    return vector
+
+
+def check_reward(reward: float) -> float:
+    """A reward in [0, 1]; anything else (including NaN) is refused with the reason."""
+    value = float(reward)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(
+            f"a reward must be in [0, 1], got {reward!r}; scale valued rewards first "
+            "(see tools.linear.margin_reward)"
+        )
+    return value
+
+
+def add_observation(
+    session: Session,
+    policy: str,
+    segment: str,
+    x: Sequence[float] | np.ndarray,
+    reward: float,
+    *,
+    offer_id: str | None = None,
+    decision_id: str | None = None,
+    created_at: datetime | None = None,
+) -> int:
+    """Append one rewarded observation and return its id.
+
+    Raises:
+        ValueError: x is not a finite non-empty vector, or the reward is outside [0, 1].
+        Conflict: this policy already has an observation for `decision_id`.
+    """
+    row = LinearObservation(
+        policy=policy,
+        segment=segment,
+        offer_id=offer_id,
+        decision_id=decision_id,
+        x=check_vector(x).tolist(),
+        reward=check_reward(reward),
+        created_at=created_at or utcnow(),
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError as error:
+        raise Conflict(
+            f"policy {policy!r} already has an observation for decision {decision_id!r}"
+        ) from error
+    return row.id
+
+
+@dataclass
+class _Sums:
+    """Σ x xᵀ, Σ r x and the ids behind them, for one (policy, segment, dim)."""
+
+    xx: np.ndarray
+    xr: np.ndarray
+    observations: int = 0
+    last_id: int = 0
+    settled_id: int = 0  # every row with an id at or below this one is folded in
+    recent: dict[int, datetime] = field(default_factory=dict)  # folded rows above settled_id
+
+    @classmethod
+    def zero(cls, dim: int) -> _Sums:
+        return cls(np.zeros((dim, dim)), np.zeros(dim))
+
+    def fold(self, rows: Sequence[tuple[int, list[float], float]], dim: int) -> None:
+        if not rows:
+            return
+        for row_id, x, _ in rows:
+            if len(x) != dim:
+                raise ValueError(
+                    f"observation {row_id} has {len(x)} features but the state has {dim}: the "
+                    "feature layout changed; give the new layout a new policy name"
+                )
+        X = np.array([x for _, x, _ in rows], dtype=np.float64)
+        r = np.array([reward for _, _, reward in rows], dtype=np.float64)
+        self.xx += X.T @ X
+        self.xr += X.T @ r
+        self.observations += len(rows)
+        self.last_id = max(self.last_id, max(row_id for row_id, _, _ in rows))
+
+
+class ObservationCache:
+    """Running sums per (policy, segment, dim), so that a refresh reads only the new rows.
+
+    One per worker process, shared by its threads. Use it with sessions that have not written
+    observations themselves: a row folded in from a transaction that then rolls back stays in
+    the sums.
+    """
+
+    def __init__(self, settle_seconds: float = 60.0) -> None:
+        if settle_seconds < 0:
+            raise ValueError("settle_seconds cannot be negative")
+        self.settle = timedelta(seconds=settle_seconds)
+        self._sums: dict[tuple[str, str, int], _Sums] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self, session: Session, policy: str, segment: str, dim: int) -> _Sums:
+        with self._lock:
+            sums = self._sums.setdefault((policy, segment, dim), _Sums.zero(dim))
+            # Taken before reading: a row whose id is settled below was committed before this.
+            started = utcnow()
+            ids = session.scalars(
+                select(LinearObservation.id).where(
+                    LinearObservation.policy == policy,
+                    LinearObservation.segment == segment,
+                    LinearObservation.id > sums.settled_id,
+                )
+            ).all()
+            new = [i for i in ids if i not in sums.recent]
+            if new:
+                # New rows are almost always the newest, so this range is almost always just
+                # them; a late row below folded ones re-reads those, which are then skipped.
+                rows = session.execute(_rows_query(policy, segment, min(new) - 1)).all()
+                rows = [row for row in rows if row.id not in sums.recent]
+                sums.fold([(row.id, row.x, row.reward) for row in rows], dim)
+                sums.recent.update((row.id, row.created_at) for row in rows)
+            cutoff = started - self.settle
+            settled = [i for i, created in sums.recent.items() if created <= cutoff]
+            if settled:
+                sums.settled_id = max(sums.settled_id, *settled)
+                sums.recent = {i: c for i, c in sums.recent.items() if i > sums.settled_id}
+            return _Sums(
+                sums.xx.copy(), sums.xr.copy(), sums.observations, sums.last_id, sums.settled_id
+            )
+
+
+def load_state(
+    session: Session,
+    policy: str,
+    segment: str,
+    dim: int,
+    ridge: float,
+    *,
+    prior: LinearPrior | None = None,
+    cache: ObservationCache | None = None,
+) -> LinearState:
+    """The posterior of (policy, segment): the prior plus every observation stored so far.
+
+    Without a cache every row is read; with one, only the rows it has not seen yet.
+
+    Raises:
+        ValueError: a stored observation does not have `dim` features, or ridge is not positive.
+    """
+    a0, b0 = (prior or LinearPrior()).initial(dim, ridge)
+    if cache is not None:
+        sums = cache.refresh(session, policy, segment, dim)
+    else:
+        sums = _Sums.zero(dim)
+        rows = session.execute(_rows_query(policy, segment, 0)).all()
+        sums.fold([(row.id, row.x, row.reward) for row in rows], dim)
+    return LinearState.from_sums(a0 + sums.xx, b0 + sums.xr, sums.observations, sums.last_id)
+
+
+def _rows_query(
+    policy: str, segment: str, after_id: int
+) -> Select[tuple[int, list[float], float, datetime]]:
+    return select(
+        LinearObservation.id,
+        LinearObservation.x,
+        LinearObservation.reward,
+        LinearObservation.created_at,
+    ).where(
+        LinearObservation.policy == policy,
+        LinearObservation.segment == segment,
+        LinearObservation.id > after_id,
+    )
