@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class Services:
     tools: ToolDeps
     graph: CompiledStateGraph
     degraded: list[str] = field(default_factory=list)
+    # Stores outside the database that hold per-person data register an eraser here: it gets
+    # the person's subject keys and returns how many records it removed.
+    erasers: list[Callable[[list[str]], int]] = field(default_factory=list)
 
     def close(self) -> None:
         self.index.close()

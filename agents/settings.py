@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     openai_model: str | None = None
     openai_timeout_s: float = Field(10.0, gt=0)
     log_level: str = "INFO"
+    auth: Literal["off", "keys"] = Field(
+        "off",
+        description="'keys': every route but /healthz needs an API key. 'off': loopback only.",
+    )
+    rate_limit_per_minute: int = Field(600, ge=1, description="Per API key, per worker.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get a 413.")
 
     @model_validator(mode="after")
     def _openai_all_or_nothing(self) -> Settings:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from agents.factory import Services, build_services, settle
 from agents.settings import Settings
 from api import errors
-from api.routes import catalog, decide, decisions, events, feedback, health, users
+from api.auth import BodyLimit, RateLimits
+from api.routes import admin, catalog, decide, decisions, events, feedback, health, users
+
+access = logging.getLogger("attune.access")
 
 
 def create_app(
@@ -22,6 +28,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = services() if services is not None else build_services(settings or Settings())
         app.state.services = built
+        app.state.rate_limits = RateLimits(built.settings.rate_limit_per_minute)
         settle()
         try:
             yield
@@ -36,6 +43,19 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (decide, events, feedback, decisions, users, catalog, health):
+    for module in (decide, events, feedback, decisions, users, catalog, admin, health):
         app.include_router(module.router)
+    app.add_middleware(BodyLimit)
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next: Any) -> Response:
+        """One line per request with the route's template, never the raw path (it holds ids)."""
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "(no route)")
+        elapsed = (time.perf_counter() - started) * 1000
+        access.info("%s %s %s %.1f ms", request.method, template, response.status_code, elapsed)
+        return response
+
     return app

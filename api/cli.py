@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 ingest = typer.Typer(help="Load data into the store and the vector index.", no_args_is_help=True)
 app.add_typer(ingest, name="ingest")
+keys = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys, name="keys")
 evaluate = typer.Typer(help="Run eval suites and compare their reports.", no_args_is_help=True)
 app.add_typer(evaluate, name="eval")
 
@@ -46,6 +48,17 @@ def serve(
 
     settings = Settings()
     _logging(settings)
+    if settings.auth == "off" and not _is_loopback(settings.host):
+        typer.echo(
+            f"refusing to serve on {settings.host} without authentication: "
+            "set ATTUNE_AUTH=keys and create keys with 'attune keys create'",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if settings.auth == "off":
+        logging.getLogger("attune").warning(
+            "authentication is off (ATTUNE_AUTH=off): every local caller has every scope"
+        )
     services = build_services(settings)
     if seed_demo:
         seed(services, settings.demo_dir)
@@ -54,7 +67,19 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        access_log=False,  # its lines hold raw paths (user ids); the app logs route templates
     )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command("seed")
@@ -242,3 +267,71 @@ def eval_compare_command(
     except EvalError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
+
+
+@keys.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: decide,chat,copy,events,admin,eval.")
+    ],
+    subject: Annotated[
+        str | None, typer.Option(help="Bind the key to this user id: it acts for them only.")
+    ] = None,
+) -> None:
+    """Create an API key and print it (shown this once; only its hash is stored)."""
+    from store.access import audit, create_key
+    from store.db import Database
+
+    settings = Settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.session() as session:
+            plain, info = create_key(
+                session,
+                name=name,
+                scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+                subject_user_id=subject,
+            )
+            audit(session, actor="cli", action="key.create", target=f"key:{info.key_id}",
+                  scopes=list(info.scopes), bound=subject is not None)  # fmt: skip
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    finally:
+        db.dispose()
+    typer.echo(json.dumps({"key": plain, **info.to_json()}))
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    from store.access import list_keys
+    from store.db import Database
+
+    db = Database(Settings().resolved_database_url)
+    try:
+        with db.session() as session:
+            typer.echo(json.dumps([info.to_json() for info in list_keys(session)], indent=2))
+    finally:
+        db.dispose()
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key."""
+    from store.access import audit, revoke_key
+    from store.db import Database
+    from store.errors import NotFound
+
+    db = Database(Settings().resolved_database_url)
+    try:
+        with db.session() as session:
+            info = revoke_key(session, key_id)
+            audit(session, actor="cli", action="key.revoke", target=f"key:{key_id}")
+    except NotFound as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    finally:
+        db.dispose()
+    typer.echo(json.dumps(info.to_json()))

@@ -154,4 +154,5 @@ class HealthOut(BaseModel):
     pii: str
     writer: str
     policy_version: str
+    auth: Literal["off", "keys"] = Field(description="'off': every caller has every scope.")
     degraded: list[str]

@@ -101,6 +101,21 @@ class CollabModel:
             return dict(zip(self.item_ids, self.item_factors, strict=True))
         return {i: self.item_factors[self._item_row[i]] for i in item_ids if i in self._item_row}
 
+    def without(self, users: Sequence[str]) -> tuple[CollabModel, int]:
+        """This model with those users' factors removed, and how many were removed."""
+        drop = {self._user_row[u] for u in users if u in self._user_row}
+        keep = [row for row in range(len(self.user_ids)) if row not in drop]
+        trimmed = CollabModel(
+            user_ids=[self.user_ids[row] for row in keep],
+            item_ids=self.item_ids,
+            user_factors=self.user_factors[keep],
+            item_factors=self.item_factors,
+            params=self.params,
+            watermark=self.watermark,
+            trained_at=self.trained_at,
+        )
+        return trimmed, len(drop)
+
     def save(self, folder: Path) -> None:
         """Writes the model atomically: a reader sees the old model or the new one, never half."""
         folder.mkdir(parents=True, exist_ok=True)

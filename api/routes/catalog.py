@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import AdminCaller
 from api.deps import ServicesDep
 from api.schemas import CatalogIn, CatalogOut
 from retrieval.catalog import ingest_items
@@ -14,7 +15,9 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
 @router.post("/catalog/items", response_model=CatalogOut)
-async def upsert_catalog_items(body: CatalogIn, services: ServicesDep) -> CatalogOut:
+async def upsert_catalog_items(
+    body: CatalogIn, services: ServicesDep, caller: AdminCaller
+) -> CatalogOut:
     """Create or replace items; each is stored, embedded and indexed, or none is."""
     ids = [item.item_id for item in body.items]
     if len(set(ids)) != len(ids):

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from agents.decide import DecideRequest, decide
+from api.auth import DecideCaller
 from api.deps import ServicesDep
 from api.schemas import DecideIn, DecideOut, ItemOut, OfferOut
 
@@ -13,8 +14,13 @@ router = APIRouter(prefix="/v1", tags=["decide"])
 
 
 @router.post("/decide", response_model=DecideOut)
-async def post_decide(body: DecideIn, services: ServicesDep) -> DecideOut:
+async def post_decide(body: DecideIn, services: ServicesDep, caller: DecideCaller) -> DecideOut:
     """Choose items and an offer for a person, with copy and an explanation."""
+    caller.act_for(
+        body.user_id,
+        what="a decision about "
+        + ("an anonymous visitor" if body.user_id is None else "this user"),
+    )
     request = DecideRequest(
         channel=body.channel,
         user_id=body.user_id,

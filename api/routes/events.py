@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from agents.factory import Services
+from api.auth import EventsCaller
 from api.deps import ServicesDep
 from api.errors import field_errors
 from api.schemas import EventResult, EventsIn, EventsOut
@@ -19,13 +20,24 @@ _EVENT = TypeAdapter(Event)
 
 
 @router.post("/events", response_model=EventsOut)
-async def post_events(body: EventsIn, services: ServicesDep) -> EventsOut:
+async def post_events(body: EventsIn, services: ServicesDep, caller: EventsCaller) -> EventsOut:
     """Record behavioural events; each is accepted, a duplicate, or rejected with the reason."""
     results: list[EventResult | None] = []
     valid: list[tuple[int, Event]] = []
     for index, raw in enumerate(body.events):
         try:
-            valid.append((index, _EVENT.validate_python(raw)))
+            event = _EVENT.validate_python(raw)
+            if caller.bound_user is not None and event.user_id != caller.bound_user:
+                results.append(
+                    EventResult(
+                        index=index,
+                        event_id=event.event_id,
+                        status="rejected",
+                        reason=f"user_id: this API key acts for user {caller.bound_user!r} only",
+                    )
+                )
+                continue
+            valid.append((index, event))
             results.append(None)
         except ValidationError as error:
             reason = "; ".join(

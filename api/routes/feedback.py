@@ -6,22 +6,27 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from agents.factory import Services
+from api.auth import Caller, FeedbackCaller
 from api.deps import ServicesDep
 from api.schemas import ArmOut, FeedbackIn, FeedbackOut
 from store.bandit import add_reward, get_arms
-from store.decisions import record_reward
+from store.decisions import get_decision, record_reward
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
 
 @router.post("/feedback", response_model=FeedbackOut)
-async def post_feedback(body: FeedbackIn, services: ServicesDep) -> FeedbackOut:
+async def post_feedback(
+    body: FeedbackIn, services: ServicesDep, caller: FeedbackCaller
+) -> FeedbackOut:
     """Reward a decision's offer (once per decision); 404 for an unknown decision, 409 for a second reward."""
-    return await run_in_threadpool(_reward, services, body)
+    return await run_in_threadpool(_reward, services, body, caller)
 
 
-def _reward(services: Services, body: FeedbackIn) -> FeedbackOut:
+def _reward(services: Services, body: FeedbackIn, caller: Caller) -> FeedbackOut:
     with services.db.session() as session:
+        if caller.bound_user is not None:
+            caller.act_for(get_decision(session, body.decision_id).user_id, what="this decision")
         decision = record_reward(session, body.decision_id, body.reward)
         assert decision.offer_id is not None  # record_reward refuses decisions without an offer
         prior = services.policy.policy.prior(decision.offer_id)

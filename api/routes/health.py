@@ -28,5 +28,6 @@ def health(services: ServicesDep) -> HealthOut:
         pii=services.pii.mode,
         writer=services.writer.name,
         policy_version=services.policy.version,
+        auth=services.settings.auth,
         degraded=degraded,
     )

@@ -1,14 +1,19 @@
-"""GET and PUT /v1/users/{id}: a person's profile, consent and computed features."""
+"""A person's profile, consent and features; their data export; their erasure."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Path
+from starlette.concurrency import run_in_threadpool
 
+from agents.privacy import erase_user, export_user, subject_ref
+from api.auth import AnyCaller
 from api.deps import ServicesDep
 from api.schemas import UserOut, UserUpdate
+from store.access import audit
 from store.errors import NotFound
 from store.events import compute_features
 from store.schemas import Identifier, UserRecord
@@ -19,22 +24,18 @@ UserId = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@
 
 
 @router.get("/users/{user_id}", response_model=UserOut)
-def read_user(services: ServicesDep, user_id: Identifier = UserId) -> UserOut:
+def read_user(services: ServicesDep, caller: AnyCaller, user_id: Identifier = UserId) -> UserOut:
     """A person's profile, consent per purpose and the features computed from their events."""
-    with services.db.session() as session:
-        record = get_user(session, user_id)
-        features = compute_features(session, Subject(user_id, None), as_of=datetime.now(UTC))
-    summary = asdict(features)
-    summary["as_of"] = features.as_of.isoformat()
-    summary["purchases"] = [[item, ts.isoformat()] for item, ts in features.purchases]
-    return UserOut(
-        user_id=user_id, profile=record.profile, consent=record.consent, features=summary
-    )
+    caller.may_read_user(user_id)
+    return _user(services, user_id)
 
 
 @router.put("/users/{user_id}", response_model=UserOut)
-def write_user(body: UserUpdate, services: ServicesDep, user_id: Identifier = UserId) -> UserOut:
+def write_user(
+    body: UserUpdate, services: ServicesDep, caller: AnyCaller, user_id: Identifier = UserId
+) -> UserOut:
     """Create or update a profile and set consent for the purposes given (others are kept)."""
+    caller.may_read_user(user_id)
     with services.db.session() as session:
         if body.profile is not None:
             upsert_user(
@@ -44,4 +45,39 @@ def write_user(body: UserUpdate, services: ServicesDep, user_id: Identifier = Us
             set_consent(session, user_id, body.consent)
         else:
             raise NotFound(f"user {user_id!r} does not exist; send a profile to create it")
-    return read_user(services, user_id)
+        audit(
+            session,
+            actor=caller.actor,
+            action="user.write",
+            target=subject_ref(services, user_id),
+            profile=body.profile is not None,
+            consent={purpose.value: granted for purpose, granted in body.consent.items()},
+        )
+    return _user(services, user_id)
+
+
+@router.get("/users/{user_id}/export")
+async def export(services: ServicesDep, caller: AnyCaller, user_id: Identifier = UserId) -> Any:
+    """Everything Attune holds about a person: profile, consent, links, events, decisions."""
+    caller.may_read_user(user_id)
+    return await run_in_threadpool(export_user, services, user_id, actor=caller.actor)
+
+
+@router.delete("/users/{user_id}")
+async def erase(services: ServicesDep, caller: AnyCaller, user_id: Identifier = UserId) -> Any:
+    """Erase a person from every store; the response counts what was removed, by store."""
+    caller.may_read_user(user_id)
+    removed = await run_in_threadpool(erase_user, services, user_id, actor=caller.actor)
+    return {"erased": True, "removed": removed}
+
+
+def _user(services: Any, user_id: str) -> UserOut:
+    with services.db.session() as session:
+        record = get_user(session, user_id)
+        features = compute_features(session, Subject(user_id, None), as_of=datetime.now(UTC))
+    summary = asdict(features)
+    summary["as_of"] = features.as_of.isoformat()
+    summary["purchases"] = [[item, ts.isoformat()] for item, ts in features.purchases]
+    return UserOut(
+        user_id=user_id, profile=record.profile, consent=record.consent, features=summary
+    )

@@ -1,0 +1,193 @@
+"""Who is calling, and what they may do: API keys with scopes, subject binding, rate limits,
+and the request size limit.
+
+With `ATTUNE_AUTH=keys` every route but /healthz needs `Authorization: Bearer <key>`; a key
+holds scopes (`decide`, `chat`, `copy`, `events`, `admin`, `eval`) and may be bound to one user,
+in which case it acts for that user only: naming any other user is a 403, whatever the scopes.
+With `ATTUNE_AUTH=off` (the local default, allowed only on a loopback address) every caller has
+every scope; /healthz says so.
+
+Rate limits are per key and per worker process (a moving window from `limits`): with several
+workers the effective limit is the per-worker limit times the number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import ServicesDep
+from store.access import KeyInfo, verify_key
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The caller of one request: its key (None with authentication off)."""
+
+    key: KeyInfo | None
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.key.key_id}" if self.key else "local"
+
+    @property
+    def bound_user(self) -> str | None:
+        return self.key.subject_user_id if self.key else None
+
+    def has(self, scope: str) -> bool:
+        return self.key is None or scope in self.key.scopes
+
+    def act_for(self, user_id: str | None, *, what: str = "this request") -> None:
+        """403 unless this caller may act for `user_id` (a bound key: only its own user)."""
+        bound = self.bound_user
+        if bound is not None and user_id != bound:
+            raise HTTPException(
+                403, f"this API key acts for user {bound!r} only; {what} is for another subject"
+            )
+
+    def may_read_user(self, user_id: str) -> None:
+        """403 unless this caller is an admin or a key bound to exactly this user."""
+        if self.bound_user is not None:
+            self.act_for(user_id, what="the user in the path")
+        elif not self.has("admin"):
+            raise HTTPException(403, "reading or changing a user needs the 'admin' scope")
+
+
+class RateLimits:
+    def __init__(self, per_minute: int) -> None:
+        self._item = RateLimitItemPerMinute(per_minute)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def hit(self, key_id: str) -> int | None:
+        """None if allowed; else the seconds to wait."""
+        if self._limiter.hit(self._item, key_id):
+            return None
+        reset = self._limiter.get_window_stats(self._item, key_id).reset_time
+        return max(1, int(reset - time.time()) + 1)
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def require(*scopes: str) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the caller, who must hold one of `scopes` (any scope if none are given)."""
+
+    async def dependency(request: Request, services: ServicesDep) -> Caller:
+        if services.settings.auth == "off":
+            return Caller(None)
+        presented = _presented_key(request)
+        if presented is None:
+            raise HTTPException(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>' (create one with "
+                "'attune keys create')",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        with services.db.session() as session:
+            key = verify_key(session, presented)
+        if key is None:
+            raise HTTPException(
+                401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+        wait = request.app.state.rate_limits.hit(key.key_id)
+        if wait is not None:
+            raise HTTPException(
+                429,
+                f"rate limit of {services.settings.rate_limit_per_minute} requests a minute "
+                f"reached for key {key.key_id}; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        if scopes and not any(scope in key.scopes for scope in scopes):
+            raise HTTPException(
+                403,
+                f"this API key lacks the {' or '.join(repr(s) for s in scopes)} scope "
+                f"(it has: {', '.join(key.scopes)})",
+            )
+        return Caller(key)
+
+    return dependency
+
+
+DecideCaller = Annotated[Caller, Depends(require("decide", "chat"))]
+EventsCaller = Annotated[Caller, Depends(require("events"))]
+FeedbackCaller = Annotated[Caller, Depends(require("decide", "events", "chat"))]
+DecisionsCaller = Annotated[Caller, Depends(require("admin", "eval", "decide", "chat"))]
+AnyCaller = Annotated[Caller, Depends(require())]  # the route checks what the caller may see
+AdminCaller = Annotated[Caller, Depends(require("admin"))]
+ChatCaller = Annotated[Caller, Depends(require("chat"))]
+CopyCaller = Annotated[Caller, Depends(require("copy"))]
+
+
+class BodyLimit:
+    """Refuses request bodies over `ATTUNE_MAX_BODY_BYTES` with a 413, by Content-Length or,
+    for a body sent without one, while it is read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = scope["app"].state.services.settings.max_body_bytes
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _too_large(send, limit)
+            return
+        if length is not None:
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (a chunked body): read it here, up to the limit, then replay it.
+        chunks: list[Message] = []
+        seen = 0
+        while True:
+            message = await receive()
+            chunks.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                await _too_large(send, limit)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Payload too large",
+            "status": 413,
+            "detail": f"request body larger than {limit} bytes (ATTUNE_MAX_BODY_BYTES)",
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,154 @@
+"""Everything held about a person: exporting it, and erasing it from every table.
+
+A person is their user id and every anonymous id linked to them. Erasure deletes, in one
+transaction: the profile and consent, identity links, events (theirs and their linked anonymous
+ids'), decisions and their rewards, linear-bandit observations of those decisions, and API keys
+bound to them. Beta posteriors are sums over many people and hold nothing of theirs. Stores
+outside the database (the collaborative model's user factors; chat checkpoints) are erased by
+the caller (`agents.privacy`), which also writes the audit entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
+
+from store.errors import NotFound
+from store.models import (
+    ApiKey,
+    Consent,
+    DecisionRow,
+    EventRow,
+    IdentityLink,
+    LinearObservation,
+    RewardRow,
+    User,
+)
+
+
+@dataclass(frozen=True)
+class Person:
+    user_id: str
+    anonymous_ids: tuple[str, ...]
+    device_ids: tuple[str, ...]
+
+    @property
+    def subject_keys(self) -> list[str]:
+        return [f"user:{self.user_id}", *(f"anon:{a}" for a in self.anonymous_ids)]
+
+
+def find_person(session: Session, user_id: str) -> Person:
+    if session.get(User, user_id) is None:
+        raise NotFound(f"user {user_id!r} does not exist")
+    links = session.execute(
+        select(IdentityLink.kind, IdentityLink.external_id).where(IdentityLink.user_id == user_id)
+    ).all()
+    return Person(
+        user_id,
+        tuple(sorted(e for k, e in links if k == "anonymous")),
+        tuple(sorted(e for k, e in links if k == "device")),
+    )
+
+
+def _events_of(person: Person) -> Any:
+    conditions = [EventRow.user_id == person.user_id]
+    if person.anonymous_ids:
+        conditions.append(EventRow.anonymous_id.in_(person.anonymous_ids))
+    return or_(*conditions)
+
+
+def _decisions_of(person: Person) -> Any:
+    return or_(
+        DecisionRow.user_id == person.user_id, DecisionRow.subject_key.in_(person.subject_keys)
+    )
+
+
+def export_person(session: Session, person: Person) -> dict[str, Any]:
+    """Everything the database holds about the person, as JSON-able data."""
+    user = session.get(User, person.user_id)
+    assert user is not None
+    consent = session.scalars(select(Consent).where(Consent.user_id == person.user_id))
+    events = session.scalars(select(EventRow).where(_events_of(person)).order_by(EventRow.ts))
+    decisions = list(
+        session.scalars(
+            select(DecisionRow).where(_decisions_of(person)).order_by(DecisionRow.created_at)
+        )
+    )
+    ids = [d.decision_id for d in decisions]
+    rewards = dict(
+        session.execute(
+            select(RewardRow.decision_id, RewardRow.reward).where(RewardRow.decision_id.in_(ids))
+        ).all()
+    )
+    keys = session.scalars(select(ApiKey).where(ApiKey.subject_user_id == person.user_id))
+    return {
+        "user_id": person.user_id,
+        "profile": user.profile,
+        "created_at": user.created_at.isoformat(),
+        "consent": {c.purpose: c.granted for c in consent},
+        "identity_links": {
+            "anonymous": list(person.anonymous_ids),
+            "device": list(person.device_ids),
+        },
+        "events": [
+            {
+                "event_id": e.event_id,
+                "type": e.type,
+                "ts": e.ts.isoformat(),
+                "item_id": e.item_id,
+                "anonymous_id": e.anonymous_id,
+                "device_id": e.device_id,
+                "value": e.value,
+            }
+            for e in events
+        ],
+        "decisions": [
+            {
+                "decision_id": d.decision_id,
+                "created_at": d.created_at.isoformat(),
+                "channel": d.channel,
+                "offer_id": d.offer_id,
+                "reward": rewards.get(d.decision_id),
+                "record": d.record,
+            }
+            for d in decisions
+        ],
+        "api_keys": [{"key_id": k.key_id, "name": k.name, "scopes": k.scopes} for k in keys],
+    }
+
+
+@dataclass(frozen=True)
+class Erased:
+    events: int
+    decisions: int
+    rewards: int
+    observations: int
+    identity_links: int
+    api_keys: int
+
+
+def erase_person(session: Session, person: Person) -> Erased:
+    """Delete every row about the person (in the caller's transaction)."""
+    decision_ids = list(
+        session.scalars(select(DecisionRow.decision_id).where(_decisions_of(person)))
+    )
+    rewards = session.execute(
+        delete(RewardRow).where(RewardRow.decision_id.in_(decision_ids))
+    ).rowcount
+    observations = session.execute(
+        delete(LinearObservation).where(LinearObservation.decision_id.in_(decision_ids))
+    ).rowcount
+    decisions = session.execute(
+        delete(DecisionRow).where(DecisionRow.decision_id.in_(decision_ids))
+    ).rowcount
+    events = session.execute(delete(EventRow).where(_events_of(person))).rowcount
+    links = session.execute(
+        delete(IdentityLink).where(IdentityLink.user_id == person.user_id)
+    ).rowcount
+    keys = session.execute(delete(ApiKey).where(ApiKey.subject_user_id == person.user_id)).rowcount
+    session.execute(delete(Consent).where(Consent.user_id == person.user_id))
+    session.execute(delete(User).where(User.user_id == person.user_id))
+    return Erased(events, decisions, rewards, observations, links, keys)

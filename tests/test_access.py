@@ -1,0 +1,189 @@
+"""API keys, scopes, subject binding, rate limits and size limits, over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from agents.factory import Services
+from api.app import create_app
+from api.cli import app as cli
+from store.access import create_key
+
+# Users of this module only, so that other modules' caps and counts are not disturbed.
+ALICE, BOB = "u_0030", "u_0031"
+
+
+@pytest.fixture(scope="module")
+def secured(demo_services: Services) -> Services:
+    settings = demo_services.settings.model_copy(
+        update={"auth": "keys", "rate_limit_per_minute": 1000, "max_body_bytes": 4096}
+    )
+    return replace(demo_services, settings=settings)
+
+
+@pytest.fixture(scope="module")
+def client(secured: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services=lambda: secured)) as test_client:
+        yield test_client
+
+
+def key(services: Services, *scopes: str, subject: str | None = None) -> dict[str, str]:
+    with services.db.session() as session:
+        plain, _ = create_key(session, name="test", scopes=scopes, subject_user_id=subject)
+    return {"Authorization": f"Bearer {plain}"}
+
+
+def test_health_needs_no_key_and_says_auth_is_on(client: TestClient) -> None:
+    assert client.get("/healthz").json()["auth"] == "keys"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer att_nope_nope"},
+        {"Authorization": "Basic abc"},
+        {"X-API-Key": "junk"},
+    ],
+)
+def test_no_valid_key_is_401(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.post("/v1/decide", json={"user_id": ALICE, "channel": "web"}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "API key" in response.json()["detail"]
+
+
+def test_a_revoked_key_stops_working(client: TestClient, secured: Services) -> None:
+    admin = key(secured, "admin")
+    made = client.post(
+        "/v1/admin/keys", json={"name": "frontend", "scopes": ["decide"]}, headers=admin
+    )
+    assert made.status_code == 201
+    frontend = {"Authorization": f"Bearer {made.json()['key']}"}
+    assert (
+        client.post(
+            "/v1/decide", json={"user_id": ALICE, "channel": "web"}, headers=frontend
+        ).status_code
+        == 200
+    )
+    assert (
+        client.delete(f"/v1/admin/keys/{made.json()['key_id']}", headers=admin).status_code == 200
+    )
+    again = client.post("/v1/decide", json={"user_id": ALICE, "channel": "web"}, headers=frontend)
+    assert again.status_code == 401
+    actions = [entry["action"] for entry in client.get("/v1/admin/audit", headers=admin).json()]
+    assert {"key.create", "key.revoke"} <= set(actions)
+    listed = client.get("/v1/admin/keys", headers=admin).json()
+    assert all("secret" not in json.dumps(k) and "key" not in k for k in listed)
+
+
+def test_a_missing_scope_is_403_naming_it(client: TestClient, secured: Services) -> None:
+    decide_only = key(secured, "decide")
+    item = {"item_id": "x1", "title": "X", "category": "kitchen", "price": 1, "margin": 0.1}
+    response = client.post("/v1/catalog/items", json={"items": [item]}, headers=decide_only)
+    assert response.status_code == 403
+    assert "'admin'" in response.json()["detail"] and "decide" in response.json()["detail"]
+    assert client.get(f"/v1/users/{ALICE}", headers=decide_only).status_code == 403
+    assert (
+        client.post(
+            "/v1/admin/keys", json={"name": "x", "scopes": ["admin"]}, headers=decide_only
+        ).status_code
+        == 403
+    )
+
+
+def test_a_key_bound_to_alice_never_reaches_bob(client: TestClient, secured: Services) -> None:
+    alice = key(secured, "chat", subject=ALICE)
+    # Bob's own decision, made by an unbound frontend key.
+    bobs = client.post(
+        "/v1/decide", json={"user_id": BOB, "channel": "web"}, headers=key(secured, "decide")
+    ).json()
+
+    ok = client.post("/v1/decide", json={"user_id": ALICE, "channel": "web"}, headers=alice)
+    assert ok.status_code == 200
+    assert client.get(f"/v1/users/{ALICE}", headers=alice).status_code == 200
+    for method, path, body in [
+        ("post", "/v1/decide", {"user_id": BOB, "channel": "web"}),
+        ("post", "/v1/decide", {"anonymous_id": "anon-bob", "channel": "web"}),
+        ("get", f"/v1/users/{BOB}", None),
+        ("put", f"/v1/users/{BOB}", {"consent": {"email": True}}),
+        ("get", f"/v1/users/{BOB}/export", None),
+        ("delete", f"/v1/users/{BOB}", None),
+        ("get", f"/v1/decisions/{bobs['decision_id']}", None),
+        ("post", "/v1/feedback", {"decision_id": bobs["decision_id"], "reward": 1}),
+    ]:
+        response = client.request(method, path, json=body, headers=alice)
+        assert response.status_code == 403, (method, path, response.text)
+        assert ALICE in response.json()["detail"]
+    events = client.post(
+        "/v1/events",
+        json={
+            "events": [
+                {
+                    "event_id": "acc-1",
+                    "type": "view",
+                    "ts": "2026-11-01T10:00:00Z",
+                    "user_id": BOB,
+                    "item_id": "itm_00001",
+                },
+                {
+                    "event_id": "acc-2",
+                    "type": "view",
+                    "ts": "2026-11-01T10:00:00Z",
+                    "user_id": ALICE,
+                    "item_id": "itm_00001",
+                },
+            ]
+        },
+        headers=key(secured, "events", subject=ALICE),
+    ).json()
+    assert [r["status"] for r in events["results"]] == ["rejected", "accepted"]
+    assert ALICE in events["results"][0]["reason"]
+
+
+def test_rate_limit_per_key(secured: Services) -> None:
+    tight = replace(
+        secured, settings=secured.settings.model_copy(update={"rate_limit_per_minute": 3})
+    )
+    with TestClient(create_app(services=lambda: tight)) as client:
+        headers = key(tight, "admin")
+        codes = [client.get("/v1/admin/keys", headers=headers).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        limited = client.get("/v1/admin/keys", headers=headers)
+        assert int(limited.headers["retry-after"]) >= 1
+        other = key(tight, "admin")  # another key has its own budget
+        assert client.get("/v1/admin/keys", headers=other).status_code == 200
+
+
+def test_request_size_limit(client: TestClient, secured: Services) -> None:
+    headers = {**key(secured, "events"), "content-type": "application/json"}
+    big = json.dumps({"events": [{"event_id": f"e{i}", "pad": "x" * 100} for i in range(100)]})
+    response = client.post("/v1/events", content=big, headers=headers)
+    assert response.status_code == 413
+    assert "4096" in response.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+        for start in range(0, len(big), 1000):
+            yield big[start : start + 1000].encode()
+
+    streamed = client.post("/v1/events", content=chunks(), headers=headers)
+    assert streamed.status_code == 413
+
+
+def test_keys_command(secured: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATTUNE_HOME", str(secured.settings.home))
+    made = CliRunner().invoke(cli, ["keys", "create", "--name", "ops", "--scopes", "admin,eval"])
+    assert made.exit_code == 0, made.output
+    info = json.loads(made.output)
+    assert info["key"].startswith("att_") and info["scopes"] == ["admin", "eval"]
+    listed = CliRunner().invoke(cli, ["keys", "list"])
+    assert info["key_id"] in listed.output and info["key"] not in listed.output
+    assert CliRunner().invoke(cli, ["keys", "revoke", info["key_id"]]).exit_code == 0
+    bad = CliRunner().invoke(cli, ["keys", "create", "--name", "x", "--scopes", "root"])
+    assert bad.exit_code == 2 and "scopes must be some of" in bad.output
