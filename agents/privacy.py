@@ -60,6 +60,7 @@ def erase_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any
             target=subject_ref(services, user_id),
             **asdict(erased),
         )
+    services.db.compact()
     factors = _erase_factors(services, person.subject_keys)
     checkpoints = sum(eraser(person.subject_keys) for eraser in services.erasers)
     return {**asdict(erased), "collaborative_factors": factors, "checkpoints": checkpoints}

@@ -31,6 +31,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Deleted rows are overwritten, not left in free pages: erasure must reach the bytes.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -48,6 +50,13 @@ class Database:
         """A session in one transaction: committed on success, rolled back on any error."""
         with self._sessions.begin() as session:
             yield session
+
+    def compact(self) -> None:
+        """Push committed changes out of SQLite's write-ahead log, so that erased rows survive
+        in no older page image there (the database file itself overwrites them on delete)."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def ping(self) -> bool:
         with self.engine.connect() as connection:
