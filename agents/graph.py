@@ -14,11 +14,11 @@ from agents.explain import explain
 from agents.llm import WriterError
 from agents.record import decision_record
 from agents.state import DecideContext, DecideInput, DecideState
-from agents.writer import Brief, BriefItem, BriefOffer
+from agents.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
 from store.decisions import log_decision
 from tools.offers import eligible_offers, select_offer
-from tools.profile import lookup_profile, subject_record
+from tools.profile import lookup_profile, subject_blocked, subject_record
 from tools.retrieve import retrieve_candidates
 from tools.schemas import EligibleOffersInput, RetrieveInput, SelectOfferInput
 
@@ -86,7 +86,17 @@ def generate(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, A
     ctx = runtime.context
     services = ctx.services
     brief = state.get("brief") or _brief(state, ctx)
-    writer = services.offline_writer if state.get("use_offline") else services.writer
+    if subject_blocked(ctx.run, "content") is not None:
+        # No consent for this channel's copy: none is written (the rule is in the explanation).
+        return {
+            "brief": brief,
+            "draft": Draft(text="", item_ids=[], offer_id=None),
+            "writer": "none",
+            "prompt_version": None,
+        }
+    no_llm = subject_blocked(ctx.run, "llm") is not None
+    offline = state.get("use_offline") or no_llm
+    writer = services.offline_writer if offline else services.writer
     try:
         draft = writer.write(brief, feedback=state.get("feedback"))
     except WriterError as error:

@@ -87,7 +87,13 @@ def seed(services: Services, folder: Path, *, force: bool = False) -> SeedReport
         events = ingest_events(session, list(read_jsonl(folder / "events.jsonl", Event)))
         refresh_popularity(session)
     services.tools.offers.invalidate()
-    trained = train(services.db, services.index, collab_folder(services.settings), full=True)
+    trained = train(
+        services.db,
+        services.index,
+        collab_folder(services.settings),
+        full=True,
+        consent=services.policy.purpose_for("profiling"),
+    )
     services.reload_collab()
     log.info("collaborative vectors: %s users, %s items", trained.users, trained.items)
     optimize = getattr(services.index, "optimize", None)

@@ -118,7 +118,13 @@ def train_command(
     _logging(settings)
     services = build_services(settings)
     try:
-        report = train(services.db, services.index, collab_folder(settings), full=full)
+        report = train(
+            services.db,
+            services.index,
+            collab_folder(settings),
+            full=full,
+            consent=services.policy.purpose_for("profiling"),
+        )
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error

@@ -149,6 +149,26 @@ class PolicyEngine:
                 return Firing(rule.id, "blocked", reason)
         return None
 
+    def purpose_for(self, guard: str) -> Purpose | None:
+        """The purpose a channel-independent consent rule requires for `guard`, if any."""
+        return next(
+            (r.purpose for r in self._consent if r.guards == guard and not r.channels), None
+        )
+
+    def blocked(self, guard: str, facts: Facts) -> Firing | None:
+        """The consent rule that blocks `guard` (profiling, llm, content) for this person now."""
+        what = {
+            "profiling": "no features are computed from their activity",
+            "llm": "their data is not sent to a language model; the offline writer writes",
+            "content": "no copy is generated",
+        }[guard]
+        for rule in self._consent:
+            if rule.guards != guard or not _applies(rule.channels, facts.channel):
+                continue
+            if not facts.consent.get(rule.purpose, False):
+                return Firing(rule.id, "blocked", f"no '{rule.purpose.value}' consent: {what}")
+        return None
+
     def personalization(self, facts: Facts) -> tuple[bool, list[Firing]]:
         """Whether the person's profile and history may be used to rank for them."""
         for rule in self._consent:

@@ -33,11 +33,12 @@ import re
 import shutil
 import tempfile
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
+from enum import IntEnum
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 import phonenumbers
 import spacy
@@ -46,6 +47,7 @@ from phonenumbers import NumberParseException, PhoneNumber
 from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,
+    Pattern,
     RecognizerRegistry,
     RecognizerResult,
 )
@@ -74,6 +76,9 @@ PERSON = "PERSON"
 EMAIL_ADDRESS = "EMAIL_ADDRESS"
 PHONE_NUMBER = "PHONE_NUMBER"
 PERSONAL_DETAIL = "PERSONAL_DETAIL"
+
+# The person-name recognizer's lists, built by data/names/build.py.
+NAMES_DIR = Path(__file__).resolve().parents[1] / "data" / "names"
 
 # Regions tried, in order, for phone numbers written without a "+CC" prefix.
 PHONE_REGIONS = ("GB", "US", "DE", "FR")
@@ -239,6 +244,7 @@ class PIIGuard:
         spacy_model: str = "en_core_web_lg",
         work_dir: Path,
         score_threshold: float = 0.4,
+        names_dir: Path = NAMES_DIR,
     ) -> None:
         self.score_threshold = score_threshold
         self.degraded: str | None
@@ -263,8 +269,8 @@ class PIIGuard:
         ).create_engine()
         recognizers: list[EntityRecognizer] = [
             _OfflineEmailRecognizer(),
-            PhoneRecognizer(supported_regions=PHONE_REGIONS),
-            CreditCardRecognizer(),
+            _PhoneRecognizer(),
+            _CreditCardRecognizer(),
             IbanRecognizer(),
             IpRecognizer(),
             UsSsnRecognizer(),
@@ -272,6 +278,8 @@ class PIIGuard:
         ]
         if self.degraded is None:
             recognizers.append(SpacyRecognizer(supported_entities=list(self.NER_ENTITIES)))
+        else:
+            recognizers.append(_PersonNameRecognizer(_name_lists(Path(names_dir).resolve())))
         self._analyzer = AnalyzerEngine(
             registry=RecognizerRegistry(recognizers, supported_languages=[self.LANGUAGE]),
             nlp_engine=nlp_engine,
@@ -353,6 +361,470 @@ class _OfflineEmailRecognizer(EmailRecognizer):
 
     def validate_result(self, pattern_text: str) -> bool:
         return self._extract(pattern_text).fqdn != ""
+
+
+class _PhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer, leaving alone numbers that a shop labels as something else.
+
+    Order, invoice and tracking numbers with a leading zero parse as valid national phone numbers
+    ("Order 02489629"). A number written without "+" or "00" right after such a label is taken
+    for what the label says.
+    """
+
+    LABELS = re.compile(
+        r"(?:order|invoice|ref|reference|tracking|sku|ean|item|parcel|batch|receipt|account)"
+        r"(?:\s*(?:no\.?|nr\.?|number|#))?\s*[:#]?\s*$",
+        re.IGNORECASE,
+    )
+
+    def __init__(self) -> None:
+        super().__init__(supported_regions=PHONE_REGIONS)
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: object = None
+    ) -> list[RecognizerResult]:
+        return [
+            result
+            for result in super().analyze(text, entities, nlp_artifacts)
+            if text.startswith(("+", "00"), result.start)
+            or not self.LABELS.search(text[max(0, result.start - 24) : result.start])
+        ]
+
+
+class _CreditCardRecognizer(CreditCardRecognizer):
+    """Presidio's credit card recognizer, also knowing Mastercard's 2221-2720 numbers.
+
+    Presidio's pattern predates the 2-series Mastercard range (issued since 2017) and misses it;
+    the Luhn check of the parent class still decides.
+    """
+
+    PATTERNS: ClassVar[list[Pattern]] = [
+        Pattern(
+            "Credit cards, with Mastercard 2-series (weak)",
+            r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(6\d{3})|(1\d{3})|(3\d{3})"
+            r"|(222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720))"
+            r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b",
+            0.3,
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class _NameLists:
+    """The word lists of the person-name recognizer, accent- and case-folded (see data/names)."""
+
+    first: frozenset[str]
+    last: frozenset[str]
+    common: frozenset[str]  # given names that are often written capitalised as something else
+    english: frozenset[str]  # ordinary words: a capitalised one is no unknown surname
+    not_names: frozenset[tuple[str, ...]]  # brands and places written like names
+
+
+@lru_cache(maxsize=4)
+def _name_lists(folder: Path) -> _NameLists:
+    """The lists in `folder`, read once per process and folder."""
+
+    def read(name: str) -> list[str]:
+        path = folder / name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"{path}: the person-name recognizer's list is missing; rebuild the lists with "
+                "`python data/names/build.py` or pass names_dir= the folder that holds them"
+            ) from error
+        return [_fold(line.strip()) for line in text.splitlines() if line.strip()[:1] not in "#"]
+
+    return _NameLists(
+        first=frozenset(read("first_names.txt")),
+        last=frozenset(read("last_names.txt")),
+        common=frozenset(read("common_words.txt")),
+        english=frozenset(read("english_words.txt")),
+        not_names=frozenset(tuple(phrase.split()) for phrase in read("not_names.txt")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    """A word of the text, as the person-name recognizer sees it."""
+
+    start: int
+    end: int  # before a possessive "'s"
+    key: str  # accent- and case-folded, without the possessive
+    phrase_key: str  # case-folded with its apostrophes, for context phrases ("i'm", "name's")
+    capitalised: bool
+    upper: bool  # all capitals: a name when shouted, more often an acronym ("IBAN", "UK")
+    initial: bool  # a capital letter followed by a dot: "J."
+    sentence_start: bool
+    possessive: bool
+    embedded: bool  # inside an email, a URL, a code or a placeholder
+
+
+class _Context(IntEnum):
+    """How strongly the words before a capitalised word announce a name."""
+
+    NONE = 0
+    MEDIUM = 1  # "I'm", "this is", "ask for": a name from the lists, or any name at a pause
+    GREETING = 2  # "Hi", "Thanks": the same, but also a lower-case listed name
+    STRONG = 3  # "my name is", "regards", "my wife": any name-like word
+    TITLE = 4  # "Mr", "Dr.": any capitalised word
+
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+def _phrases(text: str) -> frozenset[tuple[str, ...]]:
+    """Comma-separated phrases as word tuples: "thank you, cheers" -> {("thank", "you"), ...}."""
+    return frozenset(tuple(phrase.split()) for phrase in text.split(","))
+
+
+class _PersonNameRecognizer(EntityRecognizer):
+    """Other people's names without an NER model: name lists, context words and capitals.
+
+    A word is a name candidate when it is in the given-name or surname lists built from Faker's
+    person providers (`data/names/`). Candidates become a PERSON when there is evidence:
+      * a title or a context phrase before them ("Mr", "my name is", "regards", "my sister");
+      * a given name followed by other listed names or one unknown capitalised word ("Anna
+        Schmidt", "Patrick Chelangat");
+      * a listed given name standing alone, capitalised, inside a sentence ("ask Sophie").
+    Given names that are ordinary words ("Will", "May", "Grace", "Rose", "Mark") need stronger
+    evidence: a surname after them or a context before them, so "I will go in May" and "Mark
+    as delivered" stay while "Will Smith called" and "Thanks Grace!" are found. A capital at a
+    sentence start is no evidence, brands written like names are listed apart ("Calvin Klein"),
+    and words inside emails, URLs and codes are left to their own recognizers.
+    """
+
+    ENTITY = PERSON
+    SCORES: ClassVar[dict[_Context, float]] = {
+        _Context.TITLE: 0.85,
+        _Context.STRONG: 0.85,
+        _Context.GREETING: 0.75,
+        _Context.MEDIUM: 0.7,
+    }
+    CHAIN_SCORE = 0.75  # a given name and a surname: "Anna Schmidt"
+    ALONE_SCORE = 0.6  # a listed given name alone, or followed by one unknown word
+    MAX_NAME_WORDS = 4
+    TITLES = _wordset(
+        "mr mrs ms miss mx dr prof professor sir dame lady lord herr frau monsieur madame mme "
+        "mlle mademoiselle senor senora senorita sr sra srta signor signora signorina sig"
+    )
+    SHORT_TITLES = _wordset("mr mrs ms dr")
+    PHRASES: ClassVar[dict[_Context, frozenset[tuple[str, ...]]]] = {
+        _Context.STRONG: _phrases(
+            "name, name is, name's, names, full name, call me, named, regards, sincerely, "
+            "signed, yours, wishes, love from, attn, attention, c o, care of, recipient, "
+            "recipient is, holder, cardholder, name on card, name on the card, addressed to, "
+            "addressee, wife, husband, partner, son, daughter, mum, mom, mother, dad, father, "
+            "sister, brother, friend, colleague, boss, neighbour, neighbor, grandson, "
+            "granddaughter, grandma, grandmother, grandpa, grandfather, nan, niece, nephew, "
+            "cousin, aunt, uncle, girlfriend, boyfriend, fiance, fiancee, flatmate, roommate, "
+            "child, kid, kids"
+        ),
+        _Context.GREETING: _phrases(
+            "hi, hello, hey, dear, thanks, thank you, thank you so much, thanks so much, "
+            "thanks a lot, cheers, bye, morning, evening"
+        ),
+        _Context.MEDIUM: _phrases(
+            "i'm, i am, im, this is, it's, its, it is, called, ask for, asked for, speak to, "
+            "spoke to, spoke with, speaking to, talk to, talked to, chatted with, contact, "
+            "courtesy of"
+        ),
+    }
+    PARTICLES = _wordset(
+        "al bin da das de degli dei del della delle der des di do dos du el ibn la le lo ten ter "
+        "van von y zu"
+    )
+    SAINTS = _wordset("st saint san santa santo sainte sankt sao")
+    PLACE_WORDS = _wordset(
+        "street road avenue lane square station gardens crescent terrace mews hospital school "
+        "college university centre center mall airport bridge cathedral hotel stadium arena "
+        "market"
+    )
+    PRODUCT_WORDS = _wordset(
+        "gold silver bronze copper platinum green grey gray white black blue red pink cream "
+        "ivory navy day sale"
+    )
+    PAUSE_WORDS = _wordset("here speaking from and")  # "Grace here", "I'm May and I ..."
+    _WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
+    _EMBEDDING = frozenset("@_/\\<>#=+*&")
+    _CONTEXT_WORDS = frozenset(p[0] for level in PHRASES.values() for p in level if len(p) == 1)
+    _CONTRACTION = re.compile(r"['’](?:m|re|ve|ll|d|t|s)$", re.IGNORECASE)
+
+    def __init__(self, lists: _NameLists) -> None:
+        self._lists = lists
+        self._longest_phrase = max(len(p) for phrases in self.PHRASES.values() for p in phrases)
+        super().__init__(supported_entities=[self.ENTITY], name="PersonNameRecognizer")
+
+    def load(self) -> None:
+        """The lists are loaded by `_name_lists` once per process."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: object = None
+    ) -> list[RecognizerResult]:
+        words = self._words(text)
+        spans: list[tuple[int, int, float]] = []
+        i = 0
+        while i < len(words):
+            context = self._context(text, words, i)
+            end = self._run_end(text, words, i, context)
+            if end is None:
+                i += 1
+                continue
+            spans += self._names_in_run(text, words, i, end, context)
+            i = end + 1
+        return [
+            RecognizerResult(self.ENTITY, words[a].start, words[b].end, score)
+            for a, b, score in spans
+        ]
+
+    def _words(self, text: str) -> list[_Word]:
+        words = []
+        for match in self._WORD.finditer(text):
+            raw, start, end = match.group(), match.start(), match.end()
+            before = text[start - 1] if start else " "
+            after = text[end] if end < len(text) else " "
+            beyond = text[end + 1] if end + 1 < len(text) else " "
+            embedded = (
+                before in self._EMBEDDING
+                or before.isdigit()
+                or (before == "." and start > 1 and text[start - 2].isalnum())
+                or after in self._EMBEDDING
+                or after.isdigit()
+                or (after in "./" and beyond.isalnum())
+            )
+            possessive = len(raw) > 3 and raw[-2:].casefold() in ("'s", "’s")
+            core = raw[:-2] if possessive else raw
+            # "I'm", "We'll", "Don't" are no names; "O'Brien" and "D'Angelo" are.
+            contraction = self._CONTRACTION.search(core) is not None
+            words.append(
+                _Word(
+                    start=start,
+                    end=start + len(core),
+                    key=_fold(core),
+                    phrase_key=raw.casefold().replace("’", "'"),
+                    capitalised=raw[0].isupper() and len(core) > 1 and not contraction,
+                    upper=core.isupper() and len(core) > 1 and not contraction,
+                    initial=len(raw) == 1 and raw.isupper() and after == ".",
+                    sentence_start=self._starts_sentence(text, start, words),
+                    possessive=possessive,
+                    embedded=embedded,
+                )
+            )
+        self._mark_not_names(words)
+        return words
+
+    def _starts_sentence(self, text: str, start: int, previous: list[_Word]) -> bool:
+        position = start - 1
+        while position >= 0 and text[position] in " \t\"'“‘([":
+            position -= 1
+        if position < 0 or text[position] in "!?\n\r":
+            return True
+        if text[position] != ".":
+            return False
+        # "Dr. Smith", "J. Smith": the dot ends an abbreviation, not a sentence.
+        last = previous[-1] if previous else None
+        return not (last and last.end == position and (self._is_title(last) or last.initial))
+
+    def _mark_not_names(self, words: list[_Word]) -> None:
+        for i in range(len(words)):
+            for size in (4, 3, 2):
+                keys = tuple(w.key for w in words[i : i + size])
+                if len(keys) == size and keys in self._lists.not_names:
+                    for j in range(i, i + size):
+                        words[j] = replace(words[j], embedded=True)
+                    break
+
+    def _context(self, text: str, words: list[_Word], i: int) -> _Context:
+        """How the words before word `i` announce a name; a sentence end in between cancels."""
+        if i == 0:
+            return _Context.NONE
+        before = words[i - 1]
+        gap = text[before.end : words[i].start]
+        if self._is_title(before) and gap.strip() in ("", "."):
+            return _Context.TITLE
+        if any(mark in gap for mark in ".!?"):
+            return _Context.NONE
+        keys = [w.phrase_key for w in words[max(0, i - self._longest_phrase) : i]]
+        for level in (_Context.STRONG, _Context.GREETING, _Context.MEDIUM):
+            if any(tuple(keys[-len(p) :]) == p for p in self.PHRASES[level]):
+                return level
+        return _Context.NONE
+
+    def _introduces(self, word: _Word) -> bool:
+        """Whether the word is a title or a one-word context ("Dear", "Grandma"), not a name."""
+        return self._is_title(word) or word.phrase_key in self._CONTEXT_WORDS
+
+    def _is_title(self, word: _Word) -> bool:
+        # "I miss Summer" is no title: only the abbreviations count in lower case ("mr smith").
+        return word.key in self.TITLES and (word.capitalised or word.key in self.SHORT_TITLES)
+
+    def _is_name(self, word: _Word) -> bool:
+        return self._listed(word, self._lists.first) or self._listed(word, self._lists.last)
+
+    def _is_given(self, word: _Word) -> bool:
+        return self._listed(word, self._lists.first)
+
+    @staticmethod
+    def _listed(word: _Word, names: frozenset[str]) -> bool:
+        """Whether the word is in `names`, or is a double name of listed parts: "Jean-Pierre"."""
+        if word.key in names:
+            return True
+        parts = word.key.split("-")
+        return len(parts) > 1 and all(part in names for part in parts)
+
+    def _is_unknown(self, word: _Word) -> bool:
+        return not self._is_name(word) and word.key not in self._lists.english
+
+    def _run_end(self, text: str, words: list[_Word], i: int, context: _Context) -> int | None:
+        """The last word of the run of name-like words starting at `i`, or None if none starts.
+
+        A run is capitalised words (with particles and initials between them) separated by
+        spaces only; after a context phrase it may also be listed names in lower case.
+        """
+        word = words[i]
+        if word.embedded or self._introduces(word) or word.key in self.PARTICLES:
+            return None
+        lowercase_name = (
+            not word.capitalised
+            and context >= _Context.MEDIUM
+            and self._is_name(word)
+            and word.key not in self._lists.common
+            and word.key not in self._lists.english
+        )
+        if not (word.capitalised or lowercase_name or word.initial):
+            return None
+        if word.capitalised and word.sentence_start and not self._is_name(word):
+            return None  # a sentence's first capital says nothing
+        end = i
+        while end + 1 < len(words) and not words[end].possessive:
+            following = words[end + 1]
+            gap = text[words[end].end : following.start]
+            if words[end].initial:
+                gap = gap.removeprefix(".")
+            if not (gap and gap.isspace() and "\n" not in gap and len(gap) <= 3):
+                break
+            if following.embedded or self._introduces(following):
+                break
+            if following.key in self.PARTICLES or following.initial:
+                if end + 2 < len(words) and words[end + 2].capitalised:
+                    end += 1
+                    continue
+                break
+            if lowercase_name:
+                if following.capitalised or not self._is_name(following):
+                    break
+                if following.key in self._lists.english:
+                    break
+            elif not following.capitalised:
+                break
+            end += 1
+        return end
+
+    def _names_in_run(
+        self, text: str, words: list[_Word], a: int, b: int, context: _Context
+    ) -> list[tuple[int, int, float]]:
+        run = words[a : b + 1]
+        if a > 0 and words[a - 1].key in self.SAINTS:
+            return []  # "St Patrick's Day", "San Francisco"
+        if len(run) > 1 and run[-1].key in self.PLACE_WORDS:
+            return []  # "Victoria Street", "Charlotte Station"
+        spans = []
+        i = a
+        if context is not _Context.NONE:
+            end = a
+            while (
+                end <= b and end - a < self.MAX_NAME_WORDS and self._accepted(run[end - a], context)
+            ):
+                end += 1
+            while end > a and not self._is_namelike(words[end - 1]):
+                end -= 1  # a run does not end on a particle or an initial
+            if end > a:
+                taken = words[a:end]
+                needs_pause = context < _Context.STRONG and not all(
+                    self._is_name(w) and w.key not in self._lists.common for w in taken
+                )
+                if not needs_pause or self._at_pause(text, words, end - 1):
+                    spans.append((a, end - 1, self.SCORES[context]))
+                    i = end
+        while i <= b:
+            if not self._is_name(words[i]) and not words[i].initial:
+                i += 1
+                continue
+            j = i
+            while j + 1 <= b and (
+                self._is_name(words[j + 1]) or not self._is_namelike(words[j + 1])
+            ):
+                j += 1
+            while j > i and not self._is_namelike(words[j]):
+                j -= 1
+            span = self._chain(text, words, i, j, run)
+            if span:
+                spans.append(span)
+            i = j + 1
+        return spans
+
+    def _accepted(self, word: _Word, context: _Context) -> bool:
+        """Whether `word` may be a name right after a context phrase of strength `context`."""
+        if word.key in self.PARTICLES or word.initial:
+            return True
+        if not word.capitalised:
+            lists = self._lists
+            return (
+                self._is_name(word)
+                and word.key not in lists.english
+                and word.key not in lists.common
+            )
+        if context is _Context.TITLE:
+            return True  # "Mr Brown", "Mrs Young"
+        return self._is_name(word) or self._is_unknown(word)
+
+    def _is_namelike(self, word: _Word) -> bool:
+        return word.key not in self.PARTICLES and not word.initial
+
+    def _at_pause(self, text: str, words: list[_Word], k: int) -> bool:
+        """Whether word `k` ends a phrase: the text's end, punctuation, or "here", "and" ..."""
+        rest = text[words[k].end :].lstrip(" \t")
+        if not rest or rest[0] in ",.!?;:)\n\r-–—":
+            return True
+        return k + 1 < len(words) and words[k + 1].key in self.PAUSE_WORDS
+
+    def _chain(
+        self, text: str, words: list[_Word], i: int, j: int, run: list[_Word]
+    ) -> tuple[int, int, float] | None:
+        """The PERSON span, if any, for the listed names `words[i..j]` inside `run`."""
+        chain = words[i : j + 1]
+        names = [w for w in chain if self._is_namelike(w)]
+        lists = self._lists
+        given = [w for w in names if self._is_given(w)]
+        if len(names) >= 2 and given:
+            head, tail = names[0], names[1:]
+            product = head.key in lists.common and all(
+                w.key in self.PRODUCT_WORDS or w.key in lists.common for w in tail
+            )
+            return None if product else (i, j, self.CHAIN_SCORE)
+        if len(names) == 1 and chain[0].initial and self._listed(names[0], lists.last):
+            return (i, j, self.CHAIN_SCORE)  # "J. Smith"
+        if len(names) != 1 or not given or given[0].key in lists.common:
+            return None
+        name = given[0]
+        if name.upper:
+            return None
+        # At a sentence start the capital says nothing, but a pause or a possessive does.
+        if run == [name] and (
+            not name.sentence_start or name.possessive or self._at_pause(text, words, j)
+        ):
+            return (i, j, self.ALONE_SCORE)
+        following = words[j + 1] if j + 1 < len(words) else None
+        if (
+            following is not None
+            and run[-1] is following
+            and run[0] is chain[0]
+            and following.capitalised
+            and self._is_unknown(following)
+        ):
+            return (i, j + 1, self.ALONE_SCORE)  # a given name and an unlisted surname
+        return None
 
 
 class _KnownValuesRecognizer(EntityRecognizer):

@@ -44,7 +44,10 @@ class ConsentRule(_Rule):
 
     type: Literal["consent"]
     purpose: Purpose
-    guards: Literal["personalization", "offers"]
+    guards: Literal["personalization", "offers", "profiling", "llm", "content"] = Field(
+        description="What needs the purpose: ranking for the person, offers, features computed "
+        "from their events, sending their data to an LLM, or generated copy at all."
+    )
     channels: tuple[Channel, ...] = Field(default=(), description="Empty: every channel.")
 
 

@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from retrieval.index import COLLAB_VECTOR, VectorIndex
 from store.db import Database
-from store.models import EventRow, IdentityLink
+from store.models import Consent, EventRow, IdentityLink
 
 log = logging.getLogger("attune.collab")
 
@@ -252,9 +252,23 @@ class TrainReport:
     watermark: str | None
 
 
-def store_interactions(db: Database) -> tuple[Interactions, int, str | None]:
-    """All events as (user key, item, weight), anonymous events counted for their linked user."""
+def store_interactions(
+    db: Database, *, consent: str | None = None
+) -> tuple[Interactions, int, str | None]:
+    """All events as (user key, item, weight), anonymous events counted for their linked user.
+
+    With `consent` (a purpose, e.g. "profiling"), only the events of users who granted it are
+    used; anonymous visitors, who cannot have granted anything, are left out too."""
     with db.session() as session:
+        allowed = (
+            set(
+                session.scalars(
+                    select(Consent.user_id).where(Consent.purpose == consent, Consent.granted)
+                )
+            )
+            if consent
+            else None
+        )
         links = dict(
             session.execute(
                 select(IdentityLink.external_id, IdentityLink.user_id).where(
@@ -271,8 +285,16 @@ def store_interactions(db: Database) -> tuple[Interactions, int, str | None]:
         user = user_id or links.get(anonymous_id or "")
         return f"user:{user}" if user else f"anon:{anonymous_id}"
 
+    def allowed_key(user_id: str | None, anonymous_id: str | None) -> bool:
+        if allowed is None:
+            return True
+        user = user_id or links.get(anonymous_id or "")
+        return user is not None and user in allowed
+
     interactions = Interactions.from_triples(
-        (key(user, anon), item, EVENT_WEIGHTS.get(kind, 1.0)) for user, anon, item, kind in rows
+        (key(user, anon), item, EVENT_WEIGHTS.get(kind, 1.0))
+        for user, anon, item, kind in rows
+        if allowed_key(user, anon)
     )
     return interactions, len(rows), newest.isoformat() if newest else None
 
@@ -308,8 +330,11 @@ def train(
     *,
     full: bool = False,
     params: ALSParams | None = None,
+    consent: str | None = None,
 ) -> TrainReport:
-    """Trains (or updates) the collaborative model from the event store and indexes item vectors."""
+    """Trains (or updates) the collaborative model from the event store and indexes item vectors.
+
+    `consent`: learn only from the users who granted this purpose (see `store_interactions`)."""
     started = time.perf_counter()
     previous = None if full else CollabModel.load(folder)
     params = params or (previous.params if previous else ALSParams(factors=index.collab_dim))
@@ -318,7 +343,7 @@ def train(
             f"the index holds {index.collab_dim}-dimensional collab vectors; "
             f"train with factors={index.collab_dim}"
         )
-    interactions, events, newest = store_interactions(db)
+    interactions, events, newest = store_interactions(db, consent=consent)
     if previous is None:
         model = fit(interactions, params)
         users, items, mode = set(model.user_ids), set(model.item_ids), "full"

@@ -186,7 +186,7 @@ def run_for(
     channel: Channel,
 ) -> RunContext:
     user = f"prop_{uuid.uuid4().hex[:10]}"
-    birth = None if age is None else f"{2026 - age - 1}-01-01"
+    birth = None if age is None else f"{2026 - age - 1}-12-31"  # age on NOW (23 Nov 2026)
     with services.db.session() as session:
         upsert_user(
             session,

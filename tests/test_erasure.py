@@ -18,7 +18,7 @@ from agents.settings import PROJECT_ROOT
 from api.app import create_app
 from store.models import Base
 
-PERSON = "u_0193"  # a demo user with two linked anonymous ids; no other test module uses them
+PERSON = "u_0184"  # a demo user with a linked anonymous id and profiling consent; no other test uses them
 
 
 def _person() -> dict:

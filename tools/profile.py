@@ -41,6 +41,13 @@ def subject_holdout(ctx: RunContext) -> Firing | None:
     return ctx.memo["holdout"]
 
 
+def subject_blocked(ctx: RunContext, guard: str) -> Firing | None:
+    """The consent rule that blocks `guard` ("profiling", "llm", "content") for this person."""
+    if "profile" not in ctx.memo:
+        _load(ctx)
+    return ctx.memo["blocked"].get(guard)
+
+
 def subject_features(ctx: RunContext) -> Features:
     if "profile" not in ctx.memo:
         _load(ctx)
@@ -57,6 +64,15 @@ def _load(ctx: RunContext) -> None:
                 record = None
         features = compute_features(session, ctx.subject, as_of=ctx.now)
     consent = record.consent if record else {purpose: False for purpose in Purpose}
+    probe = Facts(age=None, consent=consent, channel=ctx.channel, now=ctx.now)
+    blocked = {
+        guard: firing
+        for guard in ("profiling", "llm", "content")
+        if (firing := ctx.deps.policy.blocked(guard, probe)) is not None
+    }
+    if "profiling" in blocked:
+        # Only what the rules need (no re-recommending a purchase); nothing that profiles them.
+        features = Features(as_of=ctx.now, purchases=features.purchases)
     age = record.profile.age_on(ctx.now.date()) if record else None
     facts = Facts(
         age=age,
@@ -67,6 +83,7 @@ def _load(ctx: RunContext) -> None:
         locale=record.profile.locale if record else None,
     )
     personalized, firings = ctx.deps.policy.personalization(facts)
+    firings = [*firings, *blocked.values()]
     holdout = ctx.deps.policy.holdout(ctx.subject.key, ctx.channel)
     if holdout is not None:
         personalized, firings = False, [*firings, holdout]
@@ -75,6 +92,7 @@ def _load(ctx: RunContext) -> None:
         features=features,
         facts=facts,
         holdout=holdout,
+        blocked=blocked,
         profile=ProfileView(
             subject_key=ctx.subject.key,
             user_id=ctx.subject.user_id,
