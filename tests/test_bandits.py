@@ -343,6 +343,7 @@ def test_bandit_sim_suite_end_to_end(tmp_path: Path) -> None:
             "regret_vs_best_fixed",
             "ctr",
             "regret_ratio_vs_random",
+            "fixed_regret_ratio_vs_random",
         }
         assert 0 < row.metrics["ctr"] < 0.2
     assert (tmp_path / "report" / "cumulative-regret.png").stat().st_size > 0
