@@ -76,6 +76,13 @@ def _offer_words(choice: OfferChoice) -> str:
             f"drawn at random among the eligible offers ({choice.propensity:.0%} chance each): "
             f"you are in the control group of experiment {choice.experiment}"
         )
+    if choice.features is not None:
+        name = "LinTS" if choice.policy.startswith("lints") else "LinUCB"
+        return (
+            f"chosen by a contextual bandit ({name}) for people like you: predicted to convert "
+            f"{choice.estimate:.1%} ± {choice.stddev or 0:.1%} (from {choice.rewards_seen} "
+            f"rewarded decisions); it is picked in about {choice.propensity:.0%} of such decisions"
+        )
     a, b = choice.alpha, choice.beta
     spread = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
     evidence = (
@@ -117,8 +124,9 @@ def _summary(
     if choice is not None and choice.experiment:
         parts.append(f"Offer {choice.offer_id} drawn at random (control group).")
     elif choice is not None:
+        method = "a contextual bandit" if choice.features is not None else "Thompson sampling"
         parts.append(
-            f"Offer {choice.offer_id} chosen by Thompson sampling (estimated {choice.estimate:.1%} conversion)."
+            f"Offer {choice.offer_id} chosen by {method} (estimated {choice.estimate:.1%} conversion)."
         )
     elif offers is not None:
         parts.append(f"No offer: none of {offers.considered} offers is eligible.")

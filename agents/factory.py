@@ -27,6 +27,7 @@ from retrieval.server import QdrantServerIndex
 from store.db import Database
 from tools.bandit import ThompsonSampling
 from tools.context import ToolDeps
+from tools.contextual import ContextualBandits
 from tools.offer_book import OfferBook
 
 log = logging.getLogger("attune")
@@ -124,6 +125,7 @@ def build_services(settings: Settings | None = None) -> Services:
             bandit=bandit,
             offers=OfferBook(db),
             collab=CollabModel.load(collab_folder(settings)),
+            contextual=ContextualBandits(np.random.default_rng(settings.seed)),
             shadow_policy=PolicyEngine(load_policy(settings.shadow_policy_path))
             if settings.shadow_policy_path
             else None,

@@ -109,7 +109,11 @@ class ArmOut(BaseModel):
 class FeedbackOut(BaseModel):
     decision_id: str
     reward: float
-    arm: ArmOut
+    policy: str = Field(description="The bandit that made the decision and learned from it.")
+    arm: ArmOut | None = Field(None, description="Thompson sampling: the offer's new posterior.")
+    observations: int | None = Field(
+        None, description="Linear bandits: rewarded decisions stored for this policy."
+    )
 
 
 class DecisionOut(BaseModel):

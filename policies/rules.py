@@ -156,6 +156,10 @@ class Policy(BaseModel):
     bandit_priors: dict[str, BanditPrior] = Field(
         default_factory=dict, description="Cold-start priors of single offers, by offer id."
     )
+    bandits: dict[Channel, Literal["thompson", "lints", "linucb"]] = Field(
+        default_factory=dict,
+        description="The offer bandit of each surface (channel); Thompson sampling by default.",
+    )
     content: ContentRules = ContentRules()
     version: str = Field("", description="Set from the file's hash at load.")
 

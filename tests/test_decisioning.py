@@ -346,3 +346,44 @@ def test_the_trace_of_a_real_decision(world: Services) -> None:
     if decision.choice is not None:
         assert trace["chosen"] == decision.choice.offer_id
         assert decision.choice.offer_id in [r["offer_id"] for r in trace["ranked"]]
+
+
+def test_the_app_surface_learns_with_the_contextual_bandit(world: Services) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from store.models import LinearObservation
+
+    with TestClient(create_app(services=lambda: world)) as client:
+        decision = client.post("/v1/decide", json={"user_id": "u_0023", "channel": "app"}).json()
+        offer = decision["offer"]
+        assert offer is not None and offer["policy"].startswith("lints@")
+        assert "contextual bandit" in decision["explanation"]["summary"]
+        assert sum(
+            c["probability"] or 0 for c in _trace(world, decision["decision_id"])["ranked"]
+        ) == pytest.approx(1.0, abs=0.01)
+        reward = client.post(
+            "/v1/feedback", json={"decision_id": decision["decision_id"], "reward": 1}
+        )
+        assert reward.status_code == 200, reward.text
+        assert reward.json()["policy"] == offer["policy"] and reward.json()["observations"] >= 1
+        with world.db.session() as session:
+            from sqlalchemy import select
+
+            row = session.scalars(
+                select(LinearObservation).where(
+                    LinearObservation.decision_id == decision["decision_id"]
+                )
+            ).one()
+        assert row.reward == 1.0 and len(row.x) > 27
+        again = client.post(
+            "/v1/feedback", json={"decision_id": decision["decision_id"], "reward": 1}
+        )
+        assert again.status_code == 409
+
+
+def _trace(services: Services, decision_id: str) -> dict:
+    from store.decisions import get_decision
+
+    with services.db.session() as session:
+        return get_decision(session, decision_id).record["trace"]

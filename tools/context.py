@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from retrieval.embedder import Embedder
     from retrieval.index import VectorIndex
     from tools.bandit import ThompsonSampling
+    from tools.contextual import ContextualBandits
     from tools.offer_book import OfferBook
 
 
@@ -31,6 +32,7 @@ class ToolDeps:
     offers: OfferBook
     collab: CollabModel | None = None  # None until `attune train` (or the seed) has run
     shadow_policy: PolicyEngine | None = None  # a candidate policy evaluated beside the live one
+    contextual: ContextualBandits | None = None  # linear bandits, for surfaces that use them
 
 
 @dataclass

@@ -10,8 +10,11 @@ from policies.engine import Exposure, PolicyEngine
 from store.bandit import get_arms
 from store.catalog import get_items
 from store.decisions import offer_exposures
+from store.schemas import Offer
 from tools.context import RunContext
-from tools.profile import rules_fired, subject_facts, subject_holdout
+from tools.contextual import SEGMENT
+from tools.linear import user_context
+from tools.profile import rules_fired, subject_facts, subject_features, subject_holdout
 from tools.schemas import (
     EligibleOffers,
     EligibleOffersInput,
@@ -97,9 +100,13 @@ def select_offer(
             experiment=holdout.rule_id,
         )
     rules = policy.policy
+    current = ctx.deps.offers.current()
+    kind = rules.bandits.get(ctx.channel, BANDIT_POLICY)
+    if kind != BANDIT_POLICY and ctx.deps.contextual is not None:
+        return _linear(ctx, policy, kind, args.offer_ids, current)
     with ctx.deps.db.session() as session:
         arms = get_arms(session, BANDIT_POLICY, segment, args.offer_ids, rules.prior)
-    offers = [o for o in ctx.deps.offers.current() if o.offer_id in arms]
+    offers = [o for o in current if o.offer_id in arms]
     weights, priority = policy.offer_weights(offers)
     choice = ctx.deps.bandit.choose(arms, weights=weights)
     return OfferChoice(
@@ -112,6 +119,43 @@ def select_offer(
         alpha=choice.arm.alpha,
         beta=choice.arm.beta,
         rewards_seen=choice.arm.pulls,
+        priority=priority,
+    )
+
+
+def _linear(
+    ctx: RunContext,
+    policy: PolicyEngine,
+    kind: str,
+    offer_ids: list[str],
+    current: list[Offer],
+) -> OfferChoice:
+    """The surface's linear contextual bandit: x(person, offer) from their (consented) features."""
+    assert ctx.deps.contextual is not None
+    rules = policy.policy
+    eligible = [o for o in current if o.offer_id in set(offer_ids)]
+    weights, priority = policy.offer_weights(eligible)
+    with ctx.deps.db.session() as session:
+        name, choice = ctx.deps.contextual.choose(
+            session,
+            kind,
+            user=user_context(subject_features(ctx), ctx.channel.value),
+            eligible=eligible,
+            all_offer_ids=[o.offer_id for o in current],
+            priors={k: v.model_dump() for k, v in rules.bandit_priors.items()},
+            default_prior=(rules.bandit_prior.alpha, rules.bandit_prior.beta),
+            weights=weights,
+        )
+    return OfferChoice(
+        offer_id=choice.offer_id,
+        policy=name,
+        segment=SEGMENT,
+        propensity=round(choice.propensity, 4),
+        probabilities={k: round(v, 4) for k, v in choice.probabilities.items()},
+        estimate=round(choice.estimate, 4),
+        stddev=round(choice.stddev, 4),
+        rewards_seen=choice.observations,
+        features=list(choice.features),
         priority=priority,
     )
 

@@ -114,9 +114,14 @@ class OfferChoice(_Model):
     propensity: float = Field(ge=0, le=1)
     probabilities: dict[str, float]
     estimate: float = Field(description="Posterior mean conversion rate of the chosen offer.")
-    alpha: float
-    beta: float
+    alpha: float = Field(0.0, description="Beta posterior (Thompson sampling only).")
+    beta: float = 0.0
     rewards_seen: int
+    stddev: float | None = Field(None, description="Uncertainty of the estimate (linear bandits).")
+    features: list[float] | None = Field(
+        None,
+        description="The chosen offer's context vector (linear bandits): feedback learns from it.",
+    )
     priority: str | None = Field(None, description="The priority rule that weighted the choice.")
     experiment: str | None = Field(None, description="The holdout rule whose control this is.")
 

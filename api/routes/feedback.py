@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from agents.factory import Services
@@ -11,6 +12,8 @@ from api.deps import ServicesDep
 from api.schemas import ArmOut, FeedbackIn, FeedbackOut
 from store.bandit import add_reward, get_arms
 from store.decisions import get_decision, record_reward
+from store.linear import add_observation
+from store.models import LinearObservation
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
@@ -30,7 +33,30 @@ def _reward(services: Services, body: FeedbackIn, caller: Caller) -> FeedbackOut
         decision = record_reward(session, body.decision_id, body.reward)
         assert decision.offer_id is not None  # record_reward refuses decisions without an offer
         prior = services.policy.policy.prior(decision.offer_id)
-        policy = decision.record["choice"]["policy"]
+        choice = decision.record["choice"]
+        policy = choice["policy"]
+        if choice.get("features") is not None:  # a linear bandit: it learns from the context
+            add_observation(
+                session,
+                policy,
+                decision.segment,
+                choice["features"],
+                body.reward,
+                offer_id=decision.offer_id,
+                decision_id=decision.decision_id,
+            )
+            observations = session.scalar(
+                select(func.count()).where(
+                    LinearObservation.policy == policy,
+                    LinearObservation.segment == decision.segment,
+                )
+            )
+            return FeedbackOut(
+                decision_id=body.decision_id,
+                reward=body.reward,
+                policy=policy,
+                observations=observations,
+            )
         add_reward(session, policy, decision.segment, decision.offer_id, body.reward, prior)
         arm = get_arms(session, policy, decision.segment, [decision.offer_id], lambda _: prior)[
             decision.offer_id
@@ -38,6 +64,7 @@ def _reward(services: Services, body: FeedbackIn, caller: Caller) -> FeedbackOut
     return FeedbackOut(
         decision_id=body.decision_id,
         reward=body.reward,
+        policy=policy,
         arm=ArmOut(
             offer_id=arm.offer_id,
             segment=decision.segment,

@@ -1,0 +1,71 @@
+"""The linear contextual bandits as the service runs them: one model per variant, the feature
+layout of the current offer set, and a cache of the observations every worker shares.
+
+A surface (channel) uses one when the policy file says so (`bandits: {app: lints}`). Its policy
+name carries the layout's version (`lints@1a2b3c4d`), so a new offer set starts a new model from
+the priors instead of misreading old vectors; its segment is `all`, since the channel is already
+one of the features.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from store.linear import ObservationCache, load_state
+from store.schemas import Offer
+from tools.linear import (
+    LinearBandit,
+    LinearChoice,
+    LinearConfig,
+    OfferFeatures,
+    bandit_priors,
+    linear_bandit,
+)
+
+SEGMENT = "all"
+KINDS = {"lints": "ts", "linucb": "ucb"}
+
+
+class ContextualBandits:
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._bandits: dict[str, LinearBandit] = {
+            name: linear_bandit(rng, LinearConfig(kind=kind))
+            for name, kind in KINDS.items()  # type: ignore[arg-type]
+        }
+        self.cache = ObservationCache()
+        self._space: OfferFeatures | None = None
+        self._lock = threading.Lock()
+
+    def space(self, offer_ids: Sequence[str]) -> OfferFeatures:
+        """The feature layout over every current offer (not only the eligible ones)."""
+        with self._lock:
+            if self._space is None or set(self._space.offer_ids) != set(offer_ids):
+                self._space = OfferFeatures(offer_ids)
+            return self._space
+
+    def choose(
+        self,
+        session: Session,
+        kind: str,
+        *,
+        user: Mapping[str, object],
+        eligible: Sequence[Offer],
+        all_offer_ids: Sequence[str],
+        priors: Mapping[str, Mapping[str, float]],
+        default_prior: tuple[float, float],
+        weights: Mapping[str, float] | None,
+    ) -> tuple[str, LinearChoice]:
+        """(policy name, choice) for a person among the eligible offers."""
+        bandit = self._bandits[kind]
+        space = self.space(all_offer_ids)
+        prior = bandit_priors(priors, space, default=default_prior).linear
+        policy = f"{kind}@{space.version}"
+        state = load_state(
+            session, policy, SEGMENT, space.dim, bandit.config.ridge, prior=prior, cache=self.cache
+        )
+        contexts = space.contexts(user, [offer.model_dump(mode="json") for offer in eligible])
+        return policy, bandit.choose(contexts, state, weights=weights)
