@@ -1,6 +1,8 @@
 """Decision latency on the demo world, in process and over HTTP, without an LLM.
 
-Prints JSON: p50/p95/p99 in milliseconds for decisions with and without query text. Run with
+Prints JSON: p50/p95/p99 in milliseconds for decisions with and without query text on the web
+(Thompson sampling), and decisions per second in process on the app surface, whose offer bandit
+is the linear contextual one (LinTS) in the demo policy. Run with
 `make bench` or `.venv/bin/python bench/decide.py [--n 300] [--home DIR]`. Figures depend on
 the machine; compare medians and ratios between runs, not single numbers.
 """
@@ -15,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -72,9 +75,9 @@ def main() -> None:
     users = [json.loads(line)["user_id"] for line in lines if line.strip()]
     rng = np.random.default_rng(1)
 
-    def request(i: int, with_query: bool) -> DecideRequest:
+    def request(i: int, with_query: bool, channel: Channel = Channel.web) -> DecideRequest:
         return DecideRequest(
-            channel=Channel.web,
+            channel=channel,
             user_id=str(rng.choice(users)),
             query=QUERIES[i % len(QUERIES)] if with_query else None,
         )
@@ -96,6 +99,26 @@ def main() -> None:
             decide(services, req)
             samples.append((time.perf_counter() - start) * 1000)
         results[f"in_process_{'with' if with_query else 'without'}_query"] = percentiles(samples)
+    # Each decision a day after the last, so that frequency caps never leave a person without an
+    # eligible offer and every decision runs its bandit.
+    later = datetime.now(UTC)
+    offered: dict[str, int] = {}
+    for channel, name in ((Channel.web, "thompson"), (Channel.app, "lints")):
+        samples = []
+        started = time.perf_counter()
+        for i in range(args.n):
+            req = request(i, False, channel)
+            later += timedelta(days=1)
+            start = time.perf_counter()
+            made = decide(services, req, now=later)
+            offered[name] = offered.get(name, 0) + (made.choice is not None)
+            samples.append((time.perf_counter() - start) * 1000)
+        elapsed = time.perf_counter() - started
+        results[f"in_process_{channel.value}_{name}"] = {
+            **percentiles(samples),
+            "decisions_per_s": round(args.n / elapsed, 1),
+            "with_offer": offered[name],
+        }
 
     port = _free_port()
     server = uvicorn.Server(
