@@ -249,7 +249,7 @@ def _csv_header(path: Path, lines: _Lines, mapping: Mapping[str, str]) -> tuple[
         row = next(csv.reader(lines), [])
     except csv.Error as err:
         raise IngestError(f"{path}:1: cannot parse the CSV header: {err}") from err
-    if lines.undecodable is not None:
+    if lines.undecodable:
         raise IngestError(f"{path}:1: the CSV header is not valid UTF-8")
     header = tuple(column.strip() for column in row)
     repeated = sorted({column for column in header if header.count(column) > 1})
@@ -291,6 +291,7 @@ def ingest_file(
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     started = time.perf_counter()
+    checkpoints.mkdir(parents=True, exist_ok=True)
     where = checkpoint_path(checkpoints, source.path)
     saved = _matching_checkpoint(where, source) if resume else None
     if saved is None:
@@ -312,7 +313,6 @@ def ingest_file(
         if source.rejects_path.exists() and source.rejects_path.stat().st_size > saved.rejects_size:
             os.truncate(source.rejects_path, saved.rejects_size)
         start = saved
-    checkpoints.mkdir(parents=True, exist_ok=True)
     run = _Run(db, embedder, index, source, where, start, progress)
     try:
         handle = source.path.open("rb")
@@ -434,8 +434,8 @@ class _Run:
 class _Lines:
     """The lines of a binary file from a byte offset, decoded as UTF-8, counting bytes and lines.
 
-    A line that is not UTF-8 is decoded with replacement characters and its number is kept in
-    `undecodable` until the reader clears it, so the record holding it can be rejected.
+    A line that is not UTF-8 is decoded with replacement characters and sets `undecodable`
+    until the reader clears it, so the record holding it can be rejected.
     """
 
     def __init__(self, handle: BinaryIO, *, offset: int, line: int) -> None:
@@ -443,7 +443,7 @@ class _Lines:
         self._handle = handle
         self.offset = offset
         self.line = line
-        self.undecodable: int | None = None
+        self.undecodable = False
 
     def __iter__(self) -> Iterator[str]:
         for raw in self._handle:
@@ -452,7 +452,7 @@ class _Lines:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                self.undecodable = self.undecodable or self.line
+                self.undecodable = True
                 text = raw.decode("utf-8", errors="replace")
             yield text.removeprefix("\ufeff") if self.line == 1 else text
 
@@ -471,8 +471,8 @@ def _jsonl_records(lines: _Lines, mapping: Mapping[str, str]) -> Iterator[Item |
         if not text.strip():
             continue
         number, raw = lines.line, text.rstrip("\r\n")
-        if lines.undecodable is not None:
-            lines.undecodable = None
+        if lines.undecodable:
+            lines.undecodable = False
             yield Rejection(number, "the line is not valid UTF-8", raw)
             continue
         try:
@@ -502,8 +502,8 @@ def _csv_records(lines: _Lines, source: IngestSource) -> Iterator[Item | Rejecti
         if not row:
             continue
         raw: Any = dict(zip(header, row, strict=True)) if len(row) == width else row
-        if lines.undecodable is not None:
-            lines.undecodable = None
+        if lines.undecodable:
+            lines.undecodable = False
             yield Rejection(number, "the row is not valid UTF-8", raw)
         elif len(row) != width:
             yield Rejection(number, f"the row has {len(row)} values, the header {width}", raw)
