@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from agents.explain import Explanation
 from agents.factory import Services
@@ -58,9 +59,12 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
         known=KnownValues.from_profile(record.profile) if record else KnownValues.empty(),
         decision_id=uuid.uuid4().hex,
     )
-    state: DecideState = services.graph.invoke(
-        {"query": request.query, "k": request.k, "context": dict(request.context or {})},
-        context=context,
+    state = cast(
+        DecideState,
+        services.graph.invoke(
+            {"query": request.query, "k": request.k, "context": dict(request.context or {})},
+            context=context,
+        ),
     )
     choice = state.get("choice")
     offer = next(

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from langgraph.graph.state import CompiledStateGraph
@@ -44,7 +45,7 @@ class Services:
     writer: Writer
     offline_writer: OfflineWriter
     tools: ToolDeps
-    graph: CompiledStateGraph
+    graph: CompiledStateGraph[Any, Any, Any, Any]
     degraded: list[str] = field(default_factory=list)
     # Stores outside the database that hold per-person data register an eraser here: it gets
     # the person's subject keys and returns how many records it removed.

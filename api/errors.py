@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,7 +36,7 @@ def problem(
     )
 
 
-def field_errors(errors: list[dict[str, Any]], *, skip: int = 0) -> list[dict[str, str]]:
+def field_errors(errors: Sequence[Mapping[str, Any]], *, skip: int = 0) -> list[dict[str, str]]:
     """pydantic errors as `{"field": "events[2].ts", "problem": "..."}`."""
     out = []
     for err in errors:
@@ -75,7 +76,8 @@ def install(app: FastAPI) -> None:
         title = {401: "Unauthorized", 403: "Forbidden", 429: "Too many requests"}.get(
             exc.status_code, "Error"
         )
-        return problem(exc.status_code, title, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem(exc.status_code, title, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -204,7 +204,8 @@ class EdgeIndex:
         request = qe.QueryRequest(
             limit=k,
             prefetches=prefetches,
-            query=qe.Fusion.Rrf(k=RRF_K, weights=[source.weight for source in sources]),
+            # The stubs list the outer `Fusion`; the engine takes its `Rrf` variant.
+            query=qe.Fusion.Rrf(k=RRF_K, weights=[s.weight for s in sources]),  # type: ignore[arg-type]
             filter=where,
             with_payload=True,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,7 +71,10 @@ def add_reward(
         BanditArm.segment == segment,
         BanditArm.offer_id == offer_id,
     )
-    if session.execute(update(BanditArm).where(*where).values(**values)).rowcount:
+    updated = cast(
+        CursorResult[Any], session.execute(update(BanditArm).where(*where).values(**values))
+    )
+    if updated.rowcount:
         return
     try:
         with session.begin_nested():

@@ -76,9 +76,12 @@ def refresh_popularity(session: Session) -> int:
         (EventRow.type == "click", 2),
         else_=1,
     )
-    totals = dict(
-        session.execute(select(EventRow.item_id, func.sum(weight)).group_by(EventRow.item_id)).all()
-    )
+    totals: dict[str, float] = {
+        item_id: float(total)
+        for item_id, total in session.execute(
+            select(EventRow.item_id, func.sum(weight)).group_by(EventRow.item_id)
+        ).all()
+    }
     rows = session.scalars(select(CatalogItem)).all()
     for row in rows:
         row.popularity = float(totals.get(row.item_id, 0))

@@ -65,7 +65,7 @@ def offer_exposures(
         )
         .group_by(DecisionRow.offer_id, DecisionRow.channel)
     )
-    return [(offer_id, channel, count) for offer_id, channel, count in rows]
+    return [(str(offer_id), channel, count) for offer_id, channel, count in rows]
 
 
 def record_reward(session: Session, decision_id: str, reward: float) -> DecisionRow:

@@ -11,9 +11,9 @@ the caller (`agents.privacy`), which also writes the audit entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import CursorResult, Delete, delete, or_, select
 from sqlalchemy.orm import Session
 
 from store.errors import NotFound
@@ -135,20 +135,21 @@ def erase_person(session: Session, person: Person) -> Erased:
     decision_ids = list(
         session.scalars(select(DecisionRow.decision_id).where(_decisions_of(person)))
     )
-    rewards = session.execute(
-        delete(RewardRow).where(RewardRow.decision_id.in_(decision_ids))
-    ).rowcount
-    observations = session.execute(
-        delete(LinearObservation).where(LinearObservation.decision_id.in_(decision_ids))
-    ).rowcount
-    decisions = session.execute(
-        delete(DecisionRow).where(DecisionRow.decision_id.in_(decision_ids))
-    ).rowcount
-    events = session.execute(delete(EventRow).where(_events_of(person))).rowcount
-    links = session.execute(
-        delete(IdentityLink).where(IdentityLink.user_id == person.user_id)
-    ).rowcount
-    keys = session.execute(delete(ApiKey).where(ApiKey.subject_user_id == person.user_id)).rowcount
+    rewards = _deleted(session, delete(RewardRow).where(RewardRow.decision_id.in_(decision_ids)))
+    observations = _deleted(
+        session, delete(LinearObservation).where(LinearObservation.decision_id.in_(decision_ids))
+    )
+    decisions = _deleted(
+        session, delete(DecisionRow).where(DecisionRow.decision_id.in_(decision_ids))
+    )
+    events = _deleted(session, delete(EventRow).where(_events_of(person)))
+    links = _deleted(session, delete(IdentityLink).where(IdentityLink.user_id == person.user_id))
+    keys = _deleted(session, delete(ApiKey).where(ApiKey.subject_user_id == person.user_id))
     session.execute(delete(Consent).where(Consent.user_id == person.user_id))
     session.execute(delete(User).where(User.user_id == person.user_id))
     return Erased(events, decisions, rewards, observations, links, keys)
+
+
+def _deleted(session: Session, statement: Delete) -> int:
+    """Run a DELETE; how many rows it removed."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount

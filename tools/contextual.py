@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -27,14 +28,13 @@ from tools.linear import (
 )
 
 SEGMENT = "all"
-KINDS = {"lints": "ts", "linucb": "ucb"}
+KINDS: dict[str, Literal["ts", "ucb"]] = {"lints": "ts", "linucb": "ucb"}
 
 
 class ContextualBandits:
     def __init__(self, rng: np.random.Generator) -> None:
         self._bandits: dict[str, LinearBandit] = {
-            name: linear_bandit(rng, LinearConfig(kind=kind))
-            for name, kind in KINDS.items()  # type: ignore[arg-type]
+            name: linear_bandit(rng, LinearConfig(kind=kind)) for name, kind in KINDS.items()
         }
         self.cache = ObservationCache()
         self._space: OfferFeatures | None = None

@@ -9,7 +9,7 @@ name only the sources that carried a large share.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     )
     allowed = {item.item_id for item in verdict.kept}
     hits = [hit for hit in hits if hit.item_id in allowed]
-    strategy: Strategy = "hybrid" if len(sources) > 1 else next(iter(sources))  # type: ignore[assignment]
+    strategy = "hybrid" if len(sources) > 1 else cast(Strategy, next(iter(sources)))
     return _remember(
         ctx,
         Candidates(
@@ -153,7 +153,7 @@ def _rank(
     ranked = []
     for i, hit in enumerate(hits):
         payload = hit.payload
-        reasons = []
+        reasons: list[str] = []
         for name in sorted(shares, key=lambda n: -shares[n][i]):
             if total[i] > 0 and (shares[name][i] / total[i] >= _REASON_SHARE or not reasons):
                 if name == "query":
