@@ -11,13 +11,22 @@ last name, the email and everything else stay masked.
 Offline design. Presidio's defaults expect the `en_core_web_lg` spaCy model and would try to
 download it; nothing may be downloaded here. When the model is not installed the guard saves a
 blank English pipeline (a tokenizer, no NER) once under `work_dir` and runs Presidio on that, in a
-mode it reports as degraded. Without NER, names and places are found only two ways:
+mode it reports as degraded. Without NER, names are found three ways:
   * the subject's own profile values (`KnownValues`), matched per call by ad-hoc pattern
     recognizers that score 1.0 (names on word boundaries, any case; the phone in any common
     format; the email in any case; street, postcode and the birth date in common formats);
+  * other people's names by `_PersonNameRecognizer`: given-name and surname lists shipped in
+    `data/names/` (built from Faker's person providers by `data/names/build.py`), context words
+    ("my name is", "Mr", "regards", "my sister") and capitals, with extra care for given names
+    that are ordinary words ("Will", "May", "Grace"). Its precision and recall are measured by
+    the `pii` eval suite (`evals/suites/pii.yaml`); names absent from the lists are found from
+    context only;
   * Presidio's pattern recognizers: email, phone (GB, US, DE, FR and any "+CC" number), credit
-    card, IBAN, IP address, US SSN and UK NHS number.
-Other people's names, places and organisations are missed in that mode.
+    card, IBAN, IP address, US SSN and UK NHS number, three of them adjusted for a shop: the
+    phone recognizer leaves alone numbers labelled as orders or invoices, the IBAN recognizer
+    also reads lower case, and the card recognizer knows Mastercard's 2-series.
+Places and organisations are missed in that mode. With an NER model the name lists are not used:
+spaCy's PERSON and LOCATION take their place.
 
 The registry is built by hand rather than from Presidio's defaults so that nothing on the request
 path touches the network: the URL recognizer is left out (it flags parts of emails and fetches the
@@ -38,7 +47,7 @@ from datetime import date
 from enum import IntEnum
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import ClassVar, NoReturn
+from typing import ClassVar, NoReturn, cast
 
 import phonenumbers
 import spacy
@@ -51,7 +60,7 @@ from presidio_analyzer import (
     RecognizerRegistry,
     RecognizerResult,
 )
-from presidio_analyzer.nlp_engine import NlpEngineProvider
+from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngineProvider
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     EmailRecognizer,
@@ -102,8 +111,13 @@ _MONTHS = (
 # Separators people put inside phone numbers: spaces, dashes, dots, slashes and brackets.
 _TOKEN = re.compile(r"\w+")
 _MAX_GAP = 3  # characters between the words of one value: ". ", "@", ", ", "/"
-# A run of digits with the separators people put in phone numbers, optionally after + or (.
-_PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|\()?\d(?:[\s\-./()]{0,3}\d){5,}(?!\w)")
+# A run of digits with the separators people put in phone numbers, optionally after + or (,
+# and an extension ("x2011", "ext. 12"), which the span covers but the comparison leaves out.
+_PHONE_CANDIDATE = re.compile(
+    r"(?<![\w+])(?P<number>(?:\+|\()?\d(?:[\s\-./()]{0,3}\d){5,})"
+    r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?(?!\w)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -257,8 +271,8 @@ class PIIGuard:
             self.mode = "blank"
             self.degraded = f"spaCy model {spacy_model!r} is not installed: no NER"
             log.warning(
-                "no NER model: names are found by the subject's profile values and patterns "
-                "only (%s)",
+                "no NER model: names are found by the subject's profile values, the name lists "
+                "and context words only (%s)",
                 self.degraded,
             )
         nlp_engine = NlpEngineProvider(
@@ -271,7 +285,7 @@ class PIIGuard:
             _OfflineEmailRecognizer(),
             _PhoneRecognizer(),
             _CreditCardRecognizer(),
-            IbanRecognizer(),
+            _IbanRecognizer(),
             IpRecognizer(),
             UsSsnRecognizer(),
             NhsRecognizer(),
@@ -290,7 +304,10 @@ class PIIGuard:
         self._warm_up()
 
     def find(self, text: str, known: KnownValues = _NO_KNOWN_VALUES) -> list[Finding]:
-        """The PII spans in `text`, in reading order; of overlapping spans the stronger wins."""
+        """The PII spans in `text`, in reading order.
+
+        A span inside a longer one gives way to it; of other overlapping spans the stronger wins.
+        """
         if not text.strip():
             return []
         results = self._analyzer.analyze(
@@ -372,7 +389,7 @@ class _PhoneRecognizer(PhoneRecognizer):
     """
 
     LABELS = re.compile(
-        r"(?:order|invoice|ref|reference|tracking|sku|ean|item|parcel|batch|receipt|account)"
+        r"(?:order|invoice|ref|reference|tracking|sku|ean|item|batch|receipt)"
         r"(?:\s*(?:no\.?|nr\.?|number|#))?\s*[:#]?\s*$",
         re.IGNORECASE,
     )
@@ -381,14 +398,39 @@ class _PhoneRecognizer(PhoneRecognizer):
         super().__init__(supported_regions=PHONE_REGIONS)
 
     def analyze(
-        self, text: str, entities: list[str], nlp_artifacts: object = None
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
         return [
             result
-            for result in super().analyze(text, entities, nlp_artifacts)
+            for result in super().analyze(text, entities, cast(NlpArtifacts, nlp_artifacts))
             if text.startswith(("+", "00"), result.start)
             or not self.LABELS.search(text[max(0, result.start - 24) : result.start])
         ]
+
+
+class _IbanRecognizer(IbanRecognizer):
+    """Presidio's IBAN recognizer, also finding IBANs typed in lower case ("gb82 west 1234 ...").
+
+    Presidio's patterns want capitals, so what looks like a lower-case IBAN is upper-cased before
+    the search (ASCII letters only, which keeps every offset); the mod-97 check still decides.
+    Only those spans change: a following word in capitals could run into the last group.
+    """
+
+    _GROUP = r"(?=[a-z0-9]{0,3}\d)[a-z0-9]{1,4}(?![a-z0-9])"  # up to 4, at least one digit
+    _LOWER_CASE = re.compile(
+        r"(?<![^\W\d_])[a-z]{2}\d{2}"
+        rf"(?:[a-z0-9]{{10,30}}(?![a-z0-9])|[ -]?[a-z0-9]{{4}}(?:[ -]{_GROUP}){{1,7}})"
+    )
+
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
+        capitalised = self._LOWER_CASE.sub(lambda m: m.group().upper(), text)
+        return super().analyze(capitalised, entities, cast(NlpArtifacts, nlp_artifacts))
 
 
 class _CreditCardRecognizer(CreditCardRecognizer):
@@ -398,15 +440,16 @@ class _CreditCardRecognizer(CreditCardRecognizer):
     the Luhn check of the parent class still decides.
     """
 
-    PATTERNS: ClassVar[list[Pattern]] = [
-        Pattern(
-            "Credit cards, with Mastercard 2-series (weak)",
-            r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(6\d{3})|(1\d{3})|(3\d{3})"
-            r"|(222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720))"
-            r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b",
-            0.3,
-        )
-    ]
+    PATTERN = Pattern(
+        "Credit cards, with Mastercard 2-series (weak)",
+        r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(6\d{3})|(1\d{3})|(3\d{3})"
+        r"|(222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720))"
+        r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b",
+        0.3,
+    )
+
+    def __init__(self) -> None:
+        super().__init__(patterns=[self.PATTERN])
 
 
 @dataclass(frozen=True)
@@ -464,9 +507,11 @@ class _Context(IntEnum):
     """How strongly the words before a capitalised word announce a name."""
 
     NONE = 0
-    MEDIUM = 1  # "I'm", "this is", "ask for": a name from the lists, or any name at a pause
-    GREETING = 2  # "Hi", "Thanks": the same, but also a lower-case listed name
-    STRONG = 3  # "my name is", "regards", "my wife": any name-like word
+    # "I'm", "this is", "ask for": a listed name, also in lower case; a given name that is a
+    # common word ("Grace") or an unlisted capitalised word only at a pause ("I'm Grace,").
+    MEDIUM = 1
+    GREETING = 2  # "Hi", "Thanks": as MEDIUM, with a higher score
+    STRONG = 3  # "my name is", "regards", "my wife": any listed or unlisted name-like word
     TITLE = 4  # "Mr", "Dr.": any capitalised word
 
 
@@ -566,6 +611,10 @@ class _PersonNameRecognizer(EntityRecognizer):
         spans: list[tuple[int, int, float]] = []
         i = 0
         while i < len(words):
+            word = words[i]
+            if word.embedded or not (word.capitalised or word.initial or self._is_name(word)):
+                i += 1  # no name starts here, whatever comes before: skip the context lookup
+                continue
             context = self._context(text, words, i)
             end = self._run_end(text, words, i, context)
             if end is None:
@@ -579,7 +628,7 @@ class _PersonNameRecognizer(EntityRecognizer):
         ]
 
     def _words(self, text: str) -> list[_Word]:
-        words = []
+        words: list[_Word] = []
         for match in self._WORD.finditer(text):
             raw, start, end = match.group(), match.start(), match.end()
             before = text[start - 1] if start else " "
@@ -648,6 +697,10 @@ class _PersonNameRecognizer(EntityRecognizer):
         keys = [w.phrase_key for w in words[max(0, i - self._longest_phrase) : i]]
         for level in (_Context.STRONG, _Context.GREETING, _Context.MEDIUM):
             if any(tuple(keys[-len(p) :]) == p for p in self.PHRASES[level]):
+                # A capitalised "Morning" inside a sentence is a name's part, not a greeting.
+                greeting = level is _Context.GREETING
+                if greeting and before.capitalised and not before.sentence_start:
+                    return _Context.NONE
                 return level
         return _Context.NONE
 
@@ -799,6 +852,10 @@ class _PersonNameRecognizer(EntityRecognizer):
         given = [w for w in names if self._is_given(w)]
         if len(names) >= 2 and given:
             head, tail = names[0], names[1:]
+            # People write the given name first; a surname-first pair without a comma is
+            # more often a brand ("Villa Serena", "Blanc Rosé").
+            if not self._is_given(head):
+                return None
             product = head.key in lists.common and all(
                 w.key in self.PRODUCT_WORDS or w.key in lists.common for w in tail
             )
@@ -882,7 +939,7 @@ class _KnownValuesRecognizer(EntityRecognizer):
                         )
                         break
         for match in _PHONE_CANDIDATE.finditer(text) if self._phones else ():
-            if _phone_matches(match.group(), self._phones):
+            if _phone_matches(match.group("number"), self._phones):
                 results.append(RecognizerResult(PHONE_NUMBER, match.start(), match.end(), 1.0))
         return results
 
@@ -970,7 +1027,18 @@ def _strip_accents(value: str) -> str:
 
 
 def _resolve_overlaps(results: list[RecognizerResult]) -> list[Finding]:
-    # Strongest first: the higher score, then the longer span, then the earlier one.
+    # A span inside a longer one gives way to it whatever the scores, so that nothing of the
+    # longer span stays in clear: "+49 176 6329535" is one phone number even though its last
+    # ten digits also pass the NHS number check with a higher score.
+    results = [
+        r
+        for r in results
+        if not any(
+            o.start <= r.start and r.end <= o.end and o.end - o.start > r.end - r.start
+            for o in results
+        )
+    ]
+    # Then strongest first: the higher score, then the longer span, then the earlier one.
     ranked = sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start))
     kept: list[RecognizerResult] = []
     for result in ranked:

@@ -247,10 +247,10 @@ def test_known_values_from_profile() -> None:
     assert KnownValues.empty() == KnownValues()
 
 
-def test_blank_mode_misses_names_that_are_not_the_subjects(guard: PIIGuard) -> None:
-    # The documented gap of the degraded mode: without NER, other people's names stay.
+def test_blank_mode_finds_other_peoples_names_by_the_names_lists(guard: PIIGuard) -> None:
+    # Without NER, names come from the shipped names lists and context; places stay.
     assert guard.mode == "blank"
-    assert guard.contains_pii("I met Bob Jones in Paris") == []
+    assert guard.contains_pii("I met Bob Jones in Paris") == ["PERSON"]
 
 
 def test_the_guard_built_twice_reuses_the_blank_model(

@@ -1,0 +1,112 @@
+"""PII redaction latency: `PIIGuard.pseudonymize` on shoppers' messages of about 100, 500 and 1,000
+characters, with and without the subject's known values, on the offline guard.
+
+Prints JSON (p50/p95/p99 in milliseconds per scenario) and writes it to `bench/results/pii.json`.
+Texts are whole messages of `data/pii/labeled.jsonl` joined up to each length; known values are
+those of a demo user (`data/demo/users.jsonl`) drawn per call, after one warm-up pass over all
+users, as in a service whose users come back. The budget is p95 <= 20 ms under 1,000 characters.
+
+    .venv/bin/python bench/pii.py [--n 300] [--spacy-model NAME]
+
+The default model name is no installed package, so the guard runs in its offline (blank) mode
+whatever this machine has; pass `--spacy-model en_core_web_lg` to measure the NER mode. Figures
+depend on the machine; compare ratios between runs, not single numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from policies.pii import KnownValues, PIIGuard, Vault
+from store.schemas import UserRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+LENGTHS = (100, 500, 1000)
+OFFLINE_MODEL = "attune-offline-blank"  # no such package: the guard runs without NER
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = np.array(samples_ms)
+    return {
+        "n": len(samples_ms),
+        "p50_ms": round(float(np.percentile(ordered, 50)), 2),
+        "p95_ms": round(float(np.percentile(ordered, 95)), 2),
+        "p99_ms": round(float(np.percentile(ordered, 99)), 2),
+        "mean_ms": round(statistics.fmean(samples_ms), 2),
+    }
+
+
+def texts_of_length(messages: list[str], length: int, n: int, rng: random.Random) -> list[str]:
+    """`n` texts of whole messages joined by spaces, each as long as fits in `length`."""
+    texts: list[str] = []
+    while len(texts) < n:
+        text = ""
+        for message in rng.sample(messages, len(messages)):
+            candidate = f"{text} {message}" if text else message
+            if len(candidate) > length:
+                if len(text) >= 0.8 * length:
+                    break
+                continue
+            text = candidate
+        texts.append(text)
+    return texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300, help="calls per scenario")
+    parser.add_argument("--spacy-model", default=OFFLINE_MODEL)
+    parser.add_argument("--labeled", type=Path, default=ROOT / "data" / "pii" / "labeled.jsonl")
+    parser.add_argument("--users", type=Path, default=ROOT / "data" / "demo" / "users.jsonl")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pii.json")
+    args = parser.parse_args()
+
+    rng = random.Random(1)
+    lines = args.labeled.read_text(encoding="utf-8").splitlines()
+    messages = [json.loads(line)["text"] for line in lines if line.strip()]
+    records = [
+        UserRecord.model_validate_json(line)
+        for line in args.users.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    people = [KnownValues.from_profile(record.profile) for record in records]
+    with tempfile.TemporaryDirectory(prefix="attune-bench-pii-") as work_dir:
+        guard = PIIGuard(spacy_model=args.spacy_model, work_dir=Path(work_dir))
+        for known in people:  # warm-up: every user's recognizer, the regex and phone caches
+            guard.pseudonymize(rng.choice(messages), known=known, vault=Vault())
+
+        results: dict[str, object] = {"mode": guard.mode, "degraded": guard.degraded}
+        for length in LENGTHS:
+            texts = texts_of_length(messages, length, args.n, rng)
+            scenario: dict[str, object] = {
+                "mean_chars": round(statistics.fmean(map(len, texts)), 1),
+                "max_chars": max(map(len, texts)),
+            }
+            for with_known in (False, True):
+                samples = []
+                for text in texts:
+                    known = rng.choice(people) if with_known else KnownValues.empty()
+                    start = time.perf_counter()
+                    guard.pseudonymize(text, known=known, vault=Vault())
+                    samples.append((time.perf_counter() - start) * 1000)
+                name = "with_known_values" if with_known else "without_known_values"
+                scenario[name] = percentiles(samples)
+            results[f"chars_{length}"] = scenario
+
+    text = json.dumps(results, indent=2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
