@@ -47,6 +47,9 @@ class Brief(BaseModel):
     offer: BriefOffer | None
     max_length: int
     banned_phrases: list[str] = Field(default_factory=list)
+    disclaimers: list[str] = Field(
+        default_factory=list, description="Sentences the copy must carry word for word."
+    )
 
 
 class Draft(BaseModel):
@@ -85,6 +88,8 @@ class OfflineWriter:
         if brief.offer is not None:
             # Offer titles and terms are approved text: quoted as they are, never paraphrased.
             closing = f" {brief.offer.title}: {brief.offer.terms}"
+        for disclaimer in brief.disclaimers:
+            closing += f" {disclaimer}"
         mentioned: list[BriefItem] = []
         text = opening.rstrip(": ") + "." + closing
         for item in brief.items:
@@ -99,5 +104,7 @@ class OfflineWriter:
         return Draft(
             text=text,
             item_ids=[i.item_id for i in mentioned],
-            offer_id=brief.offer.offer_id if brief.offer and closing in text else None,
+            offer_id=brief.offer.offer_id
+            if brief.offer and brief.offer.title in text and closing in text
+            else None,
         )

@@ -2,9 +2,10 @@
 
 Checks, each reported with a stable id: every mentioned id is approved (`grounding-ids`), every
 money amount is an approved item's price or its price after the offer's discount
-(`grounding-prices`), every percentage is the offer's discount (`grounding-discounts`), the text
-fits the channel (`content-length`), no banned phrase appears (`content-banned-phrase`), and no
-PII is left but placeholders (`pii-leak`).
+(`grounding-prices`), every percentage is the offer's discount (`grounding-discounts`), every
+date is one the offer states (`grounding-dates`), the text fits the channel (`content-length`),
+no banned phrase appears (`content-banned-phrase`), every required disclaimer is there word for
+word (`content-disclaimer`), and no PII is left but placeholders (`pii-leak`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,30 @@ _MONEY = re.compile(
 )
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?%")
 _PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
+            ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
+            ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+            ("dec", "december"),
+        ],
+        start=1,
+    )
+    for name in names
+}  # fmt: skip
+_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_DATES = (
+    # 2027-12-31
+    (re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b"), ("y", "m", "d")),
+    # 31 Dec 2027, 31 December
+    (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({_MONTH})\.?(?:,?\s+(\d{{4}}))?\b", re.I), ("d", "mon", "y")),
+    # December 31, 2027
+    (re.compile(rf"\b({_MONTH})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?\b", re.I), ("mon", "d", "y")),
+    # 31/12/2027 or 12/31/2027: both readings count
+    (re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b"), ("a", "b", "y")),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -55,7 +80,10 @@ def check_copy(
     rules: ContentRules,
     guard: PIIGuard,
     known: KnownValues,
+    disclaimers: Sequence[str] = (),
 ) -> CopyVerdict:
+    """Check copy; `offer_text` is approved text (the offer's title, terms and end date) whose
+    amounts, percentages and dates the copy may repeat; `disclaimers` must appear verbatim."""
     problems: list[Problem] = []
     stray = [item_id for item_id in mentioned_item_ids if item_id not in approved_prices]
     if stray:
@@ -80,6 +108,14 @@ def check_copy(
                 Problem("grounding-discounts", f"{match.group(0)!r} is not the offer's discount")
             )
 
+    allowed_dates = _dates(offer_text)
+    for found, readings in _date_mentions(text):
+        if not readings & allowed_dates:
+            problems.append(Problem("grounding-dates", f"{found!r} is no date of the offer"))
+    for disclaimer in disclaimers:
+        if disclaimer not in text:
+            problems.append(Problem("content-disclaimer", f"missing {disclaimer!r}"))
+
     limit = rules.max_length.get(channel)
     if limit is not None and len(text) > limit:
         problems.append(
@@ -94,6 +130,34 @@ def check_copy(
     if leaked:
         problems.append(Problem("pii-leak", f"raw PII of type {', '.join(sorted(set(leaked)))}"))
     return CopyVerdict(tuple(problems))
+
+
+def _date_mentions(text: str) -> list[tuple[str, set[tuple[int | None, int, int]]]]:
+    """Each date in the text with its possible readings as (year or None, month, day)."""
+    found = []
+    for pattern, order in _DATES:
+        for match in pattern.finditer(text):
+            parts = dict(zip(order, match.groups(), strict=True))
+            year = int(parts["y"]) if parts.get("y") else None
+            if "mon" in parts:
+                readings = {(year, _MONTHS[parts["mon"].lower().rstrip(".")], int(parts["d"]))}
+            elif "a" in parts:
+                a, b = int(parts["a"]), int(parts["b"])
+                readings = {(year, b, a), (year, a, b)}
+            else:
+                readings = {(year, int(parts["m"]), int(parts["d"]))}
+            readings = {r for r in readings if 1 <= r[1] <= 12 and 1 <= r[2] <= 31}
+            if readings:
+                found.append((match.group(0), readings))
+    return found
+
+
+def _dates(text: str) -> set[tuple[int | None, int, int]]:
+    """Dates stated in approved text, also without their year (copy may drop it)."""
+    dates: set[tuple[int | None, int, int]] = set()
+    for _, readings in _date_mentions(text):
+        dates |= readings | {(None, month, day) for _, month, day in readings}
+    return dates
 
 
 def _amounts(text: str) -> set[float]:

@@ -140,11 +140,33 @@ class BanditPrior(BaseModel):
     beta: float = Field(1.0, gt=0)
 
 
+class Disclaimer(BaseModel):
+    """A sentence generated copy must carry, word for word, on some channels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
+    text: str = Field(min_length=1, max_length=300)
+    channels: tuple[Channel, ...] = Field(default=(), description="Empty: every channel.")
+    when: Literal["always", "offer"] = Field(
+        "always", description="'offer': only in copy that carries an offer."
+    )
+
+
 class ContentRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_length: dict[Channel, int] = Field(default_factory=dict)
     banned_phrases: tuple[str, ...] = ()
+    required_disclaimers: tuple[Disclaimer, ...] = ()
+
+    def disclaimers(self, channel: Channel, *, with_offer: bool) -> list[str]:
+        """The disclaimers copy on `channel` must carry."""
+        return [
+            d.text
+            for d in self.required_disclaimers
+            if (not d.channels or channel in d.channels) and (d.when == "always" or with_offer)
+        ]
 
 
 class Policy(BaseModel):

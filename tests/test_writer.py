@@ -112,3 +112,56 @@ def test_guard_rejects(
 def test_guard_accepts_discounted_prices_and_placeholders(pii_guard) -> None:
     text = "Hi <FIRST_NAME_1>, Trail Runner GTX is €109.65 with 15% off (was €129.00)."
     assert check(text, ["i1"], "o1", pii_guard).ok
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("Autumn Run ends 31 Dec 2026.", True),
+        ("Autumn Run ends 31 December.", True),
+        ("Autumn Run ends on 2026-12-31.", True),
+        ("Autumn Run ends December 31, 2026.", True),
+        ("Autumn Run ends 15 Jan 2027.", False),
+        ("Autumn Run ends 31 Dec 2027.", False),
+        ("Hurry, only until 01/02/2027!", False),
+    ],
+)
+def test_dates_must_be_the_offers(text: str, ok: bool, pii_guard) -> None:
+    verdict = check(text, [], None, pii_guard)
+    assert verdict.ok is ok
+    if not ok:
+        assert verdict.problems[0].check == "grounding-dates"
+
+
+def test_required_disclaimers_are_written_and_checked(pii_guard) -> None:
+    rules = ContentRules.model_validate(
+        {
+            "required_disclaimers": [
+                {"id": "unsub", "text": "Unsubscribe any time.", "channels": ["email"]},
+                {"id": "terms", "text": "Terms apply.", "when": "offer"},
+            ]
+        }
+    )
+    assert rules.disclaimers(Channel.email, with_offer=False) == ["Unsubscribe any time."]
+    assert rules.disclaimers(Channel.web, with_offer=True) == ["Terms apply."]
+    needed = rules.disclaimers(Channel.email, with_offer=True)
+    draft = OfflineWriter().write(brief().model_copy(update={"disclaimers": needed}))
+    assert all(d in draft.text for d in needed)
+
+    def verdict(text: str):
+        return check_copy(
+            text,
+            mentioned_item_ids=[],
+            mentioned_offer_id=None,
+            approved_prices={},
+            offer_id=None,
+            discount_percent=None,
+            channel=Channel.email,
+            rules=rules,
+            guard=pii_guard,
+            known=KnownValues.empty(),
+            disclaimers=needed,
+        )
+
+    assert verdict(" ".join(needed)).ok
+    assert [p.check for p in verdict("Unsubscribe any time.").problems] == ["content-disclaimer"]
