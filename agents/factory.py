@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 from langgraph.graph.state import CompiledStateGraph
 
+from agents.chat import Chat
+from agents.checkpoints import Checkpoints
 from agents.graph import build_decide_graph
-from agents.llm import OpenAIWriter
+from agents.llm import CircuitBreaker, LLMClient, OpenAIWriter, RetryPolicy
 from agents.settings import Settings
 from agents.writer import OfflineWriter, Writer
 from policies.engine import PolicyEngine
@@ -50,10 +52,14 @@ class Services:
     # Stores outside the database that hold per-person data register an eraser here: it gets
     # the person's subject keys and returns how many records it removed.
     erasers: list[Callable[[list[str]], int]] = field(default_factory=list)
+    llm: LLMClient | None = None  # the process's one client (and breaker) for the LLM server
+    chat: Chat | None = None  # the chat graph over its checkpoints
 
     def close(self) -> None:
         self.index.close()
         self.db.dispose()
+        if self.chat is not None:
+            self.chat.close()
 
     def reload_collab(self) -> None:
         """Use the collaborative model last saved by training (user factors live in it)."""
@@ -78,17 +84,28 @@ def collab_folder(settings: Settings) -> Path:
     return settings.home / "collab"
 
 
-def build_writer(settings: Settings) -> Writer:
-    if settings.llm_configured:
-        assert settings.openai_base_url and settings.openai_model  # checked by Settings
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        return OpenAIWriter(
-            base_url=settings.openai_base_url,
-            api_key=key,
-            model=settings.openai_model,
-            timeout_s=settings.openai_timeout_s,
-        )
-    return OfflineWriter()
+def build_llm(settings: Settings) -> LLMClient | None:
+    """The LLM client with its retry policy and circuit breaker; None without an LLM configured."""
+    if not settings.llm_configured:
+        return None
+    assert settings.openai_base_url and settings.openai_model  # checked by Settings
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return LLMClient(
+        base_url=settings.openai_base_url,
+        api_key=key,
+        model=settings.openai_model,
+        timeout_s=settings.openai_timeout_s,
+        retry=RetryPolicy(max_retries=settings.openai_max_retries),
+        breaker=CircuitBreaker(
+            failures=settings.openai_breaker_failures,
+            cooldown_s=settings.openai_breaker_cooldown_s,
+        ),
+    )
+
+
+def build_writer(settings: Settings, llm: LLMClient | None = None) -> Writer:
+    llm = llm or build_llm(settings)
+    return OpenAIWriter(llm) if llm is not None else OfflineWriter()
 
 
 def build_services(settings: Settings | None = None) -> Services:
@@ -109,14 +126,16 @@ def build_services(settings: Settings | None = None) -> Services:
     ]
     for reason in degraded:
         log.warning("degraded: %s", reason)
-    return Services(
+    llm = build_llm(settings)
+    chat = Chat(Checkpoints(settings.home / "checkpoints.db"))
+    services = Services(
         settings=settings,
         db=db,
         embedder=embedder,
         index=index,
         policy=policy,
         pii=pii,
-        writer=build_writer(settings),
+        writer=build_writer(settings, llm),
         offline_writer=OfflineWriter(),
         tools=ToolDeps(
             db=db,
@@ -133,7 +152,11 @@ def build_services(settings: Settings | None = None) -> Services:
         ),
         graph=build_decide_graph(),
         degraded=degraded,
+        llm=llm,
+        chat=chat,
     )
+    services.erasers.append(chat.erase)
+    return services
 
 
 def settle() -> None:

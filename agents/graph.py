@@ -11,7 +11,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from agents.explain import explain
-from agents.llm import WriterError
+from agents.llm import MeteredDraft, Usage, WriterError
 from agents.record import decision_record
 from agents.state import DecideContext, DecideInput, DecideState
 from agents.writer import Brief, BriefItem, BriefOffer, Draft
@@ -33,8 +33,9 @@ def guard_input(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str
     def redact(text: str) -> str:
         return guard.pseudonymize(text, known=ctx.known, vault=ctx.vault).text
 
+    query = state.get("query")
     return {
-        "query_redacted": redact(state["query"]) if state.get("query") else None,
+        "query_redacted": redact(query) if query else None,
         "context_redacted": {key: redact(value) for key, value in state["context"].items()},
     }
 
@@ -99,6 +100,9 @@ def generate(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, A
     writer = services.offline_writer if offline else services.writer
     try:
         draft = writer.write(brief, feedback=state.get("feedback"))
+        if isinstance(draft, MeteredDraft):
+            # Summed per decision in the run's memo, which the decision record reads.
+            ctx.run.memo["llm_usage"] = ctx.run.memo.get("llm_usage", Usage()) + draft.usage
     except WriterError as error:
         return {
             "brief": brief,
@@ -128,11 +132,17 @@ def guard_output(state: DecideState, runtime: Runtime[DecideContext]) -> dict[st
         approved_prices={i.item_id: i.price for i in brief.items},
         offer_id=choice.offer_id if choice else None,
         discount_percent=brief.offer.discount_percent if brief.offer else None,
-        offer_text=f"{brief.offer.title} {brief.offer.terms}" if brief.offer else "",
+        offer_text=(
+            f"{brief.offer.title}\n{brief.offer.terms}\n{brief.offer.valid_until}"
+            if brief.offer
+            else ""
+        ),
         channel=brief.channel,
         rules=ctx.services.policy.policy.content,
         guard=ctx.services.pii,
         known=ctx.known,
+        disclaimers=brief.disclaimers,
+        approved_text=[i.title for i in brief.items],
     )
     attempts = state.get("attempts", 0) + 1
     if verdict.ok:
@@ -225,6 +235,7 @@ def _brief(state: DecideState, ctx: DecideContext) -> Brief:
         else None,
         max_length=content.max_length.get(ctx.run.channel, 600),
         banned_phrases=list(content.banned_phrases),
+        disclaimers=content.disclaimers(ctx.run.channel, with_offer=offer is not None),
     )
 
 
@@ -232,7 +243,7 @@ def _after_guard(state: DecideState) -> str:
     return "generate" if state.get("retry") else "explain"
 
 
-def build_decide_graph() -> CompiledStateGraph:
+def build_decide_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     graph = StateGraph(DecideState, context_schema=DecideContext, input_schema=DecideInput)
     graph.add_node("guard_input", guard_input)
     graph.add_node("profile", profile)

@@ -1,39 +1,538 @@
-"""The OpenAI-compatible writer: any server that speaks the chat completions API.
+"""The LLM client for any OpenAI-compatible server, and the copy writer built on it.
 
-It asks for structured output (a JSON schema built from `Draft`) over the pseudonymized brief.
-Errors are raised as `WriterError`; the graph falls back to the offline writer and says so.
+`LLMClient` owns the one retry policy of a call (the SDK's own retries are off): within a
+per-request deadline (a `time.monotonic()` instant; the time left becomes each attempt's HTTP
+timeout and no attempt starts after it), it retries 429 and 5xx answers with exponential backoff
+and jitter, or after the server's Retry-After when it sends one and the deadline allows. A
+`CircuitBreaker`, one per upstream and process (the factory builds it once), opens after N
+consecutive failures, fails fast while open, and lets one probe through after a cooldown.
+
+Every failure is an `LLMError` whose message is safe to log: it names the status, the kind of
+failure and the timing, never the prompt, the reply or the server's error text (which may echo
+the prompt). Each completed call reports its token `Usage`; callers sum them per decision.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import openai
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.writer import Brief, Draft
 
 PROMPTS = Path(__file__).parent / "prompts"
+
+Message = dict[str, Any]
 
 
 class WriterError(Exception):
     """The model failed or misbehaved; the message is safe to log (no PII, no prompt)."""
 
 
+class LLMError(WriterError):
+    """A call to the model server failed. A `WriterError`, so a writer's caller needs one except."""
+
+
+class UpstreamError(LLMError):
+    """The server answered with an error status or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DeadlineExceeded(LLMError):
+    """No complete answer before the request's deadline."""
+
+
+class CircuitOpen(LLMError):
+    """The circuit breaker is open: the call was not attempted."""
+
+
+class MalformedReply(LLMError):
+    """The server's answer is not what was asked for (not JSON, not the schema)."""
+
+
+class Usage(BaseModel):
+    """Tokens spent by one or more calls; `+` sums them (the model of the first call is kept)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    calls: int = 0
+    model: str | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            calls=self.calls + other.calls,
+            model=self.model or other.model,
+        )
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call as the model wrote it; `arguments` is its raw JSON text, unvalidated."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def message(self) -> dict[str, Any]:
+        """The call as it appears in an assistant message sent back to the model."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tool_calls: tuple[ToolCall, ...]
+    usage: Usage
+    finish_reason: str | None = None
+    parsed: BaseModel | None = None  # the structured output, when a pydantic model was asked for
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the reply's text, as soon as it arrives."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallReady:
+    """A tool call whose streamed pieces are all in."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """The last event of a stream: the whole completion, with its usage."""
+
+    completion: Completion
+
+
+StreamEvent = TextDelta | ToolCallReady | StreamEnd
+
+
+class CircuitBreaker:
+    """Closed → open after `failures` consecutive failures → half-open after `cooldown_s`: one
+    probe goes through; its success closes the breaker, its failure opens it again. Shared by
+    every caller of one upstream in the process; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        failures: int = 5,
+        cooldown_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failures < 1 or cooldown_s <= 0:
+            raise ValueError("a circuit breaker needs failures >= 1 and cooldown_s > 0")
+        self.threshold = failures
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._opened_at is None:
+                return "closed"
+            if self._probing or self._clock() - self._opened_at >= self.cooldown_s:
+                return "half-open"
+            return "open"
+
+    def acquire(self) -> None:
+        """Let one attempt through, or raise `CircuitOpen`. Every acquired attempt must end in
+        `success()` or `failure()`."""
+        with self._lock:
+            if self._opened_at is None:
+                return
+            waited = self._clock() - self._opened_at
+            if self._probing or waited < self.cooldown_s:
+                wait = max(0.0, self.cooldown_s - waited)
+                raise CircuitOpen(
+                    f"circuit breaker open after {self._failures} consecutive failures of the "
+                    + (
+                        "model server; a probe is in flight"
+                        if self._probing
+                        else f"model server; next probe in {wait:.1f} s"
+                    )
+                )
+            self._probing = True
+
+    def release(self) -> None:
+        """End an attempt that says nothing about the server (a bug on our side): the probe
+        slot is freed, nothing is counted."""
+        with self._lock:
+            self._probing = False
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._opened_at = None
+            self._probing = False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._probing or self._failures >= self.threshold:
+                self._opened_at = self._clock()
+            self._probing = False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of 429 and 5xx: attempt n waits a uniform draw in [½, 1] × min(cap, base · 2ⁿ),
+    or the server's Retry-After; never past the deadline."""
+
+    max_retries: int = 2
+    base_s: float = 0.2
+    cap_s: float = 2.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2**attempt)
+        return ceiling * rng.uniform(0.5, 1.0)
+
+
+class LLMClient:
+    """Chat completions with one retry policy, a deadline per request and a circuit breaker."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        model: str,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        # The SDK's own retries are off: this class is the one place that decides on retries.
+        self._client = openai.OpenAI(
+            base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=0
+        )
+        self.model = model
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
+        self._rng = rng or random.Random(0)
+        self._rng_lock = threading.Lock()
+        self._sleep = sleep
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        response_format: type[BaseModel] | None = None,
+        deadline: float | None = None,
+    ) -> Completion:
+        """One completion: its text, tool calls and usage; with `response_format`, the reply is
+        validated against that pydantic model and returned in `parsed`."""
+        deadline = self._deadline(deadline)
+        params = self._params(messages, tools, response_format)
+        response = self._attempt(params, deadline, stream=False)
+        try:
+            choice = response.choices[0] if response.choices else None
+            message = choice.message if choice else None
+            calls = tuple(
+                ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+                for c in (message.tool_calls or [] if message else [])
+                if c.type == "function"
+            )
+            completion = Completion(
+                text=(message.content or "") if message else "",
+                tool_calls=calls,
+                usage=self._usage(response.usage),
+                finish_reason=choice.finish_reason if choice else None,
+            )
+        except (AttributeError, TypeError) as error:
+            raise MalformedReply(
+                "the model server's reply lacks the completion's fields"
+            ) from error
+        if response_format is None:
+            return completion
+        if not completion.text:
+            raise MalformedReply("the model returned no content for the structured output")
+        try:
+            parsed = response_format.model_validate(json.loads(completion.text))
+        except (json.JSONDecodeError, ValidationError) as error:
+            raise MalformedReply(
+                f"the model's reply is not a valid {response_format.__name__}"
+            ) from error
+        return Completion(
+            completion.text, calls, completion.usage, completion.finish_reason, parsed
+        )
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        deadline: float | None = None,
+    ) -> Iterator[StreamEvent]:
+        """The completion as it arrives: text deltas at once, each tool call when complete, and
+        `StreamEnd` with the whole completion and its usage.
+
+        Retries happen only before the first event: once text has been handed out, a failure
+        raises `LLMError` instead of repeating it. The deadline holds between chunks too: the
+        chunks are read by a helper thread, so a stalled stream is abandoned on time.
+        """
+        deadline = self._deadline(deadline)
+        params = self._params(messages, tools, None)
+        params["stream_options"] = {"include_usage": True}
+        stream = self._attempt(params, deadline, stream=True)
+        chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        done = object()
+
+        def pump() -> None:
+            try:
+                for chunk in stream:
+                    chunks.put(chunk)
+                chunks.put(done)
+            except Exception as error:  # handed over to the consumer, which raises it
+                chunks.put(error)
+
+        threading.Thread(target=pump, name="llm-stream", daemon=True).start()
+        text: list[str] = []
+        parts: dict[int, dict[str, str]] = {}
+        usage = Usage()
+        finish: str | None = None
+        failed = True
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    chunk = chunks.get(timeout=remaining) if remaining > 0 else None
+                except queue.Empty:
+                    chunk = None
+                if chunk is None:
+                    raise DeadlineExceeded("the model's stream did not finish before the deadline")
+                if chunk is done:
+                    break
+                if isinstance(chunk, openai.APIError):
+                    raise UpstreamError(
+                        f"the model's stream broke off ({type(chunk).__name__})"
+                    ) from chunk
+                if isinstance(chunk, Exception):
+                    raise MalformedReply(
+                        f"the model's stream is not valid ({type(chunk).__name__})"
+                    ) from chunk
+                if chunk.usage is not None:
+                    usage = self._usage(chunk.usage)
+                failed = False  # the consumer may stop here; that is no failure of the server
+                for choice in chunk.choices or []:
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        text.append(delta.content)
+                        yield TextDelta(delta.content)
+                    for piece in (delta.tool_calls or []) if delta is not None else []:
+                        part = parts.setdefault(piece.index, {"id": "", "name": "", "args": ""})
+                        part["id"] = piece.id or part["id"]
+                        if piece.function is not None:
+                            part["name"] = piece.function.name or part["name"]
+                            part["args"] += piece.function.arguments or ""
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+                failed = True
+            calls = tuple(
+                ToolCall(id=p["id"] or f"call_{i}", name=p["name"], arguments=p["args"] or "{}")
+                for i, p in sorted(parts.items())
+            )
+            if any(not call.name for call in calls):
+                raise MalformedReply("the model streamed a tool call without a name")
+            if finish is None:
+                raise MalformedReply("the model's stream ended without a finish reason")
+            failed = False
+            for call in calls:
+                yield ToolCallReady(call)
+            yield StreamEnd(Completion("".join(text), calls, usage, finish))
+        finally:
+            # Every exit settles the breaker's verdict on this attempt; a failed or abandoned
+            # stream is closed so its connection is not left half-read.
+            if failed:
+                self.breaker.failure()
+            else:
+                self.breaker.success()
+            stream.close()
+
+    def _deadline(self, deadline: float | None) -> float:
+        return deadline if deadline is not None else time.monotonic() + self.timeout_s
+
+    def _params(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None,
+        response_format: type[BaseModel] | None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": self.model, "messages": list(messages)}
+        if tools:
+            params["tools"] = list(tools)
+        if response_format is not None:
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": response_format.__name__.lower(),
+                    "schema": response_format.model_json_schema(),
+                },
+            }
+        return params
+
+    def _usage(self, usage: Any) -> Usage:
+        if usage is None:
+            return Usage(calls=1, model=self.model)
+        prompt = usage.prompt_tokens or 0
+        completion = usage.completion_tokens or 0
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=usage.total_tokens or prompt + completion,
+            calls=1,
+            model=self.model,
+        )
+
+    def _attempt(self, params: dict[str, Any], deadline: float, *, stream: bool) -> Any:
+        """Send the request, retrying 429 and 5xx while the deadline allows. For a stream, the
+        breaker's verdict on the last attempt is left to the caller, who reads the body."""
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    f"no attempt started: the deadline passed after {attempt} attempt(s)"
+                )
+            self.breaker.acquire()
+            try:
+                response = self._client.chat.completions.create(
+                    **params,
+                    stream=stream,
+                    timeout=remaining,
+                )
+            except openai.APIStatusError as error:
+                status = error.status_code
+                retryable = status == 429 or status >= 500
+                if not retryable:
+                    # The server is up; the request was at fault (ours, not its health).
+                    self.breaker.success()
+                    raise UpstreamError(
+                        f"the model server refused the request: {status} {type(error).__name__}",
+                        status=status,
+                    ) from error
+                self.breaker.failure()
+                if attempt >= self.retry.max_retries:
+                    raise UpstreamError(
+                        f"the model server answered {status} after {attempt + 1} attempt(s)",
+                        status=status,
+                    ) from error
+                wait = _retry_after(error.response.headers)
+                if wait is None:
+                    with self._rng_lock:
+                        wait = self.retry.backoff(attempt, self._rng)
+                if time.monotonic() + wait >= deadline:
+                    raise UpstreamError(
+                        f"the model server answered {status}; a retry in {wait:.2f} s would "
+                        "pass the deadline",
+                        status=status,
+                    ) from error
+                self._sleep(wait)
+                attempt += 1
+                continue
+            except openai.APITimeoutError as error:
+                self.breaker.failure()
+                raise DeadlineExceeded(
+                    f"no answer from the model server within the deadline ({remaining:.2f} s left "
+                    f"at attempt {attempt + 1})"
+                ) from error
+            except openai.APIConnectionError as error:
+                self.breaker.failure()
+                raise UpstreamError("cannot reach the model server (connection error)") from error
+            except (json.JSONDecodeError, openai.APIResponseValidationError) as error:
+                self.breaker.failure()
+                raise MalformedReply("the model server's reply is not valid JSON") from error
+            except BaseException:
+                self.breaker.release()  # not the server's doing; re-raised as it is
+                raise
+            if not stream:
+                self.breaker.success()
+            return response
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            pass
+        if name == "retry-after":
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+class MeteredDraft(Draft):
+    """A draft with the token usage of the call that wrote it; `usage` is not part of the copy."""
+
+    usage: Usage = Field(default_factory=Usage, exclude=True)
+
+
 class OpenAIWriter:
+    """The copy writer over an `LLMClient`: structured output (a JSON schema built from `Draft`)
+    over the pseudonymized brief. Errors are raised as `WriterError`; the graph falls back to
+    the offline writer and says so."""
+
     name = "openai"
 
-    def __init__(self, *, base_url: str, api_key: str | None, model: str, timeout_s: float) -> None:
-        self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=1
-        )
-        self._model = model
+    def __init__(
+        self,
+        client: LLMClient | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        model: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if client is None:
+            if not (base_url and model):
+                raise ValueError("give an LLMClient, or base_url and model to build one")
+            client = LLMClient(base_url=base_url, api_key=api_key, model=model, timeout_s=timeout_s)
+        self.client = client
         self.prompt_version = "decide-copy-1"
         self._system = (PROMPTS / f"{self.prompt_version}.md").read_text()
 
     def write(self, brief: Brief, *, feedback: str | None = None) -> Draft:
-        messages = [
+        messages: list[Message] = [
             {"role": "system", "content": self._system},
             {"role": "user", "content": brief.model_dump_json()},
         ]
@@ -41,21 +540,6 @@ class OpenAIWriter:
             messages.append(
                 {"role": "user", "content": f"Your last draft was rejected: {feedback}"}
             )
-        try:
-            response = self._client.chat.completions.create(
-                model=self._model,
-                messages=messages,  # type: ignore[arg-type]
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": "draft", "schema": Draft.model_json_schema()},
-                },
-            )
-        except openai.OpenAIError as error:
-            raise WriterError(f"{type(error).__name__} from the model server") from error
-        content = response.choices[0].message.content if response.choices else None
-        if not content:
-            raise WriterError("the model returned no content")
-        try:
-            return Draft.model_validate(json.loads(content))
-        except (json.JSONDecodeError, ValidationError) as error:
-            raise WriterError("the model's reply is not a valid draft") from error
+        completion = self.client.complete(messages, response_format=Draft)
+        assert isinstance(completion.parsed, Draft)  # validated by `complete`
+        return MeteredDraft(**completion.parsed.model_dump(), usage=completion.usage)

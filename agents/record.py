@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.llm import Usage
 from agents.state import DecideContext, DecideState
 from tools.schemas import EligibleOffers, OfferChoice
 
@@ -61,6 +62,8 @@ def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
             "vector_backend": services.index.backend,
         },
         "degraded": list(dict.fromkeys(services.degraded + state.get("degraded", []))),
+        # Tokens of every LLM call the decision made (zeros for the offline writer).
+        "usage": ctx.run.memo.get("llm_usage", Usage()).model_dump(mode="json"),
     }
 
 
@@ -79,13 +82,8 @@ def offer_trace(offers: EligibleOffers | None, choice: OfferChoice | None) -> di
     eligible = [o for o in offers.candidates if o not in not_eligible]
     capped = {o: offers.removed[o] for o in eligible if o in offers.removed}
     probabilities = choice.probabilities if choice else {}
-    ranked = sorted(
-        (
-            {"offer_id": o.offer_id, "probability": probabilities.get(o.offer_id)}
-            for o in offers.offers
-        ),
-        key=lambda r: (-(r["probability"] or 0.0), r["offer_id"]),
-    )
+    order = sorted(offers.offers, key=lambda o: (-probabilities.get(o.offer_id, 0.0), o.offer_id))
+    ranked = [{"offer_id": o.offer_id, "probability": probabilities.get(o.offer_id)} for o in order]
     return {
         "candidates": offers.candidates,
         "eligible": eligible,

@@ -42,6 +42,18 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_model: str | None = None
     openai_timeout_s: float = Field(10.0, gt=0)
+    openai_max_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a 429 or 5xx answer, within the call's deadline."
+    )
+    openai_breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failures that open the LLM circuit breaker."
+    )
+    openai_breaker_cooldown_s: float = Field(
+        30.0, gt=0, description="Seconds the open breaker fails fast before letting a probe by."
+    )
+    chat_deadline_s: float = Field(
+        20.0, gt=0, description="Budget of one chat turn, the offline fallback included."
+    )
     log_level: str = "INFO"
     auth: Literal["off", "keys"] = Field(
         "off",

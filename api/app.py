@@ -14,7 +14,19 @@ from agents.factory import Services, build_services, settle
 from agents.settings import Settings
 from api import errors
 from api.auth import BodyLimit, RateLimits
-from api.routes import admin, catalog, decide, decisions, events, feedback, health, users
+from api.routes import (
+    admin,
+    catalog,
+    chat,
+    copy,
+    decide,
+    decisions,
+    events,
+    feedback,
+    health,
+    jobs,
+    users,
+)
 
 access = logging.getLogger("attune.access")
 
@@ -43,7 +55,19 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (decide, events, feedback, decisions, users, catalog, admin, health):
+    for module in (
+        decide,
+        chat,
+        copy,
+        jobs,
+        events,
+        feedback,
+        decisions,
+        users,
+        catalog,
+        admin,
+        health,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodyLimit)
 

@@ -160,3 +160,118 @@ class HealthOut(BaseModel):
     policy_version: str
     auth: Literal["off", "keys"] = Field(description="'off': every caller has every scope.")
     degraded: list[str]
+
+
+class ChatIn(_In):
+    user_id: Identifier | None = None
+    anonymous_id: Identifier | None = None
+    message: str = Field(
+        min_length=1, max_length=2000, description="Free text; pseudonymized before use."
+    )
+    thread_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="The conversation to continue (yours only); omitted: a new one.",
+    )
+    channel: Channel = Channel.web
+    stream: bool = Field(True, description="Server-sent events (token, tool, final); else JSON.")
+    k: int = Field(10, ge=1, le=10, description="Items the offline plan retrieves.")
+    deadline_ms: int | None = Field(
+        None,
+        ge=100,
+        le=120_000,
+        description="Answer within this time (the offline plan if need be).",
+    )
+
+    @model_validator(mode="after")
+    def _has_subject(self) -> ChatIn:
+        if self.user_id is None and self.anonymous_id is None:
+            raise ValueError("one of user_id or anonymous_id is required")
+        return self
+
+
+class ChatOut(BaseModel):
+    decision_id: str
+    thread_id: str
+    items: list[ItemOut] = Field(description="The items the reply names.")
+    offer: OfferOut | None = Field(description="The offer the reply names, as the bandit chose it.")
+    explanation: Explanation
+    reply: str
+    degraded: list[str] = Field(description="Fallbacks used for this turn; empty when none.")
+
+
+# -- marketer copy: its jobs and variant arms. POST /v1/copy takes and returns the copy graph's
+# own PII-free models (agents.copy_state.CopyRequest and CopyResult).
+
+
+class CopyAccepted(BaseModel):
+    job_id: str = Field(description="Also the campaign id of the variants it writes.")
+    status: Literal["queued"]
+    members_total: int = Field(description="People the audience scan will read.")
+    status_url: str
+    results_url: str
+
+
+class JobProgressOut(BaseModel):
+    segments_done: int
+    segments_total: int
+    members_scanned: int
+    members_total: int
+
+
+class JobOut(BaseModel):
+    job_id: str
+    kind: str
+    status: Literal["queued", "running", "done", "failed"]
+    progress: JobProgressOut
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    summary: dict[str, Any] | None = Field(description="Segments, sizes and variant counts.")
+    results_url: str
+
+
+class VariantArmOut(BaseModel):
+    campaign_id: str
+    segment: str
+    variant_id: str
+    registered_now: bool = Field(description="False when the variant was already an arm.")
+    alpha: float
+    beta: float
+    rewards_seen: int
+    estimate: float = Field(description="Posterior mean reward of the variant.")
+
+
+class CopyServeIn(_In):
+    user_id: Identifier
+    segment: str | None = Field(
+        None,
+        max_length=64,
+        description="Serve this segment's variants; default: the first "
+        "segment of the campaign the person qualifies for.",
+    )
+
+
+class CopyServeOut(BaseModel):
+    decision_id: str = Field(description="Reward it with POST /v1/copy/{campaign_id}/feedback.")
+    campaign_id: str
+    segment: str
+    variant_id: str
+    subject: str | None
+    text: str
+    item_ids: list[str]
+    offer_id: str | None
+    propensity: float = Field(description="Probability that Thompson sampling chose this variant.")
+    probabilities: dict[str, float]
+
+
+class CopyFeedbackIn(_In):
+    decision_id: str = Field(min_length=1, max_length=64)
+    reward: float = Field(ge=0, le=1, description="1 for a conversion, 0 for none.")
+
+
+class CopyFeedbackOut(BaseModel):
+    decision_id: str
+    reward: float
+    arm: VariantArmOut

@@ -81,9 +81,12 @@ def check_copy(
     guard: PIIGuard,
     known: KnownValues,
     disclaimers: Sequence[str] = (),
+    approved_text: Sequence[str] = (),
 ) -> CopyVerdict:
     """Check copy; `offer_text` is approved text (the offer's title, terms and end date) whose
-    amounts, percentages and dates the copy may repeat; `disclaimers` must appear verbatim."""
+    amounts, percentages and dates the copy may repeat; `disclaimers` must appear verbatim.
+    `approved_text` (item titles) is catalog text: a brand that looks like a name ("Florence
+    linen dress") is not a person's PII when it is quoted from an approved item."""
     problems: list[Problem] = []
     stray = [item_id for item_id in mentioned_item_ids if item_id not in approved_prices]
     if stray:
@@ -126,7 +129,11 @@ def check_copy(
         if phrase.lower() in lowered:
             problems.append(Problem("content-banned-phrase", f"contains {phrase!r}"))
 
-    leaked = guard.contains_pii(_PLACEHOLDER.sub(" ", text), known)
+    scrubbed = _PLACEHOLDER.sub(" ", text)
+    quoted = [*approved_text, *(part for part in offer_text.split("\n") if part), *disclaimers]
+    for approved in sorted(quoted, key=len, reverse=True):
+        scrubbed = scrubbed.replace(approved, " ")
+    leaked = guard.contains_pii(scrubbed, known)
     if leaked:
         problems.append(Problem("pii-leak", f"raw PII of type {', '.join(sorted(set(leaked)))}"))
     return CopyVerdict(tuple(problems))

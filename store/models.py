@@ -190,3 +190,55 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(200))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class JobRow(Base):
+    """A background job (a large copy request) and its progress, so that any worker can answer.
+
+    Copy requests that ran inline are stored the same way, already done, so that their variants
+    can be fetched and registered by the same id.
+    """
+
+    __tablename__ = "jobs"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|done|failed
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the validated request; no PII
+    created_by: Mapped[str] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    segments_total: Mapped[int] = mapped_column(Integer, default=0)
+    segments_done: Mapped[int] = mapped_column(Integer, default=0)
+    members_total: Mapped[int] = mapped_column(Integer, default=0)
+    members_scanned: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class CopyVariantRow(Base):
+    """One generated copy variant of a campaign (a copy request or job), as it was returned."""
+
+    __tablename__ = "copy_variants"
+
+    campaign_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    variant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CopyArmRow(Base):
+    """A copy variant registered as a bandit arm of its segment; its Beta posterior lives in
+    `bandit_arms` under the policy `copy:<campaign id>`."""
+
+    __tablename__ = "copy_arms"
+
+    campaign_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    variant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(64), index=True)
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -165,3 +165,36 @@ def test_required_disclaimers_are_written_and_checked(pii_guard) -> None:
 
     assert verdict(" ".join(needed)).ok
     assert [p.check for p in verdict("Unsubscribe any time.").problems] == ["content-disclaimer"]
+
+
+def test_a_name_like_brand_in_an_approved_title_is_not_pii(pii_guard) -> None:
+    titled = "Florence Linen Dress"
+    verdict = check_copy(
+        f"Picked for you: {titled} (€40.00). Ask Jane Smith about it.",
+        mentioned_item_ids=["i9"],
+        mentioned_offer_id=None,
+        approved_prices={"i9": 40.0},
+        offer_id=None,
+        discount_percent=None,
+        channel=Channel.web,
+        rules=RULES,
+        guard=pii_guard,
+        known=KnownValues.from_profile(PROFILE),
+        approved_text=[titled],
+    )
+    # The brand is quoted from the catalog; the person's own name is still caught.
+    assert [p.check for p in verdict.problems] == ["pii-leak"]
+    clean = check_copy(
+        f"Picked for you: {titled} (€40.00).",
+        mentioned_item_ids=["i9"],
+        mentioned_offer_id=None,
+        approved_prices={"i9": 40.0},
+        offer_id=None,
+        discount_percent=None,
+        channel=Channel.web,
+        rules=RULES,
+        guard=pii_guard,
+        known=KnownValues.empty(),
+        approved_text=[titled],
+    )
+    assert clean.ok

@@ -1,0 +1,467 @@
+"""The chat graph: a tool-calling loop over the agent's tools, with thread memory.
+
+guard_input → agent ⇄ tools → guard_output → finish. When no LLM may or can answer (none
+configured, no consent to LLM processing, an error, the breaker open, the deadline near, a reply
+the output guard rejects), `plan` answers instead: profile → retrieve with the message → offer →
+the offline writer's copy, flagged in `degraded`. Nodes stream `token`, `tool` and `reset`
+events through LangGraph's custom stream; `reset` withdraws tokens already streamed when the
+model's reply is replaced.
+
+The state holds the conversation (pseudonymized) and is checkpointed per thread; the raw
+message, the vault and this turn's tool results live in the runtime context, never in a
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer
+from typing_extensions import TypedDict
+
+from agents.chat_tools import CatalogNames, Outcome, Turn, offers_named, run_tool, tool_specs
+from agents.checkpoints import Checkpoints
+from agents.explain import explain
+from agents.llm import PROMPTS, LLMClient, LLMError, StreamEnd, TextDelta, Usage
+from agents.record import decision_record
+from agents.state import DecideContext, DecideState
+from agents.writer import Brief, BriefItem, BriefOffer, Draft
+from policies.output import check_copy
+from store.decisions import log_decision
+from tools.context import RunContext
+from tools.profile import lookup_profile, subject_blocked, subject_record
+
+if TYPE_CHECKING:
+    from agents.factory import Services
+    from policies.pii import KnownValues, Vault
+
+PROMPT_VERSION = "chat-1"
+MAX_MODEL_CALLS = 5  # per turn: enough for profile, retrieve, offers, choice and the answer
+HISTORY_MESSAGES = 40  # of earlier turns, sent to the model
+BRIEF_ITEMS = 3  # items the offline plan's copy mentions at most (as in the decide graph)
+# Placeholders that may be turned back into the person's own value in what they are shown.
+REVEALABLE = {"FIRST_NAME"}
+
+Route = Literal["agent", "tools", "guard_output", "plan", "finish"]
+
+
+class ChatInput(TypedDict):
+    """What a caller gives the graph; the message, subject and deadline travel in the context."""
+
+    k: int
+
+
+class ChatState(ChatInput, total=False):
+    messages: Annotated[list[dict[str, Any]], operator.add]  # the conversation, pseudonymized
+    route: Route
+    pending: list[dict[str, Any]]  # tool calls of the model's last message
+    model_calls: int
+    draft: str | None  # the model's reply, before the output guard
+    reply: str  # the reply as shown, pseudonymized
+
+
+@dataclass
+class ChatContext:
+    """One turn's runtime context: services, the bound subject, the raw message and its vault,
+    the deadline, and what the tools returned."""
+
+    services: Services
+    run: RunContext
+    vault: Vault
+    known: KnownValues
+    decision_id: str
+    thread_id: str
+    message: str  # raw: pseudonymized by guard_input, never written into the state
+    llm: LLMClient | None
+    llm_deadline: float  # monotonic; the model's last moment, leaving time for the plan
+    catalog: CatalogNames
+    turn: Turn
+    degraded: list[str] = field(default_factory=list)
+    writer: str = "offline"
+    prompt_version: str | None = None
+    shown_items: list[str] = field(default_factory=list)
+    shown_offer: str | None = None
+    streamed: bool = False
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def revealable(self) -> set[str]:
+        return REVEALABLE if lookup_profile(self.run).personalized else set()
+
+
+class Reidentifier:
+    """Puts the allowed placeholders back into streamed text. A piece that ends inside what may
+    still become a placeholder ("<FIRST_NA") is held back until the next piece completes it."""
+
+    _OPEN = re.compile(r"<[A-Z0-9_]{0,40}$")
+
+    def __init__(self, vault: Vault, allowed: set[str]) -> None:
+        self._vault = vault
+        self._allowed = allowed
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text = self._held + text
+        held = self._OPEN.search(text)
+        self._held = held.group(0) if held else ""
+        return self._vault.reveal(text[: held.start()] if held else text, self._allowed)
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return text
+
+
+def guard_input(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+    """Pseudonymize the message; choose the model or the offline plan."""
+    ctx = runtime.context
+    redacted = ctx.services.pii.pseudonymize(ctx.message, known=ctx.known, vault=ctx.vault).text
+    ctx.turn.query = redacted
+    route: Route = "agent"
+    if subject_blocked(ctx.run, "content") is not None:
+        route = "plan"
+    elif ctx.llm is None:
+        ctx.degraded.append("chat: no LLM configured; answered by the offline plan")
+        route = "plan"
+    elif (blocked := subject_blocked(ctx.run, "llm")) is not None:
+        ctx.degraded.append(
+            f"chat: no consent to LLM processing (rule {blocked.rule_id}); answered by the "
+            "offline plan"
+        )
+        route = "plan"
+    return {
+        "messages": [{"role": "user", "content": redacted}],
+        "route": route,
+        "pending": [],
+        "model_calls": 0,
+        "draft": None,
+    }
+
+
+def agent(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+    """One model call, streamed: tokens out as they come, then tool calls or a draft reply."""
+    ctx = runtime.context
+    assert ctx.llm is not None  # guard_input routes here only with a model
+    tokens = Reidentifier(ctx.vault, ctx.revealable)
+    completion = None
+    try:
+        for event in ctx.llm.stream(
+            _prompt(state, ctx), tools=tool_specs(), deadline=ctx.llm_deadline
+        ):
+            if isinstance(event, TextDelta):
+                _token(runtime, ctx, tokens.feed(event.text))
+            elif isinstance(event, StreamEnd):
+                completion = event.completion
+    except LLMError as error:
+        ctx.degraded.append(f"chat: the model failed ({error}); answered by the offline plan")
+        return {"route": "plan"}
+    _token(runtime, ctx, tokens.flush())
+    assert completion is not None  # a stream that ends without error ends with StreamEnd
+    _add_usage(ctx, completion.usage)
+    calls = state.get("model_calls", 0) + 1
+    if completion.tool_calls:
+        return {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": completion.text or None,
+                    "tool_calls": [call.message() for call in completion.tool_calls],
+                }
+            ],
+            "pending": [call.message() for call in completion.tool_calls],
+            "model_calls": calls,
+            "route": "tools",
+        }
+    if not completion.text.strip():
+        ctx.degraded.append("chat: the model returned an empty reply; answered by the offline plan")
+        return {"model_calls": calls, "route": "plan"}
+    return {"draft": completion.text, "model_calls": calls, "route": "guard_output"}
+
+
+def tools(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+    """Run the model's tool calls through the tool layer; refusals go back as results too."""
+    ctx = runtime.context
+    results = []
+    for call in state.get("pending", []):
+        function = call["function"]
+        outcome = _run(runtime, ctx, function["name"], function["arguments"])
+        results.append({"role": "tool", "tool_call_id": call["id"], "content": outcome.content})
+    route: Route = "agent"
+    if state.get("model_calls", 0) >= MAX_MODEL_CALLS:
+        ctx.degraded.append(
+            f"chat: the model did not answer within {MAX_MODEL_CALLS} calls; answered by the "
+            "offline plan"
+        )
+        route = "plan"
+    return {"messages": results, "pending": [], "route": route}
+
+
+def guard_output(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+    """Check the model's reply: only items and offers returned this turn, at their prices."""
+    ctx = runtime.context
+    draft = state.get("draft") or ""
+    ctx.catalog.refresh(ctx.services.db)
+    items = ctx.catalog.named(draft)
+    offers = offers_named(draft, ctx.run.deps.offers.current())
+    chosen = ctx.turn.chosen_offer
+    stray_offers = [o for o in offers if chosen is None or o != chosen.offer_id]
+    verdict = check_copy(
+        draft,
+        mentioned_item_ids=items,
+        mentioned_offer_id=stray_offers[0] if stray_offers else (offers[0] if offers else None),
+        approved_prices={i.item_id: i.price for i in ctx.turn.items.values()},
+        offer_id=chosen.offer_id if chosen else None,
+        discount_percent=chosen.discount_percent if chosen else None,
+        offer_text=f"{chosen.title}\n{chosen.terms}" if chosen else "",
+        channel=ctx.run.channel,
+        rules=ctx.services.policy.policy.content,
+        guard=ctx.services.pii,
+        known=ctx.known,
+        approved_text=[i.title for i in ctx.turn.items.values()],
+    )
+    if not verdict.ok:
+        ctx.degraded.append(
+            f"chat: the output guard rejected the model's reply ({verdict.summary()}); "
+            "answered by the offline plan"
+        )
+        return {"route": "plan"}
+    ctx.writer, ctx.prompt_version = "openai", PROMPT_VERSION
+    ctx.shown_items = items
+    ctx.shown_offer = chosen.offer_id if chosen and offers else None
+    return {"reply": draft, "route": "finish"}
+
+
+def plan(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+    """The deterministic answer: profile → retrieve with the message → offer → offline copy."""
+    ctx = runtime.context
+    turn = ctx.turn
+    if ctx.streamed:
+        # The model's words already sent are not the answer: the client drops them.
+        reason = ctx.degraded[-1] if ctx.degraded else "the model's reply was replaced"
+        runtime.stream_writer({"event": "reset", "data": {"reason": reason}})
+        ctx.streamed = False
+    _run(runtime, ctx, "profile_summary", "{}")
+    if not turn.items:
+        arguments = {"query": turn.query, "k": turn.k} if turn.query else {"k": turn.k}
+        _run(runtime, ctx, "retrieve_items", _json(arguments))
+    top = list(turn.items)[:BRIEF_ITEMS]
+    if turn.choice is None and top:
+        _run(runtime, ctx, "eligible_offers", _json({"item_ids": top}))
+        if turn.eligible:
+            _run(runtime, ctx, "select_offer", _json({"offer_ids": list(turn.eligible)}))
+    writer = ctx.services.offline_writer
+    ctx.writer, ctx.prompt_version = writer.name, writer.prompt_version
+    if subject_blocked(ctx.run, "content") is not None:
+        ctx.writer, ctx.prompt_version = "none", None  # no copy without consent to it
+        return {"reply": "", "route": "finish"}
+    draft = writer.write(_brief(ctx, top))
+    ctx.shown_items, ctx.shown_offer = draft.item_ids, draft.offer_id
+    tokens = Reidentifier(ctx.vault, ctx.revealable)
+    for piece in re.findall(r"\s*\S+", draft.text):
+        _token(runtime, ctx, tokens.feed(piece))
+    _token(runtime, ctx, tokens.flush())
+    return {"reply": draft.text, "route": "finish"}
+
+
+def finish(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+    """Explain the turn and log it as a decision (PII-free), so feedback can reward it."""
+    ctx = runtime.context
+    reply = state.get("reply") or ""
+    record = _record(state, ctx, reply)
+    choice = ctx.turn.choice if ctx.shown_offer else None
+    with ctx.services.db.session() as session:
+        log_decision(
+            session,
+            decision_id=ctx.decision_id,
+            subject_key=ctx.run.subject.key,
+            user_id=ctx.run.subject.user_id,
+            channel=ctx.run.channel.value,
+            segment=choice.segment if choice else ctx.run.channel.value,
+            offer_id=choice.offer_id if choice else None,
+            created_at=ctx.run.now,
+            record=record,
+        )
+    ctx.record = record
+    return {"messages": [{"role": "assistant", "content": reply}], "reply": reply}
+
+
+def _record(state: ChatState, ctx: ChatContext, reply: str) -> dict[str, Any]:
+    turn = ctx.turn
+    profile = lookup_profile(ctx.run)
+    candidates = turn.candidates()
+    shown = candidates.model_copy(
+        update={"items": [turn.items[i] for i in ctx.shown_items if i in turn.items]}
+    )
+    choice = turn.choice if ctx.shown_offer else None
+    decide_state: DecideState = {
+        "query": None,
+        "k": state.get("k", turn.k),
+        "context": {},
+        "query_redacted": turn.query,
+        "context_redacted": {},
+        "profile": profile,
+        "candidates": candidates,
+        "offers": turn.offers,  # type: ignore[typeddict-item]
+        "choice": choice,
+        "draft": Draft(text=reply, item_ids=ctx.shown_items, offer_id=ctx.shown_offer),
+        "writer": ctx.writer,
+        "prompt_version": ctx.prompt_version,  # type: ignore[typeddict-item]
+        "attempts": state.get("model_calls", 0),
+        "explanation": explain(profile, shown, turn.offers, choice),
+        "degraded": ctx.degraded,
+    }
+    decide_context = DecideContext(
+        services=ctx.services,
+        run=ctx.run,
+        vault=ctx.vault,
+        known=ctx.known,
+        decision_id=ctx.decision_id,
+    )
+    record = decision_record(decide_state, decide_context)
+    record["chat"] = {
+        "thread_id": ctx.thread_id,
+        "model_calls": state.get("model_calls", 0),
+        "tool_calls": turn.calls,
+        "answered_by": "model" if ctx.writer == "openai" else "plan",
+    }
+    return record
+
+
+def _prompt(state: ChatState, ctx: ChatContext) -> list[dict[str, Any]]:
+    """System prompt, the turn's rules, earlier turns (their text only) and this turn in full."""
+    messages = state.get("messages", [])
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    earlier = [
+        m
+        for m in messages[:last_user]
+        if m["role"] == "user" or (m["role"] == "assistant" and not m.get("tool_calls"))
+    ][-HISTORY_MESSAGES:]
+    content = ctx.services.policy.policy.content
+    limit = content.max_length.get(ctx.run.channel)
+    rules = [f"Channel: {ctx.run.channel.value}."]
+    record = subject_record(ctx.run)
+    if record is not None and lookup_profile(ctx.run).personalized:
+        name = ctx.vault.placeholder("FIRST_NAME", record.profile.first_name)
+        rules.append(f"The person's first name is written {name}; you may greet them with it.")
+    if limit:
+        rules.append(f"Your reply must be at most {limit} characters.")
+    if content.banned_phrases:
+        rules.append("Never use these phrases: " + "; ".join(content.banned_phrases) + ".")
+    return [
+        {"role": "system", "content": _system_prompt()},
+        {"role": "system", "content": " ".join(rules)},
+        *earlier,
+        *messages[last_user:],
+    ]
+
+
+@cache
+def _system_prompt() -> str:
+    return (PROMPTS / f"{PROMPT_VERSION}.md").read_text()
+
+
+def _run(runtime: Runtime[ChatContext], ctx: ChatContext, name: str, arguments: str) -> Outcome:
+    def redact(text: str) -> str:
+        return ctx.services.pii.pseudonymize(text, known=ctx.known, vault=ctx.vault).text
+
+    outcome = run_tool(ctx.turn, name, arguments, redact=redact)
+    ctx.turn.calls.append(outcome.event())
+    runtime.stream_writer({"event": "tool", "data": outcome.event()})
+    return outcome
+
+
+def _token(runtime: Runtime[ChatContext], ctx: ChatContext, text: str) -> None:
+    if text:
+        ctx.streamed = True
+        runtime.stream_writer({"event": "token", "data": {"text": text}})
+
+
+def _add_usage(ctx: ChatContext, usage: Usage) -> None:
+    ctx.run.memo["llm_usage"] = ctx.run.memo.get("llm_usage", Usage()) + usage
+
+
+def _brief(ctx: ChatContext, item_ids: list[str]) -> Brief:
+    record = subject_record(ctx.run)
+    greeting = None
+    if record is not None and lookup_profile(ctx.run).personalized:
+        greeting = ctx.vault.placeholder("FIRST_NAME", record.profile.first_name)
+    offer = ctx.turn.chosen_offer
+    content = ctx.services.policy.policy.content
+    return Brief(
+        channel=ctx.run.channel,
+        greeting_name=greeting,
+        request=ctx.turn.query,
+        items=[
+            BriefItem(
+                item_id=c.item_id,
+                title=c.title,
+                category=c.category,
+                price=c.price,
+                currency=c.currency,
+            )
+            for c in (ctx.turn.items[i] for i in item_ids)
+        ],
+        offer=BriefOffer(
+            offer_id=offer.offer_id,
+            title=offer.title,
+            terms=offer.terms,
+            discount_percent=offer.discount_percent,
+            valid_until=offer.valid_until,
+        )
+        if offer
+        else None,
+        max_length=content.max_length.get(ctx.run.channel, 600),
+        banned_phrases=list(content.banned_phrases),
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _next(state: ChatState) -> str:
+    return state.get("route", "plan")
+
+
+def build_chat_graph(
+    checkpointer: Checkpointer = None,
+) -> CompiledStateGraph[ChatState, ChatContext, ChatInput, ChatState]:
+    graph = StateGraph(ChatState, context_schema=ChatContext, input_schema=ChatInput)
+    graph.add_node("guard_input", guard_input)
+    graph.add_node("agent", agent)
+    graph.add_node("tools", tools)
+    graph.add_node("guard_output", guard_output)
+    graph.add_node("plan", plan)
+    graph.add_node("finish", finish)
+    graph.add_edge(START, "guard_input")
+    graph.add_conditional_edges("guard_input", _next, ["agent", "plan"])
+    graph.add_conditional_edges("agent", _next, ["tools", "guard_output", "plan"])
+    graph.add_conditional_edges("tools", _next, ["agent", "plan"])
+    graph.add_conditional_edges("guard_output", _next, ["finish", "plan"])
+    graph.add_edge("plan", "finish")
+    graph.add_edge("finish", END)
+    return graph.compile(name="chat", checkpointer=checkpointer)
+
+
+class Chat:
+    """The chat graph compiled over its checkpoints, and the catalog names its guard reads; one
+    per process, built by the factory."""
+
+    def __init__(self, checkpoints: Checkpoints) -> None:
+        self.checkpoints = checkpoints
+        self.graph = build_chat_graph(checkpoints.saver)
+        self.catalog = CatalogNames()
+
+    def erase(self, subject_keys: list[str]) -> int:
+        """The eraser of `Services.erasers`: every thread of these subjects; how many."""
+        return self.checkpoints.erase(subject_keys)
+
+    def close(self) -> None:
+        self.checkpoints.close()

@@ -1,0 +1,82 @@
+"""Chat memory: LangGraph's SQLite checkpointer, with every thread namespaced by its subject.
+
+A thread's key is `<subject key>|<thread id>`. The subject comes from the request (never from
+the model or the thread id, which cannot hold a `|`), so the same thread id sent for another
+person opens that person's own, fresh thread: one person's conversation cannot be resumed by
+anyone else. Erasure deletes every thread under a person's subject keys, then rewrites the file
+so that the deleted pages survive nowhere (as `store.db.Database.compact` does).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+SEPARATOR = "|"
+THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def thread_key(subject_key: str, thread_id: str) -> str:
+    """The checkpointer's thread id for a subject's thread."""
+    if not THREAD_ID.fullmatch(thread_id):
+        raise ValueError(
+            "a thread id is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return f"{subject_key}{SEPARATOR}{thread_id}"
+
+
+class Checkpoints:
+    """The checkpoint database (one file, WAL mode, `secure_delete` on) and its eraser."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        connection = sqlite3.connect(str(path), check_same_thread=False)
+        connection.execute("PRAGMA secure_delete=ON")
+        self.saver = SqliteSaver(connection)
+        self.saver.setup()
+
+    def threads(self, subject_key: str) -> list[str]:
+        """The thread ids (without the namespace) held for a subject."""
+        prefix = subject_key + SEPARATOR
+        with self.saver.cursor(transaction=False) as cursor:
+            rows = cursor.execute(
+                "SELECT DISTINCT thread_id FROM checkpoints WHERE substr(thread_id, 1, ?) = ?",
+                (len(prefix), prefix),
+            ).fetchall()
+        return sorted(row[0][len(prefix) :] for row in rows)
+
+    def erase(self, subject_keys: Iterable[str]) -> int:
+        """Delete every thread of these subjects; returns how many threads were deleted."""
+        deleted: set[str] = set()
+        with self.saver.cursor() as cursor:
+            for key in subject_keys:
+                prefix = key + SEPARATOR
+                for table in ("checkpoints", "writes"):
+                    rows = cursor.execute(
+                        f"SELECT DISTINCT thread_id FROM {table} WHERE substr(thread_id, 1, ?) = ?",
+                        (len(prefix), prefix),
+                    ).fetchall()
+                    deleted |= {row[0] for row in rows}
+                    cursor.execute(
+                        f"DELETE FROM {table} WHERE substr(thread_id, 1, ?) = ?",
+                        (len(prefix), prefix),
+                    )
+        if deleted:
+            self._compact()
+        return len(deleted)
+
+    def _compact(self) -> None:
+        # `secure_delete` zeroes the deleted cells; VACUUM and a truncating checkpoint of the
+        # write-ahead log remove the stale copies that index pages and the log can still hold.
+        with self.saver.lock:
+            self.saver.conn.execute("VACUUM")
+            self.saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with self.saver.lock:
+            self.saver.conn.close()

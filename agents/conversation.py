@@ -1,0 +1,125 @@
+"""One chat turn, end to end: bind the subject, run the chat graph on the subject's thread within
+the turn's deadline, re-identify what consent allows, and hand back the reply."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from agents.chat import ChatContext, ChatState
+from agents.chat_tools import Turn
+from agents.checkpoints import thread_key
+from agents.explain import Explanation
+from agents.factory import Services
+from agents.llm import Usage
+from policies.pii import KnownValues, Vault
+from store.schemas import Channel
+from store.users import resolve_subject
+from tools.context import RunContext
+from tools.profile import subject_record
+from tools.schemas import Candidate, OfferChoice, OfferSummary
+
+# The plan's share of a turn's budget: the model must stop this early, so that the offline
+# answer still fits in the deadline (it takes a few tens of milliseconds on the demo world).
+OFFLINE_RESERVE_S = 0.25
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    message: str
+    channel: Channel = Channel.web
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    thread_id: str | None = None  # None: a new thread
+    k: int = 10
+    deadline_s: float | None = None  # None: the configured budget (never more than it)
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    decision_id: str
+    thread_id: str
+    subject_key: str
+    items: list[Candidate]
+    offer: OfferSummary | None
+    choice: OfferChoice | None
+    reply: str
+    explanation: Explanation
+    degraded: list[str]
+    usage: Usage
+
+
+def chat_turn(
+    services: Services,
+    request: ChatRequest,
+    *,
+    emit: Emit | None = None,
+    now: datetime | None = None,
+) -> ChatReply:
+    """Answer one message; `emit(event, data)` receives the `token`, `tool` and `reset` events
+    as they happen (from this thread)."""
+    if request.user_id is None and request.anonymous_id is None:
+        raise ValueError("one of user_id or anonymous_id is required")
+    started = time.monotonic()
+    budget = min(
+        request.deadline_s or services.settings.chat_deadline_s, services.settings.chat_deadline_s
+    )
+    now = now or datetime.now(UTC)
+    with services.db.session() as session:
+        subject = resolve_subject(session, request.user_id, request.anonymous_id)
+    run = RunContext(deps=services.tools, subject=subject, channel=request.channel, now=now)
+    record = subject_record(run)
+    thread_id = request.thread_id or uuid.uuid4().hex[:16]
+    if services.chat is None:
+        raise RuntimeError("the chat graph is not built: build the services with build_services")
+    context = ChatContext(
+        services=services,
+        run=run,
+        vault=Vault(),
+        known=KnownValues.from_profile(record.profile) if record else KnownValues.empty(),
+        decision_id=uuid.uuid4().hex,
+        thread_id=thread_id,
+        message=request.message,
+        llm=services.llm,
+        llm_deadline=started + budget - min(OFFLINE_RESERVE_S, budget / 2),
+        catalog=services.chat.catalog,
+        turn=Turn(run=run, k=request.k),
+    )
+    config: RunnableConfig = {"configurable": {"thread_id": thread_key(subject.key, thread_id)}}
+    state: ChatState = {"k": request.k}
+    # Checkpointed once, when the turn is over: the reply is what the thread remembers.
+    for part in services.chat.graph.stream(
+        {"k": request.k},
+        config,
+        context=context,
+        stream_mode=["custom", "values"],
+        durability="exit",
+        version="v2",
+    ):
+        if part["type"] == "custom":
+            if emit is not None:
+                emit(part["data"]["event"], part["data"]["data"])
+        elif part["type"] == "values":
+            state = part["data"]
+    turn = context.turn
+    allowed = context.revealable
+    return ChatReply(
+        decision_id=context.decision_id,
+        thread_id=thread_id,
+        subject_key=subject.key,
+        items=[turn.items[i] for i in context.shown_items if i in turn.items],
+        offer=turn.chosen_offer if context.shown_offer else None,
+        choice=turn.choice if context.shown_offer else None,
+        reply=context.vault.reveal(state.get("reply") or "", allowed),
+        explanation=Explanation.model_validate(context.record["explanation"]),
+        degraded=context.record["degraded"],
+        usage=run.memo.get("llm_usage", Usage()),
+    )

@@ -1,0 +1,123 @@
+"""POST /v1/chat: one turn of a conversation, streamed as server-sent events or answered as JSON.
+
+Events, in order: `tool` (`{"name", "arguments", "status"}`, arguments redacted) and `token`
+(`{"text"}`) as they happen, `reset` (`{"reason"}`) when tokens already sent are withdrawn
+because the model's reply was replaced, then one `final` (the `ChatOut` object) or one `error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from agents.conversation import ChatReply, ChatRequest, chat_turn
+from agents.factory import Services
+from api.auth import ChatCaller
+from api.deps import ServicesDep
+from api.schemas import ChatIn, ChatOut, ItemOut, OfferOut
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+log = logging.getLogger("attune.api")
+
+_END = None
+
+
+@router.post(
+    "/chat",
+    response_model=ChatOut,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE when stream"}},
+)
+async def post_chat(
+    body: ChatIn, services: ServicesDep, caller: ChatCaller
+) -> ChatOut | StreamingResponse:
+    """Talk with the agent: grounded items and an offer, streamed token by token."""
+    caller.act_for(
+        body.user_id,
+        what="a chat with " + ("an anonymous visitor" if body.user_id is None else "this user"),
+    )
+    request = ChatRequest(
+        message=body.message,
+        channel=body.channel,
+        user_id=body.user_id,
+        anonymous_id=body.anonymous_id,
+        thread_id=body.thread_id,
+        k=body.k,
+        deadline_s=body.deadline_ms / 1000 if body.deadline_ms else None,
+    )
+    if not body.stream:
+        return chat_out(await run_in_threadpool(chat_turn, services, request))
+    return StreamingResponse(
+        _events(services, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(services: Services, request: ChatRequest) -> AsyncIterator[bytes]:
+    """Run the turn on its own thread and relay its events as they come."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+
+    def emit(event: str, data: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, (event, data))
+
+    def work() -> None:
+        try:
+            reply = chat_turn(services, request, emit=emit)
+            emit("final", chat_out(reply).model_dump(mode="json"))
+        except Exception:  # reported to the client as an `error` event, and logged
+            log.exception("chat turn failed")
+            emit("error", {"title": "Internal error", "detail": "the chat turn failed; logged"})
+        finally:
+            loop.call_soon_threadsafe(events.put_nowait, _END)
+
+    # A thread of its own: the turn runs to its end (and is logged) even if the client leaves.
+    threading.Thread(target=work, name="chat-turn", daemon=True).start()
+    while (item := await events.get()) is not _END:
+        event, data = item
+        yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def chat_out(reply: ChatReply) -> ChatOut:
+    offer = None
+    if reply.offer is not None and reply.choice is not None:
+        offer = OfferOut(
+            offer_id=reply.offer.offer_id,
+            title=reply.offer.title,
+            terms=reply.offer.terms,
+            discount_percent=reply.offer.discount_percent,
+            valid_until=reply.offer.valid_until,
+            propensity=reply.choice.propensity,
+            estimate=reply.choice.estimate,
+            policy=reply.choice.policy,
+            segment=reply.choice.segment,
+        )
+    return ChatOut(
+        decision_id=reply.decision_id,
+        thread_id=reply.thread_id,
+        items=[
+            ItemOut(
+                item_id=c.item_id,
+                title=c.title,
+                category=c.category,
+                price=c.price,
+                currency=c.currency,
+                score=c.score,
+                score_parts=c.parts,
+                reasons=c.reasons,
+            )
+            for c in reply.items
+        ],
+        offer=offer,
+        explanation=reply.explanation,
+        reply=reply.reply,
+        degraded=reply.degraded,
+    )

@@ -1,0 +1,126 @@
+"""GET /v1/jobs/{id} and its results: background copy jobs, answered by any worker."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+
+from api.auth import Caller, CopyCaller
+from api.deps import ServicesDep
+from api.routes.copy import RunnerDep
+from api.schemas import JobOut, JobProgressOut
+from store.copy import get_variants
+from store.errors import Conflict, NotFound
+from store.jobs import Job, get_job
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+JobId = Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+CSV_COLUMNS = (
+    "campaign_id",
+    "segment",
+    "segment_size",
+    "variant_id",
+    "channel",
+    "subject",
+    "text",
+    "item_ids",
+    "offer_id",
+    "checks_passed",
+    "writer",
+    "degraded",
+    "explanation",
+)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def read_job(
+    services: ServicesDep, caller: CopyCaller, runner: RunnerDep, job_id: str = JobId
+) -> JobOut:
+    """A job's status and progress: segments done of total, people scanned of total."""
+    with services.db.session() as session:
+        job = _job(session, job_id, caller, runner)
+    return JobOut(
+        job_id=job.job_id,
+        kind=job.kind,
+        status=job.status,
+        progress=JobProgressOut(
+            segments_done=job.segments_done,
+            segments_total=job.segments_total,
+            members_scanned=job.members_scanned,
+            members_total=job.members_total,
+        ),
+        created_at=job.created_at.isoformat(),
+        started_at=job.started_at.isoformat() if job.started_at else None,
+        finished_at=job.finished_at.isoformat() if job.finished_at else None,
+        error=job.error,
+        summary=job.summary,
+        results_url=f"/v1/jobs/{job.job_id}/results",
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/results",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+            "description": "One line per variant.",
+        }
+    },
+)
+def read_job_results(
+    services: ServicesDep,
+    caller: CopyCaller,
+    runner: RunnerDep,
+    job_id: str = JobId,
+    format: Literal["jsonl", "csv"] = Query("jsonl", description="jsonl or csv"),
+) -> Response:
+    """A done job's variants, one per line, as JSON Lines or CSV; 409 while it runs."""
+    with services.db.session() as session:
+        job = _job(session, job_id, caller, runner)
+    if job.status != "done":
+        raise Conflict(f"job {job_id!r} is {job.status}; results are ready when it is done")
+    with services.db.session() as session:
+        variants = get_variants(session, job_id)
+    disposition = {"Content-Disposition": f'attachment; filename="copy-{job_id}.{format}"'}
+    if format == "jsonl":
+        body = "".join(json.dumps({"campaign_id": job_id, **v}) + "\n" for v in variants)
+        return Response(body, media_type="application/x-ndjson", headers=disposition)
+    return Response(_csv(job_id, variants), media_type="text/csv", headers=disposition)
+
+
+def _job(session: Any, job_id: str, caller: Caller, runner: Any) -> Job:
+    """The job, if this caller may see it: its creator or an admin (others get a 404)."""
+    job = get_job(session, job_id, stale_after=runner.stale_after)
+    if job.created_by != caller.actor and not caller.has("admin"):
+        raise NotFound(f"job {job_id!r} does not exist")
+    return job
+
+
+def _csv(job_id: str, variants: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for v in variants:
+        writer.writerow(
+            {
+                "campaign_id": job_id,
+                "segment": v["segment"],
+                "segment_size": v.get("segment_size"),
+                "variant_id": v["variant_id"],
+                "channel": v["channel"],
+                "subject": v.get("subject") or "",
+                "text": v["text"],
+                "item_ids": " ".join(v["item_ids"]),
+                "offer_id": v.get("offer_id") or "",
+                "checks_passed": v["checks_passed"],
+                "writer": v["writer"],
+                "degraded": "; ".join(v["degraded"]),
+                "explanation": v["explanation"]["summary"],
+            }
+        )
+    return out.getvalue()
