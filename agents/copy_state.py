@@ -5,9 +5,10 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Protocol, TypedDict
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from typing_extensions import TypedDict  # pydantic reads these on 3.11 only from typing_extensions
 
 from agents.audience import SegmentAudience
 from agents.copywriter import Tone

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any
+
+from typing_extensions import TypedDict  # pydantic reads these on 3.11 only from typing_extensions
 
 from agents.explain import Explanation
 from agents.writer import Brief, Draft
