@@ -31,11 +31,10 @@ from agents.chat_tools import CatalogNames, Outcome, Turn, offers_named, run_too
 from agents.checkpoints import Checkpoints
 from agents.explain import explain
 from agents.llm import PROMPTS, LLMClient, LLMError, StreamEnd, TextDelta, Usage
-from agents.record import decision_record
+from agents.record import decision_record, log_record
 from agents.state import DecideContext, DecideState
 from agents.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
-from store.decisions import log_decision
 from tools.context import RunContext
 from tools.profile import lookup_profile, subject_blocked, subject_record
 
@@ -275,19 +274,7 @@ def finish(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
     ctx = runtime.context
     reply = state.get("reply") or ""
     record = _record(state, ctx, reply)
-    choice = ctx.turn.choice if ctx.shown_offer else None
-    with ctx.services.db.session() as session:
-        log_decision(
-            session,
-            decision_id=ctx.decision_id,
-            subject_key=ctx.run.subject.key,
-            user_id=ctx.run.subject.user_id,
-            channel=ctx.run.channel.value,
-            segment=choice.segment if choice else ctx.run.channel.value,
-            offer_id=choice.offer_id if choice else None,
-            created_at=ctx.run.now,
-            record=record,
-        )
+    log_record(ctx.run, ctx.decision_id, ctx.turn.choice if ctx.shown_offer else None, record)
     ctx.record = record
     return {"messages": [{"role": "assistant", "content": reply}], "reply": reply}
 

@@ -12,11 +12,10 @@ from langgraph.runtime import Runtime
 
 from agents.explain import explain
 from agents.llm import MeteredDraft, Usage, WriterError
-from agents.record import decision_record
+from agents.record import decision_record, log_record
 from agents.state import DecideContext, DecideInput, DecideState
 from agents.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
-from store.decisions import log_decision
 from tools.offers import eligible_offers, select_offer
 from tools.profile import lookup_profile, subject_blocked, subject_record
 from tools.retrieve import retrieve_candidates
@@ -184,19 +183,7 @@ def log(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
     """Append the PII-free decision record to the decision log, in one transaction."""
     ctx = runtime.context
     record = decision_record(state, ctx)
-    choice = state.get("choice")
-    with ctx.services.db.session() as session:
-        log_decision(
-            session,
-            decision_id=ctx.decision_id,
-            subject_key=ctx.run.subject.key,
-            user_id=ctx.run.subject.user_id,
-            channel=ctx.run.channel.value,
-            segment=choice.segment if choice else ctx.run.channel.value,
-            offer_id=choice.offer_id if choice else None,
-            created_at=ctx.run.now,
-            record=record,
-        )
+    log_record(ctx.run, ctx.decision_id, state.get("choice"), record)
     return {"record": record}
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from agents.llm import Usage
 from agents.state import DecideContext, DecideState
+from store.decisions import log_decision
+from tools.context import RunContext
 from tools.schemas import EligibleOffers, OfferChoice
 
 RECORD_SCHEMA = 1
@@ -65,6 +67,24 @@ def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
         # Tokens of every LLM call the decision made (zeros for the offline writer).
         "usage": ctx.run.memo.get("llm_usage", Usage()).model_dump(mode="json"),
     }
+
+
+def log_record(
+    run: RunContext, decision_id: str, choice: OfferChoice | None, record: dict[str, Any]
+) -> None:
+    """Append a decision (of the decide graph or a chat turn) to the log, in one transaction."""
+    with run.deps.db.session() as session:
+        log_decision(
+            session,
+            decision_id=decision_id,
+            subject_key=run.subject.key,
+            user_id=run.subject.user_id,
+            channel=run.channel.value,
+            segment=choice.segment if choice else run.channel.value,
+            offer_id=choice.offer_id if choice else None,
+            created_at=run.now,
+            record=record,
+        )
 
 
 def offer_trace(offers: EligibleOffers | None, choice: OfferChoice | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.explain import Explanation
 from store.schemas import Channel, Identifier, Item, Profile, Purpose
-from tools.schemas import ScoreParts
+from tools.schemas import Candidate, OfferChoice, OfferSummary, ScoreParts
 
 MAX_BATCH = 1000
 
@@ -46,6 +46,19 @@ class ItemOut(BaseModel):
     score_parts: ScoreParts
     reasons: list[str]
 
+    @classmethod
+    def of(cls, c: Candidate) -> ItemOut:
+        return cls(
+            item_id=c.item_id,
+            title=c.title,
+            category=c.category,
+            price=c.price,
+            currency=c.currency,
+            score=c.score,
+            score_parts=c.parts,
+            reasons=c.reasons,
+        )
+
 
 class OfferOut(BaseModel):
     offer_id: str
@@ -57,6 +70,23 @@ class OfferOut(BaseModel):
     estimate: float = Field(description="Posterior mean conversion rate of the offer.")
     policy: str
     segment: str
+
+    @classmethod
+    def of(cls, offer: OfferSummary | None, choice: OfferChoice | None) -> OfferOut | None:
+        """The offer shown, with how the bandit chose it; None when none was shown."""
+        if offer is None or choice is None:
+            return None
+        return cls(
+            offer_id=offer.offer_id,
+            title=offer.title,
+            terms=offer.terms,
+            discount_percent=offer.discount_percent,
+            valid_until=offer.valid_until,
+            propensity=choice.propensity,
+            estimate=choice.estimate,
+            policy=choice.policy,
+            segment=choice.segment,
+        )
 
 
 class DecideOut(BaseModel):

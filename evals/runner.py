@@ -33,6 +33,7 @@ KIND_MODULES: list[str] = [
     "evals.simulate",
     "evals.pii_suite",
     "evals.generation",
+    "evals.safety",
 ]
 
 DEFAULT_OUT_ROOT = Path("var") / "evals"

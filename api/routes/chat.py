@@ -87,36 +87,11 @@ async def _events(services: Services, request: ChatRequest) -> AsyncIterator[byt
 
 
 def chat_out(reply: ChatReply) -> ChatOut:
-    offer = None
-    if reply.offer is not None and reply.choice is not None:
-        offer = OfferOut(
-            offer_id=reply.offer.offer_id,
-            title=reply.offer.title,
-            terms=reply.offer.terms,
-            discount_percent=reply.offer.discount_percent,
-            valid_until=reply.offer.valid_until,
-            propensity=reply.choice.propensity,
-            estimate=reply.choice.estimate,
-            policy=reply.choice.policy,
-            segment=reply.choice.segment,
-        )
     return ChatOut(
         decision_id=reply.decision_id,
         thread_id=reply.thread_id,
-        items=[
-            ItemOut(
-                item_id=c.item_id,
-                title=c.title,
-                category=c.category,
-                price=c.price,
-                currency=c.currency,
-                score=c.score,
-                score_parts=c.parts,
-                reasons=c.reasons,
-            )
-            for c in reply.items
-        ],
-        offer=offer,
+        items=[ItemOut.of(c) for c in reply.items],
+        offer=OfferOut.of(reply.offer, reply.choice),
         explanation=reply.explanation,
         reply=reply.reply,
         degraded=reply.degraded,

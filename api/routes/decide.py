@@ -30,36 +30,11 @@ async def post_decide(body: DecideIn, services: ServicesDep, caller: DecideCalle
         k=body.k,
     )
     decision = await run_in_threadpool(decide, services, request)
-    offer = None
-    if decision.offer is not None and decision.choice is not None:
-        offer = OfferOut(
-            offer_id=decision.offer.offer_id,
-            title=decision.offer.title,
-            terms=decision.offer.terms,
-            discount_percent=decision.offer.discount_percent,
-            valid_until=decision.offer.valid_until,
-            propensity=decision.choice.propensity,
-            estimate=decision.choice.estimate,
-            policy=decision.choice.policy,
-            segment=decision.choice.segment,
-        )
     return DecideOut(
         decision_id=decision.decision_id,
         channel=body.channel,
-        items=[
-            ItemOut(
-                item_id=c.item_id,
-                title=c.title,
-                category=c.category,
-                price=c.price,
-                currency=c.currency,
-                score=c.score,
-                score_parts=c.parts,
-                reasons=c.reasons,
-            )
-            for c in decision.items
-        ],
-        offer=offer,
+        items=[ItemOut.of(c) for c in decision.items],
+        offer=OfferOut.of(decision.offer, decision.choice),
         content=decision.content,
         explanation=decision.explanation,
         degraded=decision.degraded,
