@@ -9,7 +9,6 @@ per person in Python.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 
 # The event weights, half-life and price bands are compute_features' own, imported so the two
 # can never disagree.
-from store.events import _HALF_LIFE_DAYS, _WEIGHTS, Features, _band
+from store.events import Features, fold_features
 from store.models import CatalogItem, Consent, EventRow, IdentityLink, User
 from store.schemas import Purpose
 
@@ -128,50 +127,6 @@ def features_for(
         for owner in owners:
             by_person.setdefault(owner, []).append(tuple(event))
     return {
-        user_id: _fold(by_person.get(user_id, []), as_of=as_of, recent=recent)
+        user_id: fold_features(by_person.get(user_id, []), as_of=as_of, recent=recent)
         for user_id in user_ids
     }
-
-
-def _fold(rows: list[tuple], *, as_of: datetime, recent: int) -> Features:
-    """One person's events, newest first, folded as `compute_features` folds them."""
-    if not rows:
-        return Features(as_of=as_of)
-    affinity: dict[str, float] = {}
-    prices: list[float] = []
-    recent_ids: list[str] = []
-    purchased: list[tuple[str, datetime]] = []
-    monetary, frequency = 0.0, 0
-    last_purchase: datetime | None = None
-    for kind, ts, item_id, value, category, price in rows:
-        age_days = (as_of - ts).total_seconds() / 86400
-        if age_days <= 30:
-            frequency += 1
-        if category is not None:
-            decay = 0.5 ** (age_days / _HALF_LIFE_DAYS)
-            affinity[category] = affinity.get(category, 0.0) + _WEIGHTS[kind] * decay
-        if price is not None:
-            prices.append(price)
-        if item_id not in recent_ids and len(recent_ids) < recent:
-            recent_ids.append(item_id)
-        if kind == "purchase":
-            monetary += value or 0.0
-            purchased.append((item_id, ts))
-            last_purchase = last_purchase or ts
-    total = sum(affinity.values()) or 1.0
-    newest = rows[0][1]
-    return Features(
-        as_of=as_of,
-        event_count=len(rows),
-        recency_days=round((as_of - newest).total_seconds() / 86400, 2),
-        frequency_30d=frequency,
-        monetary_total=round(monetary, 2),
-        purchase_count=len(purchased),
-        days_since_last_purchase=(
-            round((as_of - last_purchase).total_seconds() / 86400, 2) if last_purchase else None
-        ),
-        category_affinity={k: round(v / total, 4) for k, v in affinity.items()},
-        price_band=_band(statistics.median(prices) if prices else None),
-        recent_item_ids=tuple(recent_ids),
-        purchases=tuple(purchased),
-    )

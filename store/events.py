@@ -124,6 +124,12 @@ def compute_features(
         .where(or_(*conditions), EventRow.ts <= as_of)
         .order_by(EventRow.ts.desc())
     ).all()
+    return fold_features([tuple(row) for row in rows], as_of=as_of, recent=recent)
+
+
+def fold_features(rows: Sequence[tuple], *, as_of: datetime, recent: int = 20) -> Features:
+    """One person's events, newest first, as (type, ts, item_id, value, category, price) rows,
+    folded into their features. `store.cohort` folds many people's rows with it too."""
     if not rows:
         return Features(as_of=as_of)
 
@@ -153,7 +159,7 @@ def compute_features(
     return Features(
         as_of=as_of,
         event_count=len(rows),
-        recency_days=round((as_of - rows[0].ts).total_seconds() / 86400, 2),
+        recency_days=round((as_of - rows[0][1]).total_seconds() / 86400, 2),
         frequency_30d=frequency,
         monetary_total=round(monetary, 2),
         purchase_count=len(purchased),
