@@ -224,6 +224,9 @@ def guard_output(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, A
         guard=ctx.services.pii,
         known=ctx.known,
         approved_text=[i.title for i in ctx.turn.items.values()],
+        disclaimers=ctx.services.policy.policy.content.disclaimers(
+            ctx.run.channel, with_offer=chosen is not None
+        ),
     )
     if not verdict.ok:
         ctx.degraded.append(
@@ -385,27 +388,11 @@ def _brief(ctx: ChatContext, item_ids: list[str]) -> Brief:
         channel=ctx.run.channel,
         greeting_name=greeting,
         request=ctx.turn.query,
-        items=[
-            BriefItem(
-                item_id=c.item_id,
-                title=c.title,
-                category=c.category,
-                price=c.price,
-                currency=c.currency,
-            )
-            for c in (ctx.turn.items[i] for i in item_ids)
-        ],
-        offer=BriefOffer(
-            offer_id=offer.offer_id,
-            title=offer.title,
-            terms=offer.terms,
-            discount_percent=offer.discount_percent,
-            valid_until=offer.valid_until,
-        )
-        if offer
-        else None,
+        items=[BriefItem.of(c) for c in (ctx.turn.items[i] for i in item_ids)],
+        offer=BriefOffer.of(offer),
         max_length=content.max_length.get(ctx.run.channel, 600),
         banned_phrases=list(content.banned_phrases),
+        disclaimers=content.disclaimers(ctx.run.channel, with_offer=offer is not None),
     )
 
 

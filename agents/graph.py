@@ -201,25 +201,8 @@ def _brief(state: DecideState, ctx: DecideContext) -> Brief:
         channel=ctx.run.channel,
         greeting_name=greeting,
         request=state.get("query_redacted"),
-        items=[
-            BriefItem(
-                item_id=c.item_id,
-                title=c.title,
-                category=c.category,
-                price=c.price,
-                currency=c.currency,
-            )
-            for c in state["candidates"].items[:BRIEF_ITEMS]
-        ],
-        offer=BriefOffer(
-            offer_id=offer.offer_id,
-            title=offer.title,
-            terms=offer.terms,
-            discount_percent=offer.discount_percent,
-            valid_until=offer.valid_until,
-        )
-        if offer
-        else None,
+        items=[BriefItem.of(c) for c in state["candidates"].items[:BRIEF_ITEMS]],
+        offer=BriefOffer.of(offer),
         max_length=content.max_length.get(ctx.run.channel, 600),
         banned_phrases=list(content.banned_phrases),
         disclaimers=content.disclaimers(ctx.run.channel, with_offer=offer is not None),

@@ -11,6 +11,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from store.schemas import Channel
+from tools.schemas import Candidate, OfferSummary
 
 _SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
 
@@ -24,6 +25,16 @@ class BriefItem(BaseModel):
     price: float
     currency: str
 
+    @classmethod
+    def of(cls, item: Candidate) -> BriefItem:
+        return cls(
+            item_id=item.item_id,
+            title=item.title,
+            category=item.category,
+            price=item.price,
+            currency=item.currency,
+        )
+
 
 class BriefOffer(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -33,6 +44,18 @@ class BriefOffer(BaseModel):
     terms: str
     discount_percent: float
     valid_until: str
+
+    @classmethod
+    def of(cls, offer: OfferSummary | None) -> BriefOffer | None:
+        if offer is None:
+            return None
+        return cls(
+            offer_id=offer.offer_id,
+            title=offer.title,
+            terms=offer.terms,
+            discount_percent=offer.discount_percent,
+            valid_until=offer.valid_until,
+        )
 
 
 class Brief(BaseModel):
