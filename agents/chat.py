@@ -224,6 +224,7 @@ def guard_output(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, A
         guard=ctx.services.pii,
         known=ctx.known,
         approved_text=[i.title for i in ctx.turn.items.values()],
+        catalog_offers={o.offer_id: o.title for o in ctx.run.deps.offers.current()},
         disclaimers=ctx.services.policy.policy.content.disclaimers(
             ctx.run.channel, with_offer=chosen is not None
         ),

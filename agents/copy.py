@@ -345,6 +345,8 @@ def _variant(
             must_say=brief_in.must_say,
             guard=ctx.services.pii,
             disclaimers=disclaimers,
+            item_titles=[i.title for i in brief.items],
+            catalog_offers={o.offer_id: o.title for o in ctx.services.tools.offers.current()},
         )
 
     written = write_checked(brief, writer=ctx.writer, fallback=ctx.fallback, check=check)

@@ -142,6 +142,7 @@ def guard_output(state: DecideState, runtime: Runtime[DecideContext]) -> dict[st
         known=ctx.known,
         disclaimers=brief.disclaimers,
         approved_text=[i.title for i in brief.items],
+        catalog_offers={o.offer_id: o.title for o in ctx.run.deps.offers.current()},
     )
     attempts = state.get("attempts", 0) + 1
     if verdict.ok:

@@ -127,6 +127,8 @@ def check_variant(
     guard: PIIGuard,
     known: KnownValues | None = None,
     disclaimers: Sequence[str] = (),
+    item_titles: Sequence[str] = (),
+    catalog_offers: Mapping[str, str] | None = None,
 ) -> CopyVerdict:
     """Every check a copy variant must pass, on every part of it.
 
@@ -147,6 +149,8 @@ def check_variant(
         "rules": rules,
         "guard": guard,
         "known": known,
+        "approved_text": item_titles,
+        "catalog_offers": catalog_offers,
     }
     problems = list(
         check_copy(

@@ -21,7 +21,17 @@ from store.schemas import Channel
 _MONEY = re.compile(
     r"(?:[€$£]\s?(\d+(?:[.,]\d{1,2})?))|(?:(\d+(?:[.,]\d{1,2})?)\s?(?:EUR|USD|GBP|€))"
 )
-_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?%")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?(?:%|percent\b|per\s?cent\b)", re.IGNORECASE)
+# "use code SAVE90": a code the copy offers must be one the offer's terms state.
+_CODE = re.compile(
+    r"\b(?:code|coupon|voucher|promo(?:\s+code)?)\b\W{0,3}([A-Za-z0-9][A-Za-z0-9-]{2,})",
+    re.IGNORECASE,
+)
+# Promises that are discounts in all but name: allowed only when the offer itself makes them.
+_PROMISES = (
+    "free shipping", "free delivery", "free postage", "half price", "half off",
+    "buy one get one", "bogo", "free gift", "two for one", "2 for 1", "on the house",
+)  # fmt: skip
 _PLACEHOLDER = re.compile(r"<[A-Z_]+_\d+>")
 _MONTHS = {
     name: number
@@ -82,11 +92,14 @@ def check_copy(
     known: KnownValues,
     disclaimers: Sequence[str] = (),
     approved_text: Sequence[str] = (),
+    catalog_offers: Mapping[str, str] | None = None,
 ) -> CopyVerdict:
     """Check copy; `offer_text` is approved text (the offer's title, terms and end date) whose
     amounts, percentages and dates the copy may repeat; `disclaimers` must appear verbatim.
     `approved_text` (item titles) is catalog text: a brand that looks like a name ("Florence
-    linen dress") is not a person's PII when it is quoted from an approved item."""
+    linen dress") is not a person's PII when it is quoted from an approved item.
+    `catalog_offers` (every offer id → title) lets the guard see offers named in the text
+    itself — by id, by title or by the title's name part — and ids that no offer has."""
     problems: list[Problem] = []
     stray = [item_id for item_id in mentioned_item_ids if item_id not in approved_prices]
     if stray:
@@ -109,6 +122,21 @@ def check_copy(
         if float(match.group(1)) not in allowed_percents:
             problems.append(
                 Problem("grounding-discounts", f"{match.group(0)!r} is not the offer's discount")
+            )
+
+    approved_quotes = " ".join([*approved_text, offer_text]).casefold()
+    problems += _offer_mentions(text, catalog_offers or {}, offer_id, approved_quotes)
+    terms = offer_text.casefold()
+    for match in _CODE.finditer(text):
+        if match.group(1).casefold() not in terms:
+            problems.append(
+                Problem("grounding-codes", f"code {match.group(1)!r} is not the offer's")
+            )
+    lowered_text = text.casefold()
+    for promise in _PROMISES:
+        if re.search(rf"\b{re.escape(promise)}\b", lowered_text) and promise not in terms:
+            problems.append(
+                Problem("grounding-promises", f"promises {promise!r}, the offer does not")
             )
 
     allowed_dates = _dates(offer_text)
@@ -137,6 +165,31 @@ def check_copy(
     if leaked:
         problems.append(Problem("pii-leak", f"raw PII of type {', '.join(sorted(set(leaked)))}"))
     return CopyVerdict(tuple(problems))
+
+
+def _offer_mentions(
+    text: str, catalog: Mapping[str, str], approved: str | None, quotes: str
+) -> list[Problem]:
+    """Offers other than the approved one that the text names, and offer-like ids none has."""
+    problems = []
+    lowered = text.casefold()
+    for offer_id, title in catalog.items():
+        if offer_id == approved:
+            continue
+        name = title.split(":")[0].strip().casefold()
+        by_id = re.search(rf"(?<![\w-]){re.escape(offer_id)}(?![\w-])", text)
+        by_title = title.casefold() in lowered
+        by_name = len(name) >= 6 and name in lowered and name not in quotes
+        if by_id or by_title or by_name:
+            problems.append(
+                Problem("grounding-ids", f"names offer {offer_id}, not the approved one")
+            )
+    prefixes = {m.group(1) for oid in catalog if (m := re.match(r"([A-Za-z]+[_-])\d", oid))}
+    for prefix in prefixes:
+        for match in re.finditer(rf"(?<![\w-]){re.escape(prefix)}\w+", text):
+            if match.group(0) not in catalog:
+                problems.append(Problem("grounding-ids", f"{match.group(0)!r} is no offer"))
+    return problems
 
 
 def _date_mentions(text: str) -> list[tuple[str, set[tuple[int | None, int, int]]]]:

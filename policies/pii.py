@@ -622,10 +622,31 @@ class _PersonNameRecognizer(EntityRecognizer):
                 continue
             spans += self._names_in_run(text, words, i, end, context)
             i = end + 1
+        spans += self._lowercase_pairs(words, spans)
         return [
             RecognizerResult(self.ENTITY, words[a].start, words[b].end, score)
             for a, b, score in spans
         ]
+
+    def _lowercase_pairs(
+        self, words: list[_Word], found: list[tuple[int, int, float]]
+    ) -> list[tuple[int, int, float]]:
+        """A full name typed without capitals ("beverley bartlett"): a listed given name then a
+        listed surname, neither an ordinary word nor a common-word name, counts on its own."""
+        taken = {j for a, b, _ in found for j in range(a, b + 1)}
+        lists = self._lists
+        pairs = []
+        for i in range(len(words) - 1):
+            first, last = words[i], words[i + 1]
+            if i in taken or i + 1 in taken or first.embedded or last.embedded:
+                continue
+            if (
+                first.key in lists.first
+                and last.key in lists.last
+                and not {first.key, last.key} & (lists.english | lists.common)
+            ):
+                pairs.append((i, i + 1, self.CHAIN_SCORE))
+        return pairs
 
     def _words(self, text: str) -> list[_Word]:
         words: list[_Word] = []

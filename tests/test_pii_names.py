@@ -276,3 +276,9 @@ def test_the_labeled_set_is_what_its_seeded_script_writes(
     rows = build.build()
 
     assert [json.loads(line) for line in LABELED.read_text().splitlines()] == rows
+
+
+def test_a_full_name_typed_in_lower_case_is_found(pii_guard) -> None:
+    # Found by the safety suite: "beverley bartlett" reached the model before this rule.
+    assert pii_guard.contains_pii("please send it to beverley bartlett tomorrow") == ["PERSON"]
+    assert pii_guard.contains_pii("i will go in may and mark it as done") == []

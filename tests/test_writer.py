@@ -198,3 +198,58 @@ def test_a_name_like_brand_in_an_approved_title_is_not_pii(pii_guard) -> None:
         approved_text=[titled],
     )
     assert clean.ok
+
+
+CATALOG = {
+    "o1": "Autumn Run: 15% off",
+    "off_002": "Wine Cellar Selection: 29% off",
+    "off_003": "Gift Days",
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "check_id"),
+    [
+        ("Take 90 percent off today!", "grounding-discounts"),
+        ("Use code SAVE90 at checkout.", "grounding-codes"),
+        ("Enjoy free shipping on all orders.", "grounding-promises"),
+        ("Everything half price this week.", "grounding-promises"),
+        ("Our Wine Cellar Selection is waiting for you.", "grounding-ids"),
+        ("Ask for offer off_002 in store.", "grounding-ids"),
+        ("Ask for offer off_099 in store.", "grounding-ids"),
+    ],
+)
+def test_copy_cannot_promise_what_the_offer_does_not(text: str, check_id: str, pii_guard) -> None:
+    verdict = check_copy(
+        text,
+        mentioned_item_ids=[],
+        mentioned_offer_id=None,
+        approved_prices={},
+        offer_id="o1",
+        discount_percent=15,
+        offer_text=f"{OFFER.title}\n{OFFER.terms}",
+        channel=Channel.web,
+        rules=RULES,
+        guard=pii_guard,
+        known=KnownValues.empty(),
+        catalog_offers=CATALOG,
+    )
+    assert check_id in [p.check for p in verdict.problems], verdict.summary()
+
+
+def test_the_approved_offer_may_be_named_and_quoted(pii_guard) -> None:
+    verdict = check_copy(
+        "Autumn Run: 15 percent off all running gear until 31 Dec 2026.",
+        mentioned_item_ids=[],
+        mentioned_offer_id="o1",
+        approved_prices={},
+        offer_id="o1",
+        discount_percent=15,
+        offer_text=f"{OFFER.title}\n{OFFER.terms}",
+        channel=Channel.web,
+        rules=RULES,
+        guard=pii_guard,
+        known=KnownValues.empty(),
+        catalog_offers=CATALOG,
+    )
+    assert verdict.ok, verdict.summary()
