@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
 import threading
@@ -27,18 +26,12 @@ from agents.factory import build_services, settle
 from agents.seed import seed
 from agents.settings import Settings
 from api.app import create_app
-from bench.decide import QUERIES, percentiles
+from bench.decide import QUERIES, free_port, percentiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_openai import Reply, fake_openai
 
 ANSWER = "Happy to help: tell me a little more about what you like and I will look it up."
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:
@@ -60,7 +53,7 @@ def main() -> None:
             for user in map(json.loads, filter(None, lines))
             if user["consent"].get("llm_processing")
         ]
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(services=lambda: services),

@@ -54,7 +54,7 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -120,7 +120,7 @@ def main() -> None:
             "with_offer": offered[name],
         }
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(services=lambda: services), host="127.0.0.1", port=port, log_level="warning"
