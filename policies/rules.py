@@ -178,6 +178,11 @@ class Policy(BaseModel):
     bandit_priors: dict[str, BanditPrior] = Field(
         default_factory=dict, description="Cold-start priors of single offers, by offer id."
     )
+    bandit_segment: Literal["channel", "global", "lifecycle"] = Field(
+        "channel",
+        description="What Thompson sampling keeps one posterior per: channel, everyone, or "
+        "lifecycle stage (new, active, lapsing, lapsed). Fewer segments learn faster.",
+    )
     bandits: dict[Channel, Literal["thompson", "lints", "linucb"]] = Field(
         default_factory=dict,
         description="The offer bandit of each surface (channel); Thompson sampling by default.",

@@ -387,3 +387,18 @@ def _trace(services: Services, decision_id: str) -> dict:
 
     with services.db.session() as session:
         return get_decision(session, decision_id).record["trace"]
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("channel", {"web"}),
+        ("global", {"all"}),
+        ("lifecycle", {"new", "active", "lapsing", "lapsed"}),
+    ],
+)
+def test_thompson_segment_comes_from_the_policy(world: Services, how: str, expected: set) -> None:
+    policy = engine(bandit_segment=how)
+    ctx = run_for(world, policy=policy, age=30, locale="en-GB", consent=ALL, channel=Channel.web)
+    choice = select_offer(ctx, SelectOfferInput(offer_ids=["wine-any", "wine-web"]))
+    assert choice.segment in expected

@@ -14,7 +14,13 @@ from store.schemas import Offer
 from tools.context import RunContext
 from tools.contextual import SEGMENT
 from tools.linear import user_context
-from tools.profile import rules_fired, subject_facts, subject_features, subject_holdout
+from tools.profile import (
+    lookup_profile,
+    rules_fired,
+    subject_facts,
+    subject_features,
+    subject_holdout,
+)
 from tools.schemas import (
     EligibleOffers,
     EligibleOffersInput,
@@ -30,8 +36,14 @@ BANDIT_POLICY = "thompson"
 HOLDOUT_POLICY = "holdout-uniform"
 
 
-def bandit_segment(ctx: RunContext) -> str:
-    """The context segment whose posterior the bandit uses: one per channel for now."""
+def bandit_segment(ctx: RunContext, policy: PolicyEngine | None = None) -> str:
+    """The context segment whose posterior Thompson sampling uses, as the policy file says:
+    one per channel (`channel`), one for everyone (`global`), or per lifecycle stage."""
+    how = (policy or ctx.deps.policy).policy.bandit_segment
+    if how == "global":
+        return "all"
+    if how == "lifecycle":
+        return lookup_profile(ctx).segment
     return ctx.channel.value
 
 
@@ -82,7 +94,7 @@ def select_offer(
     People in a holdout group get an eligible offer drawn uniformly instead (the control). Under
     a priority rule the bandit maximizes sampled conversion × the offer's margin weight."""
     policy = policy or ctx.deps.policy
-    segment = bandit_segment(ctx)
+    segment = bandit_segment(ctx, policy)
     holdout = subject_holdout(ctx)
     if holdout is not None:
         chosen = sorted(args.offer_ids)[int(ctx.deps.bandit.uniform() * len(args.offer_ids))]
