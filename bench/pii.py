@@ -24,25 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
+from bench.decide import percentiles
 from policies.pii import KnownValues, PIIGuard, Vault
 from store.schemas import UserRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (100, 500, 1000)
 OFFLINE_MODEL = "attune-offline-blank"  # no such package: the guard runs without NER
-
-
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    ordered = np.array(samples_ms)
-    return {
-        "n": len(samples_ms),
-        "p50_ms": round(float(np.percentile(ordered, 50)), 2),
-        "p95_ms": round(float(np.percentile(ordered, 95)), 2),
-        "p99_ms": round(float(np.percentile(ordered, 99)), 2),
-        "mean_ms": round(statistics.fmean(samples_ms), 2),
-    }
 
 
 def texts_of_length(messages: list[str], length: int, n: int, rng: random.Random) -> list[str]:

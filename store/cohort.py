@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 # The event weights, half-life and price bands are compute_features' own, imported so the two
 # can never disagree.
-from store.events import Features, fold_features
-from store.models import CatalogItem, Consent, EventRow, IdentityLink, User
+from store.events import Features, feature_rows, fold_features
+from store.models import Consent, EventRow, IdentityLink, User
 from store.schemas import Purpose
 
 PAGE = 500  # people per query; keeps every IN list far below SQLite's variable limit
@@ -105,19 +105,7 @@ def features_for(
     if owner_of_anonymous:
         conditions.append(EventRow.anonymous_id.in_(list(owner_of_anonymous)))
     rows = session.execute(
-        select(
-            EventRow.user_id,
-            EventRow.anonymous_id,
-            EventRow.type,
-            EventRow.ts,
-            EventRow.item_id,
-            EventRow.value,
-            CatalogItem.category,
-            CatalogItem.price,
-        )
-        .join(CatalogItem, CatalogItem.item_id == EventRow.item_id, isouter=True)
-        .where(or_(*conditions), EventRow.ts <= as_of)
-        .order_by(EventRow.ts.desc())
+        feature_rows(conditions, as_of, EventRow.user_id, EventRow.anonymous_id)
     ).all()
     by_person: dict[str, list[tuple]] = {}
     for user_id, anonymous_id, *event in rows:

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import CatalogItem, EventRow
@@ -111,8 +112,16 @@ def compute_features(
     if not conditions:
         return Features(as_of=as_of)
 
-    rows = session.execute(
+    rows = session.execute(feature_rows(conditions, as_of)).all()
+    return fold_features([tuple(row) for row in rows], as_of=as_of, recent=recent)
+
+
+def feature_rows(conditions: Sequence[Any], as_of: datetime, *owners: Any) -> Select[Any]:
+    """Events matching any of `conditions` up to `as_of`, newest first, as the rows
+    `fold_features` reads, after the `owners` columns (the batched query adds who they are)."""
+    return (
         select(
+            *owners,
             EventRow.type,
             EventRow.ts,
             EventRow.item_id,
@@ -123,8 +132,7 @@ def compute_features(
         .join(CatalogItem, CatalogItem.item_id == EventRow.item_id, isouter=True)
         .where(or_(*conditions), EventRow.ts <= as_of)
         .order_by(EventRow.ts.desc())
-    ).all()
-    return fold_features([tuple(row) for row in rows], as_of=as_of, recent=recent)
+    )
 
 
 def fold_features(rows: Sequence[tuple], *, as_of: datetime, recent: int = 20) -> Features:
