@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 PROMPT_VERSION = "chat-1"
 MAX_MODEL_CALLS = 5  # per turn: enough for profile, retrieve, offers, choice and the answer
+# Supersteps of one turn at most: the input guard, an agent and a tools step per model call, then
+# the output guard, the plan and the finish. A turn is streamed with this limit, so a routing
+# mistake ends after a few steps instead of spinning until LangGraph's default of 25.
+RECURSION_LIMIT = 1 + 2 * MAX_MODEL_CALLS + 4
 HISTORY_MESSAGES = 40  # of earlier turns, sent to the model
 BRIEF_ITEMS = 3  # items the offline plan's copy mentions at most (as in the decide graph)
 # Placeholders that may be turned back into the person's own value in what they are shown.

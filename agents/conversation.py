@@ -12,6 +12,7 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from agents.chat import RECURSION_LIMIT as CHAT_RECURSION_LIMIT
 from agents.chat import ChatContext, ChatState
 from agents.chat_tools import Turn
 from agents.checkpoints import thread_key
@@ -93,7 +94,10 @@ def chat_turn(
         catalog=services.chat.catalog,
         turn=Turn(run=run, k=request.k),
     )
-    config: RunnableConfig = {"configurable": {"thread_id": thread_key(subject.key, thread_id)}}
+    config: RunnableConfig = {
+        "configurable": {"thread_id": thread_key(subject.key, thread_id)},
+        "recursion_limit": CHAT_RECURSION_LIMIT,
+    }
     state: ChatState = {"k": request.k}
     # Checkpointed once, when the turn is over: the reply is what the thread remembers.
     for part in services.chat.graph.stream(

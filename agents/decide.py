@@ -9,6 +9,7 @@ from typing import cast
 
 from agents.explain import Explanation
 from agents.factory import Services
+from agents.graph import RECURSION_LIMIT
 from agents.state import DecideContext, DecideState
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel
@@ -63,6 +64,7 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
         DecideState,
         services.graph.invoke(
             {"query": request.query, "k": request.k, "context": dict(request.context or {})},
+            {"recursion_limit": RECURSION_LIMIT},
             context=context,
         ),
     )

@@ -22,6 +22,14 @@ from tools.retrieve import retrieve_candidates
 from tools.schemas import EligibleOffersInput, RetrieveInput, SelectOfferInput
 
 BRIEF_ITEMS = 3  # how many of the ranked items the copy mentions at most
+NO_COPY = "none"  # the writer named when consent allows no copy at all
+# A model draft, its one retry with the guard's reason, then the offline writer: at most three
+# drafts per decision, whatever the writers answer.
+MAX_DRAFTS = 3
+# Supersteps of one decision at most: five steps before the copy, a generate and a guard per
+# draft, then explain and log. The graph is invoked with this limit, so a routing mistake ends
+# in an error after a few steps instead of spinning until LangGraph's default of 25.
+RECURSION_LIMIT = 5 + 2 * MAX_DRAFTS + 2 + 1
 
 
 def guard_input(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
@@ -91,7 +99,7 @@ def generate(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, A
         return {
             "brief": brief,
             "draft": Draft(text="", item_ids=[], offer_id=None),
-            "writer": "none",
+            "writer": NO_COPY,
             "prompt_version": None,
         }
     no_llm = subject_blocked(ctx.run, "llm") is not None
@@ -120,7 +128,11 @@ def generate(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, A
 
 
 def guard_output(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
-    """Check the draft; a model gets one retry with the reason, then the offline writer takes over."""
+    """Check the draft; a model gets one retry with the reason, then the offline writer takes over.
+
+    Every path ends after at most MAX_DRAFTS drafts: a failing draft is retried only while
+    drafts remain, and the offline writer's failing copy is withheld, never retried.
+    """
     ctx = runtime.context
     draft, brief = state["draft"], state["brief"]
     choice = state.get("choice")
@@ -148,7 +160,8 @@ def guard_output(state: DecideState, runtime: Runtime[DecideContext]) -> dict[st
     if verdict.ok:
         return {"attempts": attempts, "retry": False, "guard_problems": []}
     problems = [f"{p.check}: {p.detail}" for p in verdict.problems]
-    if state.get("writer") != ctx.services.offline_writer.name:
+    offline = ctx.services.offline_writer.name
+    if state.get("writer") != offline and attempts < MAX_DRAFTS:
         if attempts == 1:
             return {"attempts": attempts, "retry": True, "feedback": verdict.summary()}
         return {
@@ -160,7 +173,8 @@ def guard_output(state: DecideState, runtime: Runtime[DecideContext]) -> dict[st
                 f"writer: output guard rejected the model's copy twice ({verdict.summary()}); used the offline writer"
             ],
         }
-    # The offline writer's copy failed a check: ship no copy rather than unchecked copy.
+    # The offline writer's copy (or, after MAX_DRAFTS, anyone's) failed a check: ship no copy
+    # rather than unchecked copy.
     return {
         "attempts": attempts,
         "retry": False,
@@ -210,8 +224,13 @@ def _brief(state: DecideState, ctx: DecideContext) -> Brief:
     )
 
 
+def _after_generate(state: DecideState) -> str:
+    # No copy may be written (consent): there is nothing to check, and nothing to retry.
+    return "explain" if state.get("writer") == NO_COPY else "guard_output"
+
+
 def _after_guard(state: DecideState) -> str:
-    return "generate" if state.get("retry") else "explain"
+    return "generate" if state.get("retry") and state.get("attempts", 0) < MAX_DRAFTS else "explain"
 
 
 def build_decide_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -231,7 +250,7 @@ def build_decide_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     graph.add_edge("retrieve", "policy")
     graph.add_edge("policy", "select_offer")
     graph.add_edge("select_offer", "generate")
-    graph.add_edge("generate", "guard_output")
+    graph.add_conditional_edges("generate", _after_generate, ["guard_output", "explain"])
     graph.add_conditional_edges("guard_output", _after_guard, ["generate", "explain"])
     graph.add_edge("explain", "log")
     graph.add_edge("log", END)
