@@ -4,7 +4,8 @@ The database rows go through `store.erasure`; the collaborative model's user fac
 from the model file; chat checkpoints are erased by every registered `eraser` (the chat graph
 registers its own). Audit entries name the person by a keyed hash (HMAC-SHA-256 with a secret
 kept in the home folder), so the audit log can confirm that a given id was erased without
-holding the id itself.
+holding the id itself. Erasure also leaves tombstones, by the same keyed hash, of the user id and
+its anonymous ids: seeding, event ingest and profile writes refuse them afterwards.
 """
 
 from __future__ import annotations
@@ -13,25 +14,74 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import asdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from agents.factory import Services, collab_folder
 from retrieval.collab import CollabModel
 from store.access import audit
 from store.erasure import erase_person, export_person, find_person
+from store.tombstones import add_tombstones, tombstoned
 
 
 def subject_ref(services: Services, user_id: str) -> str:
     """A stable pseudonym of a user for the audit log: `user#<16 hex>`."""
+    return "user#" + _keyed(_audit_key(services), user_id)
+
+
+def anonymous_ref(services: Services, anonymous_id: str) -> str:
+    """A stable pseudonym of an anonymous id, for tombstones: `anon#<16 hex>`."""
+    return "anon#" + _keyed(_audit_key(services), anonymous_id)
+
+
+def _audit_key(services: Services) -> bytes:
     path = services.settings.home / "audit.key"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
-    key = bytes.fromhex(path.read_text().strip())
-    return "user#" + hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:16]
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _keyed(key: bytes, value: str) -> str:
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ErasedIds:
+    """Which of the identifiers asked about belong to erased people (see `erased_among`)."""
+
+    user_ids: frozenset[str]
+    anonymous_ids: frozenset[str]
+
+    def reason(self, user_id: str | None, anonymous_id: str | None) -> str | None:
+        """Why an event or record with these identifiers may not be stored, if it may not."""
+        if user_id is not None and user_id in self.user_ids:
+            return "user_id: this person was erased; nothing about them is stored again"
+        if anonymous_id is not None and anonymous_id in self.anonymous_ids:
+            return "anonymous_id: it belonged to an erased person; use a new anonymous id"
+        return None
+
+
+def erased_among(
+    services: Services,
+    session: Session,
+    user_ids: Iterable[str | None] = (),
+    anonymous_ids: Iterable[str | None] = (),
+) -> ErasedIds:
+    """The user ids and anonymous ids among these that erasure left a tombstone for."""
+    key = _audit_key(services)
+    users = {"user#" + _keyed(key, u): u for u in set(user_ids) if u is not None}
+    anons = {"anon#" + _keyed(key, a): a for a in set(anonymous_ids) if a is not None}
+    dead = tombstoned(session, [*users, *anons])
+    return ErasedIds(
+        frozenset(users[ref] for ref in dead if ref in users),
+        frozenset(anons[ref] for ref in dead if ref in anons),
+    )
 
 
 def export_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any]:
@@ -53,6 +103,14 @@ def erase_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any
     with services.db.session() as session:
         person = find_person(session, user_id)
         erased = erase_person(session, person)
+        # What keeps them erased: no later load (seed, events, profile writes) brings them back.
+        add_tombstones(
+            session,
+            [
+                subject_ref(services, user_id),
+                *(anonymous_ref(services, a) for a in person.anonymous_ids),
+            ],
+        )
         audit(
             session,
             actor=actor,

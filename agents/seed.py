@@ -1,8 +1,11 @@
 """Loading the demo world (or any folder in its format) into the store and the vector index.
 
-Seeding is idempotent: a marker in the home folder records the hash of the files loaded, and a
-second run with the same files and a complete index does nothing, so changes made through the API
-since (consent, new items) survive a restart.
+The demo world is loaded only into an empty store (no users, items or events): a store that
+holds anything is left as it is, so changes made since through the API (consent, erasure, new
+items) survive every restart. `force` loads the files into a non-empty store too, but only adds:
+items and offers are upserted, people already stored keep their profile and consent, and
+nobody erased comes back (their tombstones refuse their records and events). A missing or
+empty vector index is rebuilt from the store (`agents.reindex`), never by seeding again.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from agents.factory import Services, collab_folder
+from agents.privacy import erased_among
 from retrieval.catalog import ingest_items
 from retrieval.collab import train
-from store.catalog import count_items, refresh_popularity, upsert_offers
+from store.catalog import refresh_popularity, upsert_offers
 from store.events import ingest_events
+from store.models import CatalogItem, EventRow, User
 from store.schemas import Event, Item, Offer, UserRecord
-from store.users import upsert_user
+from store.users import upsert_user, user_exists
 
 log = logging.getLogger("attune.seed")
 FILES = ("items.jsonl", "offers.jsonl", "users.jsonl", "events.jsonl")
@@ -38,6 +45,8 @@ class SeedReport:
     users: int
     events: int
     fingerprint: str
+    refused_users: int = 0  # erased people in the files, not loaded
+    refused_events: int = 0  # their events, not loaded
 
 
 def read_jsonl(path: Path, model: type[M]) -> Iterator[M]:
@@ -64,28 +73,46 @@ def seed(services: Services, folder: Path, *, force: bool = False) -> SeedReport
         raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}")
     marker = services.settings.home / "seeded.json"
     stamp = fingerprint(folder)
-    if not force and marker.is_file():
-        previous = json.loads(marker.read_text())
-        with services.db.session() as session:
-            stored = count_items(session)
-        # Items added since (through the API) are kept; a store and index that disagree are not.
-        complete = stored >= previous["items"] and services.index.count() == stored
-        if previous.get("fingerprint") == stamp and complete:
-            log.info("demo world already loaded (%s); nothing to do", stamp)
-            return SeedReport(**{**previous, "skipped": True})
+    with services.db.session() as session:
+        stored = _stored(session)
+    if any(stored.values()) and not force:
+        log.info(
+            "the store is not empty (%s); the demo world is loaded only into an empty store",
+            ", ".join(f"{count} {name}" for name, count in stored.items()),
+        )
+        previous = json.loads(marker.read_text()) if marker.is_file() else {}
+        counts = {name: previous.get(name, 0) for name in ("items", "offers", "users", "events")}
+        return SeedReport(skipped=True, fingerprint=stamp, **counts)
 
     items = ingest_items(
         services.db, services.embedder, services.index, read_jsonl(folder / "items.jsonl", Item)
     )
+    records = list(read_jsonl(folder / "users.jsonl", UserRecord))
+    events_in = list(read_jsonl(folder / "events.jsonl", Event))
     with services.db.session() as session:
+        erased = erased_among(
+            services,
+            session,
+            [r.user_id for r in records] + [e.user_id for e in events_in],
+            [e.anonymous_id for e in events_in],
+        )
         offers = upsert_offers(session, read_jsonl(folder / "offers.jsonl", Offer))
-        users = 0
-        for record in read_jsonl(folder / "users.jsonl", UserRecord):
-            upsert_user(session, record)
-            users += 1
+        users = refused_users = 0
+        for record in records:
+            if erased.reason(record.user_id, None) is not None:
+                refused_users += 1
+            elif not user_exists(session, record.user_id):
+                upsert_user(session, record)
+                users += 1
+    allowed = [e for e in events_in if erased.reason(e.user_id, e.anonymous_id) is None]
     with services.db.session() as session:
-        events = ingest_events(session, list(read_jsonl(folder / "events.jsonl", Event)))
+        events = ingest_events(session, allowed)
         refresh_popularity(session)
+    if refused_users or len(allowed) < len(events_in):
+        log.info(
+            "refused %s erased people and %s of their events", refused_users,
+            len(events_in) - len(allowed),
+        )  # fmt: skip
     services.tools.offers.invalidate()
     trained = train(
         services.db,
@@ -99,7 +126,18 @@ def seed(services: Services, folder: Path, *, force: bool = False) -> SeedReport
     optimize = getattr(services.index, "optimize", None)
     if optimize is not None:
         optimize()
-    report = SeedReport(False, items, offers, users, len(events), stamp)
+    report = SeedReport(
+        False, items, offers, users, len(events), stamp, refused_users,
+        len(events_in) - len(allowed),
+    )  # fmt: skip
     marker.write_text(json.dumps(asdict(report)))
     log.info("loaded %s", asdict(report))
     return report
+
+
+def _stored(session: Session) -> dict[str, int]:
+    """How many users, items and events the store holds."""
+    return {
+        name: session.scalar(select(func.count()).select_from(table)) or 0
+        for name, table in (("users", User), ("items", CatalogItem), ("events", EventRow))
+    }

@@ -1,4 +1,4 @@
-"""The `attune` command: serve, seed, ingest, eval."""
+"""The `attune` command: serve, seed, reindex, ingest, eval."""
 
 from __future__ import annotations
 
@@ -36,14 +36,15 @@ def _logging(settings: Settings) -> None:
 @app.command()
 def serve(
     seed_demo: Annotated[
-        bool, typer.Option("--seed/--no-seed", help="Load the demo world first.")
+        bool,
+        typer.Option("--seed/--no-seed", help="Load the demo world first, if the store is empty."),
     ] = True,
 ) -> None:
     """Serve the API (host and port from ATTUNE_HOST / ATTUNE_PORT)."""
     import uvicorn
 
     from agents.factory import build_services
-    from agents.seed import seed
+    from agents.reindex import start
     from api.app import create_app
 
     settings = Settings()
@@ -60,8 +61,8 @@ def serve(
             "authentication is off (ATTUNE_AUTH=off): every local caller has every scope"
         )
     services = build_services(settings)
-    if seed_demo:
-        seed(services, settings.demo_dir)
+    # The demo world goes only into an empty store; a missing index is rebuilt from the store.
+    start(services, settings.demo_dir if seed_demo else None)
     uvicorn.run(
         create_app(services=lambda: services),
         host=settings.host,
@@ -85,7 +86,13 @@ def _is_loopback(host: str) -> bool:
 @app.command("seed")
 def seed_command(
     folder: Annotated[Path | None, typer.Argument(help="A folder in the demo format.")] = None,
-    force: Annotated[bool, typer.Option(help="Load again even if already loaded.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Load into a store that is not empty: adds what is missing; stored people "
+            "keep their consent and erased people stay erased."
+        ),
+    ] = False,
 ) -> None:
     """Load the demo world (items, offers, users, events) into the store and the index."""
     from agents.factory import build_services
@@ -96,6 +103,25 @@ def seed_command(
     services = build_services(settings)
     try:
         report = seed(services, folder or settings.demo_dir, force=force)
+    finally:
+        services.close()
+    typer.echo(json.dumps(asdict(report)))
+
+
+@app.command("reindex")
+def reindex_command() -> None:
+    """Rebuild the vector index from the store: items re-embedded, collaborative vectors restored.
+
+    Run it while the service is stopped: the embedded vector index allows one process at a time.
+    """
+    from agents.factory import build_services
+    from agents.reindex import reindex
+
+    settings = Settings()
+    _logging(settings)
+    services = build_services(settings)
+    try:
+        report = reindex(services)
     finally:
         services.close()
     typer.echo(json.dumps(asdict(report)))

@@ -192,6 +192,16 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class Tombstone(Base):
+    """An erased identifier, as a keyed hash (the audit log's pseudonym): no load may bring back
+    the person it names. Holds no identifier itself."""
+
+    __tablename__ = "tombstones"
+
+    ref: Mapped[str] = mapped_column(String(64), primary_key=True)  # user#… or anon#…
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class JobRow(Base):
     """A background job (a large copy request) and its progress, so that any worker can answer.
 

@@ -68,6 +68,9 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
             prefetch=WEIGHTS.prefetch,
             with_vectors=True,
         )
+        if not hits and ctx.deps.index.count() == 0:
+            # An empty index answers nothing, silently: say so, and rank from the store.
+            raise IndexUnavailable("the vector index is empty (run 'attune reindex')")
     except IndexUnavailable as error:
         degraded.append(f"vectors: {error}; fell back to popularity")
         return _popular(ctx, args.k, flt, affinity, fired, degraded)

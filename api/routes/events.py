@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from agents.factory import Services
+from agents.privacy import erased_among
 from api.auth import EventsCaller
 from api.deps import ServicesDep
 from api.errors import field_errors
@@ -48,6 +49,7 @@ async def post_events(body: EventsIn, services: ServicesDep, caller: EventsCalle
             results.append(
                 EventResult(index=index, event_id=event_id, status="rejected", reason=reason)
             )
+    valid = await run_in_threadpool(_refuse_erased, services, valid, results)
     statuses = await run_in_threadpool(_store, services, [event for _, event in valid])
     for (index, event), status in zip(valid, statuses, strict=True):
         results[index] = EventResult(index=index, event_id=event.event_id, status=status.value)
@@ -58,6 +60,31 @@ async def post_events(body: EventsIn, services: ServicesDep, caller: EventsCalle
         rejected=sum(r.status == "rejected" for r in done),
         results=done,
     )
+
+
+def _refuse_erased(
+    services: Services, valid: list[tuple[int, Event]], results: list[EventResult | None]
+) -> list[tuple[int, Event]]:
+    """Reject, event by event, those about an erased person (their tombstone says so)."""
+    if not valid:
+        return valid
+    with services.db.session() as session:
+        erased = erased_among(
+            services,
+            session,
+            [event.user_id for _, event in valid],
+            [event.anonymous_id for _, event in valid],
+        )
+    kept = []
+    for index, event in valid:
+        reason = erased.reason(event.user_id, event.anonymous_id)
+        if reason is None:
+            kept.append((index, event))
+        else:
+            results[index] = EventResult(
+                index=index, event_id=event.event_id, status="rejected", reason=reason
+            )
+    return kept
 
 
 def _store(services: Services, events: list[Event]) -> list:

@@ -7,6 +7,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import ServicesDep
 from api.schemas import HealthOut
+from store.catalog import count_items
 
 router = APIRouter(tags=["health"])
 
@@ -19,11 +20,22 @@ def health(services: ServicesDep) -> HealthOut:
     except SQLAlchemyError:
         database = False
     degraded = list(services.degraded) + ([] if database else ["database: not answering"])
+    indexed = services.index.count()
+    try:
+        with services.db.session() as session:
+            stored = count_items(session)
+    except SQLAlchemyError:
+        stored = 0  # already reported as the database not answering
+    if indexed < stored:
+        degraded.append(
+            f"vectors: the index holds {indexed} of {stored} stored items; retrieval falls "
+            "back to popularity (run 'attune reindex')"
+        )
     return HealthOut(
         status="degraded" if degraded else "ok",
         database=database,
         vector_backend=services.index.backend,
-        indexed_items=services.index.count(),
+        indexed_items=indexed,
         embedder=services.embedder.name,
         pii=services.pii.mode,
         writer=services.writer.name,

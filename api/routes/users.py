@@ -9,12 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from agents.privacy import erase_user, export_user, subject_ref
+from agents.privacy import erase_user, erased_among, export_user, subject_ref
 from api.auth import AnyCaller
 from api.deps import ServicesDep
 from api.schemas import UserOut, UserUpdate
 from store.access import audit
-from store.errors import NotFound
+from store.errors import Conflict, NotFound
 from store.events import compute_features
 from store.schemas import Identifier, UserRecord
 from store.users import Subject, get_user, set_consent, upsert_user, user_exists
@@ -37,6 +37,9 @@ def write_user(
     """Create or update a profile and set consent for the purposes given (others are kept)."""
     caller.may_read_user(user_id)
     with services.db.session() as session:
+        if erased_among(services, session, [user_id]).user_ids:
+            # Erasure is final: a person who comes back is a new user id, with new consent.
+            raise Conflict(f"user_id: user {user_id!r} was erased and cannot be created again")
         if body.profile is not None:
             upsert_user(
                 session, UserRecord(user_id=user_id, profile=body.profile, consent=body.consent)

@@ -1,0 +1,243 @@
+"""Restarts: erasure and consent hold, a lost vector index is rebuilt from the store and never by
+seeding again, and an empty index is flagged and answered from popularity (issue 10, #4 and #5).
+
+Each test runs the start-up path of `attune serve` (`agents.reindex.start`) on its own home
+folder, with a small world cut from the demo files so that seeding and rebuilding stay quick.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import or_, select
+from typer.testing import CliRunner
+
+from agents.factory import Services, build_services
+from agents.privacy import subject_ref
+from agents.reindex import start
+from agents.seed import seed
+from agents.settings import PROJECT_ROOT, Settings
+from api.app import create_app
+from api.cli import app as cli
+from store.catalog import count_items
+from store.models import EventRow, IdentityLink, Tombstone
+
+DEMO = PROJECT_ROOT / "data" / "demo"
+USERS = 12  # the first users of the demo, with their events on the first ITEMS items
+ITEMS = 200
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small world in the demo format: a few users, their events (anonymous ones before login
+    included), the items those events are about, and every offer."""
+    folder = tmp_path_factory.mktemp("world")
+    users = _jsonl(DEMO / "users.jsonl")[:USERS]
+    items = _jsonl(DEMO / "items.jsonl")[:ITEMS]
+    known_items = {i["item_id"] for i in items}
+    user_ids = {u["user_id"] for u in users}
+    events = [e for e in _jsonl(DEMO / "events.jsonl") if e["item_id"] in known_items]
+    linked = {e["anonymous_id"] for e in events if e["user_id"] in user_ids and e["anonymous_id"]}
+    events = [e for e in events if e["user_id"] in user_ids or e["anonymous_id"] in linked]
+    _write(folder / "users.jsonl", users)
+    _write(folder / "items.jsonl", items)
+    _write(folder / "events.jsonl", events)
+    shutil.copy(DEMO / "offers.jsonl", folder / "offers.jsonl")
+    return folder
+
+
+def _people(world: Path) -> tuple[str, set[str], str]:
+    """Someone with anonymous ids linked to them (to erase), and someone else with email consent
+    (to withdraw it)."""
+    events = _jsonl(world / "events.jsonl")
+    users = _jsonl(world / "users.jsonl")
+    linked: dict[str, set[str]] = {}
+    for event in events:
+        if event["user_id"] and event["anonymous_id"]:
+            linked.setdefault(event["user_id"], set()).add(event["anonymous_id"])
+    erased = next(u["user_id"] for u in users if linked.get(u["user_id"]))
+    withdrawer = next(
+        u["user_id"] for u in users if u["consent"]["email"] and u["user_id"] != erased
+    )
+    return erased, linked[erased], withdrawer
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", seed=7)
+
+
+@pytest.fixture
+def running(home: Settings, world: Path) -> Iterator[Services]:
+    """The service as `attune serve` starts it on a new home: the world is loaded."""
+    services = build_services(home)
+    start(services, world)
+    yield services
+    services.close()
+
+
+def _restart(services: Services, world: Path | None) -> Services:
+    """Stop the service, delete its vector index folder, and start it again."""
+    services.close()
+    shutil.rmtree(services.settings.home / "qdrant-edge")
+    again = build_services(services.settings)
+    start(again, world)
+    return again
+
+
+def _held(services: Services, user_id: str, anonymous_ids: set[str]) -> tuple[int, int]:
+    """(events, identity links) the store holds about these identifiers."""
+    with services.db.session() as session:
+        events = session.scalars(
+            select(EventRow.event_id).where(
+                or_(EventRow.user_id == user_id, EventRow.anonymous_id.in_(anonymous_ids))
+            )
+        ).all()
+        links = session.scalars(
+            select(IdentityLink.external_id).where(
+                or_(IdentityLink.user_id == user_id, IdentityLink.external_id.in_(anonymous_ids))
+            )
+        ).all()
+    return len(events), len(links)
+
+
+def test_restart_without_an_index_keeps_erasure_and_consent(running: Services, world: Path) -> None:
+    erased, anonymous, withdrawer = _people(world)
+    assert _held(running, erased, anonymous)[0] > 0
+    with TestClient(create_app(services=lambda: running)) as client:
+        withdrawn = client.put(f"/v1/users/{withdrawer}", json={"consent": {"email": False}})
+        assert withdrawn.status_code == 200, withdrawn.text
+        assert client.delete(f"/v1/users/{erased}").status_code == 200
+    with running.db.session() as session:
+        assert session.get(Tombstone, subject_ref(running, erased)) is not None
+
+    services = _restart(running, world)  # `attune serve` with the demo world, index deleted
+    try:
+        with TestClient(create_app(services=lambda: services)) as client:
+            assert client.get(f"/v1/users/{erased}").status_code == 404
+            assert _held(services, erased, anonymous) == (0, 0)
+            assert client.get(f"/v1/users/{withdrawer}").json()["consent"]["email"] is False
+            # The index was rebuilt from the store, not by loading the world again.
+            with services.db.session() as session:
+                assert services.index.count() == count_items(session) == ITEMS
+
+            # Not even a forced seed brings them back, or grants the consent again.
+            report = seed(services, world, force=True)
+            assert report.refused_users == 1 and report.refused_events > 0
+            assert client.get(f"/v1/users/{erased}").status_code == 404
+            assert _held(services, erased, anonymous) == (0, 0)
+            assert client.get(f"/v1/users/{withdrawer}").json()["consent"]["email"] is False
+    finally:
+        services.close()
+
+
+def test_events_and_profile_writes_for_an_erased_person_are_refused(
+    running: Services, world: Path
+) -> None:
+    erased, anonymous, _ = _people(world)
+    with TestClient(create_app(services=lambda: running)) as client:
+        assert client.delete(f"/v1/users/{erased}").status_code == 200
+        event = {"type": "view", "ts": "2026-11-20T10:00:00Z", "item_id": "itm_00001"}
+        posted = client.post(
+            "/v1/events",
+            json={
+                "events": [
+                    {**event, "event_id": "after-1", "user_id": erased},
+                    {**event, "event_id": "after-2", "anonymous_id": sorted(anonymous)[0]},
+                    {**event, "event_id": "after-3", "anonymous_id": "anon_somebody_new"},
+                ]
+            },
+        ).json()
+        assert [r["status"] for r in posted["results"]] == ["rejected", "rejected", "accepted"]
+        assert posted["results"][0]["reason"].startswith("user_id: this person was erased")
+        assert posted["results"][1]["reason"].startswith("anonymous_id:")
+        profile = {"first_name": "Back", "last_name": "Again", "email": "back@example.org"}
+        again = client.put(f"/v1/users/{erased}", json={"profile": profile})
+        assert again.status_code == 409
+        assert again.json()["detail"].startswith("user_id:")
+        assert client.get(f"/v1/users/{erased}").status_code == 404
+    assert _held(running, erased, anonymous) == (0, 0)
+
+
+def test_the_demo_world_loads_only_into_an_empty_store(running: Services, world: Path) -> None:
+    _, _, withdrawer = _people(world)
+    with TestClient(create_app(services=lambda: running)) as client:
+        client.put(f"/v1/users/{withdrawer}", json={"consent": {"email": False}})
+        assert seed(running, world).skipped
+        assert client.get(f"/v1/users/{withdrawer}").json()["consent"]["email"] is False
+
+
+def _search(services: Services, text: str) -> list[str]:
+    vector = services.embedder.embed([text])[0]
+    return [hit.item_id for hit in services.index.search(vector, k=5)]
+
+
+def test_reindex_command_restores_search_results(
+    running: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _search(running, "a warm jacket for winter walks")
+    assert len(before) == 5
+    home = running.settings.home
+    running.close()
+    shutil.rmtree(home / "qdrant-edge")
+
+    monkeypatch.setenv("ATTUNE_HOME", str(home))
+    done = CliRunner().invoke(cli, ["reindex"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output.strip().splitlines()[-1])
+    assert report["items"] == ITEMS and report["collab"] == "restored"
+
+    services = build_services(running.settings)
+    try:
+        assert _search(services, "a warm jacket for winter walks") == before
+    finally:
+        services.close()
+
+
+def test_an_empty_index_is_flagged_and_answered_from_popularity(running: Services) -> None:
+    running.close()
+    shutil.rmtree(running.settings.home / "qdrant-edge")
+    services = build_services(running.settings)  # started without the start-up rebuild
+    try:
+        assert services.index.count() == 0
+        with TestClient(create_app(services=lambda: services)) as client:
+            health = client.get("/healthz").json()
+            assert health["status"] == "degraded"
+            assert any(
+                r.startswith(f"vectors: the index holds 0 of {ITEMS}") for r in health["degraded"]
+            )
+
+            response = client.post(
+                "/v1/decide", json={"user_id": "u_0001", "channel": "web", "query": "a warm jacket"}
+            )
+            assert response.status_code == 200, response.text
+            decision = response.json()
+            assert decision["items"], "popularity from the store answers"
+            assert "popular" in decision["explanation"]["summary"]
+            assert any(
+                r.startswith("vectors: the vector index is empty") for r in decision["degraded"]
+            )
+
+            start(services, None)  # `attune serve --no-seed` rebuilds it from the store
+            assert services.index.count() == ITEMS
+            health = client.get("/healthz").json()
+            assert not any(r.startswith("vectors:") for r in health["degraded"])
+            again = client.post(
+                "/v1/decide", json={"user_id": "u_0001", "channel": "web", "query": "a warm jacket"}
+            ).json()
+            assert not any(r.startswith("vectors:") for r in again["degraded"])
+    finally:
+        services.close()
