@@ -133,7 +133,9 @@ def resolve_subject(session: Session, user_id: str | None, anonymous_id: str | N
             None,
             user_id,
         ):
-            raise Conflict("anonymous_id: linked to another user; name that user or no user_id")
+            raise Conflict(
+                "anonymous_id: linked to another user; send it without user_id, or with theirs"
+            )
         return Subject(user_id=user_id, anonymous_id=anonymous_id)
     if anonymous_id is not None:
         link = session.get(IdentityLink, ("anonymous", anonymous_id))
