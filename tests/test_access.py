@@ -60,7 +60,7 @@ def test_no_valid_key_is_401(client: TestClient, headers: dict[str, str]) -> Non
 
 
 def test_a_revoked_key_stops_working(client: TestClient, secured: Services) -> None:
-    admin = key(secured, "admin")
+    admin = key(secured, "admin", "decide")  # a key grants only scopes it holds
     made = client.post(
         "/v1/admin/keys", json={"name": "frontend", "scopes": ["decide"]}, headers=admin
     )
