@@ -3,7 +3,8 @@ and the request size limit.
 
 With `ATTUNE_AUTH=keys` every route but /healthz needs `Authorization: Bearer <key>`; a key
 holds scopes (`decide`, `chat`, `copy`, `events`, `admin`, `eval`) and may be bound to one user,
-in which case it acts for that user only: naming any other user is a 403, whatever the scopes.
+in which case it acts for that user only: naming any other user, or an anonymous id linked to
+another user, is a 403, whatever the scopes. A bound key is never admin (`store.access`).
 With `ATTUNE_AUTH=off` (the local default, allowed only on a loopback address) every caller has
 every scope; /healthz says so.
 
@@ -25,8 +26,11 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agents.factory import Services
 from api.deps import ServicesDep
 from store.access import KeyInfo, verify_key
+from store.errors import Conflict
+from store.users import link_owner
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Caller:
         return self.key.subject_user_id if self.key else None
 
     def has(self, scope: str) -> bool:
-        return self.key is None or scope in self.key.scopes
+        return self.key is None or scope in self.key.effective_scopes
 
     def act_for(self, user_id: str | None, *, what: str = "this request") -> None:
         """403 unless this caller may act for `user_id` (a bound key: only its own user)."""
@@ -52,6 +56,27 @@ class Caller:
         if bound is not None and user_id != bound:
             raise HTTPException(
                 403, f"this API key acts for user {bound!r} only; {what} is for another subject"
+            )
+
+    def act_for_anonymous(
+        self, services: Services, user_id: str | None, anonymous_id: str | None
+    ) -> None:
+        """403 if this caller is bound and `anonymous_id` is linked to another user (a bound
+        key uses only anonymous ids that are unlinked or its own user's); 409 for anyone naming
+        `user_id` with an anonymous id linked to someone else, which would mix two people."""
+        if anonymous_id is None:
+            return
+        with services.db.session() as session:
+            owner = link_owner(session, "anonymous", anonymous_id)
+        bound = self.bound_user
+        if bound is not None and owner not in (None, bound):
+            raise HTTPException(
+                403,
+                f"anonymous_id: linked to another user; this API key acts for user {bound!r} only",
+            )
+        if user_id is not None and owner not in (None, user_id):
+            raise Conflict(
+                "anonymous_id: linked to another user; send it without user_id, or with theirs"
             )
 
     def may_read_user(self, user_id: str) -> None:
@@ -110,11 +135,13 @@ def require(*scopes: str) -> Callable[..., Awaitable[Caller]]:
                 f"reached for key {key.key_id}; retry in {wait} s",
                 headers={"Retry-After": str(wait)},
             )
-        if scopes and not any(scope in key.scopes for scope in scopes):
+        if scopes and not any(scope in key.effective_scopes for scope in scopes):
+            ignored = [s for s in key.scopes if s not in key.effective_scopes]
             raise HTTPException(
                 403,
                 f"this API key lacks the {' or '.join(repr(s) for s in scopes)} scope "
-                f"(it has: {', '.join(key.scopes)})",
+                f"(it has: {', '.join(key.effective_scopes) or 'none'}"
+                + (f"; {', '.join(ignored)} ignored on a key bound to a user)" if ignored else ")"),
             )
         return Caller(key)
 

@@ -4,6 +4,12 @@ A key reads `att_<key id>_<secret>`. Only the SHA-256 of the secret is stored: t
 bits of randomness, so a fast hash is enough (a slow password hash protects guessable secrets,
 which these are not), and a lookup by key id costs one row. The plain key is shown once, when
 it is created.
+
+Delegation: a key bound to one person acts for that person only, and administration (keys, the
+audit log, the catalog, everyone's data) is for no one person, so `admin` is never bound: such a
+key is refused when made, and one made before this rule is not admin (`effective_scopes`). A key
+mints keys only within what it holds: scopes it has, for the subject it has (a bound key, none
+but its own).
 """
 
 from __future__ import annotations
@@ -23,7 +29,19 @@ from store.errors import NotFound
 from store.models import ApiKey, AuditEntry, utcnow
 
 SCOPES = ("decide", "chat", "copy", "events", "admin", "eval")
+UNBINDABLE = frozenset({"admin"})  # scopes a key bound to one user never holds
 PREFIX = "att"
+
+
+class KeyRefused(ValueError):
+    """A key that may not be made, with the field at fault; `beyond_issuer` when the issuing
+    key asked for more than it holds (a permission problem, not a malformed request)."""
+
+    def __init__(self, field: str, problem: str, *, beyond_issuer: bool = False) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+        self.beyond_issuer = beyond_issuer
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,13 @@ class KeyInfo:
     subject_user_id: str | None
     created_at: datetime
     revoked: bool
+
+    @property
+    def effective_scopes(self) -> tuple[str, ...]:
+        """The scopes this key may use: a bound key never administers, whatever it was given."""
+        if self.subject_user_id is None:
+            return self.scopes
+        return tuple(s for s in self.scopes if s not in UNBINDABLE)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,13 +83,24 @@ def _info(row: ApiKey) -> KeyInfo:
 
 
 def create_key(
-    session: Session, *, name: str, scopes: Iterable[str], subject_user_id: str | None = None
+    session: Session,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    subject_user_id: str | None = None,
+    issuer: KeyInfo | None = None,
 ) -> tuple[str, KeyInfo]:
-    """A new key: (the plain key, to show once; what is stored about it)."""
+    """A new key: (the plain key, to show once; what is stored about it).
+
+    `issuer` is the key asking for it (None: the operator, through the command line or with
+    authentication off). Raises KeyRefused for unknown scopes, a bound `admin`, or a key wider
+    than its issuer.
+    """
     scopes = tuple(dict.fromkeys(scopes))
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
-        raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {list(scopes)}")
+        raise KeyRefused("scopes", f"must be some of {', '.join(SCOPES)}; got {list(scopes)}")
+    check_delegation(scopes, subject_user_id, issuer)
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     row = ApiKey(
         key_id=key_id,
@@ -76,6 +112,36 @@ def create_key(
     session.add(row)
     session.flush()
     return f"{PREFIX}_{key_id}_{secret}", _info(row)
+
+
+def check_delegation(
+    scopes: tuple[str, ...], subject_user_id: str | None, issuer: KeyInfo | None
+) -> None:
+    """Raise KeyRefused unless a key with `scopes` for `subject_user_id` may be made by `issuer`."""
+    bound_admin = sorted(UNBINDABLE.intersection(scopes))
+    if subject_user_id is not None and bound_admin:
+        raise KeyRefused(
+            "scopes",
+            f"{', '.join(repr(s) for s in bound_admin)} cannot be given to a key bound to a user "
+            "(a bound key acts for one person; administration is for everyone): drop it, or "
+            "make an unbound key",
+        )
+    if issuer is None:
+        return
+    beyond = [s for s in scopes if s not in issuer.effective_scopes]
+    if beyond:
+        raise KeyRefused(
+            "scopes",
+            f"a key can only grant scopes it holds; this key lacks {beyond} "
+            f"(it has: {', '.join(issuer.effective_scopes)})",
+            beyond_issuer=True,
+        )
+    if issuer.subject_user_id is not None and subject_user_id != issuer.subject_user_id:
+        raise KeyRefused(
+            "subject_user_id",
+            f"a key bound to user {issuer.subject_user_id!r} can only make keys bound to them",
+            beyond_issuer=True,
+        )
 
 
 def verify_key(session: Session, presented: str) -> KeyInfo | None:

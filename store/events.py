@@ -15,27 +15,61 @@ from sqlalchemy.orm import Session
 
 from store.models import CatalogItem, EventRow
 from store.schemas import Event
-from store.users import Subject, link_identity, linked_anonymous_ids
+from store.users import Subject, link_identity, link_owner, linked_anonymous_ids
 
 
 class EventStatus(StrEnum):
     accepted = "accepted"
     duplicate = "duplicate"
+    rejected = "rejected"
 
 
-def ingest_events(session: Session, events: Sequence[Event]) -> list[EventStatus]:
-    """Store events not seen before and learn identity links; one status per event, in order.
+@dataclass(frozen=True)
+class Ingested:
+    """What became of one event; a rejection says why, naming the field."""
+
+    status: EventStatus
+    reason: str | None = None
+
+
+# The identity links an event claims: (link kind, the event's field).
+_CLAIMS = (("anonymous", "anonymous_id"), ("device", "device_id"))
+
+
+def ingest_events(session: Session, events: Sequence[Event]) -> list[Ingested]:
+    """Store events not seen before and learn identity links; one result per event, in order.
 
     An event id already stored, or repeated earlier in the same batch, is a duplicate and is not
-    stored again. Concurrent batches racing on one id surface as an IntegrityError at commit,
-    which the caller retries: the second pass sees the winner's rows as duplicates.
+    stored again. An event with a user id links its anonymous and device ids to that user when
+    they are unlinked or already theirs; if either is linked to another person, the event is
+    rejected whole and no link moves (an event never merges people: see
+    `store.users.link_identity`). Concurrent batches racing on one id surface as an
+    IntegrityError at commit, which the caller retries: the second pass sees the winner's rows
+    as duplicates.
     """
     ids = [event.event_id for event in events]
     stored = set(session.scalars(select(EventRow.event_id).where(EventRow.event_id.in_(ids))))
-    statuses: list[EventStatus] = []
+    results: list[Ingested] = []
     for event in events:
         if event.event_id in stored:
-            statuses.append(EventStatus.duplicate)
+            results.append(Ingested(EventStatus.duplicate))
+            continue
+        owner = event.user_id
+        claims = [
+            (kind, field, value)
+            for kind, field in _CLAIMS
+            if owner is not None and (value := getattr(event, field)) is not None
+        ]
+        taken = [
+            field
+            for kind, field, value in claims
+            if link_owner(session, kind, value) not in (None, owner)
+        ]
+        if taken:
+            reason = "; ".join(
+                f"{field}: linked to another user; an event never moves a link" for field in taken
+            )
+            results.append(Ingested(EventStatus.rejected, reason))
             continue
         stored.add(event.event_id)
         session.add(
@@ -50,14 +84,12 @@ def ingest_events(session: Session, events: Sequence[Event]) -> list[EventStatus
                 value=event.value,
             )
         )
-        if event.user_id is not None:
-            if event.anonymous_id is not None:
-                link_identity(session, "anonymous", event.anonymous_id, event.user_id)
-            if event.device_id is not None:
-                link_identity(session, "device", event.device_id, event.user_id)
-        statuses.append(EventStatus.accepted)
+        if owner is not None:
+            for kind, _, value in claims:
+                link_identity(session, kind, value, owner)
+        results.append(Ingested(EventStatus.accepted))
     session.flush()
-    return statuses
+    return results
 
 
 # How much each event type says about taste, and how fast it fades.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.errors import NotFound
+from store.errors import Conflict, NotFound
 from store.models import Consent, IdentityLink, User
 from store.schemas import Profile, Purpose, UserRecord
 
@@ -71,18 +72,70 @@ def user_exists(session: Session, user_id: str) -> bool:
     return session.get(User, user_id) is not None
 
 
-def link_identity(session: Session, kind: str, external_id: str, user_id: str) -> None:
-    """Record that `external_id` (an anonymous or device id) belongs to `user_id`; the latest wins."""
+class LinkOutcome(StrEnum):
+    created = "created"  # the id was unlinked; it now belongs to the user
+    unchanged = "unchanged"  # it already belonged to the user
+    conflict = "conflict"  # it belongs to someone else, and still does
+    moved = "moved"  # it belonged to someone else and was moved: an explicit merge
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """What `link_identity` did. `previous_user_id` is for the audit log of a merge; never
+    show it to a caller bound to one person."""
+
+    outcome: LinkOutcome
+    kind: str
+    external_id: str
+    user_id: str
+    previous_user_id: str | None
+
+    @property
+    def linked(self) -> bool:
+        return self.outcome is not LinkOutcome.conflict
+
+
+def link_owner(session: Session, kind: str, external_id: str) -> str | None:
+    """The user an anonymous or device id is linked to, or None if it is unlinked."""
+    link = session.get(IdentityLink, (kind, external_id))
+    return link.user_id if link is not None else None
+
+
+def link_identity(
+    session: Session, kind: str, external_id: str, user_id: str, *, move: bool = False
+) -> LinkResult:
+    """Link `external_id` (an anonymous or device id) to `user_id` if it is unlinked or already
+    theirs. A link to another person is a conflict and is left as it is, unless `move` is set:
+    moving a link moves that id's whole history to `user_id`, so only an explicit merge by an
+    administrator may ask for it (never an event)."""
     link = session.get(IdentityLink, (kind, external_id))
     if link is None:
         session.add(IdentityLink(kind=kind, external_id=external_id, user_id=user_id))
-    elif link.user_id != user_id:
-        link.user_id = user_id
+        session.flush()  # later lookups in this transaction (the same batch) see the link
+        return LinkResult(LinkOutcome.created, kind, external_id, user_id, None)
+    previous = link.user_id
+    if previous == user_id:
+        return LinkResult(LinkOutcome.unchanged, kind, external_id, user_id, previous)
+    if not move:
+        return LinkResult(LinkOutcome.conflict, kind, external_id, user_id, previous)
+    link.user_id = user_id
+    return LinkResult(LinkOutcome.moved, kind, external_id, user_id, previous)
 
 
 def resolve_subject(session: Session, user_id: str | None, anonymous_id: str | None) -> Subject:
-    """A user id wins; an anonymous id linked to a user becomes that user; else it stays anonymous."""
+    """A user id wins; an anonymous id linked to a user becomes that user; else it stays anonymous.
+
+    A user id together with an anonymous id linked to another person is a Conflict: answering
+    it would mix two people's histories in one decision.
+    """
     if user_id is not None:
+        if anonymous_id is not None and link_owner(session, "anonymous", anonymous_id) not in (
+            None,
+            user_id,
+        ):
+            raise Conflict(
+                "anonymous_id: linked to another user; send it without user_id, or with theirs"
+            )
         return Subject(user_id=user_id, anonymous_id=anonymous_id)
     if anonymous_id is not None:
         link = session.get(IdentityLink, ("anonymous", anonymous_id))

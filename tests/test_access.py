@@ -60,7 +60,7 @@ def test_no_valid_key_is_401(client: TestClient, headers: dict[str, str]) -> Non
 
 
 def test_a_revoked_key_stops_working(client: TestClient, secured: Services) -> None:
-    admin = key(secured, "admin")
+    admin = key(secured, "admin", "decide")  # a key grants only scopes it holds
     made = client.post(
         "/v1/admin/keys", json={"name": "frontend", "scopes": ["decide"]}, headers=admin
     )
@@ -186,4 +186,4 @@ def test_keys_command(secured: Services, monkeypatch: pytest.MonkeyPatch) -> Non
     assert info["key_id"] in listed.output and info["key"] not in listed.output
     assert CliRunner().invoke(cli, ["keys", "revoke", info["key_id"]]).exit_code == 0
     bad = CliRunner().invoke(cli, ["keys", "create", "--name", "x", "--scopes", "root"])
-    assert bad.exit_code == 2 and "scopes must be some of" in bad.output
+    assert bad.exit_code == 2 and "scopes: must be some of" in bad.output

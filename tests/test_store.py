@@ -16,7 +16,14 @@ from store.decisions import log_decision, offer_exposures, record_reward
 from store.errors import Conflict, NotFound
 from store.events import EventStatus, compute_features, ingest_events
 from store.schemas import Event, Item, Profile, Purpose, UserRecord
-from store.users import get_user, resolve_subject, upsert_user
+from store.users import (
+    LinkOutcome,
+    get_user,
+    link_identity,
+    link_owner,
+    resolve_subject,
+    upsert_user,
+)
 from tools.bandit import ThompsonSampling
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -72,13 +79,16 @@ def test_wal_mode_is_on(db: Database) -> None:
 def test_events_are_stored_exactly_once(db: Database) -> None:
     batch = [event("e1", user_id="u1"), event("e2", user_id="u1"), event("e1", user_id="u1")]
     with db.session() as session:
-        assert ingest_events(session, batch) == [
+        assert [r.status for r in ingest_events(session, batch)] == [
             EventStatus.accepted,
             EventStatus.accepted,
             EventStatus.duplicate,
         ]
     with db.session() as session:
-        assert ingest_events(session, batch[:2]) == [EventStatus.duplicate, EventStatus.duplicate]
+        assert [r.status for r in ingest_events(session, batch[:2])] == [
+            EventStatus.duplicate,
+            EventStatus.duplicate,
+        ]
         features = compute_features(session, resolve_subject(session, "u1", None), as_of=NOW)
     assert features.event_count == 2
 
@@ -106,6 +116,62 @@ def test_anonymous_events_count_for_the_user_after_login(db: Database) -> None:
         features = compute_features(session, subject, as_of=NOW)
     assert features.event_count == 3
     assert features.recent_item_ids == ("shoe", "sock")
+
+
+def test_an_event_never_moves_an_identity_link(db: Database) -> None:
+    with db.session() as session:
+        first = ingest_events(
+            session,
+            [
+                event("l1", anonymous_id="anon-v", device_id="dev-v", user_id="victim"),
+                # The same batch: the link made one event earlier already counts.
+                event("l2", anonymous_id="anon-v", user_id="thief"),
+                event("l3", device_id="dev-v", anonymous_id="anon-t", user_id="thief"),
+                event("l4", anonymous_id="anon-v", user_id="victim"),  # already theirs
+            ],
+        )
+    assert [r.status for r in first] == [
+        EventStatus.accepted,
+        EventStatus.rejected,
+        EventStatus.rejected,
+        EventStatus.accepted,
+    ]
+    assert first[1].reason is not None and first[1].reason.startswith("anonymous_id:")
+    assert first[2].reason is not None and first[2].reason.startswith("device_id:")
+    assert "victim" not in (first[1].reason or "")  # the owner is not disclosed
+    with db.session() as session:
+        later = ingest_events(session, [event("l5", anonymous_id="anon-v", user_id="thief")])
+        assert later[0].status is EventStatus.rejected
+        assert link_owner(session, "anonymous", "anon-v") == "victim"
+        assert link_owner(session, "device", "dev-v") == "victim"
+        # A rejected event links nothing, not even its unclaimed ids.
+        assert link_owner(session, "anonymous", "anon-t") is None
+        assert compute_features(session, resolve_subject(session, "thief", None), as_of=NOW).is_cold
+
+
+def test_only_an_explicit_move_merges_a_link(db: Database) -> None:
+    with db.session() as session:
+        made = link_identity(session, "anonymous", "anon-m", "a")
+        again = link_identity(session, "anonymous", "anon-m", "a")
+        refused = link_identity(session, "anonymous", "anon-m", "b")
+        assert (made.outcome, again.outcome, refused.outcome) == (
+            LinkOutcome.created,
+            LinkOutcome.unchanged,
+            LinkOutcome.conflict,
+        )
+        assert not refused.linked and link_owner(session, "anonymous", "anon-m") == "a"
+        moved = link_identity(session, "anonymous", "anon-m", "b", move=True)
+        assert moved.outcome is LinkOutcome.moved and moved.previous_user_id == "a"
+        assert link_owner(session, "anonymous", "anon-m") == "b"
+
+
+def test_a_user_with_another_persons_anonymous_id_is_a_conflict(db: Database) -> None:
+    with db.session() as session:
+        link_identity(session, "anonymous", "anon-c", "owner")
+        assert resolve_subject(session, "owner", "anon-c").user_id == "owner"
+        assert resolve_subject(session, None, "anon-c").user_id == "owner"
+        with pytest.raises(Conflict, match="anonymous_id"):
+            resolve_subject(session, "someone-else", "anon-c")
 
 
 def test_features_from_events(db: Database) -> None:

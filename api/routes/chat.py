@@ -43,6 +43,7 @@ async def post_chat(
         body.user_id,
         what="a chat with " + ("an anonymous visitor" if body.user_id is None else "this user"),
     )
+    await run_in_threadpool(caller.act_for_anonymous, services, body.user_id, body.anonymous_id)
     request = ChatRequest(
         message=body.message,
         channel=body.channel,

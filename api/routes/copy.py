@@ -140,6 +140,8 @@ def post_register(
     variant_id: str = Path(min_length=1, max_length=128),
 ) -> VariantArmOut:
     """Register a variant as a bandit arm of its segment, so feedback can pick the winner."""
+    if caller.bound_user is not None:
+        raise HTTPException(403, "an API key bound to one user cannot register a campaign's arms")
     arm, new = register_variant(services, campaign_id, variant_id)
     return _arm_out(arm, registered_now=new)
 

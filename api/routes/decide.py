@@ -21,6 +21,7 @@ async def post_decide(body: DecideIn, services: ServicesDep, caller: DecideCalle
         what="a decision about "
         + ("an anonymous visitor" if body.user_id is None else "this user"),
     )
+    await run_in_threadpool(caller.act_for_anonymous, services, body.user_id, body.anonymous_id)
     request = DecideRequest(
         channel=body.channel,
         user_id=body.user_id,

@@ -13,7 +13,7 @@ from api.auth import EventsCaller
 from api.deps import ServicesDep
 from api.errors import field_errors
 from api.schemas import EventResult, EventsIn, EventsOut
-from store.events import ingest_events
+from store.events import Ingested, ingest_events
 from store.schemas import Event
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -50,9 +50,14 @@ async def post_events(body: EventsIn, services: ServicesDep, caller: EventsCalle
                 EventResult(index=index, event_id=event_id, status="rejected", reason=reason)
             )
     valid = await run_in_threadpool(_refuse_erased, services, valid, results)
-    statuses = await run_in_threadpool(_store, services, [event for _, event in valid])
-    for (index, event), status in zip(valid, statuses, strict=True):
-        results[index] = EventResult(index=index, event_id=event.event_id, status=status.value)
+    outcomes = await run_in_threadpool(_store, services, [event for _, event in valid])
+    for (index, event), outcome in zip(valid, outcomes, strict=True):
+        results[index] = EventResult(
+            index=index,
+            event_id=event.event_id,
+            status=outcome.status.value,
+            reason=outcome.reason,
+        )
     done = [r for r in results if r is not None]
     return EventsOut(
         accepted=sum(r.status == "accepted" for r in done),
@@ -87,7 +92,7 @@ def _refuse_erased(
     return kept
 
 
-def _store(services: Services, events: list[Event]) -> list:
+def _store(services: Services, events: list[Event]) -> list[Ingested]:
     if not events:
         return []
     try:
