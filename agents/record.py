@@ -1,7 +1,15 @@
 """The decision record: what the decision log keeps to replay a decision offline, and no PII.
 
-Free text appears only pseudonymized (as the guard left it); the profile appears only as
-features and consent; versions of the policy, embedder, writer and prompt are pinned.
+Free text appears only pseudonymized and minimized (`agents.minimize`: what the guard missed is
+masked too, wherever a writer repeated it); the profile appears only as features and consent;
+versions of the policy, embedder, writer and prompt are pinned.
+
+The record is compact (schema 2, about 3 KB instead of 16): what replay needs and nothing the
+catalog already holds. Candidates keep their id, price, score and the parts of the score (not
+their titles and reason sentences); the offer stage keeps ids and the rules that removed offers
+(the offers' titles and terms are catalog data); each rule that fired is listed once, in the
+explanation, and the explanation's reasons keep their structure but not the sentence that
+`explain` writes from it for the person. `bench/record.py` measures the bytes per decision.
 """
 
 from __future__ import annotations
@@ -9,15 +17,33 @@ from __future__ import annotations
 from typing import Any
 
 from agents.llm import Usage
+from agents.minimize import Minimizer
 from agents.state import DecideContext, DecideState
 from store.decisions import log_decision
 from tools.context import RunContext
 from tools.schemas import EligibleOffers, OfferChoice
 
-RECORD_SCHEMA = 1
+RECORD_SCHEMA = 2
+# What a candidate and the offer stage keep: the rest is catalog data or said elsewhere.
+CANDIDATE_FIELDS = {"item_id", "price", "score", "parts"}
+OFFER_FIELDS = {"considered", "removed"}
 
 
-def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
+def decision_record(
+    state: DecideState, ctx: DecideContext, minimizer: Minimizer | None = None
+) -> dict[str, Any]:
+    """The record of a decision, minimized with `minimizer` (by default, one built from the
+    request's query and context)."""
+    services = ctx.services
+    if minimizer is None:
+        context = state.get("context_redacted", {})
+        minimizer = Minimizer.for_services(
+            services, [state.get("query_redacted"), *context.values()]
+        )
+    return minimizer.value(_record(state, ctx))
+
+
+def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
     services = ctx.services
     profile = state["profile"]
     candidates = state["candidates"]
@@ -38,9 +64,12 @@ def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
         "features": profile.model_dump(mode="json", exclude={"rules_fired"}),
         "retrieval": {
             "strategy": candidates.strategy,
-            "candidates": [c.model_dump(mode="json") for c in candidates.items],
+            "candidates": [
+                c.model_dump(mode="json", include=CANDIDATE_FIELDS, exclude_none=True)
+                for c in candidates.items
+            ],
         },
-        "offers": offers.model_dump(mode="json") if offers else None,
+        "offers": offers.model_dump(mode="json", include=OFFER_FIELDS) if offers else None,
         "choice": choice.model_dump(mode="json") if choice else None,
         "trace": offer_trace(offers, choice),
         "experiment": {"rule_id": choice.experiment, "group": "control"}

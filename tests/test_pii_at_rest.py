@@ -1,0 +1,126 @@
+"""PII at rest: what the PII guard misses in free text is still stored nowhere, and erasure reaches
+copy jobs — checked byte by byte over every file of the service's home (SQLite database, its
+write-ahead log, the chat checkpoints)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from agents.factory import Services, build_services
+from agents.seed import seed
+from agents.settings import PROJECT_ROOT, Settings
+from api.app import create_app
+
+# A name outside the shipped name lists, with no context word before it, and a phone number in a
+# range that `phonenumbers` does not call valid: the guard misses both (the email it finds).
+NAME = ("Zebulon", "Quackenbush")
+EMAIL = "zeb.quack@example.org"
+PHONE = "+44 7700 900123"
+TEXT = f"gift for {NAME[0]} {NAME[1]} at {EMAIL} or {PHONE}, who loves coffee and tea"
+MEMBER = "u_0042"  # erased below, after a copy job named them in its audience
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    built = build_services(Settings(home=tmp_path_factory.mktemp("home"), seed=7))
+    seed(built, PROJECT_ROOT / "data" / "demo")
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="module")
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services=lambda: services)) as test_client:
+        yield test_client
+
+
+def _stored_bytes(home: Path) -> bytes:
+    """Every byte the service keeps in its home folder (database, log, checkpoints, ...)."""
+    return b"".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file())
+
+
+def _found(stored: bytes, values: list[str]) -> list[str]:
+    lowered = stored.lower()
+    digits = "".join(ch for ch in PHONE if ch.isdigit())
+    found = [v for v in values if v.lower().encode() in lowered]
+    # The phone is also looked for as its digits run together (the guard's and JSON's forms).
+    if digits[-7:].encode() in stored or "7700 900123".encode() in stored:
+        found.append(PHONE)
+    return found
+
+
+def _wait_done(client: TestClient, job_id: str) -> dict:
+    for _ in range(300):
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def test_free_text_the_guard_misses_is_stored_nowhere(
+    client: TestClient, services: Services
+) -> None:
+    assert services.pii.pseudonymize(TEXT).text.count(NAME[0]) == 1  # the guard misses the name
+    decided = client.post(
+        "/v1/decide",
+        json={"user_id": "u_0001", "channel": "web", "query": TEXT, "context": {"note": TEXT}},
+    )
+    assert decided.status_code == 200, decided.text
+    logged = client.get(f"/v1/decisions/{decided.json()['decision_id']}").json()
+    assert "<EMAIL_ADDRESS_1>" in logged["record"]["request"]["query"]
+    assert "coffee" in logged["record"]["request"]["query"]  # catalog words stay for replay
+
+    for turn in range(2):
+        chatted = client.post(
+            "/v1/chat",
+            json={"user_id": "u_0001", "message": TEXT, "thread_id": "gifts", "stream": False},
+        )
+        assert chatted.status_code == 200, chatted.text
+
+    copied = client.post(
+        "/v1/copy",
+        json={
+            "channel": "push",
+            "variants": 2,
+            "async": True,
+            "brief": {"goal": TEXT, "categories": ["coffee_tea"], "tone": "friendly"},
+            "audience": {"user_ids": [MEMBER, "u_0043", "u_0044"]},
+        },
+    )
+    assert copied.status_code == 202, copied.text
+    job = _wait_done(client, copied.json()["job_id"])
+    assert job["status"] == "done", job
+    results = client.get(f"/v1/jobs/{job['job_id']}/results")
+    assert results.status_code == 200, results.text
+
+    services.db.compact()  # what the WAL still holds of earlier pages is not what we look for
+    assert _found(_stored_bytes(services.settings.home), [*NAME, EMAIL]) == []
+
+
+def test_erasure_removes_the_person_from_copy_jobs_and_their_results(
+    client: TestClient, services: Services
+) -> None:
+    copied = client.post(
+        "/v1/copy",
+        json={
+            "channel": "push",
+            "variants": 1,
+            "brief": {"goal": "bring back coffee lovers", "categories": ["coffee_tea"]},
+            "audience": {"user_ids": [MEMBER, "u_0045"]},
+        },
+    )
+    assert copied.status_code == 200, copied.text
+    assert MEMBER.encode() in _stored_bytes(services.settings.home)
+
+    assert client.delete(f"/v1/users/{MEMBER}").status_code == 200
+    assert MEMBER.encode() not in _stored_bytes(services.settings.home)
+    # The others of the audience are still named, so the job stays readable.
+    assert b"u_0045" in _stored_bytes(services.settings.home)
+    job = client.get(f"/v1/jobs/{copied.json()['campaign_id']}")
+    assert job.status_code == 200, job.text
