@@ -66,18 +66,20 @@ def save_result(
                     registered += register_arm(
                         session, result.campaign_id, row["variant_id"], row["segment"]
                     )
-    return scrub.value({
-        "segments": [
-            {"name": s.name, "size": s.size, "variants": len(s.variants), "note": s.note}
-            for s in result.segments
-        ],
-        "variants": len(rows),
-        "registered": registered,
-        "members_scanned": result.members_scanned,
-        "writer": result.writer,
-        "policy_version": result.policy_version,
-        "degraded": result.degraded,
-    })
+    return scrub.value(
+        {
+            "segments": [
+                {"name": s.name, "size": s.size, "variants": len(s.variants), "note": s.note}
+                for s in result.segments
+            ],
+            "variants": len(rows),
+            "registered": registered,
+            "members_scanned": result.members_scanned,
+            "writer": result.writer,
+            "policy_version": result.policy_version,
+            "degraded": result.degraded,
+        }
+    )
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,9 @@ class Minimizer:
                 for match in shape.finditer(text):
                     tainted.add(match.group(0).strip())
                     # Its parts too, in case a writer repeats them in another layout.
-                    tainted.update(w for w in _WORD.findall(match.group(0)) if not vocabulary.knows(w))
+                    tainted.update(
+                        w for w in _WORD.findall(match.group(0)) if not vocabulary.knows(w)
+                    )
                 text = shape.sub(" ", text)
             text = _PLACEHOLDER.sub(" ", text)
             tainted.update(w for w in _WORD.findall(text) if not vocabulary.knows(w))

@@ -4,17 +4,21 @@ write-ahead log, the chat checkpoints)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from agents.factory import Services, build_services
-from agents.seed import seed
-from agents.settings import PROJECT_ROOT, Settings
+from agents.factory import Services
+from agents.retention import prune
 from api.app import create_app
+from store.decisions import get_decision, log_decision
+from store.errors import NotFound
+from store.models import RewardRow
 
 # A name outside the shipped name lists, with no context word before it, and a phone number in a
 # range that `phonenumbers` does not call valid: the guard misses both (the email it finds).
@@ -22,15 +26,15 @@ NAME = ("Zebulon", "Quackenbush")
 EMAIL = "zeb.quack@example.org"
 PHONE = "+44 7700 900123"
 TEXT = f"gift for {NAME[0]} {NAME[1]} at {EMAIL} or {PHONE}, who loves coffee and tea"
-MEMBER = "u_0042"  # erased below, after a copy job named them in its audience
+RECORD_BUDGET = 4096  # bytes of a decision's compact record (it was about 16 KB)
+MEMBER = (
+    "u_0042"  # no other test uses them  # erased below, after a copy job named them in its audience
+)
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    built = build_services(Settings(home=tmp_path_factory.mktemp("home"), seed=7))
-    seed(built, PROJECT_ROOT / "data" / "demo")
-    yield built
-    built.close()
+def services(demo_services: Services) -> Services:
+    return demo_services
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def _found(stored: bytes, values: list[str]) -> list[str]:
     digits = "".join(ch for ch in PHONE if ch.isdigit())
     found = [v for v in values if v.lower().encode() in lowered]
     # The phone is also looked for as its digits run together (the guard's and JSON's forms).
-    if digits[-7:].encode() in stored or "7700 900123".encode() in stored:
+    if digits[-7:].encode() in stored or b"7700 900123" in stored:
         found.append(PHONE)
     return found
 
@@ -76,7 +80,7 @@ def test_free_text_the_guard_misses_is_stored_nowhere(
     assert "<EMAIL_ADDRESS_1>" in logged["record"]["request"]["query"]
     assert "coffee" in logged["record"]["request"]["query"]  # catalog words stay for replay
 
-    for turn in range(2):
+    for _turn in range(2):
         chatted = client.post(
             "/v1/chat",
             json={"user_id": "u_0001", "message": TEXT, "thread_id": "gifts", "stream": False},
@@ -124,3 +128,52 @@ def test_erasure_removes_the_person_from_copy_jobs_and_their_results(
     assert b"u_0045" in _stored_bytes(services.settings.home)
     job = client.get(f"/v1/jobs/{copied.json()['campaign_id']}")
     assert job.status_code == 200, job.text
+
+
+def test_prune_removes_old_decisions_and_keeps_recent_ones(
+    client: TestClient, services: Services
+) -> None:
+    now = datetime.now(UTC)
+    with services.db.session() as session:
+        for name, age in (("old", 400), ("recent", 10)):
+            log_decision(
+                session,
+                decision_id=f"prune-{name}",
+                subject_key="anon:prune-test",
+                user_id=None,
+                channel="web",
+                segment="web",
+                offer_id="off_test",
+                created_at=now - timedelta(days=age),
+                record={"schema": 2},
+            )
+            session.add(RewardRow(decision_id=f"prune-{name}", reward=1.0))
+    pruned = prune(services.settings, services.db, days=365, now=now)
+    assert pruned["decisions"] >= 1 and pruned["retention_days"] == 365
+    with services.db.session() as session:
+        with pytest.raises(NotFound):
+            get_decision(session, "prune-old")
+        assert get_decision(session, "prune-recent").record == {"schema": 2}
+        assert session.get(RewardRow, "prune-old") is None
+        assert session.get(RewardRow, "prune-recent") is not None
+
+
+def test_a_demo_decision_record_is_a_few_kilobytes_and_still_replays(
+    client: TestClient,
+) -> None:
+    decided = client.post(
+        "/v1/decide", json={"user_id": "u_0007", "channel": "app", "query": "a teapot", "k": 10}
+    )
+    assert decided.status_code == 200, decided.text
+    record = client.get(f"/v1/decisions/{decided.json()['decision_id']}").json()["record"]
+    assert len(json.dumps(record, separators=(",", ":"))) < RECORD_BUDGET
+    candidates = record["retrieval"]["candidates"]
+    assert len(candidates) == 10 and all(
+        {"item_id", "score", "parts"} <= set(c) for c in candidates
+    )
+    assert set(record["trace"]["eligible"]) <= set(record["trace"]["candidates"])
+    assert record["features"]["subject_key"] == "user:u_0007"
+    assert record["explanation"]["rules_fired"] is not None
+    assert set(record["versions"]) >= {"policy", "embedder", "writer", "prompt"}
+    if record["choice"] is not None:
+        assert 0 < record["choice"]["propensity"] <= 1
