@@ -31,7 +31,7 @@ from typing_extensions import TypedDict
 
 from agents.chat_tools import CatalogNames, Outcome, Turn, offers_named, run_tool, tool_specs
 from agents.checkpoints import Checkpoints
-from agents.explain import explain
+from agents.explain import Explanation, explain
 from agents.llm import PROMPTS, LLMClient, LLMError, StreamEnd, TextDelta, Usage
 from agents.minimize import Minimizer
 from agents.record import decision_record, log_record
@@ -95,6 +95,7 @@ class ChatContext:
     record: dict[str, Any] = field(default_factory=dict)
     minimizer: Minimizer = field(default_factory=Minimizer)  # of this turn's message
     reply: str = ""  # as shown (pseudonymized); the checkpoint keeps it minimized
+    explanation: Explanation | None = None  # as shown; the record keeps it compact
 
     @property
     def revealable(self) -> set[str]:
@@ -323,6 +324,7 @@ def _record(state: ChatState, ctx: ChatContext, reply: str) -> dict[str, Any]:
         "explanation": explain(profile, shown, turn.offers, choice),
         "degraded": ctx.degraded,
     }
+    ctx.explanation = decide_state["explanation"]
     decide_context = DecideContext(
         services=ctx.services,
         run=ctx.run,

@@ -107,6 +107,7 @@ def chat_turn(
             emit(part["data"]["event"], part["data"]["data"])
     turn = context.turn
     allowed = context.revealable
+    assert context.explanation is not None  # `finish` explains every turn
     return ChatReply(
         decision_id=context.decision_id,
         thread_id=thread_id,
@@ -115,7 +116,7 @@ def chat_turn(
         offer=turn.chosen_offer if context.shown_offer else None,
         choice=turn.choice if context.shown_offer else None,
         reply=context.vault.reveal(context.reply, allowed),
-        explanation=Explanation.model_validate(context.record["explanation"]),
+        explanation=context.explanation,
         degraded=context.record["degraded"],
         usage=run.memo.get("llm_usage", Usage()),
     )

@@ -4,18 +4,19 @@ Free text appears only pseudonymized and minimized (`agents.minimize`: what the 
 masked too, wherever a writer repeated it); the profile appears only as features and consent;
 versions of the policy, embedder, writer and prompt are pinned.
 
-The record is compact (schema 2, about 3 KB instead of 16): what replay needs and nothing the
+The record is compact (schema 2, about 6 KB instead of 11-16): what replay needs and nothing the
 catalog already holds. Candidates keep their id, price, score and the parts of the score (not
 their titles and reason sentences); the offer stage keeps ids and the rules that removed offers
 (the offers' titles and terms are catalog data); each rule that fired is listed once, in the
-explanation, and the explanation's reasons keep their structure but not the sentence that
-`explain` writes from it for the person. `bench/record.py` measures the bytes per decision.
+explanation, whose per-item reasons are not kept (`explain` writes them from the candidates, the
+offer trace and the rules). `bench/record.py` measures the bytes per decision.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from agents.explain import Explanation
 from agents.llm import Usage
 from agents.minimize import Minimizer
 from agents.state import DecideContext, DecideState
@@ -26,7 +27,7 @@ from tools.schemas import EligibleOffers, OfferChoice
 RECORD_SCHEMA = 2
 # What a candidate and the offer stage keep: the rest is catalog data or said elsewhere.
 CANDIDATE_FIELDS = {"item_id", "price", "score", "parts"}
-OFFER_FIELDS = {"considered", "removed"}
+OFFER_FIELDS = {"considered"}  # the offers' ids and the rules that removed them are in `trace`
 
 
 def decision_record(
@@ -84,7 +85,7 @@ def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
             "attempts": state.get("attempts", 0),
             "guard_problems": state.get("guard_problems", []),
         },
-        "explanation": state["explanation"].model_dump(mode="json"),
+        "explanation": compact_explanation(state["explanation"]),
         "versions": {
             "policy": services.policy.version,
             "embedder": services.embedder.name,
@@ -95,6 +96,16 @@ def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
         "degraded": list(dict.fromkeys(services.degraded + state.get("degraded", []))),
         # Tokens of every LLM call the decision made (zeros for the offline writer).
         "usage": ctx.run.memo.get("llm_usage", Usage()).model_dump(mode="json"),
+    }
+
+
+def compact_explanation(explanation: Explanation) -> dict[str, Any]:
+    """The explanation as the log keeps it: the summary and every rule that fired (once in the
+    record). Its reasons are one per candidate, the chosen offer and each rule, and `explain`
+    writes them again from the record's parts."""
+    return {
+        "summary": explanation.summary,
+        "rules_fired": [r.model_dump(mode="json") for r in explanation.rules_fired],
     }
 
 
