@@ -118,7 +118,7 @@ class Minimizer:
         """`value` with every string in it (dict values, list items, nested) minimized."""
         if self._pattern is None:
             return value
-        return self._value(value)  # type: ignore[no-any-return]
+        return self._value(value)
 
     def _value(self, value: Any) -> Any:
         if isinstance(value, str):
