@@ -333,14 +333,12 @@ def _record(state: ChatState, ctx: ChatContext, reply: str) -> dict[str, Any]:
         decision_id=ctx.decision_id,
     )
     record = decision_record(decide_state, decide_context, ctx.minimizer)
-    record["chat"] = ctx.minimizer.value(
-        {
-            "thread_id": ctx.thread_id,
-            "model_calls": state.get("model_calls", 0),
-            "tool_calls": turn.calls,
-            "answered_by": "model" if ctx.writer == "openai" else "plan",
-        }
-    )
+    record["chat"] = {
+        "thread_id": ctx.thread_id,
+        "model_calls": state.get("model_calls", 0),
+        "tool_calls": ctx.minimizer.value(turn.calls),  # the model's arguments are free text
+        "answered_by": "model" if ctx.writer == "openai" else "plan",
+    }
     return record
 
 

@@ -25,6 +25,7 @@ from tools.context import RunContext
 from tools.schemas import EligibleOffers, OfferChoice
 
 RECORD_SCHEMA = 2
+FREE_TEXT = ("request", "content")  # the parts of a record that hold free text
 # What a candidate and the offer stage keep: the rest is catalog data or said elsewhere.
 CANDIDATE_FIELDS = {"item_id", "price", "score", "parts"}
 OFFER_FIELDS = {"considered"}  # the offers' ids and the rules that removed them are in `trace`
@@ -41,7 +42,12 @@ def decision_record(
         minimizer = Minimizer.for_services(
             services, [state.get("query_redacted"), *context.values()]
         )
-    return minimizer.value(_record(state, ctx))
+    record = _record(state, ctx)
+    # Free text only: ids, channels and version strings are data, whatever words a query holds.
+    for key in FREE_TEXT:
+        record[key] = minimizer.value(record[key])
+    record["explanation"]["summary"] = minimizer.text(record["explanation"]["summary"])
+    return record
 
 
 def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:

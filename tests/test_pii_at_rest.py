@@ -180,3 +180,17 @@ def test_a_demo_decision_record_is_a_few_kilobytes_and_still_replays(
     assert set(record["versions"]) >= {"policy", "embedder", "writer", "prompt"}
     if record["choice"] is not None:
         assert 0 < record["choice"]["propensity"] <= 1
+
+
+def test_minimizing_leaves_the_record_structure_alone(client: TestClient) -> None:
+    # "web", "hybrid" and "lints" are no catalog words: masked in the query, not in the record's
+    # channel, retrieval strategy or versions.
+    query = "web hybrid lints teapot"
+    decided = client.post(
+        "/v1/decide", json={"user_id": "u_0007", "channel": "web", "query": query}
+    )
+    assert decided.status_code == 200, decided.text
+    record = client.get(f"/v1/decisions/{decided.json()['decision_id']}").json()["record"]
+    assert record["request"]["query"].count("<REDACTED>") >= 2
+    assert record["channel"] == "web"
+    assert "<REDACTED>" not in json.dumps({k: v for k, v in record.items() if k != "request"})
