@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from agents.decide import DecideRequest, decide
-from agents.factory import build_services
+from agents.factory import Services, build_services
 from agents.record import RECORD_SCHEMA
 from agents.seed import seed
 from agents.settings import Settings
@@ -30,7 +30,7 @@ from store.schemas import Channel
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def db_bytes(services) -> int:  # type: ignore[no-untyped-def]
+def db_bytes(services: Services) -> int:
     with services.db.engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         pages = connection.execute(text("PRAGMA page_count")).scalar_one()
