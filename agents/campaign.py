@@ -24,6 +24,7 @@ from typing import Any
 from agents.audience import scan_audience
 from agents.copy_state import CopyRequest, CopyResult
 from agents.factory import Services
+from agents.minimize import Minimizer
 from policies.copy import CHANNELS
 from store.bandit import ArmState, add_reward, get_arms
 from store.copy import (
@@ -44,10 +45,14 @@ def bandit_policy(campaign_id: str) -> str:
     return f"copy:{campaign_id}"
 
 
-def save_result(services: Services, result: CopyResult, *, register: bool) -> dict[str, Any]:
-    """Store the variants of a run (and register those that passed, if asked); the job summary."""
+def save_result(
+    services: Services, result: CopyResult, *, register: bool, minimizer: Minimizer | None = None
+) -> dict[str, Any]:
+    """Store the variants of a run (and register those that passed, if asked); the job summary.
+    `minimizer` (of the brief's free text) masks in the stored rows what the guard would miss."""
+    scrub = minimizer or Minimizer()
     rows = [
-        {**variant.model_dump(mode="json"), "segment_size": segment.size}
+        scrub.value({**variant.model_dump(mode="json"), "segment_size": segment.size})
         for segment in result.segments
         for variant in segment.variants
     ]
@@ -61,18 +66,20 @@ def save_result(services: Services, result: CopyResult, *, register: bool) -> di
                     registered += register_arm(
                         session, result.campaign_id, row["variant_id"], row["segment"]
                     )
-    return {
-        "segments": [
-            {"name": s.name, "size": s.size, "variants": len(s.variants), "note": s.note}
-            for s in result.segments
-        ],
-        "variants": len(rows),
-        "registered": registered,
-        "members_scanned": result.members_scanned,
-        "writer": result.writer,
-        "policy_version": result.policy_version,
-        "degraded": result.degraded,
-    }
+    return scrub.value(
+        {
+            "segments": [
+                {"name": s.name, "size": s.size, "variants": len(s.variants), "note": s.note}
+                for s in result.segments
+            ],
+            "variants": len(rows),
+            "registered": registered,
+            "members_scanned": result.members_scanned,
+            "writer": result.writer,
+            "policy_version": result.policy_version,
+            "degraded": result.degraded,
+        }
+    )
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ the offline writer's copy, flagged in `degraded`. Nodes stream `token`, `tool` a
 events through LangGraph's custom stream; `reset` withdraws tokens already streamed when the
 model's reply is replaced.
 
-The state holds the conversation (pseudonymized) and is checkpointed per thread; the raw
-message, the vault and this turn's tool results live in the runtime context, never in a
-checkpoint.
+The state holds the conversation and is checkpointed per thread, pseudonymized and minimized
+(`agents.minimize`: words of the person's messages that are neither common nor catalog words are
+masked, so what the guard missed is not remembered); the model sees this turn's message as the
+guard left it. The raw message, the vault and this turn's tool results live in the runtime
+context, never in a checkpoint.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Checkpointer
+from langgraph.types import Checkpointer, Overwrite
 from typing_extensions import TypedDict
 
 from agents.chat_tools import CatalogNames, Outcome, Turn, offers_named, run_tool, tool_specs
 from agents.checkpoints import Checkpoints
-from agents.explain import explain
+from agents.explain import Explanation, explain
 from agents.llm import PROMPTS, LLMClient, LLMError, StreamEnd, TextDelta, Usage
+from agents.minimize import Minimizer
 from agents.record import decision_record, log_record
 from agents.state import DecideContext, DecideState
 from agents.writer import Brief, BriefItem, BriefOffer, Draft
@@ -94,6 +97,9 @@ class ChatContext:
     shown_offer: str | None = None
     streamed: bool = False
     record: dict[str, Any] = field(default_factory=dict)
+    minimizer: Minimizer = field(default_factory=Minimizer)  # of this turn's message
+    reply: str = ""  # as shown (pseudonymized); the checkpoint keeps it minimized
+    explanation: Explanation | None = None  # as shown; the record keeps it compact
 
     @property
     def revealable(self) -> set[str]:
@@ -127,6 +133,7 @@ def guard_input(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, An
     ctx = runtime.context
     redacted = ctx.services.pii.pseudonymize(ctx.message, known=ctx.known, vault=ctx.vault).text
     ctx.turn.query = redacted
+    ctx.minimizer = Minimizer.for_services(ctx.services, [redacted])
     route: Route = "agent"
     if subject_blocked(ctx.run, "content") is not None:
         route = "plan"
@@ -140,7 +147,8 @@ def guard_input(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, An
         )
         route = "plan"
     return {
-        "messages": [{"role": "user", "content": redacted}],
+        # The thread remembers the minimized message; `_prompt` gives the model the whole of it.
+        "messages": [{"role": "user", "content": ctx.minimizer.text(redacted)}],
         "route": route,
         "pending": [],
         "model_calls": 0,
@@ -278,13 +286,21 @@ def plan(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
 
 
 def finish(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-    """Explain the turn and log it as a decision (PII-free), so feedback can reward it."""
+    """Explain the turn and log it as a decision (PII-free), so feedback can reward it; the
+    thread keeps this turn minimized (also where the model repeated what the guard missed)."""
     ctx = runtime.context
     reply = state.get("reply") or ""
     record = _record(state, ctx, reply)
     log_record(ctx.run, ctx.decision_id, ctx.turn.choice if ctx.shown_offer else None, record)
     ctx.record = record
-    return {"messages": [{"role": "assistant", "content": reply}], "reply": reply}
+    ctx.reply = reply
+    messages = [*state.get("messages", []), {"role": "assistant", "content": reply}]
+    return {
+        "messages": Overwrite(ctx.minimizer.value(messages)),
+        "reply": ctx.minimizer.text(reply),
+        "draft": None,
+        "pending": [],
+    }
 
 
 def _record(state: ChatState, ctx: ChatContext, reply: str) -> dict[str, Any]:
@@ -312,6 +328,7 @@ def _record(state: ChatState, ctx: ChatContext, reply: str) -> dict[str, Any]:
         "explanation": explain(profile, shown, turn.offers, choice),
         "degraded": ctx.degraded,
     }
+    ctx.explanation = decide_state["explanation"]
     decide_context = DecideContext(
         services=ctx.services,
         run=ctx.run,
@@ -319,11 +336,11 @@ def _record(state: ChatState, ctx: ChatContext, reply: str) -> dict[str, Any]:
         known=ctx.known,
         decision_id=ctx.decision_id,
     )
-    record = decision_record(decide_state, decide_context)
+    record = decision_record(decide_state, decide_context, ctx.minimizer)
     record["chat"] = {
         "thread_id": ctx.thread_id,
         "model_calls": state.get("model_calls", 0),
-        "tool_calls": turn.calls,
+        "tool_calls": ctx.minimizer.value(turn.calls),  # the model's arguments are free text
         "answered_by": "model" if ctx.writer == "openai" else "plan",
     }
     return record
@@ -349,11 +366,14 @@ def _prompt(state: ChatState, ctx: ChatContext) -> list[dict[str, Any]]:
         rules.append(f"Your reply must be at most {limit} characters.")
     if content.banned_phrases:
         rules.append("Never use these phrases: " + "; ".join(content.banned_phrases) + ".")
+    # This turn's message as the guard left it: the state holds it minimized, for the thread.
+    current = {**messages[last_user], "content": ctx.turn.query}
     return [
         {"role": "system", "content": _system_prompt()},
         {"role": "system", "content": " ".join(rules)},
         *earlier,
-        *messages[last_user:],
+        current,
+        *messages[last_user + 1 :],
     ]
 
 

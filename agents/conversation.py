@@ -13,7 +13,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from agents.chat import RECURSION_LIMIT as CHAT_RECURSION_LIMIT
-from agents.chat import ChatContext, ChatState
+from agents.chat import ChatContext
 from agents.chat_tools import Turn
 from agents.checkpoints import thread_key
 from agents.explain import Explanation
@@ -98,23 +98,20 @@ def chat_turn(
         "configurable": {"thread_id": thread_key(subject.key, thread_id)},
         "recursion_limit": CHAT_RECURSION_LIMIT,
     }
-    state: ChatState = {"k": request.k}
     # Checkpointed once, when the turn is over: the reply is what the thread remembers.
     for part in services.chat.graph.stream(
         {"k": request.k},
         config,
         context=context,
-        stream_mode=["custom", "values"],
+        stream_mode=["custom"],
         durability="exit",
         version="v2",
     ):
-        if part["type"] == "custom":
-            if emit is not None:
-                emit(part["data"]["event"], part["data"]["data"])
-        elif part["type"] == "values":
-            state = part["data"]
+        if part["type"] == "custom" and emit is not None:
+            emit(part["data"]["event"], part["data"]["data"])
     turn = context.turn
     allowed = context.revealable
+    assert context.explanation is not None  # `finish` explains every turn
     return ChatReply(
         decision_id=context.decision_id,
         thread_id=thread_id,
@@ -122,8 +119,8 @@ def chat_turn(
         items=[turn.items[i] for i in context.shown_items if i in turn.items],
         offer=turn.chosen_offer if context.shown_offer else None,
         choice=turn.choice if context.shown_offer else None,
-        reply=context.vault.reveal(state.get("reply") or "", allowed),
-        explanation=Explanation.model_validate(context.record["explanation"]),
+        reply=context.vault.reveal(context.reply, allowed),
+        explanation=context.explanation,
         degraded=context.record["degraded"],
         usage=run.memo.get("llm_usage", Usage()),
     )

@@ -17,6 +17,7 @@ from agents.chat import Chat
 from agents.checkpoints import Checkpoints
 from agents.graph import build_decide_graph
 from agents.llm import CircuitBreaker, LLMClient, OpenAIWriter, RetryPolicy
+from agents.minimize import Vocabulary
 from agents.settings import Settings
 from agents.writer import OfflineWriter, Writer
 from policies.engine import PolicyEngine
@@ -54,6 +55,8 @@ class Services:
     erasers: list[Callable[[list[str]], int]] = field(default_factory=list)
     llm: LLMClient | None = None  # the process's one client (and breaker) for the LLM server
     chat: Chat | None = None  # the chat graph over its checkpoints
+    # The words stored free text may keep (`agents.minimize`); the catalog's, reloaded as it grows.
+    vocabulary: Vocabulary = field(default_factory=Vocabulary)
 
     def close(self) -> None:
         self.index.close()

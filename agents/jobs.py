@@ -8,6 +8,10 @@ this host is gone, and every active job anywhere whose heartbeat is older than t
 window (a minute by default; running jobs beat every few seconds), and reading a job applies the
 same staleness rule. So after a restart, the jobs that were running are reported failed, and
 must be submitted again.
+
+Since a job runs only where it was accepted, the request it runs travels in memory with its id;
+the row keeps the request as stored text may be (`stored_request`: the brief's free text
+minimized), for reading and for erasure, never for running.
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import secrets
 import socket
 import threading
 from datetime import timedelta
+from typing import Any
 
 from agents.campaign import save_result
 from agents.copy import generate_copy
 from agents.copy_state import CopyRequest
 from agents.factory import Services
+from agents.minimize import Minimizer
 from store.db import Database
 from store.jobs import (
     active_jobs,
@@ -31,7 +38,6 @@ from store.jobs import (
     fail_job,
     fail_stale,
     finish_job,
-    get_job,
     heartbeat,
     start_job,
 )
@@ -82,7 +88,7 @@ class JobRunner:
         self.worker = worker_id()
         self.stale_after = timedelta(seconds=stale_after_s)
         self._heartbeat_s = heartbeat_s
-        self._queue: queue.Queue[str] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, CopyRequest | None]] = queue.Queue()
         self._mine: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -97,24 +103,25 @@ class JobRunner:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, job_id: str) -> None:
+    def submit(self, job_id: str, request: CopyRequest) -> None:
+        """Run the job `job_id` (already stored) on `request`, the caller's whole request."""
         with self._lock:
             self._mine.add(job_id)
-        self._queue.put(job_id)
+        self._queue.put((job_id, request))
 
     def close(self) -> None:
         """Stop taking jobs; the job being run finishes or dies with the process."""
         self._stop.set()
         for _ in self._threads:
-            self._queue.put("")
+            self._queue.put(("", None))
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            job_id = self._queue.get()
-            if not job_id:
+            job_id, request = self._queue.get()
+            if not job_id or request is None:
                 return
             try:
-                run_job(self.services, job_id, worker=self.worker)
+                run_job(self.services, job_id, request, worker=self.worker)
             finally:
                 with self._lock:
                     self._mine.discard(job_id)
@@ -145,18 +152,18 @@ class JobRunner:
         return failed
 
 
-def run_job(services: Services, job_id: str, *, worker: str) -> None:
+def run_job(services: Services, job_id: str, request: CopyRequest, *, worker: str) -> None:
     """Run one queued copy job to done or failed."""
     with services.db.session() as session:
         if not start_job(session, job_id, worker=worker):
             return  # taken by another worker, or no longer queued
-        job = get_job(session, job_id)
     try:
-        request = CopyRequest.model_validate(job.request)
         result = generate_copy(
             services, request, campaign_id=job_id, progress=JobProgress(services.db, job_id)
         )
-        summary = save_result(services, result, register=request.register_arms)
+        summary = save_result(
+            services, result, register=request.register_arms, minimizer=minimizer(services, request)
+        )
         with services.db.session() as session:
             finish_job(session, job_id, summary=summary)
     except Exception as error:
@@ -165,6 +172,23 @@ def run_job(services: Services, job_id: str, *, worker: str) -> None:
         log.exception("copy job %s failed", job_id)
         with services.db.session() as session:
             fail_job(session, job_id, f"{type(error).__name__}; see the service log")
+
+
+def minimizer(services: Services, request: CopyRequest) -> Minimizer:
+    """The minimizer of a copy request's free text, the brief's goal. The must-say phrases are
+    copy the marketer publishes on purpose, so their words are never masked in the variants."""
+    brief = request.brief
+    goal = Minimizer.for_services(services, [brief.goal])
+    published = {w.casefold() for phrase in brief.must_say for w in re.findall(r"\w+", phrase)}
+    return Minimizer(t for t in goal.tainted if t.casefold() not in published)
+
+
+def stored_request(services: Services, request: CopyRequest) -> dict[str, Any]:
+    """The request as a job row keeps it: the goal minimized."""
+    data = request.json_dump()
+    goal = Minimizer.for_services(services, [request.brief.goal])
+    data["brief"]["goal"] = goal.text(request.brief.goal)
+    return data
 
 
 def _dead_here(worker: str | None) -> bool:

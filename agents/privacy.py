@@ -25,6 +25,7 @@ from retrieval.collab import CollabModel
 from store.access import audit
 from store.erasure import erase_person, export_person, find_person
 from store.tombstones import add_tombstones, tombstoned
+from store.jobs import erase_from_jobs
 
 
 def subject_ref(services: Services, user_id: str) -> str:
@@ -111,17 +112,24 @@ def erase_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any
                 *(anonymous_ref(services, a) for a in person.anonymous_ids),
             ],
         )
+        jobs = erase_from_jobs(session, user_id)  # copy audiences that named them by id
         audit(
             session,
             actor=actor,
             action="user.erase",
             target=subject_ref(services, user_id),
             **asdict(erased),
+            job_requests=jobs,
         )
     services.db.compact()
     factors = _erase_factors(services, person.subject_keys)
     checkpoints = sum(eraser(person.subject_keys) for eraser in services.erasers)
-    return {**asdict(erased), "collaborative_factors": factors, "checkpoints": checkpoints}
+    return {
+        **asdict(erased),
+        "job_requests": jobs,
+        "collaborative_factors": factors,
+        "checkpoints": checkpoints,
+    }
 
 
 def _erase_factors(services: Services, keys: list[str]) -> int:

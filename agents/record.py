@@ -1,23 +1,56 @@
 """The decision record: what the decision log keeps to replay a decision offline, and no PII.
 
-Free text appears only pseudonymized (as the guard left it); the profile appears only as
-features and consent; versions of the policy, embedder, writer and prompt are pinned.
+Free text appears only pseudonymized and minimized (`agents.minimize`: what the guard missed is
+masked too, wherever a writer repeated it); the profile appears only as features and consent;
+versions of the policy, embedder, writer and prompt are pinned.
+
+The record is compact (schema 2, about 6 KB instead of 11-16): what replay needs and nothing the
+catalog already holds. Candidates keep their id, price, score and the parts of the score (not
+their titles and reason sentences); the offer stage keeps ids and the rules that removed offers
+(the offers' titles and terms are catalog data); each rule that fired is listed once, in the
+explanation, whose per-item reasons are not kept (`explain` writes them from the candidates, the
+offer trace and the rules). `bench/record.py` measures the bytes per decision.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from agents.explain import Explanation
 from agents.llm import Usage
+from agents.minimize import Minimizer
 from agents.state import DecideContext, DecideState
 from store.decisions import log_decision
 from tools.context import RunContext
 from tools.schemas import EligibleOffers, OfferChoice
 
-RECORD_SCHEMA = 1
+RECORD_SCHEMA = 2
+FREE_TEXT = ("request", "content")  # the parts of a record that hold free text
+# What a candidate and the offer stage keep: the rest is catalog data or said elsewhere.
+CANDIDATE_FIELDS = {"item_id", "price", "score", "parts"}
+OFFER_FIELDS = {"considered"}  # the offers' ids and the rules that removed them are in `trace`
 
 
-def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
+def decision_record(
+    state: DecideState, ctx: DecideContext, minimizer: Minimizer | None = None
+) -> dict[str, Any]:
+    """The record of a decision, minimized with `minimizer` (by default, one built from the
+    request's query and context)."""
+    services = ctx.services
+    if minimizer is None:
+        context = state.get("context_redacted", {})
+        minimizer = Minimizer.for_services(
+            services, [state.get("query_redacted"), *context.values()]
+        )
+    record = _record(state, ctx)
+    # Free text only: ids, channels and version strings are data, whatever words a query holds.
+    for key in FREE_TEXT:
+        record[key] = minimizer.value(record[key])
+    record["explanation"]["summary"] = minimizer.text(record["explanation"]["summary"])
+    return record
+
+
+def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
     services = ctx.services
     profile = state["profile"]
     candidates = state["candidates"]
@@ -38,9 +71,12 @@ def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
         "features": profile.model_dump(mode="json", exclude={"rules_fired"}),
         "retrieval": {
             "strategy": candidates.strategy,
-            "candidates": [c.model_dump(mode="json") for c in candidates.items],
+            "candidates": [
+                c.model_dump(mode="json", include=CANDIDATE_FIELDS, exclude_none=True)
+                for c in candidates.items
+            ],
         },
-        "offers": offers.model_dump(mode="json") if offers else None,
+        "offers": offers.model_dump(mode="json", include=OFFER_FIELDS) if offers else None,
         "choice": choice.model_dump(mode="json") if choice else None,
         "trace": offer_trace(offers, choice),
         "experiment": {"rule_id": choice.experiment, "group": "control"}
@@ -55,7 +91,7 @@ def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
             "attempts": state.get("attempts", 0),
             "guard_problems": state.get("guard_problems", []),
         },
-        "explanation": state["explanation"].model_dump(mode="json"),
+        "explanation": compact_explanation(state["explanation"]),
         "versions": {
             "policy": services.policy.version,
             "embedder": services.embedder.name,
@@ -66,6 +102,16 @@ def decision_record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
         "degraded": list(dict.fromkeys(services.degraded + state.get("degraded", []))),
         # Tokens of every LLM call the decision made (zeros for the offline writer).
         "usage": ctx.run.memo.get("llm_usage", Usage()).model_dump(mode="json"),
+    }
+
+
+def compact_explanation(explanation: Explanation) -> dict[str, Any]:
+    """The explanation as the log keeps it: the summary and every rule that fired (once in the
+    record). Its reasons are one per candidate, the chosen offer and each rule, and `explain`
+    writes them again from the record's parts."""
+    return {
+        "summary": explanation.summary,
+        "rules_fired": [r.model_dump(mode="json") for r in explanation.rules_fired],
     }
 
 

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(600, ge=1, description="Per API key, per worker.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get a 413.")
+    decision_retention_days: int = Field(
+        90, ge=1, le=3650, description="`attune prune` deletes decisions older than this."
+    )
 
     @model_validator(mode="after")
     def _openai_all_or_nothing(self) -> Settings:

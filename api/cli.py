@@ -1,4 +1,4 @@
-"""The `attune` command: serve, seed, reindex, ingest, eval."""
+"""The `attune` command: serve, seed, reindex, ingest, eval, prune."""
 
 from __future__ import annotations
 
@@ -125,6 +125,26 @@ def reindex_command() -> None:
     finally:
         services.close()
     typer.echo(json.dumps(asdict(report)))
+
+
+@app.command("prune")
+def prune_command(
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Keep this many days (default ATTUNE_DECISION_RETENTION_DAYS)."),
+    ] = None,
+) -> None:
+    """Delete decisions (and their rewards) older than the retention; bandit state is kept."""
+    from agents.retention import prune
+    from store.db import Database
+
+    settings = Settings()
+    _logging(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        typer.echo(json.dumps(prune(settings, db, days=days)))
+    finally:
+        db.dispose()
 
 
 @app.command("train")

@@ -1,16 +1,17 @@
-"""The decision log, rewards, and the exposures that frequency caps count."""
+"""The decision log, rewards, and the exposures that frequency caps count; pruning by age."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.errors import Conflict, NotFound
-from store.models import DecisionRow, RewardRow
+from store.models import DecisionRow, LinearObservation, RewardRow
 
 
 def log_decision(
@@ -79,3 +80,38 @@ def record_reward(session: Session, decision_id: str, reward: float) -> Decision
     except IntegrityError as error:
         raise Conflict(f"decision {decision_id!r} was already rewarded") from error
     return decision
+
+
+@dataclass(frozen=True)
+class Pruned:
+    decisions: int
+    rewards: int
+    observations_unlinked: int
+
+
+def prune_decisions(session: Session, before: datetime, *, batch: int = 5000) -> Pruned:
+    """Delete one batch of the decisions logged before `before`, with their rewards (call until
+    it returns 0 decisions). Bandit state is kept whole: Beta posteriors are sums that hold no
+    decision, and the linear bandits' observations stay but lose their decision id, so that no
+    row points at a decision that is gone (and an observation is no longer tied to a person)."""
+    ids = list(
+        session.scalars(
+            select(DecisionRow.decision_id).where(DecisionRow.created_at < before).limit(batch)
+        )
+    )
+    if not ids:
+        return Pruned(0, 0, 0)
+    rewards = _count(session.execute(delete(RewardRow).where(RewardRow.decision_id.in_(ids))))
+    unlinked = _count(
+        session.execute(
+            update(LinearObservation)
+            .where(LinearObservation.decision_id.in_(ids))
+            .values(decision_id=None)
+        )
+    )
+    decisions = _count(session.execute(delete(DecisionRow).where(DecisionRow.decision_id.in_(ids))))
+    return Pruned(decisions, rewards, unlinked)
+
+
+def _count(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import CursorResult, String, or_, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from store.errors import NotFound
@@ -162,3 +163,26 @@ def fail_stale(session: Session, stale_after: timedelta, *, job_id: str | None =
 
 def active_jobs(session: Session) -> list[str]:
     return list(session.scalars(select(JobRow.job_id).where(JobRow.status.in_(ACTIVE))))
+
+
+def erase_from_jobs(session: Session, user_id: str) -> int:
+    """Remove a person's id from every stored job request (an audience named by user ids);
+    returns how many jobs named them. The job stays readable for the rest of its audience."""
+    named = session.scalars(
+        select(JobRow).where(sql_cast(JobRow.request, String).contains(f'"{user_id}"'))
+    )
+    count = 0
+    for row in named:
+        request = _without_id(row.request, user_id)
+        if request != row.request:
+            row.request = request  # a new value, so the JSON column is written back
+            count += 1
+    return count
+
+
+def _without_id(value: Any, user_id: str) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_id(item, user_id) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_id(item, user_id) for item in value if item != user_id]
+    return value

@@ -14,7 +14,7 @@ from agents.campaign import Arm, register_variant, reward, save_result, serve
 from agents.copy import CopyRequestError, generate_copy, new_campaign_id, validate_request
 from agents.copy_state import CopyRequest, CopyResult
 from agents.factory import Services
-from agents.jobs import ASYNC_MEMBERS, JobRunner
+from agents.jobs import ASYNC_MEMBERS, JobRunner, minimizer, stored_request
 from api.auth import Caller, CopyCaller
 from api.deps import ServicesDep
 from api.schemas import (
@@ -100,13 +100,13 @@ def _queue(
             session,
             campaign_id,
             kind="copy",
-            request=body.json_dump(),
+            request=stored_request(services, body),
             created_by=caller.actor,
             worker=runner.worker,
             segments_total=len(body.audience.resolved()),
             members_total=size,
         )
-    runner.submit(campaign_id)
+    runner.submit(campaign_id, body)
 
 
 def _inline(
@@ -115,13 +115,15 @@ def _inline(
     """A small audience, written in the request; stored as a done job, so its variants can be
     downloaded and registered by the same id."""
     result = generate_copy(services, body, campaign_id=campaign_id)
-    summary = save_result(services, result, register=body.register_arms)
+    summary = save_result(
+        services, result, register=body.register_arms, minimizer=minimizer(services, body)
+    )
     with services.db.session() as session:
         create_job(
             session,
             campaign_id,
             kind="copy",
-            request=body.json_dump(),
+            request=stored_request(services, body),
             created_by=caller.actor,
             worker=None,
             segments_total=len(result.segments),

@@ -1,0 +1,83 @@
+"""Bytes per logged decision on the demo world: the stored record's JSON, and the database file.
+
+Runs `--n` decisions (users round-robin over web and app, every other one with query text),
+reads each stored record back and prints JSON: the record's compact-JSON bytes (mean, p50, max)
+and the database's growth per decision (SQLite pages, WAL checkpointed); writes it to
+`bench/results/record.json`. Pass `--home` with a seeded home to skip seeding.
+
+    .venv/bin/python bench/record.py [--n 200] [--home DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import text
+
+from agents.decide import DecideRequest, decide
+from agents.factory import Services, build_services
+from agents.record import RECORD_SCHEMA
+from agents.seed import seed
+from agents.settings import Settings
+from store.decisions import get_decision
+from store.schemas import Channel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def db_bytes(services: Services) -> int:
+    with services.db.engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = connection.execute(text("PRAGMA page_count")).scalar_one()
+        free = connection.execute(text("PRAGMA freelist_count")).scalar_one()
+        size = connection.execute(text("PRAGMA page_size")).scalar_one()
+    return int((pages - free) * size)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "record.json")
+    args = parser.parse_args()
+    home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-record-"))
+    services = build_services(Settings(home=home, seed=7))
+    if args.home is None:
+        seed(services, ROOT / "data" / "demo")
+    before = db_bytes(services)
+    sizes = []
+    for i in range(args.n):
+        request = DecideRequest(
+            channel=Channel.web if i % 2 else Channel.app,
+            user_id=f"u_{i % 400 + 1:04d}",
+            query="something for the kitchen" if i % 4 < 2 else None,
+        )
+        decision = decide(services, request)
+        with services.db.session() as session:
+            record = get_decision(session, decision.decision_id).record
+        sizes.append(len(json.dumps(record, separators=(",", ":")).encode()))
+    growth = db_bytes(services) - before
+    services.close()
+    result = {
+        "record_schema": RECORD_SCHEMA,
+        "decisions": args.n,
+        "record_bytes": {
+            "mean": round(statistics.fmean(sizes)),
+            "p50": round(statistics.median(sizes)),
+            "max": max(sizes),
+        },
+        "db_bytes_per_decision": round(growth / args.n),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
