@@ -19,12 +19,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
+from small_world import write_small_world
 
 from agents.factory import Services, build_services
 from agents.seed import seed
 from agents.settings import Settings
 from api.app import create_app
-from small_world import write_small_world
 from store.access import create_key
 
 pytestmark = pytest.mark.fuzz
@@ -68,7 +68,9 @@ def schemas(world: Services) -> dict[str, Fuzzed]:
             scopes=["decide", "chat", "copy", "events", "eval"],
             subject_user_id=BOUND_USER,
         )
-    open_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(services=lambda: world))
+    open_schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", create_app(services=lambda: world)
+    )
     keyed_schema = schemathesis.openapi.from_asgi(
         "/openapi.json", create_app(services=lambda: secured)
     )
