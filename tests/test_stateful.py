@@ -54,7 +54,7 @@ PEOPLE = ("u_0101", "u_0102", "u_0103")  # ids no other demo id extends (u_0001.
 ADMIN = "admin"
 CHANNELS = ("web", "app", "email", "push")
 PURPOSES = ("personalization", "profiling", "llm_processing", "email", "push")
-FRESH_ANONS = tuple(f"anon_sm_{n}" for n in range(6))
+FRESH_ANONS = tuple(f"anon_sm_{n}" for n in range(4))
 ITEMS = ("itm_00001", "itm_00002", "itm_00003")
 
 
@@ -143,9 +143,7 @@ class APIMachine(RuleBasedStateMachine):
         for user_id, person in self.world.people.items():
             export = self._ok(self.client.get(f"/v1/users/{user_id}/export", headers=self.admin))
             profile = export["profile"]
-            person.profile_values = [
-                v for k, v in profile.items() if k in ("email", "phone") and v
-            ]
+            person.profile_values = [v for k, v in profile.items() if k in ("email", "phone") and v]
             person.consent = dict(export["consent"])
             for anon in export["identity_links"]["anonymous"]:
                 self.world.anon_owner[anon] = user_id
@@ -243,6 +241,39 @@ class APIMachine(RuleBasedStateMachine):
             self.world.anon_owner[anon] = subject
         self.world.events[event_id] = (subject, anon)
         self._check_no_foreign_data(who, response.text)
+
+    @precondition(
+        lambda self: any(
+            owner is not None and a not in self.world.retired_anons
+            for a, owner in self.world.anon_owner.items()
+        )
+    )
+    @rule(data=st.data())
+    def take_over_anonymous_id(self, data: st.DataObject) -> None:
+        """A bound key claims an anonymous id linked to someone else: it must be refused."""
+        owned = sorted(
+            (a, owner)
+            for a, owner in self.world.anon_owner.items()
+            if owner is not None and a not in self.world.retired_anons
+        )
+        anon, owner = data.draw(st.sampled_from(owned), label="victim's anonymous id")
+        thieves = [u for u in self._living() if u != owner]
+        if not thieves:
+            return
+        thief = data.draw(st.sampled_from(thieves), label="thief")
+        event = {
+            "event_id": self.world.next_id("sm_evt"),
+            "type": "view",
+            "ts": "2026-11-02T11:00:00Z",
+            "user_id": thief,
+            "anonymous_id": anon,
+            "item_id": ITEMS[0],
+        }
+        response = self.client.post(
+            "/v1/events", json={"events": [event]}, headers=self._caller(thief)
+        )
+        result = self._ok(response)["results"][0]
+        assert result["status"] == "rejected", f"{thief} took over {owner}'s {anon}: {result}"
 
     @rule(target=decisions, data=st.data(), channel=st.sampled_from(CHANNELS))
     def decide(self, data: st.DataObject, channel: str) -> Any:
@@ -490,7 +521,9 @@ def machine(
     """The machine, on a slice of the demo world. The PII guard (seconds to build, no state of
     its own) is built once and shared by every start and restart of the service."""
     monkeypatch.setattr("agents.factory.PIIGuard", lambda **_: pii_guard)
-    monkeypatch.setattr(APIMachine, "make_home", lambda: tmp_path_factory.mktemp("sm-home"))
+    monkeypatch.setattr(
+        APIMachine, "make_home", staticmethod(lambda: tmp_path_factory.mktemp("sm-home"))
+    )
     monkeypatch.setattr(
         APIMachine, "world_folder", write_small_world(tmp_path_factory.mktemp("sm-world"))
     )
