@@ -69,9 +69,7 @@ def create_app(
         admin,
         health,
     ):
-        app.include_router(
-            module.router, responses={} if module is health else ERROR_RESPONSES
-        )
+        app.include_router(module.router, responses={} if module is health else ERROR_RESPONSES)
     app.add_middleware(BodyLimit)
 
     @app.middleware("http")

@@ -323,7 +323,9 @@ class ProblemOut(BaseModel):
 # on the shape of an error.
 _PROBLEM = {
     "model": ProblemOut,
-    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemOut"}}},
+    "content": {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemOut"}}
+    },
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {**_PROBLEM, "description": description}
