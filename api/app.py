@@ -27,6 +27,7 @@ from api.routes import (
     jobs,
     users,
 )
+from api.schemas import ERROR_RESPONSES
 
 access = logging.getLogger("attune.access")
 
@@ -68,7 +69,7 @@ def create_app(
         admin,
         health,
     ):
-        app.include_router(module.router)
+        app.include_router(module.router, responses={} if module is health else ERROR_RESPONSES)
     app.add_middleware(BodyLimit)
 
     @app.middleware("http")

@@ -305,3 +305,38 @@ class CopyFeedbackOut(BaseModel):
     decision_id: str
     reward: float
     arm: VariantArmOut
+
+
+class ProblemOut(BaseModel):
+    """An RFC 9457 problem document: every error answer, 4xx and 5xx."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] | None = Field(
+        None, description="Each invalid field and its problem (422 only)."
+    )
+
+
+# Every route may answer with these; documented so that clients (and schema fuzzing) can rely
+# on the shape of an error.
+_PROBLEM = {
+    "model": ProblemOut,
+    "content": {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemOut"}}
+    },
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {**_PROBLEM, "description": description}
+    for status, description in {
+        401: "No valid API key (with ATTUNE_AUTH=keys).",
+        403: "The key lacks the scope, or acts for another user.",
+        404: "Not found.",
+        409: "Conflict with the current state.",
+        413: "Request body larger than ATTUNE_MAX_BODY_BYTES.",
+        422: "Invalid request: `errors` names each field and its problem.",
+        429: "Rate limit reached: see Retry-After.",
+        500: "The service failed; the error was logged.",
+    }.items()
+}
