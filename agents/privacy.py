@@ -24,8 +24,8 @@ from agents.factory import Services, collab_folder
 from retrieval.collab import CollabModel
 from store.access import audit
 from store.erasure import erase_person, export_person, find_person
-from store.tombstones import add_tombstones, tombstoned
 from store.jobs import erase_from_jobs
+from store.tombstones import add_tombstones, tombstoned
 
 
 def subject_ref(services: Services, user_id: str) -> str:
