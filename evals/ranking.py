@@ -5,14 +5,33 @@ Systems (`type` in the suite file):
 - `popularity`: most-rated in training, computed directly;
 - `item-knn`: item-item cosine over training interactions, top-`neighbors` per item, computed
   directly (scipy) — the classic baseline;
-- `content`, `collab`, `hybrid`: Attune's own retrieval through the service's path — items
-  indexed on Qdrant Edge with their content vector (the configured embedder over title and
-  genres) and collaborative vector (ALS, `retrieval.collab`), queried with
-  `retrieval.hybrid.hybrid_search` and the person's training items excluded by a filter pushed
-  into Qdrant.
+- `ease`, `rp3beta`, `als`: the strong baselines of `evals.recommenders`, computed directly;
+- `content`, `collab`: Attune's own retrieval through the service's path — items indexed on
+  Qdrant Edge with their content vector (the configured embedder over title and genres) and
+  collaborative vector (ALS, `retrieval.collab`), queried with `retrieval.hybrid.hybrid_search`
+  and the person's training items excluded by a filter pushed into Qdrant;
+- `hybrid`: Attune's hybrid — the fused Qdrant query (taste, collab, recent) fetches `pool`
+  candidates, with every filter applied inside Qdrant; a re-ranking stage then scores those
+  candidates with EASE^R and fuses the two orders by weighted reciprocal rank.
+
+How the hybrid maps to serving: Qdrant stays the candidate source (filters, stock, eligibility
+and the exclusions act there, as today). The re-ranking stage needs, per candidate j, the EASE
+score Σ_i w_i B[i, j] over the person's recent items i: the service keeps B's rows for the items
+in its catalog beside the collaborative model (trained offline like ALS) and reads only the
+rows of the person's history and the candidate columns, a few hundred numbers per request. The
+EASE input weighs an interaction by how strong it is: here a rating of `liked_min` or more
+weighs 1 and a lower one `other_weight`; in the service, the event weights (a purchase over a
+view). Nothing of the re-ranking needs the test split: its two weights are chosen on the
+validation split, as are the baselines' parameters.
+
+Tuning: every tuned choice (EASE's λ, RP3beta's α and β, ALS's factors and regularization, the
+hybrid's `ease_weight` and `other_weight`) is made on a validation split carved from the training
+part only (`evals.movielens.validation_split`); the test split only scores.
 
 Metrics at k: recall (hits / relevant), NDCG (binary gains), MRR; catalog coverage (share of
-movies recommended to anyone) and novelty (mean self-information of recommended movies).
+movies recommended to anyone) and novelty (mean self-information of recommended movies); NDCG and
+recall with percentile bootstrap intervals over users, and the ratio of the hybrid's NDCG to the
+best baseline's with its own paired bootstrap interval.
 """
 
 from __future__ import annotations
