@@ -241,9 +241,9 @@ BASELINE_TYPES = {"popularity", "item-knn", "ease", "rp3beta", "als"}
 TUNED_TYPES = {"ease", "rp3beta", "als", "hybrid"}
 DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
     "ease": {"regularization": [200.0, 500.0]},
-    "rp3beta": {"alpha": [0.5, 1.0], "beta": [0.3, 0.6]},
-    "als": {"factors": [64, 128], "regularization": [0.01, 0.1]},
-    "hybrid": {"ease_weight": [0.0, 1.0, 3.0, 10.0], "other_weight": [0.1, 0.3]},
+    "rp3beta": {"alpha": [0.25, 0.5, 1.0], "beta": [0.1, 0.3, 0.6]},
+    "als": {"factors": [32, 64, 128], "regularization": [0.01, 0.1], "alpha": [2.0, 10.0]},
+    "hybrid": {"ease_weight": [0.0, 1.0, 3.0, 10.0], "other_weight": [0.0, 0.1, 0.3]},
 }
 """Small grids on purpose: each point of the EASE grid is one matrix inverse."""
 
