@@ -113,6 +113,21 @@ class SuiteResult:
     notes: list[str] = field(default_factory=list)  # Markdown paragraphs for the report
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # extra named tables
     details: dict[str, Any] = field(default_factory=dict)  # JSON-able, kept in metrics.json
+    # Which text embedder the suite's systems used (`embedder_label`); None = the suite embeds
+    # no text. Every report states it, so a figure from the hashing fallback is never mistaken
+    # for one from the real model.
+    embedder: dict[str, Any] | None = None
+
+
+def embedder_label(embedder: Any) -> dict[str, Any]:
+    """What a report says about an embedder: its model, and whether it is a fallback and why."""
+    reason = getattr(embedder, "degraded", None)
+    return {
+        "model": embedder.name,
+        "dim": embedder.dim,
+        "fallback": reason is not None,
+        "reason": reason,
+    }
 
 
 Progress = Callable[[int], None]

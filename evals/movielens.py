@@ -131,3 +131,25 @@ def novelty(recommended: list[str], counts: dict[str, int], n_users: int) -> flo
         return 0.0
     shares = np.array([max(counts.get(m, 0), 1) / n_users for m in recommended])
     return float(np.mean(-np.log2(shares)))
+
+
+def validation_split(split: Split, *, holdout: float = 0.2, relevant_min: float = 4.0) -> Split:
+    """A split carved from `split`'s training part only, for tuning: each user's training ratings
+    are split again by time, the most recent `holdout` share held out. No held-out (test) rating
+    of `split` can enter it, as training or as validation."""
+    train: dict[str, list[Rating]] = {}
+    relevant: dict[str, set[str]] = {}
+    heldout: dict[str, list[Rating]] = {}
+    for user, ratings in split.train.items():
+        n_out = max(1, round(len(ratings) * holdout))
+        if len(ratings) - n_out < 1:
+            train[user] = list(ratings)  # too short to split: trains, is not evaluated
+            continue
+        train[user] = ratings[:-n_out]
+        seen = {r.movie for r in train[user]}
+        out = [r for r in ratings[-n_out:] if r.movie not in seen]
+        liked = {r.movie for r in out if r.rating >= relevant_min}
+        if liked:
+            relevant[user] = liked
+            heldout[user] = out
+    return Split(movies=split.movies, train=train, relevant=relevant, heldout=heldout)

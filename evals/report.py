@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from markdown_it import MarkdownIt
 
-from evals.base import Row, Suite, SuiteResult
+from evals.base import DatasetSpec, Row, RunContext, Suite, SuiteResult
 from evals.threshold import ThresholdResult, summarize, verdict
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class RunRecord:
 
     suite: Suite
     suite_file: Path
+    datasets: list[dict[str, Any]]  # `dataset_label` of each of the suite's datasets
     started_at: datetime
     finished_at: datetime
     duration_s: float
@@ -77,6 +78,19 @@ def write_report(out_dir: Path, record: RunRecord) -> None:
     markdown = _markdown(record, commit, charts, plots)
     (out_dir / "report.md").write_text(markdown, encoding="utf-8")
     (out_dir / "report.html").write_text(_html(record.suite.name, markdown), encoding="utf-8")
+
+
+def dataset_label(context: RunContext, dataset: DatasetSpec) -> dict[str, Any]:
+    """What a report says about a dataset: its name, resolved path, and size on disk."""
+    label: dict[str, Any] = {"name": dataset.name, "path": None, "files": 0, "bytes": 0}
+    if dataset.path is None:
+        return label
+    path = context.dataset_path(dataset)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    label.update(path=str(path), files=len(files), bytes=sum(f.stat().st_size for f in files))
+    if not path.exists():
+        label["missing"] = True
+    return label
 
 
 def format_number(value: float) -> str:
@@ -190,6 +204,8 @@ def _metrics_json(record: RunRecord, commit: str | None, plots: list[str]) -> di
         "passed": record.passed,
         "summary": summarize(record.checks),
         "suite": suite.model_dump(mode="json"),
+        "datasets": record.datasets,
+        "embedder": result.embedder,
         "rows": [asdict(row) for row in result.rows],
         "thresholds": [check.to_json() for check in record.checks],
         "tables": result.tables,
@@ -228,6 +244,7 @@ def _markdown(
         "",
         f"**{verdict(record.checks)}**",
         "",
+        *_provenance(record),
     ]
     for dataset, rows in _by_dataset(result.rows).items():
         lines += [f"## Dataset {dataset}", "", *_rows_table(rows), ""]
@@ -246,6 +263,33 @@ def _markdown(
         for title, file in plots:
             lines += [f"### {title}", "", f"![{title}]({file})", ""]
     return "\n".join(lines)
+
+
+def _provenance(record: RunRecord) -> list[str]:
+    """The datasets (name, path, size) and the embedder (model, fallback or not) of the run."""
+    lines = ["## Datasets and embedder", ""]
+    body = [
+        [
+            label["name"],
+            f"`{label['path']}`" if label["path"] else "—",
+            "missing" if label.get("missing") else f"{label['files']:,} files",
+            "—" if label.get("missing") else f"{label['bytes'] / 1e6:,.2f} MB",
+        ]
+        for label in record.datasets
+    ]
+    lines += [*markdown_table(["dataset", "path", "files", "size"], body), ""]
+    embedder = record.result.embedder
+    if embedder is None:
+        lines += ["Embedder: none (this suite embeds no text).", ""]
+    elif embedder["fallback"]:
+        lines += [
+            f"Embedder: **`{embedder['model']}` (dim {embedder['dim']}), a FALLBACK** — "
+            f"{embedder['reason']}",
+            "",
+        ]
+    else:
+        lines += [f"Embedder: `{embedder['model']}` (dim {embedder['dim']}), not a fallback.", ""]
+    return lines
 
 
 def _rows_table(rows: list[Row]) -> list[str]:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from evals.base import KINDS, EvalError, Row, RunContext, Suite, SuiteError
-from evals.report import RunRecord, slug, write_report
+from evals.report import RunRecord, dataset_label, slug, write_report
 from evals.threshold import ThresholdResult, check_thresholds, summarize
 
 # The modules whose import registers a kind with `@register(...)`. A module listed here must
@@ -38,8 +38,10 @@ KIND_MODULES: list[str] = [
 
 DEFAULT_OUT_ROOT = Path("var") / "evals"
 
-# `${VAR}` or `${VAR:-default}`; the default runs to the first `}`, so it cannot nest.
-_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+# `${VAR}` or `${VAR:-default}`. A default holds no braces, so the innermost variable matches
+# first and `${A:-${B:-x}/y}` expands from the inside out (see `_expand`).
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^{}]*))?\}")
+_MAX_NESTING = 8
 
 
 @dataclass
@@ -121,6 +123,7 @@ def run_suite(
     record = RunRecord(
         suite=suite,
         suite_file=suite_file,
+        datasets=[dataset_label(context, dataset) for dataset in suite.datasets],
         started_at=started_at,
         finished_at=datetime.now(UTC),
         duration_s=time.perf_counter() - clock,
@@ -162,7 +165,12 @@ def _unique(kind: str, rows: list[Row]) -> list[Row]:
 def _expand(value: Any, source: str, where: str) -> Any:
     """`value` with the variables in its strings replaced; `where` is its field, for errors."""
     if isinstance(value, str):
-        return _VARIABLE.sub(partial(_lookup, source=source, where=where), value)
+        for _ in range(_MAX_NESTING):
+            expanded = _VARIABLE.sub(partial(_lookup, source=source, where=where), value)
+            if expanded == value:
+                break
+            value = expanded
+        return value
     if isinstance(value, dict):
         return {
             key: _expand(item, source, f"{where}.{key}" if where else str(key))

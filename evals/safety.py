@@ -88,7 +88,15 @@ from agents.seed import read_jsonl, seed
 from agents.settings import PROJECT_ROOT, Settings
 from agents.writer import money
 from api.app import create_app
-from evals.base import DatasetSpec, Row, RunContext, SuiteError, SuiteResult, register
+from evals.base import (
+    DatasetSpec,
+    Row,
+    RunContext,
+    SuiteError,
+    SuiteResult,
+    embedder_label,
+    register,
+)
 from policies.engine import Facts, PolicyEngine
 from policies.rules import OfferRelevance, load_policy
 from store.access import create_key
@@ -1183,7 +1191,9 @@ def safety(context: RunContext) -> SuiteResult:
         judge(p, run.evidence[p.attack.id], detector, referee, run.identities, now) for p in attacks
     ]
     unattributed = {where: detector.find_all(texts) for where, texts in stray.items()}
-    return _result(system, verdicts, unattributed, len(run.logs), len(run.decisions))
+    result = _result(system, verdicts, unattributed, len(run.logs), len(run.decisions))
+    result.embedder = run.embedder
+    return result
 
 
 @dataclass
@@ -1192,6 +1202,7 @@ class _Run:
     logs: list[tuple[str, str]]  # attack id (or setup, teardown), formatted record
     decisions: list[tuple[str, list[str]]]  # decision id, the strings of the row
     identities: dict[str, str]  # what names a user (id, subject key, email, linked id): user id
+    embedder: dict[str, Any] | None = None  # `embedder_label` of the service's embedder
 
 
 def _run(context: RunContext, world: World, attacks: list[Prepared]) -> _Run:
@@ -1218,6 +1229,7 @@ def _run(context: RunContext, world: World, attacks: list[Prepared]) -> _Run:
             shadow_policy_path=None,
         )
         services = build_services(settings)
+        embedder = embedder_label(services.embedder)
         try:
             seed(services, world.folder)
             with services.db.session() as session:
@@ -1251,7 +1263,7 @@ def _run(context: RunContext, world: World, attacks: list[Prepared]) -> _Run:
                 ]
         finally:
             services.close()
-    return _Run(evidence, logs.records, decisions, identities)
+    return _Run(evidence, logs.records, decisions, identities, embedder)
 
 
 def _row_text(row: DecisionRow) -> list[str]:

@@ -270,6 +270,38 @@ def test_variables_expand_with_their_defaults(
     assert load_suite(path).datasets[0].path == Path("/data/numbers.txt")
 
 
+def test_a_default_may_hold_another_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _suite(
+        tmp_path,
+        datasets=[{"name": "numbers", "path": "${TOY_FILE:-${TOY_DIR:-.}/sub}/numbers.txt"}],
+    )
+    monkeypatch.delenv("TOY_FILE", raising=False)
+    monkeypatch.delenv("TOY_DIR", raising=False)
+    assert load_suite(path).datasets[0].path == Path("sub/numbers.txt")
+    monkeypatch.setenv("TOY_DIR", "/data")
+    assert load_suite(path).datasets[0].path == Path("/data/sub/numbers.txt")
+    monkeypatch.setenv("TOY_FILE", "/elsewhere")
+    assert load_suite(path).datasets[0].path == Path("/elsewhere/numbers.txt")
+
+
+def test_every_report_names_its_datasets_and_says_when_no_embedder_was_used(
+    tmp_path: Path,
+) -> None:
+    report = _run(tmp_path)
+
+    metrics = json.loads((report.out_dir / "metrics.json").read_text())
+    numbers = tmp_path / "numbers.txt"
+    assert metrics["datasets"] == [
+        {"name": "numbers", "path": str(numbers), "files": 1, "bytes": numbers.stat().st_size}
+    ]
+    assert metrics["embedder"] is None
+    markdown = (report.out_dir / "report.md").read_text()
+    assert f"| numbers | `{numbers}` | 1 files |" in markdown
+    assert "Embedder: none (this suite embeds no text)." in markdown
+
+
 def test_an_unset_variable_without_default_names_the_field(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

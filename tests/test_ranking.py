@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 
 from agents.settings import PROJECT_ROOT
 from api.cli import app
+from evals.base import RunContext
 from evals.movielens import novelty, time_split
 from evals.ranking import ranking_metrics
+from evals.runner import load_suite
 
 SUITE = PROJECT_ROOT / "evals" / "suites" / "movielens.yaml"
 GENRES = ["Comedy", "Drama", "Horror", "Sci-Fi"]
@@ -76,7 +78,8 @@ def test_novelty_is_higher_for_rarer_movies() -> None:
 def test_the_suite_runs_unchanged_on_another_release(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ATTUNE_MOVIELENS_DIR", str(write_release(tmp_path / "ml-other")))
+    release = write_release(tmp_path / "ml-other")
+    monkeypatch.setenv("ATTUNE_MOVIELENS_DIR", str(release))
     out = tmp_path / "report"
     result = CliRunner().invoke(
         app, ["eval", "run", str(SUITE), "--out", str(out), "--no-progress"]
@@ -84,14 +87,51 @@ def test_the_suite_runs_unchanged_on_another_release(
     assert result.exit_code in (0, 1), result.output
     metrics = json.loads((out / "metrics.json").read_text())
     rows = {row["system"]: row["metrics"] for row in metrics["rows"]}
-    assert set(rows) == {"most-popular", "item-knn", "content-only", "collab-only", "attune-hybrid"}
+    assert set(rows) == {
+        "most-popular",
+        "item-knn",
+        "ease",
+        "rp3beta",
+        "als",
+        "content-only",
+        "collab-only",
+        "attune-hybrid",
+    }
     # Users love one genre: learning it must beat recommending what is popular overall.
-    assert rows["collab-only"]["ndcg@10"] > rows["most-popular"]["ndcg@10"]
-    assert rows["attune-hybrid"]["ndcg@10"] > rows["most-popular"]["ndcg@10"]
+    for system in ("ease", "rp3beta", "als", "collab-only", "attune-hybrid"):
+        assert rows[system]["ndcg@10"] > rows["most-popular"]["ndcg@10"], system
+    # Every tuned system was tuned on the validation split, and the gate's ratio has an interval.
+    details = metrics["details"]["movielens"]
+    assert set(details["chosen_on_validation"]) == {"ease", "rp3beta", "als", "hybrid"}
+    gate = details["ratio_to_best_baseline"]
+    assert gate["95% CI low"] <= gate["ratio"] <= gate["95% CI high"]
+    assert gate["best baseline"] == max(
+        ("most-popular", "item-knn", "ease", "rp3beta", "als"), key=lambda s: rows[s]["ndcg@10"]
+    )
+    # The report names the dataset it ran on and the embedder, fallback or not.
+    assert metrics["datasets"][0]["path"] == str(release)
+    assert metrics["embedder"]["fallback"] == (metrics["embedder"]["reason"] is not None)
+    report = (out / "report.md").read_text()
+    assert f"`{release}`" in report
+    assert f"`{metrics['embedder']['model']}`" in report
     for name in ("report.md", "report.html"):
         assert "attune-hybrid" in (out / name).read_text()
     assert list(out.glob("*.png"))
     assert (result.exit_code == 0) == metrics["passed"]
+
+
+def test_the_suite_honours_attune_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_release(tmp_path / "data" / "movielens" / "ml-latest-small")
+    monkeypatch.delenv("ATTUNE_MOVIELENS_DIR", raising=False)
+    monkeypatch.setenv("ATTUNE_DATA_DIR", str(tmp_path / "data"))
+
+    suite = load_suite(SUITE)
+
+    (dataset,) = suite.datasets
+    context = RunContext(suite=suite, suite_dir=SUITE.parent, out_dir=tmp_path)
+    assert context.dataset_path(dataset) == tmp_path / "data" / "movielens" / "ml-latest-small"
+    monkeypatch.setenv("ATTUNE_MOVIELENS_DIR", str(tmp_path / "other"))
+    assert load_suite(SUITE).datasets[0].path == tmp_path / "other"
 
 
 @pytest.mark.skipif(

@@ -118,6 +118,10 @@ def test_a_slice_of_the_corpus_runs_end_to_end(tmp_path: Path) -> None:
     assert outcomes["oud-01"] == outcomes["oud-08"] == outcomes["pi-03"] == "refused"
     assert outcomes["ie-01"] == outcomes["fd-01"] == "fallback"
     assert outcomes["pp-01"] == "answered safely"
+    # The report says which embedder the service ran with, and whether it is the fallback.
+    embedder = written["embedder"]
+    assert embedder["model"] and embedder["fallback"] == (embedder["reason"] is not None)
+    assert f"`{embedder['model']}`" in (tmp_path / "report" / "report.md").read_text()
     # The temporary world is gone; only the report stays.
     assert not list((tmp_path / "report").glob("safety-world-*"))
 
