@@ -42,7 +42,7 @@ from sqlalchemy import select
 
 from agents.factory import Services, build_services
 from agents.privacy import subject_ref
-from agents.seed import seed
+from agents.reindex import start
 from agents.settings import Settings
 from api.app import create_app
 from store.access import create_key
@@ -104,7 +104,7 @@ class APIMachine(RuleBasedStateMachine):
         self.home = Path(self.make_home())
         self.settings = Settings(home=self.home, seed=7, auth="keys", rate_limit_per_minute=10**6)
         self.services: Services = build_services(self.settings)
-        seed(self.services, self.world_folder)
+        start(self.services, self.world_folder)
         self.client = self._client()
         self.world = World()
         self.read_index = False
@@ -431,7 +431,7 @@ class APIMachine(RuleBasedStateMachine):
         if drop_index:
             shutil.rmtree(self.home / "qdrant-edge", ignore_errors=True)
         self.services = build_services(self.settings)
-        seed(self.services, self.world_folder)  # what the default `attune serve` does
+        start(self.services, self.world_folder)  # what the default `attune serve` does
         self.client = self._client()
         self.read_index = True
 
