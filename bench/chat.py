@@ -23,7 +23,7 @@ import httpx
 import uvicorn
 
 from agents.factory import build_services, settle
-from agents.reindex import start
+from agents.reindex import start as start_service
 from agents.settings import Settings
 from api.app import create_app
 from bench.decide import QUERIES, free_port, percentiles
@@ -45,7 +45,7 @@ def main() -> None:
     with fake_openai([Reply(content=ANSWER)]) as fake:
         settings = Settings(home=home, seed=1, openai_base_url=fake.base_url, openai_model="fake")
         services = build_services(settings)
-        start(services, settings.demo_dir)
+        start_service(services, settings.demo_dir)
         lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
         # Only people who allow LLM processing reach the model; the others get the offline plan.
         users = [

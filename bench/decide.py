@@ -26,7 +26,7 @@ import uvicorn
 
 from agents.decide import DecideRequest, decide
 from agents.factory import build_services, settle
-from agents.reindex import start
+from agents.reindex import start as start_service
 from agents.settings import Settings
 from api.app import create_app
 from store.schemas import Channel
@@ -70,7 +70,7 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-"))
     settings = Settings(home=home, seed=1)
     services = build_services(settings)
-    start(services, settings.demo_dir)
+    start_service(services, settings.demo_dir)
     lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
     users = [json.loads(line)["user_id"] for line in lines if line.strip()]
     rng = np.random.default_rng(1)

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from agents.decide import DecideRequest, decide
 from agents.factory import Services, build_services
 from agents.record import RECORD_SCHEMA
-from agents.reindex import start
+from agents.reindex import start as start_service
 from agents.settings import Settings
 from store.decisions import get_decision
 from store.schemas import Channel
@@ -48,7 +48,7 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-record-"))
     services = build_services(Settings(home=home, seed=7))
     if args.home is None:
-        start(services, ROOT / "data" / "demo")
+        start_service(services, ROOT / "data" / "demo")
     before = db_bytes(services)
     sizes = []
     for i in range(args.n):
