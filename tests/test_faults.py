@@ -1,0 +1,168 @@
+"""Faults from outside: a model server that sends bytes that are not UTF-8, JSON of the wrong
+shape or type, or a stream that stops half-way; a full disk. Each ends in the documented
+degraded answer (a flagged 200, or a 503 with Retry-After), never a 500."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from fake_openai import FAULTS, Fault, Reply, fake_openai
+from fastapi.testclient import TestClient
+
+from agents.factory import Services
+from agents.llm import CircuitBreaker, LLMClient, LLMError, OpenAIWriter, RetryPolicy
+from agents.settings import PROJECT_ROOT
+from api.app import create_app
+
+PROMPT = [{"role": "user", "content": "a secret prompt about Ada Lovelace"}]
+DEMO = PROJECT_ROOT / "data" / "demo"
+# People of the demo world who consent to personalization and to LLM processing, so their
+# requests reach the model; each test below uses its own, as decisions change frequency caps.
+CONSENTING = [
+    u["user_id"]
+    for u in map(json.loads, (DEMO / "users.jsonl").read_text().splitlines())
+    if u["consent"].get("llm_processing") and u["consent"].get("personalization")
+]
+
+
+def _client(base_url: str, breaker: CircuitBreaker) -> LLMClient:
+    return LLMClient(
+        base_url=base_url,
+        api_key="test",
+        model="fake-model",
+        retry=RetryPolicy(max_retries=1, base_s=0.01, cap_s=0.02),
+        breaker=breaker,
+    )
+
+
+@contextmanager
+def misbehaving(fault: Fault, content: Any = "Something nice for you.") -> Iterator[LLMClient]:
+    """A client of a model server that answers every request with `fault`; its breaker opens
+    after one failure, so a test sees whether the failure was counted."""
+    with fake_openai([Reply(content=content, fault=fault)]) as server:
+        yield _client(server.base_url, CircuitBreaker(failures=1, cooldown_s=60))
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_malformed_reply_is_an_llm_error_counted_by_the_breaker(
+    fault: Fault, streamed: bool
+) -> None:
+    with misbehaving(fault) as llm, pytest.raises(LLMError) as caught:
+        if streamed:
+            list(llm.stream(PROMPT))
+        else:
+            llm.complete(PROMPT)
+    assert llm.breaker.state == "open"
+    message = str(caught.value)
+    assert "Ada" not in message and "secret" not in message
+
+
+def test_usage_of_the_wrong_type_in_a_whole_reply_is_malformed() -> None:
+    # A count that pydantic cannot read ("many") once slipped past as a TypeError.
+    with misbehaving("wrong-types") as llm, pytest.raises(LLMError, match="shape"):
+        llm.complete(PROMPT)
+
+
+# -- through the API: decide, chat (streamed and not), copy -----------------------------------
+
+
+@pytest.fixture
+def api(demo_services: Services) -> Iterator[Callable[[Services], TestClient]]:
+    """A test client of the app over the demo world with some services swapped."""
+    clients: list[TestClient] = []
+
+    def make(services: Services) -> TestClient:
+        client = TestClient(create_app(services=lambda: services), raise_server_exceptions=False)
+        clients.append(client.__enter__())
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def _draft(body: dict[str, Any]) -> str:
+    return json.dumps({"text": "Something nice for you.", "item_ids": [], "offer_id": None})
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_decide_answers_with_the_offline_writer_and_says_so(
+    fault: Fault, api: Callable[[Services], TestClient], demo_services: Services
+) -> None:
+    user = CONSENTING[1 + FAULTS.index(fault)]
+    with misbehaving(fault, _draft) as llm:
+        client = api(replace(demo_services, writer=OpenAIWriter(llm)))
+        response = client.post("/v1/decide", json={"user_id": user, "channel": "web"})
+    assert response.status_code == 200, response.text
+    decision = response.json()
+    assert decision["content"]
+    assert any(d.startswith("writer: openai failed") for d in decision["degraded"])
+    assert llm.breaker.state == "open"  # counted, so a broken server is soon skipped
+
+
+def _events(text: str) -> list[tuple[str, Any]]:
+    events, name = [], None
+    for line in text.splitlines():
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[len("data: ") :])))
+    return events
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_chat_answers_with_the_offline_plan_and_says_so(
+    fault: Fault,
+    streamed: bool,
+    api: Callable[[Services], TestClient],
+    demo_services: Services,
+) -> None:
+    user = CONSENTING[10 + 2 * FAULTS.index(fault) + streamed]
+    with misbehaving(fault, "Here is what I found for you today.") as llm:
+        client = api(replace(demo_services, llm=llm))
+        response = client.post(
+            "/v1/chat",
+            json={"user_id": user, "message": "a gift for a tea lover", "stream": streamed},
+        )
+    assert response.status_code == 200, response.text
+    if streamed:
+        events = _events(response.text)
+        assert events[-1][0] == "final", events
+        answer = events[-1][1]
+    else:
+        answer = response.json()
+    assert answer["reply"]
+    assert any(
+        d.startswith("chat: the model failed") and "offline plan" in d for d in answer["degraded"]
+    ), answer["degraded"]
+    assert llm.breaker.state == "open"
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_copy_falls_back_to_the_offline_writer_and_says_so(
+    fault: Fault, api: Callable[[Services], TestClient], demo_services: Services
+) -> None:
+    body = {
+        "brief": {"goal": "a treat for tea lovers", "categories": ["coffee_tea"]},
+        "channel": "push",
+        "audience": {"segments": [{"name": "active", "rule": {"lifecycle": ["active"]}}]},
+        "variants": 1,
+    }
+    with misbehaving(fault, _draft) as llm:
+        client = api(replace(demo_services, writer=OpenAIWriter(llm)))
+        response = client.post("/v1/copy", json=body)
+    assert response.status_code == 200, response.text
+    [variant] = response.json()["segments"][0]["variants"]
+    assert variant["writer"] == "offline" and variant["checks_passed"], variant
+    assert any(d.startswith("writer: openai failed") for d in variant["degraded"]), variant
+    assert llm.breaker.state == "open"
