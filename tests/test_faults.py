@@ -5,19 +5,28 @@ degraded answer (a flagged 200, or a 503 with Retry-After), never a 500."""
 from __future__ import annotations
 
 import json
+import logging
+import re
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fake_openai import FAULTS, Fault, Reply, fake_openai
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from agents.factory import Services
 from agents.llm import CircuitBreaker, LLMClient, LLMError, OpenAIWriter, RetryPolicy
 from agents.settings import PROJECT_ROOT
 from api.app import create_app
+from api.deps import get_services
 
 PROMPT = [{"role": "user", "content": "a secret prompt about Ada Lovelace"}]
 DEMO = PROJECT_ROOT / "data" / "demo"
@@ -166,3 +175,64 @@ def test_copy_falls_back_to_the_offline_writer_and_says_so(
     assert variant["writer"] == "offline" and variant["checks_passed"], variant
     assert any(d.startswith("writer: openai failed") for d in variant["degraded"]), variant
     assert llm.breaker.state == "open"
+
+
+# -- an unhandled error: a problem document, logged, and the connection stays usable ----------
+
+
+@pytest.fixture
+def served(demo_services: Services) -> Iterator[tuple[FastAPI, str]]:
+    """The app over the demo world, served by uvicorn on 127.0.0.1."""
+    app = create_app(services=lambda: demo_services)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield app, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _local_port(response: httpx.Response) -> int:
+    return response.extensions["network_stream"].get_extra_info("socket").getsockname()[1]
+
+
+def test_an_unhandled_error_is_a_logged_problem_and_the_connection_survives(
+    served: tuple[FastAPI, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, base_url = served
+
+    def broken() -> Services:
+        # Built at run time, as PII in an error message would be (source lines are logged).
+        raise RuntimeError("a bug that quotes " + ".".join(["ada", "lovelace@example", "com"]))
+
+    caplog.set_level(logging.INFO, logger="attune")
+    with httpx.Client(base_url=base_url, limits=httpx.Limits(max_connections=1)) as client:
+        before = client.get("/healthz")
+        ports = [_local_port(before)]
+        app.dependency_overrides[get_services] = broken
+        try:
+            failed = client.get("/v1/users/u_0001")
+            ports.append(_local_port(failed))
+        finally:
+            app.dependency_overrides.clear()
+        after = client.get("/healthz")
+        ports.append(_local_port(after))
+    assert failed.status_code == 500
+    assert failed.headers["content-type"] == "application/problem+json"
+    problem = failed.json()
+    assert problem["status"] == 500 and re.fullmatch(r"[0-9a-f]{32}", problem["error_id"])
+    assert failed.headers.get("connection", "").lower() != "close"
+    assert after.status_code == 200
+    assert len(set(ports)) == 1  # one connection, kept open across the 500
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("attune")]
+    errors = [m for m in logged if problem["error_id"] in m]
+    assert errors and "RuntimeError" in errors[0] and "/v1/users/{user_id}" in errors[0]
+    assert "GET /v1/users/{user_id} 500" in " ".join(logged)  # the access log has it too
+    assert not any("ada.lovelace" in m or "u_0001" in m for m in logged)
