@@ -21,12 +21,14 @@ import uvicorn
 from fake_openai import FAULTS, Fault, Reply, fake_openai
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from agents.factory import Services
 from agents.llm import CircuitBreaker, LLMClient, LLMError, OpenAIWriter, RetryPolicy
 from agents.settings import PROJECT_ROOT
 from api.app import create_app
 from api.deps import get_services
+from store.schemas import Event, Item, Offer
 
 PROMPT = [{"role": "user", "content": "a secret prompt about Ada Lovelace"}]
 DEMO = PROJECT_ROOT / "data" / "demo"
@@ -236,3 +238,133 @@ def test_an_unhandled_error_is_a_logged_problem_and_the_connection_survives(
     assert errors and "RuntimeError" in errors[0] and "/v1/users/{user_id}" in errors[0]
     assert "GET /v1/users/{user_id} 500" in " ".join(logged)  # the access log has it too
     assert not any("ada.lovelace" in m or "u_0001" in m for m in logged)
+
+
+# -- edge values: bounded by the schemas, rejected with the field named (per event) -----------
+
+ITEM = {"item_id": "edge_1", "title": "Edge", "category": "tests", "price": 10.0, "margin": 0.2}
+EVENT = {"event_id": "edge_e1", "type": "view", "ts": "2026-01-01T00:00:00Z", "item_id": "i_0001"}
+EVENT["user_id"] = "u_0002"
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"stock": 1180591620717411303424}, "stock"),  # past SQLite's signed 64 bits
+        ({"stock": 2**63 - 1}, "stock"),
+        ({"stock": -1}, "stock"),
+        ({"price": "Infinity"}, "price"),
+        ({"price": "NaN"}, "price"),
+        ({"margin": "-inf"}, "margin"),
+        ({"min_age": 2**64}, "min_age"),
+        ({"tags": ["x" * 65]}, "tags[0]"),
+        ({"tags": ["t"] * 51}, "tags"),
+        ({"title": "x" * 301}, "title"),
+    ],
+)
+def test_an_item_out_of_bounds_is_a_422_naming_the_field(
+    change: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Item.model_validate({**ITEM, **change})
+    assert [".".join(map(str, e["loc"])).replace(".0", "[0]") for e in caught.value.errors()] == [
+        field
+    ]
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "0001-01-01T00:00:00+14:00",  # converting to UTC overflows
+        "9999-12-31T23:59:59-14:00",  # and so does this
+        "1969-12-31T23:59:59Z",
+        "2100-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+    ],
+)
+def test_an_event_time_out_of_bounds_is_rejected(ts: str) -> None:
+    with pytest.raises(ValidationError, match="between 1970"):
+        Event.model_validate({**EVENT, "ts": ts})
+
+
+@pytest.mark.parametrize(
+    "ts",
+    ["1970-01-01T00:00:00Z", "2099-12-31T23:59:59Z", "2026-06-01T12:00:00+14:00"],
+)
+def test_an_event_time_within_bounds_is_accepted(ts: str) -> None:
+    assert Event.model_validate({**EVENT, "ts": ts}).ts.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"valid_until": "9999-12-31T23:59:59-14:00"},
+        {"valid_from": "0001-01-01T00:00:00+14:00"},
+        {"margin_weight": "Infinity"},
+        {"categories": ["c"] * 101},
+    ],
+)
+def test_an_offer_out_of_bounds_is_rejected(change: dict[str, Any]) -> None:
+    offer = {
+        "offer_id": "o_edge",
+        "title": "Edge",
+        "terms": "Terms.",
+        "discount_percent": 10,
+        "categories": ["tests"],
+        "channels": ["web"],
+        "valid_from": "2026-01-01T00:00:00Z",
+        "valid_until": "2026-12-31T00:00:00Z",
+    }
+    Offer.model_validate(offer)  # the base is valid
+    with pytest.raises(ValidationError):
+        Offer.model_validate({**offer, **change})
+
+
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/v1/decide", {"user_id": "u_0002", "channel": "web", "k": 2**64}, "k"),
+        ("/v1/decide", {"user_id": "u_0002", "channel": "web", "context": {"k" * 65: "v"}}, ""),
+        ("/v1/feedback", {"decision_id": "d", "reward": float("nan")}, "reward"),
+        ("/v1/catalog/items", {"items": [{**ITEM, "stock": 1180591620717411303424}]}, "stock"),
+    ],
+)
+def test_edge_values_through_the_api_are_422s_naming_the_field(
+    path: str,
+    body: dict[str, Any],
+    field: str,
+    api: Callable[[Services], TestClient],
+    demo_services: Services,
+) -> None:
+    client = api(demo_services)
+    # json.dumps writes NaN as the bare literal NaN, which the server's JSON parser accepts.
+    response = client.post(
+        path, content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert field in response.json()["detail"]
+
+
+def test_an_event_out_of_bounds_is_rejected_alone_and_the_batch_goes_on(
+    api: Callable[[Services], TestClient], demo_services: Services
+) -> None:
+    events = [
+        {**EVENT, "event_id": "edge_ok_1"},
+        {**EVENT, "event_id": "edge_bad_1", "ts": "9999-12-31T23:59:59-14:00"},
+        {**EVENT, "event_id": "edge_bad_2", "ts": "0001-01-01T00:00:00+14:00"},
+        {**EVENT, "event_id": "edge_bad_3", "type": "purchase", "value": 1e300},
+        {**EVENT, "event_id": "edge_ok_2"},
+    ]
+    response = api(demo_services).post("/v1/events", json={"events": events})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [
+        "accepted",
+        "rejected",
+        "rejected",
+        "rejected",
+        "accepted",
+    ]
+    assert results[1]["reason"].startswith("ts:") and results[2]["reason"].startswith("ts:")
+    assert results[3]["reason"].startswith("value:")
