@@ -184,6 +184,9 @@ class CatalogOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     database: bool
+    storage: bool = Field(
+        description="False when writes fail or are about to: disk or database full."
+    )
     vector_backend: str
     indexed_items: int
     embedder: str

@@ -8,15 +8,18 @@ import json
 import logging
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
 import uvicorn
 from fake_openai import FAULTS, Fault, Reply, fake_openai
 from fastapi import FastAPI
@@ -28,6 +31,7 @@ from agents.llm import CircuitBreaker, LLMClient, LLMError, OpenAIWriter, RetryP
 from agents.settings import PROJECT_ROOT
 from api.app import create_app
 from api.deps import get_services
+from store.db import Database
 from store.schemas import Event, Item, Offer
 
 PROMPT = [{"role": "user", "content": "a secret prompt about Ada Lovelace"}]
@@ -368,3 +372,66 @@ def test_an_event_out_of_bounds_is_rejected_alone_and_the_batch_goes_on(
     ]
     assert results[1]["reason"].startswith("ts:") and results[2]["reason"].startswith("ts:")
     assert results[3]["reason"].startswith("value:")
+
+
+# -- a full disk: 503 with Retry-After, reported by /healthz, and recovery without a restart ---
+
+
+@pytest.fixture
+def cramped(demo_services: Services, tmp_path: Path) -> Iterator[tuple[Services, dict[str, int]]]:
+    """A copy of the demo database whose SQLite page limit a test sets, as a full disk would
+    set it: `limit["pages"]` is applied to every new connection; 0 means no limit."""
+    copy = tmp_path / "attune.db"
+    source = sqlite3.connect(demo_services.db.engine.url.database)
+    target = sqlite3.connect(copy)
+    source.backup(target)
+    source.close(), target.close()
+    db = Database(f"sqlite:///{copy}")
+    limit = {"pages": 0}
+
+    @sqlalchemy.event.listens_for(db.engine, "connect")
+    def _limit(connection: Any, _record: Any) -> None:
+        if limit["pages"]:
+            connection.execute(f"PRAGMA max_page_count = {limit['pages']}")
+
+    yield replace(demo_services, db=db), limit
+    db.dispose()
+
+
+def _pages(db: Database) -> int:
+    with db.engine.connect() as connection:
+        return connection.exec_driver_sql("PRAGMA page_count").scalar_one()
+
+
+def test_a_full_disk_is_a_503_with_retry_after_and_heals_when_space_returns(
+    cramped: tuple[Services, dict[str, int]], api: Callable[[Services], TestClient]
+) -> None:
+    services, limit = cramped
+    client = api(services)
+    events = [
+        {**EVENT, "event_id": f"full_{n}", "anonymous_id": f"anon_full_{n}"} for n in range(1000)
+    ]
+    limit["pages"] = _pages(services.db)
+    services.db.engine.dispose()  # new connections, with the limit
+
+    full = client.post("/v1/events", json={"events": events})
+    assert full.status_code == 503, full.text
+    assert full.headers["content-type"] == "application/problem+json"
+    assert int(full.headers["retry-after"]) > 0
+    assert "full" in full.json()["detail"]
+    with services.db.engine.connect() as connection:  # nothing half written
+        stored = connection.exec_driver_sql(
+            "SELECT count(*) FROM events WHERE event_id LIKE 'full_%'"
+        ).scalar_one()
+    assert stored == 0
+    health = client.get("/healthz").json()
+    assert health["storage"] is False and health["status"] == "degraded"
+    assert any(d.startswith("storage:") for d in health["degraded"])
+
+    limit["pages"] = 0  # space returns; the service is not restarted
+    services.db.engine.dispose()
+    again = client.post("/v1/events", json={"events": events})
+    assert again.status_code == 200 and again.json()["accepted"] == len(events), again.text
+    health = client.get("/healthz").json()
+    assert health["storage"] is True
+    assert not any(d.startswith("storage:") for d in health["degraded"])
