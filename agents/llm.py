@@ -374,12 +374,12 @@ class LLMClient:
                     if delta is not None and delta.content:
                         text.append(delta.content)
                         yield TextDelta(delta.content)
-                    for call in (delta.tool_calls or []) if delta is not None else []:
-                        part = parts.setdefault(call.index, {"id": "", "name": "", "args": ""})
-                        part["id"] = call.id or part["id"]
-                        if call.function is not None:
-                            part["name"] = call.function.name or part["name"]
-                            part["args"] += call.function.arguments or ""
+                    for streamed in (delta.tool_calls or []) if delta is not None else []:
+                        part = parts.setdefault(streamed.index, {"id": "", "name": "", "args": ""})
+                        part["id"] = streamed.id or part["id"]
+                        if streamed.function is not None:
+                            part["name"] = streamed.function.name or part["name"]
+                            part["args"] += streamed.function.arguments or ""
                     if choice.finish_reason:
                         finish = choice.finish_reason
                 failed = True

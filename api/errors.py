@@ -118,7 +118,7 @@ def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return storage_full(request, exc)
     error_id = uuid.uuid4().hex
     frames = "".join(traceback.format_tb(exc.__traceback__))
-    causes = []
+    causes: list[str] = []
     cause = exc.__cause__
     while cause is not None and len(causes) < 5:
         causes.append(type(cause).__name__)
