@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import sqlalchemy
 import uvicorn
@@ -31,6 +32,8 @@ from agents.llm import CircuitBreaker, LLMClient, LLMError, OpenAIWriter, RetryP
 from agents.settings import PROJECT_ROOT
 from api.app import create_app
 from api.deps import get_services
+from retrieval.edge import EdgeIndex
+from retrieval.index import IndexUnavailable
 from store.db import Database
 from store.schemas import Event, Item, Offer
 
@@ -435,3 +438,42 @@ def test_a_full_disk_is_a_503_with_retry_after_and_heals_when_space_returns(
     health = client.get("/healthz").json()
     assert health["storage"] is True
     assert not any(d.startswith("storage:") for d in health["degraded"])
+
+
+class _FailingShard:
+    """A real Qdrant Edge shard whose first write is applied and then fails, as a write that
+    runs out of disk half-way would."""
+
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.shard, name)
+
+    def update(self, operation: Any) -> None:
+        self.writes += 1
+        self.shard.update(operation)
+        if self.writes == 1:
+            raise RuntimeError("No space left on device (os error 28)")
+
+
+def test_a_failed_index_write_leaves_nothing_half_written(tmp_path: Path) -> None:
+    index = EdgeIndex(tmp_path / "index", dim=8)
+    items = [
+        Item(item_id=f"i_{n}", title=f"Item {n}", category="tests", price=1.0, margin=0.1)
+        for n in range(3)
+    ]
+    rng = np.random.default_rng(0)
+    index.upsert(items[:2], rng.random((2, 8), dtype=np.float32))
+    kept = index.vectors(["i_0", "i_1"])
+    real = index._shard
+    index._shard = _FailingShard(real)
+    with pytest.raises(IndexUnavailable, match="nothing was written"):
+        index.upsert(items, rng.random((3, 8), dtype=np.float32))
+    index._shard = real
+    assert index.count() == 2
+    after = index.vectors(["i_0", "i_1", "i_2"])
+    assert after.keys() == kept.keys()
+    assert all(np.allclose(after[i], kept[i]) for i in kept)
+    index.close()
