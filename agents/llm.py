@@ -25,9 +25,11 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agents.wire import WireUsage, parse_reply
 from agents.writer import Brief, Draft
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -259,23 +261,32 @@ class LLMClient:
         params = self._params(messages, tools, response_format)
         response = self._attempt(params, deadline, stream=False)
         try:
-            choice = response.choices[0] if response.choices else None
-            message = choice.message if choice else None
-            calls = tuple(
-                ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-                for c in (message.tool_calls or [] if message else [])
-                if c.type == "function"
-            )
-            completion = Completion(
-                text=(message.content or "") if message else "",
-                tool_calls=calls,
-                usage=self._usage(response.usage),
-                finish_reason=choice.finish_reason if choice else None,
-            )
-        except (AttributeError, TypeError) as error:
+            reply = parse_reply(response)
+        except (TypeError, ValidationError) as error:
+            # Well-formed JSON of the wrong shape: the server is misbehaving, like a 5xx.
+            self.breaker.failure()
             raise MalformedReply(
-                "the model server's reply lacks the completion's fields"
+                "the model server's reply does not have the shape of a chat completion"
             ) from error
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        choice = reply.choices[0] if reply.choices else None
+        message = choice.message if choice else None
+        calls = tuple(
+            ToolCall(
+                id=c.id or f"call_{i}", name=c.function.name, arguments=c.function.arguments or "{}"
+            )
+            for i, c in enumerate(message.tool_calls or [] if message else [])
+            if c.type in (None, "function") and c.function is not None and c.function.name
+        )
+        completion = Completion(
+            text=(message.content or "") if message else "",
+            tool_calls=calls,
+            usage=self._usage(reply.usage),
+            finish_reason=choice.finish_reason if choice else None,
+        )
         if response_format is None:
             return completion
         if not completion.text:
@@ -336,7 +347,11 @@ class LLMClient:
                     raise DeadlineExceeded("the model's stream did not finish before the deadline")
                 if chunk is done:
                     break
-                if isinstance(chunk, openai.APIError):
+                if isinstance(chunk, openai.APIResponseValidationError | UnicodeDecodeError):
+                    raise MalformedReply(
+                        f"the model's stream is not valid ({type(chunk).__name__})"
+                    ) from chunk
+                if isinstance(chunk, openai.APIError | httpx.TransportError):
                     raise UpstreamError(
                         f"the model's stream broke off ({type(chunk).__name__})"
                     ) from chunk
@@ -344,20 +359,27 @@ class LLMClient:
                     raise MalformedReply(
                         f"the model's stream is not valid ({type(chunk).__name__})"
                     ) from chunk
-                if chunk.usage is not None:
-                    usage = self._usage(chunk.usage)
+                try:
+                    piece = parse_reply(chunk)
+                except (TypeError, ValidationError) as error:
+                    raise MalformedReply(
+                        "a chunk of the model's stream does not have the shape of a completion "
+                        "chunk"
+                    ) from error
+                if piece.usage is not None:
+                    usage = self._usage(piece.usage)
                 failed = False  # the consumer may stop here; that is no failure of the server
-                for choice in chunk.choices or []:
+                for choice in piece.choices or []:
                     delta = choice.delta
                     if delta is not None and delta.content:
                         text.append(delta.content)
                         yield TextDelta(delta.content)
-                    for piece in (delta.tool_calls or []) if delta is not None else []:
-                        part = parts.setdefault(piece.index, {"id": "", "name": "", "args": ""})
-                        part["id"] = piece.id or part["id"]
-                        if piece.function is not None:
-                            part["name"] = piece.function.name or part["name"]
-                            part["args"] += piece.function.arguments or ""
+                    for streamed in (delta.tool_calls or []) if delta is not None else []:
+                        part = parts.setdefault(streamed.index, {"id": "", "name": "", "args": ""})
+                        part["id"] = streamed.id or part["id"]
+                        if streamed.function is not None:
+                            part["name"] = streamed.function.name or part["name"]
+                            part["args"] += streamed.function.arguments or ""
                     if choice.finish_reason:
                         finish = choice.finish_reason
                 failed = True
@@ -404,7 +426,7 @@ class LLMClient:
             }
         return params
 
-    def _usage(self, usage: Any) -> Usage:
+    def _usage(self, usage: WireUsage | None) -> Usage:
         if usage is None:
             return Usage(calls=1, model=self.model)
         prompt = usage.prompt_tokens or 0
@@ -418,8 +440,8 @@ class LLMClient:
         )
 
     def _attempt(self, params: dict[str, Any], deadline: float, *, stream: bool) -> Any:
-        """Send the request, retrying 429 and 5xx while the deadline allows. For a stream, the
-        breaker's verdict on the last attempt is left to the caller, who reads the body."""
+        """Send the request, retrying 429 and 5xx while the deadline allows. The breaker's
+        verdict on the attempt that returns is left to the caller, who checks the body."""
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
@@ -472,14 +494,20 @@ class LLMClient:
             except openai.APIConnectionError as error:
                 self.breaker.failure()
                 raise UpstreamError("cannot reach the model server (connection error)") from error
-            except (json.JSONDecodeError, openai.APIResponseValidationError) as error:
+            except (
+                json.JSONDecodeError,
+                UnicodeDecodeError,
+                openai.APIResponseValidationError,
+            ) as error:
+                # Bytes that are not UTF-8 fail before the JSON parser has a say.
                 self.breaker.failure()
-                raise MalformedReply("the model server's reply is not valid JSON") from error
+                raise MalformedReply(
+                    f"the model server's reply is not valid JSON ({type(error).__name__})"
+                ) from error
             except BaseException:
                 self.breaker.release()  # not the server's doing; re-raised as it is
                 raise
-            if not stream:
-                self.breaker.success()
+            # The verdict on this attempt is the caller's, once it has read the reply's shape.
             return response
 
 

@@ -76,9 +76,14 @@ def create_app(
     async def access_log(request: Request, call_next: Any) -> Response:
         """One line per request with the route's template, never the raw path (it holds ids)."""
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "(no route)")
+        try:
+            response = await call_next(request)
+        except Exception as exc:
+            # Answered here rather than by Starlette's last-resort handler, which re-raises
+            # after answering: the server would then drop the keep-alive connection without
+            # `Connection: close`, and this line would never be written.
+            response = errors.unexpected(request, exc)
+        template = errors.route_template(request)
         elapsed = (time.perf_counter() - started) * 1000
         access.info("%s %s %s %.1f ms", request.method, template, response.status_code, elapsed)
         return response

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import traceback
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,9 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from store.errors import Conflict, NotFound
+from store.errors import Conflict, NotFound, StorageFull
 
 log = logging.getLogger("attune.api")
+RETRY_AFTER_S = 5  # how long a client waits before retrying a write that found the disk full
 
 
 def problem(
@@ -22,6 +25,7 @@ def problem(
     detail: str,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    error_id: str | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -31,6 +35,8 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    if error_id is not None:
+        body["error_id"] = error_id
     return JSONResponse(
         body, status_code=status, media_type="application/problem+json", headers=headers
     )
@@ -79,8 +85,56 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers) if exc.headers else None
         return problem(exc.status_code, title, str(exc.detail), headers=headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Logged without the request body: it may carry PII.
-        log.exception("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-        return problem(500, "Internal error", "the service failed; the error was logged")
+    @app.exception_handler(StorageFull)
+    async def _storage_full(request: Request, exc: StorageFull) -> JSONResponse:
+        return storage_full(request, exc)
+
+    # The last resort, for errors that escape the access-log middleware (which answers the
+    # rest itself, so that the connection stays open and the request is logged).
+    app.add_exception_handler(Exception, unexpected)
+
+
+def route_template(request: Request) -> str:
+    """The matched route's path template (`/v1/users/{user_id}`), never the raw path."""
+    return getattr(request.scope.get("route"), "path", "(no route)")
+
+
+def storage_full(request: Request, exc: StorageFull) -> JSONResponse:
+    """503 with Retry-After: nothing was written, and the same request may succeed later."""
+    log.error("storage full on %s %s: %s", request.method, route_template(request), exc)
+    return problem(
+        503,
+        "Storage full",
+        f"{exc} Nothing was written; retry after {RETRY_AFTER_S} s.",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A 500 problem document with an error id, which is logged with the exception's type and
+    stack frames. Not its message nor the request: either may carry PII (a database error
+    quotes the values it failed to write)."""
+    if isinstance(exc, StorageFull):
+        return storage_full(request, exc)
+    error_id = uuid.uuid4().hex
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    causes: list[str] = []
+    cause = exc.__cause__
+    while cause is not None and len(causes) < 5:
+        causes.append(type(cause).__name__)
+        cause = cause.__cause__
+    log.error(
+        "error %s: unhandled %s%s on %s %s\n%s",
+        error_id,
+        type(exc).__name__,
+        f" (caused by {' <- '.join(causes)})" if causes else "",
+        request.method,
+        route_template(request),
+        frames,
+    )
+    return problem(
+        500,
+        "Internal error",
+        f"the service failed; quote error id {error_id} when reporting it",
+        error_id=error_id,
+    )

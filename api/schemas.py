@@ -14,7 +14,7 @@ MAX_BATCH = 1000
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class DecideIn(_In):
@@ -33,6 +33,8 @@ class DecideIn(_In):
             raise ValueError("one of user_id or anonymous_id is required")
         if any(len(value) > 500 for value in self.context.values()):
             raise ValueError("context values must be at most 500 characters")
+        if any(len(key) > 64 for key in self.context):
+            raise ValueError("context keys must be at most 64 characters")
         return self
 
 
@@ -182,6 +184,9 @@ class CatalogOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     database: bool
+    storage: bool = Field(
+        description="False when writes fail or are about to: disk or database full."
+    )
     vector_backend: str
     indexed_items: int
     embedder: str

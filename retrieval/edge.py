@@ -24,6 +24,7 @@ from retrieval.index import (
     VECTOR_NAME,
     Hit,
     IndexConfigError,
+    IndexUnavailable,
     ItemFilter,
     Source,
     check_batch,
@@ -119,7 +120,34 @@ class EdgeIndex:
         self._shard.flush()
 
     def upsert(self, items: Sequence[Item], vectors: np.ndarray) -> None:
+        """Write the items, or none of them: a failed write (a full disk, say) puts back the
+        points as they were and raises `IndexUnavailable`."""
         array = check_batch(items, vectors, self.dim)
+        ids: list[qe.PointId] = [point_id(item.item_id) for item in items]
+        before = self._shard.retrieve(ids, with_payload=True, with_vector=True)
+        # qdrant_edge raises plain Exception for every failure: any of them is the index's.
+        try:
+            self._upsert(items, array)
+        except Exception as err:
+            try:
+                stored = {str(record.id) for record in before}
+                fresh: list[qe.PointId] = [i for i in ids if str(i) not in stored]
+                if fresh:
+                    self._shard.update(qe.UpdateOperation.delete_points(fresh))
+                if before:
+                    points = [qe.Point(r.id, r.vector or {}, r.payload) for r in before]
+                    self._shard.update(qe.UpdateOperation.upsert_points(points))
+                self._shard.flush()
+            except Exception as undo:
+                raise IndexUnavailable(
+                    f"the Qdrant Edge write failed ({type(err).__name__}) and so did putting "
+                    f"the points back ({type(undo).__name__}): rebuild the index from the store"
+                ) from err
+            raise IndexUnavailable(
+                f"the Qdrant Edge write failed ({type(err).__name__}); nothing was written"
+            ) from err
+
+    def _upsert(self, items: Sequence[Item], array: np.ndarray) -> None:
         for start in range(0, len(items), UPSERT_BATCH_SIZE):
             batch = items[start : start + UPSERT_BATCH_SIZE]
             # An upsert replaces the whole point: carry over the collab vectors already stored.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,9 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
+from store.errors import StorageFull
 from store.models import Base
+
+# /healthz reports storage as failing below these margins, before a write has to fail.
+MIN_FREE_BYTES = 8 * 1024 * 1024  # on the database's file system
+MIN_FREE_PAGES = 16  # under SQLite's `max_page_count`
+# After a write found the storage full, /healthz reports it for this long unless a write
+# succeeds first; once the margins above hold again and this has passed, it reports healthy.
+FULL_REPORTED_S = 5.0
 
 
 def make_engine(url: str) -> Engine:
@@ -37,20 +49,67 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def is_storage_full(error: BaseException) -> bool:
+    """Whether a driver error says the database or its disk is full (SQLite's SQLITE_FULL,
+    PostgreSQL's disk_full)."""
+    if isinstance(error, sqlite3.OperationalError):
+        code = getattr(error, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(error)
+    return getattr(error, "sqlstate", None) == "53100" or getattr(error, "pgcode", None) == "53100"
+
+
 class Database:
     """An engine, its schema and a session factory."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._full_at: float | None = None  # monotonic time of the last write that found it full
+        self._lock = threading.Lock()
+        event.listen(self.engine, "handle_error", self._on_error)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _on_error(self, context: ExceptionContext) -> None:
+        """Every driver error passes here: a full database or disk becomes `StorageFull`, which
+        the API answers with 503 and Retry-After; the transaction is rolled back as usual."""
+        if is_storage_full(context.original_exception):
+            with self._lock:
+                self._full_at = time.monotonic()
+            raise StorageFull("The database or its disk is full.") from context.sqlalchemy_exception
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""
         with self._sessions.begin() as session:
             yield session
+        with self._lock:
+            self._full_at = None  # a write went through: there is room again
+
+    def storage_problem(self) -> str | None:
+        """Why writes fail or are about to, or None: free space on the database's disk, room
+        under SQLite's page limit, and a write that recently found the storage full."""
+        problems = []
+        if self.engine.dialect.name == "sqlite":
+            database = self.engine.url.database
+            if database and database != ":memory:":
+                free = shutil.disk_usage(Path(database).resolve().parent).free
+                if free < MIN_FREE_BYTES:
+                    problems.append(f"{free // 1024} KiB free on the database's disk")
+            with self.engine.connect() as connection:
+                pages, unused, limit = (
+                    connection.exec_driver_sql(f"PRAGMA {name}").scalar_one()
+                    for name in ("page_count", "freelist_count", "max_page_count")
+                )
+            if limit - pages + unused < MIN_FREE_PAGES:
+                problems.append(f"the database is at its page limit ({pages} of {limit} pages)")
+        with self._lock:
+            full_at = self._full_at
+        if full_at is not None and (problems or time.monotonic() - full_at < FULL_REPORTED_S):
+            problems.append(
+                f"a write found the database or its disk full {time.monotonic() - full_at:.0f} s ago"
+            )
+        return "; ".join(problems) or None
 
     def compact(self) -> None:
         """Rewrite SQLite's file and empty its write-ahead log, so that erased rows survive in

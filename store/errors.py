@@ -11,3 +11,7 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The write contradicts what is stored (for example a second reward for one decision)."""
+
+
+class StorageFull(StoreError):
+    """The database or its disk is full: nothing was written; the write may succeed later."""

@@ -6,17 +6,45 @@ schemas on top of them; the demo generator writes them; the store persists them.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 Identifier = Annotated[
     str,
     Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"),
 ]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Label = Annotated[str, Field(min_length=1, max_length=64)]  # a tag, a category, a locale
+
+# Every instant Attune stores lies in this window: far wider than any real event or offer, and
+# narrow enough that converting it to UTC cannot overflow (`0001-01-01T00:00:00+14:00` would).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _within_bounds(value: datetime) -> datetime:
+    problem = "must be between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z"
+    try:
+        utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(problem) from None
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError(problem)
+    return value
+
+
+Instant = Annotated[datetime, AfterValidator(_within_bounds)]
 
 
 class Purpose(StrEnum):
@@ -46,7 +74,8 @@ class EventType(StrEnum):
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Floats are finite: "Infinity" and "NaN" pass JSON parsers but no comparison or store.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class Item(_Record):
@@ -56,11 +85,11 @@ class Item(_Record):
     title: str = Field(min_length=1, max_length=300)
     description: str = Field(default="", max_length=5000)
     category: str = Field(min_length=1, max_length=64)
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[Label] = Field(default_factory=list, max_length=50)
     price: float = Field(gt=0, le=1_000_000)
     currency: CurrencyCode = "EUR"
     margin: float = Field(ge=0, le=1, description="Gross margin as a fraction of the price.")
-    stock: int = Field(default=0, ge=0)
+    stock: int = Field(default=0, ge=0, le=1_000_000_000)
     min_age: int = Field(default=0, ge=0, le=21)
 
     def text(self) -> str:
@@ -75,14 +104,18 @@ class Offer(_Record):
     title: str = Field(min_length=1, max_length=200)
     terms: str = Field(min_length=1, max_length=2000)
     discount_percent: float = Field(gt=0, le=90)
-    categories: list[str] = Field(min_length=1, description="Categories the offer applies to.")
-    channels: list[Channel] = Field(min_length=1)
+    categories: list[Label] = Field(
+        min_length=1, max_length=100, description="Categories the offer applies to."
+    )
+    channels: list[Channel] = Field(min_length=1, max_length=len(Channel))
     min_age: int = Field(default=0, ge=0, le=21)
-    valid_from: datetime
-    valid_until: datetime
-    margin_weight: float = Field(default=1.0, gt=0)
-    locales: list[str] = Field(
-        default_factory=list, description="Languages or locales it is for (en, en-GB); empty: all."
+    valid_from: Instant
+    valid_until: Instant
+    margin_weight: float = Field(default=1.0, gt=0, le=1000)
+    locales: list[Label] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Languages or locales it is for (en, en-GB); empty: all.",
     )
 
     @model_validator(mode="after")
@@ -137,12 +170,14 @@ class Event(_Record):
 
     event_id: Identifier
     type: EventType
-    ts: datetime
+    ts: Instant
     user_id: Identifier | None = None
     anonymous_id: Identifier | None = None
     device_id: Identifier | None = None
     item_id: Identifier
-    value: float | None = Field(default=None, ge=0, description="Order value, for purchases.")
+    value: float | None = Field(
+        default=None, ge=0, le=1_000_000_000, description="Order value, for purchases."
+    )
 
     @model_validator(mode="after")
     def _has_subject(self) -> Event:

@@ -10,6 +10,13 @@ A reply can be plain text, tool calls, either of them streamed as server-sent ev
 (`chat.completion.chunk` objects, usage last when the request asks for it, then `[DONE]`), a
 raw body (malformed JSON), or an error status with headers (429 with Retry-After, 500); it can
 wait before its first byte and between chunks.
+
+A reply can also be one of the scripted `FAULTS`, each sent in the form that fits the request
+(one body, or an event stream that starts well and then goes wrong):
+- `not-utf8`: bytes that are not UTF-8 inside otherwise valid JSON;
+- `wrong-shape`: valid JSON that is not a completion (`choices` an object, a chunk a string);
+- `wrong-types`: a completion whose usage counts are a string and a list;
+- `cut`: the connection closes half-way through the body or the stream, without `[DONE]`.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 Body = dict[str, Any]
+Fault = Literal["not-utf8", "wrong-shape", "wrong-types", "cut"]
+FAULTS: tuple[Fault, ...] = ("not-utf8", "wrong-shape", "wrong-types", "cut")
+BAD_BYTES = b"\xff\xfe\xc3\x28"  # not UTF-8: a lone continuation and a broken sequence
 
 
 @dataclass(frozen=True)
@@ -50,9 +60,11 @@ class Reply:
     chunks: list[str] | None = None  # streamed content pieces; default: the content word by word
     chunk_delay_s: float = 0.0  # between streamed chunks
     headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Retry-After": "1"}
-    # A body sent as it is (malformed JSON); as an event stream when the request streams.
-    raw: str | None = None
+    # A body sent as it is (malformed JSON, or bytes that are not UTF-8); as an event stream
+    # when the request streams.
+    raw: str | bytes | None = None
     usage: tuple[int, int] = (10, 5)  # prompt and completion tokens
+    fault: Fault | None = None  # a scripted malformed reply (see the module's docstring)
 
 
 @dataclass
@@ -109,9 +121,12 @@ class FakeOpenAI:
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
                 try:
-                    if reply.raw is not None:
+                    if reply.fault is not None:
+                        self._fault(reply, exchange, reply.fault)
+                    elif reply.raw is not None:
                         kind = "text/event-stream" if exchange.body.get("stream") else None
-                        self._send(reply, exchange, reply.raw.encode(), kind)
+                        data = reply.raw if isinstance(reply.raw, bytes) else reply.raw.encode()
+                        self._send(reply, exchange, data, kind)
                     elif reply.status != 200:
                         error = {"message": "scripted failure", "type": "server_error"}
                         self._send(reply, exchange, json.dumps({"error": error}).encode())
@@ -151,6 +166,52 @@ class FakeOpenAI:
                     exchange.chunk_times.append(time.perf_counter())
                 self.wfile.write(b"data: [DONE]\n\n")
 
+            def _fault(self, reply: Reply, exchange: Exchange, fault: Fault) -> None:
+                streamed = bool(exchange.body.get("stream"))
+                if streamed:
+                    events = [
+                        f"data: {json.dumps(chunk)}\n\n".encode()
+                        for chunk in _chunks(reply, exchange)
+                    ] + [b"data: [DONE]\n\n"]
+                    # The stream starts well: the first piece of text goes out before the fault.
+                    good, rest = events[:1], events[1:]
+                    bad = {
+                        "not-utf8": [
+                            b'data: {"choices": [{"index": 0, "delta": {"content": "'
+                            + BAD_BYTES
+                            + b'"}}]}\n\n'
+                        ],
+                        "wrong-shape": [b'data: {"choices": "not a list"}\n\n'],
+                        "wrong-types": [*rest[:-2], _wrong_usage_chunk(), rest[-1]],
+                        "cut": [rest[0][: len(rest[0]) // 2]],
+                    }[fault]
+                    data = b"".join(good + bad)
+                    kind = "text/event-stream"
+                else:
+                    whole = json.dumps(_completion(reply, exchange)).encode()
+                    data = {
+                        "not-utf8": whole.replace(b'"content": "', b'"content": "' + BAD_BYTES, 1),
+                        "wrong-shape": b'{"choices": {"message": "not a list"}}',
+                        "wrong-types": whole.replace(
+                            json.dumps(_usage(reply)).encode(), json.dumps(WRONG_USAGE).encode()
+                        ),
+                        "cut": whole,
+                    }[fault]
+                    kind = "application/json"
+                self.send_response(200)
+                self.send_header("content-type", kind)
+                if not streamed:
+                    # A cut body is announced at its full length, then stops half-way.
+                    self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                exchange.first_byte_at = time.perf_counter()
+                self.wfile.write(
+                    data[: len(data) // 2] if fault == "cut" and not streamed else data
+                )
+                self.wfile.flush()
+                if fault == "cut":
+                    self.close_connection = True
+
         return Handler
 
     def start(self) -> FakeOpenAI:
@@ -178,6 +239,13 @@ def _usage(reply: Reply) -> dict[str, int]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+
+
+WRONG_USAGE = {"prompt_tokens": "many", "completion_tokens": [5], "total_tokens": None}
+
+
+def _wrong_usage_chunk() -> bytes:
+    return f"data: {json.dumps({'choices': [], 'usage': WRONG_USAGE})}\n\n".encode()
 
 
 def _envelope(exchange: Exchange, body: Body, obj: str) -> dict[str, Any]:

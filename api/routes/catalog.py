@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import AdminCaller
 from api.deps import ServicesDep
+from api.errors import RETRY_AFTER_S
 from api.schemas import CatalogIn, CatalogOut
 from retrieval.catalog import ingest_items
 from retrieval.index import IndexUnavailable
@@ -33,6 +34,8 @@ async def upsert_catalog_items(
         )
     except IndexUnavailable as error:
         raise HTTPException(
-            503, f"vector index unavailable, nothing was written: {error}"
+            503,
+            f"vector index unavailable, nothing was written: {error}",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
         ) from error
     return CatalogOut(upserted=count, item_ids=ids, indexed_total=services.index.count())

@@ -8,6 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.deps import ServicesDep
 from api.schemas import HealthOut
 from store.catalog import count_items
+from store.errors import StorageFull
 
 router = APIRouter(tags=["health"])
 
@@ -17,23 +18,27 @@ def health(services: ServicesDep) -> HealthOut:
     """Whether each part answers, and which fallbacks are in use."""
     try:
         database = services.db.ping()
-    except SQLAlchemyError:
-        database = False
+        storage = services.db.storage_problem()
+    except (SQLAlchemyError, StorageFull, OSError):
+        database, storage = False, None
     degraded = list(services.degraded) + ([] if database else ["database: not answering"])
     indexed = services.index.count()
     try:
         with services.db.session() as session:
             stored = count_items(session)
-    except SQLAlchemyError:
+    except (SQLAlchemyError, StorageFull, OSError):
         stored = 0  # already reported as the database not answering
     if indexed < stored:
         degraded.append(
             f"vectors: the index holds {indexed} of {stored} stored items; retrieval falls "
             "back to popularity (run 'attune reindex')"
         )
+    if storage is not None:
+        degraded.append(f"storage: {storage}; writes answer 503 with Retry-After")
     return HealthOut(
         status="degraded" if degraded else "ok",
         database=database,
+        storage=database and storage is None,
         vector_backend=services.index.backend,
         indexed_items=indexed,
         embedder=services.embedder.name,
