@@ -40,7 +40,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     fired = rules_fired(constraints.firings) + profile.rules_fired
     degraded = [ctx.deps.embedder.degraded] if args.query and ctx.deps.embedder.degraded else []
 
-    query_vec = ctx.deps.embedder.embed([args.query])[0] if args.query else None
+    query_vec = ctx.deps.embedder.embed_query(args.query) if args.query else None
     taste_vec: np.ndarray | None = None
     recent: Recent | None = None
     collab_vec = recent_collab = None
