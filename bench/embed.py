@@ -23,8 +23,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.decide import percentiles  # noqa: E402
-from retrieval.embedder import (  # noqa: E402
+from bench.decide import percentiles
+from retrieval.embedder import (
     MINILM,
     CachedEmbedder,
     Embedder,

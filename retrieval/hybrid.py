@@ -81,8 +81,7 @@ def hybrid_search(
     """One fused query for all sources (a plain search for one), filters pushed into Qdrant."""
     if not sources:
         raise ValueError("no sources: fall back to popularity instead")
-    if len(sources) == 1:
-        (source,) = sources.values()
+    if len(sources) == 1 and (source := next(iter(sources.values()))).vector is not None:
         return index.search(
             source.vector, k=k, flt=flt, with_vectors=with_vectors, using=source.using
         )
