@@ -98,6 +98,43 @@ def _offer_words(choice: OfferChoice) -> str:
     )
 
 
+_SOURCE_WORDS = {
+    "query": "your request",
+    "taste": "your recent activity",
+    "collab": "what people with similar tastes chose",
+    "recent": "what goes with your recent activity",
+}
+
+
+def _ranking(profile: ProfileView, candidates: Candidates) -> str:
+    """What ranked the items, named only from the score parts that acted on them."""
+    n = len(candidates.items)
+    if candidates.strategy == "popular":
+        where = (
+            " in categories you browse"
+            if profile.category_affinity and profile.personalized
+            else ""
+        )
+        return f"{n} items ranked by what is popular{where}."
+    acted = [
+        name
+        for name in _SOURCE_WORDS
+        if any(getattr(item.parts, name) for item in candidates.items)
+    ]
+    others = [_SOURCE_WORDS[name] for name in acted if name != "query"]
+    if "query" in acted and others:
+        return f"{n} items matching your request, ordered by it and by {_join(others)}."
+    if "query" in acted:
+        return f"{n} items ranked by your request."
+    if others:
+        return f"{n} items ranked by {_join(others)}."
+    return f"{n} items."
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def _summary(
     profile: ProfileView,
     candidates: Candidates,
@@ -105,20 +142,7 @@ def _summary(
     choice: OfferChoice | None,
     fired: list[RuleFired],
 ) -> str:
-    basis = {
-        "hybrid": "several signals (your request, your recent activity, similar people)",
-        "query": "your request",
-        "taste": "your recent activity",
-        "collab": "what people with similar tastes chose",
-        "recent": "what goes with your recent activity",
-        "popular": "what is popular"
-        + (
-            " in categories you browse"
-            if profile.category_affinity and profile.personalized
-            else ""
-        ),
-    }[candidates.strategy]
-    parts = [f"{len(candidates.items)} items ranked by {basis}."]
+    parts = [_ranking(profile, candidates)]
     if not profile.personalized:
         parts.append("Not personalized: no consent to personalization.")
     if choice is not None and choice.experiment:

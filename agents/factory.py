@@ -25,7 +25,7 @@ from policies.pii import PIIGuard
 from policies.rules import load_policy
 from retrieval.collab import CollabModel
 from retrieval.edge import EdgeIndex
-from retrieval.embedder import Embedder, load_embedder
+from retrieval.embedder import CachedEmbedder, Embedder, limit_torch_threads, load_embedder
 from retrieval.index import VectorIndex
 from retrieval.server import QdrantServerIndex
 from store.db import Database
@@ -115,10 +115,15 @@ def build_services(settings: Settings | None = None) -> Services:
     settings = settings or Settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
-    embedder = load_embedder(
-        settings.embedding_model,
-        fallback_dim=settings.embedding_dim,
-        allow_download=settings.model_downloads,
+    limit_torch_threads(settings.torch_threads)
+    embedder: Embedder = CachedEmbedder(
+        load_embedder(
+            settings.embedding_model,
+            fallback_dim=settings.embedding_dim,
+            allow_download=settings.model_downloads,
+            sha256=settings.embedding_sha256,
+        ),
+        size=settings.query_cache_size,
     )
     index = build_index(settings, embedder.dim)
     policy = PolicyEngine(load_policy(settings.policy_path))

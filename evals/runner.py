@@ -34,6 +34,7 @@ KIND_MODULES: list[str] = [
     "evals.pii_suite",
     "evals.generation",
     "evals.safety",
+    "evals.search",
 ]
 
 DEFAULT_OUT_ROOT = Path("var") / "evals"

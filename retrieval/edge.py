@@ -7,6 +7,7 @@ ingestion and serving against the same folder only from one process, or give eac
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ import qdrant_edge as qe
 from retrieval.index import (
     COLLAB_VECTOR,
     DEFAULT_COLLAB_DIM,
+    LEXICAL_VECTOR,
     RRF_K,
     UPSERT_BATCH_SIZE,
     VECTOR_NAME,
@@ -26,6 +28,8 @@ from retrieval.index import (
     IndexConfigError,
     IndexUnavailable,
     ItemFilter,
+    Lexical,
+    Match,
     Source,
     check_batch,
     check_query,
@@ -38,6 +42,8 @@ from retrieval.index import (
     to_hit,
 )
 from store.schemas import Item
+
+log = logging.getLogger("attune.retrieval")
 
 PAYLOAD_INDEXES: dict[str, qe.PayloadSchemaType] = {
     "category": qe.PayloadSchemaType.Keyword,
@@ -72,6 +78,11 @@ def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
+def _rrf(weights: list[float]) -> Any:
+    # The stubs list the outer `Fusion`; the engine takes its `Rrf` variant.
+    return qe.Fusion.Rrf(k=RRF_K, weights=weights)
+
+
 class EdgeIndex:
     """A VectorIndex on a Qdrant Edge shard in `path`, created on first use."""
 
@@ -81,11 +92,10 @@ class EdgeIndex:
         self.path = Path(path)
         self.dim = dim
         self.collab_dim = collab_dim
+        self._lexical = Lexical()
         config = qe.EdgeConfig(
-            vectors={
-                VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
-                COLLAB_VECTOR: qe.EdgeVectorParams(size=collab_dim, distance=qe.Distance.Dot),
-            }
+            vectors=self._dense_config(),
+            sparse_vectors={LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
         is_new = not self.path.exists() or not any(self.path.iterdir())
         if is_new:
@@ -94,6 +104,12 @@ class EdgeIndex:
             self._shard = self._load(config)
         self._closed = False
         self._ensure_payload_indexes()
+
+    def _dense_config(self) -> dict[str, qe.EdgeVectorParams]:
+        return {
+            VECTOR_NAME: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine),
+            COLLAB_VECTOR: qe.EdgeVectorParams(size=self.collab_dim, distance=qe.Distance.Dot),
+        }
 
     def _load(self, config: qe.EdgeConfig) -> qe.EdgeShard:
         try:
@@ -104,6 +120,8 @@ class EdgeIndex:
         except Exception as err:
             if "incompatible" not in str(err):
                 raise
+            if LEXICAL_VECTOR in str(err):
+                return self._add_lexical_vector()
             raise IndexConfigError(
                 f"the Qdrant Edge shard in {self.path} does not hold {self.dim}-dimensional "
                 f"{VECTOR_NAME!r} and {self.collab_dim}-dimensional {COLLAB_VECTOR!r} vectors "
@@ -111,6 +129,20 @@ class EdgeIndex:
                 "with: point the index at a new folder, or delete this one and re-ingest, "
                 "after changing the embedder."
             ) from err
+
+    def _add_lexical_vector(self) -> qe.EdgeShard:
+        """A shard written before keyword search gets its (empty) lexical vector; items are
+        found by keywords once they are ingested again."""
+        shard = qe.EdgeShard.load(str(self.path), qe.EdgeConfig(vectors=self._dense_config()))
+        shard.update(qe.UpdateOperation.create_sparse_vector(LEXICAL_VECTOR, qe.Modifier.Idf))
+        shard.flush()
+        log.warning(
+            "the Qdrant Edge shard in %s had no %r vector: added; re-ingest the catalog so "
+            "that keyword search finds its items",
+            self.path,
+            LEXICAL_VECTOR,
+        )
+        return shard
 
     def _ensure_payload_indexes(self) -> None:
         existing = self._shard.info().payload_schema
@@ -154,7 +186,10 @@ class EdgeIndex:
             collab = self.vectors([item.item_id for item in batch], using=COLLAB_VECTOR)
             points = []
             for item, row in zip(batch, array[start : start + UPSERT_BATCH_SIZE], strict=True):
-                named = {VECTOR_NAME: row.tolist()}
+                named: dict[str, Any] = {
+                    VECTOR_NAME: row.tolist(),
+                    LEXICAL_VECTOR: qe.SparseVector(*self._lexical.document(item)),
+                }
                 if item.item_id in collab:
                     named[COLLAB_VECTOR] = collab[item.item_id].tolist()
                 points.append(qe.Point(point_id(item.item_id), named, item_payload(item)))
@@ -206,6 +241,30 @@ class EdgeIndex:
         )
         return [to_hit(point, with_vectors) for point in self._shard.query(request)]
 
+    def _prefetch(self, source: Source, limit: int, where: qe.Filter | None) -> qe.Prefetch | None:
+        """One source as a prefetch, or None for a text with no searchable word."""
+        if source.using == LEXICAL_VECTOR:
+            assert source.text is not None  # checked by Source
+            indices, values = self._lexical.query(source.text)
+            if not indices:
+                return None
+            vector: Any = qe.SparseVector(indices, values)
+        else:
+            size = dims(self.dim, self.collab_dim)[source.using]
+            vector = check_query(source.dense, size, limit)
+        return qe.Prefetch(
+            limit=limit,
+            query=qe.Query.Nearest(vector, using=source.using),
+            filter=where,
+            score_threshold=source.threshold,
+        )
+
+    def _rescore(self, source: Source, inner: qe.Prefetch, limit: int) -> qe.Prefetch:
+        """The items of `inner`, scored by a dense source instead."""
+        size = dims(self.dim, self.collab_dim)[source.using]
+        query = qe.Query.Nearest(check_query(source.dense, size, limit), using=source.using)
+        return qe.Prefetch(limit=limit, query=query, prefetches=[inner])
+
     def fused_search(
         self,
         sources: Sequence[Source],
@@ -214,26 +273,44 @@ class EdgeIndex:
         flt: ItemFilter | None = None,
         prefetch: int = 100,
         with_vectors: bool = False,
+        match: Match | None = None,
     ) -> list[Hit]:
-        if not sources:
+        if not sources and match is None:
             raise ValueError("a fused search needs at least one source")
-        sizes = dims(self.dim, self.collab_dim)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
         where = edge_filter(flt)
-        prefetches = [
-            qe.Prefetch(
-                limit=max(prefetch, k),
-                query=qe.Query.Nearest(
-                    check_query(source.vector, sizes[source.using], k), using=source.using
-                ),
-                filter=where,
-            )
-            for source in sources
-        ]
+        inputs: list[tuple[float, qe.Prefetch | None]]
+        if match is None:
+            limit = k
+            inputs = [(s.weight, self._prefetch(s, max(prefetch, k), where)) for s in sources]
+        else:
+            matched = [
+                (s.weight, stage)
+                for s in match.sources
+                if (stage := self._prefetch(s, max(prefetch, k), where)) is not None
+            ]
+            if not matched:
+                return []
+            limit = min(k, match.limit)
+            if not sources:
+                inputs = list(matched)
+            else:
+                stage = qe.Prefetch(
+                    limit=match.limit,
+                    prefetches=[p for _, p in matched],
+                    query=_rrf([w for w, _ in matched]),
+                    filter=where,
+                )
+                inputs = [(match.weight, stage)]
+                inputs += [(s.weight, self._rescore(s, stage, match.limit)) for s in sources]
+        present = [(weight, stage) for weight, stage in inputs if stage is not None]
+        if not present:
+            return []
         request = qe.QueryRequest(
-            limit=k,
-            prefetches=prefetches,
-            # The stubs list the outer `Fusion`; the engine takes its `Rrf` variant.
-            query=qe.Fusion.Rrf(k=RRF_K, weights=[s.weight for s in sources]),  # type: ignore[arg-type]
+            limit=limit,
+            prefetches=[stage for _, stage in present],
+            query=_rrf([weight for weight, _ in present]),
             filter=where,
             with_payload=True,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,

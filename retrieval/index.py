@@ -19,6 +19,13 @@ COLLAB_VECTOR = "collab"
 """The named vector holding collaborative item factors (dot product), learned from interactions.
 Items without interactions yet have none: only the content vector finds them (cold start)."""
 
+LEXICAL_VECTOR = "lexical"
+"""The sparse vector holding each item's BM25 term weights (Qdrant's BM25 model, IDF applied by
+Qdrant at query time), so keyword matches and dense neighbours fuse inside one query."""
+
+LEXICAL_AVG_LEN = 24.0
+"""BM25's expected document length in tokens: about a title, a short description and tags."""
+
 DEFAULT_COLLAB_DIM = 64
 RRF_K = 60
 """Reciprocal rank fusion constant. Qdrant scores an item at 0-based position p of a source with
@@ -96,19 +103,87 @@ class Hit:
 
 @dataclass(frozen=True)
 class Source:
-    """One input of a fused search: a query vector for one named vector, and its RRF weight."""
+    """One input of a fused search and its RRF weight: a query vector for a dense named vector,
+    or, for the lexical vector, the query's text (`Source.lexical`), embedded by Qdrant's BM25.
+
+    Attributes:
+        threshold: Only items scoring at least this on this source (e.g. a minimum cosine).
+    """
 
     using: str
-    vector: np.ndarray
+    vector: np.ndarray | None = None
     weight: float = 1.0
+    text: str | None = None
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
-        if self.using not in (VECTOR_NAME, COLLAB_VECTOR):
+        if self.using not in (VECTOR_NAME, COLLAB_VECTOR, LEXICAL_VECTOR):
             raise ValueError(
-                f"using must be {VECTOR_NAME!r} or {COLLAB_VECTOR!r}, got {self.using!r}"
+                f"using must be {VECTOR_NAME!r}, {COLLAB_VECTOR!r} or {LEXICAL_VECTOR!r}, "
+                f"got {self.using!r}"
             )
         if not (math.isfinite(self.weight) and self.weight > 0):
             raise ValueError(f"weight must be a finite number > 0, got {self.weight}")
+        if self.using == LEXICAL_VECTOR and (self.text is None or self.vector is not None):
+            raise ValueError("a lexical source takes the query's text, not a vector")
+        if self.using != LEXICAL_VECTOR and (self.vector is None or self.text is not None):
+            raise ValueError(f"a {self.using!r} source takes a vector, not text")
+
+    @classmethod
+    def lexical(cls, text: str, weight: float = 1.0) -> Source:
+        return cls(LEXICAL_VECTOR, weight=weight, text=text)
+
+    @property
+    def dense(self) -> np.ndarray:
+        """The query vector of a dense source."""
+        if self.vector is None:
+            raise ValueError(f"the {self.using!r} source has no dense vector")
+        return self.vector
+
+
+@dataclass(frozen=True)
+class Match:
+    """What a request's text matches: its sources (lexical and dense) fused by RRF, cut to
+    `limit` items. A fused search given a Match returns only these items; its other sources
+    re-order them rather than adding others, and the match order itself weighs `weight`."""
+
+    sources: tuple[Source, ...]
+    limit: int = 50
+    weight: float = 2.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        if not self.sources:
+            raise ValueError("a match needs at least one source")
+        if self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
+        if not (math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"weight must be a finite number > 0, got {self.weight}")
+
+
+class Lexical:
+    """Qdrant's BM25 model (English: lower case, stop words, Snowball stemming), as sparse
+    vectors: an item's term weights, and a query's terms. Computed in-process by qdrant_edge, so
+    both backends index the same vectors; Qdrant applies the IDF at query time."""
+
+    def __init__(self, avg_len: float = LEXICAL_AVG_LEN) -> None:
+        import qdrant_edge as qe
+
+        self._bm25 = qe.Bm25(qe.Bm25Config(avg_len=avg_len, language="english"))
+
+    def document(self, item: Item) -> tuple[list[int], list[float]]:
+        vector = self._bm25.embed_document(lexical_text(item))
+        return list(vector.indices), list(vector.values)
+
+    def query(self, text: str) -> tuple[list[int], list[float]]:
+        vector = self._bm25.embed_query(text)
+        return list(vector.indices), list(vector.values)
+
+
+def lexical_text(item: Item) -> str:
+    """The words of an item that keyword search matches: title, category, tags, description."""
+    category = item.category.replace("_", " ")
+    return f"{item.title} {category} {' '.join(item.tags)} {item.description}"
 
 
 @runtime_checkable
@@ -154,9 +229,13 @@ class VectorIndex(Protocol):
         flt: ItemFilter | None = None,
         prefetch: int = 100,
         with_vectors: bool = False,
+        match: Match | None = None,
     ) -> list[Hit]:
         """One query inside Qdrant: each source prefetches its `prefetch` nearest items (filter
-        pushed into every prefetch), and weighted reciprocal rank fusion ranks their union."""
+        pushed into every prefetch), and weighted reciprocal rank fusion ranks their union.
+
+        With `match`, only the matched items come back: the match order is one input of the
+        fusion, and each source re-scores the matched items instead of prefetching its own."""
         ...
 
     def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:

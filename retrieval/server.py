@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient
@@ -21,6 +22,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from retrieval.index import (
     COLLAB_VECTOR,
     DEFAULT_COLLAB_DIM,
+    LEXICAL_VECTOR,
     RRF_K,
     UPSERT_BATCH_SIZE,
     VECTOR_NAME,
@@ -28,6 +30,8 @@ from retrieval.index import (
     IndexConfigError,
     IndexUnavailable,
     ItemFilter,
+    Lexical,
+    Match,
     Source,
     check_batch,
     check_query,
@@ -86,6 +90,10 @@ def server_filter(flt: ItemFilter | None) -> qm.Filter | None:
     return qm.Filter(must=must or None, must_not=must_not or None)
 
 
+def _rrf(weights: list[float]) -> qm.RrfQuery:
+    return qm.RrfQuery(rrf=qm.Rrf(k=RRF_K, weights=weights))
+
+
 class QdrantServerIndex:
     """A VectorIndex on one collection of a Qdrant server (`url`) or of local mode (`path`)."""
 
@@ -108,6 +116,7 @@ class QdrantServerIndex:
         self.dim = dim
         self.collab_dim = collab_dim
         self.collection = collection
+        self._lexical = Lexical()
         if url is not None:
             self._client = QdrantClient(url=url)
         elif path == ":memory:":
@@ -130,6 +139,11 @@ class QdrantServerIndex:
                     VECTOR_NAME: qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
                     COLLAB_VECTOR: qm.VectorParams(size=self.collab_dim, distance=qm.Distance.DOT),
                 },
+                # The BM25 term weights come from the client (see `Lexical`); Qdrant applies
+                # the IDF at query time over the collection.
+                sparse_vectors_config={
+                    LEXICAL_VECTOR: qm.SparseVectorParams(modifier=qm.Modifier.IDF)
+                },
             )
         info = self._client.get_collection(self.collection)
         stored = info.config.params.vectors
@@ -141,6 +155,14 @@ class QdrantServerIndex:
             name: (params.size, params.distance)
             for name, params in (stored.items() if isinstance(stored, dict) else [])
         }
+        sparse = info.config.params.sparse_vectors or {}
+        lexical = sparse.get(LEXICAL_VECTOR)
+        if lexical is None or lexical.modifier != qm.Modifier.IDF:
+            raise IndexConfigError(
+                f"collection {self.collection!r} has no {LEXICAL_VECTOR!r} sparse vector with "
+                "the IDF modifier, which keyword search needs: it was created by an older "
+                "Attune. Use another collection name, or drop it and re-ingest."
+            )
         if any(found.get(name) != want for name, want in expected.items()):
             raise IndexConfigError(
                 f"collection {self.collection!r} does not hold {self.dim}-dimensional cosine "
@@ -168,7 +190,11 @@ class QdrantServerIndex:
             collab = self.vectors([item.item_id for item in batch], using=COLLAB_VECTOR)
             points = []
             for item, row in zip(batch, array[start : start + UPSERT_BATCH_SIZE], strict=True):
-                named = {VECTOR_NAME: row.tolist()}
+                indices, values = self._lexical.document(item)
+                named: dict[str, Any] = {
+                    VECTOR_NAME: row.tolist(),
+                    LEXICAL_VECTOR: qm.SparseVector(indices=indices, values=values),
+                }
                 if item.item_id in collab:
                     named[COLLAB_VECTOR] = collab[item.item_id].tolist()
                 points.append(
@@ -228,6 +254,36 @@ class QdrantServerIndex:
             )
         return [to_hit(point, with_vectors) for point in response.points]
 
+    def _prefetch(self, source: Source, limit: int, where: qm.Filter | None) -> qm.Prefetch | None:
+        """One source as a prefetch, or None for a text with no searchable word."""
+        query: Any
+        if source.using == LEXICAL_VECTOR:
+            assert source.text is not None  # checked by Source
+            indices, values = self._lexical.query(source.text)
+            if not indices:
+                return None
+            query = qm.SparseVector(indices=indices, values=values)
+        else:
+            size = dims(self.dim, self.collab_dim)[source.using]
+            query = check_query(source.dense, size, limit)
+        return qm.Prefetch(
+            query=query,
+            using=source.using,
+            filter=where,
+            limit=limit,
+            score_threshold=source.threshold,
+        )
+
+    def _rescore(self, source: Source, inner: qm.Prefetch, limit: int) -> qm.Prefetch:
+        """The items of `inner`, scored by a dense source instead."""
+        size = dims(self.dim, self.collab_dim)[source.using]
+        return qm.Prefetch(
+            prefetch=[inner],
+            query=check_query(source.dense, size, limit),
+            using=source.using,
+            limit=limit,
+        )
+
     def fused_search(
         self,
         sources: Sequence[Source],
@@ -236,27 +292,47 @@ class QdrantServerIndex:
         flt: ItemFilter | None = None,
         prefetch: int = 100,
         with_vectors: bool = False,
+        match: Match | None = None,
     ) -> list[Hit]:
-        if not sources:
+        if not sources and match is None:
             raise ValueError("a fused search needs at least one source")
-        sizes = dims(self.dim, self.collab_dim)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
         where = server_filter(flt)
-        prefetches = [
-            qm.Prefetch(
-                query=check_query(source.vector, sizes[source.using], k),
-                using=source.using,
-                filter=where,
-                limit=max(prefetch, k),
-            )
-            for source in sources
-        ]
+        inputs: list[tuple[float, qm.Prefetch | None]]
+        if match is None:
+            limit = k
+            inputs = [(s.weight, self._prefetch(s, max(prefetch, k), where)) for s in sources]
+        else:
+            matched = [
+                (s.weight, stage)
+                for s in match.sources
+                if (stage := self._prefetch(s, max(prefetch, k), where)) is not None
+            ]
+            if not matched:
+                return []
+            limit = min(k, match.limit)
+            if not sources:
+                inputs = list(matched)
+            else:
+                inner = qm.Prefetch(
+                    prefetch=[p for _, p in matched],
+                    query=_rrf([w for w, _ in matched]),
+                    filter=where,
+                    limit=match.limit,
+                )
+                inputs = [(match.weight, inner)]
+                inputs += [(s.weight, self._rescore(s, inner, match.limit)) for s in sources]
+        present = [(weight, stage) for weight, stage in inputs if stage is not None]
+        if not present:
+            return []
         with _server_call("search"):
             response = self._client.query_points(
                 self.collection,
-                prefetch=prefetches,
-                query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K, weights=[s.weight for s in sources])),
+                prefetch=[stage for _, stage in present],
+                query=_rrf([weight for weight, _ in present]),
                 query_filter=where,
-                limit=k,
+                limit=limit,
                 with_payload=True,
                 with_vectors=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
             )

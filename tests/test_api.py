@@ -80,8 +80,8 @@ def test_a_decision_has_every_field(client: TestClient) -> None:
     assert explanation["summary"] and explanation["reasons"]
     assert "in-stock" in {rule["rule_id"] for rule in explanation["rules_fired"]}
     assert all(rule["reason"] for rule in explanation["rules_fired"])
-    # Without a downloadable embedding model the service runs on the offline embedder, and says so.
-    assert any(reason.startswith("embedder:") for reason in decision["degraded"])
+    # The packaged embedding model loads offline: no embedder fallback.
+    assert not any(reason.startswith("embedder:") for reason in decision["degraded"])
 
 
 def test_different_users_get_different_items(client: TestClient) -> None:

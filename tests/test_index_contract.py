@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -17,12 +18,15 @@ from retrieval.edge import EdgeIndex
 from retrieval.embedder import HashingEmbedder
 from retrieval.index import (
     COLLAB_VECTOR,
+    LEXICAL_VECTOR,
     RRF_K,
     VECTOR_NAME,
     Hit,
     IndexConfigError,
     IndexUnavailable,
     ItemFilter,
+    Lexical,
+    Match,
     Source,
     VectorIndex,
     item_payload,
@@ -539,3 +543,152 @@ def test_named_vector_mistakes_raise_value_errors(hybrid_index: VectorIndex):
         hybrid_index.fused_search([], k=1)
     with pytest.raises(ValueError, match="weight"):
         Source(VECTOR_NAME, np.ones(DIM), weight=0)
+
+
+LEXICAL = Lexical()
+DOC_TERMS = {item.item_id: dict(zip(*LEXICAL.document(item), strict=True)) for item in ITEMS}
+
+
+def _bm25(text: str, ids: set[str] | None = None) -> dict[str, float]:
+    """Qdrant's sparse IDF scoring, written independently of both backends: the sum over the
+    query's terms of the item's BM25 term weight times ln(1 + (N - n + 0.5) / (n + 0.5)), N the
+    items in the collection, n those holding the term. Items holding no query term are absent."""
+    terms, _ = LEXICAL.query(text)
+    total = len(DOC_TERMS)
+    scores: dict[str, float] = {}
+    for term in terms:
+        holders = [i for i, doc in DOC_TERMS.items() if term in doc]
+        idf = math.log((total - len(holders) + 0.5) / (len(holders) + 0.5) + 1)
+        for item_id in holders:
+            if ids is None or item_id in ids:
+                scores[item_id] = scores.get(item_id, 0.0) + DOC_TERMS[item_id][term] * idf
+    return scores
+
+
+@pytest.mark.parametrize(
+    "text", ["wool", "winter wool gloves", "sparkling apple", "Waterproof JACKETS", "boots"]
+)
+def test_lexical_search_is_bm25_with_idf(shared_index: VectorIndex, text: str):
+    expected = _bm25(text)
+
+    hits = shared_index.fused_search([Source.lexical(text)], k=len(ITEMS))
+
+    assert {hit.item_id for hit in hits} == set(expected)
+    ranked = sorted(expected, key=lambda i: -expected[i])
+    # Fused scores are RRF scores: the order is BM25's (ties may come in either order).
+    got = [expected[hit.item_id] for hit in hits]
+    assert got == pytest.approx([expected[i] for i in ranked], rel=1e-3)
+
+
+def test_lexical_search_pushes_filters_down(shared_index: VectorIndex):
+    flt = ItemFilter(in_stock_only=True)
+    hits = shared_index.fused_search([Source.lexical("winter wool boots")], k=20, flt=flt)
+    assert hits and all(_matches(flt, hit.payload) for hit in hits)
+    assert {hit.item_id for hit in hits} == set(_bm25("winter wool boots", _matching_ids(flt)))
+
+
+def test_a_text_without_searchable_words_finds_nothing_lexically(shared_index: VectorIndex):
+    assert shared_index.fused_search([Source.lexical("the and of")], k=5) == []
+    match = Match((Source.lexical("for the"),))
+    assert shared_index.fused_search([], k=5, match=match) == []
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (2.0, 1.0)])
+def test_lexical_and_dense_fuse_in_one_query(
+    shared_index: VectorIndex, weights: tuple[float, float]
+):
+    text = "waterproof winter boots"
+    dense = EMBEDDER.embed([text])[0]
+    prefetch = 10
+    # The backend's own BM25 order (checked against BM25 above) settles ties between items.
+    lexical = shared_index.fused_search([Source.lexical(text)], k=prefetch)
+    by_lexical = [h.item_id for h in lexical]
+    by_dense = [h.item_id for h in shared_index.search(dense, k=prefetch)]
+    expected = _rrf([by_lexical, by_dense], list(weights))
+
+    hits = shared_index.fused_search(
+        [Source.lexical(text, weights[0]), Source(VECTOR_NAME, dense, weights[1])],
+        k=6,
+        prefetch=prefetch,
+    )
+
+    assert [hit.score for hit in hits] == pytest.approx(
+        sorted(expected.values(), reverse=True)[:6], rel=1e-3
+    )
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[hit.item_id], rel=1e-3)
+
+
+def test_a_dense_threshold_keeps_only_close_items(shared_index: VectorIndex):
+    query = _query("kit-03")
+    threshold = 0.3
+    hits = shared_index.fused_search(
+        [Source(VECTOR_NAME, query, threshold=threshold)], k=len(ITEMS), prefetch=len(ITEMS)
+    )
+    expected = {i for i, v in VECTOR_BY_ID.items() if float(v @ query) >= threshold}
+    assert expected and len(expected) < len(ITEMS)
+    assert {hit.item_id for hit in hits} == expected
+
+
+def test_a_match_limits_results_to_the_matched_items(hybrid_index: VectorIndex):
+    """Other sources re-order what the text matched; they add nothing it did not match."""
+    text = "wool winter"
+    match = Match((Source.lexical(text),), limit=50, weight=2.0)
+    taste = _query("kit-01")  # a kitchen taste: close to nothing the text matches
+    collab = _RNG.normal(size=COLLAB_DIM)
+    matched = [h.item_id for h in hybrid_index.fused_search([Source.lexical(text)], k=50)]
+    assert set(matched) == set(_bm25(text))
+    by_taste = sorted(matched, key=lambda i: -float(VECTOR_BY_ID[i] @ taste))
+    with_collab = [i for i in matched if i in COLLAB]
+    by_collab = sorted(with_collab, key=lambda i: -float(COLLAB[i] @ collab))
+    expected = _rrf([matched, by_taste, by_collab], [2.0, 1.0, 1.5])
+
+    hits = hybrid_index.fused_search(
+        [Source(VECTOR_NAME, taste, 1.0), Source(COLLAB_VECTOR, collab, 1.5)],
+        k=10,
+        match=match,
+    )
+
+    assert {hit.item_id for hit in hits} == set(matched)
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[hit.item_id], rel=1e-3)
+
+
+def test_a_match_alone_is_the_fused_query_order(shared_index: VectorIndex):
+    text = "sparkling apple"
+    dense = EMBEDDER.embed([text])[0]
+    sources = (Source.lexical(text, 2.0), Source(VECTOR_NAME, dense, 1.0))
+    plain = shared_index.fused_search(list(sources), k=5)
+    matched = shared_index.fused_search([], k=5, match=Match(sources, limit=3))
+    assert [h.item_id for h in matched] == [h.item_id for h in plain][:3]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"using": LEXICAL_VECTOR, "vector": np.ones(DIM)}, "text"),
+        ({"using": LEXICAL_VECTOR}, "text"),
+        ({"using": VECTOR_NAME, "text": "wool"}, "vector"),
+    ],
+)
+def test_source_mistakes_raise_value_errors(kwargs: dict[str, Any], message: str):
+    with pytest.raises(ValueError, match=message):
+        Source(**kwargs)
+
+
+def test_an_edge_shard_from_before_keyword_search_gains_the_lexical_vector(tmp_path: Path):
+    import qdrant_edge as qe
+
+    folder = tmp_path / "old"
+    config = qe.EdgeConfig(
+        vectors={
+            VECTOR_NAME: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine),
+            COLLAB_VECTOR: qe.EdgeVectorParams(size=64, distance=qe.Distance.Dot),
+        }
+    )
+    qe.EdgeShard.create(str(folder), config).close()
+
+    with EdgeIndex(folder, dim=DIM) as index:
+        index.upsert(ITEMS, VECTORS)
+        hits = index.fused_search([Source.lexical("espresso")], k=3)
+    assert [hit.item_id for hit in hits] == ["kit-03"]

@@ -13,7 +13,13 @@ from typing import Literal, cast
 
 import numpy as np
 
-from retrieval.hybrid import HybridWeights, hybrid_search, hybrid_sources, taste_vector
+from retrieval.hybrid import (
+    HybridWeights,
+    hybrid_search,
+    hybrid_sources,
+    taste_vector,
+    text_match,
+)
 from retrieval.index import RRF_K, VECTOR_NAME, Hit, IndexUnavailable, ItemFilter, Source
 from store.catalog import get_items, popular_items
 from store.schemas import Item
@@ -22,6 +28,7 @@ from tools.profile import lookup_profile, rules_fired, subject_facts, subject_fe
 from tools.schemas import Candidate, Candidates, RetrieveInput, RuleFired, ScoreParts
 
 WEIGHTS = HybridWeights(query=2.0, taste=1.0, collab=2.0, recent=1.0, prefetch=100)
+EMPTY_INDEX = "the vector index is empty (run 'attune reindex')"
 _TASTE_ITEMS = 10  # recent items that make up the taste vector
 Strategy = Literal["hybrid", "query", "taste", "collab", "recent", "popular"]
 _REASON_SHARE = 0.25  # a source that carries at least this share of the score is named as a reason
@@ -40,11 +47,12 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     fired = rules_fired(constraints.firings) + profile.rules_fired
     degraded = [ctx.deps.embedder.degraded] if args.query and ctx.deps.embedder.degraded else []
 
-    query_vec = ctx.deps.embedder.embed([args.query])[0] if args.query else None
+    query_vec = ctx.deps.embedder.embed_query(args.query) if args.query else None
     taste_vec: np.ndarray | None = None
     recent: Recent | None = None
     collab_vec = recent_collab = None
     affinity = features.category_affinity if profile.personalized else {}
+    matched: list[Hit] = []
     try:
         if profile.personalized and features.recent_item_ids:
             taste_vec, recent = _taste(ctx, list(features.recent_item_ids[:_TASTE_ITEMS]))
@@ -55,22 +63,41 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
             if factors:
                 stacked = np.stack([factors[i] for i in recent_ids if i in factors])
                 recent_collab = taste_vector(stacked, normalize=False)
-        sources = hybrid_sources(
-            WEIGHTS, query=query_vec, taste=taste_vec, collab=collab_vec, recent=recent_collab
-        )
-        if not sources:
+        sources = hybrid_sources(WEIGHTS, taste=taste_vec, collab=collab_vec, recent=recent_collab)
+        match = text_match(WEIGHTS, args.query, query_vec) if args.query else None
+        if match is not None:
+            # The text decides which items qualify. This is the match in its own order, with the
+            # vectors of every matched item, so that each score part can be computed exactly.
+            matched = ctx.deps.index.fused_search(
+                [],
+                k=WEIGHTS.match_limit,
+                flt=flt,
+                prefetch=WEIGHTS.prefetch,
+                with_vectors=True,
+                match=match,
+            )
+            if not matched and ctx.deps.index.count() == 0:
+                raise IndexUnavailable(EMPTY_INDEX)
+            if not matched:
+                degraded.append("query: no item matches the request's words; ranked without them")
+                match = None
+        if match is None and not sources:
             return _popular(ctx, args.k, flt, affinity, fired, degraded)
-        hits = hybrid_search(
-            ctx.deps.index,
-            sources,
-            k=max(3 * args.k, 30),
-            flt=flt,
-            prefetch=WEIGHTS.prefetch,
-            with_vectors=True,
-        )
+        if match is not None and not sources:
+            hits = matched
+        else:
+            hits = hybrid_search(
+                ctx.deps.index,
+                sources,
+                k=max(3 * args.k, 30),
+                flt=flt,
+                prefetch=WEIGHTS.prefetch,
+                with_vectors=True,
+                match=match,
+            )
         if not hits and ctx.deps.index.count() == 0:
             # An empty index answers nothing, silently: say so, and rank from the store.
-            raise IndexUnavailable("the vector index is empty (run 'attune reindex')")
+            raise IndexUnavailable(EMPTY_INDEX)
     except IndexUnavailable as error:
         degraded.append(f"vectors: {error}; fell back to popularity")
         return _popular(ctx, args.k, flt, affinity, fired, degraded)
@@ -80,12 +107,13 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     )
     allowed = {item.item_id for item in verdict.kept}
     hits = [hit for hit in hits if hit.item_id in allowed]
-    strategy = "hybrid" if len(sources) > 1 else cast(Strategy, next(iter(sources)))
+    names = (["query"] if matched else []) + list(sources)
+    strategy = "hybrid" if len(names) > 1 else cast(Strategy, names[0])
     return _remember(
         ctx,
         Candidates(
             strategy=strategy,
-            items=_rank(hits, args.k, sources, recent, args.query),
+            items=_rank(hits, args.k, sources, recent, args.query, matched),
             rules_fired=fired + rules_fired(verdict.firings),
             degraded=degraded,
         ),
@@ -108,15 +136,36 @@ def _taste(ctx: RunContext, recent_ids: list[str]) -> tuple[np.ndarray | None, R
         items = get_items(session, present)
     stacked = np.stack([vectors[item_id] for item_id in present])
     titles = [items[i].title if i in items else i for i in present]
-    return taste_vector(stacked), Recent(titles, stacked)
+    return taste_vector(stacked), Recent(present, titles, stacked)
 
 
 @dataclass(frozen=True)
 class Recent:
-    """Recently seen items: their titles and vectors, row by row."""
+    """Recently seen items: their ids, titles and vectors, row by row."""
 
+    ids: list[str]
     titles: list[str]
     vectors: np.ndarray
+
+    def closest_other(self, item_id: str, vector: np.ndarray) -> str | None:
+        """The title of the recent item most like `vector`, other than the item itself."""
+        similarity = self.vectors @ vector
+        others = [i for i in np.argsort(-similarity, kind="stable") if self.ids[i] != item_id]
+        return self.titles[int(others[0])] if others else None
+
+
+def _rrf_terms(order: list[str], weight: float) -> dict[str, float]:
+    """Qdrant's RRF term of each item of one source's order: 1 / ((p + 1) / w + k - 1)."""
+    return {item_id: 1 / ((p + 1) / weight + RRF_K - 1) for p, item_id in enumerate(order)}
+
+
+def _similarity_order(hits: list[Hit], source: Source) -> list[str]:
+    """The hits holding the source's named vector, most similar to the source first."""
+    present = [hit for hit in hits if source.using in hit.vectors]
+    if not present:
+        return []
+    similarity = np.stack([hit.vectors[source.using] for hit in present]) @ source.dense
+    return [present[i].item_id for i in np.argsort(-similarity, kind="stable")]
 
 
 def _rank(
@@ -125,49 +174,39 @@ def _rank(
     sources: dict[str, Source],
     recent: Recent | None,
     query: str | None,
+    matched: list[Hit],
 ) -> list[Candidate]:
     """Keep Qdrant's fused order and split each item's score into its sources' shares.
 
     Qdrant returns only the fused score, so each source's share is recomputed with Qdrant's own
-    RRF formula from the item's position, within the returned hits, when they are ordered by
-    that source's similarity. That position can be better than the item's position in the
-    source's full prefetch, so a share is an upper bound of the source's true contribution; a
-    source is named as a reason only when its share is large (at least a quarter).
+    RRF formula from the item's position in that source's order. With a text match that is
+    exact: Qdrant re-scores exactly the matched items, whose vectors `matched` carries. Without
+    one, positions are taken within the returned hits, which can be better than in the source's
+    full prefetch, so a share is an upper bound; a source is named as a reason only when its share
+    is large (at least a quarter). The request's words are named for every item that matched them.
     """
     hits = hits[:k]
     if not hits:
         return []
-    shares: dict[str, np.ndarray] = {}
+    shares: dict[str, dict[str, float]] = {}
+    pool = matched or hits
+    if matched:
+        shares["query"] = _rrf_terms([hit.item_id for hit in matched], WEIGHTS.query)
     for name, source in sources.items():
-        present = [i for i, hit in enumerate(hits) if source.using in hit.vectors]
-        if not present:
-            continue
-        matrix = np.stack([hits[i].vectors[source.using] for i in present])
-        similarity = matrix @ source.vector
-        contribution = np.zeros(len(hits))
-        for position, row in enumerate(np.argsort(-similarity, kind="stable")):
-            contribution[present[row]] = 1 / ((position + 1) / source.weight + RRF_K - 1)
-        shares[name] = contribution
-    total = np.sum(list(shares.values()), axis=0) if shares else np.zeros(len(hits))
-    closest = None
-    if recent is not None:
-        matrix = np.stack([hit.vectors[VECTOR_NAME] for hit in hits])
-        closest = (matrix @ recent.vectors.T).argmax(axis=1)
+        shares[name] = _rrf_terms(_similarity_order(pool, source), source.weight)
     ranked = []
-    for i, hit in enumerate(hits):
+    for hit in hits:
         payload = hit.payload
+        parts = {name: values.get(hit.item_id, 0.0) for name, values in shares.items()}
+        total = sum(parts.values())
         reasons: list[str] = []
-        for name in sorted(shares, key=lambda n: -shares[n][i]):
-            if total[i] > 0 and (shares[name][i] / total[i] >= _REASON_SHARE or not reasons):
-                if name == "query":
-                    reasons.append(f"matches your request “{query}”")
-                elif name == "taste" and recent is not None and closest is not None:
-                    title = recent.titles[int(closest[i])]
-                    reasons.append(f"similar to {title}, which you looked at recently")
-                elif name == "collab":
-                    reasons.append("liked by people whose shopping resembles yours")
-                elif name == "recent":
-                    reasons.append("often chosen together with what you looked at lately")
+        if parts.get("query"):
+            reasons.append(f"matches your request “{query}”")
+        for name in sorted(parts, key=lambda n: -parts[n]):
+            if name == "query" or not parts[name]:
+                continue
+            if parts[name] / total >= _REASON_SHARE or not reasons:
+                reasons.extend(_source_reason(name, hit, recent))
         ranked.append(
             Candidate(
                 item_id=payload["item_id"],
@@ -178,14 +217,27 @@ def _rank(
                 score=round(hit.score, 5),
                 parts=ScoreParts(
                     **{
-                        name: round(float(values[i] / total[i]), 4) if total[i] else 0.0
-                        for name, values in shares.items()
+                        name: round(part / total, 4) if total else 0.0
+                        for name, part in parts.items()
                     }
                 ),
                 reasons=reasons,
             )
         )
     return ranked
+
+
+def _source_reason(name: str, hit: Hit, recent: Recent | None) -> list[str]:
+    if name == "taste" and recent is not None and VECTOR_NAME in hit.vectors:
+        title = recent.closest_other(hit.item_id, hit.vectors[VECTOR_NAME])
+        if title is None:
+            return ["you looked at it recently"]
+        return [f"similar to {title}, which you looked at recently"]
+    if name == "collab":
+        return ["liked by people whose shopping resembles yours"]
+    if name == "recent":
+        return ["often chosen together with what you looked at lately"]
+    return []
 
 
 def _popular(

@@ -1,0 +1,118 @@
+"""The product-search suite: relevance rules, catalog preparation, and a run on a small catalog."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from evals.runner import run_suite
+from evals.search import Product, Query, write_catalog
+
+PRODUCTS = [
+    # uniq_id, name, category path, manufacturer, price, stock text, reviews, answers, rating
+    (
+        "p01",
+        "Wooden Train Set with Bridge",
+        "Hobbies > Model Trains > Trains",
+        "Brio",
+        "30",
+        "5 new",
+    ),
+    ("p02", "Wooden Railway Engine", "Hobbies > Model Trains > Trains", "Bigjigs", "12", ""),
+    ("p03", "Plastic Train Set", "Hobbies > Model Trains > Trains", "Hornby", "", "2 new"),
+    ("p04", "Pirate Costume for Kids", "Fancy Dress > Costumes", "Rubies", "15", "1 new"),
+    ("p05", "Pirate Hat", "Fancy Dress > Accessories", "Rubies", "4", ""),
+    ("p06", "Wooden Pirate Ship", "Figures & Playsets > Pirates", "Plan", "45", ""),
+    ("p07", "Chess Set in a Box", "Games > Chess", "Jaques", "25", ""),
+    ("p08", "Magnetic Travel Chess", "Games > Chess", "Jaques", "9", ""),
+    ("p09", "Kite for Beginners", "Sports Toys & Outdoor > Kites & Flight Toys", "Hq", "11", ""),
+    ("p10", "Stunt Kite", "Sports Toys & Outdoor > Kites & Flight Toys", "Hq", "35", ""),
+    ("p11", "Party Balloons", "", "Amscan", "3", ""),
+    ("p12", "Dice Set", "Games > Dice & Dice Games", "Koplow", "6", ""),
+]
+QUERIES = """
+queries:
+  - {id: a, split: tune, text: wooden train, relevant: [{path: [Trains], name: [wood]}]}
+  - {id: b, split: tune, text: chess, relevant: [{path: [Chess]}]}
+  - {id: c, split: test, text: pirate costume, relevant: [{path: [Fancy Dress], name: [pirate]}]}
+  - {id: d, split: test, text: kite, relevant: [{path: [Kites]}]}
+"""
+
+
+@pytest.mark.parametrize(
+    "clauses, product, expected",
+    [
+        ([{"path": ["Trains"], "name": ["wood"]}], ("Wooden Engine", "Hobbies > Trains"), True),
+        ([{"path": ["Trains"], "name": ["wood"]}], ("Plastic Engine", "Hobbies > Trains"), False),
+        ([{"path": ["Chess"]}, {"name": ["chess"]}], ("Travel Chess", ""), True),
+        ([{"name_all": ["star wars", "figure"]}], ("Star Wars Figure", "x"), True),
+        ([{"name_all": ["star wars", "figure"]}], ("Star Wars Mug", "x"), False),
+        ([{"path": ["kites"]}], ("Anything", "Outdoor > KITES & Flight"), True),
+    ],
+)
+def test_relevance_rules(clauses, product, expected):
+    query = Query("q", "tune", "text", tuple(clauses))
+    assert query.relevant(Product("id", *product)) is expected
+
+
+def _catalog(folder: Path) -> Path:
+    folder.mkdir()
+    with (folder / "products.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        for row in PRODUCTS:
+            writer.writerow([*row, "1", "0", "4.5"])
+    return folder
+
+
+def test_the_catalog_is_rewritten_with_a_header_and_its_gaps_counted(tmp_path: Path):
+    catalog = _catalog(tmp_path / "cat") / "products.csv"
+    filled = write_catalog(catalog, tmp_path / "out.csv")
+    with (tmp_path / "out.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(PRODUCTS)
+    assert filled == {"no_category": 1, "no_price": 1, "no_stock": 9}
+    by_id = {row["item_id"]: row for row in rows}
+    assert by_id["p11"]["category"] == "uncategorised"
+    assert by_id["p03"]["price"] == "0.01" and by_id["p01"]["stock"] == "5"
+    assert "Model Trains" in by_id["p01"]["description"]
+
+
+def test_the_suite_runs_on_a_small_catalog(tmp_path: Path, tiny_model_dir: Path):
+    catalog = _catalog(tmp_path / "catalog")
+    (tmp_path / "queries.yaml").write_text(QUERIES)
+    suite = tmp_path / "search.yaml"
+    suite.write_text(
+        f"""
+name: search-small
+kind: search
+datasets: [{{name: small, path: {catalog}}}]
+params:
+  k: 3
+  queries: queries.yaml
+  embedding_model: {tiny_model_dir}
+  tune: {{lexical: [0.5, 2.0]}}
+thresholds:
+  - {{metric: ndcg@3, system: bm25, dataset: small/held-out, min: 0.5}}
+"""
+    )
+
+    report = run_suite(suite, out_dir=tmp_path / "report")
+
+    rows = {(row.dataset, row.system): row.metrics for row in report.rows}
+    assert set(rows) == {
+        (f"small/{half}", system)
+        for half in ("tuning", "held-out")
+        for system in ("bm25", "dense", "hybrid")
+    }
+    for metrics in rows.values():
+        for name in ("precision@3", "ndcg@3"):
+            assert 0.0 <= metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]
+    # The words of these queries occur only in the relevant products' names or paths: BM25
+    # ranks every relevant product first ("chess" has two, "wooden train" two, "kite" two).
+    assert rows[("small/tuning", "bm25")]["ndcg@3"] == pytest.approx(1.0)
+    assert report.passed
+    details = json.loads((report.out_dir / "metrics.json").read_text())
+    assert "tuned_weights" in json.dumps(details)
