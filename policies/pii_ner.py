@@ -211,7 +211,9 @@ class NerRecognizer(SpacyRecognizer):
             elif result.entity_type == "DATE_TIME":
                 if not self._is_date(span):
                     continue
-            elif result.entity_type in ("ORGANIZATION", "LOCATION") and span.casefold() in self.CODES:
+            elif (
+                result.entity_type in ("ORGANIZATION", "LOCATION") and span.casefold() in self.CODES
+            ):
                 continue
             kept.append(result)
         return kept
@@ -219,6 +221,8 @@ class NerRecognizer(SpacyRecognizer):
     def _is_date(self, span: str) -> bool:
         if not self._WHEN.search(span) or self._DURATION.match(span):
             return False
+        if re.search(r"\d{5,}", span):
+            return False  # a run of five digits or more is a code or a number, not a date
         # Digits alone are a date only in a date's shape ("12/03", "2025-11-02", "10:30").
         return any(c.isalpha() for c in span) or re.search(r"\d[/.:-]\d", span) is not None
 

@@ -63,6 +63,8 @@ class PhoneRecognizer(EntityRecognizer):
         r"(?:\+|\b00|\(|\b)\d[\d\s\-./()]{4,22}\d(?:\s*(?:x|ext\.?)\s*\d{1,6})?"
     )
 
+    _SSN = re.compile(r"\d{3}-\d{2}-\d{4}")  # a US SSN's shape, left to its own recognizer
+
     def __init__(self, regions: tuple[str, ...], leniency: Leniency = Leniency.VALID) -> None:
         self.regions = tuple(regions) or ("GB",)
         self.leniency = leniency
@@ -77,7 +79,7 @@ class PhoneRecognizer(EntityRecognizer):
         results: list[RecognizerResult] = []
         for candidate in self._CANDIDATE.finditer(text):
             window = candidate.group()
-            if sum(c.isdigit() for c in window) < 6:
+            if sum(c.isdigit() for c in window) < 6 or self._SSN.fullmatch(window):
                 continue
             offset = candidate.start()
             for region in self.regions:
