@@ -73,7 +73,13 @@ from policies.pii_entities import (
     DEFAULT_REDACTED,
     ENTITY_TYPES,
 )
-from policies.pii_ner import FALLBACK_MODELS, NerRecognizer, load_pipeline, nlp_engine
+from policies.pii_ner import (
+    FALLBACK_MODELS,
+    NER_ENTITIES,
+    NerRecognizer,
+    load_pipeline,
+    nlp_engine,
+)
 from policies.pii_patterns import (
     AgeRecognizer,
     CardRecognizer,
@@ -337,7 +343,7 @@ class PIIGuard:
         )
         if "ZIP_CODE" in self.redact:
             results += _postcodes_beside_places(text, results)
-        return resolve_overlaps(results)
+        return resolve_overlaps(_patterns_over_ner(results))
 
     def pseudonymize(
         self, text: str, *, known: KnownValues = _NO_KNOWN_VALUES, vault: Vault
@@ -1017,6 +1023,35 @@ def _normalise_text(value: str) -> str:
 def _strip_accents(value: str) -> str:
     decomposed = unicodedata.normalize("NFKD", value)
     return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def _patterns_over_ner(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """NER spans that overlap a pattern's finding of another kind give way to it.
+
+    spaCy's small model runs digits together into long DATE_TIME or ORGANIZATION spans
+    ("IBAN GB63BZUV...", "4982-7383-6027-6751"); a checked pattern (a card's Luhn digit, an
+    IBAN's mod 97, a valid phone number) is the better witness, whatever the lengths.
+    """
+    ner = [r for r in results if _from_ner(r)]
+    if not ner:
+        return results
+    patterns = [r for r in results if not _from_ner(r) and r.entity_type not in NER_ENTITIES]
+    return [
+        r
+        for r in results
+        if not (
+            _from_ner(r)
+            and any(
+                p.start < r.end and r.start < p.end and p.entity_type != r.entity_type
+                for p in patterns
+            )
+        )
+    ]
+
+
+def _from_ner(result: RecognizerResult) -> bool:
+    metadata = result.recognition_metadata or {}
+    return metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY) == NerRecognizer.NAME
 
 
 def resolve_overlaps(results: list[RecognizerResult]) -> list[Finding]:

@@ -105,7 +105,7 @@ def nlp_engine(pipeline: Pipeline, language: str = "en") -> SpacyNlpEngine:
             labels_to_ignore=[],
         ),
     )
-    engine.nlp = {language: pipeline.nlp}
+    engine.nlp = {language: pipeline.nlp}  # type: ignore[assignment]
     return engine
 
 
@@ -193,8 +193,10 @@ class NerRecognizer(SpacyRecognizer):
         re.IGNORECASE,
     )
 
+    NAME = "AttuneNerRecognizer"
+
     def __init__(self, not_names: frozenset[tuple[str, ...]], fold: object) -> None:
-        super().__init__(supported_entities=list(NER_ENTITIES))
+        super().__init__(supported_entities=list(NER_ENTITIES), name=self.NAME)
         self._not_names = not_names
         self._fold = fold
 

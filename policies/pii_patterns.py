@@ -65,7 +65,7 @@ class PhoneRecognizer(EntityRecognizer):
 
     _SSN = re.compile(r"\d{3}-\d{2}-\d{4}")  # a US SSN's shape, left to its own recognizer
 
-    def __init__(self, regions: tuple[str, ...], leniency: Leniency = Leniency.VALID) -> None:
+    def __init__(self, regions: tuple[str, ...], leniency: int = Leniency.VALID) -> None:
         self.regions = tuple(regions) or ("GB",)
         self.leniency = leniency
         super().__init__(supported_entities=[self.ENTITY], name="PhoneRecognizer")
@@ -79,8 +79,11 @@ class PhoneRecognizer(EntityRecognizer):
         results: list[RecognizerResult] = []
         for candidate in self._CANDIDATE.finditer(text):
             window = candidate.group()
-            if sum(c.isdigit() for c in window) < 6 or self._SSN.fullmatch(window):
+            digits = re.sub(r"\D", "", window)
+            if len(digits) < 6 or self._SSN.fullmatch(window):
                 continue
+            if len(digits) >= 12 and not window.startswith(("+", "00")) and luhn_valid(digits):
+                continue  # a card number: national phone numbers are shorter
             offset = candidate.start()
             for region in self.regions:
                 found = [
@@ -281,7 +284,7 @@ class ZipCodeRecognizer(PatternRecognizer):
         nlp_artifacts: object = None,
         regex_flags: int | None = None,
     ) -> list[RecognizerResult]:
-        results = super().analyze(text, entities, None, regex_flags)  # type: ignore[arg-type]
+        results = super().analyze(text, entities, None, regex_flags)
         # The context word is part of the match of the "after a postcode word" pattern: trim it.
         trimmed = []
         for result in results:
@@ -357,7 +360,7 @@ class DriverLicenseRecognizer(PatternRecognizer):
         regex_flags: int | None = None,
     ) -> list[RecognizerResult]:
         # Case-sensitive: a licence number is written in capitals and digits.
-        results = super().analyze(text, entities, None, re.DOTALL | re.MULTILINE)  # type: ignore[arg-type]
+        results = super().analyze(text, entities, None, re.DOTALL | re.MULTILINE)
         kept = []
         for result in results:
             span = text[result.start : result.end]

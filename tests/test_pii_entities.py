@@ -75,6 +75,16 @@ def _spans(guard: PIIGuard, text: str) -> list[tuple[str, str]]:
         ("card 4222222222222", [("CREDIT_CARD", "4222222222222")]),
         ("maestro card 501800000009", [("CREDIT_CARD", "501800000009")]),
         ("charge 4000 0000 0000 0000 006 please", [("CREDIT_CARD", "4000 0000 0000 0000 006")]),
+        # spaCy's long DATE_TIME and ORGANIZATION spans do not swallow checked patterns.
+        ("Card 4982-7383-6027-6751 was declined", [("CREDIT_CARD", "4982-7383-6027-6751")]),
+        ("IBAN GB82WEST12345698765432 please", [("IBAN_CODE", "GB82WEST12345698765432")]),
+        (
+            "from 192.168.1.20 and 2001:db8::1",
+            [("IP_ADDRESS", "192.168.1.20"), ("IP_ADDRESS", "2001:db8::1")],
+        ),
+        ("+33 (0)6 49 83 79 86 or email", [("PHONE_NUMBER", "+33 (0)6 49 83 79 86")]),
+        # A long Luhn-valid number is a card, not a national phone number.
+        ("paid with 4935332057208174", [("CREDIT_CARD", "4935332057208174")]),
     ],
 )
 def test_each_entity_type_is_found(
