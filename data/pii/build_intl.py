@@ -291,8 +291,7 @@ class Generator:
             self.rng.randint(1, 12),
             self.rng.randint(2024, 2027),
         )
-        months = ("January February March April May June July August September October "
-                  "November December").split()  # fmt: skip
+        months = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]  # fmt: skip
         return self.rng.choice(
             (
                 f"{day}/{month}/{year}",
