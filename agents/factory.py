@@ -126,8 +126,13 @@ def build_services(settings: Settings | None = None) -> Services:
         size=settings.query_cache_size,
     )
     index = build_index(settings, embedder.dim)
-    policy = PolicyEngine(load_policy(settings.policy_path))
-    pii = PIIGuard(spacy_model=settings.spacy_model, work_dir=settings.home)
+    rules = load_policy(settings.policy_path)
+    policy = PolicyEngine(rules)
+    pii = PIIGuard(
+        spacy_model=settings.spacy_model,
+        redact=rules.pii.redact,
+        phone_regions=rules.pii.phone_regions,
+    )
     bandit = ThompsonSampling(np.random.default_rng(settings.seed), draws=settings.propensity_draws)
     degraded = [
         reason for reason in (embedder.degraded, pii.degraded and f"pii: {pii.degraded}") if reason

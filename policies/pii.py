@@ -39,9 +39,8 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-import shutil
-import tempfile
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import IntEnum
@@ -50,33 +49,51 @@ from pathlib import Path
 from typing import ClassVar, NoReturn, cast
 
 import phonenumbers
-import spacy
-import tldextract
 from phonenumbers import NumberParseException, PhoneNumber
 from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,
-    Pattern,
     RecognizerRegistry,
     RecognizerResult,
 )
-from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngineProvider
+from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import (
-    CreditCardRecognizer,
     EmailRecognizer,
     IbanRecognizer,
     IpRecognizer,
     NhsRecognizer,
-    PhoneRecognizer,
-    SpacyRecognizer,
     UsSsnRecognizer,
 )
 from presidio_anonymizer import AnonymizerEngine, OperatorConfig
 from presidio_anonymizer import RecognizerResult as AnonymizerSpan
 
+from policies.pii_entities import (
+    ALWAYS_REDACTED,
+    DEFAULT_PHONE_REGIONS,
+    DEFAULT_REDACTED,
+    ENTITY_TYPES,
+)
+from policies.pii_ner import (
+    FALLBACK_MODELS,
+    NER_ENTITIES,
+    NerRecognizer,
+    load_pipeline,
+    nlp_engine,
+)
+from policies.pii_patterns import (
+    AgeRecognizer,
+    CardRecognizer,
+    DateTimeRecognizer,
+    DriverLicenseRecognizer,
+    OfflineUrlRecognizer,
+    PhoneRecognizer,
+    StreetAddressRecognizer,
+    ZipCodeRecognizer,
+    offline_tldextract,
+)
 from store.schemas import Profile
 
-__all__ = ["Finding", "KnownValues", "PIIGuard", "Redacted", "Vault"]
+__all__ = ["Finding", "KnownValues", "PIIGuard", "Redacted", "Vault", "resolve_overlaps"]
 
 log = logging.getLogger("attune.pii")
 
@@ -90,7 +107,7 @@ PERSONAL_DETAIL = "PERSONAL_DETAIL"
 NAMES_DIR = Path(__file__).resolve().parents[1] / "data" / "names"
 
 # Regions tried, in order, for phone numbers written without a "+CC" prefix.
-PHONE_REGIONS = ("GB", "US", "DE", "FR")
+PHONE_REGIONS = ("GB", "US", "DE", "FR")  # tried in order for a profile's own number
 
 _ENTITY_TYPE = re.compile(r"[A-Z][A-Z0-9_]*")
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_[0-9]+>")
@@ -246,57 +263,63 @@ class Redacted:
 
 
 class PIIGuard:
-    """Finds PII and pseudonymizes it. Heavy to build: make one per process and share it."""
+    """Finds PII and pseudonymizes it. Heavy to build: make one per process and share it.
 
-    NER_ENTITIES = ("PERSON", "LOCATION")
-    BLANK_MODEL_DIR = "spacy-blank-en"
+    Args:
+        spacy_model: the spaCy pipeline to use when installed (`en_core_web_lg` by default);
+            otherwise the small English model Attune depends on, otherwise a blank pipeline,
+            reported in `degraded`.
+        redact: the entity types found and replaced (the policy's `pii.redact`); the subject's
+            own values are always replaced.
+        phone_regions: regions whose national phone formats are recognised.
+        fallback_models: the pipelines tried after `spacy_model`, in order.
+    """
+
     LANGUAGE = "en"
 
     def __init__(
         self,
         *,
         spacy_model: str = "en_core_web_lg",
-        work_dir: Path,
         score_threshold: float = 0.4,
         names_dir: Path = NAMES_DIR,
+        redact: Iterable[str] = DEFAULT_REDACTED,
+        phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS,
+        fallback_models: tuple[str, ...] = FALLBACK_MODELS,
     ) -> None:
         self.score_threshold = score_threshold
-        self.degraded: str | None
-        if spacy.util.is_package(spacy_model):
-            model_name = spacy_model
-            self.mode = f"spacy:{spacy_model}"
-            self.degraded = None
-        else:
-            model_name = str(_blank_pipeline(Path(work_dir) / self.BLANK_MODEL_DIR))
-            self.mode = "blank"
-            self.degraded = f"spaCy model {spacy_model!r} is not installed: no NER"
-            log.warning(
-                "no NER model: names are found by the subject's profile values, the name lists "
-                "and context words only (%s)",
-                self.degraded,
-            )
-        nlp_engine = NlpEngineProvider(
-            nlp_configuration={
-                "nlp_engine_name": "spacy",
-                "models": [{"lang_code": self.LANGUAGE, "model_name": model_name}],
-            }
-        ).create_engine()
+        unknown = sorted(set(redact) - set(ENTITY_TYPES))
+        if unknown:
+            raise ValueError(f"redact: unknown entity types {unknown}; use some of {ENTITY_TYPES}")
+        self.redact = frozenset(redact) | ALWAYS_REDACTED
+        pipeline = load_pipeline(spacy_model, fallback_models)
+        self.degraded = pipeline.degraded
+        self.mode = "blank" if pipeline.degraded else f"spacy:{pipeline.name}"
+        lists = _name_lists(Path(names_dir).resolve())
         recognizers: list[EntityRecognizer] = [
             _OfflineEmailRecognizer(),
-            _PhoneRecognizer(),
-            _CreditCardRecognizer(),
+            PhoneRecognizer(tuple(phone_regions)),
+            CardRecognizer(),
             _IbanRecognizer(),
             IpRecognizer(),
             UsSsnRecognizer(),
             NhsRecognizer(),
+            OfflineUrlRecognizer(),
+            StreetAddressRecognizer(),
+            ZipCodeRecognizer(),
+            AgeRecognizer(),
+            DriverLicenseRecognizer(),
+            DateTimeRecognizer(),
+            _PersonNameRecognizer(lists),
         ]
         if self.degraded is None:
-            recognizers.append(SpacyRecognizer(supported_entities=list(self.NER_ENTITIES)))
-        else:
-            recognizers.append(_PersonNameRecognizer(_name_lists(Path(names_dir).resolve())))
+            recognizers.append(NerRecognizer(lists.not_names, _fold))
+        recognizers = [r for r in recognizers if set(r.supported_entities) & self.redact]
+        self._entities = sorted(self.redact)
+        self._with_known = sorted(self.redact | {FIRST_NAME, PERSONAL_DETAIL})
         self._analyzer = AnalyzerEngine(
             registry=RecognizerRegistry(recognizers, supported_languages=[self.LANGUAGE]),
-            nlp_engine=nlp_engine,
+            nlp_engine=nlp_engine(pipeline, self.LANGUAGE),
             supported_languages=[self.LANGUAGE],
             default_score_threshold=score_threshold,
         )
@@ -310,13 +333,17 @@ class PIIGuard:
         """
         if not text.strip():
             return []
+        known_recognizers = _known_value_recognizers(known)
         results = self._analyzer.analyze(
             text=text,
             language=self.LANGUAGE,
-            ad_hoc_recognizers=_known_value_recognizers(known) or None,
+            entities=self._with_known if known_recognizers else self._entities,
+            ad_hoc_recognizers=known_recognizers or None,
             score_threshold=self.score_threshold,
         )
-        return _resolve_overlaps(results)
+        if "ZIP_CODE" in self.redact:
+            results += _postcodes_beside_places(text, results)
+        return resolve_overlaps(_patterns_over_ner(results))
 
     def pseudonymize(
         self, text: str, *, known: KnownValues = _NO_KNOWN_VALUES, vault: Vault
@@ -372,40 +399,10 @@ class _OfflineEmailRecognizer(EmailRecognizer):
         super().__init__()
         # No suffix list URLs and no cache directory: tldextract falls back to the snapshot that
         # ships with the package and never opens a connection or writes under $HOME.
-        self._extract = tldextract.TLDExtract(
-            cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True
-        )
+        self._extract = offline_tldextract()
 
     def validate_result(self, pattern_text: str) -> bool:
         return self._extract(pattern_text).fqdn != ""
-
-
-class _PhoneRecognizer(PhoneRecognizer):
-    """Presidio's phone recognizer, leaving alone numbers that a shop labels as something else.
-
-    Order, invoice and tracking numbers with a leading zero parse as valid national phone numbers
-    ("Order 02489629"). A number written without "+" or "00" right after such a label is taken
-    for what the label says.
-    """
-
-    LABELS = re.compile(
-        r"(?:order|invoice|ref|reference|tracking|sku|ean|item|batch|receipt)"
-        r"(?:\s*(?:no\.?|nr\.?|number|#))?\s*[:#]?\s*$",
-        re.IGNORECASE,
-    )
-
-    def __init__(self) -> None:
-        super().__init__(supported_regions=PHONE_REGIONS)
-
-    def analyze(
-        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
-    ) -> list[RecognizerResult]:
-        return [
-            result
-            for result in super().analyze(text, entities, cast(NlpArtifacts, nlp_artifacts))
-            if text.startswith(("+", "00"), result.start)
-            or not self.LABELS.search(text[max(0, result.start - 24) : result.start])
-        ]
 
 
 class _IbanRecognizer(IbanRecognizer):
@@ -431,25 +428,6 @@ class _IbanRecognizer(IbanRecognizer):
     ) -> list[RecognizerResult]:
         capitalised = self._LOWER_CASE.sub(lambda m: m.group().upper(), text)
         return super().analyze(capitalised, entities, cast(NlpArtifacts, nlp_artifacts))
-
-
-class _CreditCardRecognizer(CreditCardRecognizer):
-    """Presidio's credit card recognizer, also knowing Mastercard's 2221-2720 numbers.
-
-    Presidio's pattern predates the 2-series Mastercard range (issued since 2017) and misses it;
-    the Luhn check of the parent class still decides.
-    """
-
-    PATTERN = Pattern(
-        "Credit cards, with Mastercard 2-series (weak)",
-        r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(6\d{3})|(1\d{3})|(3\d{3})"
-        r"|(222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720))"
-        r"[- ]?(\d{3,4})[- ]?(\d{3,4})[- ]?(\d{3,5})\b",
-        0.3,
-    )
-
-    def __init__(self) -> None:
-        super().__init__(patterns=[self.PATTERN])
 
 
 @dataclass(frozen=True)
@@ -1047,7 +1025,36 @@ def _strip_accents(value: str) -> str:
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
-def _resolve_overlaps(results: list[RecognizerResult]) -> list[Finding]:
+def _patterns_over_ner(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """NER spans that overlap a pattern's finding of another kind give way to it.
+
+    spaCy's small model runs digits together into long DATE_TIME or ORGANIZATION spans
+    ("IBAN GB63BZUV...", "4982-7383-6027-6751"); a checked pattern (a card's Luhn digit, an
+    IBAN's mod 97, a valid phone number) is the better witness, whatever the lengths.
+    """
+    ner = [r for r in results if _from_ner(r)]
+    if not ner:
+        return results
+    patterns = [r for r in results if not _from_ner(r) and r.entity_type not in NER_ENTITIES]
+    return [
+        r
+        for r in results
+        if not (
+            _from_ner(r)
+            and any(
+                p.start < r.end and r.start < p.end and p.entity_type != r.entity_type
+                for p in patterns
+            )
+        )
+    ]
+
+
+def _from_ner(result: RecognizerResult) -> bool:
+    metadata = result.recognition_metadata or {}
+    return metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY) == NerRecognizer.NAME
+
+
+def resolve_overlaps(results: list[RecognizerResult]) -> list[Finding]:
     # A span inside a longer one gives way to it whatever the scores, so that nothing of the
     # longer span stays in clear: "+49 176 6329535" is one phone number even though its last
     # ten digits also pass the NHS number check with a higher score.
@@ -1067,6 +1074,32 @@ def _resolve_overlaps(results: list[RecognizerResult]) -> list[Finding]:
             kept.append(result)
     kept.sort(key=lambda r: r.start)
     return [Finding(r.entity_type, r.start, r.end, r.score) for r in kept]
+
+
+_POSTCODE = re.compile(
+    r"(?:[A-Z]{1,2}-?)?\d{4,6}(?:-\d{3,4})?|\d{2}-\d{3}|[A-Z]\d{2}\s?[A-Z0-9]{4}|\d{4}\s?[A-Z]{2}"
+)
+
+
+def _postcodes_beside_places(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Postcodes written right before or after a street address or a town the guard found:
+    "Rua Augusta 9, 77835-337 Lisboa", "Odense 5000". A bare number elsewhere is no postcode."""
+    found = []
+    for result in results:
+        if result.entity_type not in ("STREET_ADDRESS", "LOCATION"):
+            continue
+        after = re.match(r"[ \t]*,?[ \t]*", text[result.end :])
+        start = result.end + (after.end() if after else 0)
+        match = _POSTCODE.match(text, start)
+        if match and (match.end() == len(text) or not text[match.end()].isalnum()):
+            found.append(RecognizerResult("ZIP_CODE", match.start(), match.end(), 0.5))
+        before = re.search(
+            rf"(?:^|[\s,(])({_POSTCODE.pattern})[ \t]*,?[ \t]*$", text[: result.start]
+        )
+        if before:
+            start = before.start(1)
+            found.append(RecognizerResult("ZIP_CODE", start, before.end(1), 0.5))
+    return found
 
 
 def _date_forms(day: date) -> list[str]:
@@ -1094,20 +1127,3 @@ def _unique(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
         if value and _normalise_text(value) not in seen:
             seen[_normalise_text(value)] = value
     return tuple(seen.values())
-
-
-def _blank_pipeline(folder: Path) -> Path:
-    """A blank English spaCy pipeline saved in `folder`, reused when it is already there."""
-    if (folder / "config.cfg").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Saved aside and renamed into place, so a concurrent start never loads a half-written folder.
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    spacy.blank("en").to_disk(staging)
-    try:
-        staging.rename(folder)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (folder / "config.cfg").is_file():
-            raise
-    return folder

@@ -10,9 +10,16 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
+import phonenumbers
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from policies.pii_entities import (
+    ALWAYS_REDACTED,
+    DEFAULT_PHONE_REGIONS,
+    DEFAULT_REDACTED,
+    ENTITY_TYPES,
+)
 from store.schemas import Channel, Purpose
 
 
@@ -169,6 +176,45 @@ class ContentRules(BaseModel):
         ]
 
 
+class PIISettings(BaseModel):
+    """What the PII guard redacts before text reaches the model, a log or the decision log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redact: tuple[str, ...] = Field(
+        DEFAULT_REDACTED,
+        description="Entity types replaced by placeholders; "
+        f"{', '.join(sorted(ALWAYS_REDACTED))} are always among them.",
+    )
+    phone_regions: tuple[str, ...] = Field(
+        DEFAULT_PHONE_REGIONS,
+        description="Regions whose national phone formats are recognised (numbers written with "
+        "+CC or 00CC are recognised for every region).",
+    )
+
+    @model_validator(mode="after")
+    def _known_and_safe(self) -> PIISettings:
+        unknown = sorted(set(self.redact) - set(ENTITY_TYPES))
+        if unknown:
+            raise ValueError(
+                f"redact: unknown entity type(s) {', '.join(unknown)}; use some of "
+                f"{', '.join(ENTITY_TYPES)}"
+            )
+        missing = sorted(ALWAYS_REDACTED - set(self.redact))
+        if missing:
+            raise ValueError(
+                f"redact: {', '.join(missing)} must stay redacted (direct identifiers and "
+                "payment details); add them back to the list"
+            )
+        regions = sorted(set(self.phone_regions) - phonenumbers.SUPPORTED_REGIONS)
+        if regions:
+            raise ValueError(
+                f"phone_regions: unknown region(s) {', '.join(regions)}; use ISO 3166 codes "
+                "such as GB, US, IN"
+            )
+        return self
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -188,6 +234,7 @@ class Policy(BaseModel):
         description="The offer bandit of each surface (channel); Thompson sampling by default.",
     )
     content: ContentRules = ContentRules()
+    pii: PIISettings = PIISettings()
     version: str = Field("", description="Set from the file's hash at load.")
 
     @model_validator(mode="after")

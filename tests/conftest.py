@@ -52,7 +52,7 @@ def pii_guard(tmp_path_factory: pytest.TempPathFactory):
     """One PII guard for the session: it is heavy to build, as in the service."""
     from policies.pii import PIIGuard
 
-    return PIIGuard(work_dir=tmp_path_factory.mktemp("pii"))
+    return PIIGuard()
 
 
 @pytest.fixture(scope="session")

