@@ -380,7 +380,9 @@ class APIMachine(RuleBasedStateMachine):
         elif who != ADMIN and user != who:
             self._expect_denied(who, response)
         elif self.world.people[user].erased:
-            assert response.status_code == 404, response.text
+            # README: erasure is final; writing to an erased person is refused for every caller.
+            assert response.status_code == 409, response.text
+            assert "erased" in response.json()["detail"]
         else:
             self.world.people[user].consent[purpose] = granted
             assert self._ok(response)["consent"][purpose] is granted
