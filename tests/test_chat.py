@@ -311,7 +311,9 @@ def test_a_failing_or_slow_model_yields_the_offline_answer_within_the_deadline(
         base_url, user_id=user, message="Something for the kitchen", deadline_ms=deadline_ms
     )
     elapsed = time.monotonic() - started
-    assert elapsed < deadline_ms / 1000 + 0.3, elapsed
+    # The slow replies take 5 s: a margin of 2.5 s still tells a kept deadline from a missed one,
+    # and tolerates a busy 2-core CI machine (this is a deadline, not a speed, check).
+    assert elapsed < deadline_ms / 1000 + 2.5, elapsed
     answer = final(events)
     assert answer["reply"] and answer["items"]
     assert any(d.startswith("chat: the model failed") for d in answer["degraded"])
