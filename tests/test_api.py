@@ -292,12 +292,26 @@ def test_malformed_json_is_a_4xx(client: TestClient) -> None:
     assert response.status_code == 422
 
 
-def test_health_reports_fallbacks(client: TestClient) -> None:
+def test_health_on_the_default_path_reports_no_fallback(client: TestClient) -> None:
     health = client.get("/healthz").json()
     assert health["database"] is True
     assert health["indexed_items"] >= 1204
     assert health["vector_backend"] == "qdrant-edge"
-    assert health["status"] == "degraded" and health["degraded"]
+    # The packaged MiniLM and spaCy pipeline are the default path: nothing stands in for them.
+    assert health["embedder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert health["status"] == "ok" and health["degraded"] == [], health["degraded"]
+
+
+def test_health_reports_an_embedder_fallback(tmp_path: Path) -> None:
+    built = build_services(Settings(home=tmp_path, embedding_model=str(tmp_path / "none"), seed=1))
+    try:
+        with TestClient(create_app(services=lambda: built)) as client:
+            health = client.get("/healthz").json()
+        assert health["status"] == "degraded"
+        assert any(reason.startswith("embedder:") for reason in health["degraded"])
+        assert health["embedder"] != "sentence-transformers/all-MiniLM-L6-v2"
+    finally:
+        built.close()
 
 
 def test_second_seed_reuses_what_was_loaded(services: Services) -> None:
