@@ -437,6 +437,7 @@ def _run_dataset(
     split = time_split(
         ctx.dataset_path(dataset),
         max_users=params.get("max_users"),
+        sample_users=params.get("sample_users"),
         **{**split_params, **dataset.params},
     )
     valid = validation_split(split, **split_params)
