@@ -15,6 +15,7 @@ import itertools
 import json
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,7 @@ def main(folder: str, *, k: int = 10, liked_min: float = 4.0) -> None:
                 liked_min=liked_min,
             )
             try:
-                score = _mean_ndcg(
-                    valid, lambda user, seen, n: attune.recommend("hybrid", user, seen, n, use), k
-                )
+                score = _mean_ndcg(valid, partial(attune.recommend, "hybrid", use=use), k)
             finally:
                 attune.close()
         print(json.dumps({"params": point, "validation ndcg@10": round(score, 4)}), flush=True)
