@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from agents.settings import PROJECT_ROOT
 from api.cli import app
 from evals.base import RunContext
-from evals.movielens import novelty, time_split
+from evals.movielens import novelty, time_split, validation_split
 from evals.ranking import ranking_metrics
 from evals.runner import load_suite
 
@@ -187,3 +187,32 @@ def test_the_real_suite_runs_on_a_sample_and_reports_the_gate(
     assert gate["ratio"] == pytest.approx(rows["attune-hybrid"] / rows[best])
     assert gate["95% CI low"] <= gate["ratio"] <= gate["95% CI high"]
     assert "hybrid / best baseline" in (out / "report.md").read_text()
+
+
+def test_tune_ranking_scores_the_qdrant_query_on_the_validation_split_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evals import tune_ranking
+
+    release = write_release(tmp_path / "ml")
+    monkeypatch.setattr(
+        tune_ranking, "GRID", {"factors": [8], "regularization": [0.05], "recent": [0.5]}
+    )
+    scored: list[set[str]] = []
+    real_mean_ndcg = tune_ranking._mean_ndcg
+
+    def spy(split, recommend, k):  # type: ignore[no-untyped-def]
+        scored.append(set(split.users))
+        return real_mean_ndcg(split, recommend, k)
+
+    monkeypatch.setattr(tune_ranking, "_mean_ndcg", spy)
+
+    tune_ranking.main(str(release))
+
+    (line,) = capsys.readouterr().out.splitlines()
+    result = json.loads(line)
+    assert result["params"] == {"factors": 8, "regularization": 0.05, "recent": 0.5}
+    assert 0 < result["validation ndcg@10"] <= 1
+    # Scored once, on the validation split of the suite's split, not on a split of it.
+    test_split = time_split(release)
+    assert scored == [set(validation_split(test_split).users)]
