@@ -89,8 +89,16 @@ def load_ratings(folder: Path) -> list[Rating]:
 
 
 def time_split(
-    folder: Path, *, holdout: float = 0.2, relevant_min: float = 4.0, max_users: int | None = None
+    folder: Path,
+    *,
+    holdout: float = 0.2,
+    relevant_min: float = 4.0,
+    max_users: int | None = None,
+    sample_users: int | None = None,
 ) -> Split:
+    """The per-user time split of a release. `max_users` caps who is evaluated (everyone still
+    trains); `sample_users` keeps only the first that many users (by id) altogether, training
+    included, and only the movies they rated — a small, deterministic release for quick runs."""
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be between 0 and 1, got {holdout}")
     movies = load_movies(folder)
@@ -100,7 +108,7 @@ def time_split(
     train: dict[str, list[Rating]] = {}
     relevant: dict[str, set[str]] = {}
     heldout: dict[str, list[Rating]] = {}
-    for user in sorted(by_user, key=_natural):
+    for user in sorted(by_user, key=_natural)[:sample_users]:
         ratings = sorted(by_user[user], key=lambda r: (r.ts, r.movie))
         n_out = max(1, round(len(ratings) * holdout))
         if len(ratings) - n_out < 1:
@@ -112,6 +120,9 @@ def time_split(
         if liked and (max_users is None or len(relevant) < max_users):
             relevant[user] = liked
             heldout[user] = out
+    if sample_users is not None:  # the sample's catalogue: the movies its users rated
+        rated = {r.movie for user in train for r in by_user[user]}
+        movies = {m: movie for m, movie in movies.items() if m in rated}
     return Split(movies=movies, train=train, relevant=relevant, heldout=heldout)
 
 

@@ -24,8 +24,12 @@ weighs 1 and a lower one `other_weight`; in the service, the event weights (a pu
 view). Nothing of the re-ranking needs the test split: its two weights are chosen on the
 validation split, as are the baselines' parameters.
 
+Fairness: the input weighting is not the hybrid's privilege. `other_weight` is a hyperparameter
+of EASE^R, RP3beta and ALS too, searched over the same grid (`grids.inputs`) on the same
+validation split; each system's own grid is multiplied by it.
+
 Tuning: every tuned choice (EASE's λ, RP3beta's α and β, ALS's factors and regularization, the
-hybrid's `ease_weight` and `other_weight`) is made on a validation split carved from the training
+hybrid's `ease_weight`, and every one's `other_weight`) is made on a validation split carved from the training
 part only (`evals.movielens.validation_split`); the test split only scores.
 
 Metrics at k: recall (hits / relevant), NDCG (binary gains), MRR; catalog coverage (share of
@@ -63,6 +67,7 @@ from evals.base import (
 from evals.movielens import Split, novelty, popularity, time_split, validation_split
 from evals.recommenders import (
     ALSRanker,
+    InputWeights,
     ItemItem,
     UserItems,
     bootstrap_mean,
@@ -243,7 +248,8 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
     "ease": {"regularization": [200.0, 500.0]},
     "rp3beta": {"alpha": [0.25, 0.5, 1.0], "beta": [0.1, 0.3, 0.6]},
     "als": {"factors": [32, 64, 128], "regularization": [0.01, 0.1], "alpha": [2.0, 10.0]},
-    "hybrid": {"ease_weight": [0.0, 1.0, 3.0, 10.0], "other_weight": [0.0, 0.1, 0.3]},
+    "hybrid": {"ease_weight": [0.0, 1.0, 3.0, 10.0]},
+    "inputs": {"other_weight": [0.0, 0.1, 0.3, 1.0]},
 }
 """Small grids on purpose: each point of the EASE grid is one matrix inverse."""
 
@@ -257,52 +263,64 @@ class Scored:
 class Tuned:
     """The tuned systems of one split, fitted on its training part.
 
-    The hybrid re-ranks Attune's Qdrant candidates with EASE^R (see `rerank` and the module
-    docstring): EASE is fitted once per split at the chosen regularization and shared by the
-    `ease` baseline and the hybrid's re-ranking stage.
+    Every system reads the training ratings through `InputWeights` (ratings below `liked_min`
+    count `other_weight`), a hyperparameter each tunes on the validation split. The hybrid
+    re-ranks Attune's Qdrant candidates with EASE^R (see `rerank` and the module docstring);
+    EASE models are fitted once per (regularization, other_weight) and shared by the `ease`
+    baseline and the hybrid's re-ranking stage.
     """
 
-    def __init__(self, split: Split, params: dict[str, Any], data_params: dict[str, int]) -> None:
-        self.split, self.params = split, params
+    def __init__(
+        self, split: Split, params: dict[str, Any], data_params: dict[str, int], liked_min: float
+    ) -> None:
+        self.split, self.params, self.liked_min = split, params, liked_min
         self.data = UserItems.from_split(split, **data_params)
-        self._ease: dict[float, ItemItem] = {}
+        self._inputs: dict[float, csr_matrix] = {}
+        self._ease: dict[tuple[float, float], ItemItem] = {}
 
-    def ease(self, regularization: float) -> ItemItem:
-        if regularization not in self._ease:
-            self._ease[regularization] = ItemItem(self.data, ease(self.data.x, regularization))
-        return self._ease[regularization]
+    def inputs(self, other_weight: float) -> csr_matrix:
+        """The training matrix with ratings below `liked_min` weighed `other_weight`."""
+        if other_weight not in self._inputs:
+            weights = InputWeights(self.liked_min, other_weight)
+            self._inputs[other_weight] = self.data.weighted(self.split, weights)
+        return self._inputs[other_weight]
+
+    def ease(self, regularization: float, other_weight: float) -> ItemItem:
+        key = (regularization, other_weight)
+        if key not in self._ease:
+            x = self.inputs(other_weight)
+            self._ease[key] = ItemItem(self.data, ease(x, regularization), x)
+        return self._ease[key]
 
     def baseline(self, kind: str, chosen: dict[str, Any]) -> Recommend:
+        other = float(chosen.get("other_weight", 1.0))
         if kind == "ease":
-            return self.ease(float(chosen["regularization"])).recommend
+            return self.ease(float(chosen["regularization"]), other).recommend
+        x = self.inputs(other)
         if kind == "rp3beta":
-            weights = rp3beta(self.data.x, float(chosen["alpha"]), float(chosen["beta"]))
-            return ItemItem(self.data, weights).recommend
-        als = {**self.params.get("baseline_als", {}), **chosen}
-        return ALSRanker(self.data, ALSParams(**als)).recommend
+            weights = rp3beta(x, float(chosen["alpha"]), float(chosen["beta"]))
+            return ItemItem(self.data, weights, x).recommend
+        model = {k: v for k, v in chosen.items() if k != "other_weight"}
+        als = {**self.params.get("baseline_als", {}), **model}
+        return ALSRanker(self.data, ALSParams(**als), x).recommend
 
     def hybrid(
-        self, attune: AttuneRetrieval, regularization: float, liked_min: float
+        self, attune: AttuneRetrieval, regularization: float
     ) -> Callable[[dict[str, Any]], Recommend]:
         """The hybrid for a choice of `ease_weight` and `other_weight` (the EASE input weight of a
         rating below `liked_min`); Qdrant's candidates are fetched once per user."""
         pool = int(self.params.get("pool", 200))
-        model = self.ease(regularization)
         candidates: dict[str, list[str]] = {}
 
         def make(chosen: dict[str, Any]) -> Recommend:
-            other = float(chosen["other_weight"])
-            x = self.data.weighted(
-                self.split, lambda r, age: 1.0 if r.rating >= liked_min else other
-            )
-            weighted = ItemItem(self.data, model.weights, x)
+            model = self.ease(regularization, float(chosen["other_weight"]))
 
             def recommend(user: str, seen: set[str], k: int) -> list[str]:
                 if user not in candidates:
                     candidates[user] = attune.recommend(
                         "hybrid", user, seen, pool, frozenset(SOURCES["hybrid"])
                     )
-                scores = weighted.scores(user)
+                scores = model.scores(user)
                 column = self.data.column
                 ease_scores = {m: float(scores[column[m]]) for m in candidates[user] if m in column}
                 return rerank(
@@ -318,7 +336,14 @@ class Tuned:
 
 
 def _grid(params: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    grid = {**DEFAULT_GRIDS[kind], **params.get("grids", {}).get(kind, {})}
+    """The system's own grid times the input grid (`other_weight`), shared by every system."""
+    grids = params.get("grids", {})
+    grid = {
+        **DEFAULT_GRIDS[kind],
+        **grids.get(kind, {}),
+        **DEFAULT_GRIDS["inputs"],
+        **grids.get("inputs", {}),
+    }
     return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
@@ -380,8 +405,10 @@ def run_ranking(ctx: RunContext) -> SuiteResult:
             " choose anything. The tuning table's figures are validation figures.",
             "Baselines are computed directly; Attune's systems run through Qdrant Edge with the"
             " service's hybrid query; the hybrid then re-ranks Qdrant's candidates with EASE^R"
-            " (its input weighs ratings below 4 by `other_weight`), fused with Qdrant's order by"
-            " weighted reciprocal rank.",
+            " fused with Qdrant's order by weighted reciprocal rank.",
+            "Inputs: every tuned system (EASE^R, RP3beta, ALS and the hybrid's EASE stage) counts"
+            " a training rating >= liked_min as 1 and a lower one as `other_weight`, tuned per"
+            " system on the validation split over the same grid (0 leaves low ratings out).",
         ],
         details=details,
         tables=tables,
@@ -410,6 +437,7 @@ def _run_dataset(
     split = time_split(
         ctx.dataset_path(dataset),
         max_users=params.get("max_users"),
+        sample_users=params.get("sample_users"),
         **{**split_params, **dataset.params},
     )
     valid = validation_split(split, **split_params)
@@ -439,7 +467,7 @@ def _run_dataset(
     chosen: dict[str, dict[str, Any]] = {}
     tuning: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(dir=ctx.out_dir) as folder:
-        on_valid = Tuned(valid, params, data_params)
+        on_valid = Tuned(valid, params, data_params, liked_min)
         for kind in sorted(kinds & {"ease", "rp3beta", "als"}):
             points: list[dict[str, Any]] = []
             chosen[kind] = _best(
@@ -452,7 +480,7 @@ def _run_dataset(
             regularization = float(chosen.get("ease", _grid(params, "ease")[0])["regularization"])
             attune = attune_on(valid, Path(folder) / "valid")
             try:
-                make = on_valid.hybrid(attune, regularization, liked_min)
+                make = on_valid.hybrid(attune, regularization)
                 points = []
                 chosen["hybrid"] = _best(
                     _grid(params, "hybrid"),
@@ -469,7 +497,7 @@ def _run_dataset(
     # Test: fit on the whole training part with the chosen parameters, score held-out.
     counts = popularity(split)
     baselines = Baselines(split, int(params.get("neighbors", 100)))
-    on_test = Tuned(split, params, data_params)
+    on_test = Tuned(split, params, data_params, liked_min)
     scored: dict[str, Scored] = {}
     with tempfile.TemporaryDirectory(dir=ctx.out_dir) as folder:
         served = attune_on(split, Path(folder) / "index") if kinds & ATTUNE_TYPES else None
@@ -571,7 +599,7 @@ def _recommender(
     assert attune is not None
     if system.type == "hybrid":
         point = chosen["hybrid"]
-        return tuned.hybrid(attune, float(point["regularization"]), liked_min)(point)
+        return tuned.hybrid(attune, float(point["regularization"]))(point)
     use = frozenset(system.params.get("sources", SOURCES[system.type]))
     unknown = use - {"taste", "collab", "recent"}
     if unknown:

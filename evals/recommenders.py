@@ -9,6 +9,11 @@ bootstrap over users that puts confidence intervals on every figure.
   popularity^β;
 - ALS from `implicit`, through `retrieval.collab.fit` as the service trains it.
 
+All three, and the EASE stage of the hybrid, read the training interactions through the same
+`InputWeights`: a rating of `liked_min` or more counts 1, a lower one `other_weight` (0 drops
+it). `other_weight` is a tuned hyperparameter of every one of them, chosen on the same validation
+split, so no system gets an input filter the others are denied.
+
 All three score the items of a `UserItems` matrix: the training interactions, restricted to items
 with at least `min_count` users (and at most `max_items` of them, the most popular), so that a
 larger MovieLens release only grows the item-item matrices up to that cap. Items outside score
@@ -33,6 +38,18 @@ Weight = Callable[[Rating, int], float]
 
 def binary(rating: Rating, age: int) -> float:
     return 1.0
+
+
+@dataclass(frozen=True)
+class InputWeights:
+    """How much one training rating counts as a positive: 1 from `liked_min` up, `other_weight`
+    below it (0 leaves the rating out)."""
+
+    liked_min: float = 4.0
+    other_weight: float = 1.0
+
+    def __call__(self, rating: Rating, age: int) -> float:
+        return 1.0 if rating.rating >= self.liked_min else self.other_weight
 
 
 @dataclass
@@ -73,13 +90,15 @@ class UserItems:
         dense_keys = np.asarray(rows, dtype=np.int64) * len(self.items) + np.asarray(cols)
         _, last = np.unique(dense_keys[::-1], return_index=True)
         keep = len(rows) - 1 - last
-        return csr_matrix(
+        matrix = csr_matrix(
             (
                 np.asarray(vals, dtype=np.float32)[keep],
                 (np.asarray(rows)[keep], np.asarray(cols)[keep]),
             ),
             shape=(len(self.users), len(self.items)),
         )
+        matrix.eliminate_zeros()  # a weight of 0 is no interaction, for every model alike
+        return matrix
 
     def top_k(self, scores: np.ndarray, seen: set[str], k: int) -> list[str]:
         """The k best-scored unseen items (positive scores only), then the most popular."""
@@ -119,13 +138,17 @@ def ease(x: csr_matrix, regularization: float) -> np.ndarray:
 
 
 def rp3beta(x: csr_matrix, alpha: float, beta: float) -> np.ndarray:
-    """RP3beta's item-item weights W (items x items): W[i, j] = Σ_u P(u|i)^α P(j|u)^α / pop(j)^β."""
-    binary_x = x.copy()
-    binary_x.data[:] = 1.0
-    user_degree = np.asarray(binary_x.sum(axis=1)).ravel()
-    item_degree = np.asarray(binary_x.sum(axis=0)).ravel()
-    user_to_item = diags(1 / np.maximum(user_degree, 1)) @ binary_x  # P(j | u)
-    item_to_user = diags(1 / np.maximum(item_degree, 1)) @ binary_x.T.tocsr()  # P(u | i)
+    """RP3beta's item-item weights W (items x items): W[i, j] = Σ_u P(u|i)^α P(j|u)^α / pop(j)^β.
+
+    The walk follows each edge in proportion to its weight in `x` (on a 0/1 matrix, the paper's
+    uniform steps); pop(j) is the number of users who have j."""
+    x = x.tocsr(copy=True)
+    x.eliminate_zeros()
+    user_degree = np.asarray(x.sum(axis=1)).ravel()
+    item_weight = np.asarray(x.sum(axis=0)).ravel()
+    item_degree = np.diff(x.tocsc().indptr).astype(np.float64)
+    user_to_item = diags(1 / np.maximum(user_degree, 1e-12)) @ x  # P(j | u)
+    item_to_user = diags(1 / np.maximum(item_weight, 1e-12)) @ x.T.tocsr()  # P(u | i)
     user_to_item.data **= alpha
     item_to_user.data **= alpha
     walk = np.asarray((item_to_user @ user_to_item).todense(), dtype=np.float32)
@@ -150,11 +173,12 @@ class ItemItem:
 
 
 class ALSRanker:
-    """ALS (implicit) on the binary training matrix: scores = user factor · item factors."""
+    """ALS (implicit) on the training matrix (`x`, the binary one by default): scores = user
+    factor · item factors."""
 
-    def __init__(self, data: UserItems, params: ALSParams) -> None:
+    def __init__(self, data: UserItems, params: ALSParams, x: csr_matrix | None = None) -> None:
         self.data = data
-        coo = data.x.tocoo()
+        coo = (data.x if x is None else x).tocoo()
         model = fit(
             Interactions(
                 data.users,
@@ -166,7 +190,10 @@ class ALSRanker:
         self.user_factors, self.item_factors = model.user_factors, model.item_factors
 
     def recommend(self, user: str, seen: set[str], k: int) -> list[str]:
-        scores = self.item_factors @ self.user_factors[self.data.row[user]]
+        factors = self.user_factors[self.data.row[user]]
+        if not factors.any():  # nothing counted for this user: the most popular
+            return self.data.top_k(np.zeros(len(self.data.items)), seen, k)
+        scores = self.item_factors @ factors
         return self.data.top_k(scores - scores.min() + 1e-6, seen, k)
 
 

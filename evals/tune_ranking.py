@@ -1,69 +1,65 @@
-"""Choose the ranking suite's parameters on a validation split, never on the test split.
+"""Choose the hybrid's Qdrant query (ALS factors and regularization, the weight of the recent
+source) on the validation split, never on the test split; the suite file pins the result
+(`params.als`, `params.weights`). Everything else the suite tunes at run time.
 
-The validation split is made from the training part of the suite's split only: each user's
-training ratings are split again by time (most recent 20% held out). Candidate parameter sets are
-scored there by NDCG@10; the suite file then pins the chosen ones.
+The validation split is the suite's own (`evals.movielens.validation_split` of the suite's time
+split): each user's training ratings split again by time. Each point is scored by the NDCG@10 of
+the Qdrant stage alone (no EASE re-ranking) on that split's held-out ratings.
 
     python -m evals.tune_ranking ../shared/data/movielens/ml-latest-small
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from evals.base import RunContext, Suite
-from evals.movielens import time_split
-from evals.ranking import run_ranking
+from evals.movielens import Movie, time_split, validation_split
+from evals.ranking import SOURCES, AttuneRetrieval, _mean_ndcg
+from retrieval.collab import ALSParams
+from retrieval.embedder import load_embedder
+from retrieval.hybrid import HybridWeights
 
-
-def validation_folder(folder: Path, out: Path) -> Path:
-    split = time_split(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "movies.csv").write_bytes((folder / "movies.csv").read_bytes())
-    with (out / "ratings.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["userId", "movieId", "rating", "timestamp"])
-        for ratings in split.train.values():
-            for r in ratings:
-                writer.writerow([r.user, r.movie, r.rating, r.ts])
-    return out
+GRID: dict[str, list[Any]] = {
+    "factors": [32, 64],
+    "regularization": [0.05, 0.5],
+    "recent": [0.5, 1.0],
+}
 
 
-def main(folder: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        valid = validation_folder(Path(folder), Path(tmp) / "valid")
-        grid = {
-            "factors": [32, 64],
-            "regularization": [0.05, 0.5],
-            "sources": [("collab", "recent"), ("taste", "collab", "recent")],
-            "recent": [0.5, 1.0],
-        }
-        for values in itertools.product(*grid.values()):
-            p = dict(zip(grid, values, strict=True))
-            suite = Suite(
-                name="tune",
-                kind="ranking",
-                datasets=[{"name": "valid", "path": str(valid)}],
-                systems=[
-                    {"name": "hybrid", "type": "hybrid", "params": {"sources": p["sources"]}},
-                ],
-                params={
-                    "als": {
-                        "factors": p["factors"],
-                        "regularization": p["regularization"],
-                        "alpha": 2.0,
-                    },
-                    "weights": {"taste": 0.25, "collab": 2.0, "recent": p["recent"]},
-                },
+def main(folder: str, *, k: int = 10, liked_min: float = 4.0) -> None:
+    valid = validation_split(time_split(Path(folder)))
+    embedder = load_embedder("sentence-transformers/all-MiniLM-L6-v2")
+    movies: list[Movie] = list(valid.movies.values())
+    content = dict(
+        zip((m.movie_id for m in movies), embedder.embed([m.text() for m in movies]), strict=True)
+    )
+    use = frozenset(SOURCES["hybrid"])
+    for values in itertools.product(*GRID.values()):
+        point = dict(zip(GRID, values, strict=True))
+        with tempfile.TemporaryDirectory() as tmp:
+            attune = AttuneRetrieval(
+                valid,
+                Path(tmp),
+                embedder,
+                content,
+                ALSParams(
+                    factors=point["factors"], regularization=point["regularization"], alpha=2.0
+                ),
+                HybridWeights(taste=0.25, collab=2.0, recent=point["recent"]),
+                taste_items=20,
+                liked_min=liked_min,
             )
-            result = run_ranking(RunContext(suite=suite, suite_dir=Path(tmp), out_dir=Path(tmp)))
-            scores = {row.system: round(row.metrics["ndcg@10"], 4) for row in result.rows}
-            print(json.dumps({"params": p, "ndcg@10": scores}), flush=True)
+            try:
+                score = _mean_ndcg(valid, partial(attune.recommend, "hybrid", use=use), k)
+            finally:
+                attune.close()
+        print(json.dumps({"params": point, "validation ndcg@10": round(score, 4)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
-from evals.movielens import time_split, validation_split
+from evals.movielens import Rating, time_split, validation_split
+from evals.ranking import Tuned
 from evals.recommenders import bootstrap_mean, bootstrap_ratio, ease, rerank, rp3beta
 from tests.test_ranking import write_release
 
@@ -100,3 +101,46 @@ def test_the_validation_split_never_holds_a_test_interaction(tmp_path: Path) -> 
             newest_train = max(r.ts for r in valid.train[user])
             assert all(r.ts > newest_train for r in valid.heldout[user])
             assert valid.relevant[user] <= {r.movie for r in split.train[user]}
+
+
+def test_rp3beta_walks_weighted_edges_in_proportion_and_skips_zero_weights() -> None:
+    # u1 rated a (weight 1) and b (weight 0.25): it steps to a four times as often as to b.
+    x = csr_matrix(np.array([[1, 0.25, 0], [0, 1, 1]], dtype=np.float32))
+    walk = rp3beta(x, alpha=1.0, beta=0.0)
+    # b -> u1 has 0.25 of b's weight 1.25; u1 -> a has 1 of u1's weight 1.25.
+    assert walk[1, 0] == pytest.approx((0.25 / 1.25) * (1 / 1.25))
+    # A stored zero is no edge: the walk equals the one on the graph without it.
+    with_zero = csr_matrix(
+        (np.array([1.0, 0.0, 1.0, 1.0]), (np.array([0, 0, 1, 1]), np.array([0, 1, 1, 2]))),
+        shape=(2, 3),
+    )
+    without = csr_matrix(np.array([[1, 0, 0], [0, 1, 1]], dtype=np.float32))
+    assert rp3beta(with_zero, 0.5, 0.3) == pytest.approx(rp3beta(without, 0.5, 0.3))
+
+
+def test_every_baseline_reads_the_same_weighted_input(tmp_path: Path) -> None:
+    """other_weight 0 leaves low ratings out of every model's input (no stored zeros), and a
+    user left with nothing gets the most popular movies, not the first item ids."""
+    split = time_split(write_release(tmp_path / "ml"), holdout=0.2)
+    tuned = Tuned(split, {"baseline_als": {"iterations": 3}}, {"min_count": 1}, liked_min=4.0)
+
+    dropped, kept = tuned.inputs(0.0), tuned.inputs(1.0)
+
+    assert dropped.nnz == int((dropped.data > 0).sum())
+    low = sum(
+        1 for ratings in split.train.values() for r in ratings if r.rating < 4.0
+    )  # each movie at most once per user in this release
+    assert kept.nnz - dropped.nnz == low
+    # A user whose every training rating is low: nothing counts for them at other_weight 0.
+    user = split.users[0]
+    split.train[user] = [Rating(r.user, r.movie, 1.0, r.ts) for r in split.train[user]]
+    tuned = Tuned(split, {"baseline_als": {"iterations": 3}}, {"min_count": 1}, liked_min=4.0)
+    seen = {r.movie for r in split.train[user]}
+    popular = [m for m in tuned.data.by_popularity if m not in seen][:5]
+    for kind, point in [
+        ("ease", {"regularization": 10.0}),
+        ("rp3beta", {"alpha": 0.5, "beta": 0.3}),
+        ("als", {"factors": 4, "regularization": 0.1, "alpha": 2.0}),
+    ]:
+        recommend = tuned.baseline(kind, {**point, "other_weight": 0.0})
+        assert recommend(user, seen, 5) == popular, kind
