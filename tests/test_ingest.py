@@ -131,7 +131,8 @@ def test_csv_with_a_mapping_converts_tags_and_numbers(services: Services, tmp_pa
         3,
         ["winter", "wool"],
     )
-    assert (items["csv2"].stock, items["csv2"].tags) == (0, ["rain", "outdoor"])
+    # An empty stock cell is unknown stock, which decide treats as available (not 0).
+    assert (items["csv2"].stock, items["csv2"].tags) == (None, ["rain", "outdoor"])
 
 
 def test_second_run_changes_nothing_and_duplicates_in_a_batch_take_the_last(
@@ -249,6 +250,7 @@ def test_cli_prints_the_summary_and_exits_0_with_rejects(cli_home: Path) -> None
         "seconds",
         "items_per_s",
         "resumed_from_line",
+        "warnings",
     }
     assert (summary["ingested"], summary["rejected"], summary["lines"]) == (2, 1, 3)
     assert f"{path}:2: margin: Input should be less than or equal to 1, got 2" in result.stderr
