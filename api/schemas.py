@@ -126,8 +126,10 @@ class _DocumentedEvent:
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         # The generator itself (not `handler`, which is bound to the any-schema) registers
-        # Event as a definition, so OpenAPI gets an Event component and a $ref to it.
-        return handler.generate_json_schema.generate_inner(Event.__pydantic_core_schema__)
+        # Event as a definition, so OpenAPI gets an Event component and a $ref to it. The
+        # handler pydantic passes always carries it; the protocol type does not declare it.
+        generator = handler.generate_json_schema  # type: ignore[attr-defined]
+        return generator.generate_inner(Event.__pydantic_core_schema__)  # type: ignore[no-any-return]
 
 
 class EventsIn(_In):

@@ -13,12 +13,12 @@ At the end, the report warns when the stored catalog would hide most of itself f
 from __future__ import annotations
 
 import csv
-from collections import Counter
 import hashlib
 import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
