@@ -129,7 +129,7 @@ class _DocumentedEvent:
         # Event as a definition, so OpenAPI gets an Event component and a $ref to it. The
         # handler pydantic passes always carries it; the protocol type does not declare it.
         generator = handler.generate_json_schema  # type: ignore[attr-defined]
-        return generator.generate_inner(Event.__pydantic_core_schema__)  # type: ignore[no-any-return]
+        return generator.generate_inner(Event.__pydantic_core_schema__)
 
 
 class EventsIn(_In):
