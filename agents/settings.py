@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         False, description="Let sentence-transformers fetch a model missing from the local cache."
     )
     collab_dim: int = Field(64, ge=2, le=1024, description="Size of the collaborative vectors.")
+    currency: str = Field(
+        "EUR", pattern=r"^[A-Z]{3}$", description="Currency of items that do not give one."
+    )
     spacy_model: str = "en_core_web_lg"
     demo_dir: Path = PROJECT_ROOT / "data" / "demo"
     policy_path: Path = PROJECT_ROOT / "data" / "demo" / "policy.yaml"

@@ -200,6 +200,31 @@ def ingest_items_command(
         Path | None,
         typer.Option("--map-file", help="A YAML file of 'item_field: source_column' lines."),
     ] = None,
+    header: Annotated[
+        bool,
+        typer.Option(
+            "--header/--no-header",
+            help="Whether the CSV file's first row names its columns; without one, --map "
+            "names columns by number from 1, e.g. --map title=2.",
+        ),
+    ] = True,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            metavar="A,B,C",
+            help="Names for the columns of a CSV file without a header row (implies --no-header).",
+        ),
+    ] = None,
+    defaults: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--default",
+            metavar="FIELD=VALUE",
+            help="A value for an item field that a record lacks, e.g. --default category=toys. "
+            "Currency defaults to ATTUNE_CURRENCY. Repeatable.",
+        ),
+    ] = None,
     batch: Annotated[int, typer.Option(min=1, help="Records per committed batch.")] = 512,
     resume: Annotated[
         bool,
@@ -223,13 +248,21 @@ def ingest_items_command(
         IngestProgress,
         ingest_file,
         prepare_source,
+        read_defaults,
         read_mapping,
     )
 
     settings = Settings()
     _logging(settings)
     try:
-        source = prepare_source(file, fmt=fmt, mapping=read_mapping(maps or (), map_file))
+        source = prepare_source(
+            file,
+            fmt=fmt,
+            mapping=read_mapping(maps or (), map_file),
+            defaults={"currency": settings.currency, **read_defaults(defaults or ())},
+            header=header and columns is None,
+            columns=columns.split(",") if columns else (),
+        )
     except IngestError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
@@ -275,6 +308,8 @@ def ingest_items_command(
         typer.echo(f"... and {report.rejected - len(report.rejections)} more", err=True)
     if report.rejected_total:
         typer.echo(f"{report.rejected_total} rejected record(s) in {report.rejects_path}", err=True)
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(report.summary()))
     if report.ingested_total == 0:
         typer.echo(f"error: no valid item in {file}", err=True)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from agents.explain import Explanation
-from store.schemas import Channel, Identifier, Item, Profile, Purpose
+from store.schemas import Channel, Event, Identifier, Item, Profile, Purpose
 from tools.schemas import Candidate, OfferChoice, OfferSummary, ScoreParts
 
 MAX_BATCH = 1000
@@ -102,9 +111,33 @@ class DecideOut(BaseModel):
     policy_version: str
 
 
+class _DocumentedEvent:
+    """Any value, documented as an `Event`: the route validates each event on its own, so one
+    bad event is rejected alone while OpenAPI still shows every event field."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.any_schema()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # The generator itself (not `handler`, which is bound to the any-schema) registers
+        # Event as a definition, so OpenAPI gets an Event component and a $ref to it. The
+        # handler pydantic passes always carries it; the protocol type does not declare it.
+        generator = handler.generate_json_schema  # type: ignore[attr-defined]
+        return generator.generate_inner(Event.__pydantic_core_schema__)
+
+
 class EventsIn(_In):
-    events: list[Any] = Field(
-        min_length=1, max_length=MAX_BATCH, description="Event objects, validated one by one."
+    events: list[Annotated[Any, _DocumentedEvent]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="Events, validated one by one: an invalid event is rejected alone, with "
+        "its index and reason, and the others are stored.",
     )
 
 

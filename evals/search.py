@@ -1,8 +1,8 @@
 """Product search on a real catalog: BM25 alone, dense alone and Attune's hybrid, per query half.
 
 The catalog (the Amazon UK toys sample by default: a header-less CSV of uniq_id, name, category
-path, manufacturer, price, stock text, reviews, answered questions, rating) is rewritten with a
-header in the report folder and ingested through `attune ingest items`' own code
+path, manufacturer, price, stock text, reviews, answered questions, rating) is rewritten with
+the suite's category and description in the report folder and ingested through `attune ingest items`' own code
 (`prepare_source` + `ingest_file`) with a field mapping, into a Qdrant Edge shard with the
 configured embedder. Queries and their relevance rules come from a YAML file written before any
 system ran (`evals/data/search_queries.yaml`): a product is relevant when a rule over its category
@@ -39,16 +39,12 @@ from retrieval.ingest import ingest_file, prepare_source
 from store.db import Database
 
 SYSTEMS = ("bm25", "dense", "hybrid")
-HEADER = ["item_id", "title", "category", "description", "price", "currency", "stock", "margin"]
-MAPPING = {
-    "item_id": "item_id",
-    "title": "title",
-    "category": "category",
-    "description": "description",
-    "price": "price",
-    "stock": "stock",
-    "margin": "margin",
-}
+# The rewritten catalog is header-less; ingest takes its columns by number and reads the price
+# and stock text ("£3.99", "5 new") itself.
+MAPPING = {"item_id": "1", "title": "2", "category": "3", "description": "4"}
+MAPPING |= {"price": "5", "stock": "6"}
+DEFAULTS = {"currency": "GBP", "price": "0.01"}
+"""Search ignores prices, so a product without one is kept at a nominal price, and counted."""
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
 
@@ -100,38 +96,23 @@ def read_products(path: Path) -> list[Product]:
 
 
 def write_catalog(source: Path, target: Path) -> dict[str, int]:
-    """Rewrites the header-less CSV with a header that `--map` can name.
-
-    What the source lacks is filled in and counted: no category path → "uncategorised"; no price
-    → 0.01 (search ignores prices); stock from its text ("5 new") or 1; no margin (0).
-    """
+    """Rewrites the header-less CSV with the text this suite indexes: the top of the category
+    path as the category, and the path and maker as the description. Price and stock text are
+    passed through for ingest to read; what the source lacks is counted (ingest's defaults
+    fill it: "uncategorised", `DEFAULTS`, unknown stock)."""
     filled = {"no_category": 0, "no_price": 0, "no_stock": 0}
     with source.open(encoding="utf-8", newline="") as src, target.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(HEADER)
         for row in csv.reader(src):
             if not row:
                 continue
             uniq_id, name, path, maker, price_text, stock_text = row[:6]
             top = path.split(" > ")[0].strip()
             filled["no_category"] += not top
-            price = _NUMBER.search(price_text.replace(",", ""))
-            filled["no_price"] += price is None
-            stock = _NUMBER.search(stock_text)
-            filled["no_stock"] += stock is None
+            filled["no_price"] += _NUMBER.search(price_text) is None
+            filled["no_stock"] += _NUMBER.search(stock_text) is None
             description = f"{path.replace(' > ', ', ')}. By {maker}." if maker else path
-            writer.writerow(
-                [
-                    uniq_id,
-                    name[:300],
-                    (top or "uncategorised")[:64],
-                    description,
-                    price.group(0) if price else "0.01",
-                    "GBP",
-                    int(float(stock.group(0))) if stock else 1,
-                    0.0,
-                ]
-            )
+            writer.writerow([uniq_id, name[:300], top[:64], description, price_text, stock_text])
     return filled
 
 
@@ -140,7 +121,7 @@ def build_index(catalog: Path, work: Path, embedder: Embedder) -> tuple[VectorIn
     filled = write_catalog(catalog, csv_path)
     db = Database(f"sqlite:///{work / 'search.db'}")
     index = EdgeIndex(work / "edge", dim=embedder.dim)
-    source = prepare_source(csv_path, mapping=MAPPING)
+    source = prepare_source(csv_path, mapping=MAPPING, defaults=DEFAULTS, header=False)
     report = ingest_file(db, embedder, index, source, checkpoints=work / "checkpoints")
     index.optimize()
     db.dispose()

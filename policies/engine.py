@@ -221,7 +221,7 @@ class PolicyEngine:
             one = (item.item_id,)
             if self._age and max_min_age is not None and item.min_age > max_min_age:
                 firings.append(Firing(self._age.id, "removed", f"minimum age {item.min_age}", one))
-            if self._stock and item.stock <= 0:
+            if self._stock and not item.available:
                 firings.append(Firing(self._stock.id, "removed", "out of stock", one))
             if item.item_id in suppressed:
                 rule = suppressed[item.item_id]

@@ -264,9 +264,9 @@ def item_payload(item: Item) -> dict[str, Any]:
         "category": item.category,
         "price": float(item.price),
         "currency": item.currency,
-        "margin": float(item.margin),
-        "stock": int(item.stock),
-        "in_stock": item.stock > 0,
+        "margin": item.margin,
+        "stock": item.stock,
+        "in_stock": item.available,
         "min_age": int(item.min_age),
         "tags": list(item.tags),
     }

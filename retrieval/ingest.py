@@ -1,10 +1,13 @@
 """Catalog ingest from JSONL or CSV files at scale: streamed, mapped, validated, resumable.
 
-A file is read line by line, never whole. Each record is renamed by the field mapping, checked
-against the `Item` model, and the valid ones are upserted through `ingest_items` one batch at a
+A file is read line by line, never whole. Each record is renamed by the field mapping, given
+the defaults for fields it lacks, its messy price and stock text cleaned (`retrieval.cleaning`),
+checked against the `Item` model, and the valid ones are upserted through `ingest_items` one batch at a
 time; a record that fails goes, with its line number and the reason, to `FILE.rejects.jsonl`.
 After every committed batch a checkpoint records how far the file was read, so a run that was
-interrupted continues from there when started again on the same, unchanged file.
+interrupted continues from there when started again on the same, unchanged file. A CSV file
+without a header row names its columns by number (1, 2, ...) or by the names given for them.
+At the end, the report warns when the stored catalog would hide most of itself from decisions.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,8 +29,11 @@ import yaml
 from pydantic import ValidationError
 
 from retrieval.catalog import ingest_items
+from retrieval.cleaning import clean
+from retrieval.coverage import coverage_warnings
 from retrieval.embedder import Embedder
 from retrieval.index import RetrievalError, VectorIndex
+from store.catalog import catalog_coverage
 from store.db import Database
 from store.schemas import Item
 
@@ -55,9 +62,11 @@ class IngestSource:
     """A file checked and ready to ingest. Build it with `prepare_source`.
 
     Attributes:
-        mapping: Item field → source column (a JSONL key or a CSV header name).
-        header: The CSV header; empty for JSONL.
-        body_offset: Byte offset of the first record, after the CSV header.
+        mapping: Item field → source column (a JSONL key, a CSV header name, or for a CSV file
+            without a header a column number from 1 or a name given with `columns`).
+        defaults: Item field → value, for records that lack the field (or whose cell is empty).
+        header: The CSV header, read or given; empty for JSONL.
+        body_offset: Byte offset of the first record, after the CSV header if there is one.
         body_line: Line number of the last line before the first record.
         ignored_columns: CSV columns that are neither an item field nor mapped to one.
     """
@@ -67,6 +76,7 @@ class IngestSource:
     mapping: Mapping[str, str]
     size: int
     mtime_ns: int
+    defaults: Mapping[str, Any] = field(default_factory=dict)
     header: tuple[str, ...] = ()
     body_offset: int = 0
     body_line: int = 0
@@ -78,8 +88,16 @@ class IngestSource:
 
     @property
     def fingerprint(self) -> str:
-        """What a checkpoint must match besides the file: the format and the mapping."""
-        text = json.dumps([self.format.value, sorted(self.mapping.items())])
+        """What a checkpoint must match besides the file: format, mapping, defaults, header."""
+        text = json.dumps(
+            [
+                self.format.value,
+                sorted(self.mapping.items()),
+                sorted(self.defaults.items()),
+                self.header,
+            ],
+            default=str,
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -124,12 +142,13 @@ class IngestReport:
     rejected_total: int
     rejections: tuple[Rejection, ...]
     ignored_columns: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def items_per_s(self) -> float:
         return round(self.ingested / self.seconds, 1) if self.seconds > 0 else 0.0
 
-    def summary(self) -> dict[str, int | float]:
+    def summary(self) -> dict[str, int | float | list[str]]:
         return {
             "ingested": self.ingested,
             "rejected": self.rejected,
@@ -137,6 +156,7 @@ class IngestReport:
             "seconds": round(self.seconds, 3),
             "items_per_s": self.items_per_s,
             "resumed_from_line": self.resumed_from_line,
+            "warnings": list(self.warnings),
         }
 
 
@@ -189,22 +209,49 @@ def _mapping_file(file: Path) -> dict[str, str]:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise IngestError(f"the mapping file {file} is not valid YAML: {err}") from err
     if not isinstance(data, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) for key, value in data.items()
+        isinstance(key, str) and isinstance(value, str | int) and not isinstance(value, bool)
+        for key, value in data.items()
     ):
         raise IngestError(
-            f"the mapping file {file} must map item fields to source column names, one per "
-            "line, e.g. 'title: name' (quote column names that look like numbers)"
+            f"the mapping file {file} must map item fields to source column names or numbers, "
+            "one per line, e.g. 'title: name' or 'title: 2'"
         )
-    return {key.strip(): value.strip() for key, value in data.items()}
+    return {key.strip(): str(value).strip() for key, value in data.items()}
+
+
+def read_defaults(pairs: Sequence[str]) -> dict[str, str]:
+    """Defaults for missing item fields from `FIELD=VALUE` pairs, e.g. currency=GBP."""
+    defaults: dict[str, str] = {}
+    for pair in pairs:
+        item_field, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or not value or item_field not in ITEM_FIELDS:
+            raise IngestError(
+                f"--default {pair!r} is not FIELD=VALUE for an item field, e.g. "
+                f"--default currency=GBP; item fields are {', '.join(ITEM_FIELDS)}"
+            )
+        defaults[item_field] = value
+    return defaults
 
 
 def prepare_source(
-    path: Path, *, fmt: str | None = None, mapping: Mapping[str, str] | None = None
+    path: Path,
+    *,
+    fmt: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    header: bool = True,
+    columns: Sequence[str] = (),
 ) -> IngestSource:
     """Checks a file before ingest: its format (`fmt`, else its extension), that it can be
-    read, and for CSV that its header holds every mapped column. Raises IngestError if not."""
+    read, and for CSV that its header holds every mapped column. Raises IngestError if not.
+
+    A CSV file without a header row takes `header=False`: its columns are then named by
+    `columns` if given, else numbered from 1, and the mapping names them so (title=2).
+    """
     path = Path(path).absolute()
     mapping = dict(mapping or {})
+    defaults = dict(defaults or {})
+    columns = tuple(column.strip() for column in columns)
     if fmt is not None:
         try:
             source_format = SourceFormat(fmt.lower())
@@ -217,15 +264,28 @@ def prepare_source(
             f"cannot tell the format of {path.name} from its extension: "
             "name it .jsonl or .csv, or pass --format jsonl|csv"
         )
+    if source_format is SourceFormat.jsonl and (columns or not header):
+        raise IngestError("--no-header and --columns are for CSV files; JSONL records name keys")
     try:
         stat = path.stat()
         with path.open("rb") as handle:
             if source_format is SourceFormat.jsonl:
-                return IngestSource(path, source_format, mapping, stat.st_size, stat.st_mtime_ns)
+                return IngestSource(
+                    path, source_format, mapping, stat.st_size, stat.st_mtime_ns, defaults
+                )
             lines = _Lines(handle, offset=0, line=0)
-            header = _csv_header(path, lines, mapping)
+            names = _csv_header(path, lines, header=header and not columns, columns=columns)
+            if not header or columns:
+                lines = _Lines(handle, offset=0, line=0)  # the first row is a record
     except OSError as err:
         raise IngestError(f"cannot read {path}: {err.strerror}") from err
+    for item_field, column in mapping.items():
+        if names and column not in names:
+            where = "header" if header and not columns else "columns"
+            raise IngestError(
+                f"the mapping takes {item_field!r} from column {column!r}, which is not in the "
+                f"{where} of {path.name} (columns: {', '.join(names)})"
+            )
     sources = set(mapping.values())
     return IngestSource(
         path,
@@ -233,35 +293,41 @@ def prepare_source(
         mapping,
         stat.st_size,
         stat.st_mtime_ns,
-        header=header,
+        defaults,
+        header=names,
         body_offset=lines.offset,
         body_line=lines.line,
         ignored_columns=tuple(
             column
-            for column in header
+            for column in names
             if column not in sources and (column not in ITEM_FIELDS or column in mapping)
         ),
     )
 
 
-def _csv_header(path: Path, lines: _Lines, mapping: Mapping[str, str]) -> tuple[str, ...]:
-    try:
-        row = next(csv.reader(lines), [])
-    except csv.Error as err:
-        raise IngestError(f"{path}:1: cannot parse the CSV header: {err}") from err
-    if lines.undecodable:
-        raise IngestError(f"{path}:1: the CSV header is not valid UTF-8")
-    header = tuple(column.strip() for column in row)
-    repeated = sorted({column for column in header if header.count(column) > 1})
+def _csv_header(
+    path: Path, lines: _Lines, *, header: bool, columns: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The column names: the header row, or `columns`, or 1, 2, ... as wide as the first row."""
+    if columns:
+        names = columns
+    else:
+        try:
+            row = next(csv.reader(lines), [])
+        except csv.Error as err:
+            raise IngestError(f"{path}:1: cannot parse the CSV header: {err}") from err
+        if lines.undecodable:
+            raise IngestError(f"{path}:1: the CSV header is not valid UTF-8")
+        names = (
+            tuple(column.strip() for column in row)
+            if header
+            else tuple(str(n) for n in range(1, len(row) + 1))
+        )
+    repeated = sorted({column for column in names if names.count(column) > 1})
     if repeated:
-        raise IngestError(f"{path}:1: the CSV header repeats {', '.join(map(repr, repeated))}")
-    for item_field, column in mapping.items():
-        if header and column not in header:
-            raise IngestError(
-                f"the mapping takes {item_field!r} from column {column!r}, which is not in the "
-                f"header of {path.name} (columns: {', '.join(header)})"
-            )
-    return header
+        where = f"{path}:1: the CSV header" if header else "--columns"
+        raise IngestError(f"{where} repeats {', '.join(map(repr, repeated))}")
+    return names
 
 
 def checkpoint_path(checkpoints: Path, file: Path) -> Path:
@@ -326,6 +392,12 @@ def ingest_file(
                 run.commit(lines.offset, lines.line)
         if run.pending or lines.offset != run.state.offset:
             run.commit(lines.offset, lines.line)
+    with db.session() as session:
+        coverage = catalog_coverage(session)
+    records = run.state.ingested + run.state.rejected
+    warnings = coverage_warnings(
+        coverage, records=records, rejected=run.state.rejected, reasons=run.reasons
+    )
     return IngestReport(
         path=source.path,
         rejects_path=source.rejects_path,
@@ -338,6 +410,7 @@ def ingest_file(
         rejected_total=run.state.rejected,
         rejections=tuple(run.kept),
         ignored_columns=source.ignored_columns,
+        warnings=tuple(warnings),
     )
 
 
@@ -375,6 +448,7 @@ class _Run:
         self.items: list[Item] = []
         self.rejections: list[Rejection] = []
         self.kept: list[Rejection] = []
+        self.reasons: Counter[str] = Counter()
         self.batches = 0
         self._report()
 
@@ -395,6 +469,7 @@ class _Run:
             self.db, self.embedder, self.index, unique, batch=max(len(unique), 1)
         )
         rejects_size = self.state.rejects_size
+        self.reasons.update(_reason_kind(r.reason) for r in self.rejections)
         if self.rejections:
             with self.source.rejects_path.open("a", encoding="utf-8") as out:
                 for rejection in self.rejections:
@@ -461,12 +536,12 @@ def _records(source: IngestSource, lines: _Lines) -> Iterator[Item | Rejection]:
     """The records from where `lines` stands, each an Item or a Rejection. When one is yielded,
     `lines` stands right after it: neither reader reads ahead."""
     if source.format is SourceFormat.jsonl:
-        yield from _jsonl_records(lines, source.mapping)
+        yield from _jsonl_records(lines, source)
     else:
         yield from _csv_records(lines, source)
 
 
-def _jsonl_records(lines: _Lines, mapping: Mapping[str, str]) -> Iterator[Item | Rejection]:
+def _jsonl_records(lines: _Lines, source: IngestSource) -> Iterator[Item | Rejection]:
     for text in lines:
         if not text.strip():
             continue
@@ -483,7 +558,7 @@ def _jsonl_records(lines: _Lines, mapping: Mapping[str, str]) -> Iterator[Item |
         if not isinstance(record, dict):
             yield Rejection(number, f"expected a JSON object, got {type(record).__name__}", raw)
             continue
-        yield _validate(number, _rename(record, mapping), mapping, raw)
+        yield _validate(number, _rename(record, source.mapping), source, raw)
 
 
 def _csv_records(lines: _Lines, source: IngestSource) -> Iterator[Item | Rejection]:
@@ -513,7 +588,7 @@ def _csv_records(lines: _Lines, source: IngestSource) -> Iterator[Item | Rejecti
             record = _rename(cells, source.mapping)
             if isinstance(record.get("tags"), str):
                 record["tags"] = _split_tags(record["tags"])
-            yield _validate(number, record, source.mapping, raw)
+            yield _validate(number, record, source, raw)
 
 
 def _split_tags(value: str) -> list[str]:
@@ -539,12 +614,17 @@ def _rename(record: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any
 
 
 def _validate(
-    number: int, record: dict[str, Any], mapping: Mapping[str, str], raw: Any
+    number: int, record: dict[str, Any], source: IngestSource, raw: Any
 ) -> Item | Rejection:
     try:
-        return Item.model_validate(record)
+        return Item.model_validate(clean({**source.defaults, **record}))
     except ValidationError as err:
-        return Rejection(number, _reason(err, mapping), raw)
+        return Rejection(number, _reason(err, source.mapping), raw)
+
+
+def _reason_kind(reason: str) -> str:
+    """A rejection's reason without the values it quotes, to count alike reasons together."""
+    return "; ".join(part.split(", got ")[0] for part in reason.split("; "))
 
 
 def _reason(error: ValidationError, mapping: Mapping[str, str]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import CatalogItem, CatalogOffer, EventRow
@@ -109,6 +109,29 @@ def popular_items(
     if max_min_age is not None:
         query = query.where(CatalogItem.min_age <= max_min_age)
     if in_stock_only:
-        query = query.where(CatalogItem.stock > 0)
+        query = query.where(or_(CatalogItem.stock.is_(None), CatalogItem.stock > 0))
     query = query.order_by(CatalogItem.popularity.desc(), CatalogItem.item_id).limit(limit)
     return [(Item.model_validate(row.data), row.popularity) for row in session.scalars(query)]
+
+
+def catalog_coverage(session: Session) -> dict[str, int]:
+    """Counts of the stored catalog that decide's item rules act on: all items, those out of
+    stock (stock 0; unknown stock counts as available), those with a minimum age, and the
+    number of categories and the size of the largest."""
+    total, out_of_stock, age_restricted = session.execute(
+        select(
+            func.count(),
+            func.count().filter(CatalogItem.stock == 0),
+            func.count().filter(CatalogItem.min_age > 0),
+        ).select_from(CatalogItem)
+    ).one()
+    sizes = session.scalars(
+        select(func.count()).select_from(CatalogItem).group_by(CatalogItem.category)
+    ).all()
+    return {
+        "items": total,
+        "out_of_stock": out_of_stock,
+        "age_restricted": age_restricted,
+        "categories": len(sizes),
+        "largest_category": max(sizes, default=0),
+    }

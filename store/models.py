@@ -72,7 +72,7 @@ class CatalogItem(Base):
     item_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     category: Mapped[str] = mapped_column(String(64), index=True)
     price: Mapped[float] = mapped_column(Float)
-    stock: Mapped[int] = mapped_column(Integer)
+    stock: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: unknown
     min_age: Mapped[int] = mapped_column(Integer)
     popularity: Mapped[float] = mapped_column(Float, default=0.0, index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)

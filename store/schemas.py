@@ -78,19 +78,55 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
-class Item(_Record):
-    """A catalog item. `min_age` 0 means no age restriction; `stock` 0 means out of stock."""
+UNCATEGORISED = "uncategorised"
+"""The category of an item whose source gave none."""
 
-    item_id: Identifier
-    title: str = Field(min_length=1, max_length=300)
-    description: str = Field(default="", max_length=5000)
-    category: str = Field(min_length=1, max_length=64)
-    tags: list[Label] = Field(default_factory=list, max_length=50)
-    price: float = Field(gt=0, le=1_000_000)
-    currency: CurrencyCode = "EUR"
-    margin: float = Field(ge=0, le=1, description="Gross margin as a fraction of the price.")
-    stock: int = Field(default=0, ge=0, le=1_000_000_000)
-    min_age: int = Field(default=0, ge=0, le=21)
+
+class Item(_Record):
+    """A catalog item. Only `item_id`, `title` and `price` are required; the README's "Item
+    fields" table gives every field's default and meaning."""
+
+    item_id: Identifier = Field(description="Your id of the item; unique in the catalog.")
+    title: str = Field(min_length=1, max_length=300, description="Shown to people and searched.")
+    description: str = Field(
+        default="", max_length=5000, description="Searched and embedded; empty if unknown."
+    )
+    category: str = Field(
+        default=UNCATEGORISED,
+        min_length=1,
+        max_length=64,
+        description="One category: offers, segments and taste are per category.",
+    )
+    tags: list[Label] = Field(
+        default_factory=list, max_length=50, description="Searched and embedded; may be empty."
+    )
+    price: float = Field(gt=0, le=1_000_000, description="Unit price in `currency`.")
+    currency: CurrencyCode = Field(
+        default="EUR",
+        description="ISO 4217 code. File ingest and the catalog API fill it in from the "
+        "ATTUNE_CURRENCY setting when it is missing.",
+    )
+    margin: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Gross margin as a fraction of the price; null when unknown.",
+    )
+    stock: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000_000,
+        description="Units in stock; 0 means out of stock and is never recommended; null means "
+        "unknown and is treated as available.",
+    )
+    min_age: int = Field(
+        default=0, ge=0, le=21, description="Minimum age of the buyer; 0 means no restriction."
+    )
+
+    @property
+    def available(self) -> bool:
+        """Whether the stock rule lets the item be recommended: in stock, or stock unknown."""
+        return self.stock is None or self.stock > 0
 
     def text(self) -> str:
         """The text that is embedded for retrieval."""
@@ -168,15 +204,25 @@ class UserRecord(_Record):
 class Event(_Record):
     """A behavioural event. At least one of `user_id` and `anonymous_id` is required."""
 
-    event_id: Identifier
-    type: EventType
-    ts: Instant
-    user_id: Identifier | None = None
-    anonymous_id: Identifier | None = None
-    device_id: Identifier | None = None
-    item_id: Identifier
+    event_id: Identifier = Field(
+        description="Your id of the event; a second event with the same id is a duplicate."
+    )
+    type: EventType = Field(description="What the person did with the item.")
+    ts: Instant = Field(
+        description="When it happened, with a timezone (e.g. 2026-11-23T09:00:00Z); "
+        "between 1970 and 2100."
+    )
+    user_id: Identifier | None = Field(default=None, description="The known person, if any.")
+    anonymous_id: Identifier | None = Field(
+        default=None, description="A cookie or session id, for people not signed in."
+    )
+    device_id: Identifier | None = Field(default=None, description="The device, if known.")
+    item_id: Identifier = Field(description="The catalog item the event is about.")
     value: float | None = Field(
-        default=None, ge=0, le=1_000_000_000, description="Order value, for purchases."
+        default=None,
+        ge=0,
+        le=1_000_000_000,
+        description="Order value, on purchase events only.",
     )
 
     @model_validator(mode="after")

@@ -333,3 +333,31 @@ def test_a_real_sentence_transformers_model_is_not_degraded(
         assert not any(reason.startswith("embedder") for reason in decision["degraded"])
     finally:
         built.close()
+
+
+def test_openapi_types_the_fields_of_an_event_and_an_item(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+
+    assert schemas["EventsIn"]["properties"]["events"]["items"] == {
+        "$ref": "#/components/schemas/Event"
+    }
+    event = schemas["Event"]
+    assert set(event["properties"]) == {
+        "event_id",
+        "type",
+        "ts",
+        "user_id",
+        "anonymous_id",
+        "device_id",
+        "item_id",
+        "value",
+    }
+    assert set(event["required"]) == {"event_id", "type", "ts", "item_id"}
+    assert event["properties"]["type"] == {
+        "$ref": "#/components/schemas/EventType",
+        "description": "What the person did with the item.",
+    }
+    item = schemas["Item"]
+    assert set(item["required"]) == {"item_id", "title", "price"}
+    assert item["properties"]["category"]["default"] == "uncategorised"
+    assert all(field.get("description") for field in item["properties"].values())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from agents.decide import DecideRequest, decide
 from agents.factory import Services, build_services
 from agents.settings import Settings
 from api.cli import app
@@ -23,6 +24,7 @@ from retrieval.ingest import (
     read_mapping,
 )
 from store.catalog import count_items, get_items
+from store.schemas import Channel
 
 
 def _item(prefix: str, n: int, **overrides: object) -> dict[str, object]:
@@ -131,7 +133,8 @@ def test_csv_with_a_mapping_converts_tags_and_numbers(services: Services, tmp_pa
         3,
         ["winter", "wool"],
     )
-    assert (items["csv2"].stock, items["csv2"].tags) == (0, ["rain", "outdoor"])
+    # An empty stock cell is unknown stock, which decide treats as available (not 0).
+    assert (items["csv2"].stock, items["csv2"].tags) == (None, ["rain", "outdoor"])
 
 
 def test_second_run_changes_nothing_and_duplicates_in_a_batch_take_the_last(
@@ -249,6 +252,7 @@ def test_cli_prints_the_summary_and_exits_0_with_rejects(cli_home: Path) -> None
         "seconds",
         "items_per_s",
         "resumed_from_line",
+        "warnings",
     }
     assert (summary["ingested"], summary["rejected"], summary["lines"]) == (2, 1, 3)
     assert f"{path}:2: margin: Input should be less than or equal to 1, got 2" in result.stderr
@@ -280,3 +284,137 @@ def test_cli_exits_2_on_an_unusable_file_or_mapping(
 
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_headerless_csv_takes_columns_by_number_and_defaults_the_rest(
+    cli_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real catalog's shape: no header, prices with symbols and ranges, stock as text or
+    missing, no category, margin or currency. Every row is stored, and decide returns them
+    (before, every row was rejected for lacking category and margin, and a missing stock
+    column stored every item as out of stock)."""
+    monkeypatch.setenv("ATTUNE_CURRENCY", "GBP")
+    path = cli_home / "products.csv"
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["hl1", "Wooden train set", "Hornby", "£3.99 - £5.99", "5\xa0new"])
+        writer.writerow(["hl2", "Puzzle, 1000 pieces", "Ravensburger", "1,299.00", ""])
+        writer.writerow(["hl3", "Kite", "", "12", "In stock"])
+    options = ["--no-header", "--map", "item_id=1", "--map", "title=2", "--map", "price=4"]
+    options += ["--map", "stock=5"]
+
+    result = CliRunner().invoke(app, ["ingest", "items", str(path), *options])
+
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["ingested"], summary["rejected"]) == (3, 0)
+    assert "ignoring columns that are not item fields: '3'" in result.stderr
+    services = build_services(Settings())
+    try:
+        with services.db.session() as session:
+            items = get_items(session, ["hl1", "hl2", "hl3"])
+        assert [
+            (i.price, i.stock, i.category, i.margin, i.currency, i.description)
+            for i in (items["hl1"], items["hl2"], items["hl3"])
+        ] == [
+            (3.99, 5, "uncategorised", None, "GBP", ""),
+            (1299.0, None, "uncategorised", None, "GBP", ""),
+            (12.0, None, "uncategorised", None, "GBP", ""),
+        ]
+        decision = decide(services, DecideRequest(channel=Channel.web, anonymous_id="a_hl"))
+    finally:
+        services.close()
+    assert {item.item_id for item in decision.items} == {"hl1", "hl2", "hl3"}
+
+
+def test_columns_name_a_headerless_file_and_unknown_columns_are_named(cli_home: Path) -> None:
+    path = cli_home / "products.csv"
+    path.write_text("c1,Yo-yo,2.50\n", encoding="utf-8")
+
+    named = prepare_source(path, columns=["sku", "title", "price"], mapping={"item_id": "sku"})
+    numbered = prepare_source(path, header=False, mapping={"item_id": "1"})
+
+    assert (named.header, named.body_offset) == (("sku", "title", "price"), 0)
+    assert (numbered.header, numbered.ignored_columns) == (("1", "2", "3"), ("2", "3"))
+    with pytest.raises(IngestError, match=r"column '4', which is not in the columns .*1, 2, 3"):
+        prepare_source(path, header=False, mapping={"title": "4"})
+
+
+@pytest.mark.parametrize(
+    "price, stock, expected",
+    [
+        ("£3.99", "2 new", (3.99, 2)),
+        ("$1,299.50 - $1,500", "sold out", (1299.5, 0)),
+        ("EUR 7", "Available", (7.0, None)),
+    ],
+)
+def test_messy_price_and_stock_cells_are_read(
+    services: Services, tmp_path: Path, price: str, stock: str, expected: tuple[object, ...]
+) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text(f'item_id,title,price,stock\nmsy1,Ball,"{price}",{stock}\n', encoding="utf-8")
+
+    report = _ingest(services, path)
+
+    assert report.ingested == 1, report.rejections
+    with services.db.session() as session:
+        item = get_items(session, ["msy1"])["msy1"]
+    assert (item.price, item.stock) == expected
+
+
+@pytest.mark.parametrize("price", ["3,99", "cheap", "-3"])
+def test_prices_that_cannot_be_read_safely_are_rejected(
+    services: Services, tmp_path: Path, price: str
+) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text(f'item_id,title,price\nbadp,Ball,"{price}"\n', encoding="utf-8")
+
+    report = _ingest(services, path)
+
+    assert report.rejected == 1
+    assert report.rejections[0].reason.startswith("price: Input should be")
+
+
+def test_a_mostly_out_of_stock_catalog_is_warned_about(tmp_path: Path) -> None:
+    built = build_services(Settings(home=tmp_path / "home", seed=1))
+    records: list[dict[str, object] | str] = [
+        _item("oos", n, stock=0 if n < 8 else 3, category=f"c{n % 3}") for n in range(10)
+    ]
+    path = _jsonl(tmp_path / "items.jsonl", records)
+    try:
+        report = _ingest(built, path)
+    finally:
+        built.close()
+
+    assert report.warnings == (
+        "8 of 10 stored items (80%) have stock 0 and are never recommended; map a stock "
+        "column, or leave it out (unknown stock counts as available)",
+    )
+    assert report.summary()["warnings"] == list(report.warnings)
+
+
+def test_a_mostly_rejected_file_and_a_single_category_are_warned_about(
+    cli_home: Path,
+) -> None:
+    records: list[dict[str, object] | str] = [
+        {"item_id": f"np{n}", "title": "Thing"} for n in range(3)
+    ]
+    path = _jsonl(
+        cli_home / "items.jsonl",
+        [
+            *records,
+            {"item_id": "p1", "title": "A", "price": 1},
+            {"item_id": "p2", "title": "B", "price": 2},
+        ],
+    )
+
+    result = CliRunner().invoke(app, ["ingest", "items", str(path)])
+
+    assert result.exit_code == 0, result.output
+    warnings = json.loads(result.stdout)["warnings"]
+    assert warnings == [
+        "3 of 5 records (60%) were rejected; the most common reason (3): price: Field required",
+        "all 2 stored items are in one category: taste, segments and offers cannot tell them "
+        "apart; map a category column",
+    ]
+    assert all(f"warning: {warning}" in result.stderr for warning in warnings)

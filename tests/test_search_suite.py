@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from evals.runner import run_suite
-from evals.search import Product, Query, write_catalog
+from evals.search import DEFAULTS, MAPPING, Product, Query, write_catalog
+from retrieval.ingest import _Lines, _records, prepare_source
+from store.schemas import Item
 
 PRODUCTS = [
     # uniq_id, name, category path, manufacturer, price, stock text, reviews, answers, rating
@@ -67,17 +69,22 @@ def _catalog(folder: Path) -> Path:
     return folder
 
 
-def test_the_catalog_is_rewritten_with_a_header_and_its_gaps_counted(tmp_path: Path):
+def test_the_catalog_is_rewritten_and_ingest_reads_its_gaps(tmp_path: Path):
     catalog = _catalog(tmp_path / "cat") / "products.csv"
     filled = write_catalog(catalog, tmp_path / "out.csv")
     with (tmp_path / "out.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
+        rows = list(csv.reader(handle))
     assert len(rows) == len(PRODUCTS)
     assert filled == {"no_category": 1, "no_price": 1, "no_stock": 9}
-    by_id = {row["item_id"]: row for row in rows}
-    assert by_id["p11"]["category"] == "uncategorised"
-    assert by_id["p03"]["price"] == "0.01" and by_id["p01"]["stock"] == "5"
-    assert "Model Trains" in by_id["p01"]["description"]
+    source = prepare_source(tmp_path / "out.csv", mapping=MAPPING, defaults=DEFAULTS, header=False)
+    items = {}
+    for record in _records(source, _Lines((tmp_path / "out.csv").open("rb"), offset=0, line=0)):
+        assert isinstance(record, Item), record
+        items[record.item_id] = record
+    assert len(items) == len(PRODUCTS)
+    assert items["p11"].category == "uncategorised"
+    assert (items["p03"].price, items["p01"].stock, items["p02"].stock) == (0.01, 5, None)
+    assert "Model Trains" in items["p01"].description
 
 
 def test_the_suite_runs_on_a_small_catalog(tmp_path: Path, tiny_model_dir: Path):

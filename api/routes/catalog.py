@@ -23,13 +23,19 @@ async def upsert_catalog_items(
     ids = [item.item_id for item in body.items]
     if len(set(ids)) != len(ids):
         raise HTTPException(422, "items: item_id values must be unique within a request")
+    # An item that gives no currency is in the service's currency, as in file ingest.
+    currency = {"currency": services.settings.currency}
+    items = [
+        item if "currency" in item.model_fields_set else item.model_copy(update=currency)
+        for item in body.items
+    ]
     try:
         count = await run_in_threadpool(
             ingest_items,
             services.db,
             services.embedder,
             services.index,
-            body.items,
+            items,
             batch=len(body.items),
         )
     except IndexUnavailable as error:
