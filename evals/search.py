@@ -17,11 +17,16 @@ hybrid's fusion weights are tuned on the `tune` half only (a small grid, best me
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import inspect
 import itertools
+import json
 import re
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,7 @@ from evals.ranking import ranking_metrics
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import MINILM, CachedEmbedder, Embedder, load_embedder
 from retrieval.hybrid import HybridWeights, text_match
-from retrieval.index import ItemFilter, Source, VectorIndex
+from retrieval.index import LEXICAL_AVG_LEN, ItemFilter, Source, VectorIndex, lexical_text
 from retrieval.ingest import ingest_file, prepare_source
 from store.db import Database
 
@@ -147,6 +152,57 @@ def build_index(catalog: Path, work: Path, embedder: Embedder) -> tuple[VectorIn
     return index, {"ingest": report.summary(), "filled": filled}
 
 
+def index_fingerprint(catalog: Path, embedder: Embedder) -> str:
+    """What the ingested index depends on: the catalog's bytes, the embedder, and the code that
+    turns a row into indexed text (a change to any of them gives a new fingerprint)."""
+    digest = hashlib.sha256()
+    with catalog.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    for part in (
+        embedder.name,
+        str(embedder.dim),
+        json.dumps(MAPPING, sort_keys=True),
+        str(LEXICAL_AVG_LEN),
+        inspect.getsource(write_catalog),
+        inspect.getsource(lexical_text),
+    ):
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def ingested(
+    catalog: Path, embedder: Embedder, scratch: Path, cache: Path | None
+) -> Iterator[tuple[VectorIndex, Any]]:
+    """The catalog ingested into a Qdrant Edge shard. With a `cache` folder, a shard ingested
+    earlier from the same catalog, embedder and indexing code (`index_fingerprint`) is reused,
+    and a new one is kept there for the next run; without, it lives in a temporary folder."""
+    if cache is None or embedder.degraded:
+        with tempfile.TemporaryDirectory(dir=scratch) as work:
+            index, info = build_index(catalog, Path(work), embedder)
+            try:
+                yield index, info
+            finally:
+                index.close()
+        return
+    folder = cache / index_fingerprint(catalog, embedder)
+    done = folder / "ingested.json"
+    if done.exists():
+        info = {**json.loads(done.read_text(encoding="utf-8")), "cached": str(folder)}
+        index: VectorIndex = EdgeIndex(folder / "edge", dim=embedder.dim)
+    else:
+        # A folder without the marker is an interrupted ingest: start it over.
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        index, info = build_index(catalog, folder, embedder)
+        done.write_text(json.dumps(info), encoding="utf-8")
+    try:
+        yield index, info
+    finally:
+        index.close()
+
+
 def searcher(
     system: str, index: VectorIndex, embedder: Embedder, weights: HybridWeights, k: int
 ) -> Callable[[str], list[str]]:
@@ -219,6 +275,7 @@ def run_search(ctx: RunContext) -> SuiteResult:
     base = HybridWeights(**params.get("weights", {}))
     grid = params.get("tune", {})
     rng = np.random.default_rng(ctx.suite.seed)
+    cache = (ctx.suite_dir / params["index_cache"]).resolve() if params.get("index_cache") else None
     rows: list[Row] = []
     tables: dict[str, list[dict[str, Any]]] = {}
     details: dict[str, Any] = {"embedder": embedder.name, "degraded": embedder.degraded}
@@ -235,35 +292,31 @@ def run_search(ctx: RunContext) -> SuiteResult:
         empty = [q.id for q in queries if not relevant[q.id]]
         if empty:
             raise SuiteError(f"queries {empty} have no relevant product in {catalog}")
-        with tempfile.TemporaryDirectory(dir=ctx.out_dir) as work:
-            index, info = build_index(catalog, Path(work), embedder)
-            try:
-                halves = {s: [q for q in queries if q.split == s] for s in ("tune", "test")}
-                weights, tried = (
-                    tune(index, embedder, halves["tune"], relevant, k, grid, base)
-                    if grid
-                    else (base, [])
-                )
-                ctx.set_total(len(SYSTEMS) * 2)
-                for split, label in (("tune", "tuning"), ("test", "held-out")):
-                    for system in SYSTEMS:
-                        scores = per_query(
-                            searcher(system, index, embedder, weights, k),
-                            halves[split],
-                            relevant,
-                            k,
-                        )
-                        metrics, spread = {}, {}
-                        for metric, values in scores.items():
-                            low, high = bootstrap_ci(values, rng)
-                            metrics[metric] = float(values.mean())
-                            metrics[f"{metric}_ci_low"] = low
-                            metrics[f"{metric}_ci_high"] = high
-                            spread[metric] = (high - low) / 2
-                        rows.append(Row(f"{dataset.name}/{label}", system, metrics, spread))
-                        ctx.progress(1)
-            finally:
-                index.close()
+        with ingested(catalog, embedder, ctx.out_dir, cache) as (index, info):
+            halves = {s: [q for q in queries if q.split == s] for s in ("tune", "test")}
+            weights, tried = (
+                tune(index, embedder, halves["tune"], relevant, k, grid, base)
+                if grid
+                else (base, [])
+            )
+            ctx.set_total(len(SYSTEMS) * 2)
+            for split, label in (("tune", "tuning"), ("test", "held-out")):
+                for system in SYSTEMS:
+                    scores = per_query(
+                        searcher(system, index, embedder, weights, k),
+                        halves[split],
+                        relevant,
+                        k,
+                    )
+                    metrics, spread = {}, {}
+                    for metric, values in scores.items():
+                        low, high = bootstrap_ci(values, rng)
+                        metrics[metric] = float(values.mean())
+                        metrics[f"{metric}_ci_low"] = low
+                        metrics[f"{metric}_ci_high"] = high
+                        spread[metric] = (high - low) / 2
+                    rows.append(Row(f"{dataset.name}/{label}", system, metrics, spread))
+                    ctx.progress(1)
         details[dataset.name] = {
             **info,
             "products": len(products),
