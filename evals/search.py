@@ -180,11 +180,11 @@ def ingested(
     and a new one is kept there for the next run; without, it lives in a temporary folder."""
     if cache is None or embedder.degraded:
         with tempfile.TemporaryDirectory(dir=scratch) as work:
-            index, info = build_index(catalog, Path(work), embedder)
+            fresh, info = build_index(catalog, Path(work), embedder)
             try:
-                yield index, info
+                yield fresh, info
             finally:
-                index.close()
+                fresh.close()
         return
     folder = cache / index_fingerprint(catalog, embedder)
     done = folder / "ingested.json"
