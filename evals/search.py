@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from evals.base import Row, RunContext, SuiteError, SuiteResult, register
+from evals.base import Row, RunContext, SuiteError, SuiteResult, embedder_label, register
 from evals.ranking import ranking_metrics
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import MINILM, CachedEmbedder, Embedder, load_embedder
@@ -345,4 +345,6 @@ def run_search(ctx: RunContext) -> SuiteResult:
                 else " — **not** the service's default (`tools.retrieve.WEIGHTS`)."
             )
         )
-    return SuiteResult(rows=rows, notes=notes, tables=tables, details=details)
+    return SuiteResult(
+        rows=rows, notes=notes, tables=tables, details=details, embedder=embedder_label(embedder)
+    )

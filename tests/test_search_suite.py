@@ -116,6 +116,8 @@ thresholds:
     assert report.passed
     details = json.loads((report.out_dir / "metrics.json").read_text())
     assert "tuned_weights" in json.dumps(details)
+    # The report names the embedder the dense and hybrid systems used.
+    assert "this suite embeds no text" not in (report.out_dir / "report.md").read_text()
 
 
 def test_a_second_run_reuses_the_cached_shard_and_a_changed_catalog_does_not(
