@@ -86,8 +86,8 @@ class ItemFilter:
 class Hit:
     """One search result: the item id, its score and payload, and its vectors when asked for.
 
-    The score is the cosine similarity (content), the dot product (collab), or the reciprocal
-    rank fusion score of a fused search.
+    The score is the cosine similarity (content), the dot product (collab), or the fusion score
+    of a fused search (reciprocal rank fusion; a match alone scores by its own `fusion`).
     """
 
     item_id: str
@@ -247,8 +247,9 @@ class VectorIndex(Protocol):
         """One query inside Qdrant: each source prefetches its `prefetch` nearest items (filter
         pushed into every prefetch), and weighted reciprocal rank fusion ranks their union.
 
-        With `match`, only the matched items come back: the match order is one input of the
-        fusion, and each source re-scores the matched items instead of prefetching its own."""
+        With `match`, only the matched items come back, fused by the match's `fusion`: the
+        match order is one input of the RRF, and each source re-scores the matched items instead
+        of prefetching its own."""
         ...
 
     def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:
