@@ -17,11 +17,16 @@ hybrid's fusion weights are tuned on the `tune` half only (a small grid, best me
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import inspect
 import itertools
+import json
 import re
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,12 +34,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from evals.base import Row, RunContext, SuiteError, SuiteResult, register
+from evals.base import Row, RunContext, SuiteError, SuiteResult, embedder_label, register
 from evals.ranking import ranking_metrics
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import MINILM, CachedEmbedder, Embedder, load_embedder
 from retrieval.hybrid import HybridWeights, text_match
-from retrieval.index import ItemFilter, Source, VectorIndex
+from retrieval.index import LEXICAL_AVG_LEN, ItemFilter, Source, VectorIndex, lexical_text
 from retrieval.ingest import ingest_file, prepare_source
 from store.db import Database
 
@@ -128,6 +133,57 @@ def build_index(catalog: Path, work: Path, embedder: Embedder) -> tuple[VectorIn
     return index, {"ingest": report.summary(), "filled": filled}
 
 
+def index_fingerprint(catalog: Path, embedder: Embedder) -> str:
+    """What the ingested index depends on: the catalog's bytes, the embedder, and the code that
+    turns a row into indexed text (a change to any of them gives a new fingerprint)."""
+    digest = hashlib.sha256()
+    with catalog.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    for part in (
+        embedder.name,
+        str(embedder.dim),
+        json.dumps(MAPPING, sort_keys=True),
+        str(LEXICAL_AVG_LEN),
+        inspect.getsource(write_catalog),
+        inspect.getsource(lexical_text),
+    ):
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def ingested(
+    catalog: Path, embedder: Embedder, scratch: Path, cache: Path | None
+) -> Iterator[tuple[VectorIndex, Any]]:
+    """The catalog ingested into a Qdrant Edge shard. With a `cache` folder, a shard ingested
+    earlier from the same catalog, embedder and indexing code (`index_fingerprint`) is reused,
+    and a new one is kept there for the next run; without, it lives in a temporary folder."""
+    if cache is None or embedder.degraded:
+        with tempfile.TemporaryDirectory(dir=scratch) as work:
+            fresh, info = build_index(catalog, Path(work), embedder)
+            try:
+                yield fresh, info
+            finally:
+                fresh.close()
+        return
+    folder = cache / index_fingerprint(catalog, embedder)
+    done = folder / "ingested.json"
+    if done.exists():
+        info = {**json.loads(done.read_text(encoding="utf-8")), "cached": str(folder)}
+        index: VectorIndex = EdgeIndex(folder / "edge", dim=embedder.dim)
+    else:
+        # A folder without the marker is an interrupted ingest: start it over.
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        index, info = build_index(catalog, folder, embedder)
+        done.write_text(json.dumps(info), encoding="utf-8")
+    try:
+        yield index, info
+    finally:
+        index.close()
+
+
 def searcher(
     system: str, index: VectorIndex, embedder: Embedder, weights: HybridWeights, k: int
 ) -> Callable[[str], list[str]]:
@@ -177,8 +233,9 @@ def tune(
     grid: dict[str, list[Any]],
     base: HybridWeights,
 ) -> tuple[HybridWeights, list[dict[str, Any]]]:
-    """The grid point with the best mean NDCG@k on `queries` (the tuning half only)."""
-    names = sorted(grid)
+    """The grid point with the best mean NDCG@k on `queries` (the tuning half only); of tied
+    points, the first tried (the grid's lists in order, the first name varying slowest)."""
+    names = list(grid)
     tried = []
     best, best_score = base, -1.0
     for values in itertools.product(*(grid[name] for name in names)):
@@ -191,6 +248,13 @@ def tune(
     return best, tried
 
 
+def _served(weights: HybridWeights, grid: dict[str, list[Any]]) -> bool:
+    """Whether the tuned point is what the service serves, on every tuned field."""
+    from tools.retrieve import WEIGHTS
+
+    return all(getattr(weights, name) == getattr(WEIGHTS, name) for name in grid)
+
+
 @register("search")
 def run_search(ctx: RunContext) -> SuiteResult:
     params = ctx.suite.params
@@ -200,6 +264,7 @@ def run_search(ctx: RunContext) -> SuiteResult:
     base = HybridWeights(**params.get("weights", {}))
     grid = params.get("tune", {})
     rng = np.random.default_rng(ctx.suite.seed)
+    cache = (ctx.suite_dir / params["index_cache"]).resolve() if params.get("index_cache") else None
     rows: list[Row] = []
     tables: dict[str, list[dict[str, Any]]] = {}
     details: dict[str, Any] = {"embedder": embedder.name, "degraded": embedder.degraded}
@@ -216,47 +281,51 @@ def run_search(ctx: RunContext) -> SuiteResult:
         empty = [q.id for q in queries if not relevant[q.id]]
         if empty:
             raise SuiteError(f"queries {empty} have no relevant product in {catalog}")
-        with tempfile.TemporaryDirectory(dir=ctx.out_dir) as work:
-            index, info = build_index(catalog, Path(work), embedder)
-            try:
-                halves = {s: [q for q in queries if q.split == s] for s in ("tune", "test")}
-                weights, tried = (
-                    tune(index, embedder, halves["tune"], relevant, k, grid, base)
-                    if grid
-                    else (base, [])
-                )
-                ctx.set_total(len(SYSTEMS) * 2)
-                for split, label in (("tune", "tuning"), ("test", "held-out")):
-                    for system in SYSTEMS:
-                        scores = per_query(
-                            searcher(system, index, embedder, weights, k),
-                            halves[split],
-                            relevant,
-                            k,
-                        )
-                        metrics, spread = {}, {}
-                        for metric, values in scores.items():
-                            low, high = bootstrap_ci(values, rng)
-                            metrics[metric] = float(values.mean())
-                            metrics[f"{metric}_ci_low"] = low
-                            metrics[f"{metric}_ci_high"] = high
-                            spread[metric] = (high - low) / 2
-                        rows.append(Row(f"{dataset.name}/{label}", system, metrics, spread))
-                        ctx.progress(1)
-            finally:
-                index.close()
+        with ingested(catalog, embedder, ctx.out_dir, cache) as (index, info):
+            halves = {s: [q for q in queries if q.split == s] for s in ("tune", "test")}
+            weights, tried = (
+                tune(index, embedder, halves["tune"], relevant, k, grid, base)
+                if grid
+                else (base, [])
+            )
+            ctx.set_total(len(SYSTEMS) * 2)
+            for split, label in (("tune", "tuning"), ("test", "held-out")):
+                for system in SYSTEMS:
+                    scores = per_query(
+                        searcher(system, index, embedder, weights, k),
+                        halves[split],
+                        relevant,
+                        k,
+                    )
+                    metrics, spread = {}, {}
+                    for metric, values in scores.items():
+                        low, high = bootstrap_ci(values, rng)
+                        metrics[metric] = float(values.mean())
+                        metrics[f"{metric}_ci_low"] = low
+                        metrics[f"{metric}_ci_high"] = high
+                        spread[metric] = (high - low) / 2
+                    rows.append(Row(f"{dataset.name}/{label}", system, metrics, spread))
+                    ctx.progress(1)
         details[dataset.name] = {
             **info,
             "products": len(products),
             "queries": {s: len(v) for s, v in halves.items()},
             "relevant_per_query": float(np.mean([len(v) for v in relevant.values()])),
-            "tuned_weights": {name: getattr(weights, name) for name in sorted(grid)},
+            "tuned_weights": {name: getattr(weights, name) for name in grid},
+            "tuned_is_served": _served(weights, grid),
         }
         tables[f"{dataset.name} fusion grid (tuning half)"] = tried
         notes.append(
             f"{dataset.name}: {len(products)} products, {len(queries)} queries "
             f"({len(halves['tune'])} tuning, {len(halves['test'])} held out); catalog gaps "
             f"filled at ingest: {info['filled']}; fusion chosen on the tuning half: "
-            f"{details[dataset.name]['tuned_weights']}."
+            f"{details[dataset.name]['tuned_weights']}"
+            + (
+                " — the service's default (`tools.retrieve.WEIGHTS`)."
+                if details[dataset.name]["tuned_is_served"]
+                else " — **not** the service's default (`tools.retrieve.WEIGHTS`)."
+            )
         )
-    return SuiteResult(rows=rows, notes=notes, tables=tables, details=details)
+    return SuiteResult(
+        rows=rows, notes=notes, tables=tables, details=details, embedder=embedder_label(embedder)
+    )

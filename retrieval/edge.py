@@ -83,6 +83,11 @@ def _rrf(weights: list[float]) -> Any:
     return qe.Fusion.Rrf(k=RRF_K, weights=weights)
 
 
+def _match_fusion(match: Match, weights: list[float]) -> Any:
+    """The query fusing a match's sources (weights are those of its present sources)."""
+    return qe.Fusion.Dbsf() if match.fusion == "dbsf" else _rrf(weights)
+
+
 class EdgeIndex:
     """A VectorIndex on a Qdrant Edge shard in `path`, created on first use."""
 
@@ -293,13 +298,14 @@ class EdgeIndex:
             if not matched:
                 return []
             limit = min(k, match.limit)
+            fusion = _match_fusion(match, [w for w, _ in matched])
             if not sources:
                 inputs = list(matched)
             else:
                 stage = qe.Prefetch(
                     limit=match.limit,
                     prefetches=[p for _, p in matched],
-                    query=_rrf([w for w, _ in matched]),
+                    query=fusion,
                     filter=where,
                 )
                 inputs = [(match.weight, stage)]
@@ -310,7 +316,7 @@ class EdgeIndex:
         request = qe.QueryRequest(
             limit=limit,
             prefetches=[stage for _, stage in present],
-            query=_rrf([weight for weight, _ in present]),
+            query=fusion if match is not None and not sources else _rrf([w for w, _ in present]),
             filter=where,
             with_payload=True,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,

@@ -41,8 +41,13 @@ class HybridWeights:
     collab: float = 2.0
     recent: float = 1.0
     prefetch: int = 100
+    fusion: str = "dbsf"
+    """How the match fuses the text's keywords and embedding (`retrieval.index.FUSIONS`). DBSF
+    (their scores, each normalised over its prefetch) beat weighted RRF (their ranks) on the
+    tuning half of the product-search suite: NDCG@10 0.94 against 0.89 at best."""
     lexical: float = 1.0
-    """Weight of the BM25 keywords against the text's embedding inside the match."""
+    """Weight of the BM25 keywords against the text's embedding inside the match (RRF only:
+    DBSF is unweighted)."""
     dense: float = 1.0
     min_similarity: float = 0.3
     """Cosine below which an item does not match the text by meaning (it may still by words)."""
@@ -52,10 +57,14 @@ class HybridWeights:
 
 def text_match(weights: HybridWeights, text: str, vector: np.ndarray | None) -> Match:
     """The items the request's text matches: its keywords, and its meaning above a threshold."""
-    sources = [Source.lexical(text, weights.lexical)]
+    weighted = weights.fusion == "rrf"
+    sources = [Source.lexical(text, weights.lexical if weighted else 1.0)]
     if vector is not None and np.any(vector):
-        sources.append(Source(VECTOR_NAME, vector, weights.dense, threshold=weights.min_similarity))
-    return Match(tuple(sources), limit=weights.match_limit, weight=weights.query)
+        dense = weights.dense if weighted else 1.0
+        sources.append(Source(VECTOR_NAME, vector, dense, threshold=weights.min_similarity))
+    return Match(
+        tuple(sources), limit=weights.match_limit, weight=weights.query, fusion=weights.fusion
+    )
 
 
 def unit(vector: np.ndarray) -> np.ndarray:

@@ -86,8 +86,8 @@ class ItemFilter:
 class Hit:
     """One search result: the item id, its score and payload, and its vectors when asked for.
 
-    The score is the cosine similarity (content), the dot product (collab), or the reciprocal
-    rank fusion score of a fused search.
+    The score is the cosine similarity (content), the dot product (collab), or the fusion score
+    of a fused search (reciprocal rank fusion; a match alone scores by its own `fusion`).
     """
 
     item_id: str
@@ -141,15 +141,23 @@ class Source:
         return self.vector
 
 
+FUSIONS = ("rrf", "dbsf")
+"""How a match fuses its sources inside Qdrant: weighted reciprocal rank fusion of their orders
+("rrf"), or distribution-based score fusion of their scores ("dbsf": each source's scores over
+its prefetch are mapped to [0, 1] by mean ± 3 standard deviations and summed, unweighted)."""
+
+
 @dataclass(frozen=True)
 class Match:
-    """What a request's text matches: its sources (lexical and dense) fused by RRF, cut to
-    `limit` items. A fused search given a Match returns only these items; its other sources
-    re-order them rather than adding others, and the match order itself weighs `weight`."""
+    """What a request's text matches: its sources (lexical and dense) fused inside Qdrant by
+    `fusion` (see `FUSIONS`), cut to `limit` items. A fused search given a Match returns only
+    these items; its other sources re-order them rather than adding others, and the match order
+    itself weighs `weight`."""
 
     sources: tuple[Source, ...]
     limit: int = 50
     weight: float = 2.0
+    fusion: str = "rrf"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))
@@ -159,6 +167,11 @@ class Match:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
         if not (math.isfinite(self.weight) and self.weight > 0):
             raise ValueError(f"weight must be a finite number > 0, got {self.weight}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.fusion == "dbsf" and any(s.weight != 1.0 for s in self.sources):
+            # Qdrant's DBSF takes no weights: a weight would be silently ignored.
+            raise ValueError("dbsf fuses its sources unweighted: give each source weight 1.0")
 
 
 class Lexical:
@@ -234,8 +247,9 @@ class VectorIndex(Protocol):
         """One query inside Qdrant: each source prefetches its `prefetch` nearest items (filter
         pushed into every prefetch), and weighted reciprocal rank fusion ranks their union.
 
-        With `match`, only the matched items come back: the match order is one input of the
-        fusion, and each source re-scores the matched items instead of prefetching its own."""
+        With `match`, only the matched items come back, fused by the match's `fusion`: the
+        match order is one input of the RRF, and each source re-scores the matched items instead
+        of prefetching its own."""
         ...
 
     def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:

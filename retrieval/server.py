@@ -94,6 +94,13 @@ def _rrf(weights: list[float]) -> qm.RrfQuery:
     return qm.RrfQuery(rrf=qm.Rrf(k=RRF_K, weights=weights))
 
 
+def _match_fusion(match: Match, weights: list[float]) -> qm.RrfQuery | qm.FusionQuery:
+    """The query fusing a match's sources (weights are those of its present sources)."""
+    if match.fusion == "dbsf":
+        return qm.FusionQuery(fusion=qm.Fusion.DBSF)
+    return _rrf(weights)
+
+
 class QdrantServerIndex:
     """A VectorIndex on one collection of a Qdrant server (`url`) or of local mode (`path`)."""
 
@@ -312,12 +319,13 @@ class QdrantServerIndex:
             if not matched:
                 return []
             limit = min(k, match.limit)
+            fusion = _match_fusion(match, [w for w, _ in matched])
             if not sources:
                 inputs = list(matched)
             else:
                 inner = qm.Prefetch(
                     prefetch=[p for _, p in matched],
-                    query=_rrf([w for w, _ in matched]),
+                    query=fusion,
                     filter=where,
                     limit=match.limit,
                 )
@@ -330,7 +338,9 @@ class QdrantServerIndex:
             response = self._client.query_points(
                 self.collection,
                 prefetch=[stage for _, stage in present],
-                query=_rrf([weight for weight, _ in present]),
+                query=(
+                    fusion if match is not None and not sources else _rrf([w for w, _ in present])
+                ),
                 query_filter=where,
                 limit=limit,
                 with_payload=True,

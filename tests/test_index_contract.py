@@ -619,6 +619,48 @@ def test_lexical_and_dense_fuse_in_one_query(
         assert hit.score == pytest.approx(expected[hit.item_id], rel=1e-3)
 
 
+def _dbsf(scored: list[dict[str, float]]) -> dict[str, float]:
+    """Distribution-based score fusion, written independently of both backends: each source's
+    scores over its prefetch are mapped by mean ± 3 (sample) standard deviations to [0, 1] and
+    summed; an item a source did not prefetch gets nothing from it."""
+    fused: dict[str, float] = {}
+    for scores in scored:
+        values = np.array(list(scores.values()))
+        mean, spread = values.mean(), 3 * values.std(ddof=1)
+        for item_id, value in scores.items():
+            norm = (value - mean + spread) / (2 * spread)
+            fused[item_id] = fused.get(item_id, 0.0) + norm
+    return fused
+
+
+def test_a_dbsf_match_fuses_bm25_and_cosine_scores(shared_index: VectorIndex):
+    text = "waterproof winter boots"
+    dense = EMBEDDER.embed([text])[0]
+    prefetch = 10
+    bm25 = _bm25(text)
+    by_lexical = dict(sorted(bm25.items(), key=lambda kv: -kv[1])[:prefetch])
+    cosine = {i: float(v @ dense) / float(np.linalg.norm(dense)) for i, v in VECTOR_BY_ID.items()}
+    by_dense = dict(sorted(cosine.items(), key=lambda kv: -kv[1])[:prefetch])
+    expected = _dbsf([by_lexical, by_dense])
+    assert len(bm25) > 2  # enough keyword hits for a spread
+
+    match = Match((Source.lexical(text), Source(VECTOR_NAME, dense)), limit=6, fusion="dbsf")
+    hits = shared_index.fused_search([], k=6, prefetch=prefetch, match=match)
+
+    assert [hit.score for hit in hits] == pytest.approx(
+        sorted(expected.values(), reverse=True)[:6], rel=1e-3
+    )
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[hit.item_id], rel=1e-3)
+
+
+def test_a_dbsf_match_rejects_weights_it_would_ignore():
+    with pytest.raises(ValueError, match="unweighted"):
+        Match((Source.lexical("wool", 2.0),), fusion="dbsf")
+    with pytest.raises(ValueError, match="fusion"):
+        Match((Source.lexical("wool"),), fusion="sum")
+
+
 def test_a_dense_threshold_keeps_only_close_items(shared_index: VectorIndex):
     query = _query("kit-03")
     threshold = 0.3

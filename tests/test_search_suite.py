@@ -123,3 +123,46 @@ thresholds:
     assert report.passed
     details = json.loads((report.out_dir / "metrics.json").read_text())
     assert "tuned_weights" in json.dumps(details)
+    # The report names the embedder the dense and hybrid systems used.
+    assert "this suite embeds no text" not in (report.out_dir / "report.md").read_text()
+
+
+def test_a_second_run_reuses_the_cached_shard_and_a_changed_catalog_does_not(
+    tmp_path: Path, tiny_model_dir: Path
+):
+    catalog = _catalog(tmp_path / "catalog")
+    (tmp_path / "queries.yaml").write_text(QUERIES)
+    suite = tmp_path / "search.yaml"
+    suite.write_text(
+        f"""
+name: search-cached
+kind: search
+datasets: [{{name: small, path: {catalog}}}]
+params:
+  k: 3
+  queries: queries.yaml
+  embedding_model: {tiny_model_dir}
+  index_cache: cache
+"""
+    )
+
+    def run(name: str) -> tuple[dict, dict]:
+        report = run_suite(suite, out_dir=tmp_path / name)
+        details = json.loads((report.out_dir / "metrics.json").read_text())
+        rows = {(row.dataset, row.system): row.metrics for row in report.rows}
+        return rows, json.dumps(details)
+
+    first, first_details = run("first")
+    shards = list((tmp_path / "cache").iterdir())
+    assert len(shards) == 1 and (shards[0] / "ingested.json").exists()
+    assert '"cached"' not in first_details
+
+    second, second_details = run("second")
+    assert '"cached"' in second_details  # no ingest this time
+    assert second == first
+
+    with (catalog / "products.csv").open("a", newline="") as handle:
+        csv.writer(handle).writerow(["p13", "Kite Reel", "Kites", "Hq", "5", "", "1", "0", "4"])
+    _, third_details = run("third")
+    assert '"cached"' not in third_details
+    assert len(list((tmp_path / "cache").iterdir())) == 2
