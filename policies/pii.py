@@ -86,7 +86,7 @@ from policies.pii_patterns import (
     DateTimeRecognizer,
     DriverLicenseRecognizer,
     OfflineUrlRecognizer,
-    PhoneRecognizer,
+    RegionPhoneRecognizer,
     StreetAddressRecognizer,
     ZipCodeRecognizer,
     offline_tldextract,
@@ -298,12 +298,12 @@ class PIIGuard:
         lists = _name_lists(Path(names_dir).resolve())
         recognizers: list[EntityRecognizer] = [
             _OfflineEmailRecognizer(),
-            PhoneRecognizer(tuple(phone_regions)),
+            RegionPhoneRecognizer(tuple(phone_regions)),
             CardRecognizer(),
             _IbanRecognizer(),
             IpRecognizer(),
             UsSsnRecognizer(),
-            NhsRecognizer(),
+            _NhsRecognizer(),
             OfflineUrlRecognizer(),
             StreetAddressRecognizer(),
             ZipCodeRecognizer(),
@@ -313,7 +313,7 @@ class PIIGuard:
             _PersonNameRecognizer(lists),
         ]
         if self.degraded is None:
-            recognizers.append(NerRecognizer(lists.not_names, _fold))
+            recognizers.append(NerRecognizer(lists.not_names, _fold, lists.first | lists.last))
         recognizers = [r for r in recognizers if set(r.supported_entities) & self.redact]
         self._entities = sorted(self.redact)
         self._with_known = sorted(self.redact | {FIRST_NAME, PERSONAL_DETAIL})
@@ -343,7 +343,7 @@ class PIIGuard:
         )
         if "ZIP_CODE" in self.redact:
             results += _postcodes_beside_places(text, results)
-        return resolve_overlaps(_patterns_over_ner(results))
+        return resolve_overlaps(_names_over_ner(_patterns_over_ner(results)))
 
     def pseudonymize(
         self, text: str, *, known: KnownValues = _NO_KNOWN_VALUES, vault: Vault
@@ -428,6 +428,33 @@ class _IbanRecognizer(IbanRecognizer):
     ) -> list[RecognizerResult]:
         capitalised = self._LOWER_CASE.sub(lambda m: m.group().upper(), text)
         return super().analyze(capitalised, entities, cast(NlpArtifacts, nlp_artifacts))
+
+
+class _NhsRecognizer(NhsRecognizer):
+    """Presidio's NHS number recognizer, sure of a number only after an NHS word.
+
+    Presidio scores every 3-3-4 run of ten digits that passes the mod-11 check as certain (1.0),
+    and one in eleven random numbers passes: a US number ("201-741-5537") or a French one
+    ("0612373851") would then be reported as an NHS number. Without "NHS" or "health" in the
+    40 characters before it, a checked number keeps the pattern's own score, so a valid phone
+    number of the same digits wins.
+    """
+
+    _CONTEXT = re.compile(r"(?i:\b(?:nhs|health|patient|chi)\b)")
+    UNSURE_SCORE = 0.5
+
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+        for result in results:
+            if not self._CONTEXT.search(text[max(0, result.start - 40) : result.start]):
+                result.score = min(result.score, self.UNSURE_SCORE)
+        return results
 
 
 @dataclass(frozen=True)
@@ -527,6 +554,8 @@ class _PersonNameRecognizer(EntityRecognizer):
     }
     CHAIN_SCORE = 0.75  # a given name and a surname: "Anna Schmidt"
     ALONE_SCORE = 0.6  # a listed given name alone, or followed by one unknown word
+    EVIDENCE_SCORE = 0.7  # at least a context phrase or a full name: outranks NER's other labels
+    NAME = "PersonNameRecognizer"
     MAX_NAME_WORDS = 4
     TITLES = _wordset(
         "mr mrs ms miss mx dr prof professor sir dame lady lord herr frau monsieur madame mme "
@@ -577,7 +606,7 @@ class _PersonNameRecognizer(EntityRecognizer):
     def __init__(self, lists: _NameLists) -> None:
         self._lists = lists
         self._longest_phrase = max(len(p) for phrases in self.PHRASES.values() for p in phrases)
-        super().__init__(supported_entities=[self.ENTITY], name="PersonNameRecognizer")
+        super().__init__(supported_entities=[self.ENTITY], name=self.NAME)
 
     def load(self) -> None:
         """The lists are loaded by `_name_lists` once per process."""
@@ -1047,6 +1076,41 @@ def _patterns_over_ner(results: list[RecognizerResult]) -> list[RecognizerResult
             )
         )
     ]
+
+
+def _names_over_ner(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """NER places, organisations, groups and dates that overlap a name with evidence give way.
+
+    The small model often labels a name it has not seen as an organisation or a place ("Ask for
+    <ORG>Karola</ORG>", "c/o <ORG>Jordan Hering</ORG>", "I'm <DATE>May</DATE>"). The name
+    recognizer's evidence there is a context phrase ("ask for", "c/o", "I'm", "Thanks") or a
+    listed given name followed by a surname, which is stronger than the small model's label. A
+    listed given name alone (ALONE_SCORE) is no such evidence: "to the store in Florence" stays
+    a place.
+    """
+    names = [
+        r
+        for r in results
+        if r.entity_type == PERSON
+        and r.score >= _PersonNameRecognizer.EVIDENCE_SCORE
+        and _recognizer(r) == _PersonNameRecognizer.NAME
+    ]
+    if not names:
+        return results
+    return [
+        r
+        for r in results
+        if not (
+            _from_ner(r)
+            and r.entity_type != PERSON
+            and any(n.start < r.end and r.start < n.end for n in names)
+        )
+    ]
+
+
+def _recognizer(result: RecognizerResult) -> str | None:
+    metadata = result.recognition_metadata or {}
+    return metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY)
 
 
 def _from_ner(result: RecognizerResult) -> bool:

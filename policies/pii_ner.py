@@ -114,7 +114,8 @@ class NerRecognizer(SpacyRecognizer):
 
     * PERSON: a title or a greeting at its start is left out ("Hi Anna" is "Anna"); spans with
       digits or symbols, words in capitals only ("IBAN"), and listed brands or places written
-      like names ("Calvin Klein", from `not_names`) are dropped.
+      like names ("Calvin Klein", from `not_names`) are dropped, and so is a form's field label,
+      one unlisted word at a line's start before a colon ("Expiry: 11/31", "Tel.: 0176 ...").
     * DATE_TIME: only dates and times with a digit or a month or day name; durations ("30 days",
       "two-year") and bare numbers are no dates.
     * ORGANIZATION: abbreviations of payment and product codes ("IBAN", "SKU") are dropped.
@@ -195,9 +196,17 @@ class NerRecognizer(SpacyRecognizer):
 
     NAME = "AttuneNerRecognizer"
 
-    def __init__(self, not_names: frozenset[tuple[str, ...]], fold: object) -> None:
+    _LABEL = re.compile(r"[ \t]*\.?[ \t]*:")
+
+    def __init__(
+        self,
+        not_names: frozenset[tuple[str, ...]],
+        fold: object,
+        names: frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__(supported_entities=list(NER_ENTITIES), name=self.NAME)
         self._not_names = not_names
+        self._names = names
         self._fold = fold
 
     def analyze(
@@ -244,5 +253,12 @@ class NerRecognizer(SpacyRecognizer):
         key = tuple(self._fold(w) for w in span.split())  # type: ignore[operator]
         if key in self._not_names:
             return None
+        if (
+            len(key) == 1
+            and key[0] not in self._names
+            and not text[:start].rpartition("\n")[2].strip()
+            and self._LABEL.match(text, start + len(span))
+        ):
+            return None  # a form's field label: "Expiry: 11/31"
         result.start, result.end = start, start + len(span)
         return result

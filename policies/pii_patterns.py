@@ -21,7 +21,7 @@ __all__ = [
     "DateTimeRecognizer",
     "DriverLicenseRecognizer",
     "OfflineUrlRecognizer",
-    "PhoneRecognizer",
+    "RegionPhoneRecognizer",
     "StreetAddressRecognizer",
     "ZipCodeRecognizer",
     "luhn_valid",
@@ -46,7 +46,7 @@ def _labelled(text: str, start: int) -> bool:
     return _NOT_PII_LABEL.search(text[max(0, start - 24) : start]) is not None
 
 
-class PhoneRecognizer(EntityRecognizer):
+class RegionPhoneRecognizer(EntityRecognizer):
     """Phone numbers of any region `phonenumbers` knows, through its `PhoneNumberMatcher`.
 
     A number written with "+CC" or "00CC" is found whatever its region (the matcher reads it
@@ -55,6 +55,12 @@ class PhoneRecognizer(EntityRecognizer):
     matcher runs on each with every region, so that a dozen regions cost little more than one.
     Numbers right after a label such as "Order" or "Tracking" are left alone: order and invoice
     numbers with a leading zero parse as valid national numbers.
+
+    With a dozen regions, some region reads almost any run of 9 to 12 digits as a valid national
+    number (an IPv4 address, a Brazilian CPF, a booking reference). So a number without its
+    country code must also be grouped the way its region writes numbers (`STRICT_GROUPING`:
+    "06 12 37 38 51", "(201) 741-5537", or no separators at all), unless a phone word comes
+    just before it ("tel", "call me on", "mobile:"), and an IP address is never a phone number.
     """
 
     ENTITY = "PHONE_NUMBER"
@@ -64,6 +70,15 @@ class PhoneRecognizer(EntityRecognizer):
     )
 
     _SSN = re.compile(r"\d{3}-\d{2}-\d{4}")  # a US SSN's shape, left to its own recognizer
+    _IPV4 = re.compile(r"\(?\d{1,3}(?:\.\d{1,3}){3}")
+    # Words that announce a phone number, in the languages of Attune's shoppers.
+    _CONTEXT = re.compile(
+        r"(?i:\b(?:tel|tél|telf|phone|phoned|ph|call|calls|called|ring|rang|mobile|mob|cell|"
+        r"cellphone|landline|fax|text|texted|sms|whatsapp|signal|dial|dialled|dialed|number|"
+        r"num|no|nr|contact|reach|telefon|telefonnummer|handy|festnetz|téléphone|telephone|"
+        r"portable|numéro|numero|número|teléfono|telefone|telemóvel|celular|móvil|movil|"
+        r"cellulare|komórka|komorka|nummer|mobiel|puhelin)\b)[^\n\d]{0,20}$"
+    )
 
     def __init__(self, regions: tuple[str, ...], leniency: int = Leniency.VALID) -> None:
         self.regions = tuple(regions) or ("GB",)
@@ -80,15 +95,19 @@ class PhoneRecognizer(EntityRecognizer):
         for candidate in self._CANDIDATE.finditer(text):
             window = candidate.group()
             digits = re.sub(r"\D", "", window)
-            if len(digits) < 6 or self._SSN.fullmatch(window):
+            if len(digits) < 6 or self._SSN.fullmatch(window) or self._IPV4.fullmatch(window):
                 continue
-            if len(digits) >= 12 and not window.startswith(("+", "00")) and luhn_valid(digits):
-                continue  # a card number: national phone numbers are shorter
+            international = window.startswith(("+", "00"))
+            if len(digits) >= 12 and not international and digits[0] != "0" and luhn_valid(digits):
+                continue  # a card number (no card starts with 0, many national numbers do)
             offset = candidate.start()
+            leniency = self.leniency
+            if not international and not self._CONTEXT.search(text[max(0, offset - 40) : offset]):
+                leniency = max(leniency, Leniency.STRICT_GROUPING)
             for region in self.regions:
                 found = [
                     m
-                    for m in PhoneNumberMatcher(window, region, leniency=self.leniency)
+                    for m in PhoneNumberMatcher(window, region, leniency=leniency)
                     if not (
                         not window.startswith(("+", "00"), m.start)
                         and _labelled(text, offset + m.start)

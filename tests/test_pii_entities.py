@@ -3,7 +3,9 @@ which spaCy pipeline it loads and how a fallback is labelled, and the policy's `
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,26 @@ def _spans(guard: PIIGuard, text: str) -> list[tuple[str, str]]:
         ("+33 (0)6 49 83 79 86 or email", [("PHONE_NUMBER", "+33 (0)6 49 83 79 86")]),
         # A long Luhn-valid number is a card, not a national phone number.
         ("paid with 4935332057208174", [("CREDIT_CARD", "4935332057208174")]),
+        # ... but no card starts with 0: a 12-digit German number that passes Luhn is a phone.
+        ("on 01517/8949788; thanks", [("PHONE_NUMBER", "01517/8949788")]),
+        ("call 015178949788 today", [("PHONE_NUMBER", "015178949788")]),
+        # A valid phone number whose digits also pass the NHS check is a phone without "NHS".
+        ("Reach me at 201-380-0282 tomorrow.", [("PHONE_NUMBER", "201-380-0282")]),
+        ("0612373851 is my number", [("PHONE_NUMBER", "0612373851")]),
+        ("my nhs number is 943 476 5919", [("UK_NHS", "943 476 5919")]),
+        # A name with context or a full name outranks the small model's ORG, place or date label.
+        ("Could you call me back? Ask for Karola.", [("PERSON", "Karola")]),
+        ("Ricky Davies here - just checking.", [("PERSON", "Ricky Davies")]),
+        ("I'm May and I have a question.", [("PERSON", "May")]),
+        # A form's field label is no person; a speaker's name before a colon is.
+        (
+            "Expiry: 11/31\nName on card: Louise Burgess",
+            [("PERSON", "Louise Burgess")],
+        ),
+        ("Anna: can you check?", [("PERSON", "Anna")]),
+        # Phones in national formats without a phone word must be grouped as their region does.
+        ("Reach me at 06.12.37.38.51 tomorrow", [("PHONE_NUMBER", "06.12.37.38.51")]),
+        ("mobile: 612 345 678", [("PHONE_NUMBER", "612 345 678")]),
     ],
 )
 def test_each_entity_type_is_found(
@@ -103,11 +125,53 @@ def test_each_entity_type_is_found(
         "card number 4111111111111112 (a typo, sorry)",  # fails the Luhn check
         "Tracking 00340434161094042557 has not moved.",
         "The box is 120 x 60 cm and weighs 14 kg.",
+        # A region reads these as national numbers; without a phone word they are no phones.
+        "CPF 123.456.789-09",
+        "Booking 1234 5678 90",
+        "TFN 123 456 782",
+        "ISBN 0-306-40615-2",
     ],
 )
 def test_numbers_that_are_no_pii_are_left(guard: PIIGuard, text: str) -> None:
     # spaCy may call a product's make an organisation ("Android"); no number may be flagged.
     assert [f for f in guard.find(text) if f.entity_type != "ORGANIZATION"] == []
+
+
+IPV4 = [str(ipaddress.IPv4Address(n)) for n in (3272969078, 3423720279, 311827016, 0x0074512F)]
+IPV6 = [
+    str(ipaddress.IPv6Address("2001:db8:85a3::8a2e:370:7334")),
+    ipaddress.IPv6Address("2001:db8:85a3::8a2e:370:7334").exploded,
+    str(ipaddress.IPv6Address("fe80::a00:27ff:fe4e:66a1")),
+    str(ipaddress.IPv6Address("::ffff:192.0.2.128")),
+    str(ipaddress.IPv6Address("::1")),
+    str(ipaddress.IPv6Network("2001:db8::/32")),
+    "fe80::1%eth0",
+]
+
+
+@pytest.mark.parametrize("address", IPV4 + IPV6)
+@pytest.mark.parametrize("template", ["login from {} was not me", "IP: {}", "router ({}) fails"])
+def test_ip_addresses_in_pythons_forms_are_ip_addresses(
+    guard: PIIGuard, address: str, template: str
+) -> None:
+    # Dotted quads such as 195.13.139.118 also parse as valid national numbers of some region.
+    text = template.format(address)
+    assert _spans(guard, text) == [("IP_ADDRESS", address)]
+
+
+def test_no_guard_recognizer_shares_a_class_name_with_presidios() -> None:
+    # Presidio's registry finds its predefined recognizers by class name in a set of every
+    # subclass; the guard's former PhoneRecognizer made stock Presidio build ours in some runs
+    # (depending on the set's order) and crash the pii suite.
+    from presidio_analyzer import EntityRecognizer
+    from presidio_analyzer.recognizer_registry.recognizers_loader_utils import (
+        RecognizerListLoader,
+    )
+
+    names = Counter(
+        c.__name__ for c in RecognizerListLoader.get_all_existing_recognizers(EntityRecognizer)
+    )
+    assert [name for name, count in names.items() if count > 1] == []
 
 
 def test_luhn() -> None:
