@@ -326,10 +326,15 @@ class PIIGuard:
         self._anonymizer = AnonymizerEngine()
         self._warm_up()
 
-    def find(self, text: str, known: KnownValues = _NO_KNOWN_VALUES) -> list[Finding]:
+    def find(
+        self, text: str, known: KnownValues = _NO_KNOWN_VALUES, *, statistical: bool = True
+    ) -> list[Finding]:
         """The PII spans in `text`, in reading order.
 
         A span inside a longer one gives way to it; of other overlapping spans the stronger wins.
+        With `statistical=False` the NER model's guesses are left out: only known values,
+        patterns and the name lists count (the check of generated copy, whose catalog words NER
+        reads as names and places).
         """
         if not text.strip():
             return []
@@ -341,6 +346,8 @@ class PIIGuard:
             ad_hoc_recognizers=known_recognizers or None,
             score_threshold=self.score_threshold,
         )
+        if not statistical:
+            results = [r for r in results if not _from_ner(r)]
         if "ZIP_CODE" in self.redact:
             results += _postcodes_beside_places(text, results)
         return resolve_overlaps(_names_over_ner(_patterns_over_ner(results)))
@@ -374,9 +381,11 @@ class PIIGuard:
             text=result.text, entities=tuple((item.text, item.entity_type) for item in items)
         )
 
-    def contains_pii(self, text: str, known: KnownValues = _NO_KNOWN_VALUES) -> list[str]:
+    def contains_pii(
+        self, text: str, known: KnownValues = _NO_KNOWN_VALUES, *, statistical: bool = True
+    ) -> list[str]:
         """The entity types of the PII in `text`, sorted; empty when there is none."""
-        return sorted({finding.entity_type for finding in self.find(text, known)})
+        return sorted({f.entity_type for f in self.find(text, known, statistical=statistical)})
 
     def __repr__(self) -> str:
         return f"PIIGuard(mode={self.mode!r}, degraded={self.degraded!r})"
