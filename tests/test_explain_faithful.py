@@ -81,8 +81,12 @@ def test_every_reason_comes_from_the_record(
     # shown, each checked here against the record.
     reasons = decision.explanation.model_dump(mode="json")["reasons"]
 
+    shown = {item["item_id"]: item for item in decision.model_dump(mode="json")["items"]}
     for candidate in candidates:
-        _check_item(candidate, logged_query, summary)
+        # The record holds each candidate's score parts; the reasons and title are what was shown.
+        item = shown[candidate["item_id"]]
+        view = {**candidate, "reasons": item["reasons"], "title": item["title"]}
+        _check_item(view, logged_query, summary)
     acted = {name for c in candidates for name, share in c["parts"].items() if share}
     assert ("your request" in summary) == ("query" in acted)
     if "your recent activity" in summary:

@@ -197,7 +197,7 @@ def test_reindex_command_restores_search_results(
     monkeypatch.setenv("ATTUNE_HOME", str(home))
     done = CliRunner().invoke(cli, ["reindex"])
     assert done.exit_code == 0, done.output
-    report = json.loads(done.output.strip().splitlines()[-1])
+    report = json.loads(done.stdout.strip().splitlines()[-1])  # log lines go to stderr
     assert report["items"] == ITEMS and report["collab"] == "restored"
 
     services = build_services(running.settings)
