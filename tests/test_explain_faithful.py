@@ -81,7 +81,7 @@ def test_every_reason_comes_from_the_record(
     # shown, each checked here against the record.
     reasons = decision.explanation.model_dump(mode="json")["reasons"]
 
-    shown = {item["item_id"]: item for item in decision.model_dump(mode="json")["items"]}
+    shown = {c.item_id: c.model_dump(mode="json") for c in decision.items}
     for candidate in candidates:
         # The record holds each candidate's score parts; the reasons and title are what was shown.
         item = shown[candidate["item_id"]]
