@@ -75,6 +75,7 @@ def test_every_reason_comes_from_the_record(
     with demo_services.db.session() as session:
         record = get_decision(session, decision.decision_id).record
     logged_query = record["request"]["query"]
+    assert (logged_query is None) == (query is None)  # a request's words are logged, minimized
     candidates = record["retrieval"]["candidates"]
     summary = record["explanation"]["summary"]
     # The compact record keeps the summary and the rules; the reasons are what the person is
@@ -86,7 +87,9 @@ def test_every_reason_comes_from_the_record(
         # The record holds each candidate's score parts; the reasons and title are what was shown.
         item = shown[candidate["item_id"]]
         view = {**candidate, "reasons": item["reasons"], "title": item["title"]}
-        _check_item(view, logged_query, summary)
+        _check_item(
+            view, query, summary
+        )  # the person is shown their own words; the record keeps them minimized
     acted = {name for c in candidates for name, share in c["parts"].items() if share}
     assert ("your request" in summary) == ("query" in acted)
     if "your recent activity" in summary:
