@@ -118,9 +118,13 @@ def test_decide_answers_with_the_offline_writer_and_says_so(
 ) -> None:
     user = CONSENTING[1 + FAULTS.index(fault)]
     with misbehaving(fault, _draft) as llm:
-        client = api(replace(demo_services, writer=OpenAIWriter(llm)))
+        client = api(replace(demo_services, writer=OpenAIWriter(llm), llm=llm))
+        assert not any(d.startswith("llm:") for d in client.get("/healthz").json()["degraded"])
         response = client.post("/v1/decide", json={"user_id": user, "channel": "web"})
+        health = client.get("/healthz").json()
     assert response.status_code == 200, response.text
+    assert health["status"] == "degraded"
+    assert any(d.startswith("llm: circuit breaker open") for d in health["degraded"])
     decision = response.json()
     assert decision["content"]
     assert any(d.startswith("writer: openai failed") for d in decision["degraded"])

@@ -33,6 +33,11 @@ def health(services: ServicesDep) -> HealthOut:
             f"vectors: the index holds {indexed} of {stored} stored items; retrieval falls "
             "back to popularity (run 'attune reindex')"
         )
+    if services.llm is not None and services.llm.breaker.state != "closed":
+        degraded.append(
+            f"llm: circuit breaker {services.llm.breaker.state} after repeated failures of the "
+            "model server; the offline writer and plan answer meanwhile"
+        )
     if storage is not None:
         degraded.append(f"storage: {storage}; writes answer 503 with Retry-After")
     return HealthOut(
