@@ -16,7 +16,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.errors import StorageFull
-from store.models import Base
+from store.migrate import upgrade
 
 # /healthz reports storage as failing below these margins, before a write has to fail.
 MIN_FREE_BYTES = 8 * 1024 * 1024  # on the database's file system
@@ -67,7 +67,7 @@ class Database:
         self._full_at: float | None = None  # monotonic time of the last write that found it full
         self._lock = threading.Lock()
         event.listen(self.engine, "handle_error", self._on_error)
-        Base.metadata.create_all(self.engine)
+        upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def _on_error(self, context: ExceptionContext) -> None:

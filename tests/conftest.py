@@ -66,3 +66,26 @@ def demo_services(tmp_path_factory: pytest.TempPathFactory):
     seed(services, PROJECT_ROOT / "data" / "demo")
     yield services
     services.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The session's PostgreSQL server (see tests/postgres.py); the URL of its admin database."""
+    from postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+_databases = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each dialect the store supports: a SQLite file, and a new database
+    on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'attune.db'}"
+    from postgres import create_database
+
+    return create_database(request.getfixturevalue("postgres"), f"t{next(_databases)}")

@@ -159,10 +159,10 @@ def test_sherman_morrison_updates_match_the_exact_posterior(space: OfferFeatures
         state.A[0, 0] = 1.0
 
 
-def test_concurrent_observations_lose_no_update(tmp_path: Path) -> None:
+def test_concurrent_observations_lose_no_update(database_url: str) -> None:
     """Eight threads with their own connections each append 50 observations, while a worker's
     cache keeps refreshing; the stored and the cached state both hold all 400."""
-    url = f"sqlite:///{tmp_path / 'linear.db'}"
+    url = database_url
     Database(url)
     workers, per_worker, dim = 8, 50, 6
 
@@ -206,9 +206,9 @@ def test_concurrent_observations_lose_no_update(tmp_path: Path) -> None:
     np.testing.assert_allclose(cached.b, state.b)
 
 
-def test_cache_folds_a_row_committed_after_a_larger_id(tmp_path: Path) -> None:
+def test_cache_folds_a_row_committed_after_a_larger_id(database_url: str) -> None:
     """On PostgreSQL a smaller id can become visible late; the cache must still count it."""
-    db = Database(f"sqlite:///{tmp_path / 'late.db'}")
+    db = Database(database_url)
     cache = ObservationCache(settle_seconds=60)
     old = utcnow() - timedelta(hours=2)
 
@@ -291,8 +291,8 @@ def test_clear_validation_errors(
         call(space, LinearState.empty(space.dim, 1.0))
 
 
-def test_stored_observations_are_validated_and_once_per_decision(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'obs.db'}")
+def test_stored_observations_are_validated_and_once_per_decision(database_url: str) -> None:
+    db = Database(database_url)
     with db.session() as session:
         with pytest.raises(ValueError, match=r"reward must be in \[0, 1\]"):
             add_observation(session, "lints", "web", [1.0, 0.0], -0.1)

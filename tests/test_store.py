@@ -30,8 +30,8 @@ NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path / 'attune.db'}")
+def db(database_url: str) -> Database:
+    database = Database(database_url)
     with database.session() as session:
         upsert_items(
             session,
@@ -71,7 +71,8 @@ def event(event_id: str, kind: str = "view", *, hours_ago: float = 1, **kw) -> E
     )
 
 
-def test_wal_mode_is_on(db: Database) -> None:
+def test_wal_mode_is_on(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'attune.db'}")
     with db.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
@@ -268,9 +269,9 @@ def test_rewards_once_per_decision_and_exposures(db: Database) -> None:
         record_reward(session, "nope", 1.0)
 
 
-def test_concurrent_rewards_lose_no_update(tmp_path: Path) -> None:
+def test_concurrent_rewards_lose_no_update(database_url: str) -> None:
     """Eight threads with their own connections each add 25 rewards to one arm."""
-    url = f"sqlite:///{tmp_path / 'bandit.db'}"
+    url = database_url
     Database(url)
     workers, per_worker = 8, 25
 
