@@ -6,7 +6,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,18 @@ MIN_FREE_PAGES = 16  # under SQLite's `max_page_count`
 # After a write found the storage full, /healthz reports it for this long unless a write
 # succeeds first; once the margins above hold again and this has passed, it reports healthy.
 FULL_REPORTED_S = 5.0
+# The tables that hold rows about a person: what erasure and pruning delete from.
+PERSONAL_TABLES = (
+    "users",
+    "consents",
+    "identity_links",
+    "events",
+    "decisions",
+    "rewards",
+    "linear_observations",
+    "api_keys",
+    "jobs",
+)
 
 
 def make_engine(url: str) -> Engine:
@@ -111,11 +123,24 @@ class Database:
             )
         return "; ".join(problems) or None
 
-    def compact(self) -> None:
-        """Rewrite SQLite's file and empty its write-ahead log, so that erased rows survive in
-        no page at all: `secure_delete` zeroes deleted cells, but index pages can keep stale
-        copies in their unused space (seen here), which only VACUUM removes. It takes about a
-        second per few hundred MB and blocks writers meanwhile: it runs after erasures only."""
+    def compact(self, tables: Sequence[str] = PERSONAL_TABLES) -> None:
+        """Rewrite the storage so that deleted rows survive in no page at all (after erasure
+        and pruning).
+
+        SQLite: `secure_delete` zeroes deleted cells, but index pages can keep stale copies in
+        their unused space (seen here), which only VACUUM removes; the write-ahead log is then
+        emptied. About a second per few hundred MB, blocking writers meanwhile.
+        PostgreSQL: a deleted row stays in its page as a dead tuple until vacuumed, and plain
+        VACUUM only marks the space reusable; VACUUM FULL rewrites `tables` into new files. It
+        locks each table while it runs: erasure is rare, and its promise needs it. What the
+        write-ahead log, replicas and backups keep is the operator's retention to set."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            ) as connection:
+                for table in tables:
+                    connection.exec_driver_sql(f'VACUUM FULL "{table}"')
+            return
         if self.engine.dialect.name != "sqlite":
             return
         # Idle pooled connections can pin an old snapshot and stop the checkpoint short.

@@ -308,3 +308,33 @@ def test_thompson_sampling_is_seeded_and_reports_propensity(db: Database) -> Non
     assert first.propensity == first.probabilities[first.offer_id]
     with pytest.raises(ValueError, match="no eligible offers"):
         ThompsonSampling(np.random.default_rng(0)).choose({})
+
+
+def test_erased_rows_leave_no_bytes_in_postgresql_table_files(postgres: str) -> None:
+    """After erasure and compaction, the person's values are in no file of the database's
+    tables and indexes (the write-ahead log is the operator's retention, README says)."""
+    from postgres import create_database
+    from store.erasure import erase_person, find_person
+
+    marker = "Zyxwvutsrq"
+    db = Database(create_database(postgres, "erased_bytes"))
+    with db.session() as session:
+        profile = Profile(first_name=marker, last_name="Quetzal", email="zyx@example.com")
+        upsert_user(session, UserRecord(user_id="u-gone", profile=profile))
+    with db.session() as session:
+        erase_person(session, find_person(session, "u-gone"))
+
+    def holding_marker() -> list[str]:
+        with db.engine.connect() as connection:
+            folder = Path(connection.exec_driver_sql("SHOW data_directory").scalar_one())
+            oid = connection.exec_driver_sql(
+                "SELECT oid FROM pg_database WHERE datname = current_database()"
+            ).scalar_one()
+            connection.exec_driver_sql("CHECKPOINT")  # dirty pages reach the files
+        files = (folder / "base" / str(oid)).iterdir()
+        return [f.name for f in files if marker.encode() in f.read_bytes()]
+
+    assert holding_marker(), "the marker should be in a table file before compaction"
+    db.compact()
+    assert holding_marker() == []
+    db.dispose()
