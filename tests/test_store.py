@@ -314,6 +314,7 @@ def test_erased_rows_leave_no_bytes_in_postgresql_table_files(postgres: str) -> 
     """After erasure and compaction, the person's values are in no file of the database's
     tables and indexes (the write-ahead log is the operator's retention, README says)."""
     from postgres import create_database
+
     from store.erasure import erase_person, find_person
 
     marker = "Zyxwvutsrq"

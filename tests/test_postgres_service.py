@@ -1,0 +1,139 @@
+"""The service on PostgreSQL: the demo world served over HTTP with the store on a real
+PostgreSQL server, through every journey that writes — decide, events, feedback, chat, a copy
+job, export and erasure. The embedder is the tiny test model: what is under test is the store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from postgres import create_database
+from sqlalchemy import func, select
+
+from agents.factory import Services, build_services
+from agents.seed import seed
+from agents.settings import PROJECT_ROOT, Settings
+from api.app import create_app
+from store.models import BanditArm, EventRow, User
+
+
+@pytest.fixture(scope="module")
+def services(
+    postgres: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Services]:
+    settings = Settings(
+        home=tmp_path_factory.mktemp("pg-home"),
+        database_url=create_database(postgres, "service"),
+        embedding_model=str(tiny_model_dir),
+        seed=3,
+    )
+    built = build_services(settings)
+    seed(built, PROJECT_ROOT / "data" / "demo")
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="module")
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services=lambda: services)) as test_client:
+        yield test_client
+
+
+def test_the_store_is_postgresql(services: Services) -> None:
+    assert services.db.engine.dialect.name == "postgresql"
+    with services.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(User)) > 100
+
+
+def test_decide_and_feedback_update_the_bandit_on_postgresql(
+    client: TestClient, services: Services
+) -> None:
+    decision = client.post(
+        "/v1/decide", json={"user_id": "u_0002", "channel": "web", "query": "coffee"}
+    )
+    assert decision.status_code == 200, decision.text
+    body = decision.json()
+    assert body["items"] and body["decision_id"]
+    assert client.get(f"/v1/decisions/{body['decision_id']}").status_code == 200
+    if body["offer"] is None:
+        pytest.fail(f"the demo world should offer u_0002 something on web: {body['explanation']}")
+    with services.db.session() as session:
+        pulls_before = session.scalar(select(func.sum(BanditArm.pulls))) or 0
+    reward = client.post("/v1/feedback", json={"decision_id": body["decision_id"], "reward": 1})
+    assert reward.status_code == 200, reward.text
+    again = client.post("/v1/feedback", json={"decision_id": body["decision_id"], "reward": 1})
+    assert again.status_code == 409
+    with services.db.session() as session:
+        assert session.scalar(select(func.sum(BanditArm.pulls))) == pulls_before + 1
+
+
+def test_events_are_stored_once_and_rejected_alone(client: TestClient, services: Services) -> None:
+    batch = [
+        {
+            "event_id": "pg-e1",
+            "user_id": "u_0003",
+            "type": "view",
+            "item_id": "itm_00001",
+            "ts": "2026-11-30T10:00:00Z",
+        },
+        {
+            "event_id": "pg-e2",
+            "user_id": "u_0003",
+            "type": "view",
+            "item_id": "itm_00001",
+            "ts": "9999-01-01T00:00:00Z",
+        },
+    ]
+    first = client.post("/v1/events", json={"events": batch}).json()
+    assert (first["accepted"], first["rejected"]) == (1, 1)
+    second = client.post("/v1/events", json={"events": batch[:1]}).json()
+    assert second["duplicates"] == 1
+    with services.db.session() as session:
+        stored = session.scalar(
+            select(func.count()).select_from(EventRow).where(EventRow.event_id == "pg-e1")
+        )
+    assert stored == 1
+
+
+def test_chat_turn_on_postgresql(client: TestClient) -> None:
+    answer = client.post(
+        "/v1/chat", json={"user_id": "u_0004", "message": "any tea ideas?", "stream": False}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["thread_id"]
+
+
+def test_a_copy_job_completes_on_postgresql(client: TestClient) -> None:
+    body = {
+        "brief": {"goal": "a treat for coffee lovers", "categories": ["coffee_tea"]},
+        "channel": "push",
+        "audience": {"user_ids": ["u_0005", "u_0006", "u_0007"]},
+        "variants": 1,
+        "async": True,
+    }
+    accepted = client.post("/v1/copy", json=body)
+    assert accepted.status_code == 202, accepted.text
+    url = accepted.json()["status_url"]
+    deadline = time.monotonic() + 120
+    status = client.get(url).json()
+    while status["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = client.get(url).json()
+    assert status["status"] == "done", status
+
+
+def test_export_then_erase_on_postgresql(client: TestClient, services: Services) -> None:
+    exported = client.get("/v1/users/u_0008/export")
+    assert exported.status_code == 200 and exported.json()["events"]
+    erased = client.delete("/v1/users/u_0008")
+    assert erased.status_code == 200 and erased.json()["removed"]["events"] > 0
+    assert client.get("/v1/users/u_0008/export").status_code == 404
+    with services.db.session() as session:
+        assert session.get(User, "u_0008") is None
+        left = session.scalar(
+            select(func.count()).select_from(EventRow).where(EventRow.user_id == "u_0008")
+        )
+    assert left == 0
