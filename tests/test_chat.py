@@ -203,18 +203,19 @@ def test_a_turn_streams_tools_then_tokens_then_the_final_answer(
     assert logged["usage"]["total_tokens"] == 4 * 15
 
 
-def test_the_first_token_leaves_within_50_ms_of_the_upstream_first_chunk(
+def test_the_first_token_leaves_before_the_upstream_sends_its_second_chunk(
     model, base_url: str
 ) -> None:
-    # The answer trickles in: 30 ms between chunks, so the first one stands apart.
+    """Tokens are relayed as they arrive, not buffered: the first reaches the caller before the
+    upstream has even sent the second (an ordering, not a time limit; latency is in bench/)."""
     script = shopping()
-    script[-1] = Reply(content=grounded, chunk_delay_s=0.03)
+    script[-1] = Reply(content=grounded, chunk_delay_s=0.3)
     fake = model(script)
     events = chat(base_url, user_id="u_0101", message="Something with tea, please")
     first_token = next(e for e in events if e.name == "token")
-    upstream_first_chunk = fake.exchanges[-1].chunk_times[0]
-    lag_ms = (first_token.at - upstream_first_chunk) * 1000
-    assert 0 <= lag_ms < 50, lag_ms
+    upstream = fake.exchanges[-1].chunk_times
+    assert len(upstream) > 2
+    assert upstream[0] <= first_token.at < upstream[1]
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,9 @@ def test_load_embedder_falls_back_to_hashing_fast_and_says_why(
     assert embedder.degraded is not None
     assert f"sentence-transformers model {name!r} could not be loaded" in embedder.degraded
     assert embedder.degraded.endswith("using the offline hashing embedder")
-    assert elapsed < 2.0, (
+    # A deadline, not a speed check: a hub lookup with retries waits tens of seconds, and the
+    # margin tolerates a busy 2-core CI machine.
+    assert elapsed < 10.0, (
         f"falling back took {elapsed:.2f}s; HF_HUB_OFFLINE should make it fail fast"
     )
     warnings = [r for r in caplog.records if r.name == "attune.retrieval"]
