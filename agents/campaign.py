@@ -23,8 +23,8 @@ from typing import Any
 
 from agents.audience import scan_audience
 from agents.copy_state import CopyRequest, CopyResult
-from agents.factory import Services
-from agents.minimize import Minimizer
+from agents.privacy.minimize import Minimizer
+from agents.services import Services
 from policies.copy import CHANNELS
 from store.bandit import ArmState, add_reward, get_arms
 from store.copy import (

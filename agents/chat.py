@@ -8,7 +8,7 @@ events through LangGraph's custom stream; `reset` withdraws tokens already strea
 model's reply is replaced.
 
 The state holds the conversation and is checkpointed per thread, pseudonymized and minimized
-(`agents.minimize`: words of the person's messages that are neither common nor catalog words are
+(`agents.privacy.minimize`: words of the person's messages that are neither common nor catalog words are
 masked, so what the guard missed is not remembered); the model sees this turn's message as the
 guard left it. The raw message, the vault and this turn's tool results live in the runtime
 context, never in a checkpoint.
@@ -30,10 +30,9 @@ from langgraph.types import Checkpointer, Overwrite
 from typing_extensions import TypedDict
 
 from agents.chat_tools import CatalogNames, Outcome, Turn, offers_named, run_tool, tool_specs
-from agents.checkpoints import Checkpoints
 from agents.explain import Explanation, explain
 from agents.llm import PROMPTS, LLMClient, LLMError, StreamEnd, TextDelta, Usage
-from agents.minimize import Minimizer
+from agents.privacy.minimize import Minimizer
 from agents.record import decision_record, log_record
 from agents.state import DecideContext, DecideState
 from agents.writer import Brief, BriefItem, BriefOffer, Draft
@@ -42,7 +41,7 @@ from tools.context import RunContext
 from tools.profile import lookup_profile, subject_blocked, subject_record
 
 if TYPE_CHECKING:
-    from agents.factory import Services
+    from agents.services import Services
     from policies.pii import KnownValues, Vault
 
 PROMPT_VERSION = "chat-1"
@@ -447,20 +446,3 @@ def build_chat_graph(
     graph.add_edge("plan", "finish")
     graph.add_edge("finish", END)
     return graph.compile(name="chat", checkpointer=checkpointer)
-
-
-class Chat:
-    """The chat graph compiled over its checkpoints, and the catalog names its guard reads; one
-    per process, built by the factory."""
-
-    def __init__(self, checkpoints: Checkpoints) -> None:
-        self.checkpoints = checkpoints
-        self.graph = build_chat_graph(checkpoints.saver)
-        self.catalog = CatalogNames()
-
-    def erase(self, subject_keys: list[str]) -> int:
-        """The eraser of `Services.erasers`: every thread of these subjects; how many."""
-        return self.checkpoints.erase(subject_keys)
-
-    def close(self) -> None:
-        self.checkpoints.close()

@@ -17,8 +17,8 @@ from agents.chat import ChatContext
 from agents.chat_tools import Turn
 from agents.checkpoints import thread_key
 from agents.explain import Explanation
-from agents.factory import Services
 from agents.llm import Usage
+from agents.services import Services
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel
 from store.users import resolve_subject

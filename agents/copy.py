@@ -38,8 +38,8 @@ from agents.copy_state import (
     VariantOut,
 )
 from agents.copywriter import OfflineCopyWriter, copy_brief, write_checked
-from agents.factory import Services
 from agents.segments import Segment
+from agents.services import Services
 from agents.writer import BriefItem, BriefOffer, Draft, OfflineWriter
 from policies.copy import CHANNELS, check_variant, non_gsm7
 from policies.output import CopyVerdict

@@ -19,7 +19,7 @@ from store.schemas import Identifier
 from tools.schemas import RuleFired
 
 if TYPE_CHECKING:
-    from agents.factory import Services
+    from agents.services import Services
     from agents.writer import Writer
 
 Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=80)]

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import cast
 
 from agents.explain import Explanation
-from agents.factory import Services
 from agents.graph import RECURSION_LIMIT
+from agents.services import Services
 from agents.state import DecideContext, DecideState
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel

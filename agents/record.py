@@ -1,6 +1,6 @@
 """The decision record: what the decision log keeps to replay a decision offline, and no PII.
 
-Free text appears only pseudonymized and minimized (`agents.minimize`: what the guard missed is
+Free text appears only pseudonymized and minimized (`agents.privacy.minimize`: what the guard missed is
 masked too, wherever a writer repeated it); the profile appears only as features and consent;
 versions of the policy, embedder, writer and prompt are pinned.
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from agents.explain import Explanation
 from agents.llm import Usage
-from agents.minimize import Minimizer
+from agents.privacy.minimize import Minimizer
 from agents.state import DecideContext, DecideState
 from store.decisions import log_decision
 from tools.context import RunContext

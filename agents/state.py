@@ -14,7 +14,7 @@ from tools.context import RunContext
 from tools.schemas import Candidates, EligibleOffers, OfferChoice, ProfileView
 
 if TYPE_CHECKING:
-    from agents.factory import Services
+    from agents.services import Services
     from policies.pii import KnownValues, Vault
 
 

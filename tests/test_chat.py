@@ -19,8 +19,8 @@ from fake_openai import Call, FakeOpenAI, Reply, fake_openai
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from agents.factory import Services
 from agents.llm import LLMClient, RetryPolicy
+from agents.services import Services
 from agents.settings import PROJECT_ROOT
 from agents.writer import money
 from api.app import create_app

@@ -20,10 +20,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from agents.copywriter import OfflineCopyWriter, Tone, copy_brief, split_subject
-from agents.factory import Services, build_services
+from agents.factory import build_services
 from agents.jobs import JobRunner, worker_id
 from agents.llm import OpenAIWriter
 from agents.segments import SegmentRule
+from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from agents.writer import BriefItem, BriefOffer, money
 from api.app import create_app

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from langgraph.runtime import Runtime
 
-from agents.factory import Services
 from agents.graph import MAX_DRAFTS, RECURSION_LIMIT, guard_output
+from agents.services import Services
 from agents.state import DecideContext
 from agents.writer import Brief, Draft, OfflineWriter
 from api.app import create_app

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from sqlalchemy import delete
 
 from agents.decide import DecideRequest, decide
-from agents.factory import Services
 from agents.record import offer_trace
+from agents.services import Services
 from policies.engine import Exposure, Facts, PolicyEngine
 from policies.rules import parse_policy
 from store.bandit import ArmState

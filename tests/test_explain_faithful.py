@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.decide import DecideRequest, decide
-from agents.factory import Services
+from agents.services import Services
 from store.decisions import get_decision
 from store.schemas import Channel
 

@@ -27,8 +27,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from agents.factory import Services
 from agents.llm import CircuitBreaker, LLMClient, LLMError, OpenAIWriter, RetryPolicy
+from agents.services import Services
 from agents.settings import PROJECT_ROOT
 from api.app import create_app
 from api.deps import get_services

@@ -11,7 +11,7 @@ import pytest
 from fake_openai import Call, Reply, fake_openai
 
 from agents.decide import DecideRequest, decide
-from agents.factory import Services, build_llm, build_writer
+from agents.factory import build_llm, build_writer
 from agents.llm import (
     CircuitBreaker,
     CircuitOpen,
@@ -28,6 +28,7 @@ from agents.llm import (
     Usage,
     WriterError,
 )
+from agents.services import Services
 from agents.settings import Settings
 from agents.writer import Draft
 from store.decisions import get_decision

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from agents.conversation import ChatReply, ChatRequest, chat_turn
-from agents.factory import Services
+from agents.services import Services
 from api.auth import ChatCaller
 from api.deps import ServicesDep
 from api.schemas import ChatIn, ChatOut, ItemOut, OfferOut

@@ -13,8 +13,8 @@ from agents.audience import audience_size
 from agents.campaign import Arm, register_variant, reward, save_result, serve
 from agents.copy import CopyRequestError, generate_copy, new_campaign_id, validate_request
 from agents.copy_state import CopyRequest, CopyResult
-from agents.factory import Services
 from agents.jobs import ASYNC_MEMBERS, JobRunner, minimizer, stored_request
+from agents.services import Services
 from api.auth import Caller, CopyCaller
 from api.deps import ServicesDep
 from api.schemas import (
