@@ -31,11 +31,14 @@ from typing_extensions import TypedDict
 
 from agents.chat_tools import CatalogNames, Outcome, Turn, offers_named, run_tool, tool_specs
 from agents.explain import Explanation, explain
-from agents.llm import PROMPTS, LLMClient, LLMError, StreamEnd, TextDelta, Usage
+from agents.llm.client import LLMClient
+from agents.llm.completion import StreamEnd, TextDelta, Usage
+from agents.llm.errors import LLMError
 from agents.privacy.minimize import Minimizer
+from agents.prompts import PROMPTS
 from agents.record import decision_record, log_record
 from agents.state import DecideContext, DecideState
-from agents.writer import Brief, BriefItem, BriefOffer, Draft
+from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
 from tools.context import RunContext
 from tools.profile import lookup_profile, subject_blocked, subject_record

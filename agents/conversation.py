@@ -17,7 +17,7 @@ from agents.chat import ChatContext
 from agents.chat_tools import Turn
 from agents.checkpoints import thread_key
 from agents.explain import Explanation
-from agents.llm import Usage
+from agents.llm.completion import Usage
 from agents.services import Services
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel

@@ -40,7 +40,7 @@ from agents.copy_state import (
 from agents.copywriter import OfflineCopyWriter, copy_brief, write_checked
 from agents.segments import Segment
 from agents.services import Services
-from agents.writer import BriefItem, BriefOffer, Draft, OfflineWriter
+from agents.writing.writer import BriefItem, BriefOffer, Draft, OfflineWriter
 from policies.copy import CHANNELS, check_variant, non_gsm7
 from policies.output import CopyVerdict
 from store.models import CatalogItem

@@ -20,7 +20,7 @@ from tools.schemas import RuleFired
 
 if TYPE_CHECKING:
     from agents.services import Services
-    from agents.writer import Writer
+    from agents.writing.writer import Writer
 
 Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=80)]
 CHECKS = (

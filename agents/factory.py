@@ -11,10 +11,13 @@ import numpy as np
 from agents.chat import build_chat_graph
 from agents.checkpoints import Chat, Checkpoints
 from agents.graph import build_decide_graph
-from agents.llm import CircuitBreaker, LLMClient, OpenAIWriter, RetryPolicy
+from agents.llm.breaker import CircuitBreaker
+from agents.llm.client import LLMClient
+from agents.llm.retry import RetryPolicy
 from agents.services import Services, collab_folder
 from agents.settings import Settings
-from agents.writer import OfflineWriter, Writer
+from agents.writing.llm_writer import OpenAIWriter
+from agents.writing.writer import OfflineWriter, Writer
 from policies.engine import PolicyEngine
 from policies.pii import PIIGuard
 from policies.rules import load_policy

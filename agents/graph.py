@@ -11,10 +11,12 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from agents.explain import explain
-from agents.llm import MeteredDraft, Usage, WriterError
+from agents.llm.completion import Usage
+from agents.llm.errors import WriterError
 from agents.record import decision_record, log_record
 from agents.state import DecideContext, DecideInput, DecideState
-from agents.writer import Brief, BriefItem, BriefOffer, Draft
+from agents.writing.llm_writer import MeteredDraft
+from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
 from tools.offers import eligible_offers, select_offer
 from tools.profile import lookup_profile, subject_blocked, subject_record

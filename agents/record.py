@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.explain import Explanation
-from agents.llm import Usage
+from agents.llm.completion import Usage
 from agents.privacy.minimize import Minimizer
 from agents.state import DecideContext, DecideState
 from store.decisions import log_decision

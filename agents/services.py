@@ -15,10 +15,10 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 
 from agents.checkpoints import Chat
-from agents.llm import LLMClient
+from agents.llm.client import LLMClient
 from agents.privacy.vocabulary import Vocabulary
 from agents.settings import Settings
-from agents.writer import OfflineWriter, Writer
+from agents.writing.writer import OfflineWriter, Writer
 from policies.engine import PolicyEngine
 from policies.pii import PIIGuard
 from retrieval.collab import CollabModel

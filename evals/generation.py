@@ -46,7 +46,7 @@ from agents.copywriter import OfflineCopyWriter, Tone, Written, copy_brief, writ
 from agents.factory import build_writer
 from agents.segments import SegmentRule
 from agents.settings import Settings
-from agents.writer import BriefItem, BriefOffer, Draft, Writer
+from agents.writing.writer import BriefItem, BriefOffer, Draft, Writer
 from evals.base import Row, RunContext, SuiteError, SuiteResult, register
 from policies.copy import (
     CHANNELS,

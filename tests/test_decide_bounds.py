@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 from agents.graph import MAX_DRAFTS, RECURSION_LIMIT, guard_output
 from agents.services import Services
 from agents.state import DecideContext
-from agents.writer import Brief, Draft, OfflineWriter
+from agents.writing.writer import Brief, Draft, OfflineWriter
 from api.app import create_app
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel, Purpose
