@@ -30,14 +30,14 @@ from langgraph.types import Checkpointer, Overwrite
 from typing_extensions import TypedDict
 
 from agents.chat_tools import CatalogNames, Outcome, Turn, offers_named, run_tool, tool_specs
-from agents.explain import Explanation, explain
+from agents.decide.explain import Explanation, explain
+from agents.decide.record import decision_record, log_record
+from agents.decide.state import DecideContext, DecideState
 from agents.llm.client import LLMClient
 from agents.llm.completion import StreamEnd, TextDelta, Usage
 from agents.llm.errors import LLMError
 from agents.privacy.minimize import Minimizer
 from agents.prompts import PROMPTS
-from agents.record import decision_record, log_record
-from agents.state import DecideContext, DecideState
 from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
 from tools.context import RunContext

@@ -16,7 +16,7 @@ from agents.chat import RECURSION_LIMIT as CHAT_RECURSION_LIMIT
 from agents.chat import ChatContext
 from agents.chat_tools import Turn
 from agents.checkpoints import thread_key
-from agents.explain import Explanation
+from agents.decide.explain import Explanation
 from agents.llm.completion import Usage
 from agents.services import Services
 from policies.pii import KnownValues, Vault

@@ -6,7 +6,7 @@ from __future__ import annotations
 from agents.audience import SegmentAudience
 from agents.copy_state import CopyExplanation
 from agents.copywriter import Written
-from agents.explain import Reason, merge_rules
+from agents.decide.explain import Reason, merge_rules
 from agents.segments import Segment
 from policies.copy import ChannelSpec
 from tools.schemas import RuleFired

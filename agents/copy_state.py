@@ -12,7 +12,7 @@ from typing_extensions import TypedDict  # pydantic reads these on 3.11 only fro
 
 from agents.audience import SegmentAudience
 from agents.copywriter import Tone
-from agents.explain import Reason
+from agents.decide.explain import Reason
 from agents.segments import Audience, Category, Segment
 from policies.copy import ChannelSpec, CopyChannel
 from store.schemas import Identifier

@@ -10,7 +10,7 @@ import numpy as np
 
 from agents.chat import build_chat_graph
 from agents.checkpoints import Chat, Checkpoints
-from agents.graph import build_decide_graph
+from agents.decide.graph import build_decide_graph
 from agents.llm.breaker import CircuitBreaker
 from agents.llm.client import LLMClient
 from agents.llm.retry import RetryPolicy

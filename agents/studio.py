@@ -17,7 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 def decide_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """guard input → profile → retrieve → policy → select offer → generate → guard output →
     explain → log."""
-    from agents.graph import build_decide_graph
+    from agents.decide.graph import build_decide_graph
 
     return build_decide_graph()
 

@@ -15,7 +15,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from agents.explain import Explanation
+from agents.decide.explain import Explanation
 from store.schemas import Channel, Event, Identifier, Item, Profile, Purpose
 from tools.schemas import Candidate, OfferChoice, OfferSummary, ScoreParts
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from agents.decide import DecideRequest, decide
+from agents.decide.record import RECORD_SCHEMA
+from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services
-from agents.record import RECORD_SCHEMA
 from agents.reindex import start as start_service
 from agents.services import Services
 from agents.settings import Settings

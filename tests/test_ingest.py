@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agents.decide import DecideRequest, decide
+from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services
 from agents.services import Services
 from agents.settings import Settings

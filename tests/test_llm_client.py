@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from fake_openai import Call, Reply, fake_openai
 
-from agents.decide import DecideRequest, decide
+from agents.decide.run import DecideRequest, decide
 from agents.factory import build_llm, build_writer
 from agents.llm.breaker import CircuitBreaker
 from agents.llm.client import LLMClient

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fake_openai import FakeOpenAI, Reply, fake_openai
 
-from agents.decide import DecideRequest, decide
+from agents.decide.run import DecideRequest, decide
 from agents.factory import build_writer
 from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.explain import Explanation
+from agents.decide.explain import Explanation
+from agents.decide.state import DecideContext, DecideState
 from agents.llm.completion import Usage
 from agents.privacy.minimize import Minimizer
-from agents.state import DecideContext, DecideState
 from store.decisions import log_decision
 from tools.context import RunContext
 from tools.schemas import EligibleOffers, OfferChoice

@@ -10,11 +10,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
-from agents.explain import explain
+from agents.decide.explain import explain
+from agents.decide.record import decision_record, log_record
+from agents.decide.state import DecideContext, DecideInput, DecideState
 from agents.llm.completion import Usage
 from agents.llm.errors import WriterError
-from agents.record import decision_record, log_record
-from agents.state import DecideContext, DecideInput, DecideState
 from agents.writing.llm_writer import MeteredDraft
 from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
