@@ -8,8 +8,8 @@ import logging
 
 import numpy as np
 
-from agents.chat import build_chat_graph
-from agents.checkpoints import Chat, Checkpoints
+from agents.chat.graph import build_chat_graph
+from agents.chat.memory import Chat, Checkpoints
 from agents.decide.graph import build_decide_graph
 from agents.llm.breaker import CircuitBreaker
 from agents.llm.client import LLMClient

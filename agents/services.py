@@ -14,7 +14,7 @@ from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
 
-from agents.checkpoints import Chat
+from agents.chat.memory import Chat
 from agents.llm.client import LLMClient
 from agents.privacy.vocabulary import Vocabulary
 from agents.settings import Settings

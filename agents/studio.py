@@ -24,6 +24,6 @@ def decide_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
 
 def chat_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """guard input → agent ⇄ tools → guard output → finish, with the offline plan as fallback."""
-    from agents.chat import build_chat_graph
+    from agents.chat.graph import build_chat_graph
 
     return build_chat_graph()

@@ -81,7 +81,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
 
-from agents.chat_tools import tool_specs
+from agents.chat.tools import tool_specs
 from agents.factory import build_services
 from agents.prompts import PROMPTS
 from agents.seed import read_jsonl, seed
