@@ -269,7 +269,7 @@ class ChatOut(BaseModel):
 
 
 # -- marketer copy: its jobs and variant arms. POST /v1/copy takes and returns the copy graph's
-# own PII-free models (agents.copy_state.CopyRequest and CopyResult).
+# own PII-free models (agents.copy.state.CopyRequest and CopyResult).
 
 
 class CopyAccepted(BaseModel):

@@ -19,10 +19,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from agents.copywriter import OfflineCopyWriter, Tone, copy_brief, split_subject
+from agents.copy.jobs import JobRunner, worker_id
+from agents.copy.segments import SegmentRule
+from agents.copy.writer import OfflineCopyWriter, Tone, copy_brief, split_subject
 from agents.factory import build_services
-from agents.jobs import JobRunner, worker_id
-from agents.segments import SegmentRule
 from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from agents.writing.llm_writer import OpenAIWriter
