@@ -1,5 +1,6 @@
-"""The one factory: every service Attune runs (`agents.services.Services`), built from `Settings`. API, CLI, evals and tests
-all build through here, so what is tested is what is served."""
+"""The one factory: every service Attune runs (`agents.services.Services`), built from
+`Settings`. API, CLI, evals and tests all build through here, so what is tested is what is
+served."""
 
 from __future__ import annotations
 

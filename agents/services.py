@@ -46,7 +46,8 @@ class Services:
     erasers: list[Callable[[list[str]], int]] = field(default_factory=list)
     llm: LLMClient | None = None  # the process's one client (and breaker) for the LLM server
     chat: Chat | None = None  # the chat graph over its checkpoints
-    # The words stored free text may keep (`agents.privacy.minimize`); the catalog's, reloaded as it grows.
+    # The words stored free text may keep (`agents.privacy.vocabulary`); the catalog's, reloaded
+    # as it grows.
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
 
     def close(self) -> None:

@@ -2,10 +2,10 @@
 
 guard_input → agent ⇄ tools → guard_output → finish. When no LLM may or can answer (none
 configured, no consent to LLM processing, an error, the breaker open, the deadline near, a reply
-the output guard rejects), `plan` (`agents.chat.plan`) answers instead: profile → retrieve with the message → offer →
-the offline writer's copy, flagged in `degraded`. Nodes stream `token`, `tool` and `reset`
-events through LangGraph's custom stream; `reset` withdraws tokens already streamed when the
-model's reply is replaced.
+the output guard rejects), `plan` (`agents.chat.plan`) answers instead: profile → retrieve with
+the message → offer → the offline writer's copy, flagged in `degraded`. Nodes stream `token`,
+`tool` and `reset` events through LangGraph's custom stream (`agents.chat.stream`); `reset`
+withdraws tokens already streamed when the model's reply is replaced.
 
 The state (`agents.chat.state`) holds the conversation and is checkpointed per thread,
 pseudonymized and minimized (`agents.privacy.minimize`: words of the person's messages that are
