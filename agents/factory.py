@@ -1,25 +1,24 @@
-"""The one factory: every service Attune runs, built from `Settings`. API, CLI, evals and tests
-all build through here, so what is tested is what is served."""
+"""The one factory: every service Attune runs (`agents.services.Services`), built from
+`Settings`. API, CLI, evals and tests all build through here, so what is tested is what is
+served."""
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-from langgraph.graph.state import CompiledStateGraph
 
-from agents.chat import Chat
-from agents.checkpoints import Checkpoints
-from agents.graph import build_decide_graph
-from agents.llm import CircuitBreaker, LLMClient, OpenAIWriter, RetryPolicy
-from agents.minimize import Vocabulary
+from agents.chat.graph import build_chat_graph
+from agents.chat.memory import Chat, Checkpoints
+from agents.decide.graph import build_decide_graph
+from agents.llm.breaker import CircuitBreaker
+from agents.llm.client import LLMClient
+from agents.llm.retry import RetryPolicy
+from agents.services import Services, collab_folder
 from agents.settings import Settings
-from agents.writer import OfflineWriter, Writer
+from agents.writing.llm_writer import OpenAIWriter
+from agents.writing.writer import OfflineWriter, Writer
 from policies.engine import PolicyEngine
 from policies.pii import PIIGuard
 from policies.rules import load_policy
@@ -37,38 +36,6 @@ from tools.offer_book import OfferBook
 log = logging.getLogger("attune")
 
 
-@dataclass
-class Services:
-    settings: Settings
-    db: Database
-    embedder: Embedder
-    index: VectorIndex
-    policy: PolicyEngine
-    pii: PIIGuard
-    writer: Writer
-    offline_writer: OfflineWriter
-    tools: ToolDeps
-    graph: CompiledStateGraph[Any, Any, Any, Any]
-    degraded: list[str] = field(default_factory=list)
-    # Stores outside the database that hold per-person data register an eraser here: it gets
-    # the person's subject keys and returns how many records it removed.
-    erasers: list[Callable[[list[str]], int]] = field(default_factory=list)
-    llm: LLMClient | None = None  # the process's one client (and breaker) for the LLM server
-    chat: Chat | None = None  # the chat graph over its checkpoints
-    # The words stored free text may keep (`agents.minimize`); the catalog's, reloaded as it grows.
-    vocabulary: Vocabulary = field(default_factory=Vocabulary)
-
-    def close(self) -> None:
-        self.index.close()
-        self.db.dispose()
-        if self.chat is not None:
-            self.chat.close()
-
-    def reload_collab(self) -> None:
-        """Use the collaborative model last saved by training (user factors live in it)."""
-        self.tools = replace(self.tools, collab=CollabModel.load(collab_folder(self.settings)))
-
-
 def build_index(settings: Settings, dim: int) -> VectorIndex:
     collab = settings.collab_dim
     if settings.vector_backend == "qdrant":
@@ -81,10 +48,6 @@ def build_index(settings: Settings, dim: int) -> VectorIndex:
             path=str(path), collection=settings.collection, dim=dim, collab_dim=collab
         )
     return EdgeIndex(settings.home / "qdrant-edge", dim=dim, collab_dim=collab)
-
-
-def collab_folder(settings: Settings) -> Path:
-    return settings.home / "collab"
 
 
 def build_llm(settings: Settings) -> LLMClient | None:
@@ -140,7 +103,8 @@ def build_services(settings: Settings | None = None) -> Services:
     for reason in degraded:
         log.warning("degraded: %s", reason)
     llm = build_llm(settings)
-    chat = Chat(Checkpoints(settings.home / "checkpoints.db"))
+    checkpoints = Checkpoints(settings.home / "checkpoints.db")
+    chat = Chat(checkpoints, build_chat_graph(checkpoints.saver))
     services = Services(
         settings=settings,
         db=db,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from agents.factory import Services, collab_folder
 from agents.seed import seed
+from agents.services import Services, collab_folder
 from retrieval.collab import CollabModel, train
 from retrieval.index import COLLAB_VECTOR, RetrievalError
 from store.catalog import count_items

@@ -22,8 +22,8 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agents.factory import Services, collab_folder
-from agents.privacy import erased_among
+from agents.privacy.rights import erased_among
+from agents.services import Services, collab_folder
 from retrieval.catalog import ingest_items
 from retrieval.collab import train
 from store.catalog import refresh_popularity, upsert_offers

@@ -17,13 +17,13 @@ from langgraph.graph.state import CompiledStateGraph
 def decide_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """guard input → profile → retrieve → policy → select offer → generate → guard output →
     explain → log."""
-    from agents.graph import build_decide_graph
+    from agents.decide.graph import build_decide_graph
 
     return build_decide_graph()
 
 
 def chat_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """guard input → agent ⇄ tools → guard output → finish, with the offline plan as fallback."""
-    from agents.chat import build_chat_graph
+    from agents.chat.graph import build_chat_graph
 
     return build_chat_graph()

@@ -10,7 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from agents.factory import Services, build_services, settle
+from agents.factory import build_services, settle
+from agents.services import Services
 from agents.settings import Settings
 from api import errors
 from api.auth import BodyLimit, RateLimits

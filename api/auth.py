@@ -26,7 +26,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agents.factory import Services
+from agents.services import Services
 from api.deps import ServicesDep
 from store.access import KeyInfo, verify_key
 from store.errors import Conflict

@@ -135,7 +135,7 @@ def prune_command(
     ] = None,
 ) -> None:
     """Delete decisions (and their rewards) older than the retention; bandit state is kept."""
-    from agents.retention import prune
+    from agents.privacy.retention import prune
     from store.db import Database
 
     settings = Settings()
@@ -157,7 +157,8 @@ def train_command(
 
     Run it while the service is stopped: the embedded vector index allows one process at a time.
     """
-    from agents.factory import build_services, collab_folder
+    from agents.factory import build_services
+    from agents.services import collab_folder
     from retrieval.collab import train
 
     settings = Settings()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from agents.factory import Services
+from agents.services import Services
 
 
 def get_services(request: Request) -> Services:

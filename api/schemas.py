@@ -15,7 +15,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from agents.explain import Explanation
+from agents.decide.explain import Explanation
 from store.schemas import Channel, Event, Identifier, Item, Profile, Purpose
 from tools.schemas import Candidate, OfferChoice, OfferSummary, ScoreParts
 
@@ -269,7 +269,7 @@ class ChatOut(BaseModel):
 
 
 # -- marketer copy: its jobs and variant arms. POST /v1/copy takes and returns the copy graph's
-# own PII-free models (agents.copy_state.CopyRequest and CopyResult).
+# own PII-free models (agents.copy.state.CopyRequest and CopyResult).
 
 
 class CopyAccepted(BaseModel):

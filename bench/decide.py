@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import uvicorn
 
-from agents.decide import DecideRequest, decide
+from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
 from agents.settings import Settings

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from agents.decide import DecideRequest, decide
-from agents.factory import Services, build_services
-from agents.record import RECORD_SCHEMA
+from agents.decide.record import RECORD_SCHEMA
+from agents.decide.run import DecideRequest, decide
+from agents.factory import build_services
 from agents.reindex import start as start_service
+from agents.services import Services
 from agents.settings import Settings
 from store.decisions import get_decision
 from store.schemas import Channel

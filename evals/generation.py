@@ -10,7 +10,7 @@ Dataset: a briefs file (JSONL, e.g. `evals/data/generation_briefs.jsonl`), one b
 Items and offers are read from the catalog folder in the dataset's `params.catalog`
 (`items.jsonl`, `offers.jsonl`) and the content rules (banned phrases, required disclaimers)
 from `params.policy`. Each variant runs
-the service's writer path (`agents.copywriter.write_checked`: draft, output guard, one retry
+the service's writer path (`agents.copy.writer.write_checked`: draft, output guard, one retry
 with the reason, offline fallback) and the shipped copy is checked again and scored:
 
 - `groundedness`: share of variants whose every mentioned id is approved and every price and
@@ -42,11 +42,11 @@ from typing import Any
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agents.copywriter import OfflineCopyWriter, Tone, Written, copy_brief, write_checked
+from agents.copy.segments import SegmentRule
+from agents.copy.writer import OfflineCopyWriter, Tone, Written, copy_brief, write_checked
 from agents.factory import build_writer
-from agents.segments import SegmentRule
 from agents.settings import Settings
-from agents.writer import BriefItem, BriefOffer, Draft, Writer
+from agents.writing.writer import BriefItem, BriefOffer, Draft, Writer
 from evals.base import Row, RunContext, SuiteError, SuiteResult, register
 from policies.copy import (
     CHANNELS,

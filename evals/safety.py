@@ -81,12 +81,12 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
 
-from agents.chat_tools import tool_specs
+from agents.chat.tools import tool_specs
 from agents.factory import build_services
-from agents.llm import PROMPTS
+from agents.prompts import PROMPTS
 from agents.seed import read_jsonl, seed
 from agents.settings import PROJECT_ROOT, Settings
-from agents.writer import money
+from agents.writing.writer import money
 from api.app import create_app
 from evals.base import (
     DatasetSpec,

@@ -67,7 +67,7 @@ CHANNELS: dict[CopyChannel, ChannelSpec] = {
         consent=Purpose.push,
         max_items=2,
     ),
-    # One GSM-7 segment. The store has no SMS consent purpose yet: see agents/audience.py.
+    # One GSM-7 segment. The store has no SMS consent purpose yet: see agents/copy/audience.py.
     CopyChannel.sms: ChannelSpec(
         CopyChannel.sms,
         body_max=160,

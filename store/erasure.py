@@ -5,7 +5,7 @@ transaction: the profile and consent, identity links, events (theirs and their l
 ids'), decisions and their rewards, linear-bandit observations of those decisions, and API keys
 bound to them. Beta posteriors are sums over many people and hold nothing of theirs. Stores
 outside the database (the collaborative model's user factors; chat checkpoints) are erased by
-the caller (`agents.privacy`), which also writes the audit entry.
+the caller (`agents.privacy.rights`), which also writes the audit entry.
 """
 
 from __future__ import annotations

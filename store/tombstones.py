@@ -1,7 +1,7 @@
 """Tombstones of erased people: keyed hashes of their user id and anonymous ids.
 
 The store only keeps and looks up the hashes; the key, and so the hashing, belongs to the caller
-(`agents.privacy`), as for the audit log.
+(`agents.privacy.rights`), as for the audit log.
 """
 
 from __future__ import annotations

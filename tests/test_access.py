@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from agents.factory import Services
+from agents.services import Services
 from api.app import create_app
 from api.cli import app as cli
 from store.access import create_key

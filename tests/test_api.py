@@ -11,8 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from agents.factory import Services, build_services
+from agents.factory import build_services
 from agents.seed import seed
+from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from api.app import create_app
 from store.bandit import get_arms

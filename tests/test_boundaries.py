@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from agents.factory import Services
+from agents.services import Services
 from api.app import create_app
 from api.cli import app as cli
 from store.access import SCOPES, create_key, list_keys

@@ -19,10 +19,11 @@ from fake_openai import Call, FakeOpenAI, Reply, fake_openai
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from agents.factory import Services
-from agents.llm import LLMClient, RetryPolicy
+from agents.llm.client import LLMClient
+from agents.llm.retry import RetryPolicy
+from agents.services import Services
 from agents.settings import PROJECT_ROOT
-from agents.writer import money
+from agents.writing.writer import money
 from api.app import create_app
 from store.access import create_key
 from store.decisions import get_decision

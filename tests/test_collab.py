@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from agents.decide import DecideRequest, decide
-from agents.factory import Services, build_services, collab_folder
+from agents.decide.run import DecideRequest, decide
+from agents.factory import build_services
+from agents.services import Services, collab_folder
 from agents.settings import Settings
 from api.cli import app
 from retrieval.catalog import ingest_items

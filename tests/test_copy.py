@@ -19,13 +19,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from agents.copywriter import OfflineCopyWriter, Tone, copy_brief, split_subject
-from agents.factory import Services, build_services
-from agents.jobs import JobRunner, worker_id
-from agents.llm import OpenAIWriter
-from agents.segments import SegmentRule
+from agents.copy.jobs import JobRunner, worker_id
+from agents.copy.segments import SegmentRule
+from agents.copy.writer import OfflineCopyWriter, Tone, copy_brief, split_subject
+from agents.factory import build_services
+from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
-from agents.writer import BriefItem, BriefOffer, money
+from agents.writing.llm_writer import OpenAIWriter
+from agents.writing.writer import BriefItem, BriefOffer, money
 from api.app import create_app
 from evals.runner import run_suite
 from policies.copy import CHANNELS, CopyChannel, gsm7_septets

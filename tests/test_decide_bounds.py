@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from langgraph.runtime import Runtime
 
-from agents.factory import Services
-from agents.graph import MAX_DRAFTS, RECURSION_LIMIT, guard_output
-from agents.state import DecideContext
-from agents.writer import Brief, Draft, OfflineWriter
+from agents.decide.graph import MAX_DRAFTS, RECURSION_LIMIT, guard_output
+from agents.decide.state import DecideContext
+from agents.services import Services
+from agents.writing.writer import Brief, Draft, OfflineWriter
 from api.app import create_app
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel, Purpose

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
-from agents.decide import DecideRequest, decide
-from agents.factory import Services
-from agents.record import offer_trace
+from agents.decide.record import offer_trace
+from agents.decide.run import DecideRequest, decide
+from agents.services import Services
 from policies.engine import Exposure, Facts, PolicyEngine
 from policies.rules import parse_policy
 from store.bandit import ArmState

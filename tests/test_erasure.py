@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from agents.factory import Services
-from agents.privacy import subject_ref
+from agents.privacy.rights import subject_ref
+from agents.services import Services
 from agents.settings import PROJECT_ROOT
 from api.app import create_app
 from store.models import Base

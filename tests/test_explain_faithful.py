@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.decide import DecideRequest, decide
-from agents.factory import Services
+from agents.decide.run import DecideRequest, decide
+from agents.services import Services
 from store.decisions import get_decision
 from store.schemas import Channel
 

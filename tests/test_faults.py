@@ -27,9 +27,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from agents.factory import Services
-from agents.llm import CircuitBreaker, LLMClient, LLMError, OpenAIWriter, RetryPolicy
+from agents.llm.breaker import CircuitBreaker
+from agents.llm.client import LLMClient
+from agents.llm.errors import LLMError
+from agents.llm.retry import RetryPolicy
+from agents.services import Services
 from agents.settings import PROJECT_ROOT
+from agents.writing.llm_writer import OpenAIWriter
 from api.app import create_app
 from api.deps import get_services
 from retrieval.edge import EdgeIndex

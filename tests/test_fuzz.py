@@ -21,8 +21,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from small_world import write_small_world
 
-from agents.factory import Services, build_services
+from agents.factory import build_services
 from agents.seed import seed
+from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
 from store.access import create_key

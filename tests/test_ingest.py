@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agents.decide import DecideRequest, decide
-from agents.factory import Services, build_services
+from agents.decide.run import DecideRequest, decide
+from agents.factory import build_services
+from agents.services import Services
 from agents.settings import Settings
 from api.cli import app
 from retrieval.ingest import (

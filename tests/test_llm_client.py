@@ -10,26 +10,24 @@ from collections.abc import Callable
 import pytest
 from fake_openai import Call, Reply, fake_openai
 
-from agents.decide import DecideRequest, decide
-from agents.factory import Services, build_llm, build_writer
-from agents.llm import (
-    CircuitBreaker,
+from agents.decide.run import DecideRequest, decide
+from agents.factory import build_llm, build_writer
+from agents.llm.breaker import CircuitBreaker
+from agents.llm.client import LLMClient
+from agents.llm.completion import StreamEnd, TextDelta, ToolCallReady, Usage
+from agents.llm.errors import (
     CircuitOpen,
     DeadlineExceeded,
-    LLMClient,
     LLMError,
     MalformedReply,
-    OpenAIWriter,
-    RetryPolicy,
-    StreamEnd,
-    TextDelta,
-    ToolCallReady,
     UpstreamError,
-    Usage,
     WriterError,
 )
+from agents.llm.retry import RetryPolicy
+from agents.services import Services
 from agents.settings import Settings
-from agents.writer import Draft
+from agents.writing.llm_writer import OpenAIWriter
+from agents.writing.writer import Draft
 from store.decisions import get_decision
 from store.schemas import Channel
 

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from fake_openai import FakeOpenAI, Reply, fake_openai
 
-from agents.decide import DecideRequest, decide
-from agents.factory import Services, build_writer
-from agents.llm import OpenAIWriter
+from agents.decide.run import DecideRequest, decide
+from agents.factory import build_writer
+from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
-from agents.writer import money
+from agents.writing.llm_writer import OpenAIWriter
+from agents.writing.writer import money
 from store.decisions import get_decision
 from store.schemas import Channel
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from agents.factory import Services
-from agents.retention import prune
+from agents.privacy.retention import prune
+from agents.services import Services
 from api.app import create_app
 from policies.pii import Vault
 from store.decisions import get_decision, log_decision

@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import or_, select
 from typer.testing import CliRunner
 
-from agents.factory import Services, build_services
-from agents.privacy import subject_ref
+from agents.factory import build_services
+from agents.privacy.rights import subject_ref
 from agents.reindex import start
 from agents.seed import seed
+from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from api.app import create_app
 from api.cli import app as cli

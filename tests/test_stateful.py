@@ -40,9 +40,10 @@ from hypothesis.stateful import (
 from small_world import write_small_world
 from sqlalchemy import select
 
-from agents.factory import Services, build_services
-from agents.privacy import subject_ref
+from agents.factory import build_services
+from agents.privacy.rights import subject_ref
 from agents.reindex import start
+from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
 from store.access import create_key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.writer import Brief, BriefItem, BriefOffer, OfflineWriter
+from agents.writing.writer import Brief, BriefItem, BriefOffer, OfflineWriter
 from policies.output import check_copy
 from policies.pii import KnownValues
 from policies.rules import ContentRules

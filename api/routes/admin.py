@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.privacy import subject_ref
+from agents.privacy.rights import subject_ref
 from api.auth import AdminCaller
 from api.deps import ServicesDep
 from store.access import (

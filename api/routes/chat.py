@@ -18,8 +18,8 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from agents.conversation import ChatReply, ChatRequest, chat_turn
-from agents.factory import Services
+from agents.chat.turn import ChatReply, ChatRequest, chat_turn
+from agents.services import Services
 from api.auth import ChatCaller
 from api.deps import ServicesDep
 from api.schemas import ChatIn, ChatOut, ItemOut, OfferOut

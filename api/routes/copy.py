@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
-from agents.audience import audience_size
-from agents.campaign import Arm, register_variant, reward, save_result, serve
-from agents.copy import CopyRequestError, generate_copy, new_campaign_id, validate_request
-from agents.copy_state import CopyRequest, CopyResult
-from agents.factory import Services
-from agents.jobs import ASYNC_MEMBERS, JobRunner, minimizer, stored_request
+from agents.copy.audience import audience_size
+from agents.copy.campaign import Arm, register_variant, reward, save_result, serve
+from agents.copy.graph import CopyRequestError, generate_copy, new_campaign_id, validate_request
+from agents.copy.jobs import ASYNC_MEMBERS, JobRunner, minimizer, stored_request
+from agents.copy.state import CopyRequest, CopyResult
+from agents.services import Services
 from api.auth import Caller, CopyCaller
 from api.deps import ServicesDep
 from api.schemas import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from agents.decide import DecideRequest, decide
+from agents.decide.run import DecideRequest, decide
 from api.auth import DecideCaller
 from api.deps import ServicesDep
 from api.schemas import DecideIn, DecideOut, ItemOut, OfferOut

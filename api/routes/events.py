@@ -7,8 +7,8 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from agents.factory import Services
-from agents.privacy import erased_among
+from agents.privacy.rights import erased_among
+from agents.services import Services
 from api.auth import EventsCaller
 from api.deps import ServicesDep
 from api.errors import field_errors

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from agents.factory import Services
+from agents.services import Services
 from api.auth import Caller, FeedbackCaller
 from api.deps import ServicesDep
 from api.schemas import ArmOut, FeedbackIn, FeedbackOut

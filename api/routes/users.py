@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from agents.privacy import erase_user, erased_among, export_user, subject_ref
+from agents.privacy.rights import erase_user, erased_among, export_user, subject_ref
 from api.auth import AnyCaller
 from api.deps import ServicesDep
 from api.schemas import UserOut, UserUpdate

@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Protocol
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from typing_extensions import TypedDict  # pydantic reads these on 3.11 only from typing_extensions
 
-from agents.audience import SegmentAudience
-from agents.copywriter import Tone
-from agents.explain import Reason
-from agents.segments import Audience, Category, Segment
+from agents.copy.audience import SegmentAudience
+from agents.copy.segments import Audience, Category, Segment
+from agents.copy.writer import Tone
+from agents.decide.explain import Reason
 from policies.copy import ChannelSpec, CopyChannel
 from store.schemas import Identifier
 from tools.schemas import RuleFired
 
 if TYPE_CHECKING:
-    from agents.factory import Services
-    from agents.writer import Writer
+    from agents.services import Services
+    from agents.writing.writer import Writer
 
 Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=80)]
 CHECKS = (

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.audience import scan_audience
-from agents.copy_state import CopyRequest, CopyResult
-from agents.factory import Services
-from agents.minimize import Minimizer
+from agents.copy.audience import scan_audience
+from agents.copy.state import CopyRequest, CopyResult
+from agents.privacy.minimize import Minimizer
+from agents.services import Services
 from policies.copy import CHANNELS
 from store.bandit import ArmState, add_reward, get_arms
 from store.copy import (

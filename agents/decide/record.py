@@ -1,8 +1,9 @@
 """The decision record: what the decision log keeps to replay a decision offline, and no PII.
 
-Free text appears only pseudonymized and minimized (`agents.minimize`: what the guard missed is
-masked too, wherever a writer repeated it); the profile appears only as features and consent;
-versions of the policy, embedder, writer and prompt are pinned.
+Free text appears only pseudonymized and minimized (`agents.privacy.minimize`: what the guard
+missed is masked too, wherever a writer repeated it); the profile appears only as features and
+consent; versions of the policy, embedder, writer and prompt are pinned. Chat turns are logged
+through this record too (`agents.chat.graph`).
 
 The record is compact (schema 2, about 6 KB instead of 11-16): what replay needs and nothing the
 catalog already holds. Candidates keep their id, price, score and the parts of the score (not
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.explain import Explanation
-from agents.llm import Usage
-from agents.minimize import Minimizer
-from agents.state import DecideContext, DecideState
+from agents.decide.explain import Explanation
+from agents.decide.state import DecideContext, DecideState
+from agents.llm.completion import Usage
+from agents.privacy.minimize import Minimizer
 from store.decisions import log_decision
 from tools.context import RunContext
 from tools.schemas import EligibleOffers, OfferChoice

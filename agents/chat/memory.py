@@ -5,6 +5,8 @@ the model or the thread id, which cannot hold a `|`), so the same thread id sent
 person opens that person's own, fresh thread: one person's conversation cannot be resumed by
 anyone else. Erasure deletes every thread under a person's subject keys, then rewrites the file
 so that the deleted pages survive nowhere (as `store.db.Database.compact` does).
+
+`Chat` is the chat graph compiled over these checkpoints, as the process holds it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import re
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from agents.chat.tools import CatalogNames
 
 SEPARATOR = "|"
 THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -80,3 +86,22 @@ class Checkpoints:
     def close(self) -> None:
         with self.saver.lock:
             self.saver.conn.close()
+
+
+class Chat:
+    """The chat graph compiled over its checkpoints, and the catalog names its guard reads; one
+    per process, built by the factory."""
+
+    def __init__(
+        self, checkpoints: Checkpoints, graph: CompiledStateGraph[Any, Any, Any, Any]
+    ) -> None:
+        self.checkpoints = checkpoints
+        self.graph = graph
+        self.catalog = CatalogNames()
+
+    def erase(self, subject_keys: list[str]) -> int:
+        """The eraser of `Services.erasers`: every thread of these subjects; how many."""
+        return self.checkpoints.erase(subject_keys)
+
+    def close(self) -> None:
+        self.checkpoints.close()

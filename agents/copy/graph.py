@@ -23,9 +23,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from sqlalchemy import select
 
-from agents.audience import SegmentAudience, scan_audience
-from agents.copy_explain import explain_variant
-from agents.copy_state import (
+from agents.copy.audience import SegmentAudience, scan_audience
+from agents.copy.explain import explain_variant
+from agents.copy.segments import Segment
+from agents.copy.state import (
     CHECKS,
     CopyContext,
     CopyProgress,
@@ -37,10 +38,9 @@ from agents.copy_state import (
     SegmentTask,
     VariantOut,
 )
-from agents.copywriter import OfflineCopyWriter, copy_brief, write_checked
-from agents.factory import Services
-from agents.segments import Segment
-from agents.writer import BriefItem, BriefOffer, Draft, OfflineWriter
+from agents.copy.writer import OfflineCopyWriter, copy_brief, write_checked
+from agents.services import Services
+from agents.writing.writer import BriefItem, BriefOffer, Draft, OfflineWriter
 from policies.copy import CHANNELS, check_variant, non_gsm7
 from policies.output import CopyVerdict
 from store.models import CatalogItem

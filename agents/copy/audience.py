@@ -1,8 +1,8 @@
 """The audience scan for marketer copy: which people are in each segment, consent first.
 
-Segments are rules or explicit user ids (`agents.segments`). The scan reads people a page at a time, a few queries per page
-(`store.cohort`), and evaluates every segment on each page, so an audience of any number of
-segments costs one pass over the users.
+Segments are rules or explicit user ids (`agents.copy.segments`). The scan reads people a page
+at a time, a few queries per page (`store.cohort`), and evaluates every segment on each page, so
+an audience of any number of segments costs one pass over the users.
 
 Consent is checked before a person's data is used, with the policy's own rules:
 - personalization consent (the `personalization` consent rule) for anyone;
@@ -25,7 +25,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from agents.segments import Member, Segment
+from agents.copy.segments import Member, Segment
 from policies.copy import ChannelSpec
 from policies.engine import Facts, PolicyEngine
 from policies.rules import ConsentRule

@@ -1,11 +1,15 @@
-"""The LLM client for any OpenAI-compatible server, and the copy writer built on it.
+"""The LLM client for any OpenAI-compatible server.
 
 `LLMClient` owns the one retry policy of a call (the SDK's own retries are off): within a
 per-request deadline (a `time.monotonic()` instant; the time left becomes each attempt's HTTP
 timeout and no attempt starts after it), it retries 429 and 5xx answers with exponential backoff
 and jitter, or after the server's Retry-After when it sends one and the deadline allows. A
-`CircuitBreaker`, one per upstream and process (the factory builds it once), opens after N
-consecutive failures, fails fast while open, and lets one probe through after a cooldown.
+`CircuitBreaker` (`agents.llm.breaker`), one per upstream and process, fails fast while the
+server keeps failing.
+
+The client is one idea at some 300 lines: `complete` and `stream` share the attempt loop, the
+breaker's verdicts and the reading of the reply's shape (`agents.llm.wire`), and splitting them
+would scatter the one retry policy over several places.
 
 Every failure is an `LLMError` whose message is safe to log: it names the status, the kind of
 failure and the timing, never the prompt, the reply or the server's error text (which may echo
@@ -20,204 +24,26 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from agents.wire import WireUsage, parse_reply
-from agents.writer import Brief, Draft
-
-PROMPTS = Path(__file__).parent / "prompts"
-
-Message = dict[str, Any]
-
-
-class WriterError(Exception):
-    """The model failed or misbehaved; the message is safe to log (no PII, no prompt)."""
-
-
-class LLMError(WriterError):
-    """A call to the model server failed. A `WriterError`, so a writer's caller needs one except."""
-
-
-class UpstreamError(LLMError):
-    """The server answered with an error status or could not be reached."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class DeadlineExceeded(LLMError):
-    """No complete answer before the request's deadline."""
-
-
-class CircuitOpen(LLMError):
-    """The circuit breaker is open: the call was not attempted."""
-
-
-class MalformedReply(LLMError):
-    """The server's answer is not what was asked for (not JSON, not the schema)."""
-
-
-class Usage(BaseModel):
-    """Tokens spent by one or more calls; `+` sums them (the model of the first call is kept)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    calls: int = 0
-    model: str | None = None
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            total_tokens=self.total_tokens + other.total_tokens,
-            calls=self.calls + other.calls,
-            model=self.model or other.model,
-        )
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A tool call as the model wrote it; `arguments` is its raw JSON text, unvalidated."""
-
-    id: str
-    name: str
-    arguments: str
-
-    def message(self) -> dict[str, Any]:
-        """The call as it appears in an assistant message sent back to the model."""
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments},
-        }
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    tool_calls: tuple[ToolCall, ...]
-    usage: Usage
-    finish_reason: str | None = None
-    parsed: BaseModel | None = None  # the structured output, when a pydantic model was asked for
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    """A piece of the reply's text, as soon as it arrives."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class ToolCallReady:
-    """A tool call whose streamed pieces are all in."""
-
-    call: ToolCall
-
-
-@dataclass(frozen=True)
-class StreamEnd:
-    """The last event of a stream: the whole completion, with its usage."""
-
-    completion: Completion
-
-
-StreamEvent = TextDelta | ToolCallReady | StreamEnd
-
-
-class CircuitBreaker:
-    """Closed → open after `failures` consecutive failures → half-open after `cooldown_s`: one
-    probe goes through; its success closes the breaker, its failure opens it again. Shared by
-    every caller of one upstream in the process; thread-safe."""
-
-    def __init__(
-        self,
-        *,
-        failures: int = 5,
-        cooldown_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if failures < 1 or cooldown_s <= 0:
-            raise ValueError("a circuit breaker needs failures >= 1 and cooldown_s > 0")
-        self.threshold = failures
-        self.cooldown_s = cooldown_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._probing = False
-
-    @property
-    def state(self) -> str:
-        with self._lock:
-            if self._opened_at is None:
-                return "closed"
-            if self._probing or self._clock() - self._opened_at >= self.cooldown_s:
-                return "half-open"
-            return "open"
-
-    def acquire(self) -> None:
-        """Let one attempt through, or raise `CircuitOpen`. Every acquired attempt must end in
-        `success()` or `failure()`."""
-        with self._lock:
-            if self._opened_at is None:
-                return
-            waited = self._clock() - self._opened_at
-            if self._probing or waited < self.cooldown_s:
-                wait = max(0.0, self.cooldown_s - waited)
-                raise CircuitOpen(
-                    f"circuit breaker open after {self._failures} consecutive failures of the "
-                    + (
-                        "model server; a probe is in flight"
-                        if self._probing
-                        else f"model server; next probe in {wait:.1f} s"
-                    )
-                )
-            self._probing = True
-
-    def release(self) -> None:
-        """End an attempt that says nothing about the server (a bug on our side): the probe
-        slot is freed, nothing is counted."""
-        with self._lock:
-            self._probing = False
-
-    def success(self) -> None:
-        with self._lock:
-            self._failures = 0
-            self._opened_at = None
-            self._probing = False
-
-    def failure(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._probing or self._failures >= self.threshold:
-                self._opened_at = self._clock()
-            self._probing = False
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries of 429 and 5xx: attempt n waits a uniform draw in [½, 1] × min(cap, base · 2ⁿ),
-    or the server's Retry-After; never past the deadline."""
-
-    max_retries: int = 2
-    base_s: float = 0.2
-    cap_s: float = 2.0
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.cap_s, self.base_s * 2**attempt)
-        return ceiling * rng.uniform(0.5, 1.0)
+from agents.llm.breaker import CircuitBreaker
+from agents.llm.completion import (
+    Completion,
+    Message,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallReady,
+    Usage,
+)
+from agents.llm.errors import DeadlineExceeded, MalformedReply, UpstreamError
+from agents.llm.retry import RetryPolicy, retry_after
+from agents.llm.wire import WireUsage, parse_reply
 
 
 class LLMClient:
@@ -472,7 +298,7 @@ class LLMClient:
                         f"the model server answered {status} after {attempt + 1} attempt(s)",
                         status=status,
                     ) from error
-                wait = _retry_after(error.response.headers)
+                wait = retry_after(error.response.headers)
                 if wait is None:
                     with self._rng_lock:
                         wait = self.retry.backoff(attempt, self._rng)
@@ -509,65 +335,3 @@ class LLMClient:
                 raise
             # The verdict on this attempt is the caller's, once it has read the reply's shape.
             return response
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            pass
-        if name == "retry-after":
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-class MeteredDraft(Draft):
-    """A draft with the token usage of the call that wrote it; `usage` is not part of the copy."""
-
-    usage: Usage = Field(default_factory=Usage, exclude=True)
-
-
-class OpenAIWriter:
-    """The copy writer over an `LLMClient`: structured output (a JSON schema built from `Draft`)
-    over the pseudonymized brief. Errors are raised as `WriterError`; the graph falls back to
-    the offline writer and says so."""
-
-    name = "openai"
-
-    def __init__(
-        self,
-        client: LLMClient | None = None,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        model: str | None = None,
-        timeout_s: float = 10.0,
-    ) -> None:
-        if client is None:
-            if not (base_url and model):
-                raise ValueError("give an LLMClient, or base_url and model to build one")
-            client = LLMClient(base_url=base_url, api_key=api_key, model=model, timeout_s=timeout_s)
-        self.client = client
-        self.prompt_version = "decide-copy-1"
-        self._system = (PROMPTS / f"{self.prompt_version}.md").read_text()
-
-    def write(self, brief: Brief, *, feedback: str | None = None) -> Draft:
-        messages: list[Message] = [
-            {"role": "system", "content": self._system},
-            {"role": "user", "content": brief.model_dump_json()},
-        ]
-        if feedback:
-            messages.append(
-                {"role": "user", "content": f"Your last draft was rejected: {feedback}"}
-            )
-        completion = self.client.complete(messages, response_format=Draft)
-        assert isinstance(completion.parsed, Draft)  # validated by `complete`
-        return MeteredDraft(**completion.parsed.model_dump(), usage=completion.usage)

@@ -26,11 +26,11 @@ import threading
 from datetime import timedelta
 from typing import Any
 
-from agents.campaign import save_result
-from agents.copy import generate_copy
-from agents.copy_state import CopyRequest
-from agents.factory import Services
-from agents.minimize import Minimizer
+from agents.copy.campaign import save_result
+from agents.copy.graph import generate_copy
+from agents.copy.state import CopyRequest
+from agents.privacy.minimize import Minimizer
+from agents.services import Services
 from store.db import Database
 from store.jobs import (
     active_jobs,

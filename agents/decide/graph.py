@@ -10,11 +10,13 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
-from agents.explain import explain
-from agents.llm import MeteredDraft, Usage, WriterError
-from agents.record import decision_record, log_record
-from agents.state import DecideContext, DecideInput, DecideState
-from agents.writer import Brief, BriefItem, BriefOffer, Draft
+from agents.decide.explain import explain
+from agents.decide.record import decision_record, log_record
+from agents.decide.state import DecideContext, DecideInput, DecideState
+from agents.llm.completion import Usage
+from agents.llm.errors import WriterError
+from agents.writing.llm_writer import MeteredDraft
+from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
 from tools.offers import eligible_offers, select_offer
 from tools.profile import lookup_profile, subject_blocked, subject_record

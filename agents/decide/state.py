@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from typing_extensions import TypedDict  # pydantic reads these on 3.11 only from typing_extensions
 
-from agents.explain import Explanation
-from agents.writer import Brief, Draft
+from agents.decide.explain import Explanation
+from agents.writing.writer import Brief, Draft
 from tools.context import RunContext
 from tools.schemas import Candidates, EligibleOffers, OfferChoice, ProfileView
 
 if TYPE_CHECKING:
-    from agents.factory import Services
+    from agents.services import Services
     from policies.pii import KnownValues, Vault
 
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from agents.chat import RECURSION_LIMIT as CHAT_RECURSION_LIMIT
-from agents.chat import ChatContext
-from agents.chat_tools import Turn
-from agents.checkpoints import thread_key
-from agents.explain import Explanation
-from agents.factory import Services
-from agents.llm import Usage
+from agents.chat.graph import RECURSION_LIMIT as CHAT_RECURSION_LIMIT
+from agents.chat.memory import thread_key
+from agents.chat.state import ChatContext
+from agents.chat.tools import Turn
+from agents.decide.explain import Explanation
+from agents.llm.completion import Usage
+from agents.services import Services
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel
 from store.users import resolve_subject

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from agents.factory import Services, collab_folder
+from agents.services import Services, collab_folder
 from retrieval.collab import CollabModel
 from store.access import audit
 from store.erasure import erase_person, export_person, find_person

@@ -16,8 +16,8 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from agents.llm import WriterError
-from agents.writer import Brief, BriefItem, BriefOffer, Draft, OfflineWriter, Writer, money
+from agents.llm.errors import WriterError
+from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft, OfflineWriter, Writer, money
 from policies.copy import CHANNELS, ChannelSpec, CopyChannel, non_gsm7
 from policies.output import CopyVerdict
 

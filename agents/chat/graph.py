@@ -2,48 +2,42 @@
 
 guard_input → agent ⇄ tools → guard_output → finish. When no LLM may or can answer (none
 configured, no consent to LLM processing, an error, the breaker open, the deadline near, a reply
-the output guard rejects), `plan` answers instead: profile → retrieve with the message → offer →
-the offline writer's copy, flagged in `degraded`. Nodes stream `token`, `tool` and `reset`
-events through LangGraph's custom stream; `reset` withdraws tokens already streamed when the
-model's reply is replaced.
+the output guard rejects), `plan` (`agents.chat.plan`) answers instead: profile → retrieve with
+the message → offer → the offline writer's copy, flagged in `degraded`. Nodes stream `token`,
+`tool` and `reset` events through LangGraph's custom stream (`agents.chat.stream`); `reset`
+withdraws tokens already streamed when the model's reply is replaced.
 
-The state holds the conversation and is checkpointed per thread, pseudonymized and minimized
-(`agents.minimize`: words of the person's messages that are neither common nor catalog words are
-masked, so what the guard missed is not remembered); the model sees this turn's message as the
-guard left it. The raw message, the vault and this turn's tool results live in the runtime
-context, never in a checkpoint.
+The state (`agents.chat.state`) holds the conversation and is checkpointed per thread,
+pseudonymized and minimized (`agents.privacy.minimize`: words of the person's messages that are
+neither common nor catalog words are masked, so what the guard missed is not remembered); the
+model sees this turn's message as the guard left it. The raw message, the vault and this turn's
+tool results live in the runtime context, never in a checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-import operator
-import re
-from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Overwrite
-from typing_extensions import TypedDict
 
-from agents.chat_tools import CatalogNames, Outcome, Turn, offers_named, run_tool, tool_specs
-from agents.checkpoints import Checkpoints
-from agents.explain import Explanation, explain
-from agents.llm import PROMPTS, LLMClient, LLMError, StreamEnd, TextDelta, Usage
-from agents.minimize import Minimizer
-from agents.record import decision_record, log_record
-from agents.state import DecideContext, DecideState
-from agents.writer import Brief, BriefItem, BriefOffer, Draft
+from agents.chat.plan import plan
+from agents.chat.state import ChatContext, ChatInput, ChatState, Route
+from agents.chat.stream import Reidentifier, call_tool, send_token
+from agents.chat.tools import offers_named, tool_specs
+from agents.decide.explain import explain
+from agents.decide.record import decision_record, log_record
+from agents.decide.state import DecideContext, DecideState
+from agents.llm.completion import StreamEnd, TextDelta, Usage
+from agents.llm.errors import LLMError
+from agents.privacy.minimize import Minimizer
+from agents.prompts import PROMPTS
+from agents.writing.writer import Draft
 from policies.output import check_copy
-from tools.context import RunContext
 from tools.profile import lookup_profile, subject_blocked, subject_record
-
-if TYPE_CHECKING:
-    from agents.factory import Services
-    from policies.pii import KnownValues, Vault
 
 PROMPT_VERSION = "chat-1"
 MAX_MODEL_CALLS = 5  # per turn: enough for profile, retrieve, offers, choice and the answer
@@ -52,80 +46,6 @@ MAX_MODEL_CALLS = 5  # per turn: enough for profile, retrieve, offers, choice an
 # mistake ends after a few steps instead of spinning until LangGraph's default of 25.
 RECURSION_LIMIT = 1 + 2 * MAX_MODEL_CALLS + 4
 HISTORY_MESSAGES = 40  # of earlier turns, sent to the model
-BRIEF_ITEMS = 3  # items the offline plan's copy mentions at most (as in the decide graph)
-# Placeholders that may be turned back into the person's own value in what they are shown.
-REVEALABLE = {"FIRST_NAME"}
-
-Route = Literal["agent", "tools", "guard_output", "plan", "finish"]
-
-
-class ChatInput(TypedDict):
-    """What a caller gives the graph; the message, subject and deadline travel in the context."""
-
-    k: int
-
-
-class ChatState(ChatInput, total=False):
-    messages: Annotated[list[dict[str, Any]], operator.add]  # the conversation, pseudonymized
-    route: Route
-    pending: list[dict[str, Any]]  # tool calls of the model's last message
-    model_calls: int
-    draft: str | None  # the model's reply, before the output guard
-    reply: str  # the reply as shown, pseudonymized
-
-
-@dataclass
-class ChatContext:
-    """One turn's runtime context: services, the bound subject, the raw message and its vault,
-    the deadline, and what the tools returned."""
-
-    services: Services
-    run: RunContext
-    vault: Vault
-    known: KnownValues
-    decision_id: str
-    thread_id: str
-    message: str  # raw: pseudonymized by guard_input, never written into the state
-    llm: LLMClient | None
-    llm_deadline: float  # monotonic; the model's last moment, leaving time for the plan
-    catalog: CatalogNames
-    turn: Turn
-    degraded: list[str] = field(default_factory=list)
-    writer: str = "offline"
-    prompt_version: str | None = None
-    shown_items: list[str] = field(default_factory=list)
-    shown_offer: str | None = None
-    streamed: bool = False
-    record: dict[str, Any] = field(default_factory=dict)
-    minimizer: Minimizer = field(default_factory=Minimizer)  # of this turn's message
-    reply: str = ""  # as shown (pseudonymized); the checkpoint keeps it minimized
-    explanation: Explanation | None = None  # as shown; the record keeps it compact
-
-    @property
-    def revealable(self) -> set[str]:
-        return REVEALABLE if lookup_profile(self.run).personalized else set()
-
-
-class Reidentifier:
-    """Puts the allowed placeholders back into streamed text. A piece that ends inside what may
-    still become a placeholder ("<FIRST_NA") is held back until the next piece completes it."""
-
-    _OPEN = re.compile(r"<[A-Z0-9_]{0,40}$")
-
-    def __init__(self, vault: Vault, allowed: set[str]) -> None:
-        self._vault = vault
-        self._allowed = allowed
-        self._held = ""
-
-    def feed(self, text: str) -> str:
-        text = self._held + text
-        held = self._OPEN.search(text)
-        self._held = held.group(0) if held else ""
-        return self._vault.reveal(text[: held.start()] if held else text, self._allowed)
-
-    def flush(self) -> str:
-        text, self._held = self._held, ""
-        return text
 
 
 def guard_input(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
@@ -167,13 +87,13 @@ def agent(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
             _prompt(state, ctx), tools=tool_specs(), deadline=ctx.llm_deadline
         ):
             if isinstance(event, TextDelta):
-                _token(runtime, ctx, tokens.feed(event.text))
+                send_token(runtime, ctx, tokens.feed(event.text))
             elif isinstance(event, StreamEnd):
                 completion = event.completion
     except LLMError as error:
         ctx.degraded.append(f"chat: the model failed ({error}); answered by the offline plan")
         return {"route": "plan"}
-    _token(runtime, ctx, tokens.flush())
+    send_token(runtime, ctx, tokens.flush())
     assert completion is not None  # a stream that ends without error ends with StreamEnd
     _add_usage(ctx, completion.usage)
     calls = state.get("model_calls", 0) + 1
@@ -202,7 +122,7 @@ def tools(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
     results = []
     for call in state.get("pending", []):
         function = call["function"]
-        outcome = _run(runtime, ctx, function["name"], function["arguments"])
+        outcome = call_tool(runtime, ctx, function["name"], function["arguments"])
         results.append({"role": "tool", "tool_call_id": call["id"], "content": outcome.content})
     route: Route = "agent"
     if state.get("model_calls", 0) >= MAX_MODEL_CALLS:
@@ -251,38 +171,6 @@ def guard_output(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, A
     ctx.shown_items = items
     ctx.shown_offer = chosen.offer_id if chosen and offers else None
     return {"reply": draft, "route": "finish"}
-
-
-def plan(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-    """The deterministic answer: profile → retrieve with the message → offer → offline copy."""
-    ctx = runtime.context
-    turn = ctx.turn
-    if ctx.streamed:
-        # The model's words already sent are not the answer: the client drops them.
-        reason = ctx.degraded[-1] if ctx.degraded else "the model's reply was replaced"
-        runtime.stream_writer({"event": "reset", "data": {"reason": reason}})
-        ctx.streamed = False
-    _run(runtime, ctx, "profile_summary", "{}")
-    if not turn.items:
-        arguments = {"query": turn.query, "k": turn.k} if turn.query else {"k": turn.k}
-        _run(runtime, ctx, "retrieve_items", _json(arguments))
-    top = list(turn.items)[:BRIEF_ITEMS]
-    if turn.choice is None and top:
-        _run(runtime, ctx, "eligible_offers", _json({"item_ids": top}))
-        if turn.eligible:
-            _run(runtime, ctx, "select_offer", _json({"offer_ids": list(turn.eligible)}))
-    writer = ctx.services.offline_writer
-    ctx.writer, ctx.prompt_version = writer.name, writer.prompt_version
-    if subject_blocked(ctx.run, "content") is not None:
-        ctx.writer, ctx.prompt_version = "none", None  # no copy without consent to it
-        return {"reply": "", "route": "finish"}
-    draft = writer.write(_brief(ctx, top))
-    ctx.shown_items, ctx.shown_offer = draft.item_ids, draft.offer_id
-    tokens = Reidentifier(ctx.vault, ctx.revealable)
-    for piece in re.findall(r"\s*\S+", draft.text):
-        _token(runtime, ctx, tokens.feed(piece))
-    _token(runtime, ctx, tokens.flush())
-    return {"reply": draft.text, "route": "finish"}
 
 
 def finish(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
@@ -382,47 +270,8 @@ def _system_prompt() -> str:
     return (PROMPTS / f"{PROMPT_VERSION}.md").read_text()
 
 
-def _run(runtime: Runtime[ChatContext], ctx: ChatContext, name: str, arguments: str) -> Outcome:
-    def redact(text: str) -> str:
-        return ctx.services.pii.pseudonymize(text, known=ctx.known, vault=ctx.vault).text
-
-    outcome = run_tool(ctx.turn, name, arguments, redact=redact)
-    ctx.turn.calls.append(outcome.event())
-    runtime.stream_writer({"event": "tool", "data": outcome.event()})
-    return outcome
-
-
-def _token(runtime: Runtime[ChatContext], ctx: ChatContext, text: str) -> None:
-    if text:
-        ctx.streamed = True
-        runtime.stream_writer({"event": "token", "data": {"text": text}})
-
-
 def _add_usage(ctx: ChatContext, usage: Usage) -> None:
     ctx.run.memo["llm_usage"] = ctx.run.memo.get("llm_usage", Usage()) + usage
-
-
-def _brief(ctx: ChatContext, item_ids: list[str]) -> Brief:
-    record = subject_record(ctx.run)
-    greeting = None
-    if record is not None and lookup_profile(ctx.run).personalized:
-        greeting = ctx.vault.placeholder("FIRST_NAME", record.profile.first_name)
-    offer = ctx.turn.chosen_offer
-    content = ctx.services.policy.policy.content
-    return Brief(
-        channel=ctx.run.channel,
-        greeting_name=greeting,
-        request=ctx.turn.query,
-        items=[BriefItem.of(c) for c in (ctx.turn.items[i] for i in item_ids)],
-        offer=BriefOffer.of(offer),
-        max_length=content.max_length.get(ctx.run.channel, 600),
-        banned_phrases=list(content.banned_phrases),
-        disclaimers=content.disclaimers(ctx.run.channel, with_offer=offer is not None),
-    )
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value)
 
 
 def _next(state: ChatState) -> str:
@@ -447,20 +296,3 @@ def build_chat_graph(
     graph.add_edge("plan", "finish")
     graph.add_edge("finish", END)
     return graph.compile(name="chat", checkpointer=checkpointer)
-
-
-class Chat:
-    """The chat graph compiled over its checkpoints, and the catalog names its guard reads; one
-    per process, built by the factory."""
-
-    def __init__(self, checkpoints: Checkpoints) -> None:
-        self.checkpoints = checkpoints
-        self.graph = build_chat_graph(checkpoints.saver)
-        self.catalog = CatalogNames()
-
-    def erase(self, subject_keys: list[str]) -> int:
-        """The eraser of `Services.erasers`: every thread of these subjects; how many."""
-        return self.checkpoints.erase(subject_keys)
-
-    def close(self) -> None:
-        self.checkpoints.close()

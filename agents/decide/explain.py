@@ -1,4 +1,5 @@
-"""Explanations built from what actually decided: item score parts, the bandit's posterior, fired rules."""
+"""Explanations built from what actually decided: item score parts, the bandit's posterior,
+fired rules. The chat explains its turns with them too; copy variants reuse `Reason`."""
 
 from __future__ import annotations
 

@@ -16,62 +16,21 @@ query keeps what replay needs; what is lost is prose no store needs.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from spacy.lang.en.stop_words import STOP_WORDS
-from sqlalchemy import func, select
-
-from store.db import Database
-from store.models import CatalogItem, CatalogOffer
+from agents.privacy.vocabulary import WORD, Vocabulary
 
 if TYPE_CHECKING:
-    from agents.factory import Services
+    from agents.services import Services
 
 MASK = "<REDACTED>"
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
 _EMAIL = re.compile(r"[^\s<>()\[\],;:\"']+@[^\s<>()\[\],;:\"']+")
 # Seven or more digits, possibly split by spaces, dots, dashes, slashes or parentheses.
 _PHONE = re.compile(r"\+?\(?\d(?:[\s().\-/]{0,3}\d){6,}")
-_WORD = re.compile(r"[^\W\d_]+|\d+")
-_TEXT_FIELDS = ("title", "description", "terms", "category", "tags", "categories")
-MAX_SHORT_NUMBER = 3  # digits; longer numbers (phones, order numbers, dates) are tainted
 
 T = TypeVar("T")
-
-
-class Vocabulary:
-    """The words stored text may keep: stop words and the catalog's words. Reloaded when the
-    number of items or offers changes; shared by the process; thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: tuple[int, int] = (-1, -1)
-        self._words: frozenset[str] = frozenset(w.casefold() for w in STOP_WORDS)
-
-    def refresh(self, db: Database) -> None:
-        with db.session() as session:
-            counts = (
-                session.scalar(select(func.count()).select_from(CatalogItem)) or 0,
-                session.scalar(select(func.count()).select_from(CatalogOffer)) or 0,
-            )
-            if counts == self._counts:
-                return
-            items = session.execute(select(CatalogItem.category, CatalogItem.data)).all()
-            offers = session.scalars(select(CatalogOffer.data)).all()
-        words = {w.casefold() for w in STOP_WORDS}
-        for data in [*(d for _, d in items), *offers]:
-            words.update(_words_of(data))
-        words.update(_words_of([c for c, _ in items]))
-        with self._lock:
-            self._words = frozenset(words)
-            self._counts = counts
-
-    def knows(self, word: str) -> bool:
-        if word.isdigit():
-            return len(word) <= MAX_SHORT_NUMBER
-        return len(word) <= 1 or word.casefold() in self._words
 
 
 class Minimizer:
@@ -98,11 +57,11 @@ class Minimizer:
                     tainted.add(match.group(0).strip())
                     # Its parts too, in case a writer repeats them in another layout.
                     tainted.update(
-                        w for w in _WORD.findall(match.group(0)) if not vocabulary.knows(w)
+                        w for w in WORD.findall(match.group(0)) if not vocabulary.knows(w)
                     )
                 text = shape.sub(" ", text)
             text = _PLACEHOLDER.sub(" ", text)
-            tainted.update(w for w in _WORD.findall(text) if not vocabulary.knows(w))
+            tainted.update(w for w in WORD.findall(text) if not vocabulary.knows(w))
         return cls(tainted)
 
     def text(self, text: str) -> str:
@@ -128,13 +87,3 @@ class Minimizer:
         if isinstance(value, list | tuple):
             return [self._value(item) for item in value]
         return value
-
-
-def _words_of(data: Any) -> set[str]:
-    if isinstance(data, str):
-        return {w.casefold() for w in _WORD.findall(data) if not w.isdigit()}
-    if isinstance(data, dict):
-        return set().union(*(_words_of(data.get(f)) for f in _TEXT_FIELDS))
-    if isinstance(data, list):
-        return set().union(*(_words_of(d) for d in data))
-    return set()

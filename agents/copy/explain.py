@@ -3,11 +3,11 @@ fired, from what actually decided (the scan's counts, the tools' reasons, the gu
 
 from __future__ import annotations
 
-from agents.audience import SegmentAudience
-from agents.copy_state import CopyExplanation
-from agents.copywriter import Written
-from agents.explain import Reason, merge_rules
-from agents.segments import Segment
+from agents.copy.audience import SegmentAudience
+from agents.copy.segments import Segment
+from agents.copy.state import CopyExplanation
+from agents.copy.writer import Written
+from agents.decide.explain import Reason, merge_rules
 from policies.copy import ChannelSpec
 from tools.schemas import RuleFired
 from tools.segment import SegmentItems, SegmentOffer

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from agents.explain import Explanation
-from agents.factory import Services
-from agents.graph import RECURSION_LIMIT
-from agents.state import DecideContext, DecideState
+from agents.decide.explain import Explanation
+from agents.decide.graph import RECURSION_LIMIT
+from agents.decide.state import DecideContext, DecideState
+from agents.services import Services
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel
 from store.users import resolve_subject

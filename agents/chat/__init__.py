@@ -1,0 +1,1 @@
+"""The chat journey: a conversation with the agent, streamed, with memory per thread."""

@@ -1,0 +1,1 @@
+"""The client for OpenAI-compatible model servers, shared by the graphs."""
