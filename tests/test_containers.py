@@ -37,7 +37,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from sqlalchemy.engine import make_url
 
-from agents.factory import Services
+from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from api.app import create_app
 from api.cli import _is_loopback

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from postgres import create_database
 from sqlalchemy import func, select
 
-from agents.factory import Services, build_services
+from agents.factory import build_services
 from agents.seed import seed
+from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from api.app import create_app
 from store.models import BanditArm, EventRow, User
