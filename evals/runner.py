@@ -33,7 +33,7 @@ KIND_MODULES: list[str] = [
     "evals.simulate",
     "evals.pii_suite",
     "evals.generation",
-    "evals.safety",
+    "evals.safety.suite",
     "evals.search",
 ]
 
