@@ -29,7 +29,7 @@ from evals.threshold import ThresholdResult, check_thresholds, summarize
 # import: a broken kind is an error, never a kind that quietly goes missing.
 KIND_MODULES: list[str] = [
     "evals.ranking",
-    "evals.ope_suite",
+    "evals.ope.suite",
     "evals.simulate",
     "evals.pii_suite",
     "evals.generation",
