@@ -28,7 +28,7 @@ from evals.threshold import ThresholdResult, check_thresholds, summarize
 # The modules whose import registers a kind with `@register(...)`. A module listed here must
 # import: a broken kind is an error, never a kind that quietly goes missing.
 KIND_MODULES: list[str] = [
-    "evals.ranking",
+    "evals.ranking.suite",
     "evals.ope.suite",
     "evals.simulate",
     "evals.pii_suite",

@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 
 from evals.base import Row, RunContext, SuiteError, SuiteResult, embedder_label, register
-from evals.ranking import ranking_metrics
+from evals.ranking.metrics import ranking_metrics
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import MINILM, CachedEmbedder, Embedder, load_embedder
 from retrieval.hybrid import HybridWeights, text_match
