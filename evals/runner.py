@@ -31,7 +31,7 @@ KIND_MODULES: list[str] = [
     "evals.ranking.suite",
     "evals.ope.suite",
     "evals.simulate",
-    "evals.pii_suite",
+    "evals.pii.suite",
     "evals.generation",
     "evals.safety.suite",
     "evals.search",

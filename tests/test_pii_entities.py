@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals.pii_suite import load_conll
+from evals.pii.datasets import load_conll
 from evals.runner import run_suite
 from policies.pii import PIIGuard, Vault
 from policies.pii.entities import ALWAYS_REDACTED, DEFAULT_REDACTED, ENTITY_TYPES

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from evals.base import SuiteError
-from evals.pii_suite import LEGACY_TYPES as TYPES
-from evals.pii_suite import load_labeled
+from evals.pii.datasets import LEGACY_TYPES as TYPES
+from evals.pii.datasets import load_labeled
 from evals.runner import run_suite
 from policies.pii import KnownValues, PIIGuard
 from policies.pii.name_lists import NAMES_DIR, name_lists
