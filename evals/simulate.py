@@ -51,7 +51,9 @@ from evals.base import Plot, Row, RunContext, SuiteError, SuiteResult, SystemSpe
 from store.bandit import ArmState
 from store.linear import LinearState
 from tools.bandit import ThompsonSampling
-from tools.linear import CHANNELS, LinearConfig, OfferFeatures, bandit_priors, linear_bandit
+from tools.bandit_priors import bandit_priors
+from tools.linear import LinearConfig, linear_bandit
+from tools.offer_features import CHANNELS, OfferFeatures
 
 CHANNEL_SHARE = (0.45, 0.25, 0.20, 0.10)
 CHANNEL_LOGIT = (0.0, 0.2, -0.3, -0.5)

@@ -31,16 +31,9 @@ from store.errors import Conflict
 from store.linear import LinearState, ObservationCache, add_observation, load_state
 from store.models import LinearObservation, utcnow
 from tools.bandit import ThompsonSampling
-from tools.linear import (
-    LinearConfig,
-    LinearThompson,
-    LinearUCB,
-    OfferFeatures,
-    bandit_priors,
-    linear_bandit,
-    margin_reward,
-    offer_features,
-)
+from tools.bandit_priors import bandit_priors, margin_reward
+from tools.linear import LinearConfig, LinearThompson, LinearUCB, linear_bandit
+from tools.offer_features import OfferFeatures, offer_features
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 OFFERS = [
