@@ -30,7 +30,7 @@ from evals.threshold import ThresholdResult, check_thresholds, summarize
 KIND_MODULES: list[str] = [
     "evals.ranking.suite",
     "evals.ope.suite",
-    "evals.simulate",
+    "evals.bandits.suite",
     "evals.pii.suite",
     "evals.generation",
     "evals.safety.suite",

@@ -13,18 +13,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from evals.bandits.learners import LinearLearner, LinearParams, RandomLearner
+from evals.bandits.regret import random_regret, score, simulate
+from evals.bandits.world import load_offers, make_world
 from evals.base import SuiteError
 from evals.runner import run_suite
-from evals.simulate import (
-    LinearLearner,
-    LinearParams,
-    RandomLearner,
-    load_offers,
-    make_world,
-    random_regret,
-    score,
-    simulate,
-)
 from store.bandit import ArmState
 from store.db import Database
 from store.errors import Conflict
