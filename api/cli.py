@@ -243,14 +243,8 @@ def ingest_items_command(
     from tqdm import tqdm
 
     from agents.factory import build_services
-    from retrieval.ingest import (
-        IngestError,
-        IngestProgress,
-        ingest_file,
-        prepare_source,
-        read_defaults,
-        read_mapping,
-    )
+    from retrieval.ingest.run import IngestProgress, ingest_file
+    from retrieval.ingest.source import IngestError, prepare_source, read_defaults, read_mapping
 
     settings = Settings()
     _logging(settings)

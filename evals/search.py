@@ -40,7 +40,8 @@ from retrieval.edge import EdgeIndex
 from retrieval.embedder import MINILM, CachedEmbedder, Embedder, load_embedder
 from retrieval.hybrid import HybridWeights, text_match
 from retrieval.index import LEXICAL_AVG_LEN, ItemFilter, Source, VectorIndex, lexical_text
-from retrieval.ingest import ingest_file, prepare_source
+from retrieval.ingest.run import ingest_file
+from retrieval.ingest.source import prepare_source
 from store.db import Database
 
 SYSTEMS = ("bm25", "dense", "hybrid")

@@ -14,15 +14,8 @@ from agents.decide import DecideRequest, decide
 from agents.factory import Services, build_services
 from agents.settings import Settings
 from api.cli import app
-from retrieval.ingest import (
-    IngestError,
-    IngestProgress,
-    IngestReport,
-    checkpoint_path,
-    ingest_file,
-    prepare_source,
-    read_mapping,
-)
+from retrieval.ingest.run import IngestProgress, IngestReport, checkpoint_path, ingest_file
+from retrieval.ingest.source import IngestError, prepare_source, read_mapping
 from store.catalog import count_items, get_items
 from store.schemas import Channel
 
