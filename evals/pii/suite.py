@@ -194,3 +194,5 @@ def _recall_plot(rows: list[Row]) -> Plot:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("recall (overlap match)")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+
+    return Plot(name="recall-by-type", title="Recall per entity type", draw=draw)
