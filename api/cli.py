@@ -1,4 +1,7 @@
-"""The `attune` command: serve, seed, reindex, ingest, eval, prune."""
+"""The `attune` command: serve, seed, reindex, prune, train, and the groups ingest, keys and eval.
+
+The groups live in their own modules: `api.cli_ingest`, `api.cli_keys` and `api.cli_eval`.
+"""
 
 from __future__ import annotations
 
@@ -11,26 +14,18 @@ from typing import Annotated
 import typer
 
 from agents.settings import Settings
+from api.cli_eval import evaluate
+from api.cli_ingest import ingest
+from api.cli_keys import keys
+from api.cli_logging import configure_logging
 
 app = typer.Typer(
     help="Attune: agentic personalization on embedded defaults.", no_args_is_help=True
 )
-ingest = typer.Typer(help="Load data into the store and the vector index.", no_args_is_help=True)
+# The groups are added first, in this order, as `attune --help` has always listed them.
 app.add_typer(ingest, name="ingest")
-keys = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
-evaluate = typer.Typer(help="Run eval suites and compare their reports.", no_args_is_help=True)
 app.add_typer(evaluate, name="eval")
-
-
-def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Presidio logs every analysis at INFO; its warnings are what matter here.
-    logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
-    logging.getLogger("presidio-anonymizer").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -48,7 +43,7 @@ def serve(
     from api.app import create_app
 
     settings = Settings()
-    _logging(settings)
+    configure_logging(settings)
     if settings.auth == "off" and not _is_loopback(settings.host):
         typer.echo(
             f"refusing to serve on {settings.host} without authentication: "
@@ -99,7 +94,7 @@ def seed_command(
     from agents.seed import seed
 
     settings = Settings()
-    _logging(settings)
+    configure_logging(settings)
     services = build_services(settings)
     try:
         report = seed(services, folder or settings.demo_dir, force=force)
@@ -118,7 +113,7 @@ def reindex_command() -> None:
     from agents.reindex import reindex
 
     settings = Settings()
-    _logging(settings)
+    configure_logging(settings)
     services = build_services(settings)
     try:
         report = reindex(services)
@@ -139,7 +134,7 @@ def prune_command(
     from store.db import Database
 
     settings = Settings()
-    _logging(settings)
+    configure_logging(settings)
     db = Database(settings.resolved_database_url)
     try:
         typer.echo(json.dumps(prune(settings, db, days=days)))
@@ -162,7 +157,7 @@ def train_command(
     from retrieval.collab import train
 
     settings = Settings()
-    _logging(settings)
+    configure_logging(settings)
     services = build_services(settings)
     try:
         report = train(
@@ -178,248 +173,3 @@ def train_command(
     finally:
         services.close()
     typer.echo(json.dumps(asdict(report)))
-
-
-@ingest.command("items")
-def ingest_items_command(
-    file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL or CSV file of items.")
-    ],
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", help="jsonl or csv; by default from the file's extension."),
-    ] = None,
-    maps: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--map",
-            metavar="FIELD=COLUMN",
-            help="Take an item field from a source column, e.g. --map title=name. Repeatable.",
-        ),
-    ] = None,
-    map_file: Annotated[
-        Path | None,
-        typer.Option("--map-file", help="A YAML file of 'item_field: source_column' lines."),
-    ] = None,
-    header: Annotated[
-        bool,
-        typer.Option(
-            "--header/--no-header",
-            help="Whether the CSV file's first row names its columns; without one, --map "
-            "names columns by number from 1, e.g. --map title=2.",
-        ),
-    ] = True,
-    columns: Annotated[
-        str | None,
-        typer.Option(
-            "--columns",
-            metavar="A,B,C",
-            help="Names for the columns of a CSV file without a header row (implies --no-header).",
-        ),
-    ] = None,
-    defaults: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--default",
-            metavar="FIELD=VALUE",
-            help="A value for an item field that a record lacks, e.g. --default category=toys. "
-            "Currency defaults to ATTUNE_CURRENCY. Repeatable.",
-        ),
-    ] = None,
-    batch: Annotated[int, typer.Option(min=1, help="Records per committed batch.")] = 512,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume/--restart",
-            help="Continue from the checkpoint of an earlier run on the same unchanged file, "
-            "or start over.",
-        ),
-    ] = True,
-) -> None:
-    """Upsert catalog items from a JSONL or CSV file: validated, stored, embedded and indexed.
-
-    Invalid records are listed at the end and written to FILE.rejects.jsonl; the rest are
-    ingested. Exit code 0, or 1 if no valid item was found, 2 if the file or mapping is unusable.
-    """
-    from tqdm import tqdm
-
-    from agents.factory import build_services
-    from retrieval.ingest import (
-        IngestError,
-        IngestProgress,
-        ingest_file,
-        prepare_source,
-        read_defaults,
-        read_mapping,
-    )
-
-    settings = Settings()
-    _logging(settings)
-    try:
-        source = prepare_source(
-            file,
-            fmt=fmt,
-            mapping=read_mapping(maps or (), map_file),
-            defaults={"currency": settings.currency, **read_defaults(defaults or ())},
-            header=header and columns is None,
-            columns=columns.split(",") if columns else (),
-        )
-    except IngestError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    if source.ignored_columns:
-        ignored = ", ".join(map(repr, source.ignored_columns))
-        typer.echo(f"warning: ignoring columns that are not item fields: {ignored}", err=True)
-    services = build_services(settings)
-    committed_line = 0
-    with tqdm(total=source.size, unit="B", unit_scale=True, desc=file.name, disable=None) as bar:
-
-        def advance(step: IngestProgress) -> None:
-            nonlocal committed_line
-            committed_line = step.line
-            bar.set_postfix(items=step.ingested, rejected=step.rejected, refresh=False)
-            bar.update(step.offset - bar.n)
-
-        try:
-            report = ingest_file(
-                services.db,
-                services.embedder,
-                services.index,
-                source,
-                checkpoints=settings.home / "ingest",
-                batch=batch,
-                resume=resume,
-                progress=advance,
-            )
-        except IngestError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(2) from error
-        except KeyboardInterrupt as interrupt:
-            typer.echo(
-                f"interrupted: committed up to line {committed_line}; "
-                "run the same command again to resume",
-                err=True,
-            )
-            raise typer.Exit(130) from interrupt
-        finally:
-            services.close()
-    for rejection in report.rejections:
-        typer.echo(f"{file}:{rejection.line}: {rejection.reason}", err=True)
-    if report.rejected > len(report.rejections):
-        typer.echo(f"... and {report.rejected - len(report.rejections)} more", err=True)
-    if report.rejected_total:
-        typer.echo(f"{report.rejected_total} rejected record(s) in {report.rejects_path}", err=True)
-    for warning in report.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    typer.echo(json.dumps(report.summary()))
-    if report.ingested_total == 0:
-        typer.echo(f"error: no valid item in {file}", err=True)
-        raise typer.Exit(1)
-
-
-@evaluate.command("run")
-def eval_run_command(
-    suite: Annotated[Path, typer.Argument(help="A suite file (YAML).")],
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="Report folder; default var/evals/<suite>-<UTC time>."),
-    ] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
-) -> None:
-    """Run an eval suite and write its report; exit 1 if a threshold fails, 2 if the suite is bad."""
-    from evals.base import SuiteError
-    from evals.runner import run_suite
-
-    try:
-        report = run_suite(suite, out, show_progress=progress)
-    except SuiteError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    typer.echo(str(report.out_dir))
-    typer.echo(report.summary)
-    if not report.passed:
-        raise typer.Exit(1)
-
-
-@evaluate.command("compare")
-def eval_compare_command(
-    a: Annotated[Path, typer.Argument(help="A report folder.")],
-    b: Annotated[Path, typer.Argument(help="Another report folder.")],
-) -> None:
-    """Compare two eval reports metric by metric (a Markdown table)."""
-    from evals.base import EvalError
-    from evals.compare import compare_runs
-
-    try:
-        typer.echo(compare_runs(a, b), nl=False)
-    except EvalError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-
-
-@keys.command("create")
-def keys_create(
-    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
-    scopes: Annotated[
-        str, typer.Option(help="Comma-separated: decide,chat,copy,events,admin,eval.")
-    ],
-    subject: Annotated[
-        str | None, typer.Option(help="Bind the key to this user id: it acts for them only.")
-    ] = None,
-) -> None:
-    """Create an API key and print it (shown this once; only its hash is stored)."""
-    from store.access import audit, create_key
-    from store.db import Database
-
-    settings = Settings()
-    db = Database(settings.resolved_database_url)
-    try:
-        with db.session() as session:
-            plain, info = create_key(
-                session,
-                name=name,
-                scopes=[s.strip() for s in scopes.split(",") if s.strip()],
-                subject_user_id=subject,
-            )
-            audit(session, actor="cli", action="key.create", target=f"key:{info.key_id}",
-                  scopes=list(info.scopes), bound=subject is not None)  # fmt: skip
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    finally:
-        db.dispose()
-    typer.echo(json.dumps({"key": plain, **info.to_json()}))
-
-
-@keys.command("list")
-def keys_list() -> None:
-    """List API keys (never their secrets)."""
-    from store.access import list_keys
-    from store.db import Database
-
-    db = Database(Settings().resolved_database_url)
-    try:
-        with db.session() as session:
-            typer.echo(json.dumps([info.to_json() for info in list_keys(session)], indent=2))
-    finally:
-        db.dispose()
-
-
-@keys.command("revoke")
-def keys_revoke(key_id: str) -> None:
-    """Revoke an API key."""
-    from store.access import audit, revoke_key
-    from store.db import Database
-    from store.errors import NotFound
-
-    db = Database(Settings().resolved_database_url)
-    try:
-        with db.session() as session:
-            info = revoke_key(session, key_id)
-            audit(session, actor="cli", action="key.revoke", target=f"key:{key_id}")
-    except NotFound as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    finally:
-        db.dispose()
-    typer.echo(json.dumps(info.to_json()))

@@ -31,7 +31,9 @@ from store.db import Database
 from store.linear import LinearState, ObservationCache, load_state
 from store.models import LinearObservation, utcnow
 from tools.bandit import ThompsonSampling
-from tools.linear import LinearThompson, OfferFeatures, bandit_priors
+from tools.bandit_priors import bandit_priors
+from tools.linear import LinearThompson
+from tools.offer_features import OfferFeatures
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 PERSON = {

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from evals.ope import DM, DR, IPS, SNIPS, Estimator, OPEData, RewardModel
+from evals.ope.data import OPEData
+from evals.ope.estimators import DM, DR, IPS, SNIPS, Estimator
+from evals.ope.reward_model import RewardModel
 
 
 def synthetic_log(

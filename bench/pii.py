@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench.decide import percentiles
 from policies.pii import KnownValues, PIIGuard, Vault
-from policies.pii_ner import FALLBACK_MODELS
+from policies.pii.ner import FALLBACK_MODELS
 from store.schemas import UserRecord
 
 ROOT = Path(__file__).resolve().parents[1]

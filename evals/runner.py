@@ -28,12 +28,12 @@ from evals.threshold import ThresholdResult, check_thresholds, summarize
 # The modules whose import registers a kind with `@register(...)`. A module listed here must
 # import: a broken kind is an error, never a kind that quietly goes missing.
 KIND_MODULES: list[str] = [
-    "evals.ranking",
-    "evals.ope_suite",
-    "evals.simulate",
-    "evals.pii_suite",
+    "evals.ranking.suite",
+    "evals.ope.suite",
+    "evals.bandits.suite",
+    "evals.pii.suite",
     "evals.generation",
-    "evals.safety",
+    "evals.safety.suite",
     "evals.search",
 ]
 

@@ -35,12 +35,13 @@ import numpy as np
 import yaml
 
 from evals.base import Row, RunContext, SuiteError, SuiteResult, embedder_label, register
-from evals.ranking import ranking_metrics
+from evals.ranking.metrics import ranking_metrics
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import MINILM, CachedEmbedder, Embedder, load_embedder
 from retrieval.hybrid import HybridWeights, text_match
 from retrieval.index import LEXICAL_AVG_LEN, ItemFilter, Source, VectorIndex, lexical_text
-from retrieval.ingest import ingest_file, prepare_source
+from retrieval.ingest.run import ingest_file
+from retrieval.ingest.source import prepare_source
 from store.db import Database
 
 SYSTEMS = ("bm25", "dense", "hybrid")

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from evals.movielens import Movie, time_split, validation_split
-from evals.ranking import SOURCES, AttuneRetrieval, _mean_ndcg
+from evals.ranking.attune_retrieval import SOURCES, AttuneRetrieval
+from evals.ranking.metrics import mean_ndcg
 from retrieval.collab import ALSParams
 from retrieval.embedder import load_embedder
 from retrieval.hybrid import HybridWeights
@@ -56,7 +57,7 @@ def main(folder: str, *, k: int = 10, liked_min: float = 4.0) -> None:
                 liked_min=liked_min,
             )
             try:
-                score = _mean_ndcg(valid, partial(attune.recommend, "hybrid", use=use), k)
+                score = mean_ndcg(valid, partial(attune.recommend, "hybrid", use=use), k)
             finally:
                 attune.close()
         print(json.dumps({"params": point, "validation ndcg@10": round(score, 4)}), flush=True)

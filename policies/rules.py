@@ -14,7 +14,7 @@ import phonenumbers
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from policies.pii_entities import (
+from policies.pii.entities import (
     ALWAYS_REDACTED,
     DEFAULT_PHONE_REGIONS,
     DEFAULT_REDACTED,

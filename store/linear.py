@@ -177,7 +177,7 @@ def check_reward(reward: float) -> float:
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ValueError(
             f"a reward must be in [0, 1], got {reward!r}; scale valued rewards first "
-            "(see tools.linear.margin_reward)"
+            "(see tools.bandit_priors.margin_reward)"
         )
     return value
 

@@ -13,34 +13,20 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from evals.bandits.learners import LinearLearner, LinearParams, RandomLearner
+from evals.bandits.regret import random_regret, score, simulate
+from evals.bandits.world import load_offers, make_world
 from evals.base import SuiteError
 from evals.runner import run_suite
-from evals.simulate import (
-    LinearLearner,
-    LinearParams,
-    RandomLearner,
-    load_offers,
-    make_world,
-    random_regret,
-    score,
-    simulate,
-)
 from store.bandit import ArmState
 from store.db import Database
 from store.errors import Conflict
 from store.linear import LinearState, ObservationCache, add_observation, load_state
 from store.models import LinearObservation, utcnow
 from tools.bandit import ThompsonSampling
-from tools.linear import (
-    LinearConfig,
-    LinearThompson,
-    LinearUCB,
-    OfferFeatures,
-    bandit_priors,
-    linear_bandit,
-    margin_reward,
-    offer_features,
-)
+from tools.bandit_priors import bandit_priors, margin_reward
+from tools.linear import LinearConfig, LinearThompson, LinearUCB, linear_bandit
+from tools.offer_features import OfferFeatures, offer_features
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 OFFERS = [

@@ -15,15 +15,8 @@ from agents.factory import build_services
 from agents.services import Services
 from agents.settings import Settings
 from api.cli import app
-from retrieval.ingest import (
-    IngestError,
-    IngestProgress,
-    IngestReport,
-    checkpoint_path,
-    ingest_file,
-    prepare_source,
-    read_mapping,
-)
+from retrieval.ingest.run import IngestProgress, IngestReport, checkpoint_path, ingest_file
+from retrieval.ingest.source import IngestError, prepare_source, read_mapping
 from store.catalog import count_items, get_items
 from store.schemas import Channel
 

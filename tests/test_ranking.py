@@ -17,7 +17,7 @@ from agents.settings import PROJECT_ROOT
 from api.cli import app
 from evals.base import RunContext
 from evals.movielens import novelty, time_split, validation_split
-from evals.ranking import ranking_metrics
+from evals.ranking.metrics import ranking_metrics
 from evals.runner import load_suite
 
 SUITE = PROJECT_ROOT / "evals" / "suites" / "movielens.yaml"

@@ -10,7 +10,7 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from evals.movielens import Rating, time_split, validation_split
-from evals.ranking import Tuned
+from evals.ranking.tuning import Tuned
 from evals.recommenders import bootstrap_mean, bootstrap_ratio, ease, rerank, rp3beta
 from tests.test_ranking import write_release
 

@@ -11,18 +11,11 @@ import pytest
 
 from agents.settings import PROJECT_ROOT
 from evals.runner import run_suite
-from evals.safety import (
-    Answer,
-    Attack,
-    Detector,
-    Evidence,
-    Exchange,
-    Referee,
-    World,
-    judge,
-    prepare,
-    sensitive_values,
-)
+from evals.safety.attacks import Attack, World, prepare
+from evals.safety.bypasses import Answer, Referee
+from evals.safety.exchanges import Evidence, Exchange
+from evals.safety.leaks import Detector, sensitive_values
+from evals.safety.verdicts import judge
 from policies.engine import PolicyEngine
 from policies.rules import load_policy
 from store.schemas import Channel

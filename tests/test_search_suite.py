@@ -10,7 +10,8 @@ import pytest
 
 from evals.runner import run_suite
 from evals.search import DEFAULTS, MAPPING, Product, Query, write_catalog
-from retrieval.ingest import _Lines, _records, prepare_source
+from retrieval.ingest.records import read_records
+from retrieval.ingest.source import Lines, prepare_source
 from store.schemas import Item
 
 PRODUCTS = [
@@ -78,7 +79,7 @@ def test_the_catalog_is_rewritten_and_ingest_reads_its_gaps(tmp_path: Path):
     assert filled == {"no_category": 1, "no_price": 1, "no_stock": 9}
     source = prepare_source(tmp_path / "out.csv", mapping=MAPPING, defaults=DEFAULTS, header=False)
     items = {}
-    for record in _records(source, _Lines((tmp_path / "out.csv").open("rb"), offset=0, line=0)):
+    for record in read_records(source, Lines((tmp_path / "out.csv").open("rb"), offset=0, line=0)):
         assert isinstance(record, Item), record
         items[record.item_id] = record
     assert len(items) == len(PRODUCTS)

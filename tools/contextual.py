@@ -18,14 +18,9 @@ from sqlalchemy.orm import Session
 
 from store.linear import ObservationCache, load_state
 from store.schemas import Offer
-from tools.linear import (
-    LinearBandit,
-    LinearChoice,
-    LinearConfig,
-    OfferFeatures,
-    bandit_priors,
-    linear_bandit,
-)
+from tools.bandit_priors import bandit_priors
+from tools.linear import LinearBandit, LinearChoice, LinearConfig, linear_bandit
+from tools.offer_features import OfferFeatures
 
 SEGMENT = "all"
 KINDS: dict[str, Literal["ts", "ucb"]] = {"lints": "ts", "linucb": "ucb"}

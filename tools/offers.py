@@ -13,7 +13,7 @@ from store.decisions import offer_exposures
 from store.schemas import Offer
 from tools.context import RunContext
 from tools.contextual import SEGMENT
-from tools.linear import user_context
+from tools.offer_features import user_context
 from tools.profile import (
     lookup_profile,
     rules_fired,

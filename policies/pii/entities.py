@@ -5,6 +5,13 @@ Kept apart from the guard so that the policy file can be validated without loadi
 
 from __future__ import annotations
 
+# The types the guard gives the subject's own values and the recognizers' common types.
+FIRST_NAME = "FIRST_NAME"
+PERSON = "PERSON"
+EMAIL_ADDRESS = "EMAIL_ADDRESS"
+PHONE_NUMBER = "PHONE_NUMBER"
+PERSONAL_DETAIL = "PERSONAL_DETAIL"
+
 # Every type the guard can report, in the order the eval report lists them.
 ENTITY_TYPES = (
     "PERSON",

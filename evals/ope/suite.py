@@ -11,31 +11,31 @@ Suite fields: each dataset is an OBD folder (holding random/, bts/ and prior_bts
 `params: {campaign: all|men|women}`; each system is an estimator, `type` one of ipw, snipw, dm,
 dr, sndr, switch-dr (param `tau`), dr-os (param `lambda`) — a list of values is tuned per run by
 SLOPE, as obp's *Tuning estimators; `params` are `OBDParams`.
+
+The report's tables, plot and notes are in `evals.ope.report`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sklearn.linear_model import LogisticRegression
 
 from evals.base import (
     DatasetSpec,
-    Plot,
-    Row,
     RunContext,
     SuiteError,
     SuiteResult,
     SystemSpec,
     register,
 )
-from evals.obd import (
+from evals.ope.data import OPEData
+from evals.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, Estimator, Slope, SwitchDR
+from evals.ope.obd import (
     OBDFormatError,
     OBDLog,
     Random,
@@ -43,88 +43,19 @@ from evals.obd import (
     load_obd,
     read_bts_prior,
 )
-from evals.ope import (
-    DM,
-    DR,
-    IPS,
-    SNDR,
-    SNIPS,
-    DRos,
-    Estimator,
-    OPEData,
-    RewardModel,
-    Slope,
-    SwitchDR,
+from evals.ope.params import OBDParams, RewardModelParams
+from evals.ope.report import (
+    PUBLISHED_ALL,
+    CampaignResult,
+    published_table,
+    report_notes,
+    report_plot,
+    report_rows,
 )
+from evals.ope.reward_model import RewardModel
 
-# The pipeline's example on this small sample (zr-obp examples/obd/README.md, 2022): BTS estimated
-# from the random log of the ALL campaign, logistic regression, 30 bootstrap runs, (mean, std).
-PUBLISHED_ALL: dict[str, tuple[float, float]] = {
-    "dm": (0.157, 0.110),
-    "ipw": (0.311, 0.311),
-    "snipw": (0.312, 0.335),
-    "dr": (0.293, 0.316),
-    "sndr": (0.302, 0.328),
-    "switch-dr": (0.258, 0.161),
-    "dr-os": (0.160, 0.110),
-}
 # obp's example tunes Switch-DR and DRos by SLOPE over this grid.
 OBP_GRID = [10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, math.inf]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RewardModelParams(_Strict):
-    """The reward model of DM and the DR family; the defaults are obp's example."""
-
-    type: Literal["logistic_regression"] = "logistic_regression"
-    C: float = Field(100.0, gt=0)
-    max_iter: int = Field(10_000, ge=1)
-    folds: int = Field(3, ge=1, description="cross-fitting folds; 1 fits and predicts on all")
-    context: list[Literal["user", "affinity"]] = Field(["user"], min_length=1)
-    action_features: Literal["item_context", "one_hot"] = "item_context"
-    per_position: bool = True
-
-
-class BestOf(_Strict):
-    """An extra row: the lowest mean relative error among `systems` (a gate on 'A or B')."""
-
-    name: str = Field(min_length=1)
-    systems: list[str] = Field(min_length=1)
-
-
-class OBDParams(_Strict):
-    n_bootstrap: int = Field(30, ge=1)
-    n_sim: int = Field(1_000_000, ge=1, description="Monte Carlo draws for BTS's distribution")
-    behavior_policy: Literal["random", "bts"] = "random"
-    evaluation_policy: Literal["bts", "random"] = "bts"
-    prior: str = Field("prior_bts.yaml", description="BTS prior, relative to the dataset path")
-    rng: Literal["numpy", "obp"] = Field(
-        "numpy",
-        description="numpy: Generator streams spawned from the suite's seed. obp: the legacy "
-        "streams of obp's example, run b resampling with RandomState(b) and BTS simulated with "
-        "RandomState(seed), so that seed 12345 replays the published experiment's draws.",
-    )
-    reward_model: RewardModelParams = Field(
-        default_factory=lambda: RewardModelParams.model_validate({})
-    )
-    best_of: BestOf | None = None
-
-
-@dataclass
-class CampaignResult:
-    """Every run's estimate per system on one dataset, and the truth they are compared with."""
-
-    dataset: str
-    campaign: str
-    ground_truth: float
-    estimates: dict[str, list[float]]  # system -> one estimate per bootstrap run
-    choices: dict[str, list[str]]  # SLOPE-tuned system -> the candidate chosen per run
-
-    def relative_errors(self, system: str) -> np.ndarray:
-        return np.abs(np.array(self.estimates[system]) - self.ground_truth) / self.ground_truth
 
 
 @register("ope-obd")
@@ -163,10 +94,10 @@ def ope_obd(ctx: RunContext) -> SuiteResult:
     ]
     types = {system.name: system.type for system in systems}
     return SuiteResult(
-        rows=[row for result in results for row in _rows(result, params.best_of)],
-        plots=[_plot(result, types) for result in results],
-        notes=_notes(results, params),
-        tables=_published_table(results, types, params),
+        rows=[row for result in results for row in report_rows(result, params.best_of)],
+        plots=[report_plot(result, types) for result in results],
+        notes=report_notes(results, params),
+        tables=published_table(results, types, params),
         details={
             result.dataset: {
                 "campaign": result.campaign,
@@ -307,127 +238,3 @@ def _reward_model(logged: OBDLog, params: RewardModelParams) -> RewardModel:
     base = LogisticRegression(C=params.C, max_iter=params.max_iter)
     features = logged.item_features if params.action_features == "item_context" else None
     return RewardModel(base, logged.n_actions, logged.n_positions, features, params.per_position)
-
-
-def _rows(result: CampaignResult, best_of: BestOf | None) -> list[Row]:
-    rows = []
-    for name, estimates in result.estimates.items():
-        errors = result.relative_errors(name)
-        rows.append(
-            Row(
-                dataset=result.dataset,
-                system=name,
-                metrics={
-                    "relative_error": float(errors.mean()),
-                    "estimate": float(np.mean(estimates)),
-                },
-                spread={"relative_error": _std(errors), "estimate": _std(estimates)},
-            )
-        )
-    if best_of is not None:
-        best = min(best_of.systems, key=lambda name: result.relative_errors(name).mean())
-        source = next(row for row in rows if row.system == best)
-        rows.append(Row(result.dataset, best_of.name, dict(source.metrics), dict(source.spread)))
-    return rows
-
-
-def _std(values: Any) -> float:
-    # The sample standard deviation (ddof = 1), as the published table (pandas' describe).
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def _published_applies(result: CampaignResult, params: OBDParams) -> bool:
-    return (
-        result.campaign == "all"
-        and params.behavior_policy == "random"
-        and params.evaluation_policy == "bts"
-    )
-
-
-def _published_table(
-    results: list[CampaignResult], types: dict[str, str], params: OBDParams
-) -> dict[str, list[dict[str, Any]]]:
-    table = []
-    for result in results:
-        if not _published_applies(result, params):
-            continue
-        for name in result.estimates:
-            if types[name] not in PUBLISHED_ALL:
-                continue
-            published_mean, published_std = PUBLISHED_ALL[types[name]]
-            errors = result.relative_errors(name)
-            table.append(
-                {
-                    "dataset": result.dataset,
-                    "estimator": name,
-                    "attune_mean": round(float(errors.mean()), 3),
-                    "attune_std": round(_std(errors), 3),
-                    "published_mean": published_mean,
-                    "published_std": published_std,
-                    "difference": round(float(errors.mean()) - published_mean, 3),
-                    "within_published_mean_plus_std": bool(
-                        errors.mean() <= published_mean + published_std
-                    ),
-                }
-            )
-    return {"published": table} if table else {}
-
-
-def _plot(result: CampaignResult, types: dict[str, str]) -> Plot:
-    names = list(result.estimates)
-    means = [float(result.relative_errors(name).mean()) for name in names]
-    stds = [_std(result.relative_errors(name)) for name in names]
-    published = [PUBLISHED_ALL.get(types[name]) for name in names]
-    show_published = result.campaign == "all" and any(p is not None for p in published)
-
-    def draw(ax: Any) -> None:
-        x = np.arange(len(names))
-        width = 0.4 if show_published else 0.6
-        offset = width / 2 if show_published else 0.0
-        ax.bar(x - offset, means, width, yerr=stds, capsize=3, label="Attune")
-        if show_published:
-            ax.bar(
-                x + offset,
-                [p[0] if p else np.nan for p in published],
-                width,
-                yerr=[p[1] if p else 0.0 for p in published],
-                capsize=3,
-                label="obp example (published)",
-            )
-        ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=30, ha="right")
-        ax.set_ylabel("relative error (mean ± std over runs)")
-        ax.legend()
-
-    return Plot(
-        name=f"relative-error-{result.dataset}",
-        title=f"Relative error estimating BTS's click rate from random logs ({result.campaign})",
-        draw=draw,
-    )
-
-
-def _notes(results: list[CampaignResult], params: OBDParams) -> list[str]:
-    model = params.reward_model
-    notes = [
-        f"Protocol of the Open Bandit Pipeline's OBD example (Saito, Aihara, Matsutani, Narita, "
-        f"NeurIPS 2021 Datasets and Benchmarks): the {params.evaluation_policy} policy's click "
-        f"rate is estimated from the {params.behavior_policy} log, {params.n_bootstrap} "
-        f"bootstrap resamples of the log, the reward model re-fitted on each "
-        f"({model.type}, C={model.C:g}, {model.folds}-fold cross-fitting, context: "
-        f"{' + '.join(model.context)}, action features: {model.action_features}, "
-        f"{'one model per position' if model.per_position else 'position as a feature'}); "
-        f"BTS's action distribution from its production prior by {params.n_sim:,} Monte Carlo "
-        "draws. Ground truth: the evaluation policy's mean click in its own log of the campaign.",
-    ]
-    for result in results:
-        line = f"{result.dataset} ({result.campaign}): ground truth {result.ground_truth:.4%}."
-        for name, chosen in result.choices.items():
-            counts: dict[str, int] = {}
-            for choice in chosen:
-                counts[choice] = counts.get(choice, 0) + 1
-            picks = ", ".join(f"{choice} ×{count}" for choice, count in counts.items())
-            line += f" SLOPE picked for {name}: {picks}."
-        notes.append(line)
-    if not any(_published_applies(r, params) for r in results):
-        notes.append("Published figures exist only for the ALL campaign (random → BTS).")
-    return notes

@@ -1,0 +1,347 @@
+"""The PII guard: finds PII with Presidio and replaces it with the vault's placeholders.
+
+Offline design. Presidio's defaults expect the `en_core_web_lg` spaCy model and would try to
+download it; nothing may be downloaded here. When no model is installed the guard runs Presidio on
+a blank English pipeline (a tokenizer, no NER; see `policies.pii.ner`), in a mode it reports as
+degraded. Without NER, names are found three ways:
+  * the subject's own profile values (`policies.pii.known`), matched per call by a recognizer
+    that scores 1.0 (names on word boundaries, any case; the phone in any common format; the
+    email in any case; street, postcode and the birth date in common formats);
+  * other people's names by the person-name recognizer (`policies.pii.names`): given-name and
+    surname lists shipped in `data/names/` (built from Faker's person providers by
+    `data/names/build.py`), context words ("my name is", "Mr", "regards", "my sister") and
+    capitals, with extra care for given names that are ordinary words ("Will", "May", "Grace").
+    Its precision and recall are measured by the `pii` eval suite (`evals/suites/pii.yaml`);
+    names absent from the lists are found from context only;
+  * pattern recognizers (`policies.pii.patterns`, `policies.pii.stock`): email, phone (any
+    "+CC" number and the national formats of the configured regions), credit card, IBAN, IP
+    address, US SSN and UK NHS number, adjusted for a shop: the phone recognizer leaves alone
+    numbers labelled as orders or invoices, the IBAN recognizer also reads lower case, and the
+    card recognizer knows Mastercard's 2-series.
+Places and organisations are missed in that mode. With an NER model the name lists are not used:
+spaCy's PERSON and LOCATION take their place.
+
+The registry is built by hand rather than from Presidio's defaults so that nothing on the request
+path touches the network: the URL and email recognizers are subclasses whose `tldextract`
+extractor reads only the suffix list bundled with the package and keeps no disk cache.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from presidio_analyzer import (
+    AnalyzerEngine,
+    EntityRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
+from presidio_analyzer.predefined_recognizers import IpRecognizer, UsSsnRecognizer
+from presidio_anonymizer import AnonymizerEngine, OperatorConfig
+from presidio_anonymizer import RecognizerResult as AnonymizerSpan
+
+from policies.pii.entities import (
+    ALWAYS_REDACTED,
+    DEFAULT_PHONE_REGIONS,
+    DEFAULT_REDACTED,
+    ENTITY_TYPES,
+    FIRST_NAME,
+    PERSON,
+    PERSONAL_DETAIL,
+)
+from policies.pii.folding import fold
+from policies.pii.known import NO_KNOWN_VALUES, KnownValues, known_value_recognizers
+from policies.pii.name_lists import NAMES_DIR, name_lists
+from policies.pii.names import PersonNameRecognizer
+from policies.pii.ner import FALLBACK_MODELS, NER_ENTITIES, NerRecognizer, load_pipeline, nlp_engine
+from policies.pii.patterns import (
+    AgeRecognizer,
+    CardRecognizer,
+    DateTimeRecognizer,
+    DriverLicenseRecognizer,
+    RegionPhoneRecognizer,
+    StreetAddressRecognizer,
+    ZipCodeRecognizer,
+)
+from policies.pii.stock import (
+    LowerCaseIbanRecognizer,
+    NhsContextRecognizer,
+    OfflineEmailRecognizer,
+    OfflineUrlRecognizer,
+)
+from policies.pii.vault import Vault
+
+__all__ = ["Finding", "PIIGuard", "Redacted", "resolve_overlaps"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One span of PII in a text: its entity type, character offsets and confidence."""
+
+    entity_type: str
+    start: int
+    end: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Redacted:
+    """A pseudonymized text and the placeholders in it, in reading order; no raw values."""
+
+    text: str
+    entities: tuple[tuple[str, str], ...]  # (placeholder, entity type), one per replaced span
+
+
+class PIIGuard:
+    """Finds PII and pseudonymizes it. Heavy to build: make one per process and share it.
+
+    Args:
+        spacy_model: the spaCy pipeline to use when installed (`en_core_web_lg` by default);
+            otherwise the small English model Attune depends on, otherwise a blank pipeline,
+            reported in `degraded`.
+        redact: the entity types found and replaced (the policy's `pii.redact`); the subject's
+            own values are always replaced.
+        phone_regions: regions whose national phone formats are recognised.
+        fallback_models: the pipelines tried after `spacy_model`, in order.
+    """
+
+    LANGUAGE = "en"
+
+    def __init__(
+        self,
+        *,
+        spacy_model: str = "en_core_web_lg",
+        score_threshold: float = 0.4,
+        names_dir: Path = NAMES_DIR,
+        redact: Iterable[str] = DEFAULT_REDACTED,
+        phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS,
+        fallback_models: tuple[str, ...] = FALLBACK_MODELS,
+    ) -> None:
+        self.score_threshold = score_threshold
+        unknown = sorted(set(redact) - set(ENTITY_TYPES))
+        if unknown:
+            raise ValueError(f"redact: unknown entity types {unknown}; use some of {ENTITY_TYPES}")
+        self.redact = frozenset(redact) | ALWAYS_REDACTED
+        pipeline = load_pipeline(spacy_model, fallback_models)
+        self.degraded = pipeline.degraded
+        self.mode = "blank" if pipeline.degraded else f"spacy:{pipeline.name}"
+        lists = name_lists(Path(names_dir).resolve())
+        recognizers: list[EntityRecognizer] = [
+            OfflineEmailRecognizer(),
+            RegionPhoneRecognizer(tuple(phone_regions)),
+            CardRecognizer(),
+            LowerCaseIbanRecognizer(),
+            IpRecognizer(),
+            UsSsnRecognizer(),
+            NhsContextRecognizer(),
+            OfflineUrlRecognizer(),
+            StreetAddressRecognizer(),
+            ZipCodeRecognizer(),
+            AgeRecognizer(),
+            DriverLicenseRecognizer(),
+            DateTimeRecognizer(),
+            PersonNameRecognizer(lists),
+        ]
+        if self.degraded is None:
+            recognizers.append(NerRecognizer(lists.not_names, fold, lists.first | lists.last))
+        recognizers = [r for r in recognizers if set(r.supported_entities) & self.redact]
+        self._entities = sorted(self.redact)
+        self._with_known = sorted(self.redact | {FIRST_NAME, PERSONAL_DETAIL})
+        self._analyzer = AnalyzerEngine(
+            registry=RecognizerRegistry(recognizers, supported_languages=[self.LANGUAGE]),
+            nlp_engine=nlp_engine(pipeline, self.LANGUAGE),
+            supported_languages=[self.LANGUAGE],
+            default_score_threshold=score_threshold,
+        )
+        self._anonymizer = AnonymizerEngine()
+        self._warm_up()
+
+    def find(
+        self, text: str, known: KnownValues = NO_KNOWN_VALUES, *, statistical: bool = True
+    ) -> list[Finding]:
+        """The PII spans in `text`, in reading order.
+
+        A span inside a longer one gives way to it; of other overlapping spans the stronger wins.
+        With `statistical=False` the NER model's guesses are left out: only known values,
+        patterns and the name lists count (the check of generated copy, whose catalog words NER
+        reads as names and places).
+        """
+        if not text.strip():
+            return []
+        known_recognizers = known_value_recognizers(known)
+        results = self._analyzer.analyze(
+            text=text,
+            language=self.LANGUAGE,
+            entities=self._with_known if known_recognizers else self._entities,
+            ad_hoc_recognizers=known_recognizers or None,
+            score_threshold=self.score_threshold,
+        )
+        if not statistical:
+            results = [r for r in results if not _from_ner(r)]
+        if "ZIP_CODE" in self.redact:
+            results += _postcodes_beside_places(text, results)
+        return resolve_overlaps(_names_over_ner(_patterns_over_ner(results)))
+
+    def pseudonymize(
+        self, text: str, *, known: KnownValues = NO_KNOWN_VALUES, vault: Vault
+    ) -> Redacted:
+        """`text` with every PII span replaced by its placeholder from `vault`."""
+        findings = self.find(text, known)
+        if not findings:
+            return Redacted(text=text, entities=())
+        # The anonymizer rewrites spans from the end of the text backwards, so placeholders are
+        # allocated here first, in reading order; the operator below then finds them by value.
+        for finding in findings:
+            vault.placeholder(finding.entity_type, text[finding.start : finding.end])
+        operators = {
+            kind: OperatorConfig("custom", {"lambda": partial(vault.placeholder, kind)})
+            for kind in {finding.entity_type for finding in findings}
+        }
+        result = self._anonymizer.anonymize(
+            text=text,
+            analyzer_results=[
+                AnonymizerSpan(f.entity_type, f.start, f.end, f.score) for f in findings
+            ],
+            operators=operators,
+            # Two emails separated by a space are two emails, not one.
+            merge_entities_with_spaces=False,
+        )
+        items = sorted(result.items, key=lambda item: item.start)
+        return Redacted(
+            text=result.text, entities=tuple((item.text, item.entity_type) for item in items)
+        )
+
+    def contains_pii(
+        self, text: str, known: KnownValues = NO_KNOWN_VALUES, *, statistical: bool = True
+    ) -> list[str]:
+        """The entity types of the PII in `text`, sorted; empty when there is none."""
+        return sorted({f.entity_type for f in self.find(text, known, statistical=statistical)})
+
+    def __repr__(self) -> str:
+        return f"PIIGuard(mode={self.mode!r}, degraded={self.degraded!r})"
+
+    def _warm_up(self) -> None:
+        # Loads the bundled suffix list, the phone metadata and the regex caches now, so the
+        # first request does not pay for them.
+        known = KnownValues(names=("Ada Example",), first_names=("Ada",), phones=("+442079460000",))
+        self.pseudonymize(
+            "Ada Example, ada@example.com, 020 7946 0000, 192.0.2.1, 4111 1111 1111 1111",
+            known=known,
+            vault=Vault(),
+        )
+
+
+def _patterns_over_ner(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """NER spans that overlap a pattern's finding of another kind give way to it.
+
+    spaCy's small model runs digits together into long DATE_TIME or ORGANIZATION spans
+    ("IBAN GB63BZUV...", "4982-7383-6027-6751"); a checked pattern (a card's Luhn digit, an
+    IBAN's mod 97, a valid phone number) is the better witness, whatever the lengths.
+    """
+    ner = [r for r in results if _from_ner(r)]
+    if not ner:
+        return results
+    patterns = [r for r in results if not _from_ner(r) and r.entity_type not in NER_ENTITIES]
+    return [
+        r
+        for r in results
+        if not (
+            _from_ner(r)
+            and any(
+                p.start < r.end and r.start < p.end and p.entity_type != r.entity_type
+                for p in patterns
+            )
+        )
+    ]
+
+
+def _names_over_ner(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """NER places, organisations, groups and dates that overlap a name with evidence give way.
+
+    The small model often labels a name it has not seen as an organisation or a place ("Ask for
+    <ORG>Karola</ORG>", "c/o <ORG>Jordan Hering</ORG>", "I'm <DATE>May</DATE>"). The name
+    recognizer's evidence there is a context phrase ("ask for", "c/o", "I'm", "Thanks") or a
+    listed given name followed by a surname, which is stronger than the small model's label. A
+    listed given name alone (ALONE_SCORE) is no such evidence: "to the store in Florence" stays
+    a place.
+    """
+    names = [
+        r
+        for r in results
+        if r.entity_type == PERSON
+        and r.score >= PersonNameRecognizer.EVIDENCE_SCORE
+        and _recognizer(r) == PersonNameRecognizer.NAME
+    ]
+    if not names:
+        return results
+    return [
+        r
+        for r in results
+        if not (
+            _from_ner(r)
+            and r.entity_type != PERSON
+            and any(n.start < r.end and r.start < n.end for n in names)
+        )
+    ]
+
+
+def _recognizer(result: RecognizerResult) -> str | None:
+    metadata = result.recognition_metadata or {}
+    return metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY)
+
+
+def _from_ner(result: RecognizerResult) -> bool:
+    metadata = result.recognition_metadata or {}
+    return metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY) == NerRecognizer.NAME
+
+
+def resolve_overlaps(results: list[RecognizerResult]) -> list[Finding]:
+    # A span inside a longer one gives way to it whatever the scores, so that nothing of the
+    # longer span stays in clear: "+49 176 6329535" is one phone number even though its last
+    # ten digits also pass the NHS number check with a higher score.
+    results = [
+        r
+        for r in results
+        if not any(
+            o.start <= r.start and r.end <= o.end and o.end - o.start > r.end - r.start
+            for o in results
+        )
+    ]
+    # Then strongest first: the higher score, then the longer span, then the earlier one.
+    ranked = sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start))
+    kept: list[RecognizerResult] = []
+    for result in ranked:
+        if all(result.end <= other.start or other.end <= result.start for other in kept):
+            kept.append(result)
+    kept.sort(key=lambda r: r.start)
+    return [Finding(r.entity_type, r.start, r.end, r.score) for r in kept]
+
+
+_POSTCODE = re.compile(
+    r"(?:[A-Z]{1,2}-?)?\d{4,6}(?:-\d{3,4})?|\d{2}-\d{3}|[A-Z]\d{2}\s?[A-Z0-9]{4}|\d{4}\s?[A-Z]{2}"
+)
+
+
+def _postcodes_beside_places(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Postcodes written right before or after a street address or a town the guard found:
+    "Rua Augusta 9, 77835-337 Lisboa", "Odense 5000". A bare number elsewhere is no postcode."""
+    found = []
+    for result in results:
+        if result.entity_type not in ("STREET_ADDRESS", "LOCATION"):
+            continue
+        after = re.match(r"[ \t]*,?[ \t]*", text[result.end :])
+        start = result.end + (after.end() if after else 0)
+        match = _POSTCODE.match(text, start)
+        if match and (match.end() == len(text) or not text[match.end()].isalnum()):
+            found.append(RecognizerResult("ZIP_CODE", match.start(), match.end(), 0.5))
+        before = re.search(
+            rf"(?:^|[\s,(])({_POSTCODE.pattern})[ \t]*,?[ \t]*$", text[: result.start]
+        )
+        if before:
+            start = before.start(1)
+            found.append(RecognizerResult("ZIP_CODE", start, before.end(1), 0.5))
+    return found

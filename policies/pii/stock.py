@@ -1,0 +1,111 @@
+"""Presidio's stock recognizers, adjusted for a shop and for running offline.
+
+The email and URL recognizers validate domains against the public suffix list bundled with
+`tldextract` (never fetched, never cached on disk); the IBAN recognizer also reads lower case; the
+NHS number recognizer is sure of a number only after an NHS word.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import cast
+
+import tldextract
+from presidio_analyzer import RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+from presidio_analyzer.predefined_recognizers import (
+    EmailRecognizer,
+    IbanRecognizer,
+    NhsRecognizer,
+    UrlRecognizer,
+)
+
+__all__ = [
+    "LowerCaseIbanRecognizer",
+    "NhsContextRecognizer",
+    "OfflineEmailRecognizer",
+    "OfflineUrlRecognizer",
+    "offline_tldextract",
+]
+
+
+def offline_tldextract() -> tldextract.TLDExtract:
+    """A suffix-list reader that never opens a connection or writes a cache: the bundled list."""
+    return tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
+
+
+class OfflineEmailRecognizer(EmailRecognizer):
+    """Presidio's email recognizer, validating domains against the bundled suffix list only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # No suffix list URLs and no cache directory: tldextract falls back to the snapshot that
+        # ships with the package and never opens a connection or writes under $HOME.
+        self._extract = offline_tldextract()
+
+    def validate_result(self, pattern_text: str) -> bool:
+        return self._extract(pattern_text).fqdn != ""
+
+
+class LowerCaseIbanRecognizer(IbanRecognizer):
+    """Presidio's IBAN recognizer, also finding IBANs typed in lower case ("gb82 west 1234 ...").
+
+    Presidio's patterns want capitals, so what looks like a lower-case IBAN is upper-cased before
+    the search (ASCII letters only, which keeps every offset); the mod-97 check still decides.
+    Only those spans change: a following word in capitals could run into the last group.
+    """
+
+    _GROUP = r"(?=[a-z0-9]{0,3}\d)[a-z0-9]{1,4}(?![a-z0-9])"  # up to 4, at least one digit
+    _LOWER_CASE = re.compile(
+        r"(?<![^\W\d_])[a-z]{2}\d{2}"
+        rf"(?:[a-z0-9]{{10,30}}(?![a-z0-9])|[ -]?[a-z0-9]{{4}}(?:[ -]{_GROUP}){{1,7}})"
+    )
+
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
+        capitalised = self._LOWER_CASE.sub(lambda m: m.group().upper(), text)
+        return super().analyze(capitalised, entities, cast(NlpArtifacts, nlp_artifacts))
+
+
+class NhsContextRecognizer(NhsRecognizer):
+    """Presidio's NHS number recognizer, sure of a number only after an NHS word.
+
+    Presidio scores every 3-3-4 run of ten digits that passes the mod-11 check as certain (1.0),
+    and one in eleven random numbers passes: a US number ("201-741-5537") or a French one
+    ("0612373851") would then be reported as an NHS number. Without "NHS" or "health" in the
+    40 characters before it, a checked number keeps the pattern's own score, so a valid phone
+    number of the same digits wins.
+    """
+
+    _CONTEXT = re.compile(r"(?i:\b(?:nhs|health|patient|chi)\b)")
+    UNSURE_SCORE = 0.5
+
+    def analyze(
+        self,
+        text: str,
+        entities: list[str],
+        nlp_artifacts: NlpArtifacts | None = None,
+        regex_flags: int | None = None,
+    ) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)
+        for result in results:
+            if not self._CONTEXT.search(text[max(0, result.start - 40) : result.start]):
+                result.score = min(result.score, self.UNSURE_SCORE)
+        return results
+
+
+class OfflineUrlRecognizer(UrlRecognizer):
+    """Presidio's URL recognizer, checking domains against the bundled public suffix list only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._extract = offline_tldextract()
+
+    def validate_result(self, pattern_text: str) -> bool:
+        host = re.sub(r"^[a-z]+://", "", pattern_text, flags=re.IGNORECASE).split("/")[0]
+        return bool(self._extract(host).suffix) and bool(self._extract(host).domain)
