@@ -154,8 +154,11 @@ def _words(
         if title not in taken:
             taken.add(title)
             break
+    # "Wireless over-ear headphones from ...", but "A wireless speaker from ...".
+    article = "" if kind.noun.endswith("s") else f"{_article(style)} "
+    opening = f"{article}{style} {attribute} {kind.noun}"
     description = (
-        f"{_article(style)} {style} {attribute} {kind.noun} from {brand}, made for {kind.use}."
+        f"{opening[:1].upper()}{opening[1:]} from {brand}, made for {kind.use}."
         f" {pick(words, kind.notes)}"
     )
     if words.random() < DESCRIPTION_EXTRA_SHARE:
