@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from agents.chat.graph import build_chat_graph
-from agents.chat.memory import Chat, Checkpoints
+from agents.chat.memory import Chat, Checkpoints, PostgresCheckpoints
 from agents.decide.graph import build_decide_graph
 from agents.llm.breaker import CircuitBreaker
 from agents.llm.client import LLMClient
@@ -103,7 +103,11 @@ def build_services(settings: Settings | None = None) -> Services:
     for reason in degraded:
         log.warning("degraded: %s", reason)
     llm = build_llm(settings)
-    checkpoints = Checkpoints(settings.home / "checkpoints.db")
+    checkpoints: Checkpoints | PostgresCheckpoints = (
+        PostgresCheckpoints(settings.resolved_database_url)
+        if settings.resolved_database_url.startswith("postgresql")
+        else Checkpoints(settings.home / "checkpoints.db")
+    )
     chat = Chat(checkpoints, build_chat_graph(checkpoints.saver))
     services = Services(
         settings=settings,

@@ -1,6 +1,6 @@
 """The service on PostgreSQL: the demo world served over HTTP with the store on a real
-PostgreSQL server, through every journey that writes — decide, events, feedback, chat, a copy
-job, export and erasure. The embedder is the tiny test model: what is under test is the store."""
+PostgreSQL server, through every journey that writes — decide, events, feedback, chat (its
+memory in PostgreSQL too), a copy job, export and erasure. The embedder is the tiny test model: what is under test is the store."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from postgres import create_database
 from sqlalchemy import func, select
 
+from agents.chat.memory import PostgresCheckpoints
 from agents.factory import build_services
 from agents.seed import seed
 from agents.services import Services
@@ -99,12 +100,32 @@ def test_events_are_stored_once_and_rejected_alone(client: TestClient, services:
     assert stored == 1
 
 
-def test_chat_turn_on_postgresql(client: TestClient) -> None:
+def test_chat_memory_lives_in_postgresql_and_is_erased_with_the_person(
+    client: TestClient, services: Services
+) -> None:
+    assert services.chat is not None
+    memory = services.chat.checkpoints
+    assert isinstance(memory, PostgresCheckpoints)
     answer = client.post(
         "/v1/chat", json={"user_id": "u_0004", "message": "any tea ideas?", "stream": False}
     )
     assert answer.status_code == 200, answer.text
-    assert answer.json()["thread_id"]
+    thread = answer.json()["thread_id"]
+    assert memory.threads("user:u_0004") == [thread]
+    again = client.post(
+        "/v1/chat",
+        json={"user_id": "u_0004", "thread_id": thread, "message": "and coffee?", "stream": False},
+    )
+    assert again.status_code == 200 and again.json()["thread_id"] == thread
+    # Another worker (a second pool on the same database) sees the same thread.
+    other = PostgresCheckpoints(services.settings.resolved_database_url, max_size=1)
+    try:
+        assert other.threads("user:u_0004") == [thread]
+    finally:
+        other.close()
+    erased = client.delete("/v1/users/u_0004")
+    assert erased.status_code == 200 and erased.json()["removed"]["checkpoints"] == 1
+    assert memory.threads("user:u_0004") == []
 
 
 def test_a_copy_job_completes_on_postgresql(client: TestClient) -> None:

@@ -1,10 +1,13 @@
-"""Chat memory: LangGraph's SQLite checkpointer, with every thread namespaced by its subject.
+"""Chat memory: LangGraph's checkpointer — SQLite on the embedded defaults, PostgreSQL when the
+store is on PostgreSQL (so that several workers share the threads) — with every thread
+namespaced by its subject.
 
 A thread's key is `<subject key>|<thread id>`. The subject comes from the request (never from
 the model or the thread id, which cannot hold a `|`), so the same thread id sent for another
 person opens that person's own, fresh thread: one person's conversation cannot be resumed by
-anyone else. Erasure deletes every thread under a person's subject keys, then rewrites the file
-so that the deleted pages survive nowhere (as `store.db.Database.compact` does).
+anyone else. Erasure deletes every thread under a person's subject keys, then rewrites the
+storage so that the deleted rows survive nowhere (as `store.db.Database.compact` does: VACUUM on
+SQLite, VACUUM FULL of the checkpoint tables on PostgreSQL).
 
 `Chat` is the chat graph compiled over these checkpoints, as the process holds it.
 """
@@ -88,12 +91,72 @@ class Checkpoints:
             self.saver.conn.close()
 
 
+class PostgresCheckpoints:
+    """The checkpoint tables in PostgreSQL (LangGraph's `PostgresSaver` over a connection pool)
+    and their eraser; the same interface as `Checkpoints`."""
+
+    TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+
+    def __init__(self, url: str, *, max_size: int = 8) -> None:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        self.url = libpq_url(url)
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+            open=True,
+        )
+        self.saver = PostgresSaver(self.pool)
+        self.saver.setup()
+
+    def threads(self, subject_key: str) -> list[str]:
+        prefix = subject_key + SEPARATOR
+        with self.pool.connection() as connection:
+            rows = connection.execute(
+                "SELECT DISTINCT thread_id FROM checkpoints WHERE left(thread_id, %s) = %s",
+                (len(prefix), prefix),
+            ).fetchall()
+        return sorted(row["thread_id"][len(prefix) :] for row in rows)
+
+    def erase(self, subject_keys: Iterable[str]) -> int:
+        deleted: set[str] = set()
+        with self.pool.connection() as connection, connection.transaction():
+            for key in subject_keys:
+                prefix = key + SEPARATOR
+                for table in self.TABLES:
+                    rows = connection.execute(
+                        f"DELETE FROM {table} WHERE left(thread_id, %s) = %s RETURNING thread_id",
+                        (len(prefix), prefix),
+                    ).fetchall()
+                    deleted |= {row["thread_id"] for row in rows}
+        if deleted:
+            with self.pool.connection() as connection:
+                for table in self.TABLES:
+                    connection.execute(f"VACUUM FULL {table}")
+        return len(deleted)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL (`postgresql+psycopg://…`) as libpq reads it."""
+    scheme, rest = url.split("://", 1)
+    return f"postgresql://{rest}" if scheme.startswith("postgresql") else url
+
+
 class Chat:
     """The chat graph compiled over its checkpoints, and the catalog names its guard reads; one
     per process, built by the factory."""
 
     def __init__(
-        self, checkpoints: Checkpoints, graph: CompiledStateGraph[Any, Any, Any, Any]
+        self,
+        checkpoints: Checkpoints | PostgresCheckpoints,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
     ) -> None:
         self.checkpoints = checkpoints
         self.graph = graph
