@@ -41,7 +41,12 @@ def build_index(settings: Settings, dim: int) -> VectorIndex:
     if settings.vector_backend == "qdrant":
         if settings.qdrant_url:
             return QdrantServerIndex(
-                url=settings.qdrant_url, collection=settings.collection, dim=dim, collab_dim=collab
+                url=settings.qdrant_url,
+                collection=settings.collection,
+                dim=dim,
+                collab_dim=collab,
+                shards=settings.qdrant_shards,
+                replication_factor=settings.qdrant_replication_factor,
             )
         path = settings.qdrant_path or settings.home / "qdrant-local"
         return QdrantServerIndex(

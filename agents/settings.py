@@ -22,6 +22,12 @@ class Settings(BaseSettings):
         None, description="qdrant-client local-mode folder, when the qdrant backend has no URL."
     )
     collection: str = "items"
+    qdrant_shards: int | None = Field(
+        None, ge=1, le=1024, description="Shards of a new collection on a Qdrant cluster."
+    )
+    qdrant_replication_factor: int | None = Field(
+        None, ge=1, le=16, description="Replicas of each shard of a new collection on a cluster."
+    )
     embedding_model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",
         description="A model name or folder; this default loads from the installed package "

@@ -41,6 +41,7 @@ def serve(
     from agents.factory import build_services
     from agents.reindex import start
     from api.app import create_app
+    from retrieval.index import RetrievalError
 
     settings = Settings()
     configure_logging(settings)
@@ -55,7 +56,16 @@ def serve(
         logging.getLogger("attune").warning(
             "authentication is off (ATTUNE_AUTH=off): every local caller has every scope"
         )
-    services = build_services(settings)
+    try:
+        services = build_services(settings)
+    except RetrievalError as error:  # e.g. ATTUNE_QDRANT_URL unreachable: one line, no trace
+        reason = " ".join(str(error).split())
+        typer.echo(
+            f"cannot start: the vector index is unavailable ({reason}). Start Qdrant there, fix "
+            "ATTUNE_QDRANT_URL, or unset ATTUNE_VECTOR_BACKEND to use the embedded index.",
+            err=True,
+        )
+        raise typer.Exit(2) from None
     # The demo world goes only into an empty store; a missing index is rebuilt from the store.
     start(services, settings.demo_dir if seed_demo else None)
     uvicorn.run(

@@ -114,7 +114,11 @@ class QdrantServerIndex:
         collection: str = "items",
         dim: int,
         collab_dim: int = DEFAULT_COLLAB_DIM,
+        shards: int | None = None,
+        replication_factor: int | None = None,
     ) -> None:
+        """`shards` and `replication_factor` shape a new collection on a Qdrant cluster (the
+        server's defaults when None); an existing collection keeps its own."""
         if (url is None) == (path is None):
             raise ValueError(
                 "give exactly one of url (a Qdrant server, e.g. http://localhost:6333) "
@@ -123,6 +127,9 @@ class QdrantServerIndex:
         self.dim = dim
         self.collab_dim = collab_dim
         self.collection = collection
+        self.shards = shards
+        self.replication_factor = replication_factor
+        self.url = url
         self._lexical = Lexical()
         if url is not None:
             self._client = QdrantClient(url=url)
@@ -131,7 +138,8 @@ class QdrantServerIndex:
         else:
             self._client = QdrantClient(path=path)
         try:
-            with _server_call(f"open collection {collection!r}"):
+            where = f" at {url}" if url is not None else ""
+            with _server_call(f"open collection {collection!r}{where}"):
                 self._ensure_collection()
         except BaseException:
             # Release the client, and in local mode the folder's lock, before giving up.
@@ -151,6 +159,8 @@ class QdrantServerIndex:
                 sparse_vectors_config={
                     LEXICAL_VECTOR: qm.SparseVectorParams(modifier=qm.Modifier.IDF)
                 },
+                shard_number=self.shards,
+                replication_factor=self.replication_factor,
             )
         info = self._client.get_collection(self.collection)
         stored = info.config.params.vectors

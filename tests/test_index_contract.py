@@ -436,6 +436,58 @@ def test_an_unreachable_server_is_reported_as_unavailable():
             thread.join(timeout=5)
 
 
+def test_a_new_collection_gets_the_cluster_shape_from_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shards and replicas reach `create_collection` (local mode ignores them, a cluster uses
+    them); without settings the server's defaults apply."""
+    from qdrant_client import QdrantClient
+
+    seen: list[dict[str, Any]] = []
+    real = QdrantClient.create_collection
+
+    def recording(self: QdrantClient, *args: Any, **kwargs: Any) -> bool:
+        seen.append(kwargs)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(QdrantClient, "create_collection", recording)
+    QdrantServerIndex(path=":memory:", dim=DIM, shards=6, replication_factor=2).close()
+    QdrantServerIndex(path=":memory:", dim=DIM).close()
+    assert [(k["shard_number"], k["replication_factor"]) for k in seen] == [(6, 2), (None, None)]
+
+
+def test_serve_with_an_unreachable_qdrant_says_so_in_one_line(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        env = {
+            **os.environ,
+            "ATTUNE_HOME": str(tmp_path),
+            "ATTUNE_EMBEDDING_MODEL": str(tiny_model_dir),
+            "ATTUNE_VECTOR_BACKEND": "qdrant",
+            "ATTUNE_QDRANT_URL": f"http://127.0.0.1:{port}",
+            "ATTUNE_LOG_LEVEL": "ERROR",
+        }
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "attune"), "serve", "--no-seed"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("cannot start")]
+    assert len(lines) == 1
+    assert f"127.0.0.1:{port}" in lines[0] and "ATTUNE_QDRANT_URL" in lines[0]
+
+
 # --- Named vectors: collaborative factors beside the content vectors, fused inside Qdrant ---
 
 COLLAB_DIM = 64
