@@ -23,6 +23,10 @@ Three parts, told apart by `part`, made from disjoint template sets and their ow
   cs_CZ, fi_FI): what the recognizer finds from context alone.
 
 Everything comes from seeded generators, so the same Faker version writes the same file.
+
+One idea, one module, though long: most of its lines are the sentence templates of the parts,
+which the writer below fills; split, the templates would be read without the rules that label
+them. (The international held-out part, built from other sources, is `build_intl.py`.)
 """
 
 from __future__ import annotations
