@@ -28,7 +28,7 @@ RUN pip install -e '.[postgres]'
 
 # Fail the build, not the first request, when a baked-in model does not load: the embedder's
 # weights are checked against their sha256 and the PII guard needs a pipeline with NER.
-RUN python -c "from agents.settings import Settings; from policies.pii_ner import load_pipeline; from retrieval.embedder import load_embedder; s = Settings(); bad = [d for d in (load_embedder(s.embedding_model, sha256=s.embedding_sha256).degraded, load_pipeline(s.spacy_model).degraded) if d]; assert not bad, bad"
+RUN python -c "from agents.settings import Settings; from policies.pii.ner import load_pipeline; from retrieval.embedder import load_embedder; s = Settings(); bad = [d for d in (load_embedder(s.embedding_model, sha256=s.embedding_sha256).degraded, load_pipeline(s.spacy_model).degraded) if d]; assert not bad, bad"
 
 # A user without a login shell owns only the data folder; the code stays root's, read-only.
 RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin attune \

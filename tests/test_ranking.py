@@ -199,13 +199,13 @@ def test_tune_ranking_scores_the_qdrant_query_on_the_validation_split_only(
         tune_ranking, "GRID", {"factors": [8], "regularization": [0.05], "recent": [0.5]}
     )
     scored: list[set[str]] = []
-    real_mean_ndcg = tune_ranking._mean_ndcg
+    real_mean_ndcg = tune_ranking.mean_ndcg
 
     def spy(split, recommend, k):  # type: ignore[no-untyped-def]
         scored.append(set(split.users))
         return real_mean_ndcg(split, recommend, k)
 
-    monkeypatch.setattr(tune_ranking, "_mean_ndcg", spy)
+    monkeypatch.setattr(tune_ranking, "mean_ndcg", spy)
 
     tune_ranking.main(str(release))
 

@@ -537,7 +537,7 @@ def machine(
 
 def test_api_state_machine(machine: type[APIMachine]) -> None:
     machine.TestCase.settings = settings(
-        max_examples=int(os.environ.get("ATTUNE_STATEFUL_EXAMPLES", "20")),
+        max_examples=int(os.environ.get("ATTUNE_STATEFUL_EXAMPLES", "10")),
         stateful_step_count=15,
         derandomize=True,
         deadline=None,
