@@ -14,6 +14,7 @@ from agents.chat.memory import Chat, Checkpoints
 from agents.decide.graph import build_decide_graph
 from agents.llm.breaker import CircuitBreaker
 from agents.llm.client import LLMClient
+from agents.metrics import Metrics
 from agents.llm.retry import RetryPolicy
 from agents.services import Services, collab_folder
 from agents.settings import Settings
@@ -50,7 +51,7 @@ def build_index(settings: Settings, dim: int) -> VectorIndex:
     return EdgeIndex(settings.home / "qdrant-edge", dim=dim, collab_dim=collab)
 
 
-def build_llm(settings: Settings) -> LLMClient | None:
+def build_llm(settings: Settings, metrics: Metrics | None = None) -> LLMClient | None:
     """The LLM client with its retry policy and circuit breaker; None without an LLM configured."""
     if not settings.llm_configured:
         return None
@@ -66,6 +67,7 @@ def build_llm(settings: Settings) -> LLMClient | None:
             failures=settings.openai_breaker_failures,
             cooldown_s=settings.openai_breaker_cooldown_s,
         ),
+        metrics=metrics,
     )
 
 
@@ -102,7 +104,8 @@ def build_services(settings: Settings | None = None) -> Services:
     ]
     for reason in degraded:
         log.warning("degraded: %s", reason)
-    llm = build_llm(settings)
+    metrics = Metrics()
+    llm = build_llm(settings, metrics)
     checkpoints = Checkpoints(settings.home / "checkpoints.db")
     chat = Chat(checkpoints, build_chat_graph(checkpoints.saver))
     services = Services(
@@ -131,6 +134,7 @@ def build_services(settings: Settings | None = None) -> Services:
         degraded=degraded,
         llm=llm,
         chat=chat,
+        metrics=metrics,
     )
     services.erasers.append(chat.erase)
     return services

@@ -16,6 +16,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agents.chat.memory import Chat
 from agents.llm.client import LLMClient
+from agents.metrics import Metrics
 from agents.privacy.vocabulary import Vocabulary
 from agents.settings import Settings
 from agents.writing.writer import OfflineWriter, Writer
@@ -49,6 +50,7 @@ class Services:
     # The words stored free text may keep (`agents.privacy.vocabulary`); the catalog's, reloaded
     # as it grows.
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
+    metrics: Metrics = field(default_factory=Metrics)  # the process's Prometheus families
 
     def close(self) -> None:
         self.index.close()

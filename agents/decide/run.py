@@ -68,6 +68,11 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
             context=context,
         ),
     )
+    services.metrics.decision(
+        channel=request.channel.value,
+        writer=state.get("writer") or "none",
+        degraded=state["record"]["degraded"],
+    )
     choice = state.get("choice")
     offer = next(
         (o for o in state["offers"].offers if choice and o.offer_id == choice.offer_id), None
