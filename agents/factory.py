@@ -14,10 +14,11 @@ from agents.chat.memory import Chat, Checkpoints
 from agents.decide.graph import build_decide_graph
 from agents.llm.breaker import CircuitBreaker
 from agents.llm.client import LLMClient
-from agents.metrics import Metrics
 from agents.llm.retry import RetryPolicy
+from agents.metrics import Metrics
 from agents.services import Services, collab_folder
 from agents.settings import Settings
+from agents.tracing import build_tracer
 from agents.writing.llm_writer import OpenAIWriter
 from agents.writing.writer import OfflineWriter, Writer
 from policies.engine import PolicyEngine
@@ -135,6 +136,7 @@ def build_services(settings: Settings | None = None) -> Services:
         llm=llm,
         chat=chat,
         metrics=metrics,
+        tracer=build_tracer(settings),
     )
     services.erasers.append(chat.erase)
     return services

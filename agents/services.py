@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
+from opentelemetry.trace import Tracer
 
 from agents.chat.memory import Chat
 from agents.llm.client import LLMClient
@@ -51,6 +52,7 @@ class Services:
     # as it grows.
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     metrics: Metrics = field(default_factory=Metrics)  # the process's Prometheus families
+    tracer: Tracer | None = None  # OpenTelemetry spans per decision-graph node, when configured
 
     def close(self) -> None:
         self.index.close()
