@@ -170,7 +170,7 @@ def count_active(session: Session) -> dict[str, int]:
     rows = session.execute(
         select(JobRow.status, func.count()).where(JobRow.status.in_(ACTIVE)).group_by(JobRow.status)
     )
-    return {status: count for status, count in rows.tuples()}
+    return {status: count for status, count in rows}
 
 
 def erase_from_jobs(session: Session, user_id: str) -> int:
