@@ -194,15 +194,15 @@ class Readings(Collector):
         for state in JOB_STATES:
             jobs.add_metric([state], counts.get(state, 0))
         yield jobs
-        state = self._breaker_state()
-        if state is not None:  # no LLM configured: no breaker
+        current = self._breaker_state()
+        if current is not None:  # no LLM configured: no breaker
             breaker = GaugeMetricFamily(
                 "attune_llm_circuit_breaker_state",
                 "1 for the state the model server's circuit breaker is in (this process).",
                 labels=["state"],
             )
             for name in BREAKER_STATES:
-                breaker.add_metric([name], 1.0 if name == state else 0.0)
+                breaker.add_metric([name], 1.0 if name == current else 0.0)
             yield breaker
 
 

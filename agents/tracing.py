@@ -10,9 +10,9 @@ from the request: no user id, anonymous id or free text is ever recorded.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from langgraph.runtime import Runtime
 from opentelemetry.sdk.trace import TracerProvider
@@ -29,7 +29,11 @@ from agents.settings import Settings
 
 __all__ = ["build_tracer", "decision_span", "traced"]
 
-Node = Callable[[DecideState, Runtime[DecideContext]], dict[str, Any]]
+
+class Node(Protocol):
+    """A node of the decision graph, as LangGraph calls it."""
+
+    def __call__(self, state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]: ...
 
 
 def build_tracer(settings: Settings) -> Tracer | None:

@@ -23,7 +23,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -189,7 +189,7 @@ class LLMClient:
         messages: Sequence[Message],
         tools: Sequence[dict[str, Any]] | None,
         deadline: float | None,
-    ) -> Iterator[StreamEvent]:
+    ) -> Generator[StreamEvent]:
         deadline = self._deadline(deadline)
         params = self._params(messages, tools, None)
         params["stream_options"] = {"include_usage": True}

@@ -65,12 +65,12 @@ async def post_events(body: EventsIn, services: ServicesDep, caller: EventsCalle
         rejected=sum(r.status == "rejected" for r in done),
         results=done,
     )
-    for outcome, count in (
+    for status, count in (
         ("accepted", out.accepted),
         ("duplicate", out.duplicates),
         ("rejected", out.rejected),
     ):
-        services.metrics.events.labels(outcome=outcome).inc(count)
+        services.metrics.events.labels(outcome=status).inc(count)
     return out
 
 
