@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from agents.settings import Settings
@@ -36,4 +37,6 @@ def json_formatter() -> logging.Formatter:
         style="{",
         rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
         datefmt="%Y-%m-%dT%H:%M:%S%z",
+        # uvicorn repeats its message with terminal colours; one message is enough.
+        reserved_attrs=[*RESERVED_ATTRS, "color_message"],
     )

@@ -448,7 +448,7 @@ def test_attune_log_format_json_makes_every_line_json(tmp_path: Path) -> None:
         "from api.cli_logging import configure_logging\n"
         "configure_logging(Settings())\n"
         "logging.getLogger('attune').warning('one %s', 'line')\n"
-        "logging.getLogger('uvicorn.error').info('started')\n"
+        "logging.getLogger('uvicorn.error').info('started', extra={'color_message': 'x'})\n"
     )
     env = {**os.environ, "ATTUNE_LOG_FORMAT": "json", "ATTUNE_HOME": str(tmp_path)}
     env["PYTHONPATH"] = str(ROOT)
@@ -462,6 +462,7 @@ def test_attune_log_format_json_makes_every_line_json(tmp_path: Path) -> None:
         ("uvicorn.error", "started"),
     ]
     assert all(entry["timestamp"] and entry["level"] for entry in lines)
+    assert "color_message" not in done.stderr
 
 
 def test_each_visited_node_is_a_span_of_one_trace(services: Services) -> None:
