@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SimpleSpanProcessor,
 )
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from agents.decide.state import DecideContext, DecideState
 from agents.metrics import degraded_kind
@@ -62,7 +62,7 @@ def decision_span(tracer: Tracer | None, *, channel: str, decision_id: str) -> I
         yield
         return
     attributes = {"attune.channel": channel, "attune.decision_id": decision_id}
-    with tracer.start_as_current_span("decide", attributes=attributes):
+    with _span(tracer, "decide", attributes):
         yield
 
 
@@ -80,7 +80,7 @@ def traced(name: str, node: Node) -> Node:
             "attune.channel": ctx.run.channel.value,
             "attune.decision_id": ctx.decision_id,
         }
-        with tracer.start_as_current_span(name, attributes=attributes) as span:
+        with _span(tracer, name, attributes) as span:
             update = node(state, runtime)
             kinds = sorted({degraded_kind(entry) for entry in update.get("degraded", [])})
             if kinds:
@@ -88,3 +88,17 @@ def traced(name: str, node: Node) -> Node:
             return update
 
     return run
+
+
+@contextmanager
+def _span(tracer: Tracer, name: str, attributes: dict[str, str]) -> Iterator[Span]:
+    """A span that, on an exception, records its type only: the SDK would record its message
+    and stack, and a message may quote what failed to be written (a person's data)."""
+    with tracer.start_as_current_span(
+        name, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield span
+        except BaseException as error:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete
 
@@ -178,6 +179,22 @@ def test_a_writer_fallback_is_counted_by_its_kind(services: Services) -> None:
         value(before, "attune_decisions_total", **offline) + 1
     )
     assert "503" not in after.split("attune_fallbacks_total", 1)[1].split("\n", 1)[0]
+
+
+def test_a_chat_fallback_is_counted_under_the_chat_journey(client: TestClient) -> None:
+    before = scrape(client)
+    response = client.post(
+        "/v1/chat", json={"user_id": "u_0013", "message": "a teapot please", "stream": False}
+    )
+    assert response.status_code == 200, response.text
+    kinds = [entry.split(":", 1)[0] for entry in response.json()["degraded"]]
+    assert kinds  # no model server here: the offline plan answers, labelled
+    after = scrape(client)
+    for kind in set(kinds):
+        labels = {"journey": "chat", "kind": kind}
+        assert value(after, "attune_fallbacks_total", **labels) == (
+            value(before, "attune_fallbacks_total", **labels) + kinds.count(kind)
+        )
 
 
 @pytest.mark.parametrize(
@@ -503,6 +520,28 @@ def test_a_fallback_kind_is_a_span_attribute(services: Services) -> None:
     (generate,) = [span for span in exporter.get_finished_spans() if span.name == "generate"]
     assert generate.attributes is not None
     assert tuple(generate.attributes["attune.degraded"]) == ("writer",)
+
+
+class BrokenWriter(FailingWriter):
+    """A writer with a bug: the error is not a model failure, and its message quotes data."""
+
+    def write(self, brief: Brief, feedback: str | None = None) -> Draft:
+        raise RuntimeError("could not write for ada.lovelace@example.com")
+
+
+def test_a_failing_node_records_the_error_type_only(services: Services) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    broken = replace(services, writer=BrokenWriter(), tracer=provider.get_tracer("test"))
+    with pytest.raises(RuntimeError):
+        decide(broken, DecideRequest(channel=Channel.web, user_id=CONSENTING[-3]))
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    for name in ("generate", "decide"):
+        assert spans[name].status.status_code is StatusCode.ERROR
+        assert spans[name].status.description == "RuntimeError"
+        assert not spans[name].events  # no exception event with its message
+    assert "explain" not in spans
 
 
 def test_tracing_is_off_by_default_and_console_when_asked() -> None:
