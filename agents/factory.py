@@ -15,8 +15,10 @@ from agents.decide.graph import build_decide_graph
 from agents.llm.breaker import CircuitBreaker
 from agents.llm.client import LLMClient
 from agents.llm.retry import RetryPolicy
+from agents.metrics import Metrics
 from agents.services import Services, collab_folder
 from agents.settings import Settings
+from agents.tracing import build_tracer
 from agents.writing.llm_writer import OpenAIWriter
 from agents.writing.writer import OfflineWriter, Writer
 from policies.engine import PolicyEngine
@@ -55,7 +57,7 @@ def build_index(settings: Settings, dim: int) -> VectorIndex:
     return EdgeIndex(settings.home / "qdrant-edge", dim=dim, collab_dim=collab)
 
 
-def build_llm(settings: Settings) -> LLMClient | None:
+def build_llm(settings: Settings, metrics: Metrics | None = None) -> LLMClient | None:
     """The LLM client with its retry policy and circuit breaker; None without an LLM configured."""
     if not settings.llm_configured:
         return None
@@ -71,6 +73,7 @@ def build_llm(settings: Settings) -> LLMClient | None:
             failures=settings.openai_breaker_failures,
             cooldown_s=settings.openai_breaker_cooldown_s,
         ),
+        metrics=metrics,
     )
 
 
@@ -107,7 +110,8 @@ def build_services(settings: Settings | None = None) -> Services:
     ]
     for reason in degraded:
         log.warning("degraded: %s", reason)
-    llm = build_llm(settings)
+    metrics = Metrics()
+    llm = build_llm(settings, metrics)
     checkpoints: Checkpoints | PostgresCheckpoints = (
         PostgresCheckpoints(settings.resolved_database_url)
         if settings.resolved_database_url.startswith("postgresql")
@@ -140,6 +144,8 @@ def build_services(settings: Settings | None = None) -> Services:
         degraded=degraded,
         llm=llm,
         chat=chat,
+        metrics=metrics,
+        tracer=build_tracer(settings),
     )
     services.erasers.append(chat.erase)
     return services

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
+from opentelemetry.trace import Tracer
 
 from agents.chat.memory import Chat
 from agents.llm.client import LLMClient
+from agents.metrics import Metrics
 from agents.privacy.vocabulary import Vocabulary
 from agents.settings import Settings
 from agents.writing.writer import OfflineWriter, Writer
@@ -49,6 +51,8 @@ class Services:
     # The words stored free text may keep (`agents.privacy.vocabulary`); the catalog's, reloaded
     # as it grows.
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
+    metrics: Metrics = field(default_factory=Metrics)  # the process's Prometheus families
+    tracer: Tracer | None = None  # OpenTelemetry spans per decision-graph node, when configured
 
     def close(self) -> None:
         self.index.close()

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
         20.0, gt=0, description="Budget of one chat turn, the offline fallback included."
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'json': every log line is one JSON object (for log collectors)."
+    )
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        "none",
+        description="Export an OpenTelemetry span per decision-graph node: 'console' prints "
+        "them, 'otlp' sends them to OTEL_EXPORTER_OTLP_ENDPOINT (needs the otlp extra).",
+    )
     auth: Literal["off", "keys"] = Field(
         "off",
         description="'keys': every route but /healthz needs an API key. 'off': loopback only.",

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from agents.factory import build_services, settle
+from agents.metrics import http_method, status_class
 from agents.services import Services
 from agents.settings import Settings
 from api import errors
@@ -26,6 +27,7 @@ from api.routes import (
     feedback,
     health,
     jobs,
+    metrics,
     users,
 )
 from api.schemas import ERROR_RESPONSES
@@ -69,6 +71,7 @@ def create_app(
         catalog,
         admin,
         health,
+        metrics,
     ):
         app.include_router(module.router, responses={} if module is health else ERROR_RESPONSES)
     app.add_middleware(BodyLimit)
@@ -84,9 +87,27 @@ def create_app(
             # after answering: the server would then drop the keep-alive connection without
             # `Connection: close`, and this line would never be written.
             response = errors.unexpected(request, exc)
+        elapsed = time.perf_counter() - started
         template = errors.route_template(request)
-        elapsed = (time.perf_counter() - started) * 1000
-        access.info("%s %s %s %.1f ms", request.method, template, response.status_code, elapsed)
+        request.app.state.services.metrics.http_latency.labels(
+            method=http_method(request.method),
+            route=template,
+            status=status_class(response.status_code),
+        ).observe(elapsed)
+        access.info(
+            "%s %s %s %.1f ms",
+            request.method,
+            template,
+            response.status_code,
+            elapsed * 1000,
+            # Fields of their own for JSON logs (ATTUNE_LOG_FORMAT=json).
+            extra={
+                "method": request.method,
+                "route": template,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 1),
+            },
+        )
         return response
 
     return app

@@ -2,9 +2,10 @@
 and the request size limit.
 
 With `ATTUNE_AUTH=keys` every route but /healthz needs `Authorization: Bearer <key>`; a key
-holds scopes (`decide`, `chat`, `copy`, `events`, `admin`, `eval`) and may be bound to one user,
-in which case it acts for that user only: naming any other user, or an anonymous id linked to
-another user, is a 403, whatever the scopes. A bound key is never admin (`store.access`).
+holds scopes (`decide`, `chat`, `copy`, `events`, `admin`, `eval`, `metrics`) and may be bound to
+one user, in which case it acts for that user only: naming any other user, or an anonymous id
+linked to another user, is a 403, whatever the scopes. A bound key is never admin, nor reads the
+service-wide /metrics (`store.access`); an unbound key with `metrics` reads /metrics only.
 With `ATTUNE_AUTH=off` (the local default, allowed only on a loopback address) every caller has
 every scope; /healthz says so.
 
@@ -156,6 +157,7 @@ AnyCaller = Annotated[Caller, Depends(require())]  # the route checks what the c
 AdminCaller = Annotated[Caller, Depends(require("admin"))]
 ChatCaller = Annotated[Caller, Depends(require("chat"))]
 CopyCaller = Annotated[Caller, Depends(require("copy"))]
+MetricsCaller = Annotated[Caller, Depends(require("metrics", "admin"))]
 
 
 class BodyLimit:

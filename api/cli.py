@@ -74,6 +74,7 @@ def serve(
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,  # its lines hold raw paths (user ids); the app logs route templates
+        log_config=None,  # uvicorn's lines go through configure_logging (text or JSON)
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, String, or_, select, update
+from sqlalchemy import CursorResult, String, func, or_, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
@@ -163,6 +163,14 @@ def fail_stale(session: Session, stale_after: timedelta, *, job_id: str | None =
 
 def active_jobs(session: Session) -> list[str]:
     return list(session.scalars(select(JobRow.job_id).where(JobRow.status.in_(ACTIVE))))
+
+
+def count_active(session: Session) -> dict[str, int]:
+    """How many jobs are queued and running, for the metrics' queue depth."""
+    rows = session.execute(
+        select(JobRow.status, func.count()).where(JobRow.status.in_(ACTIVE)).group_by(JobRow.status)
+    )
+    return {status: count for status, count in rows}
 
 
 def erase_from_jobs(session: Session, user_id: str) -> int:

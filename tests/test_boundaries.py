@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from agents.services import Services
 from api.app import create_app
 from api.cli import app as cli
-from store.access import SCOPES, create_key, list_keys
+from store.access import SCOPES, UNBINDABLE, create_key, list_keys
 from store.models import ApiKey
 from store.users import link_owner
 
@@ -28,7 +28,7 @@ from store.users import link_owner
 VICTIM, THIEF = "u_0050", "u_0051"
 VICTIM_ANON, VICTIM_DEVICE = "anon-boundary-victim", "dev-boundary-victim"
 ITEM = {"item_id": "bnd_1", "title": "X", "category": "kitchen", "price": 1, "margin": 0.1}
-NOT_ADMIN = tuple(s for s in SCOPES if s != "admin")
+NOT_ADMIN = tuple(s for s in SCOPES if s not in UNBINDABLE)
 
 
 @pytest.fixture(scope="module")
@@ -384,7 +384,8 @@ def test_a_legacy_bound_admin_key_cannot_mint_an_unbound_admin(
     ):
         response = client.post("/v1/admin/keys", json=body, headers=headers)
         assert response.status_code == 403, response.text
-        assert "admin ignored on a key bound to a user" in response.json()["detail"]
+        ignored = f"{', '.join(sorted(UNBINDABLE))} ignored on a key bound to a user"
+        assert ignored in response.json()["detail"]
     assert client.get("/v1/admin/audit", headers=headers).status_code == 403
     assert (
         client.post("/v1/catalog/items", json={"items": [ITEM]}, headers=headers).status_code == 403

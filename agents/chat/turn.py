@@ -112,6 +112,7 @@ def chat_turn(
     turn = context.turn
     allowed = context.revealable
     assert context.explanation is not None  # `finish` explains every turn
+    services.metrics.fallback("chat", context.record["degraded"])
     return ChatReply(
         decision_id=context.decision_id,
         thread_id=thread_id,

@@ -15,6 +15,7 @@ from agents.decide.record import decision_record, log_record
 from agents.decide.state import DecideContext, DecideInput, DecideState
 from agents.llm.completion import Usage
 from agents.llm.errors import WriterError
+from agents.tracing import traced
 from agents.writing.llm_writer import MeteredDraft
 from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
@@ -236,16 +237,17 @@ def _after_guard(state: DecideState) -> str:
 
 
 def build_decide_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
+    # Each node runs in a span of its own when the services have a tracer (`agents.tracing`).
     graph = StateGraph(DecideState, context_schema=DecideContext, input_schema=DecideInput)
-    graph.add_node("guard_input", guard_input)
-    graph.add_node("profile", profile)
-    graph.add_node("retrieve", retrieve)
-    graph.add_node("policy", policy)
-    graph.add_node("select_offer", choose_offer)
-    graph.add_node("generate", generate)
-    graph.add_node("guard_output", guard_output)
-    graph.add_node("explain", explain_decision)
-    graph.add_node("log", log)
+    graph.add_node("guard_input", traced("guard_input", guard_input))
+    graph.add_node("profile", traced("profile", profile))
+    graph.add_node("retrieve", traced("retrieve", retrieve))
+    graph.add_node("policy", traced("policy", policy))
+    graph.add_node("select_offer", traced("select_offer", choose_offer))
+    graph.add_node("generate", traced("generate", generate))
+    graph.add_node("guard_output", traced("guard_output", guard_output))
+    graph.add_node("explain", traced("explain", explain_decision))
+    graph.add_node("log", traced("log", log))
     graph.add_edge(START, "guard_input")
     graph.add_edge("guard_input", "profile")
     graph.add_edge("profile", "retrieve")

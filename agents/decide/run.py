@@ -11,6 +11,7 @@ from agents.decide.explain import Explanation
 from agents.decide.graph import RECURSION_LIMIT
 from agents.decide.state import DecideContext, DecideState
 from agents.services import Services
+from agents.tracing import decision_span
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel
 from store.users import resolve_subject
@@ -60,13 +61,21 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
         known=KnownValues.from_profile(record.profile) if record else KnownValues.empty(),
         decision_id=uuid.uuid4().hex,
     )
-    state = cast(
-        DecideState,
-        services.graph.invoke(
-            {"query": request.query, "k": request.k, "context": dict(request.context or {})},
-            {"recursion_limit": RECURSION_LIMIT},
-            context=context,
-        ),
+    with decision_span(
+        services.tracer, channel=request.channel.value, decision_id=context.decision_id
+    ):
+        state = cast(
+            DecideState,
+            services.graph.invoke(
+                {"query": request.query, "k": request.k, "context": dict(request.context or {})},
+                {"recursion_limit": RECURSION_LIMIT},
+                context=context,
+            ),
+        )
+    services.metrics.decision(
+        channel=request.channel.value,
+        writer=state.get("writer") or "none",
+        degraded=state["record"]["degraded"],
     )
     choice = state.get("choice")
     offer = next(

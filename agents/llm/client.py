@@ -23,7 +23,8 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -41,9 +42,16 @@ from agents.llm.completion import (
     ToolCallReady,
     Usage,
 )
-from agents.llm.errors import DeadlineExceeded, MalformedReply, UpstreamError
+from agents.llm.errors import (
+    CircuitOpen,
+    DeadlineExceeded,
+    LLMError,
+    MalformedReply,
+    UpstreamError,
+)
 from agents.llm.retry import RetryPolicy, retry_after
 from agents.llm.wire import WireUsage, parse_reply
+from agents.metrics import LLMCall, Metrics
 
 
 class LLMClient:
@@ -60,6 +68,7 @@ class LLMClient:
         breaker: CircuitBreaker | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         # The SDK's own retries are off: this class is the one place that decides on retries.
         self._client = openai.OpenAI(
@@ -72,6 +81,7 @@ class LLMClient:
         self._rng = rng or random.Random(0)
         self._rng_lock = threading.Lock()
         self._sleep = sleep
+        self._metrics = metrics
 
     def complete(
         self,
@@ -83,6 +93,23 @@ class LLMClient:
     ) -> Completion:
         """One completion: its text, tool calls and usage; with `response_format`, the reply is
         validated against that pydantic model and returned in `parsed`."""
+        with self._measured("complete") as call:
+            try:
+                completion = self._complete(messages, tools, response_format, deadline)
+            except LLMError as error:
+                call.error = error_kind(error)
+                raise
+            call.prompt_tokens = completion.usage.prompt_tokens
+            call.completion_tokens = completion.usage.completion_tokens
+            return completion
+
+    def _complete(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None,
+        response_format: type[BaseModel] | None,
+        deadline: float | None,
+    ) -> Completion:
         deadline = self._deadline(deadline)
         params = self._params(messages, tools, response_format)
         response = self._attempt(params, deadline, stream=False)
@@ -141,6 +168,28 @@ class LLMClient:
         raises `LLMError` instead of repeating it. The deadline holds between chunks too: the
         chunks are read by a helper thread, so a stalled stream is abandoned on time.
         """
+        events = self._stream(messages, tools, deadline)
+        with self._measured("stream") as call:
+            try:
+                for event in events:
+                    if isinstance(event, StreamEnd):
+                        call.prompt_tokens = event.completion.usage.prompt_tokens
+                        call.completion_tokens = event.completion.usage.completion_tokens
+                    yield event
+            except LLMError as error:
+                call.error = error_kind(error)
+                raise
+            finally:
+                # A consumer that stops early closes this generator; the inner one settles the
+                # breaker's verdict when it is closed, so it is closed now, not at collection.
+                events.close()
+
+    def _stream(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None,
+        deadline: float | None,
+    ) -> Generator[StreamEvent]:
         deadline = self._deadline(deadline)
         params = self._params(messages, tools, None)
         params["stream_options"] = {"include_usage": True}
@@ -229,6 +278,14 @@ class LLMClient:
             else:
                 self.breaker.success()
             stream.close()
+
+    @contextmanager
+    def _measured(self, operation: str) -> Iterator[LLMCall]:
+        if self._metrics is None:
+            yield LLMCall()
+            return
+        with self._metrics.llm_call(operation) as call:
+            yield call
 
     def _deadline(self, deadline: float | None) -> float:
         return deadline if deadline is not None else time.monotonic() + self.timeout_s
@@ -335,3 +392,14 @@ class LLMClient:
                 raise
             # The verdict on this attempt is the caller's, once it has read the reply's shape.
             return response
+
+
+def error_kind(error: LLMError) -> str:
+    """The metrics label of a failed call: a fixed word per error class, never its message."""
+    if isinstance(error, CircuitOpen):
+        return "circuit_open"
+    if isinstance(error, DeadlineExceeded):
+        return "deadline"
+    if isinstance(error, MalformedReply):
+        return "malformed"
+    return "upstream"

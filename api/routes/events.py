@@ -59,12 +59,19 @@ async def post_events(body: EventsIn, services: ServicesDep, caller: EventsCalle
             reason=outcome.reason,
         )
     done = [r for r in results if r is not None]
-    return EventsOut(
+    out = EventsOut(
         accepted=sum(r.status == "accepted" for r in done),
         duplicates=sum(r.status == "duplicate" for r in done),
         rejected=sum(r.status == "rejected" for r in done),
         results=done,
     )
+    for status, count in (
+        ("accepted", out.accepted),
+        ("duplicate", out.duplicates),
+        ("rejected", out.rejected),
+    ):
+        services.metrics.events.labels(outcome=status).inc(count)
+    return out
 
 
 def _refuse_erased(

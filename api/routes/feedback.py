@@ -23,7 +23,9 @@ async def post_feedback(
     body: FeedbackIn, services: ServicesDep, caller: FeedbackCaller
 ) -> FeedbackOut:
     """Reward a decision's offer (once per decision); 404 for an unknown decision, 409 for a second reward."""
-    return await run_in_threadpool(_reward, services, body, caller)
+    out = await run_in_threadpool(_reward, services, body, caller)
+    services.metrics.rewards.labels(policy=out.policy).observe(out.reward)
+    return out
 
 
 def _reward(services: Services, body: FeedbackIn, caller: Caller) -> FeedbackOut:
