@@ -42,7 +42,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = services() if services is not None else build_services(settings or Settings())
         app.state.services = built
-        app.state.rate_limits = RateLimits(built.settings.rate_limit_per_minute)
+        app.state.rate_limits = RateLimits(
+            built.settings.rate_limit_per_minute, built.settings.rate_limit_storage
+        )
         settle()
         try:
             yield
