@@ -91,9 +91,10 @@ class JobRunner:
         heartbeat_s: float = 5.0,
         stale_after_s: float | None = None,
         poll_s: float = 1.0,
+        worker: str | None = None,
     ) -> None:
         self.services = services
-        self.worker = worker_id()
+        self.worker = worker or worker_id()  # as job rows name their worker
         self.stale_after = timedelta(seconds=stale_after_s or services.settings.job_stale_after_s)
         self._heartbeat_s = heartbeat_s
         self._poll_s = poll_s
