@@ -43,12 +43,6 @@ def serve(
     ] = 1,
 ) -> None:
     """Serve the API (host and port from ATTUNE_HOST / ATTUNE_PORT)."""
-    import uvicorn
-
-    from agents.factory import build_services
-    from agents.reindex import start
-    from api.app import create_app
-
     settings = Settings()
     configure_logging(settings)
     embedded = _embedded_parts(settings)
@@ -60,6 +54,12 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    import uvicorn
+
+    from agents.factory import build_services
+    from agents.reindex import start
+    from api.app import create_app
+
     if settings.auth == "off" and not _is_loopback(settings.host):
         typer.echo(
             f"refusing to serve on {settings.host} without authentication: "

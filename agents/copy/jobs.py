@@ -88,7 +88,7 @@ class JobRunner:
         services: Services,
         *,
         workers: int = 2,
-        heartbeat_s: float = 5.0,
+        heartbeat_s: float | None = None,
         stale_after_s: float | None = None,
         poll_s: float = 1.0,
         worker: str | None = None,
@@ -96,7 +96,8 @@ class JobRunner:
         self.services = services
         self.worker = worker or worker_id()  # as job rows name their worker
         self.stale_after = timedelta(seconds=stale_after_s or services.settings.job_stale_after_s)
-        self._heartbeat_s = heartbeat_s
+        # Several beats fit in the staleness window, so a live worker is never taken for gone.
+        self._heartbeat_s = heartbeat_s or min(5.0, self.stale_after.total_seconds() / 6)
         self._poll_s = poll_s
         self._requests: dict[str, CopyRequest] = {}  # accepted here: the whole request
         self._mine: set[str] = set()
