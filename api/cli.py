@@ -120,10 +120,12 @@ def worker_command() -> None:
 
     from agents.copy.jobs import JobRunner
     from agents.factory import build_services
+    from agents.reindex import start
 
     settings = Settings()
     configure_logging(settings)
     services = build_services(settings)
+    start(services, None)  # an index missing from this worker's home is rebuilt from the store
     runner = JobRunner(services)
     signal.signal(signal.SIGTERM, lambda *_: runner.close())
     logging.getLogger("attune.jobs").info("worker %s is taking copy jobs", runner.worker)

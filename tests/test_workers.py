@@ -311,5 +311,7 @@ def _until(condition: Any, process: subprocess.Popen[bytes], what: str) -> None:
             errors = log.read_text() if log is not None and log.exists() else ""
             pytest.fail(f"the worker exited ({process.returncode}) before {what}: {errors[-2000:]}")
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            log = LOGS.get(process.pid)
+            errors = log.read_text() if log is not None and log.exists() else ""
+            pytest.fail(f"timed out waiting for {what}; the worker's log: {errors[-3000:]}")
         time.sleep(0.1)

@@ -162,6 +162,8 @@ class JobRunner:
     def _run(self, job: Job, request: CopyRequest | None) -> None:
         if job.attempts > 1:
             log.warning("copy job %s: run %d (its worker stopped before)", job.job_id, job.attempts)
+        else:
+            log.info("copy job %s: running", job.job_id)
         if request is None:
             try:
                 request = CopyRequest.model_validate(job.request)
