@@ -30,6 +30,7 @@ from api.app import create_app
 from api.auth import RateLimits
 from api.cli import app as cli
 from store.access import create_key
+from store.bandit import get_arms
 from store.copy import get_variants
 from store.db import Database
 from store.jobs import create_job, get_job
@@ -315,3 +316,47 @@ def _until(condition: Any, process: subprocess.Popen[bytes], what: str) -> None:
             errors = log.read_text() if log is not None and log.exists() else ""
             pytest.fail(f"timed out waiting for {what}; the worker's log: {errors[-3000:]}")
         time.sleep(0.1)
+
+
+REWARDER = """
+import sys, time
+from pathlib import Path
+from store.bandit import add_reward
+from store.db import Database
+
+url, start, rewards = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+db = Database(url)
+while not start.exists():  # both processes begin together
+    time.sleep(0.01)
+for n in range(rewards):
+    with db.session() as session:
+        add_reward(session, "thompson", "web", "o1", float(n % 2), (1.0, 1.0))
+db.dispose()
+"""
+
+
+def test_two_processes_rewarding_one_arm_lose_no_update(database_url: str, tmp_path: Path) -> None:
+    """Two processes (as two workers are), each with its own engine, reward one arm at once:
+    every reward is counted, successes and failures alike."""
+    Database(database_url).dispose()  # the schema, before they start
+    start, per_process = tmp_path / "start", 100
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", REWARDER, database_url, str(start), str(per_process)],
+            env=_env(tmp_path),
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    time.sleep(0.5)  # not a timing assertion: gives both processes the time to be waiting
+    start.touch()
+    for process in processes:
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors.decode()[-2000:]
+    db = Database(database_url)
+    with db.session() as session:
+        arm = get_arms(session, "thompson", "web", ["o1"], lambda _: (1.0, 1.0))["o1"]
+    db.dispose()
+    assert arm.pulls == 2 * per_process
+    assert (arm.alpha, arm.beta) == (1.0 + per_process, 1.0 + per_process)
