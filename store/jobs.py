@@ -261,10 +261,6 @@ def queue_depth(session: Session) -> int:
     )
 
 
-def active_jobs(session: Session) -> list[str]:
-    return list(session.scalars(select(JobRow.job_id).where(JobRow.status.in_(ACTIVE))))
-
-
 def erase_from_jobs(session: Session, user_id: str) -> int:
     """Remove a person's id from every stored job request (an audience named by user ids);
     returns how many jobs named them. The job stays readable for the rest of its audience."""
