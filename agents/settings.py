@@ -85,7 +85,20 @@ class Settings(BaseSettings):
         "off",
         description="'keys': every route but /healthz needs an API key. 'off': loopback only.",
     )
-    rate_limit_per_minute: int = Field(600, ge=1, description="Per API key, per worker.")
+    rate_limit_per_minute: int = Field(
+        600, ge=1, description="Per API key; per worker unless the storage is shared."
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="A `limits` storage URI: memory:// counts per process; redis://host:port "
+        "is shared by every worker.",
+    )
+    jobs_in_api: bool = Field(
+        True, description="Run copy jobs in the API process; false when `attune worker` runs them."
+    )
+    job_stale_after_s: float = Field(
+        60.0, gt=0, description="A job whose worker has not beaten for this long is run again."
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get a 413.")
     decision_retention_days: int = Field(
         90, ge=1, le=3650, description="`attune prune` deletes decisions older than this."

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from agents.copy.jobs import JobRunner
 from agents.factory import build_services, settle
 from agents.metrics import http_method, status_class
 from agents.services import Services
@@ -44,11 +45,18 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = services() if services is not None else build_services(settings or Settings())
         app.state.services = built
-        app.state.rate_limits = RateLimits(built.settings.rate_limit_per_minute)
+        app.state.rate_limits = RateLimits(
+            built.settings.rate_limit_per_minute, built.settings.rate_limit_storage
+        )
+        # Copy jobs: worker loops in this process, unless `attune worker` processes run them.
+        runner = JobRunner(built) if built.settings.jobs_in_api else None
+        app.state.copy_jobs = runner
         settle()
         try:
             yield
         finally:
+            if runner is not None:
+                runner.close()
             if services is None:
                 built.close()
 

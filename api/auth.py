@@ -9,8 +9,10 @@ service-wide /metrics (`store.access`); an unbound key with `metrics` reads /met
 With `ATTUNE_AUTH=off` (the local default, allowed only on a loopback address) every caller has
 every scope; /healthz says so.
 
-Rate limits are per key and per worker process (a moving window from `limits`): with several
-workers the effective limit is the per-worker limit times the number of workers.
+Rate limits are per key, a moving window from `limits`, kept in `ATTUNE_RATE_LIMIT_STORAGE`: by
+default `memory://`, per worker process (with several workers the effective limit is the limit
+times the number of workers); a shared storage such as `redis://host:6379` gives every worker one
+budget per key.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
+from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -89,9 +91,10 @@ class Caller:
 
 
 class RateLimits:
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, storage: str = "memory://") -> None:
+        """`storage`: a `limits` storage URI (`memory://`, `redis://host:port`, ...)."""
         self._item = RateLimitItemPerMinute(per_minute)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = MovingWindowRateLimiter(storage_from_string(storage))
 
     def hit(self, key_id: str) -> int | None:
         """None if allowed; else the seconds to wait."""

@@ -1,4 +1,5 @@
-"""The `attune` command: serve, seed, reindex, prune, train, and the groups ingest, keys and eval.
+"""The `attune` command: serve, worker, seed, reindex, prune, train, and the groups ingest, keys
+and eval.
 
 The groups live in their own modules: `api.cli_ingest`, `api.cli_keys` and `api.cli_eval`.
 """
@@ -34,8 +35,25 @@ def serve(
         bool,
         typer.Option("--seed/--no-seed", help="Load the demo world first, if the store is empty."),
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Worker processes (more than one needs PostgreSQL and a Qdrant server)."
+        ),
+    ] = 1,
 ) -> None:
     """Serve the API (host and port from ATTUNE_HOST / ATTUNE_PORT)."""
+    settings = Settings()
+    configure_logging(settings)
+    embedded = _embedded_parts(settings)
+    if workers > 1 and embedded:
+        typer.echo(
+            f"refusing --workers {workers}: {' and '.join(embedded)} allow one process; to scale, "
+            "set ATTUNE_DATABASE_URL=postgresql+psycopg://... and ATTUNE_VECTOR_BACKEND=qdrant "
+            "with ATTUNE_QDRANT_URL=http://<qdrant>:6333",
+            err=True,
+        )
+        raise typer.Exit(2)
     import uvicorn
 
     from agents.factory import build_services
@@ -43,8 +61,6 @@ def serve(
     from api.app import create_app
     from retrieval.index import RetrievalError
 
-    settings = Settings()
-    configure_logging(settings)
     if settings.auth == "off" and not _is_loopback(settings.host):
         typer.echo(
             f"refusing to serve on {settings.host} without authentication: "
@@ -68,6 +84,20 @@ def serve(
         raise typer.Exit(2) from None
     # The demo world goes only into an empty store; a missing index is rebuilt from the store.
     start(services, settings.demo_dir if seed_demo else None)
+    if workers > 1:
+        # Each worker process builds its own services from the same settings.
+        services.close()
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            log_config=None,
+        )
+        return
     uvicorn.run(
         create_app(services=lambda: services),
         host=settings.host,
@@ -76,6 +106,48 @@ def serve(
         access_log=False,  # its lines hold raw paths (user ids); the app logs route templates
         log_config=None,  # uvicorn's lines go through configure_logging (text or JSON)
     )
+
+
+def _embedded_parts(settings: Settings) -> list[str]:
+    """The parts of this configuration that hold to one process: SQLite, and Qdrant Edge or
+    qdrant-client's local mode (each locks its folder)."""
+    parts = []
+    if settings.resolved_database_url.startswith("sqlite"):
+        parts.append("the SQLite store")
+    if settings.vector_backend == "edge":
+        parts.append("the embedded Qdrant Edge index")
+    elif not settings.qdrant_url:
+        parts.append("qdrant-client's local mode")
+    return parts
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run durable copy jobs from the database until stopped (Ctrl-C or SIGTERM).
+
+    Set ATTUNE_JOBS_IN_API=false on the API processes so that only workers run jobs. With the
+    embedded defaults, run it only while the service is stopped (one process at a time).
+    """
+    import signal
+
+    from agents.copy.jobs import JobRunner
+    from agents.factory import build_services
+    from agents.reindex import start
+
+    settings = Settings()
+    configure_logging(settings)
+    services = build_services(settings)
+    start(services, None)  # an index missing from this worker's home is rebuilt from the store
+    runner = JobRunner(services)
+    signal.signal(signal.SIGTERM, lambda *_: runner.close())
+    logging.getLogger("attune.jobs").info("worker %s is taking copy jobs", runner.worker)
+    try:
+        runner.wait()
+    except KeyboardInterrupt:
+        runner.close()
+    finally:
+        runner.join()
+        services.close()
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,9 +1,19 @@
-"""Background jobs as rows: status and progress in the database, so that any worker can answer.
+"""Background jobs as rows: a state machine that any worker can run and any worker can answer for.
 
-Progress counters are single SQL increments (`members_scanned = members_scanned + :n`), so the
-parallel branches of one job never lose an update. A running job's worker refreshes its
-heartbeat; a job whose heartbeat is older than the staleness window belonged to a process that
-died (a job dies with its process), and `fail_stale` marks it failed.
+    queued ──claim──▶ running ──▶ done | failed
+                         │
+                         └─ its worker stops beating (killed, restarted) ─▶ claimed again
+
+Workers take jobs with `claim_job`: one UPDATE conditioned on the state they read (a compare and
+swap; on PostgreSQL the candidate row is also locked with `FOR UPDATE SKIP LOCKED`, so racing
+workers pass over each other's rows), so two workers never run the same job. A running job's
+worker refreshes its heartbeat; a running job whose heartbeat is older than the staleness window
+belonged to a worker that is gone, and is claimed again from the start (its progress counters
+reset). After `MAX_ATTEMPTS` claims a job that keeps losing its worker is failed instead.
+Writes of a job's progress and end are conditioned on the worker holding it, so a worker that
+lost its claim (paused past the window, say) cannot overwrite the run of the worker that took
+over. Progress counters are single SQL increments (`members_scanned = members_scanned + :n`), so
+the parallel branches of one job never lose an update.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, String, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, String, and_, func, or_, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
@@ -20,7 +30,12 @@ from store.errors import NotFound
 from store.models import JobRow, utcnow
 
 ACTIVE = ("queued", "running")
-LOST = "the worker process stopped before the job finished (jobs die with their process)"
+MAX_ATTEMPTS = 3
+GAVE_UP = f"its worker stopped {MAX_ATTEMPTS} times before the job finished; see the worker logs"
+
+
+class ClaimLost(Exception):
+    """This worker no longer holds the job: another worker claimed it after a stale heartbeat."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,7 @@ class Job:
     status: str
     request: dict[str, Any]
     created_by: str
+    attempts: int
     segments_total: int
     segments_done: int
     members_total: int
@@ -71,10 +87,9 @@ def create_job(
     )
 
 
-def get_job(session: Session, job_id: str, *, stale_after: timedelta | None = None) -> Job:
-    """The job; with `stale_after`, an active job without a recent heartbeat is failed first."""
-    if stale_after is not None:
-        fail_stale(session, stale_after, job_id=job_id)
+def get_job(session: Session, job_id: str) -> Job:
+    """The job as stored (a running job whose worker is gone stays `running` until a worker
+    claims it again)."""
     row = session.get(JobRow, job_id)
     if row is None:
         raise NotFound(f"job {job_id!r} does not exist")
@@ -84,6 +99,7 @@ def get_job(session: Session, job_id: str, *, stale_after: timedelta | None = No
         status=row.status,
         request=row.request,
         created_by=row.created_by,
+        attempts=row.attempts,
         segments_total=row.segments_total,
         segments_done=row.segments_done,
         members_total=row.members_total,
@@ -96,73 +112,153 @@ def get_job(session: Session, job_id: str, *, stale_after: timedelta | None = No
     )
 
 
-def start_job(session: Session, job_id: str, *, worker: str) -> bool:
-    """Queued → running, for this worker; False if another worker took it or it is no longer queued."""
-    now = utcnow()
-    taken = session.execute(
-        update(JobRow)
-        .where(JobRow.job_id == job_id, JobRow.status == "queued")
-        .values(status="running", worker=worker, started_at=now, heartbeat_at=now)
-    )
-    return bool(cast(CursorResult[Any], taken).rowcount)
+def claim_job(session: Session, worker: str, *, stale_after: timedelta) -> Job | None:
+    """Take the oldest job that is queued, or running with a stale heartbeat, for `worker`
+    (queued/stale → running); None if there is none. Commit promptly: on PostgreSQL the row
+    stays locked until then."""
+    while True:
+        limit = utcnow() - stale_after
+        claimable = or_(
+            JobRow.status == "queued",
+            and_(
+                JobRow.status == "running",
+                or_(JobRow.heartbeat_at.is_(None), JobRow.heartbeat_at < limit),
+            ),
+        )
+        candidate = (
+            select(JobRow.job_id, JobRow.status, JobRow.heartbeat_at, JobRow.attempts)
+            .where(claimable)
+            .order_by(JobRow.created_at, JobRow.job_id)
+            .limit(1)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            candidate = candidate.with_for_update(skip_locked=True)
+        found = session.execute(candidate).first()
+        if found is None:
+            return None
+        job_id, status, beat, attempts = found
+        same: list[ColumnElement[bool]] = [
+            JobRow.job_id == job_id,
+            JobRow.status == status,
+            JobRow.attempts == attempts,
+        ]
+        same.append(JobRow.heartbeat_at.is_(None) if beat is None else JobRow.heartbeat_at == beat)
+        now = utcnow()
+        if attempts >= MAX_ATTEMPTS:
+            session.execute(
+                update(JobRow)
+                .where(*same)
+                .values(status="failed", error=GAVE_UP, finished_at=now, worker=None)
+            )
+            continue
+        taken = session.execute(
+            update(JobRow)
+            .where(*same)
+            .values(
+                status="running",
+                worker=worker,
+                attempts=JobRow.attempts + 1,
+                started_at=func.coalesce(JobRow.started_at, now),
+                heartbeat_at=now,
+                segments_done=0,
+                members_scanned=0,
+            )
+        )
+        if cast(CursorResult[Any], taken).rowcount:
+            session.flush()
+            return get_job(session, job_id)
+        # Another worker changed the row between the read and the update (SQLite): look again.
 
 
 def add_progress(
-    session: Session, job_id: str, *, members_scanned: int = 0, segments_done: int = 0
+    session: Session,
+    job_id: str,
+    *,
+    worker: str | None = None,
+    members_scanned: int = 0,
+    segments_done: int = 0,
 ) -> None:
-    session.execute(
+    """Count progress (and beat); with `worker`, only while that worker holds the job."""
+    where: list[ColumnElement[bool]] = [JobRow.job_id == job_id]
+    if worker is not None:
+        where += [JobRow.worker == worker, JobRow.status == "running"]
+    done = session.execute(
         update(JobRow)
-        .where(JobRow.job_id == job_id)
+        .where(*where)
         .values(
             members_scanned=JobRow.members_scanned + members_scanned,
             segments_done=JobRow.segments_done + segments_done,
             heartbeat_at=utcnow(),
         )
     )
+    if worker is not None and not cast(CursorResult[Any], done).rowcount:
+        raise ClaimLost(job_id)
 
 
-def heartbeat(session: Session, job_ids: list[str]) -> None:
+def heartbeat(session: Session, job_ids: list[str], *, worker: str | None = None) -> None:
     if job_ids:
-        session.execute(
-            update(JobRow)
-            .where(JobRow.job_id.in_(job_ids), JobRow.status.in_(ACTIVE))
-            .values(heartbeat_at=utcnow())
-        )
+        where: list[ColumnElement[bool]] = [JobRow.job_id.in_(job_ids), JobRow.status.in_(ACTIVE)]
+        if worker is not None:
+            where.append(JobRow.worker == worker)
+        session.execute(update(JobRow).where(*where).values(heartbeat_at=utcnow()))
 
 
-def finish_job(session: Session, job_id: str, *, summary: dict[str, Any]) -> None:
-    session.execute(
+def finish_job(
+    session: Session, job_id: str, *, summary: dict[str, Any], worker: str | None = None
+) -> None:
+    """Mark the job done; with `worker`, only if that worker still holds it (else `ClaimLost`,
+    which rolls back the transaction: the variants saved with it are not kept twice)."""
+    where: list[ColumnElement[bool]] = [JobRow.job_id == job_id]
+    if worker is not None:
+        where += [JobRow.worker == worker, JobRow.status == "running"]
+    done = session.execute(
         update(JobRow)
-        .where(JobRow.job_id == job_id)
+        .where(*where)
         .values(status="done", summary=summary, finished_at=utcnow(), heartbeat_at=utcnow())
     )
+    if worker is not None and not cast(CursorResult[Any], done).rowcount:
+        raise ClaimLost(job_id)
 
 
-def fail_job(session: Session, job_id: str, error: str) -> None:
+def fail_job(session: Session, job_id: str, error: str, *, worker: str | None = None) -> None:
+    where: list[ColumnElement[bool]] = [JobRow.job_id == job_id, JobRow.status.in_(ACTIVE)]
+    if worker is not None:
+        where.append(JobRow.worker == worker)
     session.execute(
         update(JobRow)
-        .where(JobRow.job_id == job_id, JobRow.status.in_(ACTIVE))
+        .where(*where)
         .values(status="failed", error=error[:500], finished_at=utcnow())
     )
 
 
-def fail_stale(session: Session, stale_after: timedelta, *, job_id: str | None = None) -> int:
-    """Mark failed every active job whose heartbeat is older than `stale_after`."""
-    limit = utcnow() - stale_after
-    where = [
-        JobRow.status.in_(ACTIVE),
-        or_(JobRow.heartbeat_at.is_(None), JobRow.heartbeat_at < limit),
-    ]
-    if job_id is not None:
-        where.append(JobRow.job_id == job_id)
-    failed = session.execute(
-        update(JobRow).where(*where).values(status="failed", error=LOST, finished_at=utcnow())
+def requeue(session: Session, job_ids: list[str]) -> int:
+    """Put running jobs back in the queue (their worker is known to be gone)."""
+    if not job_ids:
+        return 0
+    done = session.execute(
+        update(JobRow)
+        .where(JobRow.job_id.in_(job_ids), JobRow.status == "running")
+        .values(status="queued", worker=None)
     )
-    return cast(CursorResult[Any], failed).rowcount
+    return cast(CursorResult[Any], done).rowcount
 
 
-def active_jobs(session: Session) -> list[str]:
-    return list(session.scalars(select(JobRow.job_id).where(JobRow.status.in_(ACTIVE))))
+def running_workers(session: Session) -> dict[str, str]:
+    """Running job → the worker that holds it."""
+    rows = session.execute(
+        select(JobRow.job_id, JobRow.worker).where(
+            JobRow.status == "running", JobRow.worker.is_not(None)
+        )
+    )
+    return {job_id: worker for job_id, worker in rows if worker}
+
+
+def queue_depth(session: Session) -> int:
+    """Jobs waiting for a worker."""
+    return int(
+        session.scalar(select(func.count()).select_from(JobRow).where(JobRow.status == "queued"))
+        or 0
+    )
 
 
 def count_active(session: Session) -> dict[str, int]:

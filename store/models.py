@@ -217,6 +217,7 @@ class JobRow(Base):
     request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the validated request; no PII
     created_by: Mapped[str] = mapped_column(String(64))
     worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # claims
     segments_total: Mapped[int] = mapped_column(Integer, default=0)
     segments_done: Mapped[int] = mapped_column(Integer, default=0)
     members_total: Mapped[int] = mapped_column(Integer, default=0)

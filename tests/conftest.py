@@ -77,6 +77,15 @@ def postgres():
         yield url
 
 
+@pytest.fixture(scope="session")
+def redis_url():
+    """The session's Redis server (see tests/redis_server.py); its URL."""
+    from redis_server import redis_server
+
+    with redis_server() as url:
+        yield url
+
+
 _databases = iter(range(1_000_000))
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from postgres import create_database
 from sqlalchemy import create_engine, inspect, text
 
 from store.db import Database
-from store.migrate import FIRST_REVISION, current, head
+from store.migrate import FIRST_REVISION, config, current, head
 from store.models import Base
 
 
@@ -44,10 +45,15 @@ def test_opening_again_is_a_no_op(database_url: str) -> None:
 
 
 def test_a_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:
-    """Tables made by `create_all` and no version table: stamped at the first revision, kept."""
+    """Tables made by `create_all` and no version table: stamped at the first revision, kept.
+
+    Such a database has the schema of the first revision (what `create_all` made before
+    migrations existed), built here from that revision, its version table then dropped."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
-    Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        command.upgrade(config(connection), FIRST_REVISION)
+        connection.execute(text("DROP TABLE alembic_version"))
     with engine.begin() as connection:
         connection.execute(
             text(

@@ -17,9 +17,12 @@ logged without an offer, so the offer feedback route (`/v1/feedback`) refuses it
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from agents.copy.audience import scan_audience
 from agents.copy.state import CopyRequest, CopyResult
@@ -46,10 +49,16 @@ def bandit_policy(campaign_id: str) -> str:
 
 
 def save_result(
-    services: Services, result: CopyResult, *, register: bool, minimizer: Minimizer | None = None
+    services: Services,
+    result: CopyResult,
+    *,
+    register: bool,
+    minimizer: Minimizer | None = None,
+    then: Callable[[Session, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Store the variants of a run (and register those that passed, if asked); the job summary.
-    `minimizer` (of the brief's free text) masks in the stored rows what the guard would miss."""
+    `minimizer` (of the brief's free text) masks in the stored rows what the guard would miss;
+    `then(session, summary)` runs in the same transaction (a job marked done with its variants)."""
     scrub = minimizer or Minimizer()
     rows = [
         scrub.value({**variant.model_dump(mode="json"), "segment_size": segment.size})
@@ -66,6 +75,15 @@ def save_result(
                     registered += register_arm(
                         session, result.campaign_id, row["variant_id"], row["segment"]
                     )
+        summary = _summary(result, scrub, rows, registered)
+        if then is not None:
+            then(session, summary)
+    return summary
+
+
+def _summary(
+    result: CopyResult, scrub: Minimizer, rows: list[dict[str, Any]], registered: int
+) -> dict[str, Any]:
     return scrub.value(
         {
             "segments": [

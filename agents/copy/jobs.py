@@ -1,24 +1,25 @@
-"""Background copy jobs, run by a small pool of threads inside the API process.
+"""Durable copy jobs: rows in the database (`store.jobs`) run by worker loops.
 
-A job's state lives in the database (`store.jobs`), so any worker can report on it, but its work
-runs in the process that accepted it: **a job dies with its process**. The pool's threads are
-daemons, so stopping the process stops its jobs mid-way. Their rows stay `running` (or `queued`)
-until someone notices: a runner starting up marks failed every active job whose owner process on
-this host is gone, and every active job anywhere whose heartbeat is older than the staleness
-window (a minute by default; running jobs beat every few seconds), and reading a job applies the
-same staleness rule. So after a restart, the jobs that were running are reported failed, and
-must be submitted again.
+A job is accepted by the API as a `queued` row. Worker loops claim queued rows one at a time
+(an atomic compare-and-swap; `SKIP LOCKED` on PostgreSQL), so two workers never run the same job.
+They run in the API process by default (`ATTUNE_JOBS_IN_API`), or in `attune worker` processes,
+any number of them. A running job's worker beats every few seconds; when a worker dies (kill -9,
+a restart, a crash), its running jobs are claimed again and run from the start: at once by a
+runner starting on the same host (the owner's pid is gone), else by any runner once the
+heartbeat is older than `ATTUNE_JOB_STALE_AFTER_S`. The progress counters restart with the run;
+a run's variants are saved in the transaction that marks the job done, and only while its worker
+still holds it, so a job's variants are stored once.
 
-Since a job runs only where it was accepted, the request it runs travels in memory with its id;
-the row keeps the request as stored text may be (`stored_request`: the brief's free text
-minimized), for reading and for erasure, never for running.
+What a job runs is its row's request: the brief's goal as stored, minimized (words outside the
+catalog's vocabulary masked). The process that accepted the job also keeps the whole request in
+memory, and when it runs the job itself it runs that; a job resumed or run elsewhere runs the
+stored request.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import re
 import secrets
 import socket
@@ -33,15 +34,17 @@ from agents.privacy.minimize import Minimizer
 from agents.services import Services
 from store.db import Database
 from store.jobs import (
-    active_jobs,
+    ClaimLost,
+    Job,
     add_progress,
+    claim_job,
     fail_job,
-    fail_stale,
     finish_job,
+    get_job,
     heartbeat,
-    start_job,
+    requeue,
+    running_workers,
 )
-from store.models import JobRow
 
 log = logging.getLogger("attune.jobs")
 
@@ -58,41 +61,50 @@ _TOKEN = secrets.token_hex(4)
 
 
 class JobProgress:
-    """Copy progress written to the job's row as SQL increments (safe from parallel branches)."""
+    """Copy progress written to the job's row as SQL increments (safe from parallel branches),
+    while this worker holds the job."""
 
-    def __init__(self, db: Database, job_id: str) -> None:
+    def __init__(self, db: Database, job_id: str, worker: str | None = None) -> None:
         self._db = db
         self._job_id = job_id
+        self._worker = worker
 
     def scanned(self, n: int) -> None:
         with self._db.session() as session:
-            add_progress(session, self._job_id, members_scanned=n)
+            add_progress(session, self._job_id, worker=self._worker, members_scanned=n)
 
     def segment_done(self) -> None:
         with self._db.session() as session:
-            add_progress(session, self._job_id, segments_done=1)
+            add_progress(session, self._job_id, worker=self._worker, segments_done=1)
 
 
 class JobRunner:
-    """A pool of daemon threads taking job ids from a queue; one runner per API process."""
+    """Worker loops (threads) that claim copy jobs from the database and run them, and a
+    heartbeat for the jobs they hold. One per API process (unless ATTUNE_JOBS_IN_API=false) or
+    per `attune worker`."""
 
     def __init__(
         self,
         services: Services,
         *,
         workers: int = 2,
-        heartbeat_s: float = 5.0,
-        stale_after_s: float = 60.0,
+        heartbeat_s: float | None = None,
+        stale_after_s: float | None = None,
+        poll_s: float = 1.0,
+        worker: str | None = None,
     ) -> None:
         self.services = services
-        self.worker = worker_id()
-        self.stale_after = timedelta(seconds=stale_after_s)
-        self._heartbeat_s = heartbeat_s
-        self._queue: queue.Queue[tuple[str, CopyRequest | None]] = queue.Queue()
+        self.worker = worker or worker_id()  # as job rows name their worker
+        self.stale_after = timedelta(seconds=stale_after_s or services.settings.job_stale_after_s)
+        # Several beats fit in the staleness window, so a live worker is never taken for gone.
+        self._heartbeat_s = heartbeat_s or min(5.0, self.stale_after.total_seconds() / 6)
+        self._poll_s = poll_s
+        self._requests: dict[str, CopyRequest] = {}  # accepted here: the whole request
         self._mine: set[str] = set()
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._stop = threading.Event()
-        self.recovered = self._fail_orphans()
+        self.recovered = self._requeue_orphans()
         self._threads = [
             threading.Thread(target=self._work, name=f"copy-job-{i}", daemon=True)
             for i in range(workers)
@@ -104,74 +116,135 @@ class JobRunner:
             thread.start()
 
     def submit(self, job_id: str, request: CopyRequest) -> None:
-        """Run the job `job_id` (already stored) on `request`, the caller's whole request."""
+        """Wake the loops for the job `job_id` (already stored, queued), accepted here with
+        `request`, the caller's whole request."""
         with self._lock:
-            self._mine.add(job_id)
-        self._queue.put((job_id, request))
+            self._requests[job_id] = request
+        self._wake.set()
 
     def close(self) -> None:
-        """Stop taking jobs; the job being run finishes or dies with the process."""
+        """Stop claiming jobs; a job being run finishes (or, if the process dies first, is
+        claimed again by another worker)."""
         self._stop.set()
-        for _ in self._threads:
-            self._queue.put(("", None))
+        self._wake.set()
+
+    def wait(self) -> None:
+        """Block until `close` (for `attune worker`)."""
+        while not self._stop.wait(1.0):
+            pass
+
+    def join(self, timeout: float | None = None) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            job_id, request = self._queue.get()
-            if not job_id or request is None:
-                return
             try:
-                run_job(self.services, job_id, request, worker=self.worker)
+                with self.services.db.session() as session:
+                    job = claim_job(session, self.worker, stale_after=self.stale_after)
+            except Exception:
+                log.exception("could not claim a copy job; trying again")
+                job = None
+            if job is None:
+                self._wake.wait(self._poll_s)
+                self._wake.clear()
+                self._forget_others()
+                continue
+            with self._lock:
+                self._mine.add(job.job_id)
+                request = self._requests.pop(job.job_id, None)
+            try:
+                self._run(job, request)
             finally:
                 with self._lock:
-                    self._mine.discard(job_id)
+                    self._mine.discard(job.job_id)
+
+    def _run(self, job: Job, request: CopyRequest | None) -> None:
+        if job.attempts > 1:
+            log.warning("copy job %s: run %d (its worker stopped before)", job.job_id, job.attempts)
+        else:
+            log.info("copy job %s: running", job.job_id)
+        if request is None:
+            try:
+                request = CopyRequest.model_validate(job.request)
+            except ValueError as error:
+                with self.services.db.session() as session:
+                    fail_job(
+                        session,
+                        job.job_id,
+                        f"the stored request is not valid ({type(error).__name__})",
+                        worker=self.worker,
+                    )
+                return
+        run_job(self.services, job.job_id, request, worker=self.worker)
+
+    def _forget_others(self) -> None:
+        """Drop the requests of jobs accepted here that another worker has taken."""
+        with self._lock:
+            waiting = list(self._requests)
+        if not waiting:
+            return
+        with self.services.db.session() as session:
+            gone = [j for j in waiting if _status(session, j) != "queued"]
+        with self._lock:
+            for job_id in gone:
+                self._requests.pop(job_id, None)
 
     def _beat(self) -> None:
         while not self._stop.wait(self._heartbeat_s):
             with self._lock:
                 mine = list(self._mine)
             if mine:
-                with self.services.db.session() as session:
-                    heartbeat(session, mine)
+                try:
+                    with self.services.db.session() as session:
+                        heartbeat(session, mine, worker=self.worker)
+                except Exception:
+                    log.exception("copy job heartbeat failed")
 
-    def _fail_orphans(self) -> int:
-        """Mark failed the active jobs whose process is gone: on this host, a dead pid; anywhere,
-        a stale heartbeat."""
-        failed = 0
+    def _requeue_orphans(self) -> int:
+        """Queue again the running jobs whose worker process on this host is gone (a stale
+        heartbeat is enough anywhere else: `claim_job` takes those)."""
         with self.services.db.session() as session:
-            for job_id in active_jobs(session):
-                row = session.get(JobRow, job_id)
-                if row is not None and _dead_here(row.worker):
-                    fail_job(
-                        session, job_id, "its worker process stopped (jobs die with their process)"
-                    )
-                    failed += 1
-            failed += fail_stale(session, self.stale_after)
-        if failed:
-            log.warning("marked %d job(s) failed: their worker process stopped", failed)
-        return failed
+            orphans = [j for j, w in running_workers(session).items() if _dead_here(w)]
+            requeued = requeue(session, orphans)
+        if requeued:
+            log.warning("queued %d copy job(s) again: their worker process stopped", requeued)
+        return requeued
+
+
+def _status(session: Any, job_id: str) -> str | None:
+    try:
+        return get_job(session, job_id).status
+    except Exception:
+        return None
 
 
 def run_job(services: Services, job_id: str, request: CopyRequest, *, worker: str) -> None:
-    """Run one queued copy job to done or failed."""
-    with services.db.session() as session:
-        if not start_job(session, job_id, worker=worker):
-            return  # taken by another worker, or no longer queued
+    """Run one claimed copy job to done or failed; its variants are saved in the transaction
+    that marks it done, and only while `worker` still holds it."""
+
+    def finish(session: Any, summary: dict[str, Any]) -> None:
+        finish_job(session, job_id, summary=summary, worker=worker)
+
     try:
         result = generate_copy(
-            services, request, campaign_id=job_id, progress=JobProgress(services.db, job_id)
+            services, request, campaign_id=job_id, progress=JobProgress(services.db, job_id, worker)
         )
-        summary = save_result(
-            services, result, register=request.register_arms, minimizer=minimizer(services, request)
+        save_result(
+            services,
+            result,
+            register=request.register_arms,
+            minimizer=minimizer(services, request),
+            then=finish,
         )
-        with services.db.session() as session:
-            finish_job(session, job_id, summary=summary)
+    except ClaimLost:
+        log.warning("copy job %s was claimed by another worker; this run is dropped", job_id)
     except Exception as error:
         # The job is marked failed with the error's kind only (messages can quote data); the
-        # traceback goes to the service log.
+        # traceback goes to the service log. If another worker holds it now, nothing changes.
         log.exception("copy job %s failed", job_id)
         with services.db.session() as session:
-            fail_job(session, job_id, f"{type(error).__name__}; see the service log")
+            fail_job(session, job_id, f"{type(error).__name__}; see the service log", worker=worker)
 
 
 def minimizer(services: Services, request: CopyRequest) -> Minimizer:
@@ -184,7 +257,8 @@ def minimizer(services: Services, request: CopyRequest) -> Minimizer:
 
 
 def stored_request(services: Services, request: CopyRequest) -> dict[str, Any]:
-    """The request as a job row keeps it: the goal minimized."""
+    """The request as a job row keeps it (and as a job resumed elsewhere runs it): the goal
+    minimized."""
     data = request.json_dump()
     goal = Minimizer.for_services(services, [request.brief.goal])
     data["brief"]["goal"] = goal.text(request.brief.goal)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
@@ -30,21 +29,15 @@ from store.jobs import create_job, finish_job
 
 router = APIRouter(prefix="/v1", tags=["copy"])
 CampaignId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
-_runner_lock = threading.Lock()
 
 
-def get_runner(request: Request) -> JobRunner:
-    """The app's job runner, started on first use (which also fails jobs orphaned by a restart)."""
-    state = request.app.state
-    with _runner_lock:
-        runner = getattr(state, "copy_jobs", None)
-        if runner is None:
-            runner = JobRunner(state.services)
-            state.copy_jobs = runner
-    return runner
+def get_runner(request: Request) -> JobRunner | None:
+    """The job runner of this API process (None with ATTUNE_JOBS_IN_API=false: `attune worker`
+    processes run the jobs)."""
+    return getattr(request.app.state, "copy_jobs", None)
 
 
-RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+RunnerDep = Annotated[JobRunner | None, Depends(get_runner)]
 
 
 @router.post(
@@ -93,7 +86,7 @@ def _queue(
     campaign_id: str,
     caller: Caller,
     size: int,
-    runner: JobRunner,
+    runner: JobRunner | None,
 ) -> None:
     with services.db.session() as session:
         create_job(
@@ -102,11 +95,12 @@ def _queue(
             kind="copy",
             request=stored_request(services, body),
             created_by=caller.actor,
-            worker=runner.worker,
+            worker=None,
             segments_total=len(body.audience.resolved()),
             members_total=size,
         )
-    runner.submit(campaign_id, body)
+    if runner is not None:
+        runner.submit(campaign_id, body)
 
 
 def _inline(

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Path, Query, Response
 
 from api.auth import Caller, CopyCaller
 from api.deps import ServicesDep
-from api.routes.copy import RunnerDep
 from api.schemas import JobOut, JobProgressOut
 from store.copy import get_variants
 from store.errors import Conflict, NotFound
@@ -37,12 +36,10 @@ CSV_COLUMNS = (
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def read_job(
-    services: ServicesDep, caller: CopyCaller, runner: RunnerDep, job_id: str = JobId
-) -> JobOut:
+def read_job(services: ServicesDep, caller: CopyCaller, job_id: str = JobId) -> JobOut:
     """A job's status and progress: segments done of total, people scanned of total."""
     with services.db.session() as session:
-        job = _job(session, job_id, caller, runner)
+        job = _job(session, job_id, caller)
     return JobOut(
         job_id=job.job_id,
         kind=job.kind,
@@ -75,13 +72,12 @@ def read_job(
 def read_job_results(
     services: ServicesDep,
     caller: CopyCaller,
-    runner: RunnerDep,
     job_id: str = JobId,
     format: Literal["jsonl", "csv"] = Query("jsonl", description="jsonl or csv"),
 ) -> Response:
     """A done job's variants, one per line, as JSON Lines or CSV; 409 while it runs."""
     with services.db.session() as session:
-        job = _job(session, job_id, caller, runner)
+        job = _job(session, job_id, caller)
     if job.status != "done":
         raise Conflict(f"job {job_id!r} is {job.status}; results are ready when it is done")
     with services.db.session() as session:
@@ -93,9 +89,9 @@ def read_job_results(
     return Response(_csv(job_id, variants), media_type="text/csv", headers=disposition)
 
 
-def _job(session: Any, job_id: str, caller: Caller, runner: Any) -> Job:
+def _job(session: Any, job_id: str, caller: Caller) -> Job:
     """The job, if this caller may see it: its creator or an admin (others get a 404)."""
-    job = get_job(session, job_id, stale_after=runner.stale_after)
+    job = get_job(session, job_id)
     if job.created_by != caller.actor and not caller.has("admin"):
         raise NotFound(f"job {job_id!r} does not exist")
     return job
