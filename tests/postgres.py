@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+import local_servers
+from local_servers import free_port
 
 SEARCH = ("/usr/lib/postgresql",)
 
@@ -34,15 +34,7 @@ def binaries() -> Path | None:
 
 
 def unavailable(reason: str) -> None:
-    if os.environ.get("ATTUNE_TEST_POSTGRES") == "required":
-        pytest.fail(f"PostgreSQL is required here (ATTUNE_TEST_POSTGRES=required): {reason}")
-    pytest.skip(f"no PostgreSQL server for the tests: {reason}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    local_servers.unavailable("PostgreSQL", "ATTUNE_TEST_POSTGRES", reason)
 
 
 @contextmanager
@@ -59,7 +51,7 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(folder, "postgres")
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
 
     def run(*args: str) -> None:
         done = subprocess.run([*as_user, *args], capture_output=True, text=True, cwd="/")

@@ -8,7 +8,6 @@ Without it the tests that need Redis are skipped with the reason, unless
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -18,19 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+import local_servers
+from local_servers import free_port
 
 
 def unavailable(reason: str) -> None:
-    if os.environ.get("ATTUNE_TEST_REDIS") == "required":
-        pytest.fail(f"Redis is required here (ATTUNE_TEST_REDIS=required): {reason}")
-    pytest.skip(f"no Redis server for the tests: {reason}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    local_servers.unavailable("Redis", "ATTUNE_TEST_REDIS", reason)
 
 
 @contextmanager
@@ -43,7 +35,7 @@ def redis_server() -> Iterator[str]:
         unavailable("redis-server not found (apt-get install redis-server)")
     assert binary is not None
     folder = Path(tempfile.mkdtemp(prefix="attune-redis-"))
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             binary,
