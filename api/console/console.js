@@ -413,12 +413,14 @@ async function inspectDecision(event) {
   show("decision-result", renderDecision(result.data));
 }
 
-function stage(title, entries) {
+function stage(title, entries, removed = []) {
   return el(
     "li",
     { class: "stage", "data-stage": title },
-    el("h4", {}, title),
-    entries.length ? el("ul", {}, entries.map((e) => el("li", {}, e))) : el("p", { class: "none" }, "none"),
+    el("h4", {}, `${title} (${entries.length})`),
+    entries.length || removed.length
+      ? el("ul", {}, entries.map((e) => el("li", {}, e)), removed.map((e) => el("li", { class: "removed" }, e)))
+      : el("p", { class: "none" }, "none"),
   );
 }
 
@@ -453,7 +455,7 @@ function renderDecision(d) {
       "ol",
       { class: "trace" },
       stage("candidates", trace.candidates || []),
-      stage("eligible", [...(trace.eligible || []), ...rulesText(trace.not_eligible).map((t) => `removed ${t}`)]),
+      stage("eligible", trace.eligible || [], rulesText(trace.not_eligible)),
       stage("capped", rulesText(trace.capped)),
       stage("ranked", ranked),
       stage("chosen", trace.chosen ? [trace.chosen] : []),
@@ -470,8 +472,10 @@ function renderDecision(d) {
     el("p", { class: "meta" }, `writer: ${content.writer || "none"} · attempts: ${content.attempts ?? "—"} · items: ${(content.item_ids || []).join(", ") || "none"} · offer: ${content.offer_id || "none"}`),
     el("h3", {}, "Guard's verdict"),
     guard.length
-      ? el("div", { class: "guard fail" }, el("p", {}, `rejected ${guard.length} time(s) before this copy:`), el("ul", {}, guard.map((p) => el("li", {}, typeof p === "string" ? p : JSON.stringify(p)))))
-      : el("p", { class: "guard pass" }, "passed: the copy names only approved items and offers, with catalog prices"),
+      ? el("div", { class: "guard fail" }, el("p", {}, "withheld: the last draft failed the output guard, so no copy was sent"), el("ul", {}, guard.map((p) => el("li", {}, String(p)))))
+      : el("p", { class: "guard pass" }, content.attempts > 1
+        ? `passed on draft ${content.attempts}: the earlier drafts were rejected (see degraded above)`
+        : `passed: the output guard found no problem in draft ${content.attempts ?? 1}`),
     el("h3", {}, "Explanation"),
     el("p", {}, explanation.summary || ""),
     el("h3", {}, "Versions"),
