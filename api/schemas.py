@@ -17,8 +17,8 @@ from pydantic_core import core_schema
 
 from agents.copy.segments import Audience
 from agents.decide.explain import Explanation
-from store.schemas import Channel, Event, Identifier, Item, Profile, Purpose
 from policies.copy import CopyChannel
+from store.schemas import Channel, Event, Identifier, Item, Profile, Purpose
 from tools.schemas import Candidate, OfferChoice, OfferSummary, ScoreParts
 
 MAX_BATCH = 1000

@@ -113,7 +113,10 @@ def test_a_sample_never_names_someone_the_channel_leaves_out(client: TestClient)
     [
         ({"channel": "fax", "audience": {"segments": SEGMENTS}}, "channel"),
         ({"channel": "push", "audience": {"segments": SEGMENTS}, "sample": 21}, "sample"),
-        ({"channel": "push", "audience": {"segments": [{"name": "x", "rule": {"mood": 1}}]}}, "mood"),
+        (
+            {"channel": "push", "audience": {"segments": [{"name": "x", "rule": {"mood": 1}}]}},
+            "mood",
+        ),
     ],
 )
 def test_a_bad_preview_names_the_field(client: TestClient, body: dict, field: str) -> None:

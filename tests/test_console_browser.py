@@ -8,7 +8,6 @@ where that is a failure. One server and one browser serve the whole module.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -19,15 +18,15 @@ from typing import Any
 
 import pytest
 import uvicorn
+from local_servers import free_port, unavailable
 from PIL import Image
+from small_world import write_small_world
 
 from agents.factory import build_services
 from agents.seed import seed
 from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
-from local_servers import free_port, unavailable
-from small_world import write_small_world
 from store.access import SCOPES, create_key
 
 XSS_TITLE = "Mug <img src=x onerror=window.__xss=1> deluxe"
@@ -240,7 +239,6 @@ def test_experiment_drift_and_eval_views_render_what_the_server_has(
     """A view whose endpoint this server lacks says so; one it has is rendered as tables."""
     import httpx
     from playwright.sync_api import expect
-
     from test_console import write_eval_report
 
     headers = {"Authorization": f"Bearer {served.key}"}
