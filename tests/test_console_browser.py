@@ -203,6 +203,28 @@ def test_the_copy_studio_writes_variants_for_three_segments_and_exports_recipien
     print(f"screenshots: {studio} {exported}")
 
 
+def test_a_background_job_is_followed_until_its_variants_are_shown(
+    page: Any, served: Served
+) -> None:
+    from playwright.sync_api import expect
+
+    for remove in page.locator("#segments .remove").all()[1:]:
+        remove.click()
+    expect(page.locator("#segments .segment")).to_have_count(1)
+    page.check("#run-async")
+    page.click("#write-copy")
+    expect(page.locator("#copy-status")).to_contain_text("job ", timeout=60_000)
+    expect(page.locator("#copy-status")).to_contain_text(
+        "2 variants for 1 segment", timeout=180_000
+    )
+    campaign = page.locator("#copy-status").inner_text().split()[1].rstrip(":")
+    job = request(served, "GET", f"/v1/jobs/{campaign}")
+    assert job["status"] == "done" and job["summary"] is not None
+    article = page.locator("article.segment-result")
+    expect(article).to_have_count(1)
+    expect(article.locator(".variant")).to_have_count(2)
+
+
 def test_the_decision_inspector_shows_a_decisions_trace(
     page: Any, served: Served, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -219,6 +219,7 @@ function copyRequest() {
     channel: $("channel").value,
     audience: { segments },
     variants: Number($("variants").value),
+    async: $("run-async").checked,
   };
 }
 
@@ -283,7 +284,8 @@ async function followJob(jobId) {
 
 function renderCopy(campaignId, segments, whole) {
   const variants = segments.reduce((n, s) => n + s.variants.length, 0);
-  setStatus("copy-status", `campaign ${campaignId}: ${variants} variants for ${segments.length} segments`, "pass");
+  const count = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  setStatus("copy-status", `campaign ${campaignId}: ${count(variants, "variant")} for ${count(segments.length, "segment")}`, "pass");
   show(
     "copy-result",
     whole && whole.degraded.length ? el("p", { class: "degraded" }, `degraded: ${whole.degraded.join("; ")}`) : null,
