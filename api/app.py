@@ -19,11 +19,14 @@ from api import errors
 from api.auth import BodyLimit, RateLimits
 from api.routes import (
     admin,
+    audience,
     catalog,
     chat,
+    console,
     copy,
     decide,
     decisions,
+    evals,
     events,
     feedback,
     health,
@@ -80,6 +83,9 @@ def create_app(
         admin,
         health,
         metrics,
+        audience,
+        evals,
+        console,
     ):
         app.include_router(module.router, responses={} if module is health else ERROR_RESPONSES)
     app.add_middleware(BodyLimit)

@@ -161,6 +161,7 @@ AdminCaller = Annotated[Caller, Depends(require("admin"))]
 ChatCaller = Annotated[Caller, Depends(require("chat"))]
 CopyCaller = Annotated[Caller, Depends(require("copy"))]
 MetricsCaller = Annotated[Caller, Depends(require("metrics", "admin"))]
+EvalCaller = Annotated[Caller, Depends(require("eval", "admin"))]
 
 
 class BodyLimit:

@@ -15,7 +15,9 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from agents.copy.segments import Audience
 from agents.decide.explain import Explanation
+from policies.copy import CopyChannel
 from store.schemas import Channel, Event, Identifier, Item, Profile, Purpose
 from tools.schemas import Candidate, OfferChoice, OfferSummary, ScoreParts
 
@@ -378,3 +380,35 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         500: "The service failed; the error was logged.",
     }.items()
 }
+
+
+# -- The console's copy studio and eval reports ---------------------------------------------
+
+
+class AudiencePreviewIn(_In):
+    channel: CopyChannel
+    audience: Audience
+    sample: int = Field(5, ge=0, le=20, description="User ids to show per segment.")
+
+
+class SegmentPreviewOut(BaseModel):
+    name: str
+    rule: str = Field(description="The segment's rule in words.")
+    size: int = Field(description="Members who qualify now, consent included.")
+    excluded: dict[str, int] = Field(description="Rule id → people it left out of the segment.")
+    unknown_user_ids: int
+    sample: list[str] = Field(description="The first members' user ids, in user id order.")
+
+
+class AudiencePreviewOut(BaseModel):
+    channel: CopyChannel
+    segments: list[SegmentPreviewOut]
+
+
+class EvalReportOut(BaseModel):
+    report_id: str = Field(description="The report folder's name.")
+    name: str
+    kind: str
+    started_at: str | None
+    passed: bool | None
+    summary: str | None

@@ -196,6 +196,15 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
     ),
     ("GET", "/v1/jobs/{job_id}", {"job_id": "{campaign_id}"}, None),
     ("GET", "/v1/jobs/{job_id}/results", {"job_id": "{campaign_id}"}, None),
+    ("GET", "/v1/jobs/{job_id}/recipients", {"job_id": "{campaign_id}"}, None),
+    (
+        "POST",
+        "/v1/copy/audience",
+        {},
+        {"channel": "push", "audience": {"user_ids": [VICTIM]}, "sample": 5},
+    ),
+    ("GET", "/v1/evals/reports", {}, None),
+    ("GET", "/v1/evals/reports/{report_id}", {"report_id": "any"}, None),
     ("POST", "/v1/catalog/items", {}, {"items": [ITEM]}),
     ("POST", "/v1/admin/keys", {}, {"name": "mine", "scopes": ["admin"]}),
     (
@@ -217,6 +226,8 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
     ("POST", "/v1/events", {}, None),
 ]
 OPEN_ROUTES = {("GET", "/healthz")}  # no data of anyone
+# The console's static files: the page holds no data; it calls the routes above with a key.
+OPEN_ROUTES |= {("GET", "/console"), ("GET", "/console/"), ("GET", "/console/{name}")}
 
 
 def _fill(value: Any, victim: Victim) -> Any:

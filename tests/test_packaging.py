@@ -29,3 +29,14 @@ def test_every_data_file_of_agents_is_package_data() -> None:
         )
     ]
     assert not left_out, f"not in the wheel: {left_out}"
+
+
+def test_the_console_files_are_package_data() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = config["tool"]["setuptools"]["package-data"].get("api.console", [])
+    folder = ROOT / "api" / "console"
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix != ".py"]
+    assert {p.name for p in files} >= {"index.html", "console.js", "console.css"}
+    assert (folder / "__init__.py").exists()
+    left_out = [p.name for p in files if not any(fnmatch(p.name, glob) for glob in globs)]
+    assert not left_out, f"not in the wheel: {left_out}"
