@@ -147,6 +147,9 @@ class ItemItemModel:
                 counts[item] = counts.get(item, 0) + 1
         items = sorted(sorted(counts, key=lambda i: (-counts[i], i))[: params.max_items])
         column = {item: j for j, item in enumerate(items)}
+        if not items:  # nothing to learn from yet: a model that leaves Qdrant's order alone
+            empty = np.zeros((0, 0), dtype=np.float32)
+            return cls([], empty, csr_matrix(empty), params)
         x = interaction_matrix(sequences.values(), column)
         return cls(
             items,

@@ -81,6 +81,9 @@ def test_the_model_survives_a_save_and_load(tmp_path: Path) -> None:
     assert (loaded.transitions != model.transitions).nnz == 0
     assert loaded.rerank(["c", "b"], [("a", 1.0)]) == model.rerank(["c", "b"], [("a", 1.0)])
     assert ItemItemModel.load(tmp_path / "missing") is None
+    # With no events yet, the model keeps Qdrant's order.
+    empty = ItemItemModel.fit({}, ItemItemParams())
+    assert empty.rerank(["b", "a"], [("a", 1.0)]) == ["b", "a"]
 
 
 def test_fit_from_store_reads_each_persons_events_in_time_order(tmp_path: Path) -> None:
