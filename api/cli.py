@@ -231,13 +231,15 @@ def train_command(
         bool, typer.Option("--full", help="Refit from scratch instead of updating.")
     ] = False,
 ) -> None:
-    """Train the collaborative vectors from the event store (incremental unless --full).
+    """Train the collaborative vectors from the event store (incremental unless --full), and
+    refit the item-item re-ranking model (`retrieval.sequence`, in ATTUNE_HOME/itemitem).
 
     Run it while the service is stopped: the embedded vector index allows one process at a time.
     """
     from agents.factory import build_services
     from agents.services import collab_folder
     from retrieval.collab import train
+    from retrieval.sequence import ItemItemParams, fit_from_store
 
     settings = Settings()
     configure_logging(settings)
@@ -250,9 +252,15 @@ def train_command(
             full=full,
             consent=services.policy.purpose_for("profiling"),
         )
+        item_item = fit_from_store(
+            services.db,
+            settings.home / "itemitem",
+            ItemItemParams(),
+            consent=services.policy.purpose_for("profiling"),
+        )
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     finally:
         services.close()
-    typer.echo(json.dumps(asdict(report)))
+    typer.echo(json.dumps({**asdict(report), "itemitem_items": len(item_item.item_ids)}))

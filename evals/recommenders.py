@@ -11,8 +11,9 @@ bootstrap over users that puts confidence intervals on every figure.
 
 All three, and the EASE stage of the hybrid, read the training interactions through the same
 `InputWeights`: a rating of `liked_min` or more counts 1, a lower one `other_weight` (0 drops
-it). `other_weight` is a tuned hyperparameter of every one of them, chosen on the same validation
-split, so no system gets an input filter the others are denied.
+it), times `decay`**age for recency (age 0 = the user's newest rating). `other_weight` is a tuned
+hyperparameter of every one of them, chosen on the same validation split, and so is `decay` (tried
+at each system's best point), so no system gets an input filter the others are denied.
 
 All three score the items of a `UserItems` matrix: the training interactions, restricted to items
 with at least `min_count` users (and at most `max_items` of them, the most popular), so that a
@@ -22,15 +23,15 @@ nothing; the most-popular list fills a short top-k.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import lapack
 from scipy.sparse import csr_matrix, diags
 
 from evals.movielens import Rating, Split, popularity
 from retrieval.collab import ALSParams, Interactions, fit
+from retrieval.sequence import ease_weights
 
 Weight = Callable[[Rating, int], float]
 """The weight of one training rating, given the rating and its age (0 = the user's newest)."""
@@ -43,13 +44,16 @@ def binary(rating: Rating, age: int) -> float:
 @dataclass(frozen=True)
 class InputWeights:
     """How much one training rating counts as a positive: 1 from `liked_min` up, `other_weight`
-    below it (0 leaves the rating out)."""
+    below it (0 leaves the rating out), times `decay`**age (age 0 = the user's newest rating;
+    decay 1 weighs every rating alike)."""
 
     liked_min: float = 4.0
     other_weight: float = 1.0
+    decay: float = 1.0
 
     def __call__(self, rating: Rating, age: int) -> float:
-        return 1.0 if rating.rating >= self.liked_min else self.other_weight
+        base = 1.0 if rating.rating >= self.liked_min else self.other_weight
+        return base * self.decay**age
 
 
 @dataclass
@@ -119,22 +123,9 @@ class UserItems:
 
 
 def ease(x: csr_matrix, regularization: float) -> np.ndarray:
-    """EASE^R's item-item weights B (items x items, float32, zero diagonal) in closed form."""
-    if regularization <= 0:
-        raise ValueError(f"EASE regularization must be positive, got {regularization}")
-    gram = np.asarray((x.T @ x).todense(), dtype=np.float32)
-    gram[np.diag_indices_from(gram)] += regularization
-    # Cholesky (XᵀX + λI is symmetric positive definite): half the work of a general inverse.
-    factor, info = lapack.spotrf(gram, lower=1, overwrite_a=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info})")
-    inverse, info = lapack.spotri(factor, lower=1, overwrite_c=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"EASE: inverse failed (info={info})")
-    inverse = np.tril(inverse) + np.tril(inverse, -1).T
-    weights = inverse / -np.diag(inverse)[None, :]
-    np.fill_diagonal(weights, 0.0)
-    return weights
+    """EASE^R's item-item weights B (items x items, float32, zero diagonal) in closed form: the
+    service's own (`retrieval.sequence.ease_weights`)."""
+    return ease_weights(x, regularization)
 
 
 def rp3beta(x: csr_matrix, alpha: float, beta: float) -> np.ndarray:
@@ -195,20 +186,6 @@ class ALSRanker:
             return self.data.top_k(np.zeros(len(self.data.items)), seen, k)
         scores = self.item_factors @ factors
         return self.data.top_k(scores - scores.min() + 1e-6, seen, k)
-
-
-def rerank(
-    candidates: Sequence[str], ease_scores: dict[str, float], *, ease_weight: float, rrf_k: int
-) -> list[str]:
-    """Candidates (Qdrant's fused order) re-ordered by weighted reciprocal rank fusion of their
-    Qdrant rank (weight 1) and their EASE rank among them (weight `ease_weight`)."""
-    by_ease = sorted(candidates, key=lambda item: -ease_scores.get(item, 0.0))
-    ease_rank = {item: rank for rank, item in enumerate(by_ease)}
-    fused = {
-        item: 1 / (rrf_k + rank) + ease_weight / (rrf_k + ease_rank[item])
-        for rank, item in enumerate(candidates)
-    }
-    return sorted(candidates, key=lambda item: -fused[item])
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from api.cli import app
 from retrieval.catalog import ingest_items
 from retrieval.collab import ALSParams, CollabModel, Interactions, fit, train
 from retrieval.index import COLLAB_VECTOR
+from retrieval.sequence import ItemItemModel
 from store.events import ingest_events
 from store.schemas import Channel, Event, Item, UserRecord
 from store.users import upsert_user
@@ -201,5 +202,9 @@ def test_attune_train_command(small_world: Services, monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(app, ["train", "--full"])
     assert result.exit_code == 0, result.output
     assert '"mode": "full"' in result.output
+    # The item-item re-ranking model is refitted beside it, from the same consented events.
+    item_item = ItemItemModel.load(home / "itemitem")
+    assert item_item is not None and item_item.item_ids
+    assert f'"itemitem_items": {len(item_item.item_ids)}' in result.output
     again = CliRunner().invoke(app, ["train"])
     assert '"mode": "unchanged"' in again.output

@@ -154,8 +154,9 @@ def test_the_real_suite_runs_on_a_sample_and_reports_the_gate(
             "ease": {"regularization": [200.0]},
             "rp3beta": {"alpha": [0.5], "beta": [0.3]},
             "als": {"factors": [32], "regularization": [0.1], "alpha": [2.0]},
-            "hybrid": {"ease_weight": [0.0, 3.0]},
+            "hybrid": {"transition_weight": [0.0, 0.2], "qdrant_weight": [0.0]},
             "inputs": {"other_weight": [0.0, 1.0]},
+            "recency": {"decay": [1.0, 0.95]},
         },
     )
     small = tmp_path / "movielens-sample.yaml"
@@ -179,6 +180,10 @@ def test_the_real_suite_runs_on_a_sample_and_reports_the_gate(
     tuning = metrics["tables"]["movielens: tuning on the validation split (NDCG@10)"]
     for system in chosen:
         assert {row["other_weight"] for row in tuning if row["system"] == system} == {0.0, 1.0}
+    # Recency weighting was offered to every baseline, on the validation split too.
+    for system in ("ease", "rp3beta", "als"):
+        assert {row.get("decay", 1.0) for row in tuning if row["system"] == system} == {1.0, 0.95}
+    assert {row["transition_weight"] for row in tuning if row["system"] == "hybrid"} == {0.0, 0.2}
     # The ratio to the best baseline and its interval are reported, on the test split.
     gate = details["ratio_to_best_baseline"]
     rows = {row["system"]: row["metrics"]["ndcg@10"] for row in metrics["rows"]}

@@ -11,7 +11,7 @@ from scipy.sparse import csr_matrix
 
 from evals.movielens import Rating, time_split, validation_split
 from evals.ranking.tuning import Tuned
-from evals.recommenders import bootstrap_mean, bootstrap_ratio, ease, rerank, rp3beta
+from evals.recommenders import bootstrap_mean, bootstrap_ratio, ease, rp3beta
 from tests.test_ranking import write_release
 
 
@@ -52,13 +52,6 @@ def test_rp3beta_on_a_graph_small_enough_to_walk_by_hand() -> None:
     assert rp3beta(x, alpha=1.0, beta=1.0) == pytest.approx(expected / [1, 2, 1])
     # alpha raises each transition probability: a -> u1 -> b is 1² · 0.5².
     assert rp3beta(x, alpha=2.0, beta=0.0)[0, 1] == pytest.approx(1.0 * 0.25)
-
-
-def test_rerank_orders_by_ease_when_it_dominates_and_by_qdrant_when_it_is_off() -> None:
-    candidates = ["a", "b", "c"]
-    scores = {"a": 0.1, "b": 0.2, "c": 0.9}
-    assert rerank(candidates, scores, ease_weight=0.0, rrf_k=60) == ["a", "b", "c"]
-    assert rerank(candidates, scores, ease_weight=10.0, rrf_k=60) == ["c", "b", "a"]
 
 
 def test_the_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time() -> None:
@@ -144,3 +137,18 @@ def test_every_baseline_reads_the_same_weighted_input(tmp_path: Path) -> None:
     ]:
         recommend = tuned.baseline(kind, {**point, "other_weight": 0.0})
         assert recommend(user, seen, 5) == popular, kind
+
+
+def test_recency_decay_weighs_each_rating_by_its_age(tmp_path: Path) -> None:
+    """decay**age multiplies every rating's input weight, age 0 being the user's newest."""
+    split = time_split(write_release(tmp_path / "ml"), holdout=0.2)
+    tuned = Tuned(split, {}, {"min_count": 1}, liked_min=4.0)
+    flat, decayed = tuned.inputs(1.0), tuned.inputs(1.0, 0.5)
+    user = tuned.data.users[0]
+    ratings = split.train[user]
+    row = decayed[tuned.data.row[user]].toarray().ravel()
+    for age, rating in enumerate(reversed(ratings)):
+        column = tuned.data.column.get(rating.movie)
+        if column is not None:
+            assert row[column] == pytest.approx(0.5**age)
+    assert flat.nnz == decayed.nnz

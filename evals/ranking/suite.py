@@ -11,18 +11,19 @@ Systems (`type` in the suite file):
   collaborative vector (ALS, `retrieval.collab`), queried with `retrieval.hybrid.hybrid_search`
   and the person's training items excluded by a filter pushed into Qdrant;
 - `hybrid`: Attune's hybrid — the fused Qdrant query (taste, collab, recent) fetches `pool`
-  candidates, with every filter applied inside Qdrant; a re-ranking stage then scores those
-  candidates with EASE^R and fuses the two orders by weighted reciprocal rank.
+  candidates, with every filter applied inside Qdrant; the service's item-item model
+  (`retrieval.sequence.ItemItemModel`: EASE^R plus a next-item transition model over each
+  user's time-ordered history) then re-ranks those candidates.
 
 How the hybrid maps to serving: Qdrant stays the candidate source (filters, stock, eligibility
-and the exclusions act there, as today). The re-ranking stage needs, per candidate j, the EASE
-score Σ_i w_i B[i, j] over the person's recent items i: the service keeps B's rows for the items
-in its catalog beside the collaborative model (trained offline like ALS) and reads only the
-rows of the person's history and the candidate columns, a few hundred numbers per request. The
-EASE input weighs an interaction by how strong it is: here a rating of `liked_min` or more
-weighs 1 and a lower one `other_weight`; in the service, the event weights (a purchase over a
-view). Nothing of the re-ranking needs the test split: its two weights are chosen on the
-validation split, as are the baselines' parameters.
+and the exclusions act there, as today). `retrieval.sequence` fits the item-item model from the
+event store (`fit_from_store`, events in time order per person, weighted by event type), saves
+it beside the collaborative model and re-ranks a request's candidates with `rerank`, reading
+only the rows of the person's history and the candidates' columns. The test run calls exactly
+that `rerank`. The EASE input weighs an interaction by how strong it is: here a rating of
+`liked_min` or more weighs 1 and a lower one `other_weight`; in the service, the event weights
+(a purchase over a view). Nothing of the re-ranking needs the test split: its weights are chosen
+on the validation split, as are the baselines' parameters.
 
 Metrics at k: recall (hits / relevant), NDCG (binary gains), MRR; catalog coverage (share of
 movies recommended to anyone) and novelty (mean self-information of recommended movies); NDCG and
@@ -59,7 +60,14 @@ from evals.movielens import Split, novelty, popularity, time_split, validation_s
 from evals.ranking.attune_retrieval import ATTUNE_TYPES, SOURCES, AttuneRetrieval
 from evals.ranking.baselines import Baselines
 from evals.ranking.metrics import Recommend, mean_ndcg, ranking_metrics
-from evals.ranking.tuning import BASELINE_TYPES, Scored, Tuned, best_point, grid_points
+from evals.ranking.tuning import (
+    BASELINE_TYPES,
+    Scored,
+    Tuned,
+    best_point,
+    grid_points,
+    recency_points,
+)
 from evals.recommenders import (
     bootstrap_mean,
     bootstrap_ratio,
@@ -118,11 +126,16 @@ def run_ranking(ctx: RunContext) -> SuiteResult:
             " again by time, the most recent 20% held out); the test split is never used to"
             " choose anything. The tuning table's figures are validation figures.",
             "Baselines are computed directly; Attune's systems run through Qdrant Edge with the"
-            " service's hybrid query; the hybrid then re-ranks Qdrant's candidates with EASE^R"
-            " fused with Qdrant's order by weighted reciprocal rank.",
+            " service's hybrid query; the hybrid then re-ranks Qdrant's candidates with the"
+            " service's item-item model (retrieval.sequence): EASE^R plus next-item transitions"
+            " from each user's time-ordered training ratings, each scaled to at most 1 over the"
+            " candidates and added with `transition_weight` (and Qdrant's rank with"
+            " `qdrant_weight`).",
             "Inputs: every tuned system (EASE^R, RP3beta, ALS and the hybrid's EASE stage) counts"
             " a training rating >= liked_min as 1 and a lower one as `other_weight`, tuned per"
-            " system on the validation split over the same grid (0 leaves low ratings out).",
+            " system on the validation split over the same grid (0 leaves low ratings out);"
+            " recency weighting (each rating times decay**age) is tried at each baseline's best"
+            " point and kept where it wins on validation.",
         ],
         details=details,
         tables=tables,
@@ -184,11 +197,17 @@ def _run_dataset(
         on_valid = Tuned(valid, params, data_params, liked_min)
         for kind in sorted(kinds & {"ease", "rp3beta", "als"}):
             points: list[dict[str, Any]] = []
-            chosen[kind] = best_point(
-                grid_points(params, kind),
-                partial(_score_baseline, valid, on_valid, kind, k),
-                points,
-            )
+            score = partial(_score_baseline, valid, on_valid, kind, k)
+            chosen[kind] = best_point(grid_points(params, kind), score, points)
+            # Recency weighting, offered to every baseline: tried at its best point.
+            best_score = max(point["validation ndcg"] for point in points)
+            recency = [p for p in recency_points(params, chosen[kind]) if p["decay"] != 1.0]
+            if recency:
+                tried: list[dict[str, Any]] = []
+                with_decay = best_point(recency, score, tried)
+                if max(point["validation ndcg"] for point in tried) > best_score:
+                    chosen[kind] = with_decay
+                points += tried
             tuning += [{"system": kind, **point} for point in points]
         if "hybrid" in kinds:
             regularization = float(
@@ -304,13 +323,26 @@ def _recommender(
         return tuned.baseline(system.type, chosen[system.type])
     assert attune is not None
     if system.type == "hybrid":
-        point = chosen["hybrid"]
-        return tuned.hybrid(attune, float(point["regularization"]))(point)
+        return _served_hybrid(attune, tuned, chosen["hybrid"])
     use = frozenset(system.params.get("sources", SOURCES[system.type]))
     unknown = use - {"taste", "collab", "recent"}
     if unknown:
         raise SuiteError(f"systems: {system.name!r} has unknown sources {sorted(unknown)}")
     return lambda user, seen, k: attune.recommend(system.type, user, seen, k, use)
+
+
+def _served_hybrid(attune: AttuneRetrieval, tuned: Tuned, point: dict[str, Any]) -> Recommend:
+    """The hybrid as the service runs it: Qdrant's candidates, then `ItemItemModel.rerank`."""
+    model, weigh = tuned.item_item(float(point["regularization"]), point)
+    pool = int(tuned.params.get("pool", 200))
+
+    def recommend(user: str, seen: set[str], k: int) -> list[str]:
+        candidates = attune.recommend("hybrid", user, seen, pool, frozenset(SOURCES["hybrid"]))
+        ratings = tuned.split.train[user]
+        history = [(r.movie, weigh(r, len(ratings) - 1 - i)) for i, r in enumerate(ratings)]
+        return model.rerank(candidates, history)[:k]
+
+    return recommend
 
 
 def _evaluate(

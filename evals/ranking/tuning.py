@@ -2,11 +2,14 @@
 
 Fairness: the input weighting is not the hybrid's privilege. `other_weight` is a hyperparameter
 of EASE^R, RP3beta and ALS too, searched over the same grid (`grids.inputs`) on the same
-validation split; each system's own grid is multiplied by it.
+validation split; each system's own grid is multiplied by it. Recency weighting (`decay`**age on
+each rating, `grids.recency`) is tried at each baseline's best point and kept where it wins.
 
 Tuning: every tuned choice (EASE's λ, RP3beta's α and β, ALS's factors and regularization, the
-hybrid's `ease_weight`, and every one's `other_weight`) is made on a validation split carved from the training
-part only (`evals.movielens.validation_split`); the test split only scores.
+baselines' recency decay, the hybrid's `transition_weight` and `qdrant_weight`, and every one's
+`other_weight`) is made on a validation split carved from the training part only
+(`evals.movielens.validation_split`); the test split only scores. The transition model's
+window and scoring (`params.sequence`) were chosen on that validation split too.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from evals.recommenders import (
     ItemItem,
     UserItems,
     ease,
-    rerank,
     rp3beta,
 )
 from retrieval.collab import ALSParams
+from retrieval.sequence import ItemItemModel, ItemItemParams, fuse, transition_matrix
 
 BASELINE_TYPES = {"popularity", "item-knn", "ease", "rp3beta", "als"}
 TUNED_TYPES = {"ease", "rp3beta", "als", "hybrid"}
@@ -42,8 +45,9 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
     "ease": {"regularization": [200.0, 500.0]},
     "rp3beta": {"alpha": [0.25, 0.5, 1.0], "beta": [0.1, 0.3, 0.6]},
     "als": {"factors": [32, 64, 128], "regularization": [0.01, 0.1], "alpha": [2.0, 10.0]},
-    "hybrid": {"ease_weight": [0.0, 1.0, 3.0, 10.0]},
+    "hybrid": {"transition_weight": [0.0, 0.1, 0.2, 0.4], "qdrant_weight": [0.0, 0.1]},
     "inputs": {"other_weight": [0.0, 0.1, 0.3, 1.0]},
+    "recency": {"decay": [1.0, 0.99, 0.95]},
 }
 """Small grids on purpose: each point of the EASE grid is one matrix inverse."""
 
@@ -69,64 +73,114 @@ class Tuned:
     ) -> None:
         self.split, self.params, self.liked_min = split, params, liked_min
         self.data = UserItems.from_split(split, **data_params)
-        self._inputs: dict[float, csr_matrix] = {}
-        self._ease: dict[tuple[float, float], ItemItem] = {}
+        self._inputs: dict[tuple[float, float], csr_matrix] = {}
+        self._ease: dict[tuple[float, float, float], ItemItem] = {}
+        self._transitions: csr_matrix | None = None
 
-    def inputs(self, other_weight: float) -> csr_matrix:
-        """The training matrix with ratings below `liked_min` weighed `other_weight`."""
-        if other_weight not in self._inputs:
-            weights = InputWeights(self.liked_min, other_weight)
-            self._inputs[other_weight] = self.data.weighted(self.split, weights)
-        return self._inputs[other_weight]
+    def inputs(self, other_weight: float, decay: float = 1.0) -> csr_matrix:
+        """The training matrix with ratings below `liked_min` weighed `other_weight`, each rating
+        times `decay`**age (age 0 = the user's newest)."""
+        key = (other_weight, decay)
+        if key not in self._inputs:
+            weights = InputWeights(self.liked_min, other_weight, decay)
+            self._inputs[key] = self.data.weighted(self.split, weights)
+        return self._inputs[key]
 
-    def ease(self, regularization: float, other_weight: float) -> ItemItem:
-        key = (regularization, other_weight)
+    def ease(self, regularization: float, other_weight: float, decay: float = 1.0) -> ItemItem:
+        key = (regularization, other_weight, decay)
         if key not in self._ease:
-            x = self.inputs(other_weight)
+            x = self.inputs(other_weight, decay)
             self._ease[key] = ItemItem(self.data, ease(x, regularization), x)
         return self._ease[key]
 
     def baseline(self, kind: str, chosen: dict[str, Any]) -> Recommend:
         other = float(chosen.get("other_weight", 1.0))
+        decay = float(chosen.get("decay", 1.0))
         if kind == "ease":
-            return self.ease(float(chosen["regularization"]), other).recommend
-        x = self.inputs(other)
+            return self.ease(float(chosen["regularization"]), other, decay).recommend
+        x = self.inputs(other, decay)
         if kind == "rp3beta":
             weights = rp3beta(x, float(chosen["alpha"]), float(chosen["beta"]))
             return ItemItem(self.data, weights, x).recommend
-        model = {k: v for k, v in chosen.items() if k != "other_weight"}
+        model = {k: v for k, v in chosen.items() if k not in {"other_weight", "decay"}}
         als = {**self.params.get("baseline_als", {}), **model}
         return ALSRanker(self.data, ALSParams(**als), x).recommend
+
+    def transitions(self) -> csr_matrix:
+        """Next-item transitions over every user's time-ordered training ratings (all of them:
+        that a movie came next is the signal, whatever its rating)."""
+        if self._transitions is None:
+            window = int(self.params.get("sequence", {}).get("window", ItemItemParams.window))
+            self._transitions = transition_matrix(
+                ([(r.movie, 1.0) for r in self.split.train[user]] for user in self.data.users),
+                self.data.column,
+                window=window,
+            )
+        return self._transitions
+
+    def item_item(
+        self, regularization: float, chosen: dict[str, Any]
+    ) -> tuple[ItemItemModel, InputWeights]:
+        """The service's re-ranking model (`retrieval.sequence`) on this split's training part,
+        with EASE fitted on the `other_weight` input, and the weights of a user's history."""
+        other = float(chosen["other_weight"])
+        sequence = self.params.get("sequence", {})
+        params = ItemItemParams(
+            regularization=regularization,
+            transition_weight=float(chosen["transition_weight"]),
+            qdrant_weight=float(chosen["qdrant_weight"]),
+            rrf_k=int(self.params.get("rrf_k", ItemItemParams.rrf_k)),
+            **{key: sequence[key] for key in ("window", "last", "decay") if key in sequence},
+        )
+        ease_model = self.ease(regularization, other)
+        model = ItemItemModel(self.data.items, ease_model.weights, self.transitions(), params)
+        return model, InputWeights(self.liked_min, other)
 
     def hybrid(
         self, attune: AttuneRetrieval, regularization: float
     ) -> Callable[[dict[str, Any]], Recommend]:
-        """The hybrid for a choice of `ease_weight` and `other_weight` (the EASE input weight of a
-        rating below `liked_min`); Qdrant's candidates are fetched once per user."""
+        """The hybrid for a point of its grid (`transition_weight`, `qdrant_weight`,
+        `other_weight`): Qdrant's candidates, fetched once per user, re-ranked by the service's
+        item-item model. The candidates' EASE and transition scores are computed once per user
+        and `other_weight`; a grid point only re-fuses them."""
         pool = int(self.params.get("pool", 200))
         candidates: dict[str, list[str]] = {}
+        scores: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
 
         def make(chosen: dict[str, Any]) -> Recommend:
-            model = self.ease(regularization, float(chosen["other_weight"]))
+            model, weigh = self.item_item(regularization, chosen)
+            other = float(chosen["other_weight"])
 
             def recommend(user: str, seen: set[str], k: int) -> list[str]:
                 if user not in candidates:
                     candidates[user] = attune.recommend(
                         "hybrid", user, seen, pool, frozenset(SOURCES["hybrid"])
                     )
-                scores = model.scores(user)
-                column = self.data.column
-                ease_scores = {m: float(scores[column[m]]) for m in candidates[user] if m in column}
-                return rerank(
+                if (user, other) not in scores:
+                    ratings = self.split.train[user]
+                    history = [
+                        (r.movie, weigh(r, len(ratings) - 1 - i)) for i, r in enumerate(ratings)
+                    ]
+                    scores[user, other] = model.candidate_scores(candidates[user], history)
+                ease_scores, transition_scores = scores[user, other]
+                return fuse(
                     candidates[user],
                     ease_scores,
-                    ease_weight=float(chosen["ease_weight"]),
-                    rrf_k=int(self.params.get("rrf_k", 60)),
+                    transition_scores,
+                    transition_weight=model.params.transition_weight,
+                    qdrant_weight=model.params.qdrant_weight,
+                    rrf_k=model.params.rrf_k,
                 )[:k]
 
             return recommend
 
         return make
+
+
+def recency_points(params: dict[str, Any], best: dict[str, Any]) -> list[dict[str, Any]]:
+    """The best point of a system's grid with each `decay` of the recency grid (1 = none)."""
+    decays = {**DEFAULT_GRIDS["recency"], **params.get("grids", {}).get("recency", {})}["decay"]
+    return [{**best, "decay": float(decay)} for decay in decays]
 
 
 def grid_points(params: dict[str, Any], kind: str) -> list[dict[str, Any]]:

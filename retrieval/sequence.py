@@ -1,0 +1,289 @@
+"""Item-item re-ranking of Qdrant's candidates: EASE^R weights and a next-item transition model.
+
+Qdrant stays the candidate source: the fused query (taste, collab, recent, text) returns a pool of
+candidates with every filter (stock, eligibility, exclusions) applied inside Qdrant. This module
+then orders that pool with two in-memory item-item models fitted from the event store:
+
+- EASE^R (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019): the closed
+  form B = I - P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹, zero diagonal; a candidate j scores
+  Σ_i x_i B[i, j] over the person's history i (x_i the interaction's weight);
+- transitions: how often item j came within `window` steps after item i in someone's
+  time-ordered history (each step counted 1/distance), rows normalised to sum to 1; a candidate
+  j scores Σ_i decay^age(i) T[i, j] over the person's `last` most recent items, newest first.
+
+The two scores are each divided by their largest absolute value among the candidates and added
+with `transition_weight`; Qdrant's own order adds `qdrant_weight` · k/(k + rank). Weights are
+chosen on a validation split carved from training (`evals/suites/movielens.yaml`).
+
+Serving: `fit_from_store` reads the events (consent-filtered like the collaborative model) in
+time order per person; `ItemItemModel.save`/`load` keep the model in a folder beside the collab
+model; a request reads the person's history and re-scores the candidates (`rerank`). EASE's
+matrix is dense items x items (`max_items` caps it, most interacted items first, 10k items
+= 400 MB float32); the transition matrix is sparse.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.linalg import lapack
+from scipy.sparse import csr_matrix, diags, load_npz, save_npz
+from sqlalchemy import select
+
+from store.db import Database
+from store.models import Consent, EventRow, IdentityLink
+
+History = Sequence[tuple[str, float]]
+"""A person's interactions, oldest first: (item id, weight); a weight of 0 is no signal."""
+
+
+@dataclass(frozen=True)
+class ItemItemParams:
+    regularization: float = 100.0  # EASE's λ
+    window: int = 30  # transitions: items up to this many steps later count
+    last: int = 10  # scoring: the person's most recent items that vote for the next one
+    decay: float = 0.8  # scoring: weight of the item `age` steps back is decay**age
+    transition_weight: float = 0.2
+    qdrant_weight: float = 0.0
+    rrf_k: int = 60
+    max_items: int = 10_000
+
+
+def ease_weights(x: csr_matrix, regularization: float) -> np.ndarray:
+    """EASE^R's item-item weights B (items x items, float32, zero diagonal) in closed form."""
+    if regularization <= 0:
+        raise ValueError(f"EASE regularization must be positive, got {regularization}")
+    gram = np.asarray((x.T @ x).todense(), dtype=np.float32)
+    gram[np.diag_indices_from(gram)] += regularization
+    # Cholesky (XᵀX + λI is symmetric positive definite): half the work of a general inverse.
+    factor, info = lapack.spotrf(gram, lower=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info})")
+    inverse, info = lapack.spotri(factor, lower=1, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: inverse failed (info={info})")
+    inverse = np.tril(inverse) + np.tril(inverse, -1).T
+    weights = inverse / -np.diag(inverse)[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def transition_matrix(
+    sequences: Iterable[History], column: dict[str, int], *, window: int
+) -> csr_matrix:
+    """T[i, j]: the share of item i's followers that were j, over every time-ordered history; a
+    follower d steps later counts 1/d, one with weight 0 does not count."""
+    if window < 1:
+        raise ValueError(f"transition window must be at least 1, got {window}")
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for history in sequences:
+        steps = [(column[item], weight) for item, weight in history if item in column]
+        for position, (source, _) in enumerate(steps):
+            for distance in range(1, window + 1):
+                if position + distance >= len(steps):
+                    break
+                target, weight = steps[position + distance]
+                if weight > 0 and target != source:
+                    rows.append(source)
+                    cols.append(target)
+                    vals.append(1.0 / distance)
+    n = len(column)
+    counts = csr_matrix((vals, (rows, cols)), shape=(n, n), dtype=np.float32)
+    counts.sum_duplicates()
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    return csr_matrix(diags(1 / np.maximum(totals, 1e-12)) @ counts, dtype=np.float32)
+
+
+def _unit_max(values: np.ndarray) -> np.ndarray:
+    top = float(np.abs(values).max()) if values.size else 0.0
+    return values / top if top > 0 else values
+
+
+def fuse(
+    candidates: Sequence[str],
+    ease_scores: np.ndarray,
+    transition_scores: np.ndarray,
+    *,
+    transition_weight: float,
+    qdrant_weight: float,
+    rrf_k: int,
+) -> list[str]:
+    """Candidates (in Qdrant's order) re-ordered by EASE + transition_weight · transitions +
+    qdrant_weight · rrf_k/(rrf_k + Qdrant rank), each model's scores scaled to at most 1."""
+    ranks = np.arange(len(candidates), dtype=np.float64)
+    fused = (
+        _unit_max(np.asarray(ease_scores, dtype=np.float64))
+        + transition_weight * _unit_max(np.asarray(transition_scores, dtype=np.float64))
+        + qdrant_weight * rrf_k / (rrf_k + ranks)
+    )
+    order = np.argsort(-fused, kind="stable")
+    return [candidates[i] for i in order]
+
+
+@dataclass
+class ItemItemModel:
+    """EASE^R weights and transitions over the same items, and how to fuse them."""
+
+    item_ids: list[str]
+    ease: np.ndarray  # items x items, float32
+    transitions: csr_matrix  # items x items, rows sum to 1 (or 0)
+    params: ItemItemParams
+
+    def __post_init__(self) -> None:
+        self.column = {item: j for j, item in enumerate(self.item_ids)}
+
+    @classmethod
+    def fit(cls, sequences: Mapping[str, History], params: ItemItemParams) -> ItemItemModel:
+        """Both models from every person's time-ordered history (`sequences`, person -> history)."""
+        counts: dict[str, int] = {}
+        for history in sequences.values():
+            for item in {item for item, weight in history if weight > 0}:
+                counts[item] = counts.get(item, 0) + 1
+        items = sorted(sorted(counts, key=lambda i: (-counts[i], i))[: params.max_items])
+        column = {item: j for j, item in enumerate(items)}
+        if not items:  # nothing to learn from yet: a model that leaves Qdrant's order alone
+            empty = np.zeros((0, 0), dtype=np.float32)
+            return cls([], empty, csr_matrix(empty), params)
+        x = interaction_matrix(sequences.values(), column)
+        return cls(
+            items,
+            ease_weights(x, params.regularization),
+            transition_matrix(sequences.values(), column, window=params.window),
+            params,
+        )
+
+    def candidate_scores(
+        self, candidates: Sequence[str], history: History
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """EASE and transition scores of the candidates only (0 for items the model lacks): only
+        the rows of the person's history and the candidates' columns are read."""
+        take = np.array([self.column.get(item, -1) for item in candidates], dtype=np.int64)
+        known = take >= 0
+        latest: dict[int, float] = {}
+        for item, weight in history:  # a later interaction with an item replaces an earlier one
+            j = self.column.get(item)
+            if j is not None:
+                latest[j] = weight
+        seen = [j for j, weight in latest.items() if weight != 0]
+        ease = np.zeros(len(candidates))
+        if seen and known.any():
+            weights = np.array([latest[j] for j in seen], dtype=np.float32)
+            ease[known] = weights @ self.ease[np.ix_(np.asarray(seen, dtype=np.int64), take[known])]
+        recent = [self.column[item] for item, _ in history if item in self.column]
+        recent = recent[-self.params.last :]
+        votes: dict[int, float] = {}
+        for age, j in enumerate(reversed(recent)):
+            votes[j] = votes.get(j, 0.0) + self.params.decay**age
+        transitions = np.zeros(len(candidates))
+        if votes and known.any():
+            rows = list(votes)
+            block = self.transitions[rows][:, take[known]].toarray()
+            transitions[known] = np.array([votes[j] for j in rows]) @ block
+        return ease, transitions
+
+    def rerank(self, candidates: Sequence[str], history: History) -> list[str]:
+        """Qdrant's candidates, in Qdrant's order, re-ordered by the fused item-item scores."""
+        if not candidates:
+            return []
+        ease, transitions = self.candidate_scores(candidates, history)
+        return fuse(
+            candidates,
+            ease,
+            transitions,
+            transition_weight=self.params.transition_weight,
+            qdrant_weight=self.params.qdrant_weight,
+            rrf_k=self.params.rrf_k,
+        )
+
+    def save(self, folder: Path) -> None:
+        """Writes the model atomically, like the collaborative model."""
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "ease.tmp.npy", self.ease)
+        save_npz(folder / "transitions.tmp.npz", self.transitions)
+        meta = {"item_ids": self.item_ids, "params": asdict(self.params)}
+        (folder / "itemitem.tmp.json").write_text(json.dumps(meta))
+        (folder / "ease.tmp.npy").replace(folder / "ease.npy")
+        (folder / "transitions.tmp.npz").replace(folder / "transitions.npz")
+        (folder / "itemitem.tmp.json").replace(folder / "itemitem.json")
+
+    @classmethod
+    def load(cls, folder: Path) -> ItemItemModel | None:
+        if not (folder / "itemitem.json").is_file():
+            return None
+        meta = json.loads((folder / "itemitem.json").read_text())
+        return cls(
+            meta["item_ids"],
+            np.load(folder / "ease.npy", mmap_mode="r"),
+            load_npz(folder / "transitions.npz").tocsr(),
+            ItemItemParams(**meta["params"]),
+        )
+
+
+def interaction_matrix(sequences: Iterable[History], column: dict[str, int]) -> csr_matrix:
+    """People x items, each cell the person's latest weight for the item (0 drops it)."""
+    histories = list(sequences)
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for row, history in enumerate(histories):
+        latest = {item: weight for item, weight in history if item in column}
+        for item, weight in latest.items():
+            if weight > 0:
+                rows.append(row)
+                cols.append(column[item])
+                vals.append(weight)
+    return csr_matrix((vals, (rows, cols)), shape=(len(histories), len(column)), dtype=np.float32)
+
+
+def store_sequences(
+    db: Database, *, consent: str | None = None
+) -> dict[str, list[tuple[str, float]]]:
+    """Every person's events in time order as (item, event weight), anonymous events under their
+    linked user; with `consent`, only people who granted that purpose (as `collab.store_interactions`)."""
+    from retrieval.collab import EVENT_WEIGHTS
+
+    with db.session() as session:
+        allowed = (
+            set(
+                session.scalars(
+                    select(Consent.user_id).where(Consent.purpose == consent, Consent.granted)
+                )
+            )
+            if consent
+            else None
+        )
+        links = dict(
+            session.execute(
+                select(IdentityLink.external_id, IdentityLink.user_id).where(
+                    IdentityLink.kind == "anonymous"
+                )
+            ).all()
+        )
+        rows = session.execute(
+            select(
+                EventRow.user_id, EventRow.anonymous_id, EventRow.item_id, EventRow.type
+            ).order_by(EventRow.ts, EventRow.event_id)
+        ).all()
+    sequences: dict[str, list[tuple[str, float]]] = {}
+    for user_id, anonymous_id, item, kind in rows:
+        user = user_id or links.get(anonymous_id or "")
+        if allowed is not None and (user is None or user not in allowed):
+            continue
+        key = f"user:{user}" if user else f"anon:{anonymous_id}"
+        sequences.setdefault(key, []).append((item, EVENT_WEIGHTS.get(kind, 1.0)))
+    return sequences
+
+
+def fit_from_store(
+    db: Database, folder: Path, params: ItemItemParams, *, consent: str | None = None
+) -> ItemItemModel:
+    """Fits both models from the event store and saves them to `folder`."""
+    model = ItemItemModel.fit(store_sequences(db, consent=consent), params)
+    model.save(folder)
+    return model
