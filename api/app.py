@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from agents.copy.jobs import JobRunner
+from agents.drift import DriftLoop
 from agents.factory import build_services, settle
 from agents.metrics import http_method, status_class
 from agents.services import Services
@@ -24,6 +25,7 @@ from api.routes import (
     copy,
     decide,
     decisions,
+    drift,
     events,
     feedback,
     health,
@@ -50,6 +52,8 @@ def create_app(
         )
         # Copy jobs: worker loops in this process, unless `attune worker` processes run them.
         runner = JobRunner(built) if built.settings.jobs_in_api else None
+        # Drift monitors: checked (and acted on) every drift_check_seconds in this process.
+        watch = DriftLoop(built) if built.settings.drift_check_seconds > 0 else None
         app.state.copy_jobs = runner
         settle()
         try:
@@ -57,6 +61,8 @@ def create_app(
         finally:
             if runner is not None:
                 runner.close()
+            if watch is not None:
+                watch.close()
             if services is None:
                 built.close()
 
@@ -75,6 +81,7 @@ def create_app(
         events,
         feedback,
         decisions,
+        drift,
         users,
         catalog,
         admin,
