@@ -1,6 +1,8 @@
-"""Drift monitors on the service's own decisions: PSI on a known case, a shifted population raises
-the input monitor and an unshifted one does not, and with retraining on a crossing trains a model
-whose version later decisions record; the fairness suite over the same decision log."""
+"""The loop's monitors on one small world: drift (PSI on a known case; a shifted population raises
+the input monitor and an unshifted one does not; with retraining on, a crossing trains a model
+whose version later decisions record), the predictions stored as features (churn risk, next
+purchase: read with the features, selected by segment rules, erased with the person), and the
+fairness suite over the same decision log."""
 
 from __future__ import annotations
 
@@ -13,19 +15,26 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from small_world import write_small_world
+from sqlalchemy import select
 
+from agents.copy.segments import Member, SegmentRule
 from agents.decide.run import DecideRequest, decide
 from agents.drift import check, check_drift, psi, psi_of_shares
 from agents.factory import build_services
+from agents.predictions import train_predictions
 from agents.seed import seed
 from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
+from evals.fairness import Shown, exposure
 from evals.runner import run_suite
-from store.cohort import user_id_page
-from store.events import ingest_events
-from store.models import DecisionRow
+from store.cohort import features_for, user_id_page
+from store.erasure import erase_person, export_person, find_person
+from store.events import Features, ingest_events
+from store.models import CatalogItem, DecisionRow, PredictionRow
+from store.predictions import prediction_for, predictions_for
 from store.schemas import Channel, Event
+from tools.profile import lifecycle_segment
 
 WINDOW = 20
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -160,3 +169,76 @@ def test_the_fairness_suite_gates_on_the_service_log(world: Services, tmp_path: 
     assert 0 < rows["service"]["item_coverage"] <= 1
     assert [t.passed for t in report.thresholds] == [True, False]
     assert not report.passed
+
+
+def test_predictions_are_features_select_segments_and_are_erased_with_the_person(
+    world: Services,
+) -> None:
+    now = datetime.now(UTC)
+    report = train_predictions(world.db, consent=world.policy.purpose_for("profiling"), now=now)
+    assert report is not None and report.evaluation.churn_test > 0
+    with world.db.session() as session:
+        users = user_id_page(session, size=100)
+        stored = predictions_for(session, users)
+        features = features_for(session, users, as_of=now)
+        categories = set(session.scalars(select(CatalogItem.category).distinct()))
+    risks = {u: p.churn_risk for u, p in stored.items() if p.churn_risk is not None}
+    assert len(risks) >= 4 and all(0 <= r <= 1 for r in risks.values())
+    assert all(p.model_version == report.version for p in stored.values())
+    buyer = max(risks)  # the last user id with a churn risk
+    assert set(stored[buyer].next_purchase) == categories
+    assert features[buyer].churn_risk == risks[buyer]
+    assert features[buyer].next_purchase == stored[buyer].next_purchase
+
+    # An "at risk" segment: exactly the people whose stored risk reaches the bound.
+    bound = sorted(risks.values())[len(risks) // 2]
+    at_risk = SegmentRule(min_churn_risk=bound)
+    assert at_risk.uses_features
+    chosen = {u for u, f in features.items() if at_risk.matches(_member(f))}
+    assert chosen == {u for u, r in risks.items() if r >= bound}
+    assert 0 < len(chosen) < len(users)
+    category = sorted(categories)[0]
+    odds = sorted(p.next_purchase[category] for p in stored.values() if p.next_purchase)
+    likely = SegmentRule(likely_to_buy=[category], min_next_purchase=odds[len(odds) // 2])
+    assert {u for u, f in features.items() if likely.matches(_member(f))} == {
+        u
+        for u, p in stored.items()
+        if p.next_purchase.get(category, 0.0) >= likely.min_next_purchase
+    }
+
+    # A decision sees them, and the person's export holds them until erasure removes them.
+    decision = decide(world, DecideRequest(channel=Channel.web, user_id=buyer), now=now)
+    assert _record(world, decision.decision_id)["features"]["churn_risk"] == risks[buyer]
+    with world.db.session() as session:
+        exported = export_person(session, find_person(session, buyer))
+        assert exported["predictions"]["churn_risk"] == risks[buyer]
+        erase_person(session, find_person(session, buyer))
+    with world.db.session() as session:
+        assert prediction_for(session, buyer) is None
+        assert session.get(PredictionRow, buyer) is None
+
+
+def _member(features: Features) -> Member:
+    return Member(features=features, lifecycle=lifecycle_segment(features), age=None, locale=None)
+
+
+def test_a_starved_group_is_flagged() -> None:
+    def shown(locale: str, items: int, offer: str | None) -> Shown:
+        groups = {"tenure": "returning", "age_band": "25-34", "locale": locale}
+        return Shown(groups, [f"itm_{i}" for i in range(items)], offer, 0.0 if offer else None)
+
+    log = [shown("en-GB", 5, "off_1")] * 30 + [shown("de-DE", 1, None)] * 30
+    report = exposure(log, catalog_items=50, catalog_offers=4, min_decisions=20, starved_below=0.5)
+    by_group = {f"{g.dimension}:{g.group}": g.metrics for g in report.groups}
+    # de-DE: 30 of 210 impressions for half the decisions: (30 / 210) / 0.5.
+    assert by_group["locale:de-DE"]["exposure_ratio"] == pytest.approx(round(30 / 210 / 0.5, 4))
+    assert by_group["locale:de-DE"]["offer_rate"] == 0.0
+    assert report.starved == ["locale:de-DE"]
+    assert report.min_exposure_ratio == by_group["locale:de-DE"]["exposure_ratio"]
+    assert report.item_coverage == 5 / 50 and report.offer_coverage == 1 / 4
+    # Everyone shown alike: nobody starved.
+    even = exposure(
+        [shown("en-GB", 5, None)] * 30 + [shown("de-DE", 5, None)] * 30,
+        catalog_items=50, catalog_offers=4, min_decisions=20, starved_below=0.5,
+    )  # fmt: skip
+    assert even.starved == [] and even.min_exposure_ratio == 1.0
