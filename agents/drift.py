@@ -21,7 +21,7 @@ monitors say `collecting`.
 
 A check updates the `attune_drift_*` gauges, logs one line per crossed threshold (feature,
 channel and arm names only: no person), keeps its report for `/healthz`, and with
-`drift_retrain` (`ATTUNE_DRIFT_RETRAIN=1`) retrains: an incremental `attune train` of the
+`drift_retrain` (`ATTUNE_DRIFT_RETRAIN=1`) retrains (`agents.retrain`): an incremental `attune train` of the
 collaborative model and the predictions, in this process, after which decisions record the new
 versions (`versions.collab`, `versions.predictions`) and the windows start again.
 """
@@ -37,18 +37,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from agents.settings import Settings
 from store.db import Database
 from store.models import CatalogItem, DecisionRow, RewardRow
-
-if TYPE_CHECKING:
-    from agents.services import Services
 
 log = logging.getLogger("attune.drift")
 
@@ -382,87 +378,16 @@ class DriftWatch:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def degraded(self) -> list[str]:
-        """`/healthz` entries, one per crossed threshold of the latest check."""
+        """`/healthz` entries, one per kind of monitor the latest check found crossed."""
         if self.last is None:
             return []
-        return [
-            f"drift: {m.monitor} {m.name} at {m.statistic:g}, above {m.threshold:g}"
-            + ("; retrained" if self.last.retrained else "")
-            for m in self.last.breached
-        ]
-
-
-def check(services: Services, *, retrain: bool | None = None) -> DriftReport:
-    """Check every monitor, record the result (gauges, log, `/healthz`), and retrain when a
-    threshold is crossed and `retrain` (by default `drift_retrain`) says so."""
-    settings = services.settings
-    retrain = settings.drift_retrain if retrain is None else retrain
-    with services.drift.lock:
-        report = check_drift(settings, services.db)
-        for m in report.monitors:
-            services.metrics.drift_statistic.labels(monitor=m.monitor, name=m.name).set(
-                m.statistic if m.statistic is not None else float("nan")
-            )
+        entries = []
         for kind in ("input", "outcome", "catalog"):
-            crossed = any(m.breached for m in report.monitors if m.monitor == kind)
-            services.metrics.drift_breached.labels(monitor=kind).set(1 if crossed else 0)
-        for m in report.breached:
-            log.warning(
-                "drift: %s monitor %s at %.4f is above its threshold %.4f",
-                m.monitor, m.name, m.statistic, m.threshold,
-            )  # fmt: skip
-        if report.breached and retrain:
-            report.retrained = retrain_services(services)
-            services.metrics.drift_retrains.inc()
-        services.drift.last = report
-    return report
-
-
-def retrain_services(services: Services, *, full: bool = False) -> dict[str, Any]:
-    """`attune train` in this process: the collaborative model (incremental unless `full`) and the
-    predictions; the process then serves the new model, and the drift windows start again."""
-    from agents.predictions import train_predictions
-    from agents.services import collab_folder
-    from retrieval.collab import train
-
-    consent = services.policy.purpose_for("profiling")
-    out: dict[str, Any] = {}
-    try:
-        collab = train(
-            services.db, services.index, collab_folder(services.settings), full=full,
-            consent=consent,
-        )  # fmt: skip
-        out["collab"] = asdict(collab)
-    except ValueError as error:  # no interactions to learn from yet
-        out["collab"] = {"mode": "skipped", "reason": str(error)}
-    services.reload_collab()
-    if services.tools.collab is not None:
-        out["collab_version"] = services.tools.collab.version
-    now = datetime.now(UTC)
-    predictions = train_predictions(services.db, consent=consent, now=now)
-    out["predictions"] = asdict(predictions) if predictions else None
-    mark_reference(services.settings, services.db, now)
-    log.info("retrained: collab %s, predictions %s", out.get("collab_version"),
-             predictions.version if predictions else None)  # fmt: skip
-    return out
-
-
-class DriftLoop:
-    """Checks drift every `drift_check_seconds` in a daemon thread of the API process."""
-
-    def __init__(self, services: Services) -> None:
-        self._services = services
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="attune-drift", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._services.settings.drift_check_seconds):
-            try:
-                check(self._services)
-            except (SQLAlchemyError, OSError, ValueError):  # the next check tries again
-                log.exception("drift check failed")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+            crossed = [m for m in self.last.breached if m.monitor == kind]
+            if crossed:
+                entries.append(
+                    f"drift: {kind} above {crossed[0].threshold:g} for "
+                    + ", ".join(f"{m.name} ({m.statistic:.3g})" for m in crossed)
+                    + ("; retrained" if self.last.retrained else "")
+                )
+        return entries

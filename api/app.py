@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from agents.copy.jobs import JobRunner
-from agents.drift import DriftLoop
 from agents.factory import build_services, settle
 from agents.metrics import http_method, status_class
+from agents.retrain import DriftLoop
 from agents.services import Services
 from agents.settings import Settings
 from api import errors

@@ -279,8 +279,8 @@ def drift_command(
     does. Run it while the service is stopped, as `attune train`; the service checks by itself
     every ATTUNE_DRIFT_CHECK_SECONDS.
     """
-    from agents.drift import check
     from agents.factory import build_services
+    from agents.retrain import check
 
     settings = Settings()
     configure_logging(settings)

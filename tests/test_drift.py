@@ -19,9 +19,10 @@ from sqlalchemy import select
 
 from agents.copy.segments import Member, SegmentRule
 from agents.decide.run import DecideRequest, decide
-from agents.drift import check, check_drift, psi, psi_of_shares
+from agents.drift import check_drift, psi, psi_of_shares
 from agents.factory import build_services
 from agents.predictions import train_predictions
+from agents.retrain import check
 from agents.seed import seed
 from agents.services import Services
 from agents.settings import Settings
@@ -112,7 +113,8 @@ def test_a_shifted_population_raises_input_drift_and_retraining_is_recorded(
     with TestClient(create_app(services=lambda: world)) as client:
         health = client.get("/healthz").json()
         assert health["status"] == "degraded"
-        assert any(d.startswith("drift: input segment") for d in health["degraded"])
+        entry = next(d for d in health["degraded"] if d.startswith("drift: input above 0.2"))
+        assert "segment (" in entry and "channel (" not in entry
         api = client.get("/v1/drift").json()
         assert api["status"] == "drift"
         segment = next(m for m in api["monitors"] if m["name"] == "segment")

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from agents.drift import check
+from agents.retrain import check
 from api.auth import ReportsCaller
 from api.deps import ServicesDep
 
