@@ -26,6 +26,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     Summary,
     generate_latest,
@@ -126,6 +127,26 @@ class Metrics:
             "Behavioural events received, by outcome (accepted, duplicate, rejected).",
             ["outcome"],
             registry=r,
+        )
+
+        # Drift monitors (agents.drift): label values are monitor kinds, feature names, channels,
+        # experiment arms and catalog measures, never anything a caller sent.
+        self.drift_statistic = Gauge(
+            "attune_drift_statistic",
+            "The latest drift check's statistic, by monitor and feature or group (PSI, change).",
+            ["monitor", "name"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.drift_breached = Gauge(
+            "attune_drift_breached",
+            "1 when the latest drift check found a monitor of this kind above its threshold.",
+            ["monitor"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.drift_retrains = Counter(
+            "attune_drift_retrains", "Trainings a drift check triggered.", registry=r
         )
 
     def decision(self, *, channel: str, writer: str, degraded: Iterable[str]) -> None:

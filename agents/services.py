@@ -16,6 +16,7 @@ from langgraph.graph.state import CompiledStateGraph
 from opentelemetry.trace import Tracer
 
 from agents.chat.memory import Chat
+from agents.drift import DriftWatch
 from agents.llm.client import LLMClient
 from agents.metrics import Metrics
 from agents.privacy.vocabulary import Vocabulary
@@ -53,6 +54,7 @@ class Services:
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     metrics: Metrics = field(default_factory=Metrics)  # the process's Prometheus families
     tracer: Tracer | None = None  # OpenTelemetry spans per decision-graph node, when configured
+    drift: DriftWatch = field(default_factory=DriftWatch)  # the latest drift check (agents.drift)
 
     def close(self) -> None:
         self.index.close()

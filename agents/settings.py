@@ -103,6 +103,28 @@ class Settings(BaseSettings):
     decision_retention_days: int = Field(
         90, ge=1, le=3650, description="`attune prune` deletes decisions older than this."
     )
+    # Drift monitors (agents/drift.py): windows, thresholds and what a crossing does.
+    drift_window: int = Field(
+        500, ge=20, description="Decisions in the drift monitors' reference and current windows."
+    )
+    drift_psi_threshold: float = Field(
+        0.2, gt=0, description="Input drift: a feature whose PSI is above this has drifted."
+    )
+    drift_reward_delta: float = Field(
+        0.1, gt=0, description="Outcome drift: a change of the reward rate above this, absolute."
+    )
+    drift_catalog_change: float = Field(
+        0.2, gt=0, description="Catalog drift: share of items added or removed, or category PSI."
+    )
+    drift_min_samples: int = Field(
+        30, ge=1, description="Outcome drift: fewer decisions than this in a group say nothing."
+    )
+    drift_retrain: bool = Field(
+        False, description="Train (incrementally) when a drift monitor crosses its threshold."
+    )
+    drift_check_seconds: float = Field(
+        600.0, ge=0, description="How often the API process checks drift; 0: only on request."
+    )
 
     @model_validator(mode="after")
     def _openai_all_or_nothing(self) -> Settings:

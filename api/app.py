@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, Response
 from agents.copy.jobs import JobRunner
 from agents.factory import build_services, settle
 from agents.metrics import http_method, status_class
+from agents.retrain import DriftLoop
 from agents.services import Services
 from agents.settings import Settings
 from api import errors
@@ -26,6 +27,7 @@ from api.routes import (
     copy,
     decide,
     decisions,
+    drift,
     evals,
     events,
     feedback,
@@ -53,6 +55,8 @@ def create_app(
         )
         # Copy jobs: worker loops in this process, unless `attune worker` processes run them.
         runner = JobRunner(built) if built.settings.jobs_in_api else None
+        # Drift monitors: checked (and acted on) every drift_check_seconds in this process.
+        watch = DriftLoop(built) if built.settings.drift_check_seconds > 0 else None
         app.state.copy_jobs = runner
         settle()
         try:
@@ -60,6 +64,8 @@ def create_app(
         finally:
             if runner is not None:
                 runner.close()
+            if watch is not None:
+                watch.close()
             if services is None:
                 built.close()
 
@@ -78,6 +84,7 @@ def create_app(
         events,
         feedback,
         decisions,
+        drift,
         users,
         catalog,
         admin,

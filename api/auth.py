@@ -2,10 +2,11 @@
 and the request size limit.
 
 With `ATTUNE_AUTH=keys` every route but /healthz needs `Authorization: Bearer <key>`; a key
-holds scopes (`decide`, `chat`, `copy`, `events`, `admin`, `eval`, `metrics`) and may be bound to
-one user, in which case it acts for that user only: naming any other user, or an anonymous id
-linked to another user, is a 403, whatever the scopes. A bound key is never admin, nor reads the
-service-wide /metrics (`store.access`); an unbound key with `metrics` reads /metrics only.
+holds scopes (`decide`, `chat`, `copy`, `events`, `admin`, `eval`, `metrics`, `reports`) and may
+be bound to one user, in which case it acts for that user only: naming any other user, or an
+anonymous id linked to another user, is a 403, whatever the scopes. A bound key is never admin, nor reads the
+service-wide /metrics or reports (`store.access`); an unbound key with `metrics` reads /metrics
+only, one with `reports` the drift report (/v1/drift) only.
 With `ATTUNE_AUTH=off` (the local default, allowed only on a loopback address) every caller has
 every scope; /healthz says so.
 
@@ -162,6 +163,7 @@ ChatCaller = Annotated[Caller, Depends(require("chat"))]
 CopyCaller = Annotated[Caller, Depends(require("copy"))]
 MetricsCaller = Annotated[Caller, Depends(require("metrics", "admin"))]
 EvalCaller = Annotated[Caller, Depends(require("eval", "admin"))]
+ReportsCaller = Annotated[Caller, Depends(require("reports", "admin"))]
 
 
 class BodyLimit:

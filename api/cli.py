@@ -1,5 +1,5 @@
-"""The `attune` command: serve, worker, seed, reindex, prune, train, and the groups ingest, keys
-and eval.
+"""The `attune` command: serve, worker, seed, reindex, prune, train, drift, and the groups ingest,
+keys and eval.
 
 The groups live in their own modules: `api.cli_ingest`, `api.cli_keys` and `api.cli_eval`.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -231,12 +232,15 @@ def train_command(
         bool, typer.Option("--full", help="Refit from scratch instead of updating.")
     ] = False,
 ) -> None:
-    """Train the collaborative vectors from the event store (incremental unless --full), and
-    refit the item-item re-ranking model (`retrieval.sequence`, in ATTUNE_HOME/itemitem).
+    """Train the collaborative vectors from the event store (incremental unless --full), refit
+    the item-item re-ranking model (`retrieval.sequence`, in ATTUNE_HOME/itemitem), then the
+    predictions (churn risk, next purchase per category) stored as features.
 
     Run it while the service is stopped: the embedded vector index allows one process at a time.
     """
+    from agents.drift import mark_reference
     from agents.factory import build_services
+    from agents.predictions import train_predictions
     from agents.services import collab_folder
     from retrieval.collab import train
     from retrieval.sequence import ItemItemParams, fit_from_store
@@ -244,23 +248,58 @@ def train_command(
     settings = Settings()
     configure_logging(settings)
     services = build_services(settings)
+    consent = services.policy.purpose_for("profiling")
     try:
         report = train(
-            services.db,
-            services.index,
-            collab_folder(settings),
-            full=full,
-            consent=services.policy.purpose_for("profiling"),
+            services.db, services.index, collab_folder(settings), full=full, consent=consent
         )
         item_item = fit_from_store(
-            services.db,
-            settings.home / "itemitem",
-            ItemItemParams(),
-            consent=services.policy.purpose_for("profiling"),
+            services.db, settings.home / "itemitem", ItemItemParams(), consent=consent
         )
+        now = datetime.now(UTC)
+        predictions = train_predictions(services.db, consent=consent, now=now)
+        mark_reference(settings, services.db, now)  # the drift windows start again
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     finally:
         services.close()
-    typer.echo(json.dumps({**asdict(report), "itemitem_items": len(item_item.item_ids)}))
+    typer.echo(
+        json.dumps(
+            {
+                **asdict(report),
+                "itemitem_items": len(item_item.item_ids),
+                "predictions": asdict(predictions) if predictions else None,
+            }
+        )
+    )
+
+
+@app.command("drift")
+def drift_command(
+    retrain: Annotated[
+        bool | None,
+        typer.Option(
+            "--retrain/--no-retrain", help="Train when a threshold is crossed (default: setting)."
+        ),
+    ] = None,
+) -> None:
+    """Check the drift monitors now and print the report; exit 1 when a threshold is crossed.
+
+    With retraining (ATTUNE_DRIFT_RETRAIN=1 or --retrain) a crossing trains as `attune train`
+    does. Run it while the service is stopped, as `attune train`; the service checks by itself
+    every ATTUNE_DRIFT_CHECK_SECONDS.
+    """
+    from agents.factory import build_services
+    from agents.retrain import check
+
+    settings = Settings()
+    configure_logging(settings)
+    services = build_services(settings)
+    try:
+        report = check(services, retrain=retrain)
+    finally:
+        services.close()
+    typer.echo(json.dumps(report.as_dict()))
+    if report.breached:
+        raise typer.Exit(1)

@@ -35,6 +35,8 @@ KIND_MODULES: list[str] = [
     "evals.generation",
     "evals.safety.suite",
     "evals.search",
+    "evals.predictions",
+    "evals.fairness",
 ]
 
 DEFAULT_OUT_ROOT = Path("var") / "evals"

@@ -91,6 +91,11 @@ class CollabModel:
     def dim(self) -> int:
         return self.params.factors
 
+    @property
+    def version(self) -> str:
+        """Which training made this model: decisions record it (`versions.collab`)."""
+        return f"als@{self.trained_at}" if self.trained_at else "als"
+
     def user_vector(self, user: str) -> np.ndarray | None:
         row = self._user_row.get(user)
         return None if row is None else self.user_factors[row]

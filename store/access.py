@@ -28,9 +28,10 @@ from sqlalchemy.orm import Session
 from store.errors import NotFound
 from store.models import ApiKey, AuditEntry, utcnow
 
-SCOPES = ("decide", "chat", "copy", "events", "admin", "eval", "metrics")
-# Scopes a key bound to one user never holds: administration, and the service-wide metrics.
-UNBINDABLE = frozenset({"admin", "metrics"})
+SCOPES = ("decide", "chat", "copy", "events", "admin", "eval", "metrics", "reports")
+# Scopes a key bound to one user never holds: administration, the service-wide metrics and
+# reports (drift).
+UNBINDABLE = frozenset({"admin", "metrics", "reports"})
 PREFIX = "att"
 
 

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 # The event weights, half-life and price bands are compute_features' own, imported so the two
 # can never disagree.
-from store.events import Features, feature_rows, fold_features
+from store.events import Features, feature_rows, fold_features, with_prediction
 from store.models import Consent, EventRow, IdentityLink, User
+from store.predictions import predictions_for
 from store.schemas import Purpose
 
 PAGE = 500  # people per query; keeps every IN list far below SQLite's variable limit
@@ -114,7 +115,11 @@ def features_for(
             owners.add(owner_of_anonymous[anonymous_id])
         for owner in owners:
             by_person.setdefault(owner, []).append(tuple(event))
+    predicted = predictions_for(session, user_ids)
     return {
-        user_id: fold_features(by_person.get(user_id, []), as_of=as_of, recent=recent)
+        user_id: with_prediction(
+            fold_features(by_person.get(user_id, []), as_of=as_of, recent=recent),
+            predicted.get(user_id),
+        )
         for user_id in user_ids
     }

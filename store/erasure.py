@@ -2,7 +2,7 @@
 
 A person is their user id and every anonymous id linked to them. Erasure deletes, in one
 transaction: the profile and consent, identity links, events (theirs and their linked anonymous
-ids'), decisions and their rewards, linear-bandit observations of those decisions, and API keys
+ids'), decisions and their rewards, their predictions (churn risk, next purchase), linear-bandit observations of those decisions, and API keys
 bound to them. Beta posteriors are sums over many people and hold nothing of theirs. Stores
 outside the database (the collaborative model's user factors; chat checkpoints) are erased by
 the caller (`agents.privacy.rights`), which also writes the audit entry.
@@ -10,7 +10,7 @@ the caller (`agents.privacy.rights`), which also writes the audit entry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Delete, delete, or_, select
@@ -27,6 +27,7 @@ from store.models import (
     RewardRow,
     User,
 )
+from store.predictions import erase_prediction, prediction_for
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
             for d in decisions
         ],
         "api_keys": [{"key_id": k.key_id, "name": k.name, "scopes": k.scopes} for k in keys],
+        "predictions": asdict(p) if (p := prediction_for(session, person.user_id)) else None,
     }
 
 
@@ -146,6 +148,7 @@ def erase_person(session: Session, person: Person) -> Erased:
     links = _deleted(session, delete(IdentityLink).where(IdentityLink.user_id == person.user_id))
     keys = _deleted(session, delete(ApiKey).where(ApiKey.subject_user_id == person.user_id))
     session.execute(delete(Consent).where(Consent.user_id == person.user_id))
+    erase_prediction(session, person.user_id)
     session.execute(delete(User).where(User.user_id == person.user_id))
     return Erased(events, decisions, rewards, observations, links, keys)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -14,6 +14,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import CatalogItem, EventRow, IdentityLink
+from store.predictions import Prediction, prediction_for
 from store.schemas import Event
 from store.users import Subject, linked_anonymous_ids
 
@@ -130,6 +131,10 @@ class Features:
     price_band: str | None = None
     recent_item_ids: tuple[str, ...] = ()
     purchases: tuple[tuple[str, datetime], ...] = ()  # (item id, when), newest first
+    # Predictions `attune train` stored for the person (store.predictions); None: none yet.
+    churn_risk: float | None = None
+    next_purchase: dict[str, float] = field(default_factory=dict)  # category → probability
+    predictions_version: str | None = None
 
     @property
     def is_cold(self) -> bool:
@@ -162,7 +167,22 @@ def compute_features(
         return Features(as_of=as_of)
 
     rows = session.execute(feature_rows(conditions, as_of)).all()
-    return fold_features([tuple(row) for row in rows], as_of=as_of, recent=recent)
+    features = fold_features([tuple(row) for row in rows], as_of=as_of, recent=recent)
+    if subject.user_id is None:
+        return features
+    return with_prediction(features, prediction_for(session, subject.user_id))
+
+
+def with_prediction(features: Features, prediction: Prediction | None) -> Features:
+    """The features with the person's stored predictions added."""
+    if prediction is None:
+        return features
+    return replace(
+        features,
+        churn_risk=prediction.churn_risk,
+        next_purchase=prediction.next_purchase,
+        predictions_version=prediction.model_version,
+    )
 
 
 def feature_rows(conditions: Sequence[Any], as_of: datetime, *owners: Any) -> Select[Any]:

@@ -253,3 +253,18 @@ class CopyArmRow(Base):
     variant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     segment: Mapped[str] = mapped_column(String(64), index=True)
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- wt-c: predictions as features (agents/predictions.py) ------------------------------------
+
+
+class PredictionRow(Base):
+    """A person's predicted propensities, as `attune train` last computed them: erased with them."""
+
+    __tablename__ = "predictions"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    churn_risk: Mapped[float | None] = mapped_column(Float, nullable=True)
+    next_purchase: Mapped[dict[str, Any]] = mapped_column(JSON)  # category → probability
+    model_version: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[datetime] = mapped_column(default=utcnow)

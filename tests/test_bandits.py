@@ -50,7 +50,7 @@ def space() -> OfferFeatures:
 
 def test_offer_features_layout(space: OfferFeatures) -> None:
     assert space.offer_ids == ("books-10", "shoes-20", "wine-30")  # sorted: order-free
-    assert space.dim == 3 + 32 == len(space.names)
+    assert space.dim == 3 + 36 == len(space.names)
     assert OfferFeatures(reversed(space.offer_ids)).version == space.version
     x = dict(zip(space.names, space.vector(PERSON, OFFERS[1]), strict=True))
     assert x["offer:wine-30"] == 1.0 and x["offer:books-10"] == 0.0
@@ -251,7 +251,7 @@ def test_cold_start_priors_steer_the_first_choices(space: OfferFeatures) -> None
         (lambda s, st: LinearThompson(np.random.default_rng(0)).choose({}, st), "no eligible"),
         (
             lambda s, st: LinearThompson(np.random.default_rng(0)).choose({"a": np.ones(3)}, st),
-            "offer 'a': the feature vector has 3 values but the model has 35",
+            "offer 'a': the feature vector has 3 values but the model has 39",
         ),
         (
             lambda s, st: LinearUCB(np.random.default_rng(0)).choose(

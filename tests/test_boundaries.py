@@ -222,6 +222,7 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
         {},
         {"kind": "anonymous", "external_id": VICTIM_ANON, "user_id": THIEF, "move": True},
     ),
+    ("GET", "/v1/drift", {}, None),  # service-wide: `reports` or `admin`, never a bound key
     # Events answer 200 with a verdict per event: checked by `test_events_...` below.
     ("POST", "/v1/events", {}, None),
 ]

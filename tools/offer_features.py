@@ -1,7 +1,7 @@
 """The linear bandit's features of a person and an offer (`OfferFeatures`).
 
-Deterministic, dimension = number of offers + 32, fixed by the
-offer list, 59 for the 27 demo offers). For person u on a channel and offer o, with discount
+Deterministic, dimension = number of offers + 36, fixed by the
+offer list, 63 for the 27 demo offers). For person u on a channel and offer o, with discount
 level δ = min(discount_percent / 50, 1):
 
 1. one-hot of the offer id (k values): each offer's own base rate, as Thompson sampling has;
@@ -11,7 +11,9 @@ level δ = min(discount_percent / 50, 1):
    frequency bucket (0–2, 3–9, ≥ 10 events), price band (low, mid, high, unknown) and channel
    (web, app, email, push), one-hot each. They shift every offer's score equally, so they do not
    change the choice; they keep the other coefficients from absorbing who the person is;
-4. δ times each value of 2 and 3 (16 values): how much the discount matters to this person.
+4. the predictions `attune train` stores (2 values, 0 until it has run): the person's churn risk,
+   and `predicted` = the largest next-purchase probability among o's categories;
+5. δ times each value of 2, 3 and 4 (18 values): how much the discount matters to this person.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class OfferFeatures:
             + [f"price:{band}" for band in PRICE_BANDS]
             + [f"channel:{channel}" for channel in CHANNELS]
         )
-        contextual = ["match", "top_match", *person]
+        contextual = ["match", "top_match", *person, "churn_risk", "predicted"]
         self.names: tuple[str, ...] = (
             *(f"offer:{offer_id}" for offer_id in self.offer_ids),
             *contextual,
@@ -97,17 +99,21 @@ class OfferFeatures:
         top = min(affinity.items(), key=lambda kv: (-kv[1], kv[0]))[0] if affinity else None
         k, n = len(offers), len(self.offer_ids)
         X = np.zeros((k, self.dim))
-        contextual = np.empty((k, 16))
-        contextual[:, 2:] = person
+        width = 2 + len(person) + 2
+        contextual = np.empty((k, width))
+        contextual[:, 2:16] = person
+        contextual[:, 16] = float(user_features.get("churn_risk") or 0.0)
+        predicted: Mapping[str, float] = user_features.get("next_purchase") or {}
         discount = np.empty(k)
         for row, offer in enumerate(offers):
             X[row, self.index(offer["offer_id"])] = 1.0
             categories = offer.get("categories") or ()
             contextual[row, 0] = min(1.0, sum(affinity.get(c, 0.0) for c in categories))
             contextual[row, 1] = 1.0 if top is not None and top in categories else 0.0
+            contextual[row, 17] = max((predicted.get(c, 0.0) for c in categories), default=0.0)
             discount[row] = min(float(offer["discount_percent"]) / MAX_DISCOUNT_PERCENT, 1.0)
-        X[:, n : n + 16] = contextual
-        X[:, n + 16 :] = contextual * discount[:, None]
+        X[:, n : n + width] = contextual
+        X[:, n + width :] = contextual * discount[:, None]
         return X
 
     def vector(self, user_features: Mapping[str, Any], offer: Mapping[str, Any]) -> np.ndarray:
@@ -126,8 +132,8 @@ def offer_features(
 ) -> np.ndarray:
     """x(user, offer) in the layout of `OfferFeatures(offer_ids)`; build that once to reuse it.
 
-    `user_features` holds `channel` (required), `recency_days`, `frequency_30d`, `price_band` and
-    `category_affinity` (missing means a cold person); `offer` holds `offer_id`,
+    `user_features` holds `channel` (required), `recency_days`, `frequency_30d`, `price_band`,
+    `category_affinity`, `churn_risk` and `next_purchase` (missing means a cold person); `offer` holds `offer_id`,
     `discount_percent` and `categories`.
     """
     return OfferFeatures(offer_ids).vector(user_features, offer)
@@ -141,4 +147,6 @@ def user_context(features: Features, channel: str) -> dict[str, Any]:
         "frequency_30d": features.frequency_30d,
         "price_band": features.price_band,
         "category_affinity": dict(features.category_affinity),
+        "churn_risk": features.churn_risk,
+        "next_purchase": dict(features.next_purchase),
     }

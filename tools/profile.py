@@ -110,6 +110,8 @@ def _load(ctx: RunContext) -> None:
             category_affinity=features.category_affinity,
             price_band=features.price_band,
             recent_item_ids=list(features.recent_item_ids),
+            churn_risk=features.churn_risk,
+            next_purchase=features.next_purchase,
             rules_fired=rules_fired(firings),
         ),
     )

@@ -39,6 +39,12 @@ class ProfileView(_Model):
     category_affinity: dict[str, float]
     price_band: str | None
     recent_item_ids: list[str]
+    churn_risk: float | None = Field(
+        None, description="Predicted chance of no purchase within the person's usual interval."
+    )
+    next_purchase: dict[str, float] = Field(
+        default_factory=dict, description="Predicted chance of a purchase, per category."
+    )
     rules_fired: list[RuleFired] = Field(default_factory=list)
 
 

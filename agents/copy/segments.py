@@ -2,7 +2,8 @@
 features, or explicit user ids.
 
 A rule's conditions read the features of `store.events.compute_features` (recency, frequency,
-monetary value, purchases, category affinity, price band), the lifecycle segment of
+monetary value, purchases, category affinity, price band, and the predictions `attune train`
+stores: churn risk, next-purchase probability per category), the lifecycle segment of
 `tools.profile.lifecycle_segment`, and the person's age and locale. Every condition given must
 hold; an unknown condition, an unknown value or a range whose minimum is above its maximum is a
 validation error naming the field.
@@ -50,6 +51,7 @@ _RANGES = (
     ("frequency_30d", "frequency_30d"),
     ("monetary", "monetary_total"),
     ("age", "age"),
+    ("churn_risk", "churn_risk"),
 )
 _NOT_BEHAVIOUR = {"min_age", "max_age", "locale"}
 
@@ -88,9 +90,26 @@ class SegmentRule(_Strict):
     locale: list[Locale] | None = Field(
         None, description="Languages or locales (en, en-GB): an `en` entry fits en-GB and en-US."
     )
+    # Predictions `attune train` stores (agents.predictions); without one, no bound holds.
+    min_churn_risk: float | None = Field(
+        None, ge=0, le=1, description="Predicted chance of no purchase in their usual interval."
+    )
+    max_churn_risk: float | None = Field(None, ge=0, le=1)
+    likely_to_buy: list[Category] | None = Field(
+        None,
+        description="Predicted next-purchase probability of at least min_next_purchase in "
+        "one of these categories.",
+    )
+    min_next_purchase: float = Field(0.2, gt=0, le=1)
 
     @field_validator(
-        "lifecycle", "top_category", "categories_any", "price_band", "locale", mode="before"
+        "lifecycle",
+        "top_category",
+        "categories_any",
+        "price_band",
+        "locale",
+        "likely_to_buy",
+        mode="before",
     )
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
@@ -111,7 +130,7 @@ class SegmentRule(_Strict):
     @property
     def uses_features(self) -> bool:
         """Whether the rule reads behavioural features (which need profiling consent)."""
-        given = self.model_dump(exclude_none=True)
+        given = self.model_dump(exclude_none=True, exclude_defaults=True)
         return any(key not in _NOT_BEHAVIOUR for key in given)
 
     def categories(self) -> set[str]:
@@ -130,6 +149,10 @@ class SegmentRule(_Strict):
             return False
         if self.locale and not locale_fits(member.locale, self.locale):
             return False
+        if self.likely_to_buy and not any(
+            features.next_purchase.get(c, 0.0) >= self.min_next_purchase for c in self.likely_to_buy
+        ):
+            return False
         values = {
             "purchase_count": features.purchase_count,
             "recency_days": features.recency_days,
@@ -137,6 +160,7 @@ class SegmentRule(_Strict):
             "frequency_30d": features.frequency_30d,
             "monetary_total": features.monetary_total,
             "age": member.age,
+            "churn_risk": features.churn_risk,
         }
         for name, attribute in _RANGES:
             low, high = getattr(self, f"min_{name}"), getattr(self, f"max_{name}")
@@ -167,6 +191,7 @@ class SegmentRule(_Strict):
             "frequency_30d": "events in 30 days",
             "monetary": "spent in total",
             "age": "years old",
+            "churn_risk": "churn risk",
         }
         for name, _ in _RANGES:
             low, high = getattr(self, f"min_{name}"), getattr(self, f"max_{name}")
@@ -176,6 +201,10 @@ class SegmentRule(_Strict):
                 parts.append(f"at least {low:g} {words[name]}")
             elif high is not None:
                 parts.append(f"at most {high:g} {words[name]}")
+        if self.likely_to_buy:
+            parts.append(
+                f"likely ({self.min_next_purchase:g}+) to buy {' or '.join(self.likely_to_buy)}"
+            )
         if self.locale:
             parts.append(f"locale {' or '.join(self.locale)}")
         return ", ".join(parts) or "everyone"

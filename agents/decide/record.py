@@ -23,6 +23,7 @@ from agents.llm.completion import Usage
 from agents.privacy.minimize import Minimizer
 from store.decisions import log_decision
 from tools.context import RunContext
+from tools.profile import subject_features
 from tools.schemas import EligibleOffers, OfferChoice
 
 RECORD_SCHEMA = 2
@@ -99,6 +100,8 @@ def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
             "writer": state.get("writer"),
             "prompt": state.get("prompt_version"),
             "vector_backend": services.index.backend,
+            "collab": ctx.run.deps.collab.version if ctx.run.deps.collab else None,
+            "predictions": subject_features(ctx.run).predictions_version,
         },
         "degraded": list(dict.fromkeys(services.degraded + state.get("degraded", []))),
         # Tokens of every LLM call the decision made (zeros for the offline writer).

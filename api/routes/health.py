@@ -40,6 +40,7 @@ def health(services: ServicesDep) -> HealthOut:
         )
     if storage is not None:
         degraded.append(f"storage: {storage}; writes answer 503 with Retry-After")
+    degraded += services.drift.degraded()  # thresholds the latest drift check found crossed
     return HealthOut(
         status="degraded" if degraded else "ok",
         database=database,
