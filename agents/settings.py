@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     decision_retention_days: int = Field(
         90, ge=1, le=3650, description="`attune prune` deletes decisions older than this."
     )
+    rank_reward_window_s: float = Field(
+        3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="A rank event takes its activation and rewards for this long (`/v1/rank`).",
+    )
 
     @model_validator(mode="after")
     def _openai_all_or_nothing(self) -> Settings:

@@ -27,8 +27,10 @@ from api.routes import (
     events,
     feedback,
     health,
+    items,
     jobs,
     metrics,
+    rank,
     users,
 )
 from api.schemas import ERROR_RESPONSES
@@ -77,6 +79,8 @@ def create_app(
         decisions,
         users,
         catalog,
+        items,
+        rank,
         admin,
         health,
         metrics,
