@@ -19,6 +19,7 @@ from api import errors
 from api.auth import BodyLimit, RateLimits
 from api.routes import (
     admin,
+    batch,
     catalog,
     chat,
     copy,
@@ -81,6 +82,7 @@ def create_app(
         catalog,
         items,
         rank,
+        batch,
         admin,
         health,
         metrics,

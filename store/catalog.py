@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, case, delete, func, or_, select

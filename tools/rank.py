@@ -47,9 +47,9 @@ def flatten(features: Sequence[Mapping[str, Any]], prefix: str = "") -> dict[str
         elif isinstance(value, list):
             for inner in value:
                 walk(path, inner)
-        elif isinstance(value, bool) or isinstance(value, str):
+        elif isinstance(value, bool | str):
             out[f"{path}={value}"] = 1.0
-        elif isinstance(value, int | float) and value is not None:
+        elif isinstance(value, int | float):
             out[path] = out.get(path, 0.0) + float(value)
 
     for group in features:

@@ -23,8 +23,10 @@ from sqlalchemy.orm import Session
 from agents.services import Services, collab_folder
 from retrieval.collab import CollabModel
 from store.access import audit
+from store.batch import erase_from_batches
 from store.erasure import erase_person, export_person, find_person
 from store.jobs import erase_from_jobs
+from store.rank import erase_rank_events
 from store.tombstones import add_tombstones, tombstoned
 
 
@@ -113,6 +115,8 @@ def erase_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any
             ],
         )
         jobs = erase_from_jobs(session, user_id)  # copy audiences that named them by id
+        erase_from_batches(session, user_id)  # their lines of batch recommendation results
+        erase_rank_events(session, user_id)  # ranks made for them, and what they taught
         audit(
             session,
             actor=actor,
