@@ -195,3 +195,13 @@ def delete_item(session: Session, item_id: str) -> None:
     get_item(session, item_id)
     session.execute(delete(HiddenItem).where(HiddenItem.item_id == item_id))
     session.execute(delete(CatalogItem).where(CatalogItem.item_id == item_id))
+
+
+def popularity_of(session: Session, item_ids: Sequence[str]) -> dict[str, float]:
+    """Each stored item's popularity (see `refresh_popularity`)."""
+    if not item_ids:
+        return {}
+    rows = session.execute(
+        select(CatalogItem.item_id, CatalogItem.popularity).where(CatalogItem.item_id.in_(item_ids))
+    )
+    return {item_id: float(popularity) for item_id, popularity in rows}

@@ -205,6 +205,7 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
     ),
     ("GET", "/v1/jobs/{job_id}", {"job_id": "{campaign_id}"}, None),
     ("GET", "/v1/jobs/{job_id}/results", {"job_id": "{campaign_id}"}, None),
+    ("GET", "/v1/jobs/{job_id}/recipients", {"job_id": "{campaign_id}"}, None),
     ("POST", "/v1/catalog/items", {}, {"items": [ITEM]}),
     ("POST", "/v1/admin/keys", {}, {"name": "mine", "scopes": ["admin"]}),
     (

@@ -49,6 +49,7 @@ class SegmentAudience:
     granted: Counter[str] = field(default_factory=Counter)  # purpose → members who granted it
     excluded: Counter[str] = field(default_factory=Counter)  # rule id → people it left out
     unknown_ids: int = 0  # explicit user ids that are no user
+    members: list[str] = field(default_factory=list)  # only when a scan collects them
 
     def add(self, person: PersonFacts, age: int | None) -> None:
         self.size += 1
@@ -106,10 +107,12 @@ def scan_audience(
     only: Sequence[str] | None = None,
     on_scanned: Scanned | None = None,
     page_size: int = PAGE,
+    collect: bool = False,
 ) -> dict[str, SegmentAudience]:
     """Every segment's members among all users (or among `only`), one pass, page by page.
 
-    `on_scanned(n)` is called after each page with the number of people it read.
+    `on_scanned(n)` is called after each page with the number of people it read. With
+    `collect`, each segment also lists its members' user ids (for a send list, never for copy).
     """
     found = {s.name: SegmentAudience(s.name) for s in segments}
     explicit = {s.name: set(s.user_ids) for s in segments if s.user_ids is not None}
@@ -154,6 +157,8 @@ def scan_audience(
                     if not segment.rule.matches(member):
                         continue
                 audience.add(person, age)
+                if collect:
+                    audience.members.append(uid)
         if on_scanned is not None:
             on_scanned(len(page))
     for name, ids in explicit.items():

@@ -10,6 +10,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 
 from agents.batch import KIND as BATCH_KIND
+from agents.copy.recipients import recipients
+from agents.copy.state import CopyRequest
 from api.auth import Caller, CopyCaller
 from api.deps import ServicesDep
 from api.schemas import JobOut, JobProgressOut
@@ -91,6 +93,43 @@ def read_job_results(
         body = "".join(json.dumps({"campaign_id": job_id, **v}) + "\n" for v in variants)
         return Response(body, media_type="application/x-ndjson", headers=disposition)
     return Response(_csv(job_id, variants), media_type="text/csv", headers=disposition)
+
+
+@router.get(
+    "/jobs/{job_id}/recipients",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+            "description": "One line per person: the segment and the variant they get.",
+        }
+    },
+)
+def read_job_recipients(
+    services: ServicesDep,
+    caller: CopyCaller,
+    job_id: str = JobId,
+    format: Literal["jsonl", "csv"] = Query("jsonl", description="jsonl or csv"),
+) -> Response:
+    """A done copy job's send list: which person gets which variant (consent as of now)."""
+    with services.db.session() as session:
+        job = _job(session, job_id, caller)
+    if job.kind != "copy":
+        raise Conflict(f"job {job_id!r} is a {job.kind} job; recipients are for copy jobs")
+    if job.status != "done":
+        raise Conflict(f"job {job_id!r} is {job.status}; recipients are ready when it is done")
+    rows = list(recipients(services, job_id, CopyRequest.model_validate(job.request)))
+    disposition = {"Content-Disposition": f'attachment; filename="recipients-{job_id}.{format}"'}
+    if format == "jsonl":
+        body = "".join(json.dumps(row) + "\n" for row in rows)
+        return Response(body, media_type="application/x-ndjson", headers=disposition)
+    out = io.StringIO()
+    writer = csv.DictWriter(
+        out, fieldnames=("user_id", "segment", "variant_id", "subject"), lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows({**row, "subject": row["subject"] or ""} for row in rows)
+    return Response(out.getvalue(), media_type="text/csv", headers=disposition)
 
 
 def _batch_results(services: Any, job_id: str, format: str) -> Response:
