@@ -111,8 +111,8 @@ def test_a_deleted_item_is_gone_from_the_store_and_the_index(
         ("GET", "/v1/catalog/items/no_such_item", None),
         ("GET", "/v1/catalog/items/no_such_item/similar", None),
         ("POST", "/v1/catalog/items/no_such_item/hide", None),
-        ("GET", "/v1/catalog/items/wte_scarf/similar?k=0", "k"),
-        ("GET", "/v1/catalog/items/wte_scarf/similar?user_id=%20x", "user_id"),
+        ("GET", "/v1/catalog/items/wte_scarf/similar?k=0", "query.k"),
+        ("GET", "/v1/catalog/items/wte_scarf/similar?user_id=%20x", "query.user_id"),
     ],
 )
 def test_unknown_items_are_404_and_bad_parameters_422(
