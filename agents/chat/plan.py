@@ -34,6 +34,9 @@ def plan(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
     memory = state.get("memory") or {}
     follow = classify(turn.query, memory) if not turn.items else None
     if follow is not None and follow.kind == "recall":
+        if subject_blocked(ctx.run, "content") is not None:
+            ctx.writer, ctx.prompt_version = "none", None  # no copy without consent to it
+            return {"reply": "", "route": "finish"}
         return _recall(runtime, ctx, memory, follow.position)
     ctx.searched = memory.get("query") if follow is not None else turn.query
     if not turn.items:
@@ -64,21 +67,25 @@ def _retrieve(
     runtime: Runtime[ChatContext], ctx: ChatContext, follow: FollowUp | None, memory: dict[str, Any]
 ) -> None:
     """Search this turn's message; a follow-up searches the last turn's query again and keeps
-    what refines it: cheaper than the cheapest shown, or not shown yet in this thread."""
+    what refines it, never an item the thread has shown: cheaper than the average shown, or
+    anything else."""
     turn = ctx.turn
     query = ctx.searched
-    k = turn.k if follow is None else min(50, turn.k + len(memory.get("seen", [])) + 10)
+    k = turn.k if follow is None else min(50, turn.k + len(memory.get("seen", [])) + 20)
     arguments = {"query": query, "k": k} if query else {"k": k}
     call_tool(runtime, ctx, "retrieve_items", _json(arguments))
     if follow is None:
         return
+    seen = set(memory.get("seen", []))
+    fresh = {i: c for i, c in turn.items.items() if i not in seen}
     if follow.kind == "cheaper":
-        ceiling = min(float(s["price"]) for s in memory["shown"])
-        kept = {i: c for i, c in turn.items.items() if c.price < ceiling}
-        turn.items = dict(sorted(kept.items(), key=lambda pair: pair[1].price, reverse=True))
+        # Below the average of what was shown, cheapest first: what "cheaper" asks for.
+        shown = [float(s["price"]) for s in memory["shown"]]
+        ceiling = sum(shown) / len(shown)
+        kept = [(i, c) for i, c in fresh.items() if c.price < ceiling]
+        turn.items = dict(sorted(kept, key=lambda pair: pair[1].price))
     else:
-        seen = set(memory.get("seen", []))
-        turn.items = {i: c for i, c in turn.items.items() if i not in seen}
+        turn.items = fresh
 
 
 def _recall(
