@@ -35,6 +35,14 @@ def read_lines(session: Session, job_id: str) -> list[dict[str, Any]]:
     return list(rows)
 
 
+def export_batch_lines(session: Session, user_id: str) -> list[dict[str, Any]]:
+    """A person's lines of batch recommendation jobs, with their job ids."""
+    rows = session.execute(
+        select(BatchResultRow.job_id, BatchResultRow.data).where(BatchResultRow.user_id == user_id)
+    )
+    return [{"job_id": job_id, **data} for job_id, data in rows]
+
+
 def erase_from_batches(session: Session, user_id: str) -> int:
     """Replace a person's lines by an `erased` line that names no one; how many there were."""
     rows = session.scalars(select(BatchResultRow).where(BatchResultRow.user_id == user_id)).all()

@@ -129,6 +129,27 @@ def erase_rank_events(session: Session, user_id: str) -> int:
     return len(ids)
 
 
+def export_rank_events(session: Session, user_id: str) -> list[dict[str, Any]]:
+    """A person's rank events: what was chosen for them, when, and its reward."""
+    rows = session.scalars(
+        select(RankEventRow)
+        .where(RankEventRow.user_id == user_id)
+        .order_by(RankEventRow.created_at)
+    )
+    return [
+        {
+            "event_id": row.event_id,
+            "created_at": row.created_at.isoformat(),
+            "activated": row.activated,
+            "slots": [
+                {k: slot.get(k) for k in ("slot_id", "action_id", "probability", "reward")}
+                for slot in row.slots
+            ],
+        }
+        for row in rows
+    ]
+
+
 def observation_id(event_id: str, slot_index: int) -> str:
     """The id a slot's reward is stored under among the linear bandit's observations."""
     return event_id if slot_index == 0 else f"{event_id}/{slot_index}"
