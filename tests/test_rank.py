@@ -164,3 +164,23 @@ def test_bad_ranks_are_422_naming_the_field(
     response = client.post("/v1/rank", json=body)
     assert response.status_code == 422, response.text
     assert field in response.json()["detail"], response.json()
+
+
+def test_a_persons_ranks_are_in_their_export_and_go_with_their_erasure(
+    client: TestClient,
+) -> None:
+    person = "u_0075"
+    ranked = rank(client, context_features=CONTEXT, user_id=person)
+    client.post(f"/v1/rank/{ranked['event_id']}/reward", json={"value": 1})
+    exported = client.get(f"/v1/users/{person}/export").json()["rank_events"]
+    assert [e["event_id"] for e in exported] == [ranked["event_id"]]
+    assert exported[0]["slots"][0]["reward"] == 1
+    assert "features" not in str(exported) and "morning" not in str(exported)
+    assert client.delete(f"/v1/users/{person}").status_code == 200
+    gone = client.post(f"/v1/rank/{ranked['event_id']}/reward", json={"value": 1})
+    assert gone.status_code == 404
+
+
+def test_ranking_for_an_unknown_person_is_a_404_naming_the_field(client: TestClient) -> None:
+    response = client.post("/v1/rank", json={"actions": ACTIONS, "user_id": "u_nobody"})
+    assert response.status_code == 404 and response.json()["detail"].startswith("user_id:")
