@@ -139,6 +139,22 @@ OPENERS: dict[Objective, dict[Persona | None, tuple[str, ...]]] = {
         None: ("Come back for these:", "Time for another look:", "See what you have been missing:"),
     },
     Objective.upsell: {
+        Persona.new: (
+            "Start with the good stuff:",
+            "Begin with the best:",
+            "Go straight to the top:",
+        ),
+        Persona.lapsing: (
+            "Come back to something better:",
+            "Return to an upgrade:",
+            "Better than last time:",
+        ),
+        Persona.lapsed: (
+            "Come back to something better:",
+            "Return to an upgrade:",
+            "Better than before:",
+        ),
+        Persona.active: ("Your next step up:", "Level up your kit:", "An upgrade you will use:"),
         Persona.big_spender: (
             "Ready for an upgrade?",
             "The next step up:",
@@ -152,6 +168,9 @@ OPENERS: dict[Objective, dict[Persona | None, tuple[str, ...]]] = {
         None: ("Trade up to these:", "Go one better:", "Worth the upgrade:"),
     },
     Objective.launch: {
+        Persona.lapsed: ("All new since you left:", "So much is new:", "New, and worth a return:"),
+        Persona.active: ("New, and your style:", "Fresh for you:", "New picks for you:"),
+        Persona.bargain: ("New in, at good prices:", "New and good value:", "Fresh, for less:"),
         Persona.new: (
             "Just arrived, and a good place to start:",
             "New in, picked for first-timers:",

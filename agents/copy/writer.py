@@ -198,6 +198,16 @@ class OfflineCopyWriter:
         must = [p if p.endswith((".", "!", "?")) else f"{p}." for p in brief.must_say]
         must += brief.disclaimers  # the policy's, quoted as they are
         separator = "\n\n" if spec.channel is CopyChannel.email else " "
+        # In a short format, the first of the variant's openers that fits beside the lead item.
+        lead_lines = _item_lines(items[:1], spec, spotlight=angle == 2)
+        opener = next(
+            (
+                o
+                for o in openers
+                if spec.measure(separator.join([o, *lead_lines, *must])) <= brief.max_length
+            ),
+            opener,
+        )
 
         def body(layout: _Layout) -> str:
             lines = _item_lines(layout.items, spec, spotlight=angle == 2)
@@ -211,7 +221,8 @@ class OfflineCopyWriter:
             return spec.measure(body(layout)) <= brief.max_length
 
         # Must-say phrases always go in. The rest is added in the angle's order of priority
-        # while it fits: the lead item (without the opener if it must), the offer in few words,
+        # while it fits: the lead item (without the offer, else without the opener, if it
+        # must), the offer in few words,
         # the other items, the offer's full terms, the closer.
         layout = _Layout(items=[], offer=0, opener=bool(opener), closer=False)
         steps = (
@@ -223,7 +234,9 @@ class OfflineCopyWriter:
             tries: list[_Layout] = []
             if step == "item" and items:
                 lead = replace(layout, items=items[:1])
-                tries = [lead, replace(lead, opener=False)]
+                # The opener is the segment's own voice (its persona and the objective): in a
+                # short format it stays, and the offer waits for a later step, before it goes.
+                tries = [lead, replace(lead, offer=0), replace(lead, opener=False)]
             elif step == "items":
                 for item in items[len(layout.items) :]:
                     if fits(wider := replace(layout, items=[*layout.items, item])):
