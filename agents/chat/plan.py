@@ -18,6 +18,7 @@ from agents.writing.writer import Brief, BriefItem, BriefOffer, money
 from tools.profile import lookup_profile, subject_blocked, subject_record
 from tools.schemas import Candidate, ScoreParts
 
+RETRIEVE_MAX = 10  # `RetrieveArgs.k`'s bound
 BRIEF_ITEMS = 3  # items the offline plan's copy mentions at most (as in the decide graph)
 
 
@@ -71,7 +72,9 @@ def _retrieve(
     anything else."""
     turn = ctx.turn
     query = ctx.searched
-    k = turn.k if follow is None else min(50, turn.k + len(memory.get("seen", [])) + 20)
+    # A follow-up takes as many as the tool gives (its bound is the model's too), to have
+    # something left once what was shown is set aside.
+    k = turn.k if follow is None else RETRIEVE_MAX
     arguments = {"query": query, "k": k} if query else {"k": k}
     call_tool(runtime, ctx, "retrieve_items", _json(arguments))
     if follow is None:
