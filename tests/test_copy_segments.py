@@ -33,7 +33,7 @@ def client(demo_services: Services) -> Iterator[TestClient]:
 
 def campaign(client: TestClient, goal: str, **brief: Any) -> dict[str, Any]:
     body = {
-        "channel": "web_banner",
+        "channel": "email",
         "variants": 2,
         "brief": {"goal": goal, "categories": ["coffee_tea", "kitchen"], **brief},
         "audience": {"segments": SEGMENTS},

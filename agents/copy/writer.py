@@ -184,7 +184,8 @@ class OfflineCopyWriter:
         v = brief.variant
         # The segment and the objective choose the opening line; the tone, the closing one.
         own = lines(OPENERS, Objective(brief.objective), Persona(brief.persona))
-        openers = [o for o in [*_rotate(list(own), v), *_OPENERS[brief.tone]] if allowed(o)]
+        tone = _rotate(list(_OPENERS[brief.tone]), v)
+        openers = [o for o in [*_rotate(list(own), v), *tone] if allowed(o)]
         opener = openers[0] if openers else ""
         closer = _CLOSERS[brief.tone] if allowed(_CLOSERS[brief.tone]) else ""
         items = [i for i in _rotate(list(brief.items), v) if allowed(_item_words(i))]
@@ -221,8 +222,7 @@ class OfflineCopyWriter:
             return spec.measure(body(layout)) <= brief.max_length
 
         # Must-say phrases always go in. The rest is added in the angle's order of priority
-        # while it fits: the lead item (without the offer, else without the opener, if it
-        # must), the offer in few words,
+        # while it fits: the lead item (without the opener if it must), the offer in few words,
         # the other items, the offer's full terms, the closer.
         layout = _Layout(items=[], offer=0, opener=bool(opener), closer=False)
         steps = (
@@ -234,9 +234,7 @@ class OfflineCopyWriter:
             tries: list[_Layout] = []
             if step == "item" and items:
                 lead = replace(layout, items=items[:1])
-                # The opener is the segment's own voice (its persona and the objective): in a
-                # short format it stays, and the offer waits for a later step, before it goes.
-                tries = [lead, replace(lead, offer=0), replace(lead, opener=False)]
+                tries = [lead, replace(lead, opener=False)]
             elif step == "items":
                 for item in items[len(layout.items) :]:
                     if fits(wider := replace(layout, items=[*layout.items, item])):
