@@ -38,7 +38,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_ids: list[str] = Field(min_length=1)
-    channel: Channel = "web"
+    channel: Channel = Channel.web
     k: int = Field(10, ge=1, le=50)
     query: str | None = None
 

@@ -592,7 +592,7 @@ class ItemRemovedOut(BaseModel):
 
 class BatchRecommendIn(_In):
     user_ids: list[Identifier] = Field(min_length=1, max_length=10_000)
-    channel: Channel = "web"
+    channel: Channel = Channel.web
     k: int = Field(10, ge=1, le=50)
     query: str | None = Field(None, max_length=1000, description="Free text for every person.")
 
