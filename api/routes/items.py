@@ -21,7 +21,7 @@ from store.catalog import (
     unhide_item,
 )
 from store.models import utcnow
-from store.schemas import Item
+from store.schemas import Channel, Item
 from store.users import Subject
 from tools.context import RunContext
 from tools.profile import lookup_profile, subject_features
@@ -140,7 +140,7 @@ def _similar(services: Services, item_id: str, k: int, user_id: str | None) -> S
         item, _ = get_item(session, item_id)
     exclude = [item_id]
     if user_id is not None:
-        ctx = RunContext(services.tools, Subject(user_id, None), "web", utcnow())
+        ctx = RunContext(services.tools, Subject(user_id, None), Channel.web, utcnow())
         if lookup_profile(ctx).known:
             exclude += [bought for bought, _ in subject_features(ctx).purchases]
     flt = ItemFilter(exclude_ids=tuple(dict.fromkeys(exclude)), in_stock_only=True)

@@ -36,6 +36,7 @@ from store.rank import (
     observation_id,
     record_slot_rewards,
 )
+from store.schemas import Channel
 from store.users import Subject
 from tools.context import RunContext
 from tools.linear import LinearConfig
@@ -206,7 +207,7 @@ def _rank(services: Services, body: RankIn, caller: Caller, user_id: str | None)
 
 def _person(services: Services, user_id: str) -> dict[str, float]:
     """The person's profile as context features, when their consent allows profiling."""
-    ctx = RunContext(services.tools, Subject(user_id, None), "web", utcnow())
+    ctx = RunContext(services.tools, Subject(user_id, None), Channel.web, utcnow())
     profile = lookup_profile(ctx)
     if not profile.known:
         raise NotFound(f"user_id: user {user_id!r} does not exist")
