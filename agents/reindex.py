@@ -20,7 +20,7 @@ from agents.services import Services, collab_folder
 from retrieval.collab import CollabModel, train
 from retrieval.index import COLLAB_VECTOR, RetrievalError
 from store.catalog import count_items
-from store.models import CatalogItem
+from store.models import CatalogItem, HiddenItem
 from store.schemas import Item
 
 log = logging.getLogger("attune.reindex")
@@ -98,6 +98,10 @@ def start(services: Services, demo: Path | None) -> None:
 
 def _stored_items(services: Services) -> list[list[Item]]:
     with services.db.session() as session:
-        rows = session.scalars(select(CatalogItem.data).order_by(CatalogItem.item_id))
+        rows = session.scalars(
+            select(CatalogItem.data)
+            .where(CatalogItem.item_id.not_in(select(HiddenItem.item_id)))
+            .order_by(CatalogItem.item_id)
+        )
         items = iter([Item.model_validate(data) for data in rows])
     return [batch for batch in iter(lambda: list(islice(items, BATCH)), [])]

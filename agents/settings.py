@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     drift_check_seconds: float = Field(
         600.0, ge=0, description="How often the API process checks drift; 0: only on request."
     )
+    rank_reward_window_s: float = Field(
+        3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="A rank event takes its activation and rewards for this long (`/v1/rank`).",
+    )
 
     @model_validator(mode="after")
     def _openai_all_or_nothing(self) -> Settings:

@@ -21,6 +21,7 @@ from api.auth import BodyLimit, RateLimits
 from api.routes import (
     admin,
     audience,
+    batch,
     catalog,
     chat,
     console,
@@ -32,8 +33,10 @@ from api.routes import (
     events,
     feedback,
     health,
+    items,
     jobs,
     metrics,
+    rank,
     users,
 )
 from api.schemas import ERROR_RESPONSES
@@ -87,6 +90,9 @@ def create_app(
         drift,
         users,
         catalog,
+        items,
+        rank,
+        batch,
         admin,
         health,
         metrics,

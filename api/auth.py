@@ -226,3 +226,7 @@ async def _too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+# Catalog reads (an item, similar items): callers who decide, chat or write copy read the catalog.
+CatalogCaller = Annotated[Caller, Depends(require("decide", "chat", "copy", "admin"))]

@@ -412,3 +412,237 @@ class EvalReportOut(BaseModel):
     started_at: str | None
     passed: bool | None
     summary: str | None
+
+
+# -- The calls teams migrate from: Personalizer's Rank and Reward, Personalize's similar items and
+# batch recommendations, catalog item reads and removals ---------------------------------------
+
+MAX_FEATURES = 200  # flattened features per group (context, one action, one slot)
+FeatureObjects = Annotated[
+    list[dict[str, Any]],
+    Field(
+        default_factory=list,
+        max_length=20,
+        description="Feature objects: nested objects of strings, numbers, booleans and lists.",
+    ),
+]
+
+
+def _check_features(value: list[dict[str, Any]], field: str) -> None:
+    """Bounded, finite feature objects; the ValueError names the field."""
+    from tools.rank import flatten
+
+    def walk(path: str, inner: Any, depth: int) -> None:
+        if depth > 5:
+            raise ValueError(f"{path}: nested deeper than 5 levels")
+        if isinstance(inner, dict):
+            for key, item in inner.items():
+                if len(key) > 64:
+                    raise ValueError(f"{path}: a key longer than 64 characters")
+                walk(f"{path}.{key}", item, depth + 1)
+        elif isinstance(inner, list):
+            for item in inner:
+                walk(path, item, depth + 1)
+        elif isinstance(inner, str):
+            if len(inner) > 256:
+                raise ValueError(f"{path}: a string longer than 256 characters")
+        elif isinstance(inner, int | float) and not isinstance(inner, bool):
+            if not (-1e9 <= inner <= 1e9):
+                raise ValueError(f"{path}: numbers must be finite, within ±1e9")
+        elif inner is not None and not isinstance(inner, bool):
+            raise ValueError(f"{path}: unsupported value")
+
+    for i, group in enumerate(value):
+        walk(f"{field}[{i}]", group, 0)
+    if len(flatten(value)) > MAX_FEATURES:
+        raise ValueError(f"{field}: more than {MAX_FEATURES} features")
+
+
+class RankActionIn(_In):
+    id: Identifier
+    features: FeatureObjects
+
+
+class RankSlotIn(_In):
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    features: FeatureObjects
+    excluded_actions: list[Identifier] = Field(default_factory=list, max_length=50)
+    baseline_action: Identifier = Field(
+        description="The action this slot shows without personalization (for comparison)."
+    )
+
+
+class RankIn(_In):
+    event_id: (
+        Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+        | None
+    ) = Field(None, description="Your id for this rank; one is made when absent.")
+    user_id: Identifier | None = Field(
+        None,
+        description="The person ranked for: their profile features join the context (with "
+        "profiling consent). A key bound to a user ranks for that user only.",
+    )
+    context_features: FeatureObjects
+    actions: list[RankActionIn] = Field(min_length=1, max_length=50)
+    excluded_actions: list[Identifier] = Field(default_factory=list, max_length=50)
+    defer_activation: bool = Field(
+        False, description="Rank now; rewards count only after POST /v1/rank/{event_id}/activate."
+    )
+    slots: list[RankSlotIn] | None = Field(
+        None, min_length=1, max_length=8, description="Multi-slot: one chosen action per slot."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RankIn:
+        _check_features(self.context_features, "context_features")
+        ids = [a.id for a in self.actions]
+        for i, action in enumerate(self.actions):
+            _check_features(action.features, f"actions[{i}].features")
+            if action.id in ids[:i]:
+                raise ValueError(f"actions[{i}].id: {action.id!r} appears twice")
+        known = set(ids)
+        for i, excluded in enumerate(self.excluded_actions):
+            if excluded not in known:
+                raise ValueError(f"excluded_actions[{i}]: {excluded!r} is not one of the actions")
+        left = known - set(self.excluded_actions)
+        if not left:
+            raise ValueError("excluded_actions: every action is excluded")
+        if self.slots is not None:
+            if len(self.slots) > len(left):
+                raise ValueError(
+                    f"slots: {len(self.slots)} slots but only {len(left)} actions to fill them"
+                )
+            seen: set[str] = set()
+            for i, slot in enumerate(self.slots):
+                _check_features(slot.features, f"slots[{i}].features")
+                if slot.id in seen:
+                    raise ValueError(f"slots[{i}].id: {slot.id!r} appears twice")
+                seen.add(slot.id)
+                for j, excluded in enumerate(slot.excluded_actions):
+                    if excluded not in known:
+                        raise ValueError(
+                            f"slots[{i}].excluded_actions[{j}]: {excluded!r} is not one of the actions"
+                        )
+                if slot.baseline_action not in left - set(slot.excluded_actions):
+                    raise ValueError(
+                        f"slots[{i}].baseline_action: {slot.baseline_action!r} is not an action "
+                        "this slot may show"
+                    )
+        return self
+
+
+class RankedActionOut(BaseModel):
+    id: str
+    probability: float = Field(description="The chance this action was chosen (first slot).")
+    score: float = Field(description="The model's predicted reward, x·θ̂.")
+
+
+class RankSlotOut(BaseModel):
+    id: str
+    reward_action_id: str
+    probability: float
+    baseline_action: str
+
+
+class RankOut(BaseModel):
+    event_id: str
+    reward_action_id: str = Field(description="The action to show (the first slot's).")
+    ranking: list[RankedActionOut] = Field(
+        description="Every action that was not excluded: the chosen one first, then by score."
+    )
+    slots: list[RankSlotOut] | None = None
+    activated: bool
+    expires_at: str
+    policy: str
+
+
+class SlotRewardIn(_In):
+    slot_id: Annotated[str, Field(min_length=1, max_length=64)]
+    value: float = Field(ge=0, le=1)
+
+
+class RankRewardIn(_In):
+    value: float | None = Field(None, ge=0, le=1, description="The reward of a single-slot rank.")
+    slots: list[SlotRewardIn] | None = Field(
+        None, min_length=1, max_length=8, description="Multi-slot: a reward per slot id."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> RankRewardIn:
+        if (self.value is None) == (self.slots is None):
+            raise ValueError("send either value (a single-slot rank) or slots (multi-slot)")
+        if self.slots is not None:
+            ids = [s.slot_id for s in self.slots]
+            if len(set(ids)) != len(ids):
+                raise ValueError("slots: a slot_id appears twice")
+        return self
+
+
+class SlotRewardOut(BaseModel):
+    slot_id: str
+    action_id: str
+    value: float
+
+
+class RankRewardOut(BaseModel):
+    event_id: str
+    rewarded: list[SlotRewardOut]
+    duplicate: bool = Field(description="True when every reward was recorded before (a retry).")
+    observations: int = Field(description="Rewards the rank model has learned from so far.")
+
+
+class RankActivateOut(BaseModel):
+    event_id: str
+    activated: bool
+    expires_at: str
+
+
+class CatalogItemOut(BaseModel):
+    item: Item
+    hidden: bool
+
+
+class SimilarItemOut(BaseModel):
+    item_id: str
+    title: str
+    category: str
+    price: float
+    currency: str
+    score: float = Field(description="Cosine similarity of the items' content vectors.")
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    items: list[SimilarItemOut]
+    degraded: list[str]
+
+
+class ItemRemovedOut(BaseModel):
+    item_id: str
+    hidden: bool
+    deleted: bool
+    indexed_total: int
+
+
+class BatchRecommendIn(_In):
+    user_ids: list[Identifier] = Field(min_length=1, max_length=10_000)
+    channel: Channel = Channel.web
+    k: int = Field(10, ge=1, le=50)
+    query: str | None = Field(None, max_length=1000, description="Free text for every person.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> BatchRecommendIn:
+        seen: set[str] = set()
+        for i, user_id in enumerate(self.user_ids):
+            if user_id in seen:
+                raise ValueError(f"user_ids[{i}]: {user_id!r} appears twice")
+            seen.add(user_id)
+        return self
+
+
+class BatchAccepted(BaseModel):
+    job_id: str
+    status: str
+    people: int
+    status_url: str
+    results_url: str

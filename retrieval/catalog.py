@@ -7,7 +7,7 @@ from itertools import islice
 
 from retrieval.embedder import Embedder
 from retrieval.index import VectorIndex
-from store.catalog import upsert_items
+from store.catalog import hidden_ids, upsert_items
 from store.db import Database
 from store.schemas import Item
 
@@ -25,7 +25,11 @@ def index_items(
     with db.session() as session:
         upsert_items(session, items)
         session.flush()
-        index.upsert(items, vectors)
+        # A hidden item stays hidden when a feed sends it again: stored, not indexed.
+        hidden = hidden_ids(session, [item.item_id for item in items])
+        keep = [n for n, item in enumerate(items) if item.item_id not in hidden]
+        if keep:
+            index.upsert([items[n] for n in keep], vectors[keep])
 
 
 def ingest_items(

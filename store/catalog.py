@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import CursorResult, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from store.models import CatalogItem, CatalogOffer, EventRow
+from store.errors import NotFound
+from store.models import CatalogItem, CatalogOffer, EventRow, HiddenItem
 from store.schemas import Item, Offer
 
 
@@ -47,7 +49,16 @@ def get_items(session: Session, item_ids: Sequence[str]) -> dict[str, Item]:
 
 
 def count_items(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(CatalogItem)) or 0
+    """Items that may be recommended: every stored item but the hidden ones (which the vector
+    index does not hold)."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(CatalogItem)
+            .where(CatalogItem.item_id.not_in(select(HiddenItem.item_id)))
+        )
+        or 0
+    )
 
 
 def upsert_offers(session: Session, offers: Iterable[Offer]) -> int:
@@ -110,6 +121,7 @@ def popular_items(
         query = query.where(CatalogItem.min_age <= max_min_age)
     if in_stock_only:
         query = query.where(or_(CatalogItem.stock.is_(None), CatalogItem.stock > 0))
+    query = query.where(CatalogItem.item_id.not_in(select(HiddenItem.item_id)))
     query = query.order_by(CatalogItem.popularity.desc(), CatalogItem.item_id).limit(limit)
     return [(Item.model_validate(row.data), row.popularity) for row in session.scalars(query)]
 
@@ -135,3 +147,61 @@ def catalog_coverage(session: Session) -> dict[str, int]:
         "categories": len(sizes),
         "largest_category": max(sizes, default=0),
     }
+
+
+# -- wt-e: reading, hiding and deleting single items ------------------------------------------
+
+
+def get_item(session: Session, item_id: str) -> tuple[Item, bool]:
+    """(the item, whether it is hidden); NotFound if it is not stored."""
+    row = session.get(CatalogItem, item_id)
+    if row is None:
+        raise NotFound(f"item {item_id!r} does not exist")
+    return Item.model_validate(row.data), session.get(HiddenItem, item_id) is not None
+
+
+def hidden_ids(session: Session, item_ids: Sequence[str] | None = None) -> set[str]:
+    """The hidden items among `item_ids` (all of them when None)."""
+    query = select(HiddenItem.item_id)
+    if item_ids is not None:
+        query = query.where(HiddenItem.item_id.in_(item_ids))
+    return set(session.scalars(query))
+
+
+def hide_item(session: Session, item_id: str) -> bool:
+    """Mark a stored item hidden; False if it already was. NotFound if it is not stored."""
+    get_item(session, item_id)
+    if session.get(HiddenItem, item_id) is not None:
+        return False
+    session.add(HiddenItem(item_id=item_id))
+    session.flush()
+    return True
+
+
+def unhide_item(session: Session, item_id: str) -> bool:
+    """Make a hidden item recommendable again; False if it was not hidden."""
+    get_item(session, item_id)
+    return bool(
+        cast(
+            CursorResult[Any],
+            session.execute(delete(HiddenItem).where(HiddenItem.item_id == item_id)),
+        ).rowcount
+    )
+
+
+def delete_item(session: Session, item_id: str) -> None:
+    """Delete a stored item (and its hidden mark); NotFound if it is not stored. Events that
+    name it stay: they are the people's history."""
+    get_item(session, item_id)
+    session.execute(delete(HiddenItem).where(HiddenItem.item_id == item_id))
+    session.execute(delete(CatalogItem).where(CatalogItem.item_id == item_id))
+
+
+def popularity_of(session: Session, item_ids: Sequence[str]) -> dict[str, float]:
+    """Each stored item's popularity (see `refresh_popularity`)."""
+    if not item_ids:
+        return {}
+    rows = session.execute(
+        select(CatalogItem.item_id, CatalogItem.popularity).where(CatalogItem.item_id.in_(item_ids))
+    )
+    return {item_id: float(popularity) for item_id, popularity in rows}

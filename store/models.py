@@ -268,3 +268,42 @@ class PredictionRow(Base):
     next_purchase: Mapped[dict[str, Any]] = mapped_column(JSON)  # category → probability
     model_version: Mapped[str] = mapped_column(String(64))
     computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -- wt-e: the calls teams migrate from (rank events, hidden items, batch recommendations) ----
+
+
+class RankEventRow(Base):
+    """A Personalizer-style rank: what was chosen per slot, with the chosen action's feature
+    vector (hashed, holding no raw feature text) so that a reward can teach the model."""
+
+    __tablename__ = "rank_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    policy: Mapped[str] = mapped_column(String(32))
+    slots: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    activated: Mapped[bool]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class HiddenItem(Base):
+    """A catalog item kept in the store but out of the vector index: never recommended."""
+
+    __tablename__ = "hidden_items"
+
+    item_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hidden_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BatchResultRow(Base):
+    """One line of a batch recommendation job's output: one person, their items or why none."""
+
+    __tablename__ = "batch_results"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

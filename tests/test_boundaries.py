@@ -29,6 +29,7 @@ VICTIM, THIEF = "u_0050", "u_0051"
 VICTIM_ANON, VICTIM_DEVICE = "anon-boundary-victim", "dev-boundary-victim"
 ITEM = {"item_id": "bnd_1", "title": "X", "category": "kitchen", "price": 1, "margin": 0.1}
 NOT_ADMIN = tuple(s for s in SCOPES if s not in UNBINDABLE)
+RANK_ACTIONS = [{"id": "a", "features": [{"x": 1}]}, {"id": "b", "features": [{"x": 2}]}]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,7 @@ class Victim:
     variant_id: str
     copy_decision_id: str
     key_id: str
+    rank_event_id: str
     secrets: tuple[str, ...]  # strings no answer to the thief may contain
 
 
@@ -120,6 +122,12 @@ def victim(client: TestClient, secured: Services) -> Victim:
         f"/v1/copy/{result['campaign_id']}/serve", json={"user_id": VICTIM}, headers=trusted
     )
     assert served.status_code == 200, served.text
+    ranked = client.post(
+        "/v1/rank",
+        json={"user_id": VICTIM, "actions": RANK_ACTIONS, "defer_activation": True},
+        headers=trusted,
+    )
+    assert ranked.status_code == 200, ranked.text
     profile = client.get(f"/v1/users/{VICTIM}", headers=trusted).json()["profile"]
     with secured.db.session() as session:
         key_id = list_keys(session)[-1].key_id  # a key the thief would like to revoke
@@ -129,6 +137,7 @@ def victim(client: TestClient, secured: Services) -> Victim:
         variant_id=variant_id,
         copy_decision_id=served.json()["decision_id"],
         key_id=key_id,
+        rank_event_id=ranked.json()["event_id"],
         secrets=(
             VICTIM,
             VICTIM_ANON,
@@ -223,12 +232,31 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
         {"kind": "anonymous", "external_id": VICTIM_ANON, "user_id": THIEF, "move": True},
     ),
     ("GET", "/v1/drift", {}, None),  # service-wide: `reports` or `admin`, never a bound key
+    ("POST", "/v1/rank", {}, {"user_id": VICTIM, "actions": RANK_ACTIONS}),
+    ("POST", "/v1/rank/{event_id}/activate", {"event_id": "{rank_event_id}"}, None),
+    ("POST", "/v1/rank/{event_id}/reward", {"event_id": "{rank_event_id}"}, {"value": 1}),
+    (
+        "GET",
+        "/v1/catalog/items/{item_id}/similar",
+        {"item_id": "itm_00001", "?user_id": VICTIM},
+        None,
+    ),
+    ("POST", "/v1/catalog/items/{item_id}/hide", {"item_id": "itm_00001"}, None),
+    ("POST", "/v1/catalog/items/{item_id}/unhide", {"item_id": "itm_00001"}, None),
+    ("DELETE", "/v1/catalog/items/{item_id}", {"item_id": "itm_00001"}, None),
+    ("POST", "/v1/recommendations/batch", {}, {"user_ids": [VICTIM]}),
     # Events answer 200 with a verdict per event: checked by `test_events_...` below.
     ("POST", "/v1/events", {}, None),
 ]
 OPEN_ROUTES = {("GET", "/healthz")}  # no data of anyone
 # The console's static files: the page holds no data; it calls the routes above with a key.
 OPEN_ROUTES |= {("GET", "/console"), ("GET", "/console/"), ("GET", "/console/{name}")}
+# The catalog, read by any key that decides, chats or writes copy: it holds no one's data, so
+# the thief reads it too (`test_catalog_reads_hold_nothing_of_the_victim`).
+CATALOG_READS = [
+    ("GET", "/v1/catalog/items/{item_id}", {"item_id": "itm_00001"}),
+    ("GET", "/v1/catalog/items/{item_id}/similar", {"item_id": "itm_00001"}),
+]
 
 
 def _fill(value: Any, victim: Victim) -> Any:
@@ -248,7 +276,11 @@ def test_the_table_covers_every_route(client: TestClient) -> None:
         if isinstance(route, APIRoute)
         for method in route.methods
     }
-    covered = {(method, path) for method, path, _, _ in ATTACKS} | OPEN_ROUTES
+    covered = (
+        {(method, path) for method, path, _, _ in ATTACKS}
+        | OPEN_ROUTES
+        | {(method, path) for method, path, _ in CATALOG_READS}
+    )
     assert routes <= covered, f"routes with no attack in the table: {sorted(routes - covered)}"
 
 
@@ -265,8 +297,12 @@ def test_a_key_bound_to_the_thief_reaches_nothing_of_the_victim(
     for method, template, params, body in ATTACKS:
         if template == "/v1/events":
             continue
-        path = template.format(**_fill(params, victim))
-        response = client.request(method, path, json=_fill(body, victim), headers=headers)
+        filled = _fill(params, victim)
+        path = template.format(**{k: v for k, v in filled.items() if not k.startswith("?")})
+        query = {k[1:]: v for k, v in filled.items() if k.startswith("?")}
+        response = client.request(
+            method, path, json=_fill(body, victim), params=query, headers=headers
+        )
         assert response.status_code in (403, 404), (method, path, body, response.text)
         for secret in victim.secrets:
             assert secret not in response.text, (method, path, secret)
@@ -278,6 +314,17 @@ def test_a_key_bound_to_the_thief_reaches_nothing_of_the_victim(
         assert not any(k.name == "mine" for k in list_keys(session))  # no key was minted
     with secured.db.session() as session:
         assert link_owner(session, "anonymous", VICTIM_ANON) == VICTIM
+
+
+def test_catalog_reads_hold_nothing_of_the_victim(
+    client: TestClient, secured: Services, victim: Victim
+) -> None:
+    headers = key(secured, *NOT_ADMIN, subject=THIEF)
+    for method, template, params in CATALOG_READS:
+        response = client.request(method, template.format(**params), headers=headers)
+        assert response.status_code == 200, (template, response.text)
+        for secret in victim.secrets:
+            assert secret not in response.text, (template, secret)
 
 
 @pytest.mark.parametrize("thief_scopes", [("events",), NOT_ADMIN])

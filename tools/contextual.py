@@ -35,6 +35,10 @@ class ContextualBandits:
         self._space: OfferFeatures | None = None
         self._lock = threading.Lock()
 
+    def bandit(self, kind: str) -> LinearBandit:
+        """The process's bandit of a variant (`lints`, `linucb`), e.g. for `tools.rank`."""
+        return self._bandits[kind]
+
     def space(self, offer_ids: Sequence[str]) -> OfferFeatures:
         """The feature layout over every current offer (not only the eligible ones)."""
         with self._lock:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from policies.engine import Facts, Firing
 from retrieval.index import IndexUnavailable, ItemFilter
 from store.bandit import get_arms
-from store.catalog import get_items, popular_items
+from store.catalog import get_items, popular_items, popularity_of
 from store.schemas import Item, Offer
 from tools.context import ToolDeps
 from tools.offers import BANDIT_POLICY
@@ -54,12 +55,15 @@ def segment_items(
     facts: Facts,
     k: int,
     prefer: Sequence[str] = (),
+    order: Literal["match", "price_high", "price_low", "popular"] = "match",
 ) -> SegmentItems:
     """In-stock items of the product focus, allowed for the segment, best match for the goal.
 
     Items the brief names come first (when policy allows them); then the items nearest to the
     goal's text in the focus categories the segment's rule is about (`prefer`: wine for wine
     lovers), then in the other focus categories; filters pushed into the index, checked again.
+    `order` re-orders each round's matches for the segment: the best match first ("match"), the
+    dearest or cheapest first, or the most popular first (from the store's popularity).
     """
     constraints = deps.policy.item_constraints(facts)
     fired: list[Firing] = [f for f in constraints.firings if f.effect == "constrained"]
@@ -108,9 +112,10 @@ def segment_items(
         # Whatever the index returned is checked against the item rules again.
         verdict = deps.policy.check_items(found, facts)
         fired += verdict.firings
+        kept = _ordered(deps, verdict.kept, order)
         picked += [
             SegmentItem(item, reason.format(category=item.category.replace("_", " ")))
-            for item in verdict.kept[: k - len(picked)]
+            for item in kept[: k - len(picked)]
         ]
     return SegmentItems(
         items=picked[:k],
@@ -188,6 +193,19 @@ def segment_offer(
         removed=removed,
         rules_fired=rules_fired(_merge(fired)),
     )
+
+
+def _ordered(deps: ToolDeps, items: list[Item], order: str) -> list[Item]:
+    """The matches in the segment's order; the match order breaks ties."""
+    if order == "price_high":
+        return sorted(items, key=lambda i: -i.price)
+    if order == "price_low":
+        return sorted(items, key=lambda i: i.price)
+    if order == "popular":
+        with deps.db.session() as session:
+            scores = popularity_of(session, [i.item_id for i in items])
+        return sorted(items, key=lambda i: -scores.get(i.item_id, 0.0))
+    return items
 
 
 def _merge(firings: list[Firing]) -> list[Firing]:

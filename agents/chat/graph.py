@@ -24,7 +24,8 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Overwrite
 
-from agents.chat.plan import plan
+from agents.chat.followup import remembered
+from agents.chat.plan import plan, shown_memory
 from agents.chat.state import ChatContext, ChatInput, ChatState, Route
 from agents.chat.stream import Reidentifier, call_tool, send_token
 from agents.chat.tools import offers_named, tool_specs
@@ -183,7 +184,14 @@ def finish(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
     ctx.record = record
     ctx.reply = reply
     messages = [*state.get("messages", []), {"role": "assistant", "content": reply}]
+    searched = ctx.searched if ctx.searched is not None else ctx.turn.query
+    memory = remembered(
+        state.get("memory"),
+        query=ctx.minimizer.text(searched) if searched else None,
+        shown=shown_memory(ctx),
+    )
     return {
+        "memory": memory,
         "messages": Overwrite(ctx.minimizer.value(messages)),
         "reply": ctx.minimizer.text(reply),
         "draft": None,

@@ -43,6 +43,7 @@ class ChatState(ChatInput, total=False):
     model_calls: int
     draft: str | None  # the model's reply, before the output guard
     reply: str  # the reply as shown, pseudonymized
+    memory: dict[str, Any]  # the last turn's search and items, for follow-ups (`followup.py`)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ChatContext:
     minimizer: Minimizer = field(default_factory=Minimizer)  # of this turn's message
     reply: str = ""  # as shown (pseudonymized); the checkpoint keeps it minimized
     explanation: Explanation | None = None  # as shown; the record keeps it compact
+    searched: str | None = None  # the query this turn's items answer (a follow-up: the last one)
 
     @property
     def revealable(self) -> set[str]:

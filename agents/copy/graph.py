@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from agents.copy.audience import SegmentAudience, scan_audience
 from agents.copy.explain import explain_variant
+from agents.copy.persona import ORDER, Objective, Persona, objective_of, persona_of
 from agents.copy.segments import Segment
 from agents.copy.state import (
     CHECKS,
@@ -251,6 +252,9 @@ def write_segment(ctx: CopyContext, seg: Segment, audience: SegmentAudience) -> 
     if audience.size == 0:
         return base.model_copy(update={"note": "no one qualifies for this segment: no copy"})
     facts = audience.facts(spec, ctx.now)
+    persona = persona_of(seg)
+    objective = objective_of(request.brief.goal, request.brief.objective)
+    base = base.model_copy(update={"persona": persona.value, "objective": objective.value})
     items = segment_items(
         deps,
         goal=request.brief.goal,
@@ -259,6 +263,7 @@ def write_segment(ctx: CopyContext, seg: Segment, audience: SegmentAudience) -> 
         facts=facts[0],
         k=spec.max_items,
         prefer=sorted(seg.rule.categories()) if seg.rule is not None else (),
+        order=ORDER[persona],
     )
     if not items.items:
         fired = ", ".join(r.rule_id for r in items.rules_fired) or "none"
@@ -270,7 +275,8 @@ def write_segment(ctx: CopyContext, seg: Segment, audience: SegmentAudience) -> 
         )
     offer = segment_offer(deps, item_categories={i.item.category for i in items.items}, facts=facts)
     variants = [
-        _variant(ctx, seg, audience, items, offer, index) for index in range(request.variants)
+        _variant(ctx, seg, audience, items, offer, index, persona, objective)
+        for index in range(request.variants)
     ]
     degraded = list(dict.fromkeys([*items.degraded, *(d for v in variants for d in v.degraded)]))
     return base.model_copy(
@@ -290,6 +296,8 @@ def _variant(
     items: SegmentItems,
     offer: SegmentOffer,
     index: int,
+    persona: Persona = Persona.everyone,
+    objective: Objective = Objective.promote,
 ) -> VariantOut:
     brief_in, spec = ctx.request.brief, ctx.spec
     content = ctx.services.policy.policy.content
@@ -325,6 +333,8 @@ def _variant(
         must_not_say=list(brief_in.must_not_say),
         banned_phrases=policy_banned,
         disclaimers=disclaimers,
+        persona=persona,
+        objective=objective,
     )
     approved_text = " ".join(
         [*([chosen.title, chosen.terms, chosen.valid_until] if chosen else []), *brief_in.must_say]

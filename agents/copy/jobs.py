@@ -27,6 +27,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+from agents import batch
 from agents.copy.campaign import save_result
 from agents.copy.graph import generate_copy
 from agents.copy.state import CopyRequest
@@ -122,6 +123,10 @@ class JobRunner:
             self._requests[job_id] = request
         self._wake.set()
 
+    def wake(self) -> None:
+        """Wake the loops for a job stored as queued that they run from its row alone."""
+        self._wake.set()
+
     def close(self) -> None:
         """Stop claiming jobs; a job being run finishes (or, if the process dies first, is
         claimed again by another worker)."""
@@ -164,6 +169,20 @@ class JobRunner:
             log.warning("copy job %s: run %d (its worker stopped before)", job.job_id, job.attempts)
         else:
             log.info("copy job %s: running", job.job_id)
+        if job.kind == batch.KIND:  # batch recommendations share the runners and the table
+            try:
+                batch_request = batch.BatchRequest.model_validate(job.request)
+            except ValueError as error:
+                with self.services.db.session() as session:
+                    fail_job(
+                        session,
+                        job.job_id,
+                        f"the stored request is not valid ({type(error).__name__})",
+                        worker=self.worker,
+                    )
+                return
+            batch.run_batch(self.services, job.job_id, batch_request, worker=self.worker)
+            return
         if request is None:
             try:
                 request = CopyRequest.model_validate(job.request)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from typing_extensions import TypedDict  # pydantic reads these on 3.11 only from typing_extensions
 
 from agents.copy.audience import SegmentAudience
+from agents.copy.persona import Objective
 from agents.copy.segments import Audience, Category, Segment
 from agents.copy.writer import Tone
 from agents.decide.explain import Reason
@@ -56,6 +57,11 @@ class CopyBriefIn(_In):
         default_factory=list, max_length=20, description="Product focus: items to feature first."
     )
     tone: Tone = Tone.friendly
+    objective: Objective | None = Field(
+        None,
+        description="winback, upsell, launch, cross_sell, loyalty or promote; read from the "
+        "goal's words when absent. With each segment's lifecycle it shapes items and copy.",
+    )
     must_say: list[Phrase] = Field(
         default_factory=list, max_length=5, description="Phrases the copy includes word for word."
     )
@@ -133,6 +139,8 @@ class SegmentOut(BaseModel):
     variants: list[VariantOut]
     note: str | None = None
     degraded: list[str] = Field(default_factory=list)
+    persona: str = Field("everyone", description="Who the segment is, read from its rule.")
+    objective: str = Field("promote", description="The brief's objective, given or read.")
 
 
 class CopyResult(BaseModel):

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from agents.copy.persona import OPENERS, SUBJECTS, Objective, Persona, lines
 from agents.llm.errors import WriterError
 from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft, OfflineWriter, Writer, money
 from policies.copy import CHANNELS, ChannelSpec, CopyChannel, non_gsm7
@@ -32,6 +33,23 @@ class Tone(StrEnum):
     direct = "direct"
 
 
+PERSONA_WORDS = {
+    Persona.everyone: "everyone on the list, whatever their history",
+    Persona.new: "new customers who have not bought yet: reassure, start with bestsellers",
+    Persona.active: "active customers: build on what they like",
+    Persona.lapsing: "customers who have not visited for a month: invite them back warmly",
+    Persona.lapsed: "customers gone for two months or more: welcome them back",
+    Persona.big_spender: "our best customers, who spend the most: premium, no hard sell",
+    Persona.bargain: "price-conscious customers: lead with value",
+}
+OBJECTIVE_WORDS = {
+    Objective.promote: "to promote the picks",
+    Objective.winback: "to win the customer back",
+    Objective.upsell: "to move them up to a better product",
+    Objective.launch: "to announce new products",
+    Objective.cross_sell: "to sell what goes with what they have",
+    Objective.loyalty: "to thank them",
+}
 ANGLES = ("our picks", "the offer first", "one item in the spotlight")
 
 _OPENERS = {
@@ -74,6 +92,8 @@ class CopyBrief(Brief):
     must_not_say: list[str] = Field(default_factory=list)
     subject_max_length: int | None = None
     instructions: str
+    persona: str = Field("everyone", description="Who the segment is: new, lapsing, big_spender…")
+    objective: str = Field("promote", description="What the brief wants: winback, upsell, launch…")
 
 
 def copy_brief(
@@ -89,13 +109,17 @@ def copy_brief(
     must_not_say: list[str],
     banned_phrases: list[str],
     disclaimers: Sequence[str] = (),
+    persona: Persona = Persona.everyone,
+    objective: Objective = Objective.promote,
 ) -> CopyBrief:
     angle = ANGLES[variant % len(ANGLES)]
     limit = f"at most {spec.body_max} " + ("GSM-7 septets" if spec.gsm7 else "characters")
     instructions = (
         f"Write {spec.channel.value.replace('_', ' ')} copy in a {tone.value} tone, angle: {angle}. "
         f"The text is {limit}. Include every must_say phrase and every disclaimer word for word; "
-        "never use a must_not_say or banned phrase."
+        "never use a must_not_say or banned phrase. "
+        f"Write for this audience: {PERSONA_WORDS[persona]}; the campaign's objective is "
+        f"{OBJECTIVE_WORDS[objective]}."
     )
     if spec.subject_max is not None:
         instructions += (
@@ -121,6 +145,8 @@ def copy_brief(
         must_not_say=must_not_say,
         subject_max_length=spec.subject_max,
         instructions=instructions,
+        persona=persona.value,
+        objective=objective.value,
     )
 
 
@@ -156,7 +182,10 @@ class OfflineCopyWriter:
             return not any(p in lowered for p in banned) and not (spec.gsm7 and non_gsm7(text))
 
         v = brief.variant
-        openers = [o for o in _rotate(list(_OPENERS[brief.tone]), v) if allowed(o)]
+        # The segment and the objective choose the opening line; the tone, the closing one.
+        own = lines(OPENERS, Objective(brief.objective), Persona(brief.persona))
+        tone = _rotate(list(_OPENERS[brief.tone]), v)
+        openers = [o for o in [*_rotate(list(own), v), *tone] if allowed(o)]
         opener = openers[0] if openers else ""
         closer = _CLOSERS[brief.tone] if allowed(_CLOSERS[brief.tone]) else ""
         items = [i for i in _rotate(list(brief.items), v) if allowed(_item_words(i))]
@@ -170,6 +199,16 @@ class OfflineCopyWriter:
         must = [p if p.endswith((".", "!", "?")) else f"{p}." for p in brief.must_say]
         must += brief.disclaimers  # the policy's, quoted as they are
         separator = "\n\n" if spec.channel is CopyChannel.email else " "
+        # In a short format, the first of the variant's openers that fits beside the lead item.
+        lead_lines = _item_lines(items[:1], spec, spotlight=angle == 2)
+        opener = next(
+            (
+                o
+                for o in openers
+                if spec.measure(separator.join([o, *lead_lines, *must])) <= brief.max_length
+            ),
+            opener,
+        )
 
         def body(layout: _Layout) -> str:
             lines = _item_lines(layout.items, spec, spotlight=angle == 2)
@@ -259,7 +298,8 @@ def _subject(
     *,
     offer: bool,
 ) -> str:
-    generic = _rotate(list(_SUBJECTS[brief.tone]), brief.variant)
+    own = lines(SUBJECTS, Objective(brief.objective), Persona(brief.persona))
+    generic = _rotate(list(own), brief.variant) + list(_SUBJECTS[brief.tone])
     candidates = []
     if offer and brief.offer is not None and brief.variant % len(ANGLES) == 1:
         candidates.append(brief.offer.title)

@@ -23,8 +23,10 @@ from sqlalchemy.orm import Session
 from agents.services import Services, collab_folder
 from retrieval.collab import CollabModel
 from store.access import audit
+from store.batch import erase_from_batches, export_batch_lines
 from store.erasure import erase_person, export_person, find_person
 from store.jobs import erase_from_jobs
+from store.rank import erase_rank_events, export_rank_events
 from store.tombstones import add_tombstones, tombstoned
 
 
@@ -89,6 +91,8 @@ def export_user(services: Services, user_id: str, *, actor: str) -> dict[str, An
     with services.db.session() as session:
         person = find_person(session, user_id)
         data = export_person(session, person)
+        data["rank_events"] = export_rank_events(session, user_id)
+        data["batch_recommendations"] = export_batch_lines(session, user_id)
         audit(session, actor=actor, action="user.export", target=subject_ref(services, user_id))
     model = services.tools.collab
     data["collaborative_factors"] = {
@@ -113,6 +117,8 @@ def erase_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any
             ],
         )
         jobs = erase_from_jobs(session, user_id)  # copy audiences that named them by id
+        erase_from_batches(session, user_id)  # their lines of batch recommendation results
+        erase_rank_events(session, user_id)  # ranks made for them, and what they taught
         audit(
             session,
             actor=actor,

@@ -73,6 +73,9 @@ class Brief(BaseModel):
     disclaimers: list[str] = Field(
         default_factory=list, description="Sentences the copy must carry word for word."
     )
+    opening: str | None = Field(
+        None, description="The reply's first words (a chat's later turns), instead of a greeting."
+    )
 
 
 class Draft(BaseModel):
@@ -105,8 +108,11 @@ class OfflineWriter:
 
     def write(self, brief: Brief, *, feedback: str | None = None) -> Draft:
         del feedback  # Templates are correct by construction; there is nothing to revise.
-        opening = f"Hi {brief.greeting_name}, " if brief.greeting_name else "Hello, "
-        opening += "here is what we found for you: " if brief.request else "picked for you: "
+        if brief.opening is not None:
+            opening = brief.opening
+        else:
+            opening = f"Hi {brief.greeting_name}, " if brief.greeting_name else "Hello, "
+            opening += "here is what we found for you: " if brief.request else "picked for you: "
         closing = ""
         if brief.offer is not None:
             # Offer titles and terms are approved text: quoted as they are, never paraphrased.

@@ -6,10 +6,11 @@
 "use strict";
 
 const KEY = "attune.apiKey";
+// Narrow segments first: the send list gives each person to the first segment they are in.
 const DEFAULT_SEGMENTS = [
-  ["everyone", "{}"],
   ["lapsing", '{"lifecycle": ["lapsing"]}'],
   ["big-spenders", '{"min_monetary": 200}'],
+  ["everyone", "{}"],
 ];
 
 const $ = (id) => document.getElementById(id);

@@ -9,9 +9,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 
+from agents.batch import KIND as BATCH_KIND
+from agents.copy.recipients import recipients
+from agents.copy.state import CopyRequest
 from api.auth import Caller, CopyCaller
 from api.deps import ServicesDep
 from api.schemas import JobOut, JobProgressOut
+from store.batch import read_lines
 from store.copy import get_variants
 from store.errors import Conflict, NotFound
 from store.jobs import Job, get_job
@@ -80,6 +84,8 @@ def read_job_results(
         job = _job(session, job_id, caller)
     if job.status != "done":
         raise Conflict(f"job {job_id!r} is {job.status}; results are ready when it is done")
+    if job.kind == BATCH_KIND:
+        return _batch_results(services, job_id, format)
     with services.db.session() as session:
         variants = get_variants(session, job_id)
     disposition = {"Content-Disposition": f'attachment; filename="copy-{job_id}.{format}"'}
@@ -87,6 +93,70 @@ def read_job_results(
         body = "".join(json.dumps({"campaign_id": job_id, **v}) + "\n" for v in variants)
         return Response(body, media_type="application/x-ndjson", headers=disposition)
     return Response(_csv(job_id, variants), media_type="text/csv", headers=disposition)
+
+
+@router.get(
+    "/jobs/{job_id}/recipients",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+            "description": "One line per person: the segment and the variant they get.",
+        }
+    },
+)
+def read_job_recipients(
+    services: ServicesDep,
+    caller: CopyCaller,
+    job_id: str = JobId,
+    format: Literal["jsonl", "csv"] = Query("jsonl", description="jsonl or csv"),
+) -> Response:
+    """A done copy job's send list: which person gets which variant (consent as of now)."""
+    with services.db.session() as session:
+        job = _job(session, job_id, caller)
+    if job.kind != "copy":
+        raise Conflict(f"job {job_id!r} is a {job.kind} job; recipients are for copy jobs")
+    if job.status != "done":
+        raise Conflict(f"job {job_id!r} is {job.status}; recipients are ready when it is done")
+    rows = list(recipients(services, job_id, CopyRequest.model_validate(job.request)))
+    disposition = {"Content-Disposition": f'attachment; filename="recipients-{job_id}.{format}"'}
+    if format == "jsonl":
+        body = "".join(json.dumps(row) + "\n" for row in rows)
+        return Response(body, media_type="application/x-ndjson", headers=disposition)
+    out = io.StringIO()
+    writer = csv.DictWriter(
+        out, fieldnames=("user_id", "segment", "variant_id", "subject"), lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows({**row, "subject": row["subject"] or ""} for row in rows)
+    return Response(out.getvalue(), media_type="text/csv", headers=disposition)
+
+
+def _batch_results(services: Any, job_id: str, format: str) -> Response:
+    """A batch recommendation job's lines: one per person, in the order they were asked for."""
+    with services.db.session() as session:
+        lines = read_lines(session, job_id)
+    disposition = {
+        "Content-Disposition": f'attachment; filename="recommendations-{job_id}.{format}"'
+    }
+    if format == "jsonl":
+        body = "".join(json.dumps(line) + "\n" for line in lines)
+        return Response(body, media_type="application/x-ndjson", headers=disposition)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["position", "user_id", "status", "decision_id", "item_ids", "offer_id"])
+    for line in lines:
+        writer.writerow(
+            [
+                line["position"],
+                line["user_id"] or "",
+                line["status"],
+                line.get("decision_id") or "",
+                " ".join(i["item_id"] for i in line["items"]),
+                line.get("offer_id") or "",
+            ]
+        )
+    return Response(out.getvalue(), media_type="text/csv", headers=disposition)
 
 
 def _job(session: Any, job_id: str, caller: Caller) -> Job:
