@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, Response
 from agents.copy.jobs import JobRunner
 from agents.factory import build_services, settle
 from agents.metrics import http_method, status_class
+from agents.rewards import RewardSweeper
 from agents.services import Services
 from agents.settings import Settings
 from api import errors
@@ -51,12 +52,16 @@ def create_app(
         # Copy jobs: worker loops in this process, unless `attune worker` processes run them.
         runner = JobRunner(built) if built.settings.jobs_in_api else None
         app.state.copy_jobs = runner
+        # Rewards of closed attribution windows, with the jobs (or by `attune worker`).
+        sweeper = RewardSweeper(built, built.settings.reward_sweep_s) if runner else None
         settle()
         try:
             yield
         finally:
             if runner is not None:
                 runner.close()
+            if sweeper is not None:
+                sweeper.close()
             if services is None:
                 built.close()
 

@@ -123,7 +123,8 @@ def _embedded_parts(settings: Settings) -> list[str]:
 
 @app.command("worker")
 def worker_command() -> None:
-    """Run durable copy jobs from the database until stopped (Ctrl-C or SIGTERM).
+    """Run durable copy jobs, and reward decisions whose attribution window closed, from the
+    database until stopped (Ctrl-C or SIGTERM).
 
     Set ATTUNE_JOBS_IN_API=false on the API processes so that only workers run jobs. With the
     embedded defaults, run it only while the service is stopped (one process at a time).
@@ -133,12 +134,14 @@ def worker_command() -> None:
     from agents.copy.jobs import JobRunner
     from agents.factory import build_services
     from agents.reindex import start
+    from agents.rewards import RewardSweeper
 
     settings = Settings()
     configure_logging(settings)
     services = build_services(settings)
     start(services, None)  # an index missing from this worker's home is rebuilt from the store
     runner = JobRunner(services)
+    sweeper = RewardSweeper(services, settings.reward_sweep_s)
     signal.signal(signal.SIGTERM, lambda *_: runner.close())
     logging.getLogger("attune.jobs").info("worker %s is taking copy jobs", runner.worker)
     try:
@@ -147,6 +150,7 @@ def worker_command() -> None:
         runner.close()
     finally:
         runner.join()
+        sweeper.close()
         services.close()
 
 
