@@ -26,6 +26,7 @@ from api.routes import (
     decide,
     decisions,
     events,
+    experiments,
     feedback,
     health,
     jobs,
@@ -85,6 +86,7 @@ def create_app(
         admin,
         health,
         metrics,
+        experiments,
     ):
         app.include_router(module.router, responses={} if module is health else ERROR_RESPONSES)
     app.add_middleware(BodyLimit)

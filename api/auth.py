@@ -2,7 +2,7 @@
 and the request size limit.
 
 With `ATTUNE_AUTH=keys` every route but /healthz needs `Authorization: Bearer <key>`; a key
-holds scopes (`decide`, `chat`, `copy`, `events`, `admin`, `eval`, `metrics`) and may be bound to
+holds scopes (`decide`, `chat`, `copy`, `events`, `admin`, `eval`, `metrics`, `reports`) and may be bound to
 one user, in which case it acts for that user only: naming any other user, or an anonymous id
 linked to another user, is a 403, whatever the scopes. A bound key is never admin, nor reads the
 service-wide /metrics (`store.access`); an unbound key with `metrics` reads /metrics only.
@@ -161,6 +161,7 @@ AdminCaller = Annotated[Caller, Depends(require("admin"))]
 ChatCaller = Annotated[Caller, Depends(require("chat"))]
 CopyCaller = Annotated[Caller, Depends(require("copy"))]
 MetricsCaller = Annotated[Caller, Depends(require("metrics", "admin"))]
+ReportsCaller = Annotated[Caller, Depends(require("reports", "admin"))]  # aggregates only
 
 
 class BodyLimit:

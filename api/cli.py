@@ -19,6 +19,7 @@ from api.cli_eval import evaluate
 from api.cli_ingest import ingest
 from api.cli_keys import keys
 from api.cli_logging import configure_logging
+from api.cli_simulate import simulate_command
 
 app = typer.Typer(
     help="Attune: agentic personalization on embedded defaults.", no_args_is_help=True
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.add_typer(ingest, name="ingest")
 app.add_typer(keys, name="keys")
 app.add_typer(evaluate, name="eval")
+app.command("simulate")(simulate_command)
 
 
 @app.command()

@@ -35,6 +35,7 @@ KIND_MODULES: list[str] = [
     "evals.generation",
     "evals.safety.suite",
     "evals.search",
+    "evals.experiment",
 ]
 
 DEFAULT_OUT_ROOT = Path("var") / "evals"

@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session
 from store.errors import NotFound
 from store.models import ApiKey, AuditEntry, utcnow
 
-SCOPES = ("decide", "chat", "copy", "events", "admin", "eval", "metrics")
+SCOPES = ("decide", "chat", "copy", "events", "admin", "eval", "metrics", "reports")
 # Scopes a key bound to one user never holds: administration, and the service-wide metrics.
-UNBINDABLE = frozenset({"admin", "metrics"})
+UNBINDABLE = frozenset({"admin", "metrics", "reports"})
 PREFIX = "att"
 
 
