@@ -211,7 +211,9 @@ def _srm(arms: dict[str, _Arm], experiment: Experiment | None) -> dict[str, Any]
             "observed": counts,
             "note": "the experiment is no longer in the policy file: its shares are unknown",
         }
-    return sample_ratio_mismatch(counts, dict(experiment.arms))
+    return sample_ratio_mismatch(
+        counts, {str(arm): share for arm, share in experiment.arms.items()}
+    )
 
 
 def _off_policy(

@@ -25,14 +25,12 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
+import httpx
 import numpy as np
 
-
-class Client(Protocol):
-    def get(self, url: str, **kwargs: Any) -> Any: ...
-    def post(self, url: str, **kwargs: Any) -> Any: ...
+Client = httpx.Client  # FastAPI's TestClient for the app in process, or a client of a server
 
 
 @dataclass(frozen=True)
