@@ -77,8 +77,10 @@ class Rewarder:
         """
         decision = record_reward(session, decision_id, reward)
         assert decision.offer_id is not None  # record_reward refuses decisions without an offer
+        choice = decision.record.get("choice")
+        if not choice:
+            raise Conflict(f"decision {decision_id!r} logged no bandit choice to reward")
         session.add(RewardSource(decision_id=decision_id, source=source, event_ids=list(event_ids)))
-        choice = decision.record["choice"]
         policy = choice["policy"]
         if choice.get("features") is not None:  # a linear bandit: it learns from the context
             add_observation(
