@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import numpy as np
 
-Client = httpx.Client  # FastAPI's TestClient for the app in process, or a client of a server
+# FastAPI's TestClient for the app in process, or an HTTP client of a server: anything with
+# `get` and `post` answering responses with `json()` and `raise_for_status()`.
+Client = Any
 
 
 @dataclass(frozen=True)
