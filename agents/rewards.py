@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import OperationalError
+
 from agents.services import Services
-from tools.rewards import Rewarder
+from tools.rewards import Rewarder, Settled
 
 log = logging.getLogger("attune.rewards")
 
@@ -33,11 +36,25 @@ def settle(services: Services, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     total = 0
     while True:
-        with services.db.session() as session:
-            done = rewarder(services).settle_due(session, now)
+        done = _settle_batch(services, now)
         total += done.rewarded
         if done.closed == 0:
             return total
+
+
+def _settle_batch(services: Services, now: datetime, attempts: int = 5) -> Settled:
+    """One batch in one transaction. On SQLite two sweepers that both read before writing make
+    one of them fail with 'database is locked' at once (busy_timeout cannot help a read lock
+    that must become a write lock); its transaction rolled back whole, so it tries again."""
+    for attempt in range(attempts):
+        try:
+            with services.db.session() as session:
+                return rewarder(services).settle_due(session, now)
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class RewardSweeper:
