@@ -139,6 +139,9 @@ def build_services(settings: Settings | None = None) -> Services:
             shadow_policy=PolicyEngine(load_policy(settings.shadow_policy_path))
             if settings.shadow_policy_path
             else None,
+            challenger_policy=PolicyEngine(load_policy(rules.experiment.challenger))
+            if rules.experiment is not None and rules.experiment.challenger is not None
+            else None,
         ),
         graph=build_decide_graph(),
         degraded=degraded,

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     shadow_policy_path: Path | None = Field(
         None, description="A candidate policy run in shadow: its choices are logged, never shown."
     )
+    reward_sweep_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between sweeps that reward decisions whose attribution window closed.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     seed: int | None = Field(None, description="Seed for the bandit's random generator.")

@@ -14,6 +14,7 @@ from agents.copy.jobs import JobRunner
 from agents.factory import build_services, settle
 from agents.metrics import http_method, status_class
 from agents.retrain import DriftLoop
+from agents.rewards import RewardSweeper
 from agents.services import Services
 from agents.settings import Settings
 from api import errors
@@ -31,6 +32,7 @@ from api.routes import (
     drift,
     evals,
     events,
+    experiments,
     feedback,
     health,
     items,
@@ -61,6 +63,8 @@ def create_app(
         # Drift monitors: checked (and acted on) every drift_check_seconds in this process.
         watch = DriftLoop(built) if built.settings.drift_check_seconds > 0 else None
         app.state.copy_jobs = runner
+        # Rewards of closed attribution windows, with the jobs (or by `attune worker`).
+        sweeper = RewardSweeper(built, built.settings.reward_sweep_s) if runner else None
         settle()
         try:
             yield
@@ -69,6 +73,8 @@ def create_app(
                 runner.close()
             if watch is not None:
                 watch.close()
+            if sweeper is not None:
+                sweeper.close()
             if services is None:
                 built.close()
 
@@ -99,6 +105,7 @@ def create_app(
         audience,
         evals,
         console,
+        experiments,
     ):
         app.include_router(module.router, responses={} if module is health else ERROR_RESPONSES)
     app.add_middleware(BodyLimit)

@@ -6,7 +6,7 @@ holds scopes (`decide`, `chat`, `copy`, `events`, `admin`, `eval`, `metrics`, `r
 be bound to one user, in which case it acts for that user only: naming any other user, or an
 anonymous id linked to another user, is a 403, whatever the scopes. A bound key is never admin, nor reads the
 service-wide /metrics or reports (`store.access`); an unbound key with `metrics` reads /metrics
-only, one with `reports` the drift report (/v1/drift) only.
+only, one with `reports` the drift and experiment reports only.
 With `ATTUNE_AUTH=off` (the local default, allowed only on a loopback address) every caller has
 every scope; /healthz says so.
 

@@ -20,6 +20,7 @@ from api.cli_eval import evaluate
 from api.cli_ingest import ingest
 from api.cli_keys import keys
 from api.cli_logging import configure_logging
+from api.cli_simulate import simulate_command
 
 app = typer.Typer(
     help="Attune: agentic personalization on embedded defaults.", no_args_is_help=True
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(ingest, name="ingest")
 app.add_typer(keys, name="keys")
 app.add_typer(evaluate, name="eval")
+app.command("simulate")(simulate_command)
 
 
 @app.command()
@@ -124,7 +126,8 @@ def _embedded_parts(settings: Settings) -> list[str]:
 
 @app.command("worker")
 def worker_command() -> None:
-    """Run durable copy jobs from the database until stopped (Ctrl-C or SIGTERM).
+    """Run durable copy jobs, and reward decisions whose attribution window closed, from the
+    database until stopped (Ctrl-C or SIGTERM).
 
     Set ATTUNE_JOBS_IN_API=false on the API processes so that only workers run jobs. With the
     embedded defaults, run it only while the service is stopped (one process at a time).
@@ -134,12 +137,14 @@ def worker_command() -> None:
     from agents.copy.jobs import JobRunner
     from agents.factory import build_services
     from agents.reindex import start
+    from agents.rewards import RewardSweeper
 
     settings = Settings()
     configure_logging(settings)
     services = build_services(settings)
     start(services, None)  # an index missing from this worker's home is rebuilt from the store
     runner = JobRunner(services)
+    sweeper = RewardSweeper(services, settings.reward_sweep_s)
     signal.signal(signal.SIGTERM, lambda *_: runner.close())
     logging.getLogger("attune.jobs").info("worker %s is taking copy jobs", runner.worker)
     try:
@@ -148,6 +153,7 @@ def worker_command() -> None:
         runner.close()
     finally:
         runner.join()
+        sweeper.close()
         services.close()
 
 

@@ -148,6 +148,9 @@ class EventResult(BaseModel):
     event_id: str | None
     status: Literal["accepted", "duplicate", "rejected"]
     reason: str | None = None
+    attributed_to: str | None = Field(
+        None, description="The decision an accepted event was attributed to, if any."
+    )
 
 
 class EventsOut(BaseModel):

@@ -37,6 +37,7 @@ KIND_MODULES: list[str] = [
     "evals.search",
     "evals.predictions",
     "evals.fairness",
+    "evals.experiment",
 ]
 
 DEFAULT_OUT_ROOT = Path("var") / "evals"

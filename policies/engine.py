@@ -147,7 +147,20 @@ class PolicyEngine:
             if int.from_bytes(digest[:8], "big") / 2**64 < rule.share:
                 reason = f"control group ({rule.share:.0%} of people): non-personalized baseline"
                 return Firing(rule.id, "blocked", reason)
+        experiment = self.policy.experiment
+        if self.arm(subject_key, channel) == "control":
+            assert experiment is not None
+            share = experiment.arms.get("control", 0.0)
+            reason = f"control arm ({share:.0%} of people): non-personalized baseline"
+            return Firing(experiment.id, "blocked", reason)
         return None
+
+    def arm(self, subject_key: str, channel: Channel) -> str | None:
+        """This person's arm of the policy's experiment on this channel; None outside one."""
+        experiment = self.policy.experiment
+        if experiment is None or not _applies(experiment.channels, channel):
+            return None
+        return experiment.arm(subject_key)
 
     def purpose_for(self, guard: str) -> Purpose | None:
         """The purpose a channel-independent consent rule requires for `guard`, if any."""

@@ -20,7 +20,7 @@ from policies.pii.entities import (
     DEFAULT_REDACTED,
     ENTITY_TYPES,
 )
-from store.schemas import Channel, Purpose
+from store.schemas import Channel, EventType, Purpose
 
 
 class PolicyError(ValueError):
@@ -215,6 +215,90 @@ class PIISettings(BaseModel):
         return self
 
 
+class RewardPolicy(BaseModel):
+    """How behaviour becomes a decision's bandit reward (`tools.rewards`).
+
+    An event that names its decision (`decision_id`) settles that decision's reward at once, as
+    `/v1/feedback` does; other events are attributed to the latest decision that showed their
+    item or offer to the same person within the window, and the decision's reward is the
+    largest of theirs when the window closes, or `default` when none came.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_hours: float = Field(24.0, gt=0, le=24 * 90)
+    events: dict[EventType, float] = Field(
+        default_factory=lambda: {
+            EventType.click: 0.2,
+            EventType.add_to_cart: 0.5,
+            EventType.purchase: 1.0,
+        },
+        description="The reward of each event type, in [0, 1]; types not listed earn nothing.",
+    )
+    revenue_scale: float | None = Field(
+        None,
+        gt=0,
+        description="Revenue-weighted: a purchase with a value earns min(1, value / scale) "
+        "instead of its fixed reward.",
+    )
+    default: float = Field(0.0, ge=0, le=1, description="The reward of a decision nobody acted on.")
+
+    @model_validator(mode="after")
+    def _rewards_in_range(self) -> RewardPolicy:
+        wrong = sorted(t.value for t, r in self.events.items() if not 0 <= r <= 1)
+        if wrong:
+            raise ValueError(f"events: rewards must lie in [0, 1] ({', '.join(wrong)})")
+        return self
+
+    def reward_of(self, event_type: str, value: float | None) -> float:
+        """What one event earns its decision."""
+        kind = EventType(event_type)
+        if kind is EventType.purchase and self.revenue_scale is not None and value is not None:
+            return min(1.0, value / self.revenue_scale)
+        return self.events.get(kind, 0.0)
+
+
+ARMS = ("control", "live", "challenger")
+
+
+class Experiment(BaseModel):
+    """People split by a stable hash into arms: `control` (the non-personalized baseline, as a
+    holdout), `live` (this policy) and `challenger` (another policy file, choosing the offer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
+    arms: dict[Literal["control", "live", "challenger"], float] = Field(
+        description="Share of people per arm; the shares sum to 1."
+    )
+    challenger: Path | None = Field(
+        None, description="The challenger's policy file, relative to this one."
+    )
+    channels: tuple[Channel, ...] = Field(default=(), description="Empty: every channel.")
+    salt: str = Field("", description="Empty: the experiment id. Change it to redraw the arms.")
+
+    @model_validator(mode="after")
+    def _shares(self) -> Experiment:
+        if any(share < 0 for share in self.arms.values()):
+            raise ValueError("arms: shares must not be negative")
+        if abs(sum(self.arms.values()) - 1) > 1e-9:
+            raise ValueError(f"arms: shares must sum to 1, not {sum(self.arms.values()):g}")
+        if self.arms.get("challenger", 0) > 0 and self.challenger is None:
+            raise ValueError("challenger: a challenger arm needs the challenger's policy file")
+        return self
+
+    def arm(self, subject_key: str) -> str:
+        """The arm of a person: a stable hash of the salt and their key, cut by the shares."""
+        digest = hashlib.sha256(f"{self.salt or self.id}:{subject_key}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64
+        edge = 0.0
+        for name in ARMS:
+            edge += self.arms.get(name, 0.0)  # type: ignore[call-overload]
+            if point < edge:
+                return name
+        return "live"  # only a rounding error in the shares reaches this line
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -235,6 +319,8 @@ class Policy(BaseModel):
     )
     content: ContentRules = ContentRules()
     pii: PIISettings = PIISettings()
+    rewards: RewardPolicy = RewardPolicy()
+    experiment: Experiment | None = None
     version: str = Field("", description="Set from the file's hash at load.")
 
     @model_validator(mode="after")
@@ -260,7 +346,16 @@ def load_policy(path: Path) -> Policy:
         raw = path.read_bytes()
     except OSError as error:
         raise PolicyError(f"cannot read policy file {path}: {error.strerror}") from error
-    return parse_policy(raw, source=str(path))
+    policy = parse_policy(raw, source=str(path))
+    experiment = policy.experiment
+    if experiment is not None and experiment.challenger is not None:
+        # The challenger's file is named relative to this one; it is read by the factory.
+        resolved = (path.parent / experiment.challenger).resolve()
+        if not resolved.is_file():
+            raise PolicyError(f"{path} is invalid: experiment.challenger: no file {resolved}")
+        experiment = experiment.model_copy(update={"challenger": resolved})
+        policy = policy.model_copy(update={"experiment": experiment})
+    return policy
 
 
 def parse_policy(raw: bytes, *, source: str = "<policy>") -> Policy:

@@ -30,7 +30,7 @@ from store.models import ApiKey, AuditEntry, utcnow
 
 SCOPES = ("decide", "chat", "copy", "events", "admin", "eval", "metrics", "reports")
 # Scopes a key bound to one user never holds: administration, the service-wide metrics and
-# reports (drift).
+# reports (drift, experiments).
 UNBINDABLE = frozenset({"admin", "metrics", "reports"})
 PREFIX = "att"
 

@@ -35,6 +35,9 @@ PERSONAL_TABLES = (
     "linear_observations",
     "api_keys",
     "jobs",
+    "reward_windows",
+    "attributions",
+    "reward_sources",
 )
 
 

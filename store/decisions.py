@@ -10,6 +10,7 @@ from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from store.attribution import delete_for_decisions
 from store.errors import Conflict, NotFound
 from store.models import DecisionRow, LinearObservation, RewardRow
 
@@ -101,6 +102,7 @@ def prune_decisions(session: Session, before: datetime, *, batch: int = 5000) ->
     )
     if not ids:
         return Pruned(0, 0, 0)
+    delete_for_decisions(session, ids)  # their attribution windows, attributions, sources
     rewards = _count(session.execute(delete(RewardRow).where(RewardRow.decision_id.in_(ids))))
     unlinked = _count(
         session.execute(

@@ -16,9 +16,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Delete, delete, or_, select
 from sqlalchemy.orm import Session
 
+from store.attribution import delete_for_decisions
 from store.errors import NotFound
 from store.models import (
     ApiKey,
+    Attribution,
     Consent,
     DecisionRow,
     EventRow,
@@ -137,12 +139,18 @@ def erase_person(session: Session, person: Person) -> Erased:
     decision_ids = list(
         session.scalars(select(DecisionRow.decision_id).where(_decisions_of(person)))
     )
+    delete_for_decisions(session, decision_ids)  # attribution windows, attributions, sources
     rewards = _deleted(session, delete(RewardRow).where(RewardRow.decision_id.in_(decision_ids)))
     observations = _deleted(
         session, delete(LinearObservation).where(LinearObservation.decision_id.in_(decision_ids))
     )
     decisions = _deleted(
         session, delete(DecisionRow).where(DecisionRow.decision_id.in_(decision_ids))
+    )
+    session.execute(
+        delete(Attribution).where(
+            Attribution.event_id.in_(select(EventRow.event_id).where(_events_of(person)))
+        )
     )
     events = _deleted(session, delete(EventRow).where(_events_of(person)))
     links = _deleted(session, delete(IdentityLink).where(IdentityLink.user_id == person.user_id))

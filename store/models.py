@@ -307,3 +307,55 @@ class BatchResultRow(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[str] = mapped_column(String(128), index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# -- Attribution and rewards from behaviour (issue 15) ---------------------------------------
+
+
+class RewardWindow(Base):
+    """A decision's attribution window: events of its person on what it showed, until
+    `closes_at`, count towards its reward. Deleted once the window has closed and settled."""
+
+    __tablename__ = "reward_windows"
+
+    decision_id: Mapped[str] = mapped_column(
+        ForeignKey("decisions.decision_id", ondelete="CASCADE"), primary_key=True
+    )
+    subject_key: Mapped[str] = mapped_column(String(160), index=True)
+    opened_at: Mapped[datetime]
+    closes_at: Mapped[datetime] = mapped_column(index=True)
+    offer_id: Mapped[str | None] = mapped_column(String(128))
+    item_ids: Mapped[list[str]] = mapped_column(JSON)
+    default_reward: Mapped[float] = mapped_column(Float)
+
+
+class Attribution(Base):
+    """An event attributed to the decision that showed its item or offer, with what it earns."""
+
+    __tablename__ = "attributions"
+
+    event_id: Mapped[str] = mapped_column(
+        ForeignKey("events.event_id", ondelete="CASCADE"), primary_key=True
+    )
+    decision_id: Mapped[str] = mapped_column(
+        ForeignKey("decisions.decision_id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(16))
+    ts: Mapped[datetime]
+    value: Mapped[float | None] = mapped_column(Float)
+    reward: Mapped[float] = mapped_column(Float)
+    explicit: Mapped[bool]  # the event named its decision
+
+
+class RewardSource(Base):
+    """Where a decision's one reward came from: `feedback`, `event` (named the decision),
+    `window` (the best attributed event when the window closed) or `default`; and which events."""
+
+    __tablename__ = "reward_sources"
+
+    decision_id: Mapped[str] = mapped_column(
+        ForeignKey("decisions.decision_id", ondelete="CASCADE"), primary_key=True
+    )
+    source: Mapped[str] = mapped_column(String(16))
+    event_ids: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -224,6 +224,15 @@ class Event(_Record):
         le=1_000_000_000,
         description="Order value, on purchase events only.",
     )
+    decision_id: Identifier | None = Field(
+        default=None,
+        description="The decision that showed what the person acted on, if known: the event "
+        "is attributed to it (and rewards it at once) instead of to the latest decision that "
+        "showed the item or offer within the policy's window.",
+    )
+    offer_id: Identifier | None = Field(
+        default=None, description="The offer the person acted on, if any."
+    )
 
     @model_validator(mode="after")
     def _has_subject(self) -> Event:

@@ -352,6 +352,8 @@ def test_openapi_types_the_fields_of_an_event_and_an_item(client: TestClient) ->
         "device_id",
         "item_id",
         "value",
+        "decision_id",
+        "offer_id",
     }
     assert set(event["required"]) == {"event_id", "type", "ts", "item_id"}
     assert event["properties"]["type"] == {

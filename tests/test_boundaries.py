@@ -225,6 +225,7 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
     ("GET", "/v1/admin/keys", {}, None),
     ("DELETE", "/v1/admin/keys/{key_id}", {"key_id": "{key_id}"}, None),
     ("GET", "/v1/admin/audit", {}, None),
+    ("GET", "/v1/experiments/report", {}, None),  # aggregates: a bound key never has `reports`
     (
         "POST",
         "/v1/admin/links",

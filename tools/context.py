@@ -33,6 +33,7 @@ class ToolDeps:
     collab: CollabModel | None = None  # None until `attune train` (or the seed) has run
     shadow_policy: PolicyEngine | None = None  # a candidate policy evaluated beside the live one
     contextual: ContextualBandits | None = None  # linear bandits, for surfaces that use them
+    challenger_policy: PolicyEngine | None = None  # the policy experiment's challenger arm
 
 
 @dataclass

@@ -87,12 +87,17 @@ def eligible_offers(
 
 
 def select_offer(
-    ctx: RunContext, args: SelectOfferInput, *, policy: PolicyEngine | None = None
+    ctx: RunContext,
+    args: SelectOfferInput,
+    *,
+    policy: PolicyEngine | None = None,
+    bandit: str = BANDIT_POLICY,
 ) -> OfferChoice:
     """Choose one of the eligible offers by Thompson sampling and report how likely that choice was.
 
     People in a holdout group get an eligible offer drawn uniformly instead (the control). Under
-    a priority rule the bandit maximizes sampled conversion × the offer's margin weight."""
+    a priority rule the bandit maximizes sampled conversion × the offer's margin weight. `bandit`
+    names the Thompson state to sample (an experiment's challenger keeps its own)."""
     policy = policy or ctx.deps.policy
     segment = bandit_segment(ctx, policy)
     holdout = subject_holdout(ctx)
@@ -117,13 +122,13 @@ def select_offer(
     if kind != BANDIT_POLICY and ctx.deps.contextual is not None:
         return _linear(ctx, policy, kind, args.offer_ids, current)
     with ctx.deps.db.session() as session:
-        arms = get_arms(session, BANDIT_POLICY, segment, args.offer_ids, rules.prior)
+        arms = get_arms(session, bandit, segment, args.offer_ids, rules.prior)
     offers = [o for o in current if o.offer_id in arms]
     weights, priority = policy.offer_weights(offers)
     choice = ctx.deps.bandit.choose(arms, weights=weights)
     return OfferChoice(
         offer_id=choice.offer_id,
-        policy=BANDIT_POLICY,
+        policy=bandit,
         segment=segment,
         propensity=choice.propensity,
         probabilities=choice.probabilities,

@@ -19,9 +19,11 @@ from agents.tracing import traced
 from agents.writing.llm_writer import MeteredDraft
 from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
-from tools.offers import eligible_offers, select_offer
+from tools.context import RunContext
+from tools.offers import BANDIT_POLICY, eligible_offers, select_offer
 from tools.profile import lookup_profile, subject_blocked, subject_record
 from tools.retrieve import retrieve_candidates
+from tools.rewards import CHALLENGER
 from tools.schemas import EligibleOffersInput, RetrieveInput, SelectOfferInput
 
 BRIEF_ITEMS = 3  # how many of the ranked items the copy mentions at most
@@ -69,11 +71,14 @@ def policy(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any
 
 def choose_offer(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
     run = runtime.context.run
+    arm = experiment_arm(run, state)
+    if arm is not None and arm["arm"] == "challenger":
+        return arm.pop("under_challenger") | {"arm": arm}
     offer_ids = [o.offer_id for o in state["offers"].offers]
     choice = select_offer(run, SelectOfferInput(offer_ids=offer_ids)) if offer_ids else None
     shadow = run.deps.shadow_policy
     if shadow is None:
-        return {"choice": choice}
+        return {"choice": choice} | ({"arm": arm} if arm is not None else {})
     # Shadow mode: what the candidate policy would have chosen, logged and never shown.
     item_ids = [c.item_id for c in state["candidates"].items[:BRIEF_ITEMS]]
     would = eligible_offers(run, EligibleOffersInput(item_ids=item_ids), policy=shadow)
@@ -90,7 +95,42 @@ def choose_offer(state: DecideState, runtime: Runtime[DecideContext]) -> dict[st
             "agrees": (picked.offer_id if picked else None)
             == (choice.offer_id if choice else None),
         },
-    }
+    } | ({"arm": arm} if arm is not None else {})
+
+
+def experiment_arm(run: RunContext, state: DecideState) -> dict[str, Any] | None:
+    """The person's arm of the policy's experiment. The challenger arm's offer is chosen under
+    the challenger's policy file, from its own bandit state (`under_challenger`); on the live
+    arm, the challenger's probabilities on the same request are kept for off-policy evaluation."""
+    experiment = run.deps.policy.policy.experiment
+    arm = run.deps.policy.arm(run.subject.key, run.channel)
+    if experiment is None or arm is None:
+        return None
+    found: dict[str, Any] = {"id": experiment.id, "arm": arm}
+    challenger = run.deps.challenger_policy
+    if challenger is None or arm == "control":
+        return found
+    item_ids = [c.item_id for c in state["candidates"].items[:BRIEF_ITEMS]]
+    offers = eligible_offers(run, EligibleOffersInput(item_ids=item_ids), policy=challenger)
+    ids = [o.offer_id for o in offers.offers]
+    picked = (
+        select_offer(
+            run,
+            SelectOfferInput(offer_ids=ids),
+            policy=challenger,
+            bandit=f"{BANDIT_POLICY}:{CHALLENGER}",
+        )
+        if ids
+        else None
+    )
+    if arm == "challenger":
+        found["under_challenger"] = {"offers": offers, "choice": picked}
+    else:
+        found["challenger"] = {
+            "policy_version": challenger.version,
+            "probabilities": picked.probabilities if picked else {},
+        }
+    return found
 
 
 def generate(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from agents.privacy.minimize import Minimizer
 from store.decisions import log_decision
 from tools.context import RunContext
 from tools.profile import subject_features
+from tools.rewards import Rewarder
 from tools.schemas import EligibleOffers, OfferChoice
 
 RECORD_SCHEMA = 2
@@ -81,9 +82,12 @@ def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
         "offers": offers.model_dump(mode="json", include=OFFER_FIELDS) if offers else None,
         "choice": choice.model_dump(mode="json") if choice else None,
         "trace": offer_trace(offers, choice),
-        "experiment": {"rule_id": choice.experiment, "group": "control"}
-        if choice is not None and choice.experiment
-        else None,
+        "experiment": state.get("arm")
+        or (
+            {"rule_id": choice.experiment, "group": "control"}
+            if choice is not None and choice.experiment
+            else None
+        ),
         "shadow": state.get("shadow"),
         "content": {
             "text": draft.text,
@@ -134,6 +138,16 @@ def log_record(
             offer_id=choice.offer_id if choice else None,
             created_at=run.now,
             record=record,
+        )
+        session.flush()  # the window's row refers to the decision's
+        # Events on what the decision showed are attributed to it until its window closes.
+        Rewarder(run.deps.policy).open(
+            session,
+            decision_id=decision_id,
+            subject_key=run.subject.key,
+            at=run.now,
+            offer_id=choice.offer_id if choice else None,
+            item_ids=[c["item_id"] for c in record.get("retrieval", {}).get("candidates", [])],
         )
 
 

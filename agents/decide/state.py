@@ -34,6 +34,7 @@ class DecideState(DecideInput, total=False):
     offers: EligibleOffers
     choice: OfferChoice | None
     shadow: dict[str, Any]
+    arm: dict[str, Any]  # the person's experiment arm, and the challenger's view on live ones
     brief: Brief
     draft: Draft
     writer: str

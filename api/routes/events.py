@@ -8,12 +8,13 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from agents.privacy.rights import erased_among
+from agents.rewards import rewarder
 from agents.services import Services
 from api.auth import EventsCaller
 from api.deps import ServicesDep
 from api.errors import field_errors
 from api.schemas import EventResult, EventsIn, EventsOut
-from store.events import Ingested, ingest_events
+from store.events import EventStatus, Ingested, ingest_events
 from store.schemas import Event
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -50,13 +51,14 @@ async def post_events(body: EventsIn, services: ServicesDep, caller: EventsCalle
                 EventResult(index=index, event_id=event_id, status="rejected", reason=reason)
             )
     valid = await run_in_threadpool(_refuse_erased, services, valid, results)
-    outcomes = await run_in_threadpool(_store, services, [event for _, event in valid])
+    outcomes, attributed = await run_in_threadpool(_store, services, [event for _, event in valid])
     for (index, event), outcome in zip(valid, outcomes, strict=True):
         results[index] = EventResult(
             index=index,
             event_id=event.event_id,
             status=outcome.status.value,
             reason=outcome.reason,
+            attributed_to=attributed.get(event.event_id),
         )
     done = [r for r in results if r is not None]
     out = EventsOut(
@@ -99,13 +101,19 @@ def _refuse_erased(
     return kept
 
 
-def _store(services: Services, events: list[Event]) -> list[Ingested]:
+def _store(services: Services, events: list[Event]) -> tuple[list[Ingested], dict[str, str]]:
+    """Store the events and attribute the new ones to decisions, in one transaction."""
     if not events:
-        return []
+        return [], {}
     try:
-        with services.db.session() as session:
-            return ingest_events(session, events)
+        return _ingest(services, events)
     except IntegrityError:
         # A concurrent batch stored some of these ids first; the retry sees them as duplicates.
-        with services.db.session() as session:
-            return ingest_events(session, events)
+        return _ingest(services, events)
+
+
+def _ingest(services: Services, events: list[Event]) -> tuple[list[Ingested], dict[str, str]]:
+    with services.db.session() as session:
+        outcomes = ingest_events(session, events)
+        new = [e for e, o in zip(events, outcomes, strict=True) if o.status is EventStatus.accepted]
+        return outcomes, rewarder(services).attribute(session, new)

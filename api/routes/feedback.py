@@ -6,13 +6,13 @@ from fastapi import APIRouter
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
+from agents.rewards import rewarder
 from agents.services import Services
 from api.auth import Caller, FeedbackCaller
 from api.deps import ServicesDep
 from api.schemas import ArmOut, FeedbackIn, FeedbackOut
-from store.bandit import add_reward, get_arms
-from store.decisions import get_decision, record_reward
-from store.linear import add_observation
+from store.bandit import get_arms
+from store.decisions import get_decision
 from store.models import LinearObservation
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
@@ -32,21 +32,12 @@ def _reward(services: Services, body: FeedbackIn, caller: Caller) -> FeedbackOut
     with services.db.session() as session:
         if caller.bound_user is not None:
             caller.act_for(get_decision(session, body.decision_id).user_id, what="this decision")
-        decision = record_reward(session, body.decision_id, body.reward)
-        assert decision.offer_id is not None  # record_reward refuses decisions without an offer
-        prior = services.policy.policy.prior(decision.offer_id)
-        choice = decision.record["choice"]
-        policy = choice["policy"]
-        if choice.get("features") is not None:  # a linear bandit: it learns from the context
-            add_observation(
-                session,
-                policy,
-                decision.segment,
-                choice["features"],
-                body.reward,
-                offer_id=decision.offer_id,
-                decision_id=decision.decision_id,
-            )
+        done = rewarder(services, observe=False).reward(
+            session, body.decision_id, body.reward, source="feedback"
+        )
+        decision, policy = done.decision, done.policy
+        assert decision.offer_id is not None  # a decision without an offer is a Conflict
+        if decision.record["choice"].get("features") is not None:  # a linear bandit
             observations = session.scalar(
                 select(func.count()).where(
                     LinearObservation.policy == policy,
@@ -59,7 +50,7 @@ def _reward(services: Services, body: FeedbackIn, caller: Caller) -> FeedbackOut
                 policy=policy,
                 observations=observations,
             )
-        add_reward(session, policy, decision.segment, decision.offer_id, body.reward, prior)
+        prior = rewarder(services).prior(policy, decision.offer_id)
         arm = get_arms(session, policy, decision.segment, [decision.offer_id], lambda _: prior)[
             decision.offer_id
         ]
