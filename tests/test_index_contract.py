@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import HashingEmbedder
+from retrieval.hybrid import HybridWeights, refined_match
 from retrieval.index import (
     COLLAB_VECTOR,
     LEXICAL_VECTOR,
@@ -699,6 +700,41 @@ def test_a_dbsf_match_fuses_bm25_and_cosine_scores(shared_index: VectorIndex):
     match = Match((Source.lexical(text), Source(VECTOR_NAME, dense)), limit=6, fusion="dbsf")
     hits = shared_index.fused_search([], k=6, prefetch=prefetch, match=match)
 
+    assert [hit.score for hit in hits] == pytest.approx(
+        sorted(expected.values(), reverse=True)[:6], rel=1e-3
+    )
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[hit.item_id], rel=1e-3)
+
+
+def test_a_refined_match_is_dbsf_with_the_embedding_moved_towards_its_best_matches(
+    shared_index: VectorIndex,
+):
+    """The served text match (pseudo-relevance feedback, then DBSF of BM25 and cosine), computed
+    independently of both backends."""
+    text = "waterproof winter boots"
+    dense = EMBEDDER.embed([text])[0]
+    weights = HybridWeights(prefetch=10, min_similarity=0.0, feedback=1.0, feedback_items=3)
+    bm25 = _bm25(text)
+    by_lexical = dict(sorted(bm25.items(), key=lambda kv: -kv[1])[:10])
+
+    def fused(query: np.ndarray) -> dict[str, float]:
+        cosine = {
+            i: float(v @ query) / float(np.linalg.norm(query)) for i, v in VECTOR_BY_ID.items()
+        }
+        close = {i: c for i, c in cosine.items() if c >= weights.min_similarity}
+        return _dbsf([by_lexical, dict(sorted(close.items(), key=lambda kv: -kv[1])[:10])])
+
+    first = fused(dense)
+    best = sorted(first, key=lambda i: -first[i])[:3]
+    centroid = np.mean([VECTOR_BY_ID[i] for i in best], axis=0)
+    moved = dense / np.linalg.norm(dense) + centroid / np.linalg.norm(centroid)
+    expected = fused(moved)
+
+    match = refined_match(shared_index, weights, text, dense, None)
+    hits = shared_index.fused_search([], k=6, prefetch=10, match=match)
+
+    assert match.sources[1].dense == pytest.approx(moved / np.linalg.norm(moved), abs=1e-5)
     assert [hit.score for hit in hits] == pytest.approx(
         sorted(expected.values(), reverse=True)[:6], rel=1e-3
     )

@@ -42,6 +42,7 @@ queries:
   - {id: b, split: tune, text: chess, relevant: [{path: [Chess]}]}
   - {id: c, split: test, text: pirate costume, relevant: [{path: [Fancy Dress], name: [pirate]}]}
   - {id: d, split: test, text: kite, relevant: [{path: [Kites]}]}
+  - {id: e, split: fresh, text: chess board, relevant: [{path: [Chess]}]}
 """
 
 
@@ -112,7 +113,7 @@ thresholds:
     rows = {(row.dataset, row.system): row.metrics for row in report.rows}
     assert set(rows) == {
         (f"small/{half}", system)
-        for half in ("tuning", "held-out")
+        for half in ("tuning", "held-out", "fresh held-out")
         for system in ("bm25", "dense", "hybrid")
     }
     for metrics in rows.values():
@@ -126,6 +127,12 @@ thresholds:
     assert "tuned_weights" in json.dumps(details)
     # The report names the embedder the dense and hybrid systems used.
     assert "this suite embeds no text" not in (report.out_dir / "report.md").read_text()
+    # Each held-out set's hybrid/BM25 ratio comes with its paired-bootstrap interval.
+    tables = json.loads((report.out_dir / "metrics.json").read_text())["tables"]
+    ratios = tables["small hybrid / baseline, NDCG@3 (paired bootstrap)"]
+    assert {(r["queries"], r["baseline"]) for r in ratios} >= {("fresh held-out", "bm25")}
+    for r in ratios:
+        assert r["ci_low"] <= r["hybrid/baseline ndcg@3"] <= r["ci_high"]
 
 
 def test_a_second_run_reuses_the_cached_shard_and_a_changed_catalog_does_not(

@@ -17,8 +17,8 @@ from retrieval.hybrid import (
     HybridWeights,
     hybrid_search,
     hybrid_sources,
+    refined_match,
     taste_vector,
-    text_match,
 )
 from retrieval.index import RRF_K, VECTOR_NAME, Hit, IndexUnavailable, ItemFilter, Source
 from store.catalog import get_items, popular_items
@@ -64,7 +64,11 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
                 stacked = np.stack([factors[i] for i in recent_ids if i in factors])
                 recent_collab = taste_vector(stacked, normalize=False)
         sources = hybrid_sources(WEIGHTS, taste=taste_vec, collab=collab_vec, recent=recent_collab)
-        match = text_match(WEIGHTS, args.query, query_vec) if args.query else None
+        match = (
+            refined_match(ctx.deps.index, WEIGHTS, args.query, query_vec, flt)
+            if args.query
+            else None
+        )
         if match is not None:
             # The text decides which items qualify. This is the match in its own order, with the
             # vectors of every matched item, so that each score part can be computed exactly.
