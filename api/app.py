@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi_offline import FastAPIOffline
 
 from agents.copy.jobs import JobRunner
 from agents.factory import build_services, settle
@@ -17,6 +18,7 @@ from agents.services import Services
 from agents.settings import Settings
 from api import errors
 from api.auth import BodyLimit, RateLimits
+from api.cors import Cors
 from api.routes import (
     admin,
     catalog,
@@ -27,6 +29,7 @@ from api.routes import (
     events,
     feedback,
     health,
+    home,
     jobs,
     metrics,
     users,
@@ -34,6 +37,7 @@ from api.routes import (
 from api.schemas import ERROR_RESPONSES
 
 access = logging.getLogger("attune.access")
+DOCS_ASSETS = "/static/docs"  # where Swagger UI's and ReDoc's files are served
 
 
 def create_app(
@@ -60,11 +64,16 @@ def create_app(
             if services is None:
                 built.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the assets fastapi-offline ships, not from a CDN: the docs load
+    # on a machine with no internet.
+    app = FastAPIOffline(
         title="Attune",
         version="0.1.0",
         summary="Personalized, policy-safe, explained decisions: items, an offer and copy.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        # Swagger UI's validator badge would send the schema to validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     errors.install(app)
     for module in (
@@ -80,8 +89,10 @@ def create_app(
         admin,
         health,
         metrics,
+        home,
     ):
-        app.include_router(module.router, responses={} if module is health else ERROR_RESPONSES)
+        plain = module is health or module is home
+        app.include_router(module.router, responses={} if plain else ERROR_RESPONSES)
     app.add_middleware(BodyLimit)
 
     @app.middleware("http")
@@ -118,4 +129,7 @@ def create_app(
         )
         return response
 
+    # Outermost, so that every answer (a 401, a 413) carries the CORS headers a page needs to
+    # read it, and a preflight is answered before anything else runs.
+    app.add_middleware(Cors)
     return app
