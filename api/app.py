@@ -23,6 +23,7 @@ from api.routes import (
     admin,
     catalog,
     chat,
+    completions,
     copy,
     decide,
     decisions,
@@ -79,6 +80,7 @@ def create_app(
     for module in (
         decide,
         chat,
+        completions,
         copy,
         jobs,
         events,

@@ -160,6 +160,22 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
         {},
         {"user_id": THIEF, "anonymous_id": VICTIM_ANON, "message": "hi", "stream": True},
     ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {},
+        {"messages": [{"role": "user", "content": "hi"}], "user": VICTIM},
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {},
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {"anonymous_id": VICTIM_ANON},
+            "stream": True,
+        },
+    ),
     ("POST", "/v1/feedback", {}, {"decision_id": "{decision_id}", "reward": 1}),
     ("GET", "/v1/decisions/{decision_id}", {"decision_id": "{decision_id}"}, None),
     ("GET", "/v1/users/{user_id}", {"user_id": VICTIM}, None),
