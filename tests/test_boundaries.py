@@ -232,7 +232,13 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
     # Events answer 200 with a verdict per event: checked by `test_events_...` below.
     ("POST", "/v1/events", {}, None),
 ]
-OPEN_ROUTES = {("GET", "/healthz")}  # no data of anyone
+OPEN_ROUTES = {  # no data of anyone
+    ("GET", "/healthz"),
+    ("GET", "/"),  # the landing page
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
 
 
 def _fill(value: Any, victim: Victim) -> Any:
