@@ -96,6 +96,7 @@ def create_app(
         plain = module is health or module is home
         app.include_router(module.router, responses={} if plain else ERROR_RESPONSES)
     app.add_middleware(BodyLimit)
+    app.add_middleware(home.PagePolicy)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next: Any) -> Response:

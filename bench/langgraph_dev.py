@@ -51,31 +51,38 @@ def check(condition: bool, what: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", type=Path, default=ROOT / "var" / "langgraph-dev")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        help="An ATTUNE_HOME already seeded (and served by nothing else); default: a fresh one.",
+    )
     args = parser.parse_args()
     cli = args.server / "bin" / "langgraph"
     check(cli.exists(), f"no langgraph CLI at {cli}: install requirements/langgraph-dev.txt there")
-    with tempfile.TemporaryDirectory(prefix="attune-langgraph-") as home:
+    with tempfile.TemporaryDirectory(prefix="attune-langgraph-") as fresh:
+        home = args.home or Path(fresh)
         env = {
             **os.environ,
-            "ATTUNE_HOME": home,
+            "ATTUNE_HOME": str(home),
             "PYTHONPATH": os.pathsep.join([str(args.server.resolve()), str(ROOT)]),
             "LANGGRAPH_CLI_NO_ANALYTICS": "1",
             "LANGSMITH_TRACING": "false",
         }
-        subprocess.run(
-            [sys.executable, "-c", "from api.cli import app; app()", "seed"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        figures = run_server(cli, env, Path(home))
+        if args.home is None:
+            subprocess.run(
+                [sys.executable, "-c", "from api.cli import app; app()", "seed"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        figures = run_server(cli, env, home)
     print(json.dumps(figures, indent=2))
 
 
 def run_server(cli: Path, env: dict[str, str], home: Path) -> dict[str, Any]:
     port = free_port()
-    log_path = home / "langgraph-dev.log"
+    log_path = home / "langgraph-dev.log"  # kept: read it when a check fails
     started = time.perf_counter()
     with log_path.open("w") as log:
         server = subprocess.Popen(

@@ -8,8 +8,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 router = APIRouter(tags=["home"])
+
+PAGES = ("/", "/docs", "/redoc")
+# The pages load nothing from another host. ReDoc's bundle shows Redocly's logo from their CDN
+# whatever its options; this policy keeps the browser from asking for it (ReDoc then hides it).
+# Swagger UI starts from an inline script, ReDoc runs its search in a worker from a blob.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
 
 LINKS = (
     ("/console", "Console", "copy studio, decision inspector, experiments, drift and evals"),
@@ -47,6 +58,25 @@ PAGE = """<!DOCTYPE html>
 </body>
 </html>
 """
+
+
+class PagePolicy:
+    """Adds the Content-Security-Policy above to the landing page and the docs pages."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in PAGES:
+            await self.app(scope, receive, send)
+            return
+
+        async def with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+            await send(message)
+
+        await self.app(scope, receive, with_policy)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
