@@ -28,7 +28,7 @@ LINKS = (
     ("/redoc", "API reference", "the same routes as a readable reference (ReDoc)"),
     ("/openapi.json", "OpenAPI", "the schema, for client generators"),
     ("/healthz", "Health", "which parts answer and which fallbacks are in use"),
-    ("/metrics", "Metrics", "Prometheus exposition (needs the metrics or admin scope)"),
+    ("/metrics", "Metrics", "Prometheus exposition (with keys: the metrics or admin scope)"),
 )
 
 PAGE = """<!DOCTYPE html>
@@ -37,6 +37,7 @@ PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Attune</title>
+<link rel="icon" href="/static/docs/favicon.png">
 <style>
   body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 42rem; margin: 3rem auto;
          padding: 0 1rem; color: #1d2430; }}
