@@ -103,9 +103,9 @@ def run_server(cli: Path, env: dict[str, str], home: Path) -> dict[str, Any]:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    log = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text())  # without the colours
-    check("Blocking" not in log, "the dev server logged a blocking call:\n" + log[-3000:])
-    check("[error" not in log, "the dev server logged an error:\n" + log[-3000:])
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text())  # without the colours
+    check("Blocking" not in text, "the dev server logged a blocking call:\n" + text[-3000:])
+    check("[error" not in text, "the dev server logged an error:\n" + text[-3000:])
     return figures
 
 
