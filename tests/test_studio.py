@@ -37,9 +37,9 @@ def test_the_input_schema_names_the_person_and_the_channel(graph, fields: set[st
 
 
 def test_a_decide_run_decides_for_the_person(in_process: Services) -> None:
-    out = decide_graph().invoke({"user_id": "u_0170", "channel": "email", "query": "tea"})
+    out = decide_graph().invoke({"user_id": "u_0170", "channel": "app", "query": "tea"})
     decision = out["decision"]
-    assert decision["items"] and decision["channel"] == "email" and decision["content"]
+    assert decision["items"] and decision["channel"] == "app" and decision["content"]
     with in_process.db.session() as session:
         assert get_decision(session, decision["decision_id"]).subject_key == "user:u_0170"
 
