@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ORIGIN = re.compile(
+    r"\*|https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?"
+)  # an item of ATTUNE_CORS_ORIGINS
 
 
 class Settings(BaseSettings):
@@ -136,6 +140,27 @@ class Settings(BaseSettings):
         le=30 * 86400,
         description="A rank event takes its activation and rewards for this long (`/v1/rank`).",
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Web origins whose pages may call the API, comma-separated "
+        "(https://shop.example.com,https://admin.example.com); empty: pages served from "
+        "localhost or 127.0.0.1 only, on any port.",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        origins = value.split(",") if isinstance(value, str) else value
+        if not isinstance(origins, list):
+            return value
+        cleaned = [str(origin).strip().rstrip("/") for origin in origins if str(origin).strip()]
+        for origin in cleaned:
+            if not ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not a web origin: write scheme://host[:port] "
+                    "(https://shop.example.com), or * for any origin"
+                )
+        return cleaned
 
     @model_validator(mode="after")
     def _openai_all_or_nothing(self) -> Settings:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi_offline import FastAPIOffline
 
 from agents.copy.jobs import JobRunner
 from agents.factory import build_services, settle
@@ -19,6 +20,7 @@ from agents.services import Services
 from agents.settings import Settings
 from api import errors
 from api.auth import BodyLimit, RateLimits
+from api.cors import Cors
 from api.routes import (
     admin,
     audience,
@@ -26,6 +28,7 @@ from api.routes import (
     catalog,
     chat,
     console,
+    completions,
     copy,
     decide,
     decisions,
@@ -36,6 +39,7 @@ from api.routes import (
     feedback,
     health,
     items,
+    home,
     jobs,
     metrics,
     rank,
@@ -44,6 +48,7 @@ from api.routes import (
 from api.schemas import ERROR_RESPONSES
 
 access = logging.getLogger("attune.access")
+DOCS_ASSETS = "/static/docs"  # where Swagger UI's and ReDoc's files are served
 
 
 def create_app(
@@ -78,16 +83,22 @@ def create_app(
             if services is None:
                 built.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the assets fastapi-offline ships, not from a CDN: the docs load
+    # on a machine with no internet.
+    app = FastAPIOffline(
         title="Attune",
         version="0.1.0",
         summary="Personalized, policy-safe, explained decisions: items, an offer and copy.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        # Swagger UI's validator badge would send the schema to validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     errors.install(app)
     for module in (
         decide,
         chat,
+        completions,
         copy,
         jobs,
         events,
@@ -106,9 +117,12 @@ def create_app(
         evals,
         console,
         experiments,
+        home,
     ):
-        app.include_router(module.router, responses={} if module is health else ERROR_RESPONSES)
+        plain = module is health or module is home
+        app.include_router(module.router, responses={} if plain else ERROR_RESPONSES)
     app.add_middleware(BodyLimit)
+    app.add_middleware(home.PagePolicy)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next: Any) -> Response:
@@ -144,4 +158,7 @@ def create_app(
         )
         return response
 
+    # Outermost, so that every answer (a 401, a 413) carries the CORS headers a page needs to
+    # read it, and a preflight is answered before anything else runs.
+    app.add_middleware(Cors)
     return app

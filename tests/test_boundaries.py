@@ -169,6 +169,22 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
         {},
         {"user_id": THIEF, "anonymous_id": VICTIM_ANON, "message": "hi", "stream": True},
     ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {},
+        {"messages": [{"role": "user", "content": "hi"}], "user": VICTIM},
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {},
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {"anonymous_id": VICTIM_ANON},
+            "stream": True,
+        },
+    ),
     ("POST", "/v1/feedback", {}, {"decision_id": "{decision_id}", "reward": 1}),
     ("GET", "/v1/decisions/{decision_id}", {"decision_id": "{decision_id}"}, None),
     ("GET", "/v1/users/{user_id}", {"user_id": VICTIM}, None),
@@ -249,7 +265,13 @@ ATTACKS: list[tuple[str, str, dict[str, str], Any]] = [
     # Events answer 200 with a verdict per event: checked by `test_events_...` below.
     ("POST", "/v1/events", {}, None),
 ]
-OPEN_ROUTES = {("GET", "/healthz")}  # no data of anyone
+OPEN_ROUTES = {  # no data of anyone
+    ("GET", "/healthz"),
+    ("GET", "/"),  # the landing page
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
 # The console's static files: the page holds no data; it calls the routes above with a key.
 OPEN_ROUTES |= {("GET", "/console"), ("GET", "/console/"), ("GET", "/console/{name}")}
 # The catalog, read by any key that decides, chats or writes copy: it holds no one's data, so

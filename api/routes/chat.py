@@ -63,17 +63,23 @@ async def post_chat(
 
 
 async def _events(services: Services, request: ChatRequest) -> AsyncIterator[bytes]:
-    """Run the turn on its own thread and relay its events as they come."""
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+    async for event, raw in relay(services, request):
+        data = chat_out(raw).model_dump(mode="json") if event == "final" else raw
+        yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
-    def emit(event: str, data: dict[str, Any]) -> None:
+
+async def relay(services: Services, request: ChatRequest) -> AsyncIterator[tuple[str, Any]]:
+    """Run the turn on its own thread and relay its events as they come: `tool`, `token` and
+    `reset` as they happen, then `final` (the `ChatReply`) or `error`."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+
+    def emit(event: str, data: Any) -> None:
         loop.call_soon_threadsafe(events.put_nowait, (event, data))
 
     def work() -> None:
         try:
-            reply = chat_turn(services, request, emit=emit)
-            emit("final", chat_out(reply).model_dump(mode="json"))
+            emit("final", chat_turn(services, request, emit=emit))
         except Exception:  # reported to the client as an `error` event, and logged
             log.exception("chat turn failed")
             emit("error", {"title": "Internal error", "detail": "the chat turn failed; logged"})
@@ -84,7 +90,7 @@ async def _events(services: Services, request: ChatRequest) -> AsyncIterator[byt
     threading.Thread(target=work, name="chat-turn", daemon=True).start()
     while (item := await events.get()) is not _END:
         event, data = item
-        yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+        yield event, data
 
 
 def chat_out(reply: ChatReply) -> ChatOut:

@@ -1,0 +1,1 @@
+"""Attune's Python client: `from attune.client import Attune, AsyncAttune`."""
