@@ -35,6 +35,7 @@ PERSONAL_TABLES = (
     "linear_observations",
     "api_keys",
     "jobs",
+    "person_features",
 )
 
 

@@ -2,8 +2,8 @@
 
 A person is their user id and every anonymous id linked to them. Erasure deletes, in one
 transaction: the profile and consent, identity links, events (theirs and their linked anonymous
-ids'), decisions and their rewards, linear-bandit observations of those decisions, and API keys
-bound to them. Beta posteriors are sums over many people and hold nothing of theirs. Stores
+ids'), decisions and their rewards, linear-bandit observations of those decisions, API keys
+bound to them, and the features maintained from their events. Beta posteriors are sums over many people and hold nothing of theirs. Stores
 outside the database (the collaborative model's user factors; chat checkpoints) are erased by
 the caller (`agents.privacy.rights`), which also writes the audit entry.
 """
@@ -17,6 +17,7 @@ from sqlalchemy import CursorResult, Delete, delete, or_, select
 from sqlalchemy.orm import Session
 
 from store.errors import NotFound
+from store.features import forget_features
 from store.models import (
     ApiKey,
     Consent,
@@ -145,6 +146,7 @@ def erase_person(session: Session, person: Person) -> Erased:
     events = _deleted(session, delete(EventRow).where(_events_of(person)))
     links = _deleted(session, delete(IdentityLink).where(IdentityLink.user_id == person.user_id))
     keys = _deleted(session, delete(ApiKey).where(ApiKey.subject_user_id == person.user_id))
+    forget_features(session, person.subject_keys)
     session.execute(delete(Consent).where(Consent.user_id == person.user_id))
     session.execute(delete(User).where(User.user_id == person.user_id))
     return Erased(events, decisions, rewards, observations, links, keys)
