@@ -18,6 +18,7 @@ Figures depend on the machine; compare the ratios between runs, not single numbe
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -76,7 +77,7 @@ def noop_graph() -> Any:
     for name in names:
         graph.add_node(name, node)
     graph.add_edge(START, "guard_input")
-    for before, after in zip(names[:5], names[1:6], strict=True):
+    for before, after in itertools.pairwise(names[:6]):
         graph.add_edge(before, after)
     graph.add_conditional_edges("generate", lambda s: "guard_output", ["guard_output", "explain"])
     graph.add_conditional_edges("guard_output", lambda s: "explain", ["generate", "explain"])

@@ -91,7 +91,12 @@ def world(home: Path, items: int, rng: np.random.Generator) -> tuple[Services, l
 
 
 def add_events(
-    services: Services, users: list[str], items: int, count: int, first: int, rng: np.random.Generator
+    services: Services,
+    users: list[str],
+    items: int,
+    count: int,
+    first: int,
+    rng: np.random.Generator,
 ) -> None:
     """`count` more events, round-robin over `users`, at random times in the last year."""
     for start in range(first, first + count, 50_000):
@@ -149,12 +154,24 @@ def decisions(services: Services, users: list[str], n: int, rng: np.random.Gener
     }
 
 
+def features_timings(services: Services, subjects: list[Subject]) -> tuple[list, list]:
+    """Per person: reading the maintained row, and folding the raw events (at most 30)."""
+    with services.db.session() as session:
+        maintained = timed(len(subjects), lambda i: read_features(session, subjects[i], as_of=NOW))
+        folded = timed(
+            min(len(subjects), 30), lambda i: compute_features(session, subjects[i], as_of=NOW)
+        )
+    return maintained, folded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", default="1000,10000,100000")
     parser.add_argument("--events", default="1000,100000,1000000")
     parser.add_argument("--n", type=int, default=100, help="decisions per measurement")
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results" / "growth.json")
+    parser.add_argument(
+        "--out", type=Path, default=PROJECT_ROOT / "bench" / "results" / "growth.json"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(1)
     result: dict[str, Any] = {"load_average": [round(x, 2) for x in os.getloadavg()]}
@@ -176,11 +193,7 @@ def main() -> None:
         add_events(services, users, 1000, events - stored, stored, rng)
         stored = events
         subjects = [Subject(str(rng.choice(users)), None) for _ in range(args.n)]
-        with services.db.session() as session:
-            maintained = timed(args.n, lambda i: read_features(session, subjects[i], as_of=NOW))
-            folded = timed(
-                min(args.n, 30), lambda i: compute_features(session, subjects[i], as_of=NOW)
-            )
+        maintained, folded = features_timings(services, subjects)
         by_events[str(events)] = {
             "events_per_person": round(events / len(users)),
             "features_maintained_row_p50_ms": p50(maintained),

@@ -118,7 +118,16 @@ def bodies(users: list[str], n: int = 400) -> list[str]:
 
 def run_wrk(url: str, connections: int, duration: int, bodies_file: Path, script: Path) -> dict:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(script), url, str(bodies_file)],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "-s",
+            str(script),
+            url,
+            str(bodies_file),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -137,7 +146,12 @@ def run_wrk(url: str, connections: int, duration: int, bodies_file: Path, script
 
 
 async def _connection(
-    host: str, port: int, payloads: list[bytes], until: float, samples: list[float], errors: list[int]
+    host: str,
+    port: int,
+    payloads: list[bytes],
+    until: float,
+    samples: list[float],
+    errors: list[int],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = 0
@@ -181,8 +195,10 @@ def run_python(url: str, connections: int, duration: int, body_lines: list[str])
         started = time.perf_counter()
         until = started + duration
         await asyncio.gather(
-            *(_connection(host, port, payloads[c:] + payloads[:c], until, samples, errors)
-              for c in range(connections))
+            *(
+                _connection(host, port, payloads[c:] + payloads[:c], until, samples, errors)
+                for c in range(connections)
+            )
         )
         return time.perf_counter() - started
 

@@ -296,9 +296,11 @@ def _maintained_key(session: Session, subject: Subject) -> str | None:
     with an anonymous id that is not linked to them: that pair is folded)."""
     if subject.user_id is None:
         return subject.key if subject.anonymous_id is not None else None
-    if subject.anonymous_id is not None:
-        if link_owner(session, "anonymous", subject.anonymous_id) != subject.user_id:
-            return None
+    if (
+        subject.anonymous_id is not None
+        and link_owner(session, "anonymous", subject.anonymous_id) != subject.user_id
+    ):
+        return None
     return f"user:{subject.user_id}"
 
 
@@ -434,4 +436,3 @@ def forget_features_of_items(session: Session, item_ids: Sequence[str]) -> None:
             )
         )
     )
-

@@ -76,7 +76,7 @@ steps = st.lists(
 def _subjects(prefix: str) -> list[Subject]:
     people = [Subject(f"{prefix}{u}", None) for u in USERS]
     people += [Subject(None, f"{prefix}{a}") for a in VISITORS]
-    return people + [Subject(f"{prefix}u1", f"{prefix}a1"), Subject(f"{prefix}u2", f"{prefix}a2")]
+    return [*people, Subject(f"{prefix}u1", f"{prefix}a1"), Subject(f"{prefix}u2", f"{prefix}a2")]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -86,9 +86,13 @@ def test_maintained_features_equal_the_fold_of_raw_events(db: Database, steps: l
     with db.session() as session:
         upsert_items(
             session,
-            [_item(f"{prefix}{i}", c, p) for i, c, p in zip(ITEMS[:4], ["running", "wine"] * 2,
-                                                          [9.0, 15.0, 40.0, 120.0], strict=True)],
-        )  # fmt: skip
+            [
+                _item(f"{prefix}{i}", c, p)
+                for i, c, p in zip(
+                    ITEMS[:4], ["running", "wine"] * 2, [9.0, 15.0, 40.0, 120.0], strict=True
+                )
+            ],
+        )
     sent: list[Event] = []
     for step in steps:
         with db.session() as session:
@@ -112,8 +116,9 @@ def test_maintained_features_equal_the_fold_of_raw_events(db: Database, steps: l
             elif step[0] == "catalog":
                 upsert_items(session, [_item(f"{prefix}{step[1]}", step[2], step[3])])
             elif step[0] == "move":
-                link_identity(session, "anonymous", f"{prefix}{step[1]}", f"{prefix}{step[2]}",
-                              move=True)  # fmt: skip
+                link_identity(
+                    session, "anonymous", f"{prefix}{step[1]}", f"{prefix}{step[2]}", move=True
+                )
             else:
                 ingest_events(session, sent[-3:])  # duplicates change nothing
         with db.session() as session:
@@ -140,8 +145,13 @@ def test_a_row_is_kept_per_person_and_read_without_the_events(db: Database) -> N
         ingest_events(
             session,
             [
-                Event(event_id=f"r{i}", type="view", ts=NOW - timedelta(days=i), item_id="r-shoe",
-                      user_id="r-user")  # fmt: skip
+                Event(
+                    event_id=f"r{i}",
+                    type="view",
+                    ts=NOW - timedelta(days=i),
+                    item_id="r-shoe",
+                    user_id="r-user",
+                )
                 for i in range(5)
             ],
         )
@@ -162,13 +172,30 @@ def test_features_survive_a_restart_and_a_lost_row_is_rebuilt(tmp_path: Path) ->
         ingest_events(
             session,
             [
-                Event(event_id="s1", type="purchase", ts=NOW - timedelta(days=2), item_id="s-mug",
-                      user_id="s-user", value=12.0),
-                Event(event_id="s2", type="view", ts=NOW - timedelta(days=1), item_id="s-pan",
-                      anonymous_id="s-anon"),
-                Event(event_id="s3", type="click", ts=NOW, item_id="s-pan", user_id="s-user",
-                      anonymous_id="s-anon"),
-            ],  # fmt: skip
+                Event(
+                    event_id="s1",
+                    type="purchase",
+                    ts=NOW - timedelta(days=2),
+                    item_id="s-mug",
+                    user_id="s-user",
+                    value=12.0,
+                ),
+                Event(
+                    event_id="s2",
+                    type="view",
+                    ts=NOW - timedelta(days=1),
+                    item_id="s-pan",
+                    anonymous_id="s-anon",
+                ),
+                Event(
+                    event_id="s3",
+                    type="click",
+                    ts=NOW,
+                    item_id="s-pan",
+                    user_id="s-user",
+                    anonymous_id="s-anon",
+                ),
+            ],
         )
     services.close()
     services = build_services(settings)
