@@ -31,6 +31,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from fastapi import FastAPI
+from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["something for the kitchen", "strong coffee beans", "running shoes", None, None, None]
@@ -61,21 +63,20 @@ end
 """
 
 
-def bare_app() -> object:
+class Body(BaseModel):
+    user_id: str | None = None
+    channel: str
+    query: str | None = None
+    k: int = 10
+
+
+class Out(BaseModel):
+    ok: bool
+    channel: str
+
+
+def bare_app() -> FastAPI:
     """The floor: FastAPI parsing a JSON body into a model and answering JSON, nothing else."""
-    from fastapi import FastAPI
-    from pydantic import BaseModel
-
-    class Body(BaseModel):
-        user_id: str | None = None
-        channel: str
-        query: str | None = None
-        k: int = 10
-
-    class Out(BaseModel):
-        ok: bool
-        channel: str
-
     app = FastAPI()
 
     @app.post("/v1/decide", response_model=Out)
@@ -91,7 +92,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 300) -> None:
+def wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
