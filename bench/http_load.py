@@ -124,6 +124,8 @@ def run_wrk(url: str, connections: int, duration: int, bodies_file: Path, script
             "-t1",
             f"-c{connections}",
             f"-d{duration}s",
+            "--timeout",
+            "60s",
             "-s",
             str(script),
             url,
