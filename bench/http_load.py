@@ -299,7 +299,10 @@ def main() -> None:
             levels[str(connections)] = {
                 "bare": bare,
                 "decide": decide,
-                "rps_ratio_bare_over_decide": round(bare["rps"] / max(decide["rps"], 1e-9), 2),
+                # None when no decision finished within the level's duration.
+                "rps_ratio_bare_over_decide": (
+                    round(bare["rps"] / decide["rps"], 2) if decide["rps"] else None
+                ),
             }
         results["concurrency"] = levels
         results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
