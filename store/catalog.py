@@ -9,15 +9,19 @@ from sqlalchemy import CursorResult, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from store.errors import NotFound
+from store.features import forget_features_of_items
 from store.models import CatalogItem, CatalogOffer, EventRow, HiddenItem
 from store.schemas import Item, Offer
 
 
 def upsert_items(session: Session, items: Iterable[Item]) -> int:
     count = 0
+    changed = []  # items whose category or price the features of people who had them read
     for item in items:
         row = session.get(CatalogItem, item.item_id)
         data = item.model_dump(mode="json")
+        if row is None or (row.category, row.price) != (item.category, item.price):
+            changed.append(item.item_id)
         if row is None:
             session.add(
                 CatalogItem(
@@ -38,6 +42,7 @@ def upsert_items(session: Session, items: Iterable[Item]) -> int:
                 data,
             )
         count += 1
+    forget_features_of_items(session, changed)
     return count
 
 

@@ -38,6 +38,10 @@ PERSONAL_TABLES = (
     "reward_windows",
     "attributions",
     "reward_sources",
+    "person_features",
+    "predictions",
+    "rank_events",
+    "batch_results",
 )
 
 

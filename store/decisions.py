@@ -117,3 +117,18 @@ def prune_decisions(session: Session, before: datetime, *, batch: int = 5000) ->
 
 def _count(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
+
+
+def offer_exposure_times(
+    session: Session, subject_key: str, since: datetime
+) -> list[tuple[str, str, datetime]]:
+    """(offer id, channel, when) of each offer shown to this subject since `since`: what
+    several frequency caps count in one read."""
+    rows = session.execute(
+        select(DecisionRow.offer_id, DecisionRow.channel, DecisionRow.created_at).where(
+            DecisionRow.subject_key == subject_key,
+            DecisionRow.created_at >= since,
+            DecisionRow.offer_id.is_not(None),
+        )
+    )
+    return [(str(offer_id), channel, at) for offer_id, channel, at in rows]

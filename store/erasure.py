@@ -2,8 +2,9 @@
 
 A person is their user id and every anonymous id linked to them. Erasure deletes, in one
 transaction: the profile and consent, identity links, events (theirs and their linked anonymous
-ids'), decisions and their rewards, their predictions (churn risk, next purchase), linear-bandit observations of those decisions, and API keys
-bound to them. Beta posteriors are sums over many people and hold nothing of theirs. Stores
+ids'), decisions and their rewards, their predictions (churn risk, next purchase), linear-bandit
+observations of those decisions, API keys bound to them, and the features maintained from their
+events. Beta posteriors are sums over many people and hold nothing of theirs. Stores
 outside the database (the collaborative model's user factors; chat checkpoints) are erased by
 the caller (`agents.privacy.rights`), which also writes the audit entry.
 """
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from store.attribution import delete_for_decisions
 from store.errors import NotFound
+from store.features import forget_features
 from store.models import (
     ApiKey,
     Attribution,
@@ -155,6 +157,7 @@ def erase_person(session: Session, person: Person) -> Erased:
     events = _deleted(session, delete(EventRow).where(_events_of(person)))
     links = _deleted(session, delete(IdentityLink).where(IdentityLink.user_id == person.user_id))
     keys = _deleted(session, delete(ApiKey).where(ApiKey.subject_user_id == person.user_id))
+    forget_features(session, person.subject_keys)
     session.execute(delete(Consent).where(Consent.user_id == person.user_id))
     erase_prediction(session, person.user_id)
     session.execute(delete(User).where(User.user_id == person.user_id))

@@ -359,3 +359,17 @@ class RewardSource(Base):
     source: Mapped[str] = mapped_column(String(16))
     event_ids: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -- wt-a: features maintained as events arrive (store.features) ------------------------------
+
+
+class PersonFeatures(Base):
+    """One subject's features, kept up to date as their events are stored: what a decision reads
+    instead of folding their history (`store.features`). Derived from `events`; erased with them."""
+
+    __tablename__ = "person_features"
+
+    subject_key: Mapped[str] = mapped_column(String(160), primary_key=True)  # user:… or anon:…
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

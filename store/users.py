@@ -112,6 +112,11 @@ def link_identity(
     if link is None:
         session.add(IdentityLink(kind=kind, external_id=external_id, user_id=user_id))
         session.flush()  # later lookups in this transaction (the same batch) see the link
+        if kind == "anonymous":
+            # The user's features now count the anonymous id's history: rebuilt when next read.
+            from store.features import forget_features  # store.features reads links from here
+
+            forget_features(session, [f"user:{user_id}"])
         return LinkResult(LinkOutcome.created, kind, external_id, user_id, None)
     previous = link.user_id
     if previous == user_id:
@@ -119,6 +124,11 @@ def link_identity(
     if not move:
         return LinkResult(LinkOutcome.conflict, kind, external_id, user_id, previous)
     link.user_id = user_id
+    if kind == "anonymous":
+        # Both people's features change with the history that moved: rebuilt when next read.
+        from store.features import forget_features  # store.features reads links from here
+
+        forget_features(session, [f"user:{user_id}", f"user:{previous}"])
     return LinkResult(LinkOutcome.moved, kind, external_id, user_id, previous)
 
 

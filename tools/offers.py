@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from policies.engine import Exposure, PolicyEngine
 from store.bandit import get_arms
 from store.catalog import get_items
-from store.decisions import offer_exposures
+from store.decisions import offer_exposure_times
 from store.schemas import Offer
 from tools.context import RunContext
 from tools.contextual import SEGMENT
@@ -201,17 +201,21 @@ def check_policy(ctx: RunContext, args: PolicyCheckInput) -> PolicyCheck:
 
 
 def _exposures(ctx: RunContext, session: Session, policy: PolicyEngine) -> dict[str, Exposure]:
-    """For each frequency cap, the offers shown to this subject within its window."""
+    """For each frequency cap, the offers shown to this subject within its window (one query
+    over the longest window, counted per cap here)."""
+    if not policy.caps:
+        return {}
+    longest = max(cap.window_hours for cap in policy.caps)
+    shown = offer_exposure_times(session, ctx.subject.key, ctx.now - timedelta(hours=longest))
     found = {}
     for cap in policy.caps:
-        rows = offer_exposures(
-            session, ctx.subject.key, ctx.now - timedelta(hours=cap.window_hours)
-        )
+        since = ctx.now - timedelta(hours=cap.window_hours)
         by_offer: dict[str, int] = {}
         by_channel: dict[str, int] = {}
-        for offer_id, channel, count in rows:
-            by_offer[offer_id] = by_offer.get(offer_id, 0) + count
-            by_channel[channel] = by_channel.get(channel, 0) + count
+        for offer_id, channel, at in shown:
+            if at >= since:
+                by_offer[offer_id] = by_offer.get(offer_id, 0) + 1
+                by_channel[channel] = by_channel.get(channel, 0) + 1
         found[cap.id] = Exposure(by_offer, by_channel)
     return found
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from policies.engine import Facts, Firing
 from store.errors import NotFound
-from store.events import Features, compute_features
+from store.features import Features, read_features
 from store.schemas import Purpose, UserRecord
 from store.users import get_user
 from tools.context import RunContext
@@ -62,7 +62,7 @@ def _load(ctx: RunContext) -> None:
                 record = get_user(session, ctx.subject.user_id)
             except NotFound:
                 record = None
-        features = compute_features(session, ctx.subject, as_of=ctx.now)
+        features = read_features(session, ctx.subject, as_of=ctx.now)
     consent = record.consent if record else {purpose: False for purpose in Purpose}
     probe = Facts(age=None, consent=consent, channel=ctx.channel, now=ctx.now)
     blocked = {

@@ -69,8 +69,11 @@ class Minimizer:
 
     @classmethod
     def for_services(cls, services: Services, texts: Iterable[str | None]) -> Minimizer:
-        """The minimizer of a request, over the process's vocabulary (refreshed first)."""
-        services.vocabulary.refresh(services.db)
+        """The minimizer of a request, over the process's vocabulary (refreshed first, when the
+        request has free text for it to judge)."""
+        texts = list(texts)
+        if any(texts):
+            services.vocabulary.refresh(services.db)
         return cls.of(texts, services.vocabulary)
 
     def value(self, value: T) -> T:

@@ -32,10 +32,13 @@ class Vocabulary:
 
     def refresh(self, db: Database) -> None:
         with db.session() as session:
-            counts = (
-                session.scalar(select(func.count()).select_from(CatalogItem)) or 0,
-                session.scalar(select(func.count()).select_from(CatalogOffer)) or 0,
-            )
+            items, offers = session.execute(
+                select(
+                    select(func.count()).select_from(CatalogItem).scalar_subquery(),
+                    select(func.count()).select_from(CatalogOffer).scalar_subquery(),
+                )
+            ).one()
+            counts = (items or 0, offers or 0)
             if counts == self._counts:
                 return
             items = session.execute(select(CatalogItem.category, CatalogItem.data)).all()

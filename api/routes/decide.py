@@ -6,7 +6,9 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from agents.decide.run import DecideRequest, decide
-from api.auth import DecideCaller
+from agents.services import Services
+from agents.writing.writer import OfflineWriter
+from api.auth import Caller, DecideCaller
 from api.deps import ServicesDep
 from api.schemas import DecideIn, DecideOut, ItemOut, OfferOut
 
@@ -21,7 +23,17 @@ async def post_decide(body: DecideIn, services: ServicesDep, caller: DecideCalle
         what="a decision about "
         + ("an anonymous visitor" if body.user_id is None else "this user"),
     )
-    await run_in_threadpool(caller.act_for_anonymous, services, body.user_id, body.anonymous_id)
+    if isinstance(services.writer, OfflineWriter):
+        # No model to wait for: a decision is a few milliseconds of work that never waits on
+        # the network, so it runs here. A worker thread would add a hop and contend for the GIL
+        # with this loop; with an LLM the writer waits on the network, and that wait must not
+        # hold the loop.
+        return _decide(services, caller, body)
+    return await run_in_threadpool(_decide, services, caller, body)
+
+
+def _decide(services: Services, caller: Caller, body: DecideIn) -> DecideOut:
+    caller.act_for_anonymous(services, body.user_id, body.anonymous_id)
     request = DecideRequest(
         channel=body.channel,
         user_id=body.user_id,
@@ -30,7 +42,7 @@ async def post_decide(body: DecideIn, services: ServicesDep, caller: DecideCalle
         context=body.context,
         k=body.k,
     )
-    decision = await run_in_threadpool(decide, services, request)
+    decision = decide(services, request)
     return DecideOut(
         decision_id=decision.decision_id,
         channel=body.channel,

@@ -57,7 +57,15 @@ from policies.pii.folding import fold
 from policies.pii.known import NO_KNOWN_VALUES, KnownValues, known_value_recognizers
 from policies.pii.name_lists import NAMES_DIR, name_lists
 from policies.pii.names import PersonNameRecognizer
-from policies.pii.ner import FALLBACK_MODELS, NER_ENTITIES, NerRecognizer, load_pipeline, nlp_engine
+from policies.pii.ner import (
+    BLANK,
+    FALLBACK_MODELS,
+    NER_ENTITIES,
+    NerRecognizer,
+    Pipeline,
+    load_pipeline,
+    nlp_engine,
+)
 from policies.pii.patterns import (
     AgeRecognizer,
     CardRecognizer,
@@ -146,19 +154,29 @@ class PIIGuard:
             DateTimeRecognizer(),
             PersonNameRecognizer(lists),
         ]
-        if self.degraded is None:
-            recognizers.append(NerRecognizer(lists.not_names, fold, lists.first | lists.last))
         recognizers = [r for r in recognizers if set(r.supported_entities) & self.redact]
         self._entities = sorted(self.redact)
         self._with_known = sorted(self.redact | {FIRST_NAME, PERSONAL_DETAIL})
-        self._analyzer = AnalyzerEngine(
+        # Without the NER model's guesses (`find(statistical=False)`, the check of copy): the
+        # same recognizers over a blank pipeline, which tokenizes as the model does (its lemmas
+        # are off too) and runs no network, so a check of copy does not pay for NER it ignores.
+        self._patterns = self._engine(recognizers, BLANK)
+        self._analyzer = self._patterns
+        if self.degraded is None:
+            ner = NerRecognizer(lists.not_names, fold, lists.first | lists.last)
+            if set(ner.supported_entities) & self.redact:
+                recognizers = [*recognizers, ner]
+            self._analyzer = self._engine(recognizers, pipeline)
+        self._anonymizer = AnonymizerEngine()
+        self._warm_up()
+
+    def _engine(self, recognizers: list[EntityRecognizer], pipeline: Pipeline) -> AnalyzerEngine:
+        return AnalyzerEngine(
             registry=RecognizerRegistry(recognizers, supported_languages=[self.LANGUAGE]),
             nlp_engine=nlp_engine(pipeline, self.LANGUAGE),
             supported_languages=[self.LANGUAGE],
-            default_score_threshold=score_threshold,
+            default_score_threshold=self.score_threshold,
         )
-        self._anonymizer = AnonymizerEngine()
-        self._warm_up()
 
     def find(
         self, text: str, known: KnownValues = NO_KNOWN_VALUES, *, statistical: bool = True
@@ -173,7 +191,8 @@ class PIIGuard:
         if not text.strip():
             return []
         known_recognizers = known_value_recognizers(known)
-        results = self._analyzer.analyze(
+        analyzer = self._analyzer if statistical else self._patterns
+        results = analyzer.analyze(
             text=text,
             language=self.LANGUAGE,
             entities=self._with_known if known_recognizers else self._entities,

@@ -51,6 +51,10 @@ class Pipeline:
     degraded: str | None
 
 
+# A tokenizer and nothing else: what the recognizers that need no NER read.
+BLANK = Pipeline(nlp=spacy.blank("en"), name="blank", degraded=None)
+
+
 def load_pipeline(model: str, fallbacks: tuple[str, ...] = FALLBACK_MODELS) -> Pipeline:
     """The first of `model`, then `fallbacks`, that is installed and loads with NER; else blank."""
     problems = []

@@ -1,0 +1,321 @@
+"""`POST /v1/decide` over HTTP beside a bare FastAPI JSON endpoint, measured in the same run.
+
+Starts two single-process uvicorn servers on loopback — `attune serve` on the demo world, and a
+bare FastAPI app whose one route parses a body of the same shape and answers a small JSON
+object — then, for each concurrency (1, 8 and 32 connections by default), loads the bare
+endpoint and the decide endpoint in turn for `--duration` seconds each and records requests per
+second and latency percentiles. The figure to track is the ratio (bare / decide): the machine's
+load moves both. The load comes from `wrk` when it is installed (`apt-get install wrk`), else
+from a small asyncio HTTP/1.1 client in this file (keep-alive, one coroutine per connection),
+which costs more CPU and so lowers both figures. Prints JSON and writes it to `--out`.
+
+    .venv/bin/python bench/http_load.py [--duration 10] [--concurrency 1,8,32] [--out FILE]
+
+(Not `bench/http.py`: a script of that name would shadow the standard library's `http` for every
+script in `bench/`.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[1]
+QUERIES = ["something for the kitchen", "strong coffee beans", "running shoes", None, None, None]
+
+WRK_SCRIPT = """
+local bodies = {}
+local paths = {}
+local i = 0
+init = function(args)
+  local f = io.open(args[1], "r")
+  for line in f:lines() do table.insert(bodies, line) end
+  f:close()
+end
+request = function()
+  i = i + 1
+  local body = bodies[(i % #bodies) + 1]
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'JSON {"requests": %d, "duration_us": %d, "errors": %d, "non2xx": %d, '
+    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %.1f}\\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
+end
+"""
+
+
+class Body(BaseModel):
+    user_id: str | None = None
+    channel: str
+    query: str | None = None
+    k: int = 10
+
+
+class Out(BaseModel):
+    ok: bool
+    channel: str
+
+
+def bare_app() -> FastAPI:
+    """The floor: FastAPI parsing a JSON body into a model and answering JSON, nothing else."""
+    app = FastAPI()
+
+    @app.post("/v1/decide", response_model=Out)
+    async def bare(body: Body) -> Out:
+        return Out(ok=True, channel=body.channel)
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server for {url} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise SystemExit(f"server for {url} did not answer within {timeout} s")
+
+
+def bodies(users: list[str], n: int = 400) -> list[str]:
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        body = {"user_id": str(rng.choice(users)), "channel": "web", "k": 10}
+        query = QUERIES[i % len(QUERIES)]
+        if query:
+            body["query"] = query
+        out.append(json.dumps(body))
+    return out
+
+
+def run_wrk(url: str, connections: int, duration: int, bodies_file: Path, script: Path) -> dict:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "60s",
+            "-s",
+            str(script),
+            url,
+            str(bodies_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("JSON "))
+    raw = json.loads(line[5:])
+    seconds = raw["duration_us"] / 1e6
+    return {
+        "requests": raw["requests"],
+        "errors": raw["errors"] + raw["non2xx"],
+        "rps": round(raw["requests"] / seconds, 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p90_ms": round(raw["p90_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+    }
+
+
+async def _connection(
+    host: str,
+    port: int,
+    payloads: list[bytes],
+    until: float,
+    samples: list[float],
+    errors: list[int],
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    i = 0
+    try:
+        while time.perf_counter() < until:
+            payload = payloads[i % len(payloads)]
+            i += 1
+            start = time.perf_counter()
+            writer.write(payload)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            samples.append(time.perf_counter() - start)
+            if not status_line.startswith(b"HTTP/1.1 2"):
+                errors.append(1)
+    finally:
+        writer.close()
+
+
+def run_python(url: str, connections: int, duration: int, body_lines: list[str]) -> dict:
+    parsed = httpx.URL(url)
+    host, port = parsed.host, parsed.port or 80
+    payloads = [
+        (
+            f"POST {parsed.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+        ).encode()
+        for body in body_lines
+    ]
+    samples: list[float] = []
+    errors: list[int] = []
+
+    async def main() -> float:
+        started = time.perf_counter()
+        until = started + duration
+        await asyncio.gather(
+            *(
+                _connection(host, port, payloads[c:] + payloads[:c], until, samples, errors)
+                for c in range(connections)
+            )
+        )
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(main())
+    ms = np.array(samples) * 1000
+    return {
+        "requests": len(samples),
+        "errors": len(errors),
+        "rps": round(len(samples) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p90_ms": round(float(np.percentile(ms, 90)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint and level")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--home", type=Path, default=None, help="a seeded home (default: seed one)")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--code", type=Path, default=ROOT, help="the checkout the decide server runs (a baseline)"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "http_load.json")
+    parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare is not None:
+        import uvicorn
+
+        uvicorn.run(bare_app(), host="127.0.0.1", port=args.serve_bare, access_log=False,
+                    log_level="warning")  # fmt: skip
+        return
+
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "python"
+    home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-http-"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(args.code),
+        "ATTUNE_HOME": str(home),
+        "ATTUNE_SEED": "1",
+        "ATTUNE_RATE_LIMIT_PER_MINUTE": "100000000",
+        "ATTUNE_LOG_FORMAT": "text",
+    }
+    decide_port, bare_port = free_port(), free_port()
+    attune = Path(sys.executable).parent / "attune"
+    servers = {
+        "decide": subprocess.Popen(
+            [str(attune), "serve"], env={**env, "ATTUNE_PORT": str(decide_port)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+        "bare": subprocess.Popen(
+            [sys.executable, __file__, "--serve-bare", str(bare_port)], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+    }  # fmt: skip
+    urls = {
+        "decide": f"http://127.0.0.1:{decide_port}/v1/decide",
+        "bare": f"http://127.0.0.1:{bare_port}/v1/decide",
+    }
+    try:
+        wait_up(f"http://127.0.0.1:{decide_port}/healthz", servers["decide"])
+        wait_up(f"http://127.0.0.1:{bare_port}/docs", servers["bare"])
+        users = [
+            json.loads(line)["user_id"]
+            for line in (ROOT / "data" / "demo" / "users.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        lines = bodies(users)
+        work = Path(tempfile.mkdtemp(prefix="attune-bench-wrk-"))
+        bodies_file, script = work / "bodies.jsonl", work / "bodies.lua"
+        bodies_file.write_text("\n".join(lines) + "\n")
+        script.write_text(WRK_SCRIPT)
+
+        def load(name: str, connections: int, duration: int) -> dict:
+            if client == "wrk":
+                return run_wrk(urls[name], connections, duration, bodies_file, script)
+            return run_python(urls[name], connections, duration, lines)
+
+        for name in ("bare", "decide"):  # warm-up: imports, caches, SQLite pages
+            load(name, 2, 3)
+        results: dict[str, object] = {
+            "code": str(args.code),
+            "client": client,
+            "duration_s": args.duration,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "cpus": os.cpu_count(),
+        }
+        levels = {}
+        for connections in (int(c) for c in args.concurrency.split(",")):
+            bare = load("bare", connections, args.duration)
+            decide = load("decide", connections, args.duration)
+            levels[str(connections)] = {
+                "bare": bare,
+                "decide": decide,
+                # None when no decision finished within the level's duration.
+                "rps_ratio_bare_over_decide": (
+                    round(bare["rps"] / decide["rps"], 2) if decide["rps"] else None
+                ),
+            }
+        results["concurrency"] = levels
+        results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    finally:
+        for process in servers.values():
+            process.terminate()
+        for process in servers.values():
+            process.wait(timeout=30)
+    text = json.dumps(results, indent=2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
