@@ -170,6 +170,8 @@ def test_the_copy_studio_writes_variants_for_three_segments_and_exports_recipien
     # The narrow segments first: a person is sent one message, in the first segment they are in.
     names.nth(0).fill("lapsed")
     rules.nth(0).fill('{"lifecycle": ["lapsed"]}')
+    names.nth(1).fill("lapsing")
+    rules.nth(1).fill('{"lifecycle": ["lapsing"]}')
     names.nth(2).fill("everyone")
     rules.nth(2).fill("{}")
     counts = page.locator("#segments .segment-count")

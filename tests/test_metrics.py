@@ -62,7 +62,11 @@ DECISION_NODES = [
 
 @pytest.fixture(scope="module")
 def services(demo_services: Services) -> Services:
-    return demo_services
+    # No job runner in this app: the queue-depth test's rows must stay as it wrote them, not be
+    # claimed (and failed) by a runner between the write and the scrape.
+    return replace(
+        demo_services, settings=demo_services.settings.model_copy(update={"jobs_in_api": False})
+    )
 
 
 @pytest.fixture(scope="module")

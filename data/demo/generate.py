@@ -279,9 +279,23 @@ def make_events(
     ]
 
 
+# Fields of the schemas that the demo world never sets (an event's attribution to a decision):
+# left out rather than written as null, so that a new optional field does not rewrite the files.
+UNSET_IN_DEMO = {"decision_id", "offer_id"}
+
+
 def write_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
     lines = (
-        json.dumps(r.model_dump(mode="json"), sort_keys=True, ensure_ascii=False) for r in records
+        json.dumps(
+            {
+                k: v
+                for k, v in r.model_dump(mode="json").items()
+                if not (k in UNSET_IN_DEMO and v is None)
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        for r in records
     )
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
