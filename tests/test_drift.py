@@ -139,8 +139,13 @@ def test_a_shifted_population_raises_input_drift_and_retraining_is_recorded(
             ],
         )
     before = world.tools.collab.version if world.tools.collab else None
+    assert world.tools.itemitem is None  # nothing has fitted the item-item model yet
     retrained = check(world, retrain=True)  # as ATTUNE_DRIFT_RETRAIN=1 has it
     assert retrained.retrained is not None
+    # The retrain refits the hybrid's item-item model, as `attune train` does, and serves it.
+    assert world.tools.itemitem is not None
+    assert retrained.retrained["itemitem_items"] == len(world.tools.itemitem.item_ids) > 0
+    assert "itm_00001" in world.tools.itemitem.item_ids  # the visitors' views are in it
     new_version = retrained.retrained["collab_version"]
     assert new_version != before and retrained.retrained["collab"]["mode"] == "incremental"
     predictions = retrained.retrained["predictions"]["version"]

@@ -40,6 +40,10 @@ _TASTE_ITEMS = 10  # recent items that make up the taste vector
 Strategy = Literal["hybrid", "query", "taste", "collab", "recent", "popular"]
 _REASON_SHARE = 0.25  # a source that carries at least this share of the score is named as a reason
 _RERANK_POOL = 100  # Qdrant's candidates the item-item model re-ranks
+# A re-ranking term is named when it carried this share of the item's item-item score: less than
+# `_REASON_SHARE`, as transitions weigh 0.2 against EASE's 1 (`ItemItemParams`) and would never
+# reach a quarter.
+_RERANK_REASON_SHARE = 0.1
 
 
 def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
@@ -182,16 +186,16 @@ class Reranked:
     terms: dict[str, tuple[float, float, float]]  # item -> (ease, transitions, fused score)
 
     def reasons(self, item_id: str, titles: dict[str, str]) -> list[str]:
-        """The terms that carried at least `_REASON_SHARE` of the item's positive item-item score,
-        each naming the history item that gave it the most."""
+        """The terms that carried at least `_RERANK_REASON_SHARE` of the item's positive item-item
+        score, each naming the history item that gave it the most."""
         ease, transitions, _ = self.terms[item_id]
         positive = max(ease, 0.0) + max(transitions, 0.0)
         ease_from, next_after = self.model.sources(item_id, self.history)
         reasons = []
-        if next_after and transitions > 0 and transitions >= _REASON_SHARE * positive:
+        if next_after and transitions > 0 and transitions >= _RERANK_REASON_SHARE * positive:
             title = titles.get(next_after, next_after)
             reasons.append(f"often chosen next after {title}, which you looked at recently")
-        if ease_from and ease > 0 and ease >= _REASON_SHARE * positive:
+        if ease_from and ease > 0 and ease >= _RERANK_REASON_SHARE * positive:
             title = titles.get(ease_from, ease_from)
             reasons.append(f"chosen by people who also chose {title}, which you looked at")
         return reasons
