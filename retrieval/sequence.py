@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,12 @@ class ItemItemModel:
     ease: np.ndarray  # items x items, float32
     transitions: csr_matrix  # items x items, rows sum to 1 (or 0)
     params: ItemItemParams
+    trained_at: str | None = None  # set by `save`; decisions record it (`versions.itemitem`)
+
+    @property
+    def version(self) -> str:
+        """Which training made this model: `itemitem@<saved at>`, or `itemitem@unsaved`."""
+        return f"itemitem@{self.trained_at or 'unsaved'}"
 
     def __post_init__(self) -> None:
         self.column = {item: j for j, item in enumerate(self.item_ids)}
@@ -262,7 +269,12 @@ class ItemItemModel:
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "ease.tmp.npy", self.ease)
         save_npz(folder / "transitions.tmp.npz", self.transitions)
-        meta = {"item_ids": self.item_ids, "params": asdict(self.params)}
+        self.trained_at = datetime.now(UTC).isoformat(timespec="seconds")
+        meta = {
+            "item_ids": self.item_ids,
+            "params": asdict(self.params),
+            "trained_at": self.trained_at,
+        }
         (folder / "itemitem.tmp.json").write_text(json.dumps(meta))
         (folder / "ease.tmp.npy").replace(folder / "ease.npy")
         (folder / "transitions.tmp.npz").replace(folder / "transitions.npz")
@@ -278,6 +290,7 @@ class ItemItemModel:
             np.load(folder / "ease.npy", mmap_mode="r"),
             load_npz(folder / "transitions.npz").tocsr(),
             ItemItemParams(**meta["params"]),
+            meta.get("trained_at"),
         )
 
 

@@ -153,6 +153,7 @@ def test_a_shifted_population_raises_input_drift_and_retraining_is_recorded(
     later = _decide_all(world, regulars[:1], datetime.now(UTC))
     versions = _record(world, later[0])["versions"]
     assert versions["collab"] == new_version and versions["predictions"] == predictions
+    assert versions["itemitem"] == world.tools.itemitem.version != "itemitem@unsaved"
     assert check_drift(world.settings, world.db).status == "collecting"
 
 

@@ -57,7 +57,9 @@ def test_the_strong_next_item_comes_first_only_with_the_model(demo_services: Ser
             assert not any("chosen next" in r or "also chose" in r for r in item.reasons)
     with demo_services.db.session() as session:
         logged = get_decision(session, decision.decision_id).record["retrieval"]["candidates"][0]
+        versions = get_decision(session, decision.decision_id).record["versions"]
     assert logged["parts"]["sequence"] == first.parts.sequence
+    assert versions["itemitem"] == model.version
 
     # Without the model (a fresh home before `attune train`): Qdrant's order, nothing named.
     assert all(item.parts.sequence is None and item.parts.ease is None for item in without.items)
