@@ -252,11 +252,11 @@ class ItemItemModel:
         for seen, weight in history:
             if seen in self.column:
                 latest[seen] = weight
-        ease = {
-            seen: weight * float(self.ease[self.column[seen], j])
-            for seen, weight in latest.items()
-            if weight != 0
-        }
+        seen_items = [seen for seen, weight in latest.items() if weight != 0]
+        rows = np.array([self.column[seen] for seen in seen_items], dtype=np.int64)
+        weights = np.array([latest[seen] for seen in seen_items], dtype=np.float64)
+        column = np.asarray(self.ease[rows, j], dtype=np.float64) if seen_items else weights
+        ease = dict(zip(seen_items, (weights * column).tolist(), strict=True))
         recent = [seen for seen, _ in history if seen in self.column][-self.params.last :]
         votes: dict[str, float] = {}
         for age, seen in enumerate(reversed(recent)):
