@@ -16,8 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agents.drift import DriftReport, check_drift, mark_reference
 from agents.predictions import train_predictions
-from agents.services import Services, collab_folder
+from agents.services import Services, collab_folder, itemitem_folder
 from retrieval.collab import train
+from retrieval.sequence import ItemItemParams, fit_from_store
 
 log = logging.getLogger("attune.drift")
 
@@ -49,8 +50,9 @@ def check(services: Services, *, retrain: bool | None = None) -> DriftReport:
 
 
 def retrain_services(services: Services, *, full: bool = False) -> dict[str, Any]:
-    """`attune train` in this process: the collaborative model (incremental unless `full`) and the
-    predictions; the process then serves the new model, and the drift windows start again."""
+    """`attune train` in this process: the collaborative model (incremental unless `full`), the
+    item-item re-ranking model and the predictions; the process then serves the new models, and
+    the drift windows start again."""
     consent = services.policy.purpose_for("profiling")
     out: dict[str, Any] = {}
     try:
@@ -64,6 +66,11 @@ def retrain_services(services: Services, *, full: bool = False) -> dict[str, Any
     services.reload_collab()
     if services.tools.collab is not None:
         out["collab_version"] = services.tools.collab.version
+    item_item = fit_from_store(
+        services.db, itemitem_folder(services.settings), ItemItemParams(), consent=consent
+    )
+    services.reload_itemitem()
+    out["itemitem_items"] = len(item_item.item_ids)
     now = datetime.now(UTC)
     predictions = train_predictions(services.db, consent=consent, now=now)
     out["predictions"] = asdict(predictions) if predictions else None

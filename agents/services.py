@@ -27,6 +27,7 @@ from policies.pii import PIIGuard
 from retrieval.collab import CollabModel
 from retrieval.embedder import Embedder
 from retrieval.index import VectorIndex
+from retrieval.sequence import ItemItemModel
 from store.db import Database
 from tools.context import ToolDeps
 
@@ -66,6 +67,17 @@ class Services:
         """Use the collaborative model last saved by training (user factors live in it)."""
         self.tools = replace(self.tools, collab=CollabModel.load(collab_folder(self.settings)))
 
+    def reload_itemitem(self) -> None:
+        """Use the item-item re-ranking model last saved by training (None before any)."""
+        self.tools = replace(
+            self.tools, itemitem=ItemItemModel.load(itemitem_folder(self.settings))
+        )
+
 
 def collab_folder(settings: Settings) -> Path:
     return settings.home / "collab"
+
+
+def itemitem_folder(settings: Settings) -> Path:
+    """Where `attune train` keeps the item-item re-ranking model (`retrieval.sequence`)."""
+    return settings.home / "itemitem"

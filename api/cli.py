@@ -247,7 +247,7 @@ def train_command(
     from agents.drift import mark_reference
     from agents.factory import build_services
     from agents.predictions import train_predictions
-    from agents.services import collab_folder
+    from agents.services import collab_folder, itemitem_folder
     from retrieval.collab import train
     from retrieval.sequence import ItemItemParams, fit_from_store
 
@@ -260,7 +260,7 @@ def train_command(
             services.db, services.index, collab_folder(settings), full=full, consent=consent
         )
         item_item = fit_from_store(
-            services.db, settings.home / "itemitem", ItemItemParams(), consent=consent
+            services.db, itemitem_folder(settings), ItemItemParams(), consent=consent
         )
         now = datetime.now(UTC)
         predictions = train_predictions(services.db, consent=consent, now=now)

@@ -17,7 +17,8 @@ chosen on a validation split carved from training (`evals/suites/movielens.yaml`
 
 Serving: `fit_from_store` reads the events (consent-filtered like the collaborative model) in
 time order per person; `ItemItemModel.save`/`load` keep the model in a folder beside the collab
-model; a request reads the person's history and re-scores the candidates (`rerank`). EASE's
+model; a request reads the person's history (`person_history`) and re-scores the candidates
+(`rerank`, or `terms` for the parts of each score, `sources` for the items an explanation names). EASE's
 matrix is dense items x items (`max_items` caps it, most interacted items first, 10k items
 = 400 MB float32); the transition matrix is sparse.
 """
@@ -27,12 +28,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from scipy.linalg import lapack
 from scipy.sparse import csr_matrix, diags, load_npz, save_npz
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 
 from store.db import Database
 from store.models import Consent, EventRow, IdentityLink
@@ -105,6 +107,25 @@ def _unit_max(values: np.ndarray) -> np.ndarray:
     return values / top if top > 0 else values
 
 
+def fused_terms(
+    ease_scores: np.ndarray,
+    transition_scores: np.ndarray,
+    *,
+    transition_weight: float,
+    qdrant_weight: float,
+    rrf_k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three terms of each candidate's fused score, candidates in Qdrant's order: EASE and
+    transition_weight · transitions (each model's scores scaled to at most 1), and
+    qdrant_weight · rrf_k/(rrf_k + Qdrant rank)."""
+    ranks = np.arange(len(ease_scores), dtype=np.float64)
+    return (
+        _unit_max(np.asarray(ease_scores, dtype=np.float64)),
+        transition_weight * _unit_max(np.asarray(transition_scores, dtype=np.float64)),
+        qdrant_weight * rrf_k / (rrf_k + ranks),
+    )
+
+
 def fuse(
     candidates: Sequence[str],
     ease_scores: np.ndarray,
@@ -114,15 +135,15 @@ def fuse(
     qdrant_weight: float,
     rrf_k: int,
 ) -> list[str]:
-    """Candidates (in Qdrant's order) re-ordered by EASE + transition_weight · transitions +
-    qdrant_weight · rrf_k/(rrf_k + Qdrant rank), each model's scores scaled to at most 1."""
-    ranks = np.arange(len(candidates), dtype=np.float64)
-    fused = (
-        _unit_max(np.asarray(ease_scores, dtype=np.float64))
-        + transition_weight * _unit_max(np.asarray(transition_scores, dtype=np.float64))
-        + qdrant_weight * rrf_k / (rrf_k + ranks)
+    """Candidates (in Qdrant's order) re-ordered by the sum of their `fused_terms`."""
+    terms = fused_terms(
+        ease_scores,
+        transition_scores,
+        transition_weight=transition_weight,
+        qdrant_weight=qdrant_weight,
+        rrf_k=rrf_k,
     )
-    order = np.argsort(-fused, kind="stable")
+    order = np.argsort(-sum(terms), kind="stable")
     return [candidates[i] for i in order]
 
 
@@ -134,6 +155,12 @@ class ItemItemModel:
     ease: np.ndarray  # items x items, float32
     transitions: csr_matrix  # items x items, rows sum to 1 (or 0)
     params: ItemItemParams
+    trained_at: str | None = None  # set by `save`; decisions record it (`versions.itemitem`)
+
+    @property
+    def version(self) -> str:
+        """Which training made this model: `itemitem@<saved at>`, or `itemitem@unsaved`."""
+        return f"itemitem@{self.trained_at or 'unsaved'}"
 
     def __post_init__(self) -> None:
         self.column = {item: j for j, item in enumerate(self.item_ids)}
@@ -201,12 +228,53 @@ class ItemItemModel:
             rrf_k=self.params.rrf_k,
         )
 
+    def terms(
+        self, candidates: Sequence[str], history: History
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `fused_terms` `rerank` orders by (EASE, transitions, Qdrant's rank), per candidate
+        in Qdrant's order: the service shows the first two as score parts."""
+        ease, transitions = self.candidate_scores(candidates, history)
+        return fused_terms(
+            ease,
+            transitions,
+            transition_weight=self.params.transition_weight,
+            qdrant_weight=self.params.qdrant_weight,
+            rrf_k=self.params.rrf_k,
+        )
+
+    def sources(self, item: str, history: History) -> tuple[str | None, str | None]:
+        """The history items that gave `item` the most of its EASE score and of its transition
+        score (None where none gave it a positive share): what an explanation may name."""
+        j = self.column.get(item)
+        if j is None:
+            return None, None
+        latest: dict[str, float] = {}
+        for seen, weight in history:
+            if seen in self.column:
+                latest[seen] = weight
+        seen_items = [seen for seen, weight in latest.items() if weight != 0]
+        rows = np.array([self.column[seen] for seen in seen_items], dtype=np.int64)
+        weights = np.array([latest[seen] for seen in seen_items], dtype=np.float64)
+        column = np.asarray(self.ease[rows, j], dtype=np.float64) if seen_items else weights
+        ease = dict(zip(seen_items, (weights * column).tolist(), strict=True))
+        recent = [seen for seen, _ in history if seen in self.column][-self.params.last :]
+        votes: dict[str, float] = {}
+        for age, seen in enumerate(reversed(recent)):
+            share = self.params.decay**age * float(self.transitions[self.column[seen], j])
+            votes[seen] = votes.get(seen, 0.0) + share
+        return _strongest(ease), _strongest(votes)
+
     def save(self, folder: Path) -> None:
         """Writes the model atomically, like the collaborative model."""
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "ease.tmp.npy", self.ease)
         save_npz(folder / "transitions.tmp.npz", self.transitions)
-        meta = {"item_ids": self.item_ids, "params": asdict(self.params)}
+        self.trained_at = datetime.now(UTC).isoformat(timespec="seconds")
+        meta = {
+            "item_ids": self.item_ids,
+            "params": asdict(self.params),
+            "trained_at": self.trained_at,
+        }
         (folder / "itemitem.tmp.json").write_text(json.dumps(meta))
         (folder / "ease.tmp.npy").replace(folder / "ease.npy")
         (folder / "transitions.tmp.npz").replace(folder / "transitions.npz")
@@ -222,7 +290,13 @@ class ItemItemModel:
             np.load(folder / "ease.npy", mmap_mode="r"),
             load_npz(folder / "transitions.npz").tocsr(),
             ItemItemParams(**meta["params"]),
+            meta.get("trained_at"),
         )
+
+
+def _strongest(contributions: Mapping[str, float]) -> str | None:
+    best = max(contributions, key=lambda seen: contributions[seen], default=None)
+    return best if best is not None and contributions[best] > 0 else None
 
 
 def interaction_matrix(sequences: Iterable[History], column: dict[str, int]) -> csr_matrix:
@@ -278,6 +352,39 @@ def store_sequences(
         key = f"user:{user}" if user else f"anon:{anonymous_id}"
         sequences.setdefault(key, []).append((item, EVENT_WEIGHTS.get(kind, 1.0)))
     return sequences
+
+
+def person_history(
+    db: Database, user_id: str | None, anonymous_id: str | None, *, limit: int = 1000
+) -> list[tuple[str, float]]:
+    """One person's latest `limit` events, oldest first, as (item, event weight): the events of
+    their user id and of every anonymous id linked to it, as `store_sequences` groups them."""
+    from retrieval.collab import EVENT_WEIGHTS
+
+    with db.session() as session:
+        anonymous = {anonymous_id} if anonymous_id else set()
+        if user_id:
+            anonymous |= set(
+                session.scalars(
+                    select(IdentityLink.external_id).where(
+                        IdentityLink.kind == "anonymous", IdentityLink.user_id == user_id
+                    )
+                )
+            )
+        mine: list[ColumnElement[bool]] = []
+        if anonymous:
+            mine.append(EventRow.anonymous_id.in_(anonymous))
+        if user_id:
+            mine.append(EventRow.user_id == user_id)
+        if not mine:
+            return []
+        rows = session.execute(
+            select(EventRow.item_id, EventRow.type)
+            .where(or_(*mine))
+            .order_by(EventRow.ts.desc(), EventRow.event_id.desc())
+            .limit(limit)
+        ).all()
+    return [(item, EVENT_WEIGHTS.get(kind, 1.0)) for item, kind in reversed(rows)]
 
 
 def fit_from_store(

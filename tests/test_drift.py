@@ -24,11 +24,12 @@ from agents.factory import build_services
 from agents.predictions import train_predictions
 from agents.retrain import check
 from agents.seed import seed
-from agents.services import Services
+from agents.services import Services, itemitem_folder
 from agents.settings import Settings
 from api.app import create_app
 from evals.fairness import Shown, exposure
 from evals.runner import run_suite
+from retrieval.sequence import ItemItemModel
 from store.cohort import features_for, user_id_page
 from store.erasure import erase_person, export_person, find_person
 from store.events import Features, ingest_events
@@ -139,8 +140,14 @@ def test_a_shifted_population_raises_input_drift_and_retraining_is_recorded(
             ],
         )
     before = world.tools.collab.version if world.tools.collab else None
+    assert world.tools.itemitem is None  # nothing has fitted the item-item model yet
     retrained = check(world, retrain=True)  # as ATTUNE_DRIFT_RETRAIN=1 has it
     assert retrained.retrained is not None
+    # The retrain refits the hybrid's item-item model, as `attune train` does, and serves it.
+    assert world.tools.itemitem is not None
+    assert retrained.retrained["itemitem_items"] == len(world.tools.itemitem.item_ids) > 0
+    saved = ItemItemModel.load(itemitem_folder(world.settings))
+    assert saved is not None and saved.version == world.tools.itemitem.version
     new_version = retrained.retrained["collab_version"]
     assert new_version != before and retrained.retrained["collab"]["mode"] == "incremental"
     predictions = retrained.retrained["predictions"]["version"]
@@ -148,6 +155,7 @@ def test_a_shifted_population_raises_input_drift_and_retraining_is_recorded(
     later = _decide_all(world, regulars[:1], datetime.now(UTC))
     versions = _record(world, later[0])["versions"]
     assert versions["collab"] == new_version and versions["predictions"] == predictions
+    assert versions["itemitem"] == world.tools.itemitem.version != "itemitem@unsaved"
     assert check_drift(world.settings, world.db).status == "collecting"
 
 

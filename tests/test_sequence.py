@@ -121,3 +121,29 @@ def test_fit_from_store_reads_each_persons_events_in_time_order(tmp_path: Path) 
     assert x.shape == (2, 3)
     assert x[0, model.column["c"]] == 8.0
     assert isinstance(x, csr_matrix)
+
+
+def test_sources_name_the_history_item_that_gave_each_term_the_most() -> None:
+    """What an explanation names: the argmax of weight x B[i, j] and of decay^age x T[i, j]."""
+    histories = {
+        "p1": [("a", 1.0), ("b", 1.0), ("c", 1.0)],
+        "p2": [("a", 1.0), ("c", 1.0)],
+        "p3": [("b", 1.0), ("d", 1.0)],
+        "p4": [("a", 1.0), ("d", 1.0), ("c", 1.0)],
+    }
+    model = ItemItemModel.fit(histories, ItemItemParams(regularization=1.0, window=1))
+    history = [("a", 1.0), ("b", 2.0)]
+    for item in "abcd":
+        j = model.column[item]
+        ease = {s: w * float(model.ease[model.column[s], j]) for s, w in history}
+        votes = {s: 0.8**age * model.transitions[model.column[s], j]
+                 for age, (s, _) in enumerate(reversed(history))}  # fmt: skip
+        best_ease = max(ease, key=lambda s: ease[s])
+        best_next = max(votes, key=lambda s: votes[s])
+        assert model.sources(item, history) == (
+            best_ease if ease[best_ease] > 0 else None,
+            best_next if votes[best_next] > 0 else None,
+        )
+    assert model.sources("d", history)[1] == "b"  # d came right after b; nothing after a
+    assert model.sources("unknown", history) == (None, None)
+    assert model.sources("c", []) == (None, None)

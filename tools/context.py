@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from retrieval.collab import CollabModel
     from retrieval.embedder import Embedder
     from retrieval.index import VectorIndex
+    from retrieval.sequence import ItemItemModel
     from tools.bandit import ThompsonSampling
     from tools.contextual import ContextualBandits
     from tools.offer_book import OfferBook
@@ -34,6 +35,7 @@ class ToolDeps:
     shadow_policy: PolicyEngine | None = None  # a candidate policy evaluated beside the live one
     contextual: ContextualBandits | None = None  # linear bandits, for surfaces that use them
     challenger_policy: PolicyEngine | None = None  # the policy experiment's challenger arm
+    itemitem: ItemItemModel | None = None  # the hybrid's re-ranking; None until `attune train`
 
 
 @dataclass

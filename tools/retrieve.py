@@ -4,6 +4,12 @@ factor, fused in one Qdrant query (`retrieval.hybrid`), policy filters pushed in
 A new visitor with no text gets popularity (favourite categories first when known). Each
 candidate's score parts are the shares of the fused score its sources carried, and its reasons
 name only the sources that carried a large share.
+
+Once `attune train` has fitted the item-item model (`retrieval.sequence`: EASE^R and next-item
+transitions), a known person with history and no request text gets Qdrant's candidates re-ranked
+by it, exactly as the MovieLens suite's hybrid: `ItemItemModel.rerank` over a pool of
+`_RERANK_POOL`. The candidate's `ease` and `sequence` parts are then the terms that ordered it.
+A request with text keeps Qdrant's order: its words decide and order what matches.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from retrieval.hybrid import (
     taste_vector,
 )
 from retrieval.index import RRF_K, VECTOR_NAME, Hit, IndexUnavailable, ItemFilter, Source
+from retrieval.sequence import History, ItemItemModel, person_history
 from store.catalog import get_items, popular_items
 from store.schemas import Item
 from tools.context import RunContext
@@ -32,6 +39,11 @@ EMPTY_INDEX = "the vector index is empty (run 'attune reindex')"
 _TASTE_ITEMS = 10  # recent items that make up the taste vector
 Strategy = Literal["hybrid", "query", "taste", "collab", "recent", "popular"]
 _REASON_SHARE = 0.25  # a source that carries at least this share of the score is named as a reason
+_RERANK_POOL = 100  # Qdrant's candidates the item-item model re-ranks
+# A re-ranking term is named when it carried this share of the item's item-item score: less than
+# `_REASON_SHARE`, as transitions weigh 0.2 against EASE's 1 (`ItemItemParams`) and would never
+# reach a quarter.
+_RERANK_REASON_SHARE = 0.1
 
 
 def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
@@ -53,6 +65,9 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     collab_vec = recent_collab = None
     affinity = features.category_affinity if profile.personalized else {}
     matched: list[Hit] = []
+    history: History = []
+    if profile.personalized and not args.query and ctx.deps.itemitem is not None:
+        history = person_history(ctx.deps.db, ctx.subject.user_id, ctx.subject.anonymous_id)
     try:
         if profile.personalized and features.recent_item_ids:
             taste_vec, recent = _taste(ctx, list(features.recent_item_ids[:_TASTE_ITEMS]))
@@ -93,7 +108,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
             hits = hybrid_search(
                 ctx.deps.index,
                 sources,
-                k=max(3 * args.k, 30),
+                k=max(3 * args.k, 30, _RERANK_POOL if history else 0),
                 flt=flt,
                 prefetch=WEIGHTS.prefetch,
                 with_vectors=True,
@@ -111,13 +126,16 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     )
     allowed = {item.item_id for item in verdict.kept}
     hits = [hit for hit in hits if hit.item_id in allowed]
+    reranked = None
+    if history and not matched and ctx.deps.itemitem is not None:
+        hits, reranked = _rerank(ctx.deps.itemitem, hits, history)
     names = (["query"] if matched else []) + list(sources)
     strategy = "hybrid" if len(names) > 1 else cast(Strategy, names[0])
     return _remember(
         ctx,
         Candidates(
             strategy=strategy,
-            items=_rank(hits, args.k, sources, recent, args.query, matched),
+            items=_rank(ctx, hits, args.k, sources, recent, args.query, matched, reranked),
             rules_fired=fired + rules_fired(verdict.firings),
             degraded=degraded,
         ),
@@ -158,6 +176,52 @@ class Recent:
         return self.titles[int(others[0])] if others else None
 
 
+@dataclass(frozen=True)
+class Reranked:
+    """How the item-item model ordered the candidates: each one's EASE and transition terms and
+    fused score, and what it needs to name the history items behind them."""
+
+    model: ItemItemModel
+    history: History
+    terms: dict[str, tuple[float, float, float]]  # item -> (ease, transitions, fused score)
+
+    def reasons(self, item_id: str, titles: dict[str, str]) -> list[str]:
+        """The terms that carried at least `_RERANK_REASON_SHARE` of the item's positive item-item
+        score, each naming the history item that gave it the most."""
+        ease, transitions, _ = self.terms[item_id]
+        positive = max(ease, 0.0) + max(transitions, 0.0)
+        ease_from, next_after = self.model.sources(item_id, self.history)
+        reasons = []
+        if next_after and transitions > 0 and transitions >= _RERANK_REASON_SHARE * positive:
+            title = titles.get(next_after, next_after)
+            reasons.append(f"often chosen next after {title}, which you looked at recently")
+        if ease_from and ease > 0 and ease >= _RERANK_REASON_SHARE * positive:
+            title = titles.get(ease_from, ease_from)
+            reasons.append(f"chosen by people who also chose {title}, which you looked at")
+        return reasons
+
+    def named(self, item_ids: list[str]) -> set[str]:
+        """The history items the reasons of `item_ids` may name."""
+        return {
+            source
+            for item_id in item_ids
+            for source in self.model.sources(item_id, self.history)
+            if source is not None
+        }
+
+
+def _rerank(model: ItemItemModel, hits: list[Hit], history: History) -> tuple[list[Hit], Reranked]:
+    """The hits in `ItemItemModel.rerank`'s order, and the terms each was ordered by."""
+    ease, transitions, qdrant = model.terms([hit.item_id for hit in hits], history)
+    fused = ease + transitions + qdrant
+    order = np.argsort(-fused, kind="stable")
+    terms = {
+        hit.item_id: (float(ease[i]), float(transitions[i]), float(fused[i]))
+        for i, hit in enumerate(hits)
+    }
+    return [hits[i] for i in order], Reranked(model, history, terms)
+
+
 def _rrf_terms(order: list[str], weight: float) -> dict[str, float]:
     """Qdrant's RRF term of each item of one source's order: 1 / ((p + 1) / w + k - 1)."""
     return {item_id: 1 / ((p + 1) / weight + RRF_K - 1) for p, item_id in enumerate(order)}
@@ -173,12 +237,14 @@ def _similarity_order(hits: list[Hit], source: Source) -> list[str]:
 
 
 def _rank(
+    ctx: RunContext,
     hits: list[Hit],
     k: int,
     sources: dict[str, Source],
     recent: Recent | None,
     query: str | None,
     matched: list[Hit],
+    reranked: Reranked | None = None,
 ) -> list[Candidate]:
     """Keep Qdrant's fused order and split each item's score into its sources' shares.
 
@@ -188,6 +254,9 @@ def _rank(
     one, positions are taken within the returned hits, which can be better than in the source's
     full prefetch, so a share is an upper bound; a source is named as a reason only when its share
     is large (at least a quarter). The request's words are named for every item that matched them.
+
+    After the item-item re-ranking (`reranked`) the order and the score are its own; the `ease`
+    and `sequence` parts are its terms, named first when they carried the item's score.
     """
     hits = hits[:k]
     if not hits:
@@ -198,12 +267,23 @@ def _rank(
         shares["query"] = _rrf_terms([hit.item_id for hit in matched], WEIGHTS.query)
     for name, source in sources.items():
         shares[name] = _rrf_terms(_similarity_order(pool, source), source.weight)
+    titles: dict[str, str] = {}
+    if reranked is not None:
+        with ctx.deps.db.session() as session:
+            named = get_items(session, sorted(reranked.named([hit.item_id for hit in hits])))
+        titles = {item_id: item.title for item_id, item in named.items()}
     ranked = []
     for hit in hits:
         payload = hit.payload
         parts = {name: values.get(hit.item_id, 0.0) for name, values in shares.items()}
         total = sum(parts.values())
         reasons: list[str] = []
+        score = hit.score
+        extra: dict[str, float | None] = {}
+        if reranked is not None:
+            ease, transitions, score = reranked.terms[hit.item_id]
+            extra = {"ease": round(ease, 4) or None, "sequence": round(transitions, 4) or None}
+            reasons.extend(reranked.reasons(hit.item_id, titles))
         if parts.get("query"):
             reasons.append(f"matches your request “{query}”")
         for name in sorted(parts, key=lambda n: -parts[n]):
@@ -218,12 +298,13 @@ def _rank(
                 category=payload["category"],
                 price=payload["price"],
                 currency=payload["currency"],
-                score=round(hit.score, 5),
+                score=round(score, 5),
                 parts=ScoreParts(
                     **{
                         name: round(part / total, 4) if total else 0.0
                         for name, part in parts.items()
-                    }
+                    },
+                    **extra,
                 ),
                 reasons=reasons,
             )

@@ -55,7 +55,7 @@ class RetrieveInput(_Model):
 
 class ScoreParts(_Model):
     """The shares of a candidate's score by source (vector retrieval), or its popularity and
-    category affinity (the popularity path)."""
+    category affinity (the popularity path); with the item-item re-ranking, its terms too."""
 
     query: float | None = None
     taste: float | None = None
@@ -63,6 +63,12 @@ class ScoreParts(_Model):
     recent: float | None = None
     affinity: float | None = None
     popularity: float | None = None
+    # The item-item re-ranking's terms (`retrieval.sequence`), set only when it ordered the
+    # candidates: EASE^R over the person's history, and next-item transitions from their recent
+    # items (each scaled to at most 1 among the candidates); the candidate's score is their sum
+    # (plus the model's own weight on Qdrant's order, `ItemItemParams.qdrant_weight`).
+    ease: float | None = None
+    sequence: float | None = None
 
 
 class Candidate(_Model):

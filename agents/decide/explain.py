@@ -105,6 +105,11 @@ _SOURCE_WORDS = {
     "collab": "what people with similar tastes chose",
     "recent": "what goes with your recent activity",
 }
+# The item-item re-ranking (`tools.retrieve`): when it acted it ordered what the sources found.
+_RERANK_WORDS = {
+    "sequence": "what people often choose next after your recent items",
+    "ease": "what people who chose the same items chose",
+}
 
 
 def _ranking(profile: ProfileView, candidates: Candidates) -> str:
@@ -123,6 +128,15 @@ def _ranking(profile: ProfileView, candidates: Candidates) -> str:
         if any(getattr(item.parts, name) for item in candidates.items)
     ]
     others = [_SOURCE_WORDS[name] for name in acted if name != "query"]
+    reranked = [
+        words
+        for name, words in _RERANK_WORDS.items()
+        if any(getattr(item.parts, name) for item in candidates.items)
+    ]
+    if reranked and others:
+        return f"{n} items ranked by {_join(reranked)}, among those found by {_join(others)}."
+    if reranked:
+        return f"{n} items ranked by {_join(reranked)}."
     if "query" in acted and others:
         return f"{n} items matching your request, ordered by it and by {_join(others)}."
     if "query" in acted:

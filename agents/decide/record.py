@@ -105,6 +105,7 @@ def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
             "prompt": state.get("prompt_version"),
             "vector_backend": services.index.backend,
             "collab": ctx.run.deps.collab.version if ctx.run.deps.collab else None,
+            "itemitem": ctx.run.deps.itemitem.version if ctx.run.deps.itemitem else None,
             "predictions": subject_features(ctx.run).predictions_version,
         },
         "degraded": list(dict.fromkeys(services.degraded + state.get("degraded", []))),
