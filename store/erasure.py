@@ -28,7 +28,10 @@ from store.models import (
     EventRow,
     IdentityLink,
     LinearObservation,
+    PersonFeatures,
     RewardRow,
+    RewardSource,
+    RewardWindow,
     User,
 )
 from store.predictions import erase_prediction, prediction_for
@@ -89,6 +92,31 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
         ).all()
     )
     keys = session.scalars(select(ApiKey).where(ApiKey.subject_user_id == person.user_id))
+    attributed: dict[str, list[dict[str, Any]]] = {}
+    for a in session.scalars(
+        select(Attribution).where(Attribution.decision_id.in_(ids)).order_by(Attribution.ts)
+    ):
+        attributed.setdefault(a.decision_id, []).append(
+            {"event_id": a.event_id, "type": a.type, "ts": a.ts.isoformat(), "reward": a.reward}
+        )
+    sources = {
+        r.decision_id: {"source": r.source, "event_ids": r.event_ids}
+        for r in session.scalars(select(RewardSource).where(RewardSource.decision_id.in_(ids)))
+    }
+    windows = {
+        w.decision_id: {
+            "closes_at": w.closes_at.isoformat(),
+            "offer_id": w.offer_id,
+            "item_ids": w.item_ids,
+        }
+        for w in session.scalars(select(RewardWindow).where(RewardWindow.decision_id.in_(ids)))
+    }
+    maintained = {
+        row.subject_key: row.state
+        for row in session.scalars(
+            select(PersonFeatures).where(PersonFeatures.subject_key.in_(person.subject_keys))
+        )
+    }
     return {
         "user_id": person.user_id,
         "profile": user.profile,
@@ -117,12 +145,16 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
                 "channel": d.channel,
                 "offer_id": d.offer_id,
                 "reward": rewards.get(d.decision_id),
+                "reward_source": sources.get(d.decision_id),
+                "attributed_events": attributed.get(d.decision_id, []),
+                "open_window": windows.get(d.decision_id),
                 "record": d.record,
             }
             for d in decisions
         ],
         "api_keys": [{"key_id": k.key_id, "name": k.name, "scopes": k.scopes} for k in keys],
         "predictions": asdict(p) if (p := prediction_for(session, person.user_id)) else None,
+        "maintained_features": maintained,
     }
 
 

@@ -266,6 +266,13 @@ def test_erasure_reaches_windows_attributions_and_reward_sources(
             "decision_id": decision["decision_id"],
         },
     )
+    # The export holds them first: what the click earned, where the reward came from, the
+    # maintained features.
+    exported = client.get("/v1/users/u_0101/export").json()
+    (row,) = [d for d in exported["decisions"] if d["decision_id"] == decision["decision_id"]]
+    assert row["reward_source"] == {"source": "event", "event_ids": ["rw-erase-1"]}
+    assert [a["event_id"] for a in row["attributed_events"]] == ["rw-erase-1"]
+    assert "user:u_0101" in exported["maintained_features"]
     assert client.delete("/v1/users/u_0101").status_code == 200
     with services.db.session() as session:
         for table in (RewardWindow, Attribution, RewardSource):
