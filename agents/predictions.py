@@ -37,8 +37,9 @@ from sklearn.preprocessing import StandardScaler
 from sqlalchemy import select
 
 from store.db import Database
-from store.models import CatalogItem, Consent, EventRow, IdentityLink
+from store.models import CatalogItem, EventRow
 from store.predictions import Prediction, replace_predictions
+from store.users import anonymous_owners, consenting_users
 
 log = logging.getLogger("attune.predictions")
 
@@ -336,22 +337,8 @@ def store_activity(db: Database, *, consent: str | None) -> tuple[list[Activity]
     """Every known person's events (anonymous ones counted for their linked user), with the
     catalog's categories. With `consent`, only people who granted that purpose."""
     with db.session() as session:
-        allowed = (
-            set(
-                session.scalars(
-                    select(Consent.user_id).where(Consent.purpose == consent, Consent.granted)
-                )
-            )
-            if consent
-            else None
-        )
-        links = dict(
-            session.execute(
-                select(IdentityLink.external_id, IdentityLink.user_id).where(
-                    IdentityLink.kind == "anonymous"
-                )
-            ).all()
-        )
+        allowed = consenting_users(session, consent)
+        links = anonymous_owners(session)
         rows = session.execute(
             select(
                 EventRow.user_id,

@@ -29,7 +29,8 @@ from threadpoolctl import threadpool_limits
 
 from retrieval.index import COLLAB_VECTOR, VectorIndex
 from store.db import Database
-from store.models import Consent, EventRow, IdentityLink
+from store.models import EventRow, IdentityLink
+from store.users import anonymous_owners, consenting_users
 
 log = logging.getLogger("attune.collab")
 
@@ -265,22 +266,8 @@ def store_interactions(
     With `consent` (a purpose, e.g. "profiling"), only the events of users who granted it are
     used; anonymous visitors, who cannot have granted anything, are left out too."""
     with db.session() as session:
-        allowed = (
-            set(
-                session.scalars(
-                    select(Consent.user_id).where(Consent.purpose == consent, Consent.granted)
-                )
-            )
-            if consent
-            else None
-        )
-        links = dict(
-            session.execute(
-                select(IdentityLink.external_id, IdentityLink.user_id).where(
-                    IdentityLink.kind == "anonymous"
-                )
-            ).all()
-        )
+        allowed = consenting_users(session, consent)
+        links = anonymous_owners(session)
         rows = session.execute(
             select(EventRow.user_id, EventRow.anonymous_id, EventRow.item_id, EventRow.type)
         ).all()

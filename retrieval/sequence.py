@@ -37,7 +37,8 @@ from scipy.sparse import csr_matrix, diags, load_npz, save_npz
 from sqlalchemy import ColumnElement, or_, select
 
 from store.db import Database
-from store.models import Consent, EventRow, IdentityLink
+from store.models import EventRow, IdentityLink
+from store.users import anonymous_owners, consenting_users
 
 History = Sequence[tuple[str, float]]
 """A person's interactions, oldest first: (item id, weight); a weight of 0 is no signal."""
@@ -323,22 +324,8 @@ def store_sequences(
     from retrieval.collab import EVENT_WEIGHTS
 
     with db.session() as session:
-        allowed = (
-            set(
-                session.scalars(
-                    select(Consent.user_id).where(Consent.purpose == consent, Consent.granted)
-                )
-            )
-            if consent
-            else None
-        )
-        links = dict(
-            session.execute(
-                select(IdentityLink.external_id, IdentityLink.user_id).where(
-                    IdentityLink.kind == "anonymous"
-                )
-            ).all()
-        )
+        allowed = consenting_users(session, consent)
+        links = anonymous_owners(session)
         rows = session.execute(
             select(
                 EventRow.user_id, EventRow.anonymous_id, EventRow.item_id, EventRow.type

@@ -164,5 +164,25 @@ def linked_anonymous_ids(session: Session, user_id: str) -> list[str]:
     )
 
 
+def consenting_users(session: Session, purpose: str | None) -> set[str] | None:
+    """The users who granted `purpose`; None when no purpose is asked (everyone counts)."""
+    if not purpose:
+        return None
+    return set(
+        session.scalars(select(Consent.user_id).where(Consent.purpose == purpose, Consent.granted))
+    )
+
+
+def anonymous_owners(session: Session) -> dict[str, str]:
+    """Every linked anonymous id with the user it belongs to."""
+    return dict(
+        session.execute(
+            select(IdentityLink.external_id, IdentityLink.user_id).where(
+                IdentityLink.kind == "anonymous"
+            )
+        ).all()
+    )
+
+
 def count_users(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(User)) or 0
