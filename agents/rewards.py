@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC, datetime
-
-from sqlalchemy.exc import OperationalError
 
 from agents.services import Services
 from tools.rewards import Rewarder, Settled
@@ -42,19 +39,12 @@ def settle(services: Services, now: datetime | None = None) -> int:
             return total
 
 
-def _settle_batch(services: Services, now: datetime, attempts: int = 5) -> Settled:
+def _settle_batch(services: Services, now: datetime) -> Settled:
     """One batch in one transaction. On SQLite two sweepers that both read before writing make
     one of them fail with 'database is locked' at once (busy_timeout cannot help a read lock
-    that must become a write lock); its transaction rolled back whole, so it tries again."""
-    for attempt in range(attempts):
-        try:
-            with services.db.session() as session:
-                return rewarder(services).settle_due(session, now)
-        except OperationalError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    that must become a write lock); its transaction rolled back whole, so it runs again
+    (`Database.transaction`)."""
+    return services.db.transaction(lambda session: rewarder(services).settle_due(session, now))
 
 
 class RewardSweeper:

@@ -1,9 +1,12 @@
-"""Bytes per logged decision on the demo world: the stored record's JSON, and the database file.
+"""Bytes and writes per logged decision on the demo world: the stored record's JSON, the
+database file, and the commits, flushes and statements a decision costs.
 
 Runs `--n` decisions (users round-robin over web and app, every other one with query text),
-reads each stored record back and prints JSON: the record's compact-JSON bytes (mean, p50, max)
-and the database's growth per decision (SQLite pages, WAL checkpointed); writes it to
-`bench/results/record.json`. Pass `--home` with a seeded home to skip seeding.
+reads each stored record back and prints JSON: the record's compact-JSON bytes (mean, p50, max),
+the database's growth per decision (SQLite pages, WAL checkpointed), and per decision the
+transactions committed (all, and those that wrote), ORM flushes, and SQL statements by kind
+(rows inserted by table); writes it to `bench/results/record.json`. Pass `--home` with a seeded
+home to skip seeding.
 
     .venv/bin/python bench/record.py [--n 200] [--home DIR]
 """
@@ -15,9 +18,12 @@ import json
 import statistics
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.orm import Session
 
 from agents.decide.record import RECORD_SCHEMA
 from agents.decide.run import DecideRequest, decide
@@ -40,6 +46,39 @@ def db_bytes(services: Services) -> int:
     return int((pages - free) * size)
 
 
+class WriteCounter:
+    """Counts what the database is asked to do: transactions committed (and those that wrote),
+    ORM flushes, SQL statements by kind, and rows inserted by table."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.counts: Counter[str] = Counter()
+        self._wrote = False
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "before_cursor_execute", self._execute)
+        event.listen(Session, "after_flush", self._flush)
+
+    def _begin(self, _connection: Any) -> None:
+        self._wrote = False
+
+    def _commit(self, _connection: Any) -> None:
+        self.counts["commits"] += 1
+        self.counts["commits that wrote"] += self._wrote
+
+    def _flush(self, _session: Any, _context: Any) -> None:
+        self.counts["flushes"] += 1
+
+    def _execute(self, _conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        words = statement.split(None, 3)
+        verb = words[0].upper()
+        self.counts[f"{verb} statements"] += 1
+        if verb in {"INSERT", "UPDATE", "DELETE"}:
+            self._wrote = True
+        if verb == "INSERT":
+            rows = len(params) if isinstance(params, list) else 1
+            self.counts[f"rows inserted into {words[2].strip(chr(34))}"] += rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
@@ -51,6 +90,8 @@ def main() -> None:
     if args.home is None:
         start_service(services, ROOT / "data" / "demo")
     before = db_bytes(services)
+    counter = WriteCounter(services.db.engine)
+    writes: Counter[str] = Counter()
     sizes = []
     for i in range(args.n):
         request = DecideRequest(
@@ -58,7 +99,9 @@ def main() -> None:
             user_id=f"u_{i % 400 + 1:04d}",
             query="something for the kitchen" if i % 4 < 2 else None,
         )
+        counter.counts.clear()
         decision = decide(services, request)
+        writes.update(counter.counts)
         with services.db.session() as session:
             record = get_decision(session, decision.decision_id).record
         sizes.append(len(json.dumps(record, separators=(",", ":")).encode()))
@@ -73,6 +116,7 @@ def main() -> None:
             "max": max(sizes),
         },
         "db_bytes_per_decision": round(growth / args.n),
+        "per_decision": {name: round(count / args.n, 2) for name, count in sorted(writes.items())},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from store.models import Attribution, RewardSource, RewardWindow
@@ -31,16 +31,19 @@ def open_window(
     item_ids: Sequence[str],
     default_reward: float,
 ) -> None:
-    session.add(
-        RewardWindow(
-            decision_id=decision_id,
-            subject_key=subject_key,
-            opened_at=opened_at,
-            closes_at=opened_at + timedelta(hours=window_hours),
-            offer_id=offer_id,
-            item_ids=list(item_ids),
-            default_reward=default_reward,
-        )
+    """Open a decision's window: one INSERT, sent at once in the caller's transaction (the
+    decision's row must be written first in it, `store.decisions.log_decision`)."""
+    session.execute(
+        insert(RewardWindow.__table__),
+        {
+            "decision_id": decision_id,
+            "subject_key": subject_key,
+            "opened_at": opened_at,
+            "closes_at": opened_at + timedelta(hours=window_hours),
+            "offer_id": offer_id,
+            "item_ids": list(item_ids),
+            "default_reward": default_reward,
+        },
     )
 
 

@@ -1,4 +1,30 @@
-"""Engine and session setup: the only place that knows which database is behind the store."""
+"""Engine and session setup: the only place that knows which database is behind the store.
+
+SQLite is set up for the write path on every connection (`_sqlite_pragmas`):
+
+- `journal_mode=WAL`: a commit appends the transaction's pages to the write-ahead log instead of
+  rewriting the database file, and readers and the one writer do not block each other.
+- `synchronous=NORMAL`: a commit writes the log but does not wait for the disk; the log is synced
+  before each checkpoint (SQLite checkpoints every ~1000 pages of log, about 4 MB). What a
+  failure can cost:
+  - a crash of the process (killed, out of memory, an error mid-request): nothing that was
+    committed. The log lives in the operating system's page cache, which outlives the process,
+    and the next connection replays it. A transaction not committed is rolled back whole: a
+    decision and its attribution window are kept both or neither (`agents.decide.record`).
+  - a power loss or an operating system crash: the transactions committed since the log was
+    last synced may be lost — whole transactions, newest first, never half of one — in practice
+    the last seconds of decisions, events and rewards, at most the log written since the last
+    checkpoint. The database is never corrupted by it. `synchronous=FULL` would keep them at the
+    price of one disk flush per commit, i.e. per decision.
+  SQLite is the single-machine store; a deployment that must keep every acknowledged write
+  through a power loss runs PostgreSQL, whose settings this module leaves alone
+  (`synchronous_commit=on` by default: each commit is flushed to disk before it returns).
+- `busy_timeout`: a writer waits up to BUSY_TIMEOUT_S for another connection's write lock
+  instead of failing at once. It cannot help a transaction that read first and must then
+  become a writer after another connection wrote: SQLite answers "database is locked" at once,
+  since waiting could deadlock. `Database.transaction` runs such work again from the start.
+- `foreign_keys=ON` (the rows that refer to a decision need it) and `secure_delete=ON` (erasure).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +32,14 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.errors import StorageFull
@@ -24,6 +51,15 @@ MIN_FREE_PAGES = 16  # under SQLite's `max_page_count`
 # After a write found the storage full, /healthz reports it for this long unless a write
 # succeeds first; once the margins above hold again and this has passed, it reports healthy.
 FULL_REPORTED_S = 5.0
+# How long a writer waits for another connection's write lock on SQLite before "database is
+# locked"; and how often, with what pause, `Database.transaction` runs work again after SQLite
+# refused it at once (or PostgreSQL chose it as a deadlock's or serialization's victim).
+BUSY_TIMEOUT_S = 30
+RETRY_ATTEMPTS = 5
+RETRY_PAUSE_S = 0.05  # times the attempt's number
+# PostgreSQL's serialization_failure and deadlock_detected: the transaction may simply run again.
+_PG_RETRYABLE = {"40001", "40P01"}
+T = TypeVar("T")
 # The tables that hold rows about a person: what erasure and pruning delete from.
 PERSONAL_TABLES = (
     "users",
@@ -51,7 +87,9 @@ def make_engine(url: str) -> Engine:
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -62,7 +100,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
     # Deleted rows are overwritten, not left in free pages: erasure must reach the bytes.
     cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
@@ -75,6 +113,20 @@ def is_storage_full(error: BaseException) -> bool:
         code = getattr(error, "sqlite_errorcode", None)
         return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(error)
     return getattr(error, "sqlstate", None) == "53100" or getattr(error, "pgcode", None) == "53100"
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a transaction that failed with `error` failed only for another's concurrent
+    write, and may run again from the start: SQLite's "database is locked" (busy or locked),
+    PostgreSQL's serialization failure or deadlock victim."""
+    original = error.orig if isinstance(error, DBAPIError) else error
+    if isinstance(original, sqlite3.OperationalError):
+        code = getattr(original, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return "database is locked" in str(original) or "table is locked" in str(original)
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return code in _PG_RETRYABLE
 
 
 class Database:
@@ -104,6 +156,22 @@ class Database:
             yield session
         with self._lock:
             self._full_at = None  # a write went through: there is room again
+
+    def transaction(self, work: Callable[[Session], T], *, attempts: int = RETRY_ATTEMPTS) -> T:
+        """`work(session)` in one transaction, committed; run again from the start, after a
+        short pause, when a concurrent writer made the database refuse it (`is_retryable`) —
+        the failed attempt was rolled back whole, so nothing of it is kept. Any other error,
+        or the last attempt's, is raised. `work` must do nothing outside the session that it
+        could not do twice."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.session() as session:
+                    return work(session)
+            except DBAPIError as error:
+                if attempt == attempts or not is_retryable(error):
+                    raise
+            time.sleep(RETRY_PAUSE_S * attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def storage_problem(self) -> str | None:
         """Why writes fail or are about to, or None: free space on the database's disk, room

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,18 +27,24 @@ def log_decision(
     created_at: datetime,
     record: dict[str, Any],
 ) -> None:
-    """Append one decision. `record` must already be free of PII: the store does not redact."""
-    session.add(
-        DecisionRow(
-            decision_id=decision_id,
-            subject_key=subject_key,
-            user_id=user_id,
-            channel=channel,
-            segment=segment,
-            offer_id=offer_id,
-            created_at=created_at,
-            record=record,
-        )
+    """Append one decision. `record` must already be free of PII: the store does not redact.
+
+    One INSERT, sent at once in the caller's transaction (a Core statement, not an ORM object
+    left for the unit of work to flush): rows that refer to the decision can follow it in the
+    same transaction without a flush, and nothing is kept in the session for a write-only path.
+    """
+    session.execute(
+        insert(DecisionRow.__table__),
+        {
+            "decision_id": decision_id,
+            "subject_key": subject_key,
+            "user_id": user_id,
+            "channel": channel,
+            "segment": segment,
+            "offer_id": offer_id,
+            "created_at": created_at,
+            "record": record,
+        },
     )
 
 

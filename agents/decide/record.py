@@ -127,7 +127,14 @@ def compact_explanation(explanation: Explanation) -> dict[str, Any]:
 def log_record(
     run: RunContext, decision_id: str, choice: OfferChoice | None, record: dict[str, Any]
 ) -> None:
-    """Append a decision (of the decide graph or a chat turn) to the log, in one transaction."""
+    """Append a decision (of the decide graph or a chat turn) to the log: every row it adds in
+    one transaction, one commit, all or nothing.
+
+    A decision adds two rows: its record (`decisions`, which frequency caps count as exposures and
+    which holds the experiment arm) and its attribution window (`reward_windows`). Each is one
+    INSERT sent at once, the window after the decision it refers to, so no flush is needed;
+    if either fails, the transaction rolls back and neither is kept.
+    """
     with run.deps.db.session() as session:
         log_decision(
             session,
@@ -140,7 +147,6 @@ def log_record(
             created_at=run.now,
             record=record,
         )
-        session.flush()  # the window's row refers to the decision's
         # Events on what the decision showed are attributed to it until its window closes.
         Rewarder(run.deps.policy).open(
             session,

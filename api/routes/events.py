@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from agents.privacy.rights import erased_among
@@ -113,7 +114,11 @@ def _store(services: Services, events: list[Event]) -> tuple[list[Ingested], dic
 
 
 def _ingest(services: Services, events: list[Event]) -> tuple[list[Ingested], dict[str, str]]:
-    with services.db.session() as session:
+    # An event naming its decision rewards it here: on SQLite, a concurrent writer can make
+    # that transaction fail at once with 'database is locked'; it runs again, as the sweep does.
+    def work(session: Session) -> tuple[list[Ingested], dict[str, str]]:
         outcomes = ingest_events(session, events)
         new = [e for e, o in zip(events, outcomes, strict=True) if o.status is EventStatus.accepted]
         return outcomes, rewarder(services).attribute(session, new)
+
+    return services.db.transaction(work)
