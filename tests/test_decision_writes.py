@@ -3,6 +3,7 @@ writes that reward a decision from an event survive a concurrent writer on SQLit
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections import Counter
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, func, select
+from sqlalchemy import String, event, func, select
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 
@@ -98,6 +99,14 @@ def test_a_decision_writes_its_record_and_window_in_one_commit(services: Service
         assert row is not None and window is not None
         assert window.item_ids == [c["item_id"] for c in row.record["retrieval"]["candidates"]]
         assert window.offer_id == row.offer_id
+        # The record is stored as compact JSON: no spaces after separators, the same document.
+        (stored,) = session.execute(
+            select(DecisionRow.record.cast(String)).where(
+                DecisionRow.decision_id == decision.decision_id
+            )
+        ).one()
+    assert json.loads(stored) == row.record
+    assert stored == json.dumps(row.record, separators=(",", ":"), ensure_ascii=False)
 
 
 def test_a_decision_whose_last_insert_fails_leaves_nothing_written(services: Services) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from agents.decide.explain import Explanation
 from agents.decide.state import DecideContext, DecideState
 from agents.llm.completion import Usage
@@ -133,9 +135,12 @@ def log_record(
     A decision adds two rows: its record (`decisions`, which frequency caps count as exposures and
     which holds the experiment arm) and its attribution window (`reward_windows`). Each is one
     INSERT sent at once, the window after the decision it refers to, so no flush is needed;
-    if either fails, the transaction rolls back and neither is kept.
+    if either fails, the transaction rolls back and neither is kept. A transaction that SQLite
+    refused for a concurrent writer runs again whole (`Database.transaction`).
     """
-    with run.deps.db.session() as session:
+    offer_id = choice.offer_id if choice else None
+
+    def write(session: Session) -> None:
         log_decision(
             session,
             decision_id=decision_id,
@@ -143,7 +148,7 @@ def log_record(
             user_id=run.subject.user_id,
             channel=run.channel.value,
             segment=choice.segment if choice else run.channel.value,
-            offer_id=choice.offer_id if choice else None,
+            offer_id=offer_id,
             created_at=run.now,
             record=record,
         )
@@ -153,9 +158,11 @@ def log_record(
             decision_id=decision_id,
             subject_key=run.subject.key,
             at=run.now,
-            offer_id=choice.offer_id if choice else None,
+            offer_id=offer_id,
             item_ids=[c["item_id"] for c in record.get("retrieval", {}).get("candidates", [])],
         )
+
+    run.deps.db.transaction(write)
 
 
 def offer_trace(offers: EligibleOffers | None, choice: OfferChoice | None) -> dict[str, Any]:
