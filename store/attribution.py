@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from store.models import Attribution, RewardSource, RewardWindow
@@ -34,7 +35,7 @@ def open_window(
     """Open a decision's window: one INSERT, sent at once in the caller's transaction (the
     decision's row must be written first in it, `store.decisions.log_decision`)."""
     session.execute(
-        insert(RewardWindow.__table__),
+        insert(cast(Table, RewardWindow.__table__)),
         {
             "decision_id": decision_id,
             "subject_key": subject_key,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, insert, select, update
+from sqlalchemy import CursorResult, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ def log_decision(
     same transaction without a flush, and nothing is kept in the session for a write-only path.
     """
     session.execute(
-        insert(DecisionRow.__table__),
+        insert(cast(Table, DecisionRow.__table__)),
         {
             "decision_id": decision_id,
             "subject_key": subject_key,
