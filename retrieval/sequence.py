@@ -46,6 +46,14 @@ History = Sequence[tuple[str, float]]
 
 @dataclass(frozen=True)
 class ItemItemParams:
+    """How the model is fitted (λ, window, max_items) and how it re-ranks (the rest).
+
+    The defaults are what the service runs (`agents.services.itemitem_params` reads them, or
+    their `ATTUNE_ITEMITEM_*` settings) and what the MovieLens suite's hybrid is measured with:
+    its validation split chose `transition_weight` and `qdrant_weight`, every other field is
+    taken from here as it stands.
+    """
+
     regularization: float = 100.0  # EASE's λ
     window: int = 30  # transitions: items up to this many steps later count
     last: int = 10  # scoring: the person's most recent items that vote for the next one
@@ -54,6 +62,7 @@ class ItemItemParams:
     qdrant_weight: float = 0.0
     rrf_k: int = 60
     max_items: int = 10_000
+    pool: int = 200  # Qdrant's candidates a request re-ranks
 
 
 def ease_weights(x: csr_matrix, regularization: float) -> np.ndarray:
