@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -291,17 +291,26 @@ class ItemItemModel:
         (folder / "itemitem.tmp.json").replace(folder / "itemitem.json")
 
     @classmethod
-    def load(cls, folder: Path) -> ItemItemModel | None:
+    def load(cls, folder: Path, serving: ItemItemParams | None = None) -> ItemItemModel | None:
+        """The saved model (None if there is none). With `serving`, it re-ranks with those
+        parameters' scoring fields (weights, pool, last, decay, rrf_k); the fitted fields
+        (regularization, window, max_items) stay the ones it was fitted with."""
         if not (folder / "itemitem.json").is_file():
             return None
         meta = json.loads((folder / "itemitem.json").read_text())
+        params = ItemItemParams(**meta["params"])
+        if serving is not None:
+            params = replace(serving, **{name: getattr(params, name) for name in _FITTED})
         return cls(
             meta["item_ids"],
             np.load(folder / "ease.npy", mmap_mode="r"),
             load_npz(folder / "transitions.npz").tocsr(),
-            ItemItemParams(**meta["params"]),
+            params,
             meta.get("trained_at"),
         )
+
+
+_FITTED = ("regularization", "window", "max_items")  # what the saved matrices were fitted with
 
 
 def _strongest(contributions: Mapping[str, float]) -> str | None:
