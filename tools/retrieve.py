@@ -15,7 +15,7 @@ A request with text keeps Qdrant's order: its words decide and order what matche
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, cast
 
 import numpy as np
@@ -189,13 +189,17 @@ class Reranked:
     model: ItemItemModel
     history: History
     terms: dict[str, tuple[float, float, float]]  # item -> (ease, transitions, fused score)
+    # item -> the history items behind its two terms, read for the shown items in one go
+    sources: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def reasons(self, item_id: str, titles: dict[str, str]) -> list[str]:
         """The terms that carried at least `_RERANK_REASON_SHARE` of the item's positive item-item
         score, each naming the history item that gave it the most."""
         ease, transitions, _ = self.terms[item_id]
         positive = max(ease, 0.0) + max(transitions, 0.0)
-        ease_from, next_after = self.model.sources(item_id, self.history)
+        ease_from, next_after = self.sources.get(item_id) or self.model.sources(
+            item_id, self.history
+        )
         reasons = []
         if next_after and transitions > 0 and transitions >= _RERANK_REASON_SHARE * positive:
             title = titles.get(next_after, next_after)
@@ -207,11 +211,9 @@ class Reranked:
 
     def named(self, item_ids: list[str]) -> set[str]:
         """The history items the reasons of `item_ids` may name."""
+        self.sources.update(self.model.sources_of(item_ids, self.history))
         return {
-            source
-            for item_id in item_ids
-            for source in self.model.sources(item_id, self.history)
-            if source is not None
+            source for item_id in item_ids for source in self.sources[item_id] if source is not None
         }
 
 
