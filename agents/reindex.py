@@ -3,8 +3,8 @@
 The store is the source of truth; the vector index is derived from it. A missing or empty index
 (its folder deleted, a new backend) is rebuilt from the store: every stored item re-embedded,
 and the collaborative item vectors restored from the saved model, or retrained from the events
-when there is none. The item-item re-ranking model lives outside the index; `start` fits it
-when none is saved. Nothing is ever loaded from the demo files to do so.
+when there is none. The item-item re-ranking model lives outside the index; `start` and
+`reindex` fit it when none is saved. Nothing is ever loaded from the demo files to do so.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def reindex(services: Services) -> ReindexReport:
             log.info("no collaborative vectors: %s", error)
             mode, collab_items = "none", 0
         services.reload_collab()
+    if services.tools.itemitem is None:  # it lives outside the index: fitted only if missing
+        fit_itemitem(services)
     optimize = getattr(services.index, "optimize", None)
     if optimize is not None:
         optimize()
