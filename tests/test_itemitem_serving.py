@@ -19,7 +19,8 @@ from store.decisions import get_decision
 from store.schemas import Channel
 
 USER = "u_0007"
-K = 34  # 3k >= the re-ranking pool: both decisions see the same Qdrant candidates
+K = 34
+POOL = 3 * K  # the re-ranking pool no larger than 3k: both decisions see the same Qdrant candidates
 
 
 def _with_model(services: Services, model: ItemItemModel | None) -> Services:
@@ -39,7 +40,7 @@ def test_the_strong_next_item_comes_first_only_with_the_model(demo_services: Ser
     target = next(i for i in reversed(qdrant_order) if i not in seen)
     assert qdrant_order[0] != target
     model = ItemItemModel.fit(
-        {f"p{n}": [(latest, 1.0), (target, 1.0)] for n in range(20)}, ItemItemParams()
+        {f"p{n}": [(latest, 1.0), (target, 1.0)] for n in range(20)}, ItemItemParams(pool=POOL)
     )
 
     served = _with_model(demo_services, model)
