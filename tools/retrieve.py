@@ -41,8 +41,8 @@ _TASTE_ITEMS = 10  # recent items that make up the taste vector
 Strategy = Literal["hybrid", "query", "taste", "collab", "recent", "popular"]
 _REASON_SHARE = 0.25  # a source that carries at least this share of the score is named as a reason
 # A re-ranking term is named when it carried this share of the item's item-item score: less than
-# `_REASON_SHARE`, as transitions weigh 0.2 against EASE's 1 (`ItemItemParams`) and would never
-# reach a quarter.
+# `_REASON_SHARE`, as transitions weigh less than EASE's 1 (`itemitem_transition_weight`) and
+# would seldom reach a quarter.
 _RERANK_REASON_SHARE = 0.1
 
 
