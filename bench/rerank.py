@@ -69,9 +69,9 @@ def main() -> None:
         finally:
             retrieve_ms.append((time.perf_counter() - started) * 1000)
 
-    agents.decide.graph.retrieve_candidates = timed  # type: ignore[assignment]
+    agents.decide.graph.retrieve_candidates = timed
 
-    def run(world: Services) -> Callable[[int], None]:
+    def run(world: Services) -> Callable[[int], object]:
         return lambda i: decide(world, DecideRequest(channel=Channel.web, user_id=people[i]))
 
     settle()
