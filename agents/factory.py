@@ -16,7 +16,7 @@ from agents.llm.breaker import CircuitBreaker
 from agents.llm.client import LLMClient
 from agents.llm.retry import RetryPolicy
 from agents.metrics import Metrics
-from agents.services import Services, collab_folder, itemitem_folder
+from agents.services import Services, collab_folder, load_itemitem
 from agents.settings import Settings
 from agents.tracing import build_tracer
 from agents.writing.llm_writer import OpenAIWriter
@@ -28,7 +28,6 @@ from retrieval.collab import CollabModel
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import CachedEmbedder, Embedder, limit_torch_threads, load_embedder
 from retrieval.index import VectorIndex
-from retrieval.sequence import ItemItemModel
 from retrieval.server import QdrantServerIndex
 from store.db import Database
 from tools.bandit import ThompsonSampling
@@ -136,7 +135,7 @@ def build_services(settings: Settings | None = None) -> Services:
             bandit=bandit,
             offers=OfferBook(db),
             collab=CollabModel.load(collab_folder(settings)),
-            itemitem=ItemItemModel.load(itemitem_folder(settings)),
+            itemitem=load_itemitem(settings),
             contextual=ContextualBandits(np.random.default_rng(settings.seed)),
             shadow_policy=PolicyEngine(load_policy(settings.shadow_policy_path))
             if settings.shadow_policy_path

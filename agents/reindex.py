@@ -3,7 +3,8 @@
 The store is the source of truth; the vector index is derived from it. A missing or empty index
 (its folder deleted, a new backend) is rebuilt from the store: every stored item re-embedded,
 and the collaborative item vectors restored from the saved model, or retrained from the events
-when there is none. Nothing is ever loaded from the demo files to do so.
+when there is none. The item-item re-ranking model lives outside the index; `start` and
+`reindex` fit it when none is saved. Nothing is ever loaded from the demo files to do so.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from agents.retrain import fit_itemitem
 from agents.seed import seed
 from agents.services import Services, collab_folder
 from retrieval.collab import CollabModel, train
@@ -61,6 +63,8 @@ def reindex(services: Services) -> ReindexReport:
             log.info("no collaborative vectors: %s", error)
             mode, collab_items = "none", 0
         services.reload_collab()
+    if services.tools.itemitem is None:  # it lives outside the index: fitted only if missing
+        fit_itemitem(services)
     optimize = getattr(services.index, "optimize", None)
     if optimize is not None:
         optimize()
@@ -77,10 +81,13 @@ def index_gap(services: Services) -> tuple[int, int]:
 
 
 def start(services: Services, demo: Path | None) -> None:
-    """Before serving: the demo world into an empty store (if asked), then an index that holds
-    every stored item (rebuilt from the store when it is missing or short)."""
+    """Before serving: the demo world into an empty store (if asked), the item-item re-ranking
+    model when none is saved (a home from before it existed, or a store filled by ingest), then
+    an index that holds every stored item (rebuilt from the store when it is missing or short)."""
     if demo is not None:
         seed(services, demo)
+    if services.tools.itemitem is None:
+        fit_itemitem(services)
     indexed, stored = index_gap(services)
     if indexed >= stored:
         return

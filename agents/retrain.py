@@ -16,9 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agents.drift import DriftReport, check_drift, mark_reference
 from agents.predictions import train_predictions
-from agents.services import Services, collab_folder, itemitem_folder
+from agents.services import Services, collab_folder, itemitem_folder, itemitem_params
 from retrieval.collab import train
-from retrieval.sequence import ItemItemParams, fit_from_store
+from retrieval.sequence import ItemItemModel, fit_from_store
 
 log = logging.getLogger("attune.drift")
 
@@ -51,7 +51,7 @@ def check(services: Services, *, retrain: bool | None = None) -> DriftReport:
 
 def retrain_services(services: Services, *, full: bool = False) -> dict[str, Any]:
     """`attune train` in this process: the collaborative model (incremental unless `full`), the
-    item-item re-ranking model and the predictions; the process then serves the new models, and
+    item-item re-ranking model (`fit_itemitem`) and the predictions; the process then serves the new models, and
     the drift windows start again."""
     consent = services.policy.purpose_for("profiling")
     out: dict[str, Any] = {}
@@ -66,11 +66,7 @@ def retrain_services(services: Services, *, full: bool = False) -> dict[str, Any
     services.reload_collab()
     if services.tools.collab is not None:
         out["collab_version"] = services.tools.collab.version
-    item_item = fit_from_store(
-        services.db, itemitem_folder(services.settings), ItemItemParams(), consent=consent
-    )
-    services.reload_itemitem()
-    out["itemitem_items"] = len(item_item.item_ids)
+    out["itemitem_items"] = len(fit_itemitem(services).item_ids)
     now = datetime.now(UTC)
     predictions = train_predictions(services.db, consent=consent, now=now)
     out["predictions"] = asdict(predictions) if predictions else None
@@ -78,6 +74,21 @@ def retrain_services(services: Services, *, full: bool = False) -> dict[str, Any
     log.info("retrained: collab %s, predictions %s", out.get("collab_version"),
              predictions.version if predictions else None)  # fmt: skip
     return out
+
+
+def fit_itemitem(services: Services) -> ItemItemModel:
+    """Fit the item-item re-ranking model from the event store (people who granted profiling)
+    with the settings' parameters, save it, and serve it from now on in this process."""
+    settings = services.settings
+    model = fit_from_store(
+        services.db,
+        itemitem_folder(settings),
+        itemitem_params(settings),
+        consent=services.policy.purpose_for("profiling"),
+    )
+    services.reload_itemitem()
+    log.info("item-item model fitted: %s items, %s", len(model.item_ids), model.version)
+    return model
 
 
 class DriftLoop:

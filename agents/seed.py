@@ -6,6 +6,8 @@ items) survive every restart. `force` loads the files into a non-empty store too
 items and offers are upserted, people already stored keep their profile and consent, and
 nobody erased comes back (their tombstones refuse their records and events). A missing or
 empty vector index is rebuilt from the store (`agents.reindex`), never by seeding again.
+Seeding trains what the service serves from the store: the collaborative vectors and the
+item-item re-ranking model (`agents.retrain.fit_itemitem`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agents.privacy.rights import erased_among
+from agents.retrain import fit_itemitem
 from agents.services import Services, collab_folder
 from retrieval.catalog import ingest_items
 from retrieval.collab import train
@@ -123,6 +126,7 @@ def seed(services: Services, folder: Path, *, force: bool = False) -> SeedReport
     )
     services.reload_collab()
     log.info("collaborative vectors: %s users, %s items", trained.users, trained.items)
+    fit_itemitem(services)  # the hybrid's re-ranking is served from the first request
     optimize = getattr(services.index, "optimize", None)
     if optimize is not None:
         optimize()

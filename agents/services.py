@@ -27,7 +27,7 @@ from policies.pii import PIIGuard
 from retrieval.collab import CollabModel
 from retrieval.embedder import Embedder
 from retrieval.index import VectorIndex
-from retrieval.sequence import ItemItemModel
+from retrieval.sequence import ItemItemModel, ItemItemParams
 from store.db import Database
 from tools.context import ToolDeps
 
@@ -68,10 +68,9 @@ class Services:
         self.tools = replace(self.tools, collab=CollabModel.load(collab_folder(self.settings)))
 
     def reload_itemitem(self) -> None:
-        """Use the item-item re-ranking model last saved by training (None before any)."""
-        self.tools = replace(
-            self.tools, itemitem=ItemItemModel.load(itemitem_folder(self.settings))
-        )
+        """Use the item-item re-ranking model last saved by training (None before any), with the
+        re-ranking weights and pool of the settings."""
+        self.tools = replace(self.tools, itemitem=load_itemitem(self.settings))
 
 
 def collab_folder(settings: Settings) -> Path:
@@ -79,5 +78,25 @@ def collab_folder(settings: Settings) -> Path:
 
 
 def itemitem_folder(settings: Settings) -> Path:
-    """Where `attune train` keeps the item-item re-ranking model (`retrieval.sequence`)."""
+    """Where the item-item re-ranking model (`retrieval.sequence`) is kept: fitted by seeding,
+    by a start or reindex that finds none, by `attune train` and by a drift retrain."""
     return settings.home / "itemitem"
+
+
+def itemitem_params(settings: Settings) -> ItemItemParams:
+    """The item-item parameters the service fits and re-ranks with: `ItemItemParams`' defaults
+    (what the MovieLens suite measured) with the weights and pool of the settings."""
+    return replace(
+        ItemItemParams(),
+        transition_weight=settings.itemitem_transition_weight,
+        qdrant_weight=settings.itemitem_qdrant_weight,
+        pool=settings.itemitem_pool,
+    )
+
+
+def load_itemitem(settings: Settings) -> ItemItemModel | None:
+    """The saved item-item model, re-ranking with the settings' weights and pool (changing them
+    needs a restart, not a refit); None before any fit, or when it learned no item (no events
+    yet), so that retrieval keeps Qdrant's order without reading the person's history."""
+    model = ItemItemModel.load(itemitem_folder(settings), itemitem_params(settings))
+    return model if model is not None and model.item_ids else None

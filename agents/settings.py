@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from retrieval.sequence import ItemItemParams
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ORIGIN = re.compile(
     r"\*|https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?"
@@ -47,6 +49,21 @@ class Settings(BaseSettings):
         False, description="Let sentence-transformers fetch a model missing from the local cache."
     )
     collab_dim: int = Field(64, ge=2, le=1024, description="Size of the collaborative vectors.")
+    # The hybrid's item-item re-ranking (`retrieval.sequence`); the defaults are `ItemItemParams`',
+    # the values the MovieLens suite chose on its validation split and measured on test.
+    itemitem_transition_weight: float = Field(
+        ItemItemParams.transition_weight,
+        ge=0,
+        description="Weight of next-item transitions against EASE^R's 1 in the re-ranking.",
+    )
+    itemitem_qdrant_weight: float = Field(
+        ItemItemParams.qdrant_weight,
+        ge=0,
+        description="Weight of Qdrant's own order (k/(k + rank)) in the re-ranking.",
+    )
+    itemitem_pool: int = Field(
+        ItemItemParams.pool, ge=1, le=1000, description="Qdrant's candidates a request re-ranks."
+    )
     currency: str = Field(
         "EUR", pattern=r"^[A-Z]{3}$", description="Currency of items that do not give one."
     )

@@ -247,9 +247,9 @@ def train_command(
     from agents.drift import mark_reference
     from agents.factory import build_services
     from agents.predictions import train_predictions
-    from agents.services import collab_folder, itemitem_folder
+    from agents.retrain import fit_itemitem
+    from agents.services import collab_folder
     from retrieval.collab import train
-    from retrieval.sequence import ItemItemParams, fit_from_store
 
     settings = Settings()
     configure_logging(settings)
@@ -259,9 +259,7 @@ def train_command(
         report = train(
             services.db, services.index, collab_folder(settings), full=full, consent=consent
         )
-        item_item = fit_from_store(
-            services.db, itemitem_folder(settings), ItemItemParams(), consent=consent
-        )
+        item_item = fit_itemitem(services)
         now = datetime.now(UTC)
         predictions = train_predictions(services.db, consent=consent, now=now)
         mark_reference(settings, services.db, now)  # the drift windows start again

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,14 +46,23 @@ History = Sequence[tuple[str, float]]
 
 @dataclass(frozen=True)
 class ItemItemParams:
+    """How the model is fitted (λ, window, max_items) and how it re-ranks (the rest).
+
+    The defaults are what the service runs (`agents.services.itemitem_params` reads them, or
+    their `ATTUNE_ITEMITEM_*` settings) and what the MovieLens suite's hybrid is measured with:
+    its validation split chose `transition_weight` and `qdrant_weight`, every other field is
+    taken from here as it stands.
+    """
+
     regularization: float = 100.0  # EASE's λ
     window: int = 30  # transitions: items up to this many steps later count
     last: int = 10  # scoring: the person's most recent items that vote for the next one
     decay: float = 0.8  # scoring: weight of the item `age` steps back is decay**age
-    transition_weight: float = 0.2
-    qdrant_weight: float = 0.0
+    transition_weight: float = 0.8  # chosen on the MovieLens validation split (grid 0–2)
+    qdrant_weight: float = 0.1  # chosen there too
     rrf_k: int = 60
     max_items: int = 10_000
+    pool: int = 200  # Qdrant's candidates a request re-ranks
 
 
 def ease_weights(x: csr_matrix, regularization: float) -> np.ndarray:
@@ -246,24 +255,47 @@ class ItemItemModel:
     def sources(self, item: str, history: History) -> tuple[str | None, str | None]:
         """The history items that gave `item` the most of its EASE score and of its transition
         score (None where none gave it a positive share): what an explanation may name."""
-        j = self.column.get(item)
-        if j is None:
-            return None, None
+        return self.sources_of([item], history)[item]
+
+    def sources_of(
+        self, items: Sequence[str], history: History
+    ) -> dict[str, tuple[str | None, str | None]]:
+        """`sources` of several items at once: the history is read once and each term's
+        contributions are one block of the person's rows by the items' columns."""
+        found: dict[str, tuple[str | None, str | None]] = {item: (None, None) for item in items}
+        known = [item for item in items if item in self.column]
+        if not known:
+            return found
+        columns = np.array([self.column[item] for item in known], dtype=np.int64)
         latest: dict[str, float] = {}
-        for seen, weight in history:
+        for seen, weight in history:  # a later interaction replaces an earlier one
             if seen in self.column:
                 latest[seen] = weight
+        # Rows in first-seen order, as `max` over a dict would break ties.
         seen_items = [seen for seen, weight in latest.items() if weight != 0]
-        rows = np.array([self.column[seen] for seen in seen_items], dtype=np.int64)
-        weights = np.array([latest[seen] for seen in seen_items], dtype=np.float64)
-        column = np.asarray(self.ease[rows, j], dtype=np.float64) if seen_items else weights
-        ease = dict(zip(seen_items, (weights * column).tolist(), strict=True))
         recent = [seen for seen, _ in history if seen in self.column][-self.params.last :]
         votes: dict[str, float] = {}
         for age, seen in enumerate(reversed(recent)):
-            share = self.params.decay**age * float(self.transitions[self.column[seen], j])
-            votes[seen] = votes.get(seen, 0.0) + share
-        return _strongest(ease), _strongest(votes)
+            votes[seen] = votes.get(seen, 0.0) + self.params.decay**age
+        ease_rows = np.array([self.column[seen] for seen in seen_items], dtype=np.int64)
+        vote_rows = np.array([self.column[seen] for seen in votes], dtype=np.int64)
+        ease_from = _strongest_rows(
+            seen_items,
+            np.array([latest[seen] for seen in seen_items], dtype=np.float64),
+            np.asarray(self.ease[np.ix_(ease_rows, columns)], dtype=np.float64)
+            if seen_items
+            else None,
+            len(known),
+        )
+        next_after = _strongest_rows(
+            list(votes),
+            np.array(list(votes.values()), dtype=np.float64),
+            self.transitions[vote_rows][:, columns].toarray().astype(np.float64) if votes else None,
+            len(known),
+        )
+        for n, item in enumerate(known):
+            found[item] = (ease_from[n], next_after[n])
+        return found
 
     def save(self, folder: Path) -> None:
         """Writes the model atomically, like the collaborative model."""
@@ -282,22 +314,39 @@ class ItemItemModel:
         (folder / "itemitem.tmp.json").replace(folder / "itemitem.json")
 
     @classmethod
-    def load(cls, folder: Path) -> ItemItemModel | None:
+    def load(cls, folder: Path, serving: ItemItemParams | None = None) -> ItemItemModel | None:
+        """The saved model (None if there is none). With `serving`, it re-ranks with those
+        parameters' scoring fields (weights, pool, last, decay, rrf_k); the fitted fields
+        (regularization, window, max_items) stay the ones it was fitted with."""
         if not (folder / "itemitem.json").is_file():
             return None
         meta = json.loads((folder / "itemitem.json").read_text())
+        params = ItemItemParams(**meta["params"])
+        if serving is not None:
+            params = replace(serving, **{name: getattr(params, name) for name in _FITTED})
         return cls(
             meta["item_ids"],
             np.load(folder / "ease.npy", mmap_mode="r"),
             load_npz(folder / "transitions.npz").tocsr(),
-            ItemItemParams(**meta["params"]),
+            params,
             meta.get("trained_at"),
         )
 
 
-def _strongest(contributions: Mapping[str, float]) -> str | None:
-    best = max(contributions, key=lambda seen: contributions[seen], default=None)
-    return best if best is not None and contributions[best] > 0 else None
+_FITTED = ("regularization", "window", "max_items")  # what the saved matrices were fitted with
+
+
+def _strongest_rows(
+    sources: list[str], weights: np.ndarray, block: np.ndarray | None, n: int
+) -> list[str | None]:
+    """Per column of `block` (the sources' rows by `n` items' columns), the source whose
+    weight x cell is largest, the first one on a tie; None where the largest is not positive."""
+    if block is None or not sources:
+        return [None] * n
+    contributions = weights[:, None] * block
+    best = np.argmax(contributions, axis=0)
+    top = contributions[best, np.arange(n)]
+    return [sources[b] if t > 0 else None for b, t in zip(best.tolist(), top.tolist(), strict=True)]
 
 
 def interaction_matrix(sequences: Iterable[History], column: dict[str, int]) -> csr_matrix:

@@ -140,11 +140,12 @@ def test_a_shifted_population_raises_input_drift_and_retraining_is_recorded(
             ],
         )
     before = world.tools.collab.version if world.tools.collab else None
-    assert world.tools.itemitem is None  # nothing has fitted the item-item model yet
+    seeded = world.tools.itemitem
+    assert seeded is not None  # seeding fitted the item-item model
     retrained = check(world, retrain=True)  # as ATTUNE_DRIFT_RETRAIN=1 has it
     assert retrained.retrained is not None
     # The retrain refits the hybrid's item-item model, as `attune train` does, and serves it.
-    assert world.tools.itemitem is not None
+    assert world.tools.itemitem is not None and world.tools.itemitem is not seeded
     assert retrained.retrained["itemitem_items"] == len(world.tools.itemitem.item_ids) > 0
     saved = ItemItemModel.load(itemitem_folder(world.settings))
     assert saved is not None and saved.version == world.tools.itemitem.version

@@ -1,19 +1,26 @@
-"""The hybrid as served: `attune train`'s item-item model re-ranks a known person's candidates
-(as the MovieLens suite's hybrid does), its terms are score parts, and only then is it named."""
+"""The hybrid as served: the item-item model (fitted by seeding, by a start that finds none, by
+`attune train`) re-ranks a known person's candidates as the MovieLens suite's hybrid does, with
+the weights and pool of the settings; its terms are score parts, and only then is it named."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+import tools.retrieve
 from agents.decide.run import DecideRequest, decide
-from agents.services import Services
+from agents.reindex import start
+from agents.services import Services, itemitem_folder, itemitem_params, load_itemitem
+from agents.settings import Settings
 from retrieval.sequence import ItemItemModel, ItemItemParams, person_history
 from store.catalog import get_items
 from store.decisions import get_decision
 from store.schemas import Channel
 
 USER = "u_0007"
-K = 34  # 3k >= the re-ranking pool: both decisions see the same Qdrant candidates
+K = 34
+POOL = 3 * K  # the re-ranking pool no larger than 3k: both decisions see the same Qdrant candidates
 
 
 def _with_model(services: Services, model: ItemItemModel | None) -> Services:
@@ -33,7 +40,7 @@ def test_the_strong_next_item_comes_first_only_with_the_model(demo_services: Ser
     target = next(i for i in reversed(qdrant_order) if i not in seen)
     assert qdrant_order[0] != target
     model = ItemItemModel.fit(
-        {f"p{n}": [(latest, 1.0), (target, 1.0)] for n in range(20)}, ItemItemParams()
+        {f"p{n}": [(latest, 1.0), (target, 1.0)] for n in range(20)}, ItemItemParams(pool=POOL)
     )
 
     served = _with_model(demo_services, model)
@@ -80,3 +87,73 @@ def test_a_text_request_keeps_qdrant_order_with_the_model(demo_services: Service
     served = decide(_with_model(demo_services, model), request)
     assert [i.item_id for i in served.items] == [i.item_id for i in plain.items]
     assert all(i.parts.sequence is None and i.parts.ease is None for i in served.items)
+
+
+def test_a_seeded_service_serves_the_rerank_without_attune_train(
+    demo_services: Services,
+) -> None:
+    """Seeding fitted the model (nobody ran `attune train`): a known person without text gets the
+    re-ranking, its parts on the items, its version in the record, its params the settings'."""
+    model = demo_services.tools.itemitem
+    assert model is not None and model.item_ids
+    assert model.params == itemitem_params(demo_services.settings) == ItemItemParams()
+    assert ItemItemModel.load(itemitem_folder(demo_services.settings)) is not None
+    decision = decide(demo_services, DecideRequest(channel=Channel.web, user_id=USER, k=10))
+    assert any(item.parts.ease for item in decision.items)
+    scores = [item.score for item in decision.items]
+    assert scores == sorted(scores, reverse=True)  # ordered by the re-ranking's fused score
+    with demo_services.db.session() as session:
+        versions = get_decision(session, decision.decision_id).record["versions"]
+    assert versions["itemitem"] == model.version != "itemitem@unsaved"
+
+
+def test_a_start_fits_the_model_when_none_is_saved(demo_services: Services) -> None:
+    """A home with events but no saved model (from before seeding fitted it) gets one at start."""
+    bare = replace(demo_services, tools=replace(demo_services.tools, itemitem=None))
+    start(bare, None)
+    assert bare.tools.itemitem is not None and bare.tools.itemitem.item_ids
+    decision = decide(bare, DecideRequest(channel=Channel.web, user_id=USER, k=10))
+    assert any(item.parts.ease for item in decision.items)
+
+
+def test_the_weights_and_pool_come_from_the_settings(
+    demo_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = demo_services.settings.home
+    monkeypatch.setenv("ATTUNE_ITEMITEM_TRANSITION_WEIGHT", "1.0")
+    monkeypatch.setenv("ATTUNE_ITEMITEM_QDRANT_WEIGHT", "0")
+    monkeypatch.setenv("ATTUNE_ITEMITEM_POOL", "150")
+    loud = load_itemitem(Settings(home=home))
+    quiet = load_itemitem(Settings(home=home, itemitem_transition_weight=0.5))
+    assert loud is not None and quiet is not None
+    assert (loud.params.transition_weight, loud.params.qdrant_weight, loud.params.pool) == (
+        1.0,
+        0.0,
+        150,
+    )
+    fitted = demo_services.tools.itemitem
+    assert fitted is not None and loud.params.regularization == fitted.params.regularization
+
+    asked: list[int] = []
+    search = tools.retrieve.hybrid_search
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(kwargs["k"])
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(tools.retrieve, "hybrid_search", counting)
+    request = DecideRequest(channel=Channel.web, user_id=USER, k=10)
+    twice = decide(_with_model(demo_services, loud), request)
+    once = decide(_with_model(demo_services, quiet), request)
+    assert asked == [150, 150]  # the settings' pool, not a constant of the code
+    # The transition term is the settings' weight times the same scaled score: double the weight,
+    # double the term, for every item both decisions show.
+    halves = {item.item_id: item.parts.sequence for item in once.items if item.parts.sequence}
+    doubled = [
+        (item.parts.sequence, halves[item.item_id])
+        for item in twice.items
+        if item.parts.sequence and item.item_id in halves
+    ]
+    assert doubled
+    for loud_term, quiet_term in doubled:
+        assert loud_term == pytest.approx(2 * quiet_term, abs=2e-4)

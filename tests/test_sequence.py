@@ -145,5 +145,8 @@ def test_sources_name_the_history_item_that_gave_each_term_the_most() -> None:
             best_next if votes[best_next] > 0 else None,
         )
     assert model.sources("d", history)[1] == "b"  # d came right after b; nothing after a
+    # The batch the service reads for the shown items at once says the same per item.
+    batch = model.sources_of(["d", "unknown", "a", "c", "b"], history)
+    assert batch == {item: model.sources(item, history) for item in ["a", "b", "c", "d", "unknown"]}
     assert model.sources("unknown", history) == (None, None)
     assert model.sources("c", []) == (None, None)

@@ -5,16 +5,17 @@ A new visitor with no text gets popularity (favourite categories first when know
 candidate's score parts are the shares of the fused score its sources carried, and its reasons
 name only the sources that carried a large share.
 
-Once `attune train` has fitted the item-item model (`retrieval.sequence`: EASE^R and next-item
-transitions), a known person with history and no request text gets Qdrant's candidates re-ranked
-by it, exactly as the MovieLens suite's hybrid: `ItemItemModel.rerank` over a pool of
-`_RERANK_POOL`. The candidate's `ease` and `sequence` parts are then the terms that ordered it.
+With the item-item model (`retrieval.sequence`: EASE^R and next-item transitions; fitted when
+the service seeds or starts, and by `attune train`), a known person with history and no request
+text gets Qdrant's candidates re-ranked by it, exactly as the MovieLens suite's hybrid:
+`ItemItemModel.rerank` over a pool of `params.pool` (the settings' `itemitem_pool`). The
+candidate's `ease` and `sequence` parts are then the terms that ordered it.
 A request with text keeps Qdrant's order: its words decide and order what matches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, cast
 
 import numpy as np
@@ -39,10 +40,9 @@ EMPTY_INDEX = "the vector index is empty (run 'attune reindex')"
 _TASTE_ITEMS = 10  # recent items that make up the taste vector
 Strategy = Literal["hybrid", "query", "taste", "collab", "recent", "popular"]
 _REASON_SHARE = 0.25  # a source that carries at least this share of the score is named as a reason
-_RERANK_POOL = 100  # Qdrant's candidates the item-item model re-ranks
 # A re-ranking term is named when it carried this share of the item's item-item score: less than
-# `_REASON_SHARE`, as transitions weigh 0.2 against EASE's 1 (`ItemItemParams`) and would never
-# reach a quarter.
+# `_REASON_SHARE`, as transitions weigh less than EASE's 1 (`itemitem_transition_weight`) and
+# would seldom reach a quarter.
 _RERANK_REASON_SHARE = 0.1
 
 
@@ -108,7 +108,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
             hits = hybrid_search(
                 ctx.deps.index,
                 sources,
-                k=max(3 * args.k, 30, _RERANK_POOL if history else 0),
+                k=max(3 * args.k, 30, _pool(ctx) if history else 0),
                 flt=flt,
                 prefetch=WEIGHTS.prefetch,
                 with_vectors=True,
@@ -140,6 +140,11 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
             degraded=degraded,
         ),
     )
+
+
+def _pool(ctx: RunContext) -> int:
+    """How many of Qdrant's candidates the item-item model re-ranks (`itemitem_pool`)."""
+    return ctx.deps.itemitem.params.pool if ctx.deps.itemitem is not None else 0
 
 
 def _remember(ctx: RunContext, found: Candidates) -> Candidates:
@@ -184,13 +189,17 @@ class Reranked:
     model: ItemItemModel
     history: History
     terms: dict[str, tuple[float, float, float]]  # item -> (ease, transitions, fused score)
+    # item -> the history items behind its two terms, read for the shown items in one go
+    sources: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def reasons(self, item_id: str, titles: dict[str, str]) -> list[str]:
         """The terms that carried at least `_RERANK_REASON_SHARE` of the item's positive item-item
         score, each naming the history item that gave it the most."""
         ease, transitions, _ = self.terms[item_id]
         positive = max(ease, 0.0) + max(transitions, 0.0)
-        ease_from, next_after = self.model.sources(item_id, self.history)
+        ease_from, next_after = self.sources.get(item_id) or self.model.sources(
+            item_id, self.history
+        )
         reasons = []
         if next_after and transitions > 0 and transitions >= _RERANK_REASON_SHARE * positive:
             title = titles.get(next_after, next_after)
@@ -202,11 +211,9 @@ class Reranked:
 
     def named(self, item_ids: list[str]) -> set[str]:
         """The history items the reasons of `item_ids` may name."""
+        self.sources.update(self.model.sources_of(item_ids, self.history))
         return {
-            source
-            for item_id in item_ids
-            for source in self.model.sources(item_id, self.history)
-            if source is not None
+            source for item_id in item_ids for source in self.sources[item_id] if source is not None
         }
 
 

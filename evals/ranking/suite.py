@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -255,11 +256,21 @@ def _run_dataset(
         "relevant_per_user": float(np.mean([len(split.relevant[u]) for u in split.users])),
         "chosen_on_validation": chosen,
     }
+    if "hybrid" in chosen:
+        details[dataset.name]["served_itemitem"] = _served_check(on_test, chosen["hybrid"])
     intervals, gate = _intervals(ctx, dataset.name, systems, scored, k, resamples)
     tables[f"{dataset.name}: test split, 95% bootstrap intervals over users"] = intervals
     if gate:
         tables[f"{dataset.name}: hybrid / best baseline, NDCG@{k} on the test split"] = [gate]
         details[dataset.name]["ratio_to_best_baseline"] = gate
+
+
+def _served_check(tuned: Tuned, chosen: dict[str, Any]) -> dict[str, Any]:
+    """The item-item parameters the service runs (`ItemItemParams`' defaults) beside the ones the
+    hybrid was measured with, and whether the service runs what was measured."""
+    served = asdict(tuned.served())
+    measured = asdict(tuned.item_item(float(chosen["regularization"]), chosen)[0].params)
+    return {"served": served, "measured": measured, "same": served == measured}
 
 
 def _score_baseline(split: Split, tuned: Tuned, kind: str, k: int, point: dict[str, Any]) -> float:
@@ -334,7 +345,7 @@ def _recommender(
 def _served_hybrid(attune: AttuneRetrieval, tuned: Tuned, point: dict[str, Any]) -> Recommend:
     """The hybrid as the service runs it: Qdrant's candidates, then `ItemItemModel.rerank`."""
     model, weigh = tuned.item_item(float(point["regularization"]), point)
-    pool = int(tuned.params.get("pool", 200))
+    pool = model.params.pool
 
     def recommend(user: str, seen: set[str], k: int) -> list[str]:
         candidates = attune.recommend("hybrid", user, seen, pool, frozenset(SOURCES["hybrid"]))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,10 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
     "ease": {"regularization": [200.0, 500.0]},
     "rp3beta": {"alpha": [0.25, 0.5, 1.0], "beta": [0.1, 0.3, 0.6]},
     "als": {"factors": [32, 64, 128], "regularization": [0.01, 0.1], "alpha": [2.0, 10.0]},
-    "hybrid": {"transition_weight": [0.0, 0.1, 0.2, 0.4], "qdrant_weight": [0.0, 0.1]},
+    "hybrid": {
+        "transition_weight": [0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0],
+        "qdrant_weight": [0.0, 0.1],
+    },
     "inputs": {"other_weight": [0.0, 0.1, 0.3, 1.0]},
     "recency": {"decay": [1.0, 0.99, 0.95]},
 }
@@ -106,11 +109,20 @@ class Tuned:
         als = {**self.params.get("baseline_als", {}), **model}
         return ALSRanker(self.data, ALSParams(**als), x).recommend
 
+    def served(self) -> ItemItemParams:
+        """The service's item-item parameters (`ItemItemParams`' defaults, which are what
+        `agents.services.itemitem_params` serves), with any the suite file overrides
+        (`params.sequence`: window, last, decay; `params.pool`; `params.rrf_k`)."""
+        sequence = self.params.get("sequence", {})
+        overrides = {key: sequence[key] for key in ("window", "last", "decay") if key in sequence}
+        overrides |= {key: self.params[key] for key in ("pool", "rrf_k") if key in self.params}
+        return replace(ItemItemParams(), **overrides)
+
     def transitions(self) -> csr_matrix:
         """Next-item transitions over every user's time-ordered training ratings (all of them:
         that a movie came next is the signal, whatever its rating)."""
         if self._transitions is None:
-            window = int(self.params.get("sequence", {}).get("window", ItemItemParams.window))
+            window = self.served().window
             self._transitions = transition_matrix(
                 ([(r.movie, 1.0) for r in self.split.train[user]] for user in self.data.users),
                 self.data.column,
@@ -124,13 +136,11 @@ class Tuned:
         """The service's re-ranking model (`retrieval.sequence`) on this split's training part,
         with EASE fitted on the `other_weight` input, and the weights of a user's history."""
         other = float(chosen["other_weight"])
-        sequence = self.params.get("sequence", {})
-        params = ItemItemParams(
+        params = replace(
+            self.served(),
             regularization=regularization,
             transition_weight=float(chosen["transition_weight"]),
             qdrant_weight=float(chosen["qdrant_weight"]),
-            rrf_k=int(self.params.get("rrf_k", ItemItemParams.rrf_k)),
-            **{key: sequence[key] for key in ("window", "last", "decay") if key in sequence},
         )
         ease_model = self.ease(regularization, other)
         model = ItemItemModel(self.data.items, ease_model.weights, self.transitions(), params)
@@ -143,7 +153,7 @@ class Tuned:
         `other_weight`): Qdrant's candidates, fetched once per user, re-ranked by the service's
         item-item model. The candidates' EASE and transition scores are computed once per user
         and `other_weight`; a grid point only re-fuses them."""
-        pool = int(self.params.get("pool", 200))
+        pool = self.served().pool
         candidates: dict[str, list[str]] = {}
         scores: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
 
