@@ -11,6 +11,7 @@ import pytest
 from agents.writing.writer import Brief, BriefItem, BriefOffer, OfflineWriter
 from policies.output import CopyVerdict, check_copy
 from policies.pii import KnownValues, PIIGuard
+from policies.pii.known import NO_KNOWN_VALUES
 from policies.pii.lru import DigestLRU
 from policies.rules import ContentRules
 from store.schemas import Channel, Profile
@@ -142,7 +143,7 @@ class CountingGuard:
         self.full.append(text)
         return self._guard.contains_pii(text, known, statistical=statistical)
 
-    def screen(self, text: str, known: KnownValues = KnownValues.empty()) -> list[str]:
+    def screen(self, text: str, known: KnownValues = NO_KNOWN_VALUES) -> list[str]:
         self.screened.append(text)
         return self._guard.screen(text, known)
 

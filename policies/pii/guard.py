@@ -272,7 +272,7 @@ class PIIGuard:
             self._screened.put(text, found)
         results = [RecognizerResult(kind, start, end, score) for kind, start, end, score in found]
         for recognizer in known_value_recognizers(known):
-            results += recognizer.analyze(text, self._with_known)
+            results += recognizer.analyze(text, self._with_known, None)
         return sorted({f.entity_type for f in resolve_overlaps(results)})
 
     @property
