@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 from presidio_analyzer import (
     AnalyzerEngine,
@@ -40,6 +41,7 @@ from presidio_analyzer import (
     RecognizerRegistry,
     RecognizerResult,
 )
+from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import IpRecognizer, UsSsnRecognizer
 from presidio_anonymizer import AnonymizerEngine, OperatorConfig
 from presidio_anonymizer import RecognizerResult as AnonymizerSpan
@@ -272,7 +274,7 @@ class PIIGuard:
             self._screened.put(text, found)
         results = [RecognizerResult(kind, start, end, score) for kind, start, end, score in found]
         for recognizer in known_value_recognizers(known):
-            results += recognizer.analyze(text, self._with_known, None)
+            results += recognizer.analyze(text, self._with_known, cast(NlpArtifacts, None))
         return sorted({f.entity_type for f in resolve_overlaps(results)})
 
     @property
