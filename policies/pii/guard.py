@@ -79,6 +79,7 @@ from policies.pii.patterns import (
     ZipCodeRecognizer,
 )
 from policies.pii.stock import (
+    BisectingContextEnhancer,
     LowerCaseIbanRecognizer,
     NhsContextRecognizer,
     OfflineEmailRecognizer,
@@ -184,6 +185,7 @@ class PIIGuard:
         return AnalyzerEngine(
             registry=RecognizerRegistry(recognizers, supported_languages=[self.LANGUAGE]),
             nlp_engine=nlp_engine(pipeline, self.LANGUAGE),
+            context_aware_enhancer=BisectingContextEnhancer(),
             supported_languages=[self.LANGUAGE],
             default_score_threshold=self.score_threshold,
         )
