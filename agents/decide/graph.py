@@ -198,6 +198,7 @@ def guard_output(state: DecideState, runtime: Runtime[DecideContext]) -> dict[st
         disclaimers=brief.disclaimers,
         approved_text=[i.title for i in brief.items],
         catalog_offers={o.offer_id: o.title for o in ctx.run.deps.offers.current()},
+        trusted=state.get("writer") == ctx.services.offline_writer.name,
     )
     attempts = state.get("attempts", 0) + 1
     if verdict.ok:

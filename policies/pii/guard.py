@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 from presidio_analyzer import (
     AnalyzerEngine,
@@ -40,6 +41,7 @@ from presidio_analyzer import (
     RecognizerRegistry,
     RecognizerResult,
 )
+from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import IpRecognizer, UsSsnRecognizer
 from presidio_anonymizer import AnonymizerEngine, OperatorConfig
 from presidio_anonymizer import RecognizerResult as AnonymizerSpan
@@ -55,6 +57,7 @@ from policies.pii.entities import (
 )
 from policies.pii.folding import fold
 from policies.pii.known import NO_KNOWN_VALUES, KnownValues, known_value_recognizers
+from policies.pii.lru import DigestLRU
 from policies.pii.name_lists import NAMES_DIR, name_lists
 from policies.pii.names import PersonNameRecognizer
 from policies.pii.ner import (
@@ -76,6 +79,7 @@ from policies.pii.patterns import (
     ZipCodeRecognizer,
 )
 from policies.pii.stock import (
+    BisectingContextEnhancer,
     LowerCaseIbanRecognizer,
     NhsContextRecognizer,
     OfflineEmailRecognizer,
@@ -115,9 +119,11 @@ class PIIGuard:
             own values are always replaced.
         phone_regions: regions whose national phone formats are recognised.
         fallback_models: the pipelines tried after `spacy_model`, in order.
+        screened: how many texts `screen` remembers the findings of.
     """
 
     LANGUAGE = "en"
+    SCREENED = 4096
 
     def __init__(
         self,
@@ -128,6 +134,7 @@ class PIIGuard:
         redact: Iterable[str] = DEFAULT_REDACTED,
         phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS,
         fallback_models: tuple[str, ...] = FALLBACK_MODELS,
+        screened: int = SCREENED,
     ) -> None:
         self.score_threshold = score_threshold
         unknown = sorted(set(redact) - set(ENTITY_TYPES))
@@ -168,12 +175,17 @@ class PIIGuard:
                 recognizers = [*recognizers, ner]
             self._analyzer = self._engine(recognizers, pipeline)
         self._anonymizer = AnonymizerEngine()
+        # What the recognizers found in texts `screen` saw, by the text's digest: findings are a
+        # pure function of the text and this guard's recognizers, which never change after
+        # construction, so an entry cannot go stale (a changed policy builds a new guard).
+        self._screened: DigestLRU[tuple[tuple[str, int, int, float], ...]] = DigestLRU(screened)
         self._warm_up()
 
     def _engine(self, recognizers: list[EntityRecognizer], pipeline: Pipeline) -> AnalyzerEngine:
         return AnalyzerEngine(
             registry=RecognizerRegistry(recognizers, supported_languages=[self.LANGUAGE]),
             nlp_engine=nlp_engine(pipeline, self.LANGUAGE),
+            context_aware_enhancer=BisectingContextEnhancer(),
             supported_languages=[self.LANGUAGE],
             default_score_threshold=self.score_threshold,
         )
@@ -239,6 +251,38 @@ class PIIGuard:
     ) -> list[str]:
         """The entity types of the PII in `text`, sorted; empty when there is none."""
         return sorted({f.entity_type for f in self.find(text, known, statistical=statistical)})
+
+    def screen(self, text: str, known: KnownValues = NO_KNOWN_VALUES) -> list[str]:
+        """`contains_pii(text, known, statistical=False)` for text that comes back again and again
+        (catalog titles, offer terms, the offline writer's template words).
+
+        The recognizers' findings are remembered by the text's digest (a bounded LRU that holds
+        no text); only the subject's known values, which differ per request, are matched anew.
+        Text a model wrote is new every time: check it with `contains_pii`.
+        """
+        if not text.strip():
+            return []
+        found = self._screened.get(text)
+        if found is None:
+            results = self._patterns.analyze(
+                text=text,
+                language=self.LANGUAGE,
+                entities=self._entities,
+                score_threshold=self.score_threshold,
+            )
+            if "ZIP_CODE" in self.redact:
+                results += _postcodes_beside_places(text, results)
+            found = tuple((r.entity_type, r.start, r.end, r.score) for r in results)
+            self._screened.put(text, found)
+        results = [RecognizerResult(kind, start, end, score) for kind, start, end, score in found]
+        for recognizer in known_value_recognizers(known):
+            results += recognizer.analyze(text, self._with_known, cast(NlpArtifacts, None))
+        return sorted({f.entity_type for f in resolve_overlaps(results)})
+
+    @property
+    def screened(self) -> DigestLRU[tuple[tuple[str, int, int, float], ...]]:
+        """The findings `screen` remembers (read-only use: its size, hits and misses)."""
+        return self._screened
 
     def __repr__(self) -> str:
         return f"PIIGuard(mode={self.mode!r}, degraded={self.degraded!r})"

@@ -2,16 +2,20 @@
 
 The email and URL recognizers validate domains against the public suffix list bundled with
 `tldextract` (never fetched, never cached on disk); the IBAN recognizer also reads lower case; the
-NHS number recognizer is sure of a number only after an NHS word.
+NHS number recognizer is sure of a number only after an NHS word; the context enhancer finds a
+match's token by bisection.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Sequence
 from typing import cast
 
 import tldextract
 from presidio_analyzer import RecognizerResult
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import (
     EmailRecognizer,
@@ -21,6 +25,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 
 __all__ = [
+    "BisectingContextEnhancer",
     "LowerCaseIbanRecognizer",
     "NhsContextRecognizer",
     "OfflineEmailRecognizer",
@@ -109,3 +114,27 @@ class OfflineUrlRecognizer(UrlRecognizer):
     def validate_result(self, pattern_text: str) -> bool:
         host = re.sub(r"^[a-z]+://", "", pattern_text, flags=re.IGNORECASE).split("/")[0]
         return bool(self._extract(host).suffix) and bool(self._extract(host).domain)
+
+
+class BisectingContextEnhancer(LemmaContextAwareEnhancer):
+    """Presidio's context enhancer (context words before a match raise its score), finding the
+    match's token by bisecting the tokens' start offsets.
+
+    Presidio walks the spaCy `Doc` from its first token for every result it enhances, building a
+    Python object per token: at 1,000 characters that walk was a fifth of a redaction's time.
+    The offsets are sorted, so a bisection finds the same token: the first that starts at the
+    match or ends after its start.
+    """
+
+    @staticmethod
+    def _find_index_of_match_token(
+        word: str, start: int, tokens: Sequence[object], tokens_indices: list[int]
+    ) -> int:
+        i = max(bisect.bisect_right(tokens_indices, start) - 1, 0)
+        if i < len(tokens_indices) and tokens_indices[i] + len(tokens[i]) <= start:  # type: ignore[arg-type]
+            i += 1  # the match starts in the space after token i: the next token
+        if i >= len(tokens_indices):
+            raise ValueError(
+                f"Did not find word '{word}' in the list of tokens although it is expected to be found"
+            )
+        return i
