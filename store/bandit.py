@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,9 @@ class ArmState:
         return self.alpha / (self.alpha + self.beta)
 
 
+_arms = BanditArm.__table__
+
+
 def get_arms(
     session: Session,
     policy: str,
@@ -37,18 +40,33 @@ def get_arms(
     prior: Callable[[str], tuple[float, float]],
 ) -> dict[str, ArmState]:
     """The posterior of each offer; offers never rewarded in this segment have their prior."""
-    rows = session.scalars(
-        select(BanditArm).where(
-            BanditArm.policy == policy,
-            BanditArm.segment == segment,
-            BanditArm.offer_id.in_(offer_ids),
-        )
-    )
-    found = {row.offer_id: ArmState(row.offer_id, row.alpha, row.beta, row.pulls) for row in rows}
+    found = read_arms(session, [(policy, segment)], offer_ids).get((policy, segment), {})
     return {
         offer_id: found.get(offer_id) or ArmState(offer_id, *prior(offer_id), 0)
         for offer_id in offer_ids
     }
+
+
+def read_arms(
+    session: Session, states: Sequence[tuple[str, str]], offer_ids: Sequence[str]
+) -> dict[tuple[str, str], dict[str, ArmState]]:
+    """The stored arms of these offers in each (policy, segment) of `states`, in one SELECT
+    (columns through SQLAlchemy Core, no ORM objects); arms never rewarded are absent."""
+    if not states or not offer_ids:
+        return {}
+    rows = session.execute(
+        select(
+            _arms.c.policy, _arms.c.segment, _arms.c.offer_id, _arms.c.alpha, _arms.c.beta,
+            _arms.c.pulls,
+        ).where(
+            or_(*(and_(_arms.c.policy == p, _arms.c.segment == s) for p, s in states)),
+            _arms.c.offer_id.in_(list(offer_ids)),
+        )
+    )  # fmt: skip
+    found: dict[tuple[str, str], dict[str, ArmState]] = {}
+    for policy, segment, offer_id, alpha, beta, pulls in rows:
+        found.setdefault((policy, segment), {})[offer_id] = ArmState(offer_id, alpha, beta, pulls)
+    return found
 
 
 def add_reward(
