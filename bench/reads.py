@@ -4,7 +4,7 @@ Prints JSON. `per_decision`: sessions opened, statements executed (by first word
 statements of each table, over `--n` decisions without a query on the demo world. `ab`: the
 reads a decision made before `tools.reads` (resolve the subject; user, consent, feature row and
 prediction through the ORM; exposures; bandit arms: four sessions) against what
-`tools.reads.open_decision` reads now (one session, three statements), timed in alternating
+`tools.reads.open_decision` reads now (one session, two statements), timed in alternating
 blocks in this one process, so machine load hits both alike; medians of the block means.
 
     .venv/bin/python bench/reads.py [--n 200] [--blocks 20] [--home HOME]
@@ -31,9 +31,8 @@ from agents.factory import build_services, settle
 from agents.reindex import start as start_service
 from agents.services import Services
 from agents.settings import Settings
-from store.bandit import ArmState, read_arms
+from store.bandit import ArmState, read_offer_state
 from store.db import Database
-from store.decisions import offer_exposure_times
 from store.errors import NotFound
 from store.features import person_features, read_features
 from store.models import BanditArm, DecisionRow
@@ -80,8 +79,9 @@ def new_reads(db: Database, user_id: str, offer_ids: list[str], now: datetime) -
     with db.session() as session:
         person = read_person(session, user_id, None)
         features = person_features(session, person, as_of=now)
-        shown = offer_exposure_times(session, person.subject.key, now - WEEK)
-        arms = read_arms(session, [("thompson", "web")], offer_ids)
+        shown, arms = read_offer_state(
+            session, person.subject.key, now - WEEK, [("thompson", "web")], offer_ids
+        )
     return person.record, features, shown, arms
 
 

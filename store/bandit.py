@@ -8,13 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+import sqlalchemy as sa
+from sqlalchemy import (
+    CursorResult,
+    Float,
+    Integer,
+    Select,
+    String,
+    and_,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.models import BanditArm, utcnow
+from store.models import BanditArm, DecisionRow, UTCDateTime, utcnow
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,62 @@ def read_arms(
     for policy, segment, offer_id, alpha, beta, pulls in rows:
         found.setdefault((policy, segment), {})[offer_id] = ArmState(offer_id, alpha, beta, pulls)
     return found
+
+
+def read_offer_state(
+    session: Session,
+    subject_key: str,
+    since: datetime | None,
+    states: Sequence[tuple[str, str]],
+    offer_ids: Sequence[str],
+) -> tuple[list[tuple[str, str, datetime]], dict[tuple[str, str], dict[str, ArmState]]]:
+    """The two reads of a decision's offer tools as one SELECT (a UNION ALL): the offers shown
+    to `subject_key` since `since` (`store.decisions.offer_exposure_times`; none read when
+    `since` is None) and the stored arms of `offer_ids` in each of `states` (`read_arms`)."""
+    decisions = DecisionRow.__table__
+    parts: list[Select[Any]] = []
+    if since is not None:
+        parts.append(
+            select(
+                decisions.c.offer_id,
+                decisions.c.channel,
+                decisions.c.created_at,
+                sa.cast(null(), String).label("policy"),
+                sa.cast(null(), Float).label("alpha"),
+                sa.cast(null(), Float).label("beta"),
+                sa.cast(null(), Integer).label("pulls"),
+            ).where(
+                decisions.c.subject_key == subject_key,
+                decisions.c.created_at >= since,
+                decisions.c.offer_id.is_not(None),
+            )
+        )
+    if states and offer_ids:
+        parts.append(
+            select(
+                _arms.c.offer_id,
+                _arms.c.segment,
+                sa.cast(null(), UTCDateTime),
+                _arms.c.policy,
+                _arms.c.alpha,
+                _arms.c.beta,
+                _arms.c.pulls,
+            ).where(
+                or_(*(and_(_arms.c.policy == p, _arms.c.segment == s) for p, s in states)),
+                _arms.c.offer_id.in_(list(offer_ids)),
+            )
+        )
+    if not parts:
+        return [], {}
+    shown: list[tuple[str, str, datetime]] = []
+    arms: dict[tuple[str, str], dict[str, ArmState]] = {}
+    statement = union_all(*parts) if len(parts) > 1 else parts[0]
+    for offer_id, where, at, policy, alpha, beta, pulls in session.execute(statement):
+        if policy is None:  # a decision that showed an offer
+            shown.append((str(offer_id), where, at))
+        else:
+            arms.setdefault((policy, where), {})[offer_id] = ArmState(offer_id, alpha, beta, pulls)
+    return shown, arms
 
 
 def add_reward(

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from policies.engine import Exposure, PolicyEngine
-from store.bandit import ArmState, get_arms, read_arms
+from store.bandit import ArmState, get_arms, read_offer_state
 from store.catalog import get_items
 from store.decisions import offer_exposure_times
 from store.schemas import Offer
@@ -222,21 +222,21 @@ def prefetch_offer_reads(ctx: RunContext, session: Session) -> None:
         if policy is not None
     ]
     windows = [cap.window_hours for _, policy in runs for cap in policy.caps]
-    if windows:
-        since = ctx.now - timedelta(hours=max(windows))
-        ctx.memo["exposures"] = (since, offer_exposure_times(session, ctx.subject.key, since))
-    if subject_holdout(ctx) is not None:
-        return  # the holdout's uniform draw reads no arms
-    states = {
-        (bandit, bandit_segment(ctx, policy))
-        for bandit, policy in runs
-        if deps.contextual is None
-        or policy.policy.bandits.get(ctx.channel, BANDIT_POLICY) == BANDIT_POLICY
-    }
-    offer_ids = [o.offer_id for o in deps.offers.current()]
-    ctx.memo["arms"] = _ArmsRead(
-        frozenset(states), frozenset(offer_ids), read_arms(session, sorted(states), offer_ids)
-    )
+    since = ctx.now - timedelta(hours=max(windows)) if windows else None
+    states = set()
+    if subject_holdout(ctx) is None:  # the holdout's uniform draw reads no arms
+        states = {
+            (bandit, bandit_segment(ctx, policy))
+            for bandit, policy in runs
+            if deps.contextual is None
+            or policy.policy.bandits.get(ctx.channel, BANDIT_POLICY) == BANDIT_POLICY
+        }
+    offer_ids = [o.offer_id for o in deps.offers.current()] if states else []
+    shown, arms = read_offer_state(session, ctx.subject.key, since, sorted(states), offer_ids)
+    if since is not None:
+        ctx.memo["exposures"] = (since, shown)
+    if states:
+        ctx.memo["arms"] = _ArmsRead(frozenset(states), frozenset(offer_ids), arms)
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ def open_decision(
     """The context of one decision about (`user_id`, `anonymous_id`), bound as
     `store.users.resolve_subject` binds it, with what its tools read already in its memo.
 
-    One session and three statements: the person (who they are, profile, consent, feature row,
-    prediction: `store.person`), the offers shown to them within the frequency caps, and the
-    bandit arms of the current offers in their segment. The memo belongs to this context, so
+    One session and two statements: the person (who they are, profile, consent, feature row,
+    prediction: `store.person`), then the offers shown to them within the frequency caps with
+    the bandit arms of the current offers in their segment (`store.bandit.read_offer_state`). The memo belongs to this context, so
     nothing read here outlives the request: the next decision reads the store again and sees
     every write made since, by any worker. A user id sent with an anonymous id linked to
     someone else is a Conflict, as in `resolve_subject`.
