@@ -8,13 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+import sqlalchemy as sa
+from sqlalchemy import (
+    CursorResult,
+    Float,
+    Integer,
+    Select,
+    String,
+    and_,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.models import BanditArm, utcnow
+from store.models import BanditArm, DecisionRow, UTCDateTime, utcnow
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,9 @@ class ArmState:
         return self.alpha / (self.alpha + self.beta)
 
 
+_arms = BanditArm.__table__
+
+
 def get_arms(
     session: Session,
     policy: str,
@@ -37,18 +54,89 @@ def get_arms(
     prior: Callable[[str], tuple[float, float]],
 ) -> dict[str, ArmState]:
     """The posterior of each offer; offers never rewarded in this segment have their prior."""
-    rows = session.scalars(
-        select(BanditArm).where(
-            BanditArm.policy == policy,
-            BanditArm.segment == segment,
-            BanditArm.offer_id.in_(offer_ids),
-        )
-    )
-    found = {row.offer_id: ArmState(row.offer_id, row.alpha, row.beta, row.pulls) for row in rows}
+    found = read_arms(session, [(policy, segment)], offer_ids).get((policy, segment), {})
     return {
         offer_id: found.get(offer_id) or ArmState(offer_id, *prior(offer_id), 0)
         for offer_id in offer_ids
     }
+
+
+def read_arms(
+    session: Session, states: Sequence[tuple[str, str]], offer_ids: Sequence[str]
+) -> dict[tuple[str, str], dict[str, ArmState]]:
+    """The stored arms of these offers in each (policy, segment) of `states`, in one SELECT
+    (columns through SQLAlchemy Core, no ORM objects); arms never rewarded are absent."""
+    if not states or not offer_ids:
+        return {}
+    rows = session.execute(
+        select(
+            _arms.c.policy, _arms.c.segment, _arms.c.offer_id, _arms.c.alpha, _arms.c.beta,
+            _arms.c.pulls,
+        ).where(
+            or_(*(and_(_arms.c.policy == p, _arms.c.segment == s) for p, s in states)),
+            _arms.c.offer_id.in_(list(offer_ids)),
+        )
+    )  # fmt: skip
+    found: dict[tuple[str, str], dict[str, ArmState]] = {}
+    for policy, segment, offer_id, alpha, beta, pulls in rows:
+        found.setdefault((policy, segment), {})[offer_id] = ArmState(offer_id, alpha, beta, pulls)
+    return found
+
+
+def read_offer_state(
+    session: Session,
+    subject_key: str,
+    since: datetime | None,
+    states: Sequence[tuple[str, str]],
+    offer_ids: Sequence[str],
+) -> tuple[list[tuple[str, str, datetime]], dict[tuple[str, str], dict[str, ArmState]]]:
+    """The two reads of a decision's offer tools as one SELECT (a UNION ALL): the offers shown
+    to `subject_key` since `since` (`store.decisions.offer_exposure_times`; none read when
+    `since` is None) and the stored arms of `offer_ids` in each of `states` (`read_arms`)."""
+    decisions = DecisionRow.__table__
+    parts: list[Select[Any]] = []
+    if since is not None:
+        parts.append(
+            select(
+                decisions.c.offer_id,
+                decisions.c.channel,
+                decisions.c.created_at,
+                sa.cast(null(), String).label("policy"),
+                sa.cast(null(), Float).label("alpha"),
+                sa.cast(null(), Float).label("beta"),
+                sa.cast(null(), Integer).label("pulls"),
+            ).where(
+                decisions.c.subject_key == subject_key,
+                decisions.c.created_at >= since,
+                decisions.c.offer_id.is_not(None),
+            )
+        )
+    if states and offer_ids:
+        parts.append(
+            select(
+                _arms.c.offer_id,
+                _arms.c.segment,
+                sa.cast(null(), UTCDateTime),
+                _arms.c.policy,
+                _arms.c.alpha,
+                _arms.c.beta,
+                _arms.c.pulls,
+            ).where(
+                or_(*(and_(_arms.c.policy == p, _arms.c.segment == s) for p, s in states)),
+                _arms.c.offer_id.in_(list(offer_ids)),
+            )
+        )
+    if not parts:
+        return [], {}
+    shown: list[tuple[str, str, datetime]] = []
+    arms: dict[tuple[str, str], dict[str, ArmState]] = {}
+    statement = union_all(*parts) if len(parts) > 1 else parts[0]
+    for offer_id, where, at, policy, alpha, beta, pulls in session.execute(statement):
+        if policy is None:  # a decision that showed an offer
+            shown.append((str(offer_id), where, at))
+        else:
+            arms.setdefault((policy, where), {})[offer_id] = ArmState(offer_id, alpha, beta, pulls)
+    return shown, arms
 
 
 def add_reward(

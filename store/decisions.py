@@ -130,11 +130,12 @@ def offer_exposure_times(
 ) -> list[tuple[str, str, datetime]]:
     """(offer id, channel, when) of each offer shown to this subject since `since`: what
     several frequency caps count in one read."""
+    decisions = DecisionRow.__table__  # columns through Core: no ORM entities to load
     rows = session.execute(
-        select(DecisionRow.offer_id, DecisionRow.channel, DecisionRow.created_at).where(
-            DecisionRow.subject_key == subject_key,
-            DecisionRow.created_at >= since,
-            DecisionRow.offer_id.is_not(None),
+        select(decisions.c.offer_id, decisions.c.channel, decisions.c.created_at).where(
+            decisions.c.subject_key == subject_key,
+            decisions.c.created_at >= since,
+            decisions.c.offer_id.is_not(None),
         )
     )
     return [(str(offer_id), channel, at) for offer_id, channel, at in rows]

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.models import CatalogItem, EventRow, IdentityLink, PersonFeatures
+from store.person import Person
 from store.predictions import Prediction, prediction_for
 from store.users import Subject, link_owner, linked_anonymous_ids
 
@@ -336,7 +337,38 @@ def read_features(session: Session, subject: Subject, *, as_of: datetime) -> Fea
     if key is None:
         return compute_features(session, subject, as_of=as_of)
     row = session.get(PersonFeatures, key)
-    state = FeatureState.load(row.state) if row is not None else None
+    features = _from_row(session, key, row.state if row is not None else None, as_of)
+    if features is None:
+        return compute_features(session, subject, as_of=as_of)
+    return _predicted(session, subject, features)
+
+
+def person_features(session: Session, person: Person, *, as_of: datetime) -> Features:
+    """`read_features` for a person `store.person.read_person` read: their maintained row and
+    prediction came with them, so reading costs no statement unless the row must be rebuilt."""
+    subject = person.subject
+    if subject.user_id is None and subject.anonymous_id is None:
+        return Features(as_of=as_of)
+    if (
+        subject.user_id is not None
+        and subject.anonymous_id is not None
+        and person.owner != subject.user_id
+    ):
+        # A user id with an anonymous id not linked to them: no one row holds that pair's
+        # events, so it is folded (as `_maintained_key` says).
+        return compute_features(session, subject, as_of=as_of)
+    features = _from_row(session, subject.key, person.feature_state, as_of)
+    if features is None:
+        return compute_features(session, subject, as_of=as_of)
+    return with_prediction(features, person.prediction) if subject.user_id else features
+
+
+def _from_row(
+    session: Session, key: str, stored: dict[str, Any] | None, as_of: datetime
+) -> Features | None:
+    """The features at `as_of` from the row `key` (`stored`: its state, None when there is
+    none, and then it is rebuilt and stored); None when only the fold can answer."""
+    state = FeatureState.load(stored) if stored is not None else None
     if state is None:
         state = _rebuilt(session, [key])[key]
         try:
@@ -346,8 +378,8 @@ def read_features(session: Session, subject: Subject, *, as_of: datetime) -> Fea
             pass  # another request stored it first; both folded the same events
     if state.newest is not None and state.newest[0] > _micros(as_of):
         # An event stamped after `as_of`: the row cannot leave it out; the fold can.
-        return compute_features(session, subject, as_of=as_of)
-    return _predicted(session, subject, state.features(as_of))
+        return None
+    return state.features(as_of)
 
 
 def _rebuilt(session: Session, keys: Sequence[str]) -> dict[str, FeatureState]:

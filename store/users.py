@@ -132,6 +132,9 @@ def link_identity(
     return LinkResult(LinkOutcome.moved, kind, external_id, user_id, previous)
 
 
+LINKED_ELSEWHERE = "anonymous_id: linked to another user; send it without user_id, or with theirs"
+
+
 def resolve_subject(session: Session, user_id: str | None, anonymous_id: str | None) -> Subject:
     """A user id wins; an anonymous id linked to a user becomes that user; else it stays anonymous.
 
@@ -143,9 +146,7 @@ def resolve_subject(session: Session, user_id: str | None, anonymous_id: str | N
             None,
             user_id,
         ):
-            raise Conflict(
-                "anonymous_id: linked to another user; send it without user_id, or with theirs"
-            )
+            raise Conflict(LINKED_ELSEWHERE)
         return Subject(user_id=user_id, anonymous_id=anonymous_id)
     if anonymous_id is not None:
         link = session.get(IdentityLink, ("anonymous", anonymous_id))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from policies.engine import Exposure, PolicyEngine
-from store.bandit import get_arms
+from store.bandit import ArmState, get_arms, read_offer_state
 from store.catalog import get_items
 from store.decisions import offer_exposure_times
 from store.schemas import Offer
@@ -21,6 +23,7 @@ from tools.profile import (
     subject_features,
     subject_holdout,
 )
+from tools.rewards import CHALLENGER
 from tools.schemas import (
     EligibleOffers,
     EligibleOffersInput,
@@ -33,6 +36,7 @@ from tools.schemas import (
 )
 
 BANDIT_POLICY = "thompson"
+CHALLENGER_BANDIT = f"{BANDIT_POLICY}:{CHALLENGER}"  # the policy experiment's challenger's arms
 HOLDOUT_POLICY = "holdout-uniform"
 
 
@@ -57,9 +61,11 @@ def eligible_offers(
     policy = policy or ctx.deps.policy
     known = ctx.memo.get("categories", {})
     missing = [item_id for item_id in args.item_ids if item_id not in known]
-    with ctx.deps.db.session() as session:
-        found = get_items(session, missing) if missing else {}
-        exposures = _exposures(ctx, session, policy)
+    found = {}
+    if missing:
+        with ctx.deps.db.session() as session:
+            found = get_items(session, missing)
+    exposures = _exposures(ctx, policy)
     categories = {known[i] for i in args.item_ids if i in known}
     categories |= {item.category for item in found.values()}
     offers = ctx.deps.offers.current()
@@ -121,8 +127,7 @@ def select_offer(
     kind = rules.bandits.get(ctx.channel, BANDIT_POLICY)
     if kind != BANDIT_POLICY and ctx.deps.contextual is not None:
         return _linear(ctx, policy, kind, args.offer_ids, current)
-    with ctx.deps.db.session() as session:
-        arms = get_arms(session, bandit, segment, args.offer_ids, rules.prior)
+    arms = _arms(ctx, bandit, segment, args.offer_ids, rules.prior)
     offers = [o for o in current if o.offer_id in arms]
     weights, priority = policy.offer_weights(offers)
     choice = ctx.deps.bandit.choose(arms, weights=weights)
@@ -183,7 +188,7 @@ def check_policy(ctx: RunContext, args: PolicyCheckInput) -> PolicyCheck:
     policy = ctx.deps.policy
     with ctx.deps.db.session() as session:
         items = get_items(session, args.item_ids)
-        exposures = _exposures(ctx, session, policy)
+    exposures = _exposures(ctx, policy)
     offers = [o for o in ctx.deps.offers.current() if o.offer_id == args.offer_id]
     violations = rules_fired(policy.check_items(items.values(), facts).firings)
     unknown = [item_id for item_id in args.item_ids if item_id not in items]
@@ -200,13 +205,76 @@ def check_policy(ctx: RunContext, args: PolicyCheckInput) -> PolicyCheck:
     return PolicyCheck(allowed=not violations, violations=violations)
 
 
-def _exposures(ctx: RunContext, session: Session, policy: PolicyEngine) -> dict[str, Exposure]:
-    """For each frequency cap, the offers shown to this subject within its window (one query
+def prefetch_offer_reads(ctx: RunContext, session: Session) -> None:
+    """Read in `session`, with the request's profile, what the offer tools will ask of the store
+    during this request, so that none of them reads again: the offers shown to the subject
+    within the longest frequency cap of every policy the request may evaluate (live, shadow,
+    challenger), and the Thompson arms of the current offers in each policy's segment. The
+    reads live in the request's memo, which ends with the request."""
+    deps = ctx.deps
+    runs = [
+        (bandit, policy)
+        for bandit, policy in (
+            (BANDIT_POLICY, deps.policy),
+            (BANDIT_POLICY, deps.shadow_policy),
+            (CHALLENGER_BANDIT, deps.challenger_policy),
+        )
+        if policy is not None
+    ]
+    windows = [cap.window_hours for _, policy in runs for cap in policy.caps]
+    since = ctx.now - timedelta(hours=max(windows)) if windows else None
+    states = set()
+    if subject_holdout(ctx) is None:  # the holdout's uniform draw reads no arms
+        states = {
+            (bandit, bandit_segment(ctx, policy))
+            for bandit, policy in runs
+            if deps.contextual is None
+            or policy.policy.bandits.get(ctx.channel, BANDIT_POLICY) == BANDIT_POLICY
+        }
+    offer_ids = [o.offer_id for o in deps.offers.current()] if states else []
+    shown, arms = read_offer_state(session, ctx.subject.key, since, sorted(states), offer_ids)
+    if since is not None:
+        ctx.memo["exposures"] = (since, shown)
+    if states:
+        ctx.memo["arms"] = _ArmsRead(frozenset(states), frozenset(offer_ids), arms)
+
+
+@dataclass(frozen=True)
+class _ArmsRead:
+    """The arms read with the profile: of `offer_ids`, in each (bandit, segment) of `states`."""
+
+    states: frozenset[tuple[str, str]]
+    offer_ids: frozenset[str]
+    arms: dict[tuple[str, str], dict[str, ArmState]]
+
+
+def _arms(
+    ctx: RunContext,
+    bandit: str,
+    segment: str,
+    offer_ids: list[str],
+    prior: Callable[[str], tuple[float, float]],
+) -> dict[str, ArmState]:
+    """The posterior of each offer: from the arms read with the profile when they hold these
+    offers in this segment, else read now."""
+    read: _ArmsRead | None = ctx.memo.get("arms")
+    if read is None or (bandit, segment) not in read.states or not read.offer_ids >= set(offer_ids):
+        with ctx.deps.db.session() as session:
+            return get_arms(session, bandit, segment, offer_ids, prior)
+    found = read.arms.get((bandit, segment), {})
+    return {
+        offer_id: found.get(offer_id) or ArmState(offer_id, *prior(offer_id), 0)
+        for offer_id in offer_ids
+    }
+
+
+def _exposures(ctx: RunContext, policy: PolicyEngine) -> dict[str, Exposure]:
+    """For each frequency cap, the offers shown to this subject within its window (one read
     over the longest window, counted per cap here)."""
     if not policy.caps:
         return {}
     longest = max(cap.window_hours for cap in policy.caps)
-    shown = offer_exposure_times(session, ctx.subject.key, ctx.now - timedelta(hours=longest))
+    shown = _shown(ctx, ctx.now - timedelta(hours=longest))
     found = {}
     for cap in policy.caps:
         since = ctx.now - timedelta(hours=cap.window_hours)
@@ -218,6 +286,17 @@ def _exposures(ctx: RunContext, session: Session, policy: PolicyEngine) -> dict[
                 by_channel[channel] = by_channel.get(channel, 0) + 1
         found[cap.id] = Exposure(by_offer, by_channel)
     return found
+
+
+def _shown(ctx: RunContext, since: datetime) -> list[tuple[str, str, datetime]]:
+    """(offer id, channel, when) of each offer shown to the subject since `since`: from the
+    request's memo when what it holds reaches back that far, else read (and kept there)."""
+    read = ctx.memo.get("exposures")
+    if read is None or read[0] > since:
+        with ctx.deps.db.session() as session:
+            read = (since, offer_exposure_times(session, ctx.subject.key, since))
+        ctx.memo["exposures"] = read
+    return [shown for shown in read[1] if shown[2] >= since]
 
 
 def _unknown(where: str, ids: list[str]) -> RuleFired:

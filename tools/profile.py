@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy.orm import Session
+
 from policies.engine import Facts, Firing
-from store.errors import NotFound
-from store.features import Features, read_features
+from store.features import Features, person_features, read_features
+from store.person import Person, read_person
 from store.schemas import Purpose, UserRecord
-from store.users import get_user
 from tools.context import RunContext
 from tools.schemas import ProfileView, RuleFired
 
@@ -56,13 +57,20 @@ def subject_features(ctx: RunContext) -> Features:
 
 def _load(ctx: RunContext) -> None:
     with ctx.deps.db.session() as session:
-        record: UserRecord | None = None
-        if ctx.subject.user_id is not None:
-            try:
-                record = get_user(session, ctx.subject.user_id)
-            except NotFound:
-                record = None
-        features = read_features(session, ctx.subject, as_of=ctx.now)
+        person = read_person(session, ctx.subject.user_id, ctx.subject.anonymous_id)
+        settle_profile(ctx, session, person)
+
+
+def settle_profile(ctx: RunContext, session: Session, person: Person) -> None:
+    """Work out what the tools ask of the profile from `person` (read in `session`, which the
+    rare rebuild of a feature row uses) and keep it in the request's memo."""
+    if person.subject != ctx.subject:
+        # Only an anonymous subject can differ: their id was linked to someone after the
+        # request was bound to it. The request stays about the anonymous visitor.
+        record, features = None, read_features(session, ctx.subject, as_of=ctx.now)
+    else:
+        record = person.record
+        features = person_features(session, person, as_of=ctx.now)
     consent = record.consent if record else {purpose: False for purpose in Purpose}
     probe = Facts(age=None, consent=consent, channel=ctx.channel, now=ctx.now)
     blocked = {

@@ -14,9 +14,8 @@ from agents.services import Services
 from agents.tracing import decision_span
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel
-from store.users import resolve_subject
-from tools.context import RunContext
 from tools.profile import subject_record
+from tools.reads import open_decision
 from tools.schemas import Candidate, OfferChoice, OfferSummary
 
 # Placeholders that may be turned back into the person's own value in the copy they are shown.
@@ -50,9 +49,11 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
     if request.user_id is None and request.anonymous_id is None:
         raise ValueError("one of user_id or anonymous_id is required")
     now = now or datetime.now(UTC)
-    with services.db.session() as session:
-        subject = resolve_subject(session, request.user_id, request.anonymous_id)
-    run = RunContext(deps=services.tools, subject=subject, channel=request.channel, now=now)
+    # The subject bound and what the tools read about them read, in one session (tools.reads).
+    run = open_decision(
+        services.tools, request.user_id, request.anonymous_id, channel=request.channel, now=now
+    )
+    subject = run.subject
     record = subject_record(run)
     context = DecideContext(
         services=services,

@@ -1,0 +1,182 @@
+"""What a decision reads: statements and sessions per decision, and the reads old vs new (A/B).
+
+Prints JSON. `per_decision`: sessions opened, statements executed (by first word) and the
+statements of each table, over `--n` decisions without a query on the demo world. `ab`: the
+reads a decision made before `tools.reads` (resolve the subject; user, consent, feature row and
+prediction through the ORM; exposures; bandit arms: four sessions) against what
+`tools.reads.open_decision` reads now (one session, two statements), timed in alternating
+blocks in this one process, so machine load hits both alike; medians of the block means.
+
+    .venv/bin/python bench/reads.py [--n 200] [--blocks 20] [--home HOME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import event, select
+
+from agents.decide.run import DecideRequest, decide
+from agents.factory import build_services, settle
+from agents.reindex import start as start_service
+from agents.services import Services
+from agents.settings import Settings
+from store.bandit import ArmState, read_offer_state
+from store.db import Database
+from store.errors import NotFound
+from store.features import person_features, read_features
+from store.models import BanditArm, DecisionRow
+from store.person import read_person
+from store.schemas import Channel
+from store.users import get_user, resolve_subject
+
+USERS = [f"u_{i:04d}" for i in range(1, 401)]
+WEEK = timedelta(days=7)
+
+
+def old_reads(db: Database, user_id: str, offer_ids: list[str], now: datetime) -> Any:
+    """The store reads of a decision as they were before `tools.reads` (main at 67bfa70)."""
+    with db.session() as session:
+        subject = resolve_subject(session, user_id, None)
+    with db.session() as session:
+        try:
+            record = get_user(session, user_id)
+        except NotFound:
+            record = None
+        features = read_features(session, subject, as_of=now)
+    with db.session() as session:
+        shown = session.execute(
+            select(DecisionRow.offer_id, DecisionRow.channel, DecisionRow.created_at).where(
+                DecisionRow.subject_key == subject.key,
+                DecisionRow.created_at >= now - WEEK,
+                DecisionRow.offer_id.is_not(None),
+            )
+        ).all()
+    with db.session() as session:
+        rows = session.scalars(
+            select(BanditArm).where(
+                BanditArm.policy == "thompson",
+                BanditArm.segment == "web",
+                BanditArm.offer_id.in_(offer_ids),
+            )
+        )
+        arms = {r.offer_id: ArmState(r.offer_id, r.alpha, r.beta, r.pulls) for r in rows}
+    return record, features, shown, arms
+
+
+def new_reads(db: Database, user_id: str, offer_ids: list[str], now: datetime) -> Any:
+    """The same reads as `tools.reads.open_decision` makes them."""
+    with db.session() as session:
+        person = read_person(session, user_id, None)
+        features = person_features(session, person, as_of=now)
+        shown, arms = read_offer_state(
+            session, person.subject.key, now - WEEK, [("thompson", "web")], offer_ids
+        )
+    return person.record, features, shown, arms
+
+
+def per_decision(services: Services, n: int) -> dict[str, Any]:
+    statements: collections.Counter[str] = collections.Counter()
+    tables: collections.Counter[str] = collections.Counter()
+    sessions = [0]
+
+    def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        words = statement.split()
+        statements[words[0].upper()] += 1
+        if words[0].upper() in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            after = {"SELECT": "FROM", "INSERT": "INTO", "UPDATE": "UPDATE", "DELETE": "FROM"}
+            upper = [w.upper() for w in words]
+            table = (
+                words[upper.index(after[words[0].upper()]) + 1] if after[upper[0]] in upper else "?"
+            )
+            tables[f"{words[0].upper()} {table}"] += 1
+
+    opened = services.db.session
+
+    def counted() -> Any:
+        sessions[0] += 1
+        return opened()
+
+    rng = np.random.default_rng(2)
+    event.listen(services.db.engine, "before_cursor_execute", seen)
+    services.db.session = counted  # type: ignore[method-assign]
+    try:
+        for _ in range(n):
+            decide(services, DecideRequest(channel=Channel.web, user_id=str(rng.choice(USERS))))
+    finally:
+        services.db.session = opened  # type: ignore[method-assign]
+        event.remove(services.db.engine, "before_cursor_execute", seen)
+    return {
+        "sessions": round(sessions[0] / n, 2),
+        "statements": round(sum(statements.values()) / n, 2),
+        "by_kind": {k: round(v / n, 2) for k, v in statements.most_common()},
+        "by_table": {k: round(v / n, 2) for k, v in tables.most_common()},
+    }
+
+
+def ab(services: Services, blocks: int, per_block: int) -> dict[str, Any]:
+    offer_ids = [o.offer_id for o in services.tools.offers.current()]
+    now = datetime.now(UTC)
+    rng = np.random.default_rng(3)
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    for block in range(blocks):
+        order = [("old", old_reads), ("new", new_reads)]
+        for name, reads in order if block % 2 == 0 else order[::-1]:
+            users = [str(u) for u in rng.choice(USERS, per_block)]
+            started = time.perf_counter()
+            for user_id in users:
+                reads(services.db, user_id, offer_ids, now)
+            times[name].append((time.perf_counter() - started) / per_block * 1000)
+    for user_id in USERS[:50]:  # both read the same facts
+        old, new = (
+            old_reads(services.db, user_id, offer_ids, now),
+            new_reads(services.db, user_id, offer_ids, now),
+        )
+        assert old[0] == new[0] and old[1] == new[1] and sorted(old[2]) == sorted(new[2]), user_id
+        assert old[3] == new[3].get(("thompson", "web"), {}), user_id
+    old_ms, new_ms = statistics.median(times["old"]), statistics.median(times["new"])
+    return {
+        "blocks": blocks,
+        "decisions_per_block": per_block,
+        "old_ms_median": round(old_ms, 3),
+        "new_ms_median": round(new_ms, 3),
+        "new_over_old": round(new_ms / old_ms, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--blocks", type=int, default=20)
+    parser.add_argument("--per-block", type=int, default=50)
+    parser.add_argument("--home", type=Path, default=None)
+    args = parser.parse_args()
+    home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-reads-"))
+    settings = Settings(home=home, seed=1)
+    services = build_services(settings)
+    if args.home is None:
+        start_service(services, settings.demo_dir)
+    settle()
+    for user_id in USERS:  # every feature row built: the steady state
+        decide(services, DecideRequest(channel=Channel.web, user_id=user_id))
+    result = {
+        "per_decision": per_decision(services, args.n),
+        "ab": ab(services, args.blocks, args.per_block),
+    }
+    services.close()
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

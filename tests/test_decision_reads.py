@@ -1,0 +1,241 @@
+"""A decision's reads (issue 14): one session, one statement for the person, exposures and arms
+batched, kept for the request only — the next decision, even right after another worker wrote
+an event, a consent or an erasure, reads the store again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from agents.decide.run import DecideRequest, decide
+from agents.factory import build_services
+from agents.services import Services
+from agents.settings import Settings
+from api.app import create_app
+from store.bandit import ArmState, add_reward, read_arms, read_offer_state
+from store.db import Database
+from store.decisions import get_decision, log_decision, offer_exposure_times
+from store.errors import Conflict
+from store.events import ingest_events
+from store.features import person_features, read_features
+from store.person import read_person
+from store.predictions import Prediction, prediction_for, replace_predictions
+from store.schemas import Channel, Event, Purpose, UserRecord
+from store.users import Subject, get_user, link_identity, upsert_user
+from tools.reads import open_decision
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+# Tables only the person's one statement may read during a decision.
+PERSON_TABLES = ("users", "consents", "identity_links", "person_features", "predictions")
+
+
+def _profile(name: str) -> dict[str, str]:
+    return {"first_name": name, "last_name": "Reads", "email": f"{name.lower()}@example.org"}
+
+
+@pytest.fixture(scope="module")
+def other_worker(
+    demo_services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """A second service on the demo's database, with its own home, as another worker process
+    would be built: what it writes, the demo service must see in its next decision."""
+    services = build_services(
+        Settings(
+            home=tmp_path_factory.mktemp("other-worker"), database_url=demo_services.db.url, seed=7
+        )
+    )
+    with TestClient(create_app(services=lambda: services)) as client:
+        yield client
+    services.close()
+
+
+def _person(client: TestClient, user_id: str, *, personalization: bool, views: list[str]) -> None:
+    consent = dict.fromkeys([p.value for p in Purpose], True) | {"personalization": personalization}
+    answer = client.put(
+        f"/v1/users/{user_id}",
+        json={"profile": _profile(user_id.title().replace("-", "")), "consent": consent},
+    )
+    assert answer.status_code == 200, answer.text
+    _view(client, user_id, views)
+
+
+def _view(client: TestClient, user_id: str, items: list[str]) -> None:
+    events = [
+        {
+            "event_id": f"{user_id}-{item}",
+            "type": "view",
+            "ts": (NOW - timedelta(hours=len(items) - n)).isoformat(),
+            "user_id": user_id,
+            "item_id": item,
+        }
+        for n, item in enumerate(items)
+    ]
+    if events:
+        answer = client.post("/v1/events", json={"events": events})
+        assert answer.status_code in (200, 202), answer.text
+
+
+def _recorded(services: Services, user_id: str) -> dict[str, Any]:
+    """What a decision about `user_id` made now recorded about them."""
+    decision = decide(services, DecideRequest(channel=Channel.web, user_id=user_id), now=NOW)
+    with services.db.session() as session:
+        return get_decision(session, decision.decision_id).record["features"]
+
+
+def test_two_decisions_in_a_row_read_each_persons_own_data(
+    demo_services: Services, other_worker: TestClient
+) -> None:
+    _person(other_worker, "reads-ann", personalization=True, views=["itm_00001", "itm_00002"])
+    _person(other_worker, "reads-bob", personalization=False, views=[])
+    ann = _recorded(demo_services, "reads-ann")
+    bob = _recorded(demo_services, "reads-bob")
+    assert (ann["user_id"], ann["event_count"], ann["personalized"]) == ("reads-ann", 2, True)
+    assert ann["recent_item_ids"] == ["itm_00002", "itm_00001"]
+    assert (bob["user_id"], bob["event_count"], bob["personalized"]) == ("reads-bob", 0, False)
+    assert bob["consent"]["personalization"] is False and bob["recent_item_ids"] == []
+    assert _recorded(demo_services, "reads-ann") == ann
+
+
+def test_the_next_decision_sees_what_another_worker_wrote(
+    demo_services: Services, other_worker: TestClient
+) -> None:
+    _person(other_worker, "reads-cat", personalization=True, views=["itm_00003"])
+    before = _recorded(demo_services, "reads-cat")
+    assert (before["known"], before["event_count"], before["personalized"]) == (True, 1, True)
+
+    _view(other_worker, "reads-cat", ["itm_00004"])
+    after_event = _recorded(demo_services, "reads-cat")
+    assert after_event["event_count"] == 2 and after_event["recent_item_ids"][0] == "itm_00004"
+
+    answer = other_worker.put("/v1/users/reads-cat", json={"consent": {"personalization": False}})
+    assert answer.status_code == 200, answer.text
+    after_consent = _recorded(demo_services, "reads-cat")
+    assert after_consent["consent"]["personalization"] is False
+    assert after_consent["personalized"] is False
+
+    assert other_worker.delete("/v1/users/reads-cat").status_code == 200
+    after_erasure = _recorded(demo_services, "reads-cat")
+    assert (after_erasure["known"], after_erasure["event_count"]) == (False, 0)
+    assert after_erasure["recent_item_ids"] == [] and not any(after_erasure["consent"].values())
+
+
+def test_a_decision_reads_the_person_once_and_each_offer_table_at_most_once(
+    demo_services: Services,
+) -> None:
+    """A count bound, so a change that adds reads to a decision fails here: the person in one
+    statement, the offer exposures with the bandit arms in one more."""
+    decide(demo_services, DecideRequest(channel=Channel.web, user_id="u_0007"), now=NOW)  # warm
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    event.listen(demo_services.db.engine, "before_cursor_execute", seen)
+    try:
+        decide(demo_services, DecideRequest(channel=Channel.web, user_id="u_0007"), now=NOW)
+    finally:
+        event.remove(demo_services.db.engine, "before_cursor_execute", seen)
+    selects = [s for s in statements if s.startswith("select")]
+    person = [
+        s for s in selects if any(f" {t} " in f"{s} " or f" {t}." in s for t in PERSON_TABLES)
+    ]
+    assert len(person) == 1, person
+    assert sum(" from decisions" in s for s in selects) <= 1, selects
+    assert sum(" from bandit_arms" in s for s in selects) <= 1, selects
+    # Today 2 here and at most 2 from retrieval; the log's writes are not reads.
+    assert len(selects) <= 4, selects
+
+
+def test_a_user_id_with_someone_elses_anonymous_id_is_a_conflict(demo_services: Services) -> None:
+    with demo_services.db.session() as session:
+        link_identity(session, "anonymous", "reads-anon-of-u1", "u_0001")
+    with pytest.raises(Conflict, match="anonymous_id"):
+        open_decision(
+            demo_services.tools, "u_0002", "reads-anon-of-u1", channel=Channel.web, now=NOW
+        )
+    bound = open_decision(
+        demo_services.tools, None, "reads-anon-of-u1", channel=Channel.web, now=NOW
+    )
+    assert bound.subject == Subject("u_0001", "reads-anon-of-u1")
+
+
+def test_read_person_agrees_with_the_store_functions(database_url: str) -> None:
+    """On each dialect: the one statement resolves the subject as `resolve_subject` does and
+    reads what `get_user`, `read_features` and `prediction_for` read."""
+    db = Database(database_url)
+    record = UserRecord.model_validate(
+        {"user_id": "p1", "profile": _profile("Pat"), "consent": {"personalization": True}}
+    )
+    with db.session() as session:
+        upsert_user(session, record)
+        link_identity(session, "anonymous", "a-linked", "p1")
+        ingest_events(
+            session,
+            [
+                Event.model_validate(
+                    {
+                        "event_id": f"e{n}",
+                        "type": "view",
+                        "ts": NOW - timedelta(hours=n),
+                        "item_id": f"i{n}",
+                        **who,
+                    }
+                )
+                for n, who in enumerate(
+                    [{"user_id": "p1"}, {"anonymous_id": "a-linked"}, {"anonymous_id": "a-free"}]
+                )
+            ],
+        )
+        replace_predictions(session, {"p1": Prediction(0.25, {"wine": 0.5}, "v1")}, computed_at=NOW)
+    try:
+        with db.session() as session:
+            for user_id, anonymous_id, subject in [
+                ("p1", None, Subject("p1", None)),
+                (None, "a-linked", Subject("p1", "a-linked")),
+                ("p1", "a-linked", Subject("p1", "a-linked")),
+                (None, "a-free", Subject(None, "a-free")),
+                ("nobody", None, Subject("nobody", None)),
+            ]:
+                person = read_person(session, user_id, anonymous_id)
+                assert person.subject == subject
+                assert person.record == (
+                    get_user(session, "p1") if subject.user_id == "p1" else None
+                )
+                assert person.prediction == (
+                    prediction_for(session, "p1") if subject.user_id == "p1" else None
+                )
+
+                assert person_features(session, person, as_of=NOW) == read_features(
+                    session, subject, as_of=NOW
+                )
+            assert read_person(session, "p2", "a-linked").owner == "p1"
+            add_reward(session, "thompson", "web", "o1", 1.0, (1.0, 1.0))
+            log_decision(
+                session,
+                decision_id="d1",
+                subject_key="user:p1",
+                user_id="p1",
+                channel="web",
+                segment="web",
+                offer_id="o1",
+                created_at=NOW - timedelta(hours=1),
+                record={},
+            )
+            since, states = NOW - timedelta(days=1), [("thompson", "web"), ("thompson", "app")]
+            shown, arms = read_offer_state(session, "user:p1", since, states, ["o1", "o2"])
+            assert shown == offer_exposure_times(session, "user:p1", since)
+            assert shown == [("o1", "web", NOW - timedelta(hours=1))]
+            assert (
+                arms
+                == read_arms(session, states, ["o1", "o2"])
+                == {("thompson", "web"): {"o1": ArmState("o1", 2.0, 1.0, 1)}}
+            )
+            consent = read_person(session, "p1", None).consent
+            assert consent[Purpose.personalization] and not consent[Purpose.email]
+    finally:
+        db.dispose()

@@ -1,0 +1,41 @@
+"""A decision's reads, made once: the subject bound, and what the tools will ask of the store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from store.errors import Conflict
+from store.person import read_person
+from store.schemas import Channel
+from store.users import LINKED_ELSEWHERE
+from tools.context import RunContext, ToolDeps
+from tools.offers import prefetch_offer_reads
+from tools.profile import settle_profile
+
+
+def open_decision(
+    deps: ToolDeps,
+    user_id: str | None,
+    anonymous_id: str | None,
+    *,
+    channel: Channel,
+    now: datetime,
+) -> RunContext:
+    """The context of one decision about (`user_id`, `anonymous_id`), bound as
+    `store.users.resolve_subject` binds it, with what its tools read already in its memo.
+
+    One session and two statements: the person (who they are, profile, consent, feature row,
+    prediction: `store.person`), then the offers shown to them within the frequency caps with
+    the bandit arms of the current offers in their segment (`store.bandit.read_offer_state`). The memo belongs to this context, so
+    nothing read here outlives the request: the next decision reads the store again and sees
+    every write made since, by any worker. A user id sent with an anonymous id linked to
+    someone else is a Conflict, as in `resolve_subject`.
+    """
+    with deps.db.session() as session:
+        person = read_person(session, user_id, anonymous_id)
+        if user_id is not None and person.owner not in (None, user_id):
+            raise Conflict(LINKED_ELSEWHERE)
+        ctx = RunContext(deps=deps, subject=person.subject, channel=channel, now=now)
+        settle_profile(ctx, session, person)
+        prefetch_offer_reads(ctx, session)
+    return ctx
