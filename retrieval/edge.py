@@ -24,6 +24,7 @@ from retrieval.index import (
     RRF_K,
     UPSERT_BATCH_SIZE,
     VECTOR_NAME,
+    FusedSearch,
     Hit,
     IndexConfigError,
     IndexUnavailable,
@@ -39,6 +40,7 @@ from retrieval.index import (
     item_payload,
     named_vector,
     point_id,
+    stored_points,
     to_hit,
 )
 from store.schemas import Item
@@ -280,11 +282,26 @@ class EdgeIndex:
         with_vectors: bool = False,
         match: Match | None = None,
     ) -> list[Hit]:
-        if not sources and match is None:
-            raise ValueError("a fused search needs at least one source")
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        where = edge_filter(flt)
+        search = FusedSearch(tuple(sources), k, flt, prefetch, with_vectors, match)
+        request = self._fused_request(search)
+        if request is None:
+            return []
+        return [to_hit(point, with_vectors) for point in self._shard.query(request)]
+
+    def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
+        requests = [self._fused_request(search) for search in searches]
+        asked = [request for request in requests if request is not None]
+        answers = iter(self._shard.query_batch(qe.QueryBatchRequest(asked)) if asked else [])
+        return [
+            [] if request is None else [to_hit(p, search.with_vectors) for p in next(answers)]
+            for search, request in zip(searches, requests, strict=True)
+        ]
+
+    def _fused_request(self, search: FusedSearch) -> qe.QueryRequest | None:
+        """The query of one fused search, or None when it can match nothing (a text without a
+        searchable word)."""
+        sources, k, prefetch, match = search.sources, search.k, search.prefetch, search.match
+        where = edge_filter(search.flt)
         inputs: list[tuple[float, qe.Prefetch | None]]
         if match is None:
             limit = k
@@ -296,7 +313,7 @@ class EdgeIndex:
                 if (stage := self._prefetch(s, max(prefetch, k), where)) is not None
             ]
             if not matched:
-                return []
+                return None
             limit = min(k, match.limit)
             fusion = _match_fusion(match, [w for w, _ in matched])
             if not sources:
@@ -312,16 +329,15 @@ class EdgeIndex:
                 inputs += [(s.weight, self._rescore(s, stage, match.limit)) for s in sources]
         present = [(weight, stage) for weight, stage in inputs if stage is not None]
         if not present:
-            return []
-        request = qe.QueryRequest(
+            return None
+        return qe.QueryRequest(
             limit=limit,
             prefetches=[stage for _, stage in present],
             query=fusion if match is not None and not sources else _rrf([w for w, _ in present]),
             filter=where,
             with_payload=True,
-            with_vector=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
+            with_vector=[VECTOR_NAME, COLLAB_VECTOR] if search.with_vectors else False,
         )
-        return [to_hit(point, with_vectors) for point in self._shard.query(request)]
 
     def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:
         if not item_ids:
@@ -335,6 +351,13 @@ class EdgeIndex:
             for record in records
             if isinstance(record.vector, dict) and using in record.vector
         }
+
+    def points(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> list[Hit]:
+        if not item_ids:
+            return []
+        ids: list[qe.PointId] = [point_id(item_id) for item_id in dict.fromkeys(item_ids)]
+        records = self._shard.retrieve(ids, with_payload=True, with_vector=[check_using(using)])
+        return stored_points(item_ids, records, using)
 
     def count(self) -> int:
         return self._shard.count(qe.CountRequest(exact=True))

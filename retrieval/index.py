@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -93,7 +93,7 @@ class Hit:
     item_id: str
     score: float
     payload: dict[str, Any]
-    vectors: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+    vectors: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
 
     @property
     def vector(self) -> np.ndarray | None:
@@ -174,6 +174,26 @@ class Match:
             raise ValueError("dbsf fuses its sources unweighted: give each source weight 1.0")
 
 
+@dataclass(frozen=True)
+class FusedSearch:
+    """The arguments of one `VectorIndex.fused_search`, to run several in one call
+    (`VectorIndex.fused_searches`)."""
+
+    sources: tuple[Source, ...]
+    k: int
+    flt: ItemFilter | None = None
+    prefetch: int = 100
+    with_vectors: bool = False
+    match: Match | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        if not self.sources and self.match is None:
+            raise ValueError("a fused search needs at least one source")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+
+
 class Lexical:
     """Qdrant's BM25 model (English: lower case, stop words, Snowball stemming), as sparse
     vectors: an item's term weights, and a query's terms. Computed in-process by qdrant_edge, so
@@ -252,8 +272,18 @@ class VectorIndex(Protocol):
         of prefetching its own."""
         ...
 
+    def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
+        """Several fused searches in one call to the store (one batch query): the answer of
+        `fused_search` to each, in order."""
+        ...
+
     def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:
         """Stored vectors by item id; ids that are not stored, or lack that vector, are absent."""
+        ...
+
+    def points(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> list[Hit]:
+        """Stored items in the order of `item_ids`, each with its payload and its `using`
+        vector (score 0); ids that are not stored, or lack that vector, are left out."""
         ...
 
     def count(self) -> int:
@@ -344,13 +374,59 @@ def named_vector(vector: Any, using: str = VECTOR_NAME) -> np.ndarray:
     return np.asarray(vector[using], dtype=np.float32)
 
 
+def stored_points(item_ids: Sequence[str], records: Sequence[Any], using: str) -> list[Hit]:
+    """`VectorIndex.points` from the records either backend retrieved: in the order asked."""
+    found = {}
+    for record in records:
+        if record.payload is None or not isinstance(record.vector, dict):
+            continue
+        if using in record.vector:
+            vector = np.asarray(record.vector[using], dtype=np.float32)
+            found[record.payload["item_id"]] = Hit(
+                item_id=record.payload["item_id"],
+                score=0.0,
+                payload=dict(record.payload),
+                vectors={using: vector},
+            )
+    return [found[item_id] for item_id in item_ids if item_id in found]
+
+
+class PointVectors(Mapping[str, np.ndarray]):
+    """A returned point's named vectors, read from the point and made arrays the first time one
+    is looked at. A search returns more candidates than a decision shows, and reading and
+    converting every candidate's vectors costs more than the search itself."""
+
+    __slots__ = ("_point", "_vectors")
+
+    def __init__(self, point: Any) -> None:
+        self._point: Any = point
+        self._vectors: dict[str, np.ndarray] | None = None
+
+    def _read(self) -> dict[str, np.ndarray]:
+        if self._vectors is None:
+            self._vectors = point_vectors(self._point.vector)
+            self._point = None
+        return self._vectors
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._read()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
 def to_hit(point: Any, with_vectors: bool) -> Hit:
-    """A Hit from a scored point of either backend (both expose id, score, payload, vector)."""
-    if point.payload is None:
+    """A Hit from a scored point of either backend (both expose id, score, payload, vector).
+    Its vectors, when asked for, are read only when looked at (`PointVectors`)."""
+    payload = point.payload  # Qdrant Edge builds the dict anew at each read: read it once
+    if payload is None:
         raise RetrievalError(f"the vector store returned point {point.id} without its payload")
     return Hit(
-        item_id=point.payload["item_id"],
+        item_id=payload["item_id"],
         score=float(point.score),
-        payload=dict(point.payload),
-        vectors=point_vectors(point.vector) if with_vectors else {},
+        payload=dict(payload),
+        vectors=PointVectors(point) if with_vectors else {},
     )

@@ -26,6 +26,7 @@ from retrieval.index import (
     RRF_K,
     UPSERT_BATCH_SIZE,
     VECTOR_NAME,
+    FusedSearch,
     Hit,
     IndexConfigError,
     IndexUnavailable,
@@ -41,6 +42,7 @@ from retrieval.index import (
     item_payload,
     named_vector,
     point_id,
+    stored_points,
     to_hit,
 )
 from store.schemas import Item
@@ -311,11 +313,30 @@ class QdrantServerIndex:
         with_vectors: bool = False,
         match: Match | None = None,
     ) -> list[Hit]:
-        if not sources and match is None:
-            raise ValueError("a fused search needs at least one source")
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        where = server_filter(flt)
+        return self.fused_searches(
+            [FusedSearch(tuple(sources), k, flt, prefetch, with_vectors, match)]
+        )[0]
+
+    def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
+        requests = [self._fused_request(search) for search in searches]
+        asked = [request for request in requests if request is not None]
+        responses: list[qm.QueryResponse] = []
+        if asked:
+            with _server_call("search"):
+                responses = self._client.query_batch_points(self.collection, requests=asked)
+        answers = iter(responses)
+        return [
+            []
+            if request is None
+            else [to_hit(point, search.with_vectors) for point in next(answers).points]
+            for search, request in zip(searches, requests, strict=True)
+        ]
+
+    def _fused_request(self, search: FusedSearch) -> qm.QueryRequest | None:
+        """The query of one fused search, or None when it can match nothing (a text without a
+        searchable word)."""
+        sources, k, prefetch, match = search.sources, search.k, search.prefetch, search.match
+        where = server_filter(search.flt)
         inputs: list[tuple[float, qm.Prefetch | None]]
         if match is None:
             limit = k
@@ -327,7 +348,7 @@ class QdrantServerIndex:
                 if (stage := self._prefetch(s, max(prefetch, k), where)) is not None
             ]
             if not matched:
-                return []
+                return None
             limit = min(k, match.limit)
             fusion = _match_fusion(match, [w for w, _ in matched])
             if not sources:
@@ -343,20 +364,15 @@ class QdrantServerIndex:
                 inputs += [(s.weight, self._rescore(s, inner, match.limit)) for s in sources]
         present = [(weight, stage) for weight, stage in inputs if stage is not None]
         if not present:
-            return []
-        with _server_call("search"):
-            response = self._client.query_points(
-                self.collection,
-                prefetch=[stage for _, stage in present],
-                query=(
-                    fusion if match is not None and not sources else _rrf([w for w, _ in present])
-                ),
-                query_filter=where,
-                limit=limit,
-                with_payload=True,
-                with_vectors=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
-            )
-        return [to_hit(point, with_vectors) for point in response.points]
+            return None
+        return qm.QueryRequest(
+            prefetch=[stage for _, stage in present],
+            query=fusion if match is not None and not sources else _rrf([w for w, _ in present]),
+            filter=where,
+            limit=limit,
+            with_payload=True,
+            with_vector=[VECTOR_NAME, COLLAB_VECTOR] if search.with_vectors else False,
+        )
 
     def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:
         if not item_ids:
@@ -374,6 +390,18 @@ class QdrantServerIndex:
             for record in records
             if isinstance(record.vector, dict) and using in record.vector
         }
+
+    def points(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> list[Hit]:
+        if not item_ids:
+            return []
+        with _server_call("fetch points"):
+            records = self._client.retrieve(
+                self.collection,
+                ids=[str(point_id(item_id)) for item_id in dict.fromkeys(item_ids)],
+                with_payload=True,
+                with_vectors=[check_using(using)],
+            )
+        return stored_points(item_ids, records, using)
 
     def count(self) -> int:
         with _server_call("count items"):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, case, delete, func, or_, select
+from sqlalchemy import CursorResult, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.errors import NotFound
 from store.features import forget_features_of_items
-from store.models import CatalogItem, CatalogOffer, EventRow, HiddenItem
+from store.models import CatalogItem, CatalogOffer, CatalogVersion, EventRow, HiddenItem
 from store.schemas import Item, Offer
 
 
@@ -43,6 +45,8 @@ def upsert_items(session: Session, items: Iterable[Item]) -> int:
             )
         count += 1
     forget_features_of_items(session, changed)
+    if count:
+        bump_catalog_version(session)
     return count
 
 
@@ -101,6 +105,7 @@ def refresh_popularity(session: Session) -> int:
     rows = session.scalars(select(CatalogItem)).all()
     for row in rows:
         row.popularity = float(totals.get(row.item_id, 0))
+    bump_catalog_version(session)
     return len(rows)
 
 
@@ -179,6 +184,7 @@ def hide_item(session: Session, item_id: str) -> bool:
     if session.get(HiddenItem, item_id) is not None:
         return False
     session.add(HiddenItem(item_id=item_id))
+    bump_catalog_version(session)
     session.flush()
     return True
 
@@ -186,12 +192,12 @@ def hide_item(session: Session, item_id: str) -> bool:
 def unhide_item(session: Session, item_id: str) -> bool:
     """Make a hidden item recommendable again; False if it was not hidden."""
     get_item(session, item_id)
-    return bool(
-        cast(
-            CursorResult[Any],
-            session.execute(delete(HiddenItem).where(HiddenItem.item_id == item_id)),
-        ).rowcount
-    )
+    removed = cast(
+        CursorResult[Any], session.execute(delete(HiddenItem).where(HiddenItem.item_id == item_id))
+    ).rowcount
+    if removed:
+        bump_catalog_version(session)
+    return bool(removed)
 
 
 def delete_item(session: Session, item_id: str) -> None:
@@ -200,6 +206,7 @@ def delete_item(session: Session, item_id: str) -> None:
     get_item(session, item_id)
     session.execute(delete(HiddenItem).where(HiddenItem.item_id == item_id))
     session.execute(delete(CatalogItem).where(CatalogItem.item_id == item_id))
+    bump_catalog_version(session)
 
 
 def popularity_of(session: Session, item_ids: Sequence[str]) -> dict[str, float]:
@@ -210,3 +217,92 @@ def popularity_of(session: Session, item_ids: Sequence[str]) -> dict[str, float]
         select(CatalogItem.item_id, CatalogItem.popularity).where(CatalogItem.item_id.in_(item_ids))
     )
     return {item_id: float(popularity) for item_id, popularity in rows}
+
+
+# -- wt-d: the catalog's version, and the popularity ranking kept until it moves --------------
+
+
+def catalog_version(session: Session) -> int:
+    """The catalog's version: it moves with every committed change to the items, their
+    popularity or their hidden marks (`bump_catalog_version`)."""
+    return session.scalar(select(CatalogVersion.version).where(CatalogVersion.id == 1)) or 0
+
+
+def bump_catalog_version(session: Session) -> None:
+    """Move the catalog's version inside the caller's transaction, so that the change and the
+    bump commit, or roll back, together."""
+    bumped = cast(
+        CursorResult[Any],
+        session.execute(
+            update(CatalogVersion)
+            .where(CatalogVersion.id == 1)
+            .values(version=CatalogVersion.version + 1)
+        ),
+    ).rowcount
+    if not bumped:  # a schema made without the migration's row
+        session.execute(insert(CatalogVersion).values(id=1, version=1))
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    rows: tuple[tuple[Item, float], ...]
+    complete: bool  # no item beyond these passes the filter
+
+
+class PopularCache:
+    """`popular_items`, read from the store once per filter and catalog version.
+
+    Invalidation: every call first reads the catalog's version (one single-row read), and a
+    version other than the one the rankings were read at drops them all. Every writer of items,
+    popularity or hidden marks (`upsert_items`, `refresh_popularity`, `hide_item`,
+    `unhide_item`, `delete_item`) bumps the version in its own transaction, in whichever process
+    it runs, so a change is respected by the next call of every process once it is committed.
+    The version is read before the ranking: a ranking that raced a change is at worst kept
+    under the older version, and dropped at the next call.
+
+    A filter's ranking is kept without the person's `exclude_ids`, `headroom` items longer than
+    asked for, and the excluded ones are removed here: the answer is exactly `popular_items`'.
+    The items returned are shared between calls and must not be changed.
+    """
+
+    def __init__(self, *, max_filters: int = 256, headroom: int = 20) -> None:
+        self.max_filters = max_filters
+        self.headroom = headroom
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._rankings: dict[tuple[Any, ...], _Ranking] = {}
+
+    def popular_items(
+        self,
+        session: Session,
+        *,
+        limit: int,
+        categories: Sequence[str] = (),
+        exclude_ids: Sequence[str] = (),
+        max_min_age: int | None = None,
+        in_stock_only: bool = True,
+    ) -> list[tuple[Item, float]]:
+        """What `popular_items` answers, from the cache while the catalog's version holds."""
+        version = catalog_version(session)
+        key = (tuple(sorted(set(categories))), max_min_age, in_stock_only)
+        excluded = set(exclude_ids)
+        with self._lock:
+            if version != self._version:
+                self._version, self._rankings = version, {}
+            ranking = self._rankings.get(key)
+        if ranking is None or (len(ranking.rows) < limit + len(excluded) and not ranking.complete):
+            fetch = limit + len(excluded) + self.headroom
+            rows = popular_items(
+                session,
+                limit=fetch,
+                categories=key[0],
+                max_min_age=max_min_age,
+                in_stock_only=in_stock_only,
+            )
+            ranking = _Ranking(tuple(rows), complete=len(rows) < fetch)
+            with self._lock:
+                if self._version == version:
+                    if key not in self._rankings and len(self._rankings) >= self.max_filters:
+                        del self._rankings[next(iter(self._rankings))]
+                    self._rankings[key] = ranking
+        return [row for row in ranking.rows if row[0].item_id not in excluded][:limit]

@@ -373,3 +373,17 @@ class PersonFeatures(Base):
     subject_key: Mapped[str] = mapped_column(String(160), primary_key=True)  # user:… or anon:…
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# -- wt-d: the catalog's version, for caches of what was read of it (store.catalog) -----------
+
+
+class CatalogVersion(Base):
+    """One row whose `version` every change to catalog items, their popularity or their hidden
+    marks bumps in the same transaction: a process compares it to decide whether what it cached
+    of the catalog is still what the store holds."""
+
+    __tablename__ = "catalog_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)

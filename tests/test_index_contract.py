@@ -22,6 +22,7 @@ from retrieval.index import (
     LEXICAL_VECTOR,
     RRF_K,
     VECTOR_NAME,
+    FusedSearch,
     Hit,
     IndexConfigError,
     IndexUnavailable,
@@ -822,3 +823,56 @@ def test_an_edge_shard_from_before_keyword_search_gains_the_lexical_vector(tmp_p
         index.upsert(ITEMS, VECTORS)
         hits = index.fused_search([Source.lexical("espresso")], k=3)
     assert [hit.item_id for hit in hits] == ["kit-03"]
+
+
+def test_fused_searches_answer_as_one_fused_search_each(hybrid_index: VectorIndex):
+    """One batch call: each answer is the fused search's own (a search that can match nothing
+    answers [] in its place), vectors included."""
+    text = "wool winter"
+    match = Match((Source.lexical(text), Source(VECTOR_NAME, _query("out-01"))), fusion="dbsf")
+    taste = Source(VECTOR_NAME, _query("kit-01"))
+    collab = Source(COLLAB_VECTOR, _RNG.normal(size=COLLAB_DIM), 1.5)
+    searches = [
+        FusedSearch((), 20, with_vectors=True, match=match),
+        FusedSearch((taste, collab), 10, ItemFilter(in_stock_only=True), with_vectors=True),
+        FusedSearch((), 5, match=Match((Source.lexical("for the"),))),
+        FusedSearch((taste,), 8, ItemFilter(max_min_age=12), prefetch=20, match=match),
+    ]
+
+    answers = hybrid_index.fused_searches(searches)
+
+    assert len(answers) == len(searches) and answers[2] == [] and answers[0] and answers[3]
+    for search, hits in zip(searches, answers, strict=True):
+        alone = hybrid_index.fused_search(
+            list(search.sources),
+            k=search.k,
+            flt=search.flt,
+            prefetch=search.prefetch,
+            with_vectors=search.with_vectors,
+            match=search.match,
+        )
+        assert [(h.item_id, h.payload) for h in hits] == [(h.item_id, h.payload) for h in alone]
+        assert [h.score for h in hits] == pytest.approx([h.score for h in alone], rel=1e-6)
+        for hit, other in zip(hits, alone, strict=True):
+            assert set(hit.vectors) == set(other.vectors)
+            assert (VECTOR_NAME in hit.vectors) == search.with_vectors
+            for name in hit.vectors:
+                np.testing.assert_allclose(hit.vectors[name], other.vectors[name], atol=1e-6)
+    assert hybrid_index.fused_searches([]) == []
+
+
+def test_points_hold_payload_and_vector_in_the_order_asked(hybrid_index: VectorIndex):
+    wanted = ["toy-08", "out-01", "never-stored", "toy-08"]
+
+    points = hybrid_index.points(wanted)
+
+    assert [p.item_id for p in points] == ["toy-08", "out-01", "toy-08"]
+    for point in points:
+        assert point.payload == item_payload(BY_ID[point.item_id])
+        np.testing.assert_allclose(
+            point.vectors[VECTOR_NAME], VECTOR_BY_ID[point.item_id], atol=1e-5
+        )
+    collab = hybrid_index.points(["kit-01", ITEMS[-1].item_id], using=COLLAB_VECTOR)
+    assert [p.item_id for p in collab] == ["kit-01"]  # the last item has no collab vector
+    np.testing.assert_allclose(collab[0].vectors[COLLAB_VECTOR], COLLAB["kit-01"], rtol=1e-5)
+    assert hybrid_index.points([]) == []

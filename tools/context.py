@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from store.catalog import PopularCache
 from store.db import Database
 from store.schemas import Channel
 from store.users import Subject
@@ -36,6 +37,7 @@ class ToolDeps:
     contextual: ContextualBandits | None = None  # linear bandits, for surfaces that use them
     challenger_policy: PolicyEngine | None = None  # the policy experiment's challenger arm
     itemitem: ItemItemModel | None = None  # the hybrid's re-ranking; None until `attune train`
+    popular: PopularCache = field(default_factory=PopularCache)  # wt-d: kept per catalog version
 
 
 @dataclass

@@ -27,9 +27,19 @@ from retrieval.hybrid import (
     refined_match,
     taste_vector,
 )
-from retrieval.index import RRF_K, VECTOR_NAME, Hit, IndexUnavailable, ItemFilter, Source
+from retrieval.index import (
+    RRF_K,
+    VECTOR_NAME,
+    FusedSearch,
+    Hit,
+    IndexUnavailable,
+    ItemFilter,
+    Match,
+    Source,
+    VectorIndex,
+)
 from retrieval.sequence import History, ItemItemModel, person_history
-from store.catalog import get_items, popular_items
+from store.catalog import get_items
 from store.schemas import Item
 from tools.context import RunContext
 from tools.profile import lookup_profile, rules_fired, subject_facts, subject_features
@@ -84,17 +94,10 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
             if args.query
             else None
         )
+        k = max(3 * args.k, 30, _pool(ctx) if history else 0)
+        hits: list[Hit] = []
         if match is not None:
-            # The text decides which items qualify. This is the match in its own order, with the
-            # vectors of every matched item, so that each score part can be computed exactly.
-            matched = ctx.deps.index.fused_search(
-                [],
-                k=WEIGHTS.match_limit,
-                flt=flt,
-                prefetch=WEIGHTS.prefetch,
-                with_vectors=True,
-                match=match,
-            )
+            matched, hits = _match_search(ctx.deps.index, match, sources, k, flt)
             if not matched and ctx.deps.index.count() == 0:
                 raise IndexUnavailable(EMPTY_INDEX)
             if not matched:
@@ -102,17 +105,14 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
                 match = None
         if match is None and not sources:
             return _popular(ctx, args.k, flt, affinity, fired, degraded)
-        if match is not None and not sources:
-            hits = matched
-        else:
+        if match is None:
             hits = hybrid_search(
                 ctx.deps.index,
                 sources,
-                k=max(3 * args.k, 30, _pool(ctx) if history else 0),
+                k=k,
                 flt=flt,
                 prefetch=WEIGHTS.prefetch,
                 with_vectors=True,
-                match=match,
             )
         if not hits and ctx.deps.index.count() == 0:
             # An empty index answers nothing, silently: say so, and rank from the store.
@@ -147,6 +147,29 @@ def _pool(ctx: RunContext) -> int:
     return ctx.deps.itemitem.params.pool if ctx.deps.itemitem is not None else 0
 
 
+def _match_search(
+    index: VectorIndex,
+    match: Match,
+    sources: dict[str, Source],
+    k: int,
+    flt: ItemFilter,
+) -> tuple[list[Hit], list[Hit]]:
+    """The text's matched items in the match's own order, with the vectors of every one so that
+    each score part can be computed exactly, and (with sources) the matched items ordered by the
+    match and the sources together: both in one batch query."""
+    searches = [
+        FusedSearch((), WEIGHTS.match_limit, flt, WEIGHTS.prefetch, with_vectors=True, match=match)
+    ]
+    if sources:
+        searches.append(
+            FusedSearch(
+                tuple(sources.values()), k, flt, WEIGHTS.prefetch, with_vectors=True, match=match
+            )
+        )
+    answers = index.fused_searches(searches)
+    return answers[0], answers[-1]
+
+
 def _remember(ctx: RunContext, found: Candidates) -> Candidates:
     """Keep the categories of what was retrieved, so later tools in the request need no lookup."""
     ctx.memo.setdefault("categories", {}).update({c.item_id: c.category for c in found.items})
@@ -155,15 +178,14 @@ def _remember(ctx: RunContext, found: Candidates) -> Candidates:
 
 def _taste(ctx: RunContext, recent_ids: list[str]) -> tuple[np.ndarray | None, Recent | None]:
     """The recency-weighted mean of recently seen items' vectors, and those items' titles."""
-    vectors = ctx.deps.index.vectors(recent_ids)
-    present = [item_id for item_id in recent_ids if item_id in vectors]
-    if not present:
+    # Their titles come with their vectors: the index holds every indexed item's payload.
+    points = ctx.deps.index.points(recent_ids)
+    if not points:
         return None, None
-    with ctx.deps.db.session() as session:
-        items = get_items(session, present)
-    stacked = np.stack([vectors[item_id] for item_id in present])
-    titles = [items[i].title if i in items else i for i in present]
-    return taste_vector(stacked), Recent(present, titles, stacked)
+    stacked = np.stack([point.vectors[VECTOR_NAME] for point in points])
+    ids = [point.item_id for point in points]
+    titles = [point.payload["title"] for point in points]
+    return taste_vector(stacked), Recent(ids, titles, stacked)
 
 
 @dataclass(frozen=True)
@@ -276,9 +298,16 @@ def _rank(
         shares[name] = _rrf_terms(_similarity_order(pool, source), source.weight)
     titles: dict[str, str] = {}
     if reranked is not None:
-        with ctx.deps.db.session() as session:
-            named = get_items(session, sorted(reranked.named([hit.item_id for hit in hits])))
-        titles = {item_id: item.title for item_id, item in named.items()}
+        # Titles already at hand come from the index's payloads; only the rest (a hidden item
+        # in the history, say) from the store.
+        titles = {hit.item_id: hit.payload["title"] for hit in hits}
+        if recent is not None:
+            titles.update(zip(recent.ids, recent.titles, strict=True))
+        missing = sorted(reranked.named([hit.item_id for hit in hits]) - set(titles))
+        if missing:
+            with ctx.deps.db.session() as session:
+                named = get_items(session, missing)
+            titles.update({item_id: item.title for item_id, item in named.items()})
     ranked = []
     for hit in hits:
         payload = hit.payload
@@ -345,7 +374,7 @@ def _popular(
     with ctx.deps.db.session() as session:
         ranked = []
         if favourites:
-            ranked += popular_items(
+            ranked += ctx.deps.popular.popular_items(
                 session,
                 limit=k,
                 categories=favourites,
@@ -354,7 +383,7 @@ def _popular(
                 in_stock_only=flt.in_stock_only,
             )
         seen = [item.item_id for item, _ in ranked]
-        ranked += popular_items(
+        ranked += ctx.deps.popular.popular_items(
             session,
             limit=k,
             exclude_ids=(*flt.exclude_ids, *seen),

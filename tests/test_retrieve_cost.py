@@ -1,0 +1,164 @@
+"""Retrieval at its lower cost ranks exactly as the straightforward path: one batch query for the
+text's match and its re-ordering, titles from the index's payloads, vectors read only when looked
+at, popularity kept per catalog version — and a hide in another process is respected at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from small_world import write_small_world
+
+from agents.factory import build_services
+from agents.reindex import start
+from agents.services import Services
+from agents.settings import Settings
+from retrieval.index import FusedSearch, Hit, VectorIndex
+from retrieval.sequence import ItemItemModel, ItemItemParams, person_history
+from store.catalog import PopularCache, get_items, hide_item, popular_items
+from store.db import Database
+from store.schemas import Channel
+from store.users import resolve_subject
+from tools.context import RunContext, ToolDeps
+from tools.retrieve import retrieve_candidates
+from tools.schemas import RetrieveInput
+
+QUERIES = [None, "strong coffee beans", "running shoes", "something for the kitchen", "zqxv"]
+
+
+class StraightIndex:
+    """The index as retrieval used it before: one query per search, every vector converted as
+    it arrives, titles read from the store."""
+
+    def __init__(self, index: VectorIndex, db: Database) -> None:
+        self._index, self._db = index, db
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+    def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
+        answers = []
+        for s in searches:
+            self.calls += 1
+            hits = self._index.fused_search(
+                s.sources,
+                k=s.k,
+                flt=s.flt,
+                prefetch=s.prefetch,
+                with_vectors=s.with_vectors,
+                match=s.match,
+            )
+            answers.append([replace(hit, vectors=dict(hit.vectors)) for hit in hits])
+        return answers
+
+    def points(self, item_ids: Sequence[str], using: str = "content") -> list[Hit]:
+        vectors = self._index.vectors(item_ids, using)
+        present = [item_id for item_id in item_ids if item_id in vectors]
+        with self._db.session() as session:
+            items = get_items(session, present)
+        return [
+            Hit(i, 0.0, {"title": items[i].title if i in items else i}, {using: vectors[i]})
+            for i in present
+        ]
+
+
+class StorePopular:
+    """Popularity read from the store at every call."""
+
+    def popular_items(self, session: Any, **kwargs: Any) -> Any:
+        return popular_items(session, **kwargs)
+
+
+def _straight(tools: ToolDeps) -> ToolDeps:
+    index = StraightIndex(tools.index, tools.db)
+    return replace(tools, index=index, popular=StorePopular())  # type: ignore[arg-type]
+
+
+def _retrieve(tools: ToolDeps, subject: Any, query: str | None, k: int = 10) -> dict[str, Any]:
+    run = RunContext(deps=tools, subject=subject, channel=Channel.web, now=datetime.now(UTC))
+    return retrieve_candidates(run, RetrieveInput(query=query, k=k)).model_dump()
+
+
+def _people(services: Services, users: list[str | None]) -> list[Any]:
+    with services.db.session() as session:
+        return [
+            resolve_subject(session, user, None if user else f"anon-cost-{n}")
+            for n, user in enumerate(users)
+        ]
+
+
+def test_every_path_ranks_as_the_straightforward_one(demo_services: Services) -> None:
+    """Known people (with the collaborative model, and with the item-item re-ranking), new
+    visitors, with and without text, and a text nothing matches: same items, order, scores,
+    score parts, reasons, rules and degraded notes."""
+    history = person_history(demo_services.db, "u_0007", None)
+    model = ItemItemModel.fit(
+        {f"p{n}": [(history[-1][0], 1.0), (history[0][0], 1.0)] for n in range(5)},
+        ItemItemParams(),
+    )
+    strategies = set()
+    for tools in (demo_services.tools, replace(demo_services.tools, itemitem=model)):
+        straight = _straight(tools)
+        for subject in _people(demo_services, ["u_0007", "u_0042", "u_0123", "u_0300", None]):
+            for query in QUERIES:
+                fast = _retrieve(tools, subject, query)
+                assert fast == _retrieve(straight, subject, query), (subject, query)
+                assert fast["items"], (subject, query)
+                strategies.add(fast["strategy"])
+    assert {"hybrid", "popular", "query"} <= strategies
+
+
+def test_a_hide_in_another_process_is_respected_by_the_next_decision(tmp_path: Path) -> None:
+    """Two services on one database (each its own index folder, as two workers on one Qdrant
+    server would share one): a hide in one reaches the other's cached popularity at once, and
+    the cache answers as the store does before and after."""
+    world = write_small_world(tmp_path / "world")
+    first = build_services(Settings(home=tmp_path / "one", seed=1))
+    try:
+        start(first, world)
+        url = first.settings.resolved_database_url
+        second = build_services(Settings(home=tmp_path / "two", seed=1, database_url=url))
+        try:
+            start(second, None)  # its index is built from the shared store
+            anonymous, known = _people(first, [None, "u_0001"])
+            straight = _straight(first.tools)
+            before = _retrieve(first.tools, anonymous, None)
+            assert before["strategy"] == "popular"
+            assert before == _retrieve(straight, anonymous, None)
+            top = before["items"][0]["item_id"]
+            with second.db.session() as session:
+                hide_item(session, top)
+            for services in (first, second):  # the index two workers would share
+                services.index.delete([top])
+            for subject in (anonymous, known):
+                for query in (None, "kitchen"):
+                    after = _retrieve(first.tools, subject, query)
+                    assert top not in [item["item_id"] for item in after["items"]]
+            after = _retrieve(first.tools, anonymous, None)
+            assert after == _retrieve(straight, anonymous, None)
+            assert after["items"][0]["item_id"] == before["items"][1]["item_id"]
+            with first.db.session() as session:
+                _cache_answers_as_the_store(session, [top, before["items"][2]["item_id"]])
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def _cache_answers_as_the_store(session: Any, some_ids: list[str]) -> None:
+    """For each filter, with and without exclusions, and longer than the kept headroom."""
+    cache = PopularCache(headroom=2)
+    for exclude in ((), tuple(some_ids)):
+        for limit in (3, 10, 40):
+            for kwargs in (
+                {},
+                {"categories": ["kitchen", "coffee_tea"]},
+                {"max_min_age": 12, "in_stock_only": False},
+            ):
+                args: dict[str, Any] = {"limit": limit, "exclude_ids": exclude, **kwargs}
+                assert cache.popular_items(session, **args) == popular_items(session, **args)
+                assert cache.popular_items(session, **args) == popular_items(session, **args)
