@@ -314,7 +314,10 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-http-"))
     env = {
         **os.environ,
-        "PYTHONPATH": str(args.code),
+        # The checkout first; a PYTHONPATH given to this script after it (for a baseline run).
+        "PYTHONPATH": os.pathsep.join(
+            [str(args.code), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
         "ATTUNE_HOME": str(home),
         "ATTUNE_SEED": "1",
         "ATTUNE_AUTH": args.auth,
