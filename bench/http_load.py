@@ -108,10 +108,16 @@ def serve_attune() -> None:
     from api.routes.decide import router
     from api.schemas import DecideIn
 
-    @router.post(ECHO.removeprefix(router.prefix), response_model=Out)
     async def echo(body: DecideIn, caller: DecideCaller) -> Out:
         caller.act_for(body.user_id)
         return Out(ok=True, channel=body.channel)
+
+    # The names above are local to this function, where FastAPI cannot resolve this module's
+    # postponed (string) annotations: it is given the types themselves.
+    echo.__annotations__ = {"body": DecideIn, "caller": DecideCaller, "return": Out}
+    router.add_api_route(
+        ECHO.removeprefix(router.prefix), echo, methods=["POST"], response_model=Out
+    )
 
     serve(seed_demo=True, workers=1)
 
