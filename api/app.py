@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from agents.copy.jobs import JobRunner
 from agents.factory import build_services, settle
-from agents.metrics import http_method, status_class
 from agents.retrain import DriftLoop
 from agents.rewards import RewardSweeper
 from agents.services import Services
 from agents.settings import Settings
 from api import errors
+from api.access_log import AccessLog
 from api.auth import BodyLimit, RateLimits
 from api.cors import Cors
 from api.routes import (
@@ -47,7 +44,6 @@ from api.routes import (
 )
 from api.schemas import ERROR_RESPONSES
 
-access = logging.getLogger("attune.access")
 DOCS_ASSETS = "/static/docs"  # where Swagger UI's and ReDoc's files are served
 
 
@@ -124,39 +120,7 @@ def create_app(
     app.add_middleware(BodyLimit)
     app.add_middleware(home.PagePolicy)
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Any) -> Response:
-        """One line per request with the route's template, never the raw path (it holds ids)."""
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception as exc:
-            # Answered here rather than by Starlette's last-resort handler, which re-raises
-            # after answering: the server would then drop the keep-alive connection without
-            # `Connection: close`, and this line would never be written.
-            response = errors.unexpected(request, exc)
-        elapsed = time.perf_counter() - started
-        template = errors.route_template(request)
-        request.app.state.services.metrics.http_latency.labels(
-            method=http_method(request.method),
-            route=template,
-            status=status_class(response.status_code),
-        ).observe(elapsed)
-        access.info(
-            "%s %s %s %.1f ms",
-            request.method,
-            template,
-            response.status_code,
-            elapsed * 1000,
-            # Fields of their own for JSON logs (ATTUNE_LOG_FORMAT=json).
-            extra={
-                "method": request.method,
-                "route": template,
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 1),
-            },
-        )
-        return response
+    app.add_middleware(AccessLog)
 
     # Outermost, so that every answer (a 401, a 413) carries the CORS headers a page needs to
     # read it, and a preflight is answered before anything else runs.

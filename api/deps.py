@@ -9,7 +9,9 @@ from fastapi import Depends, Request
 from agents.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # A coroutine, though it only reads an attribute: FastAPI runs a plain `def` dependency in
+    # its threadpool, a hop through a worker thread on every request for nothing.
     return request.app.state.services
 
 

@@ -1,15 +1,24 @@
 """`POST /v1/decide` over HTTP beside a bare FastAPI JSON endpoint, measured in the same run.
 
-Starts two single-process uvicorn servers on loopback — `attune serve` on the demo world, and a
-bare FastAPI app whose one route parses a body of the same shape and answers a small JSON
-object — then, for each concurrency (1, 8 and 32 connections by default), loads the bare
-endpoint and the decide endpoint in turn for `--duration` seconds each and records requests per
-second and latency percentiles. The figure to track is the ratio (bare / decide): the machine's
-load moves both. The load comes from `wrk` when it is installed (`apt-get install wrk`), else
-from a small asyncio HTTP/1.1 client in this file (keep-alive, one coroutine per connection),
-which costs more CPU and so lowers both figures. Prints JSON and writes it to `--out`.
+Starts two single-process uvicorn servers on loopback. One is a bare FastAPI app whose one route
+parses a body of the same shape into a model and answers a small JSON object (the floor). The
+other is `attune serve` on the demo world, with one route added for this bench:
+`POST /v1/bench/echo` takes the decide body with decide's dependencies (the `decide` scope, the
+subject check) and answers the bare route's small object, so it costs what our app stack costs
+(middleware, access log, metrics, authentication and rate limit, body validation) without a
+decision. For each concurrency (1, 8 and 32 connections by default) it loads the three in turn
+for `--duration` seconds each, `--repeat` times, and records requests per second and latency
+percentiles, with the median of the repeats. The figures to track are the ratios bare / decide
+and app / decide: the machine's load moves all three. With `--auth keys` (the default) the
+attune server runs with `ATTUNE_AUTH=keys` and the load sends a key with the `decide` scope, as
+a deployment would; `--auth off` measures the local default.
 
-    .venv/bin/python bench/http_load.py [--duration 10] [--concurrency 1,8,32] [--out FILE]
+The load comes from `wrk` when it is installed (`apt-get install wrk`), else from a small asyncio
+HTTP/1.1 client in this file (keep-alive, one coroutine per connection), which costs more CPU and
+so lowers every figure. Prints JSON and writes it to `--out`.
+
+    .venv/bin/python bench/http_load.py [--duration 10] [--repeat 3] [--concurrency 1,8,32]
+        [--auth keys|off] [--out FILE]
 
 (Not `bench/http.py`: a script of that name would shadow the standard library's `http` for every
 script in `bench/`.)
@@ -28,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -36,20 +46,23 @@ from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["something for the kitchen", "strong coffee beans", "running shoes", None, None, None]
+TARGETS = ("bare", "app", "decide")  # loaded in this order at each concurrency, each repeat
+ECHO = "/v1/bench/echo"
 
 WRK_SCRIPT = """
 local bodies = {}
-local paths = {}
+local headers = {["Content-Type"] = "application/json"}
 local i = 0
 init = function(args)
   local f = io.open(args[1], "r")
   for line in f:lines() do table.insert(bodies, line) end
   f:close()
+  if args[2] ~= nil and args[2] ~= "" then headers["Authorization"] = "Bearer " .. args[2] end
 end
 request = function()
   i = i + 1
   local body = bodies[(i % #bodies) + 1]
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", nil, headers, body)
 end
 done = function(summary, latency, requests)
   io.write(string.format(
@@ -86,13 +99,36 @@ def bare_app() -> FastAPI:
     return app
 
 
+def serve_attune() -> None:
+    """`attune serve` as it is, with one more route beside `/v1/decide` in decide's router (so
+    that finding it costs what finding decide costs): the decide body and dependencies,
+    answered with the bare route's object — what our stack costs without a decision."""
+    from api.auth import DecideCaller
+    from api.cli import serve
+    from api.routes.decide import router
+    from api.schemas import DecideIn
+
+    async def echo(body: DecideIn, caller: DecideCaller) -> Out:
+        caller.act_for(body.user_id)
+        return Out(ok=True, channel=body.channel)
+
+    # The names above are local to this function, where FastAPI cannot resolve this module's
+    # postponed (string) annotations: it is given the types themselves.
+    echo.__annotations__ = {"body": DecideIn, "caller": DecideCaller, "return": Out}
+    router.add_api_route(
+        ECHO.removeprefix(router.prefix), echo, methods=["POST"], response_model=Out
+    )
+
+    serve(seed_demo=True, workers=1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 900) -> None:
+def wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 1800) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -117,7 +153,9 @@ def bodies(users: list[str], n: int = 400) -> list[str]:
     return out
 
 
-def run_wrk(url: str, connections: int, duration: int, bodies_file: Path, script: Path) -> dict:
+def run_wrk(
+    url: str, connections: int, duration: int, bodies_file: Path, script: Path, key: str | None
+) -> dict:
     out = subprocess.run(
         [
             "wrk",
@@ -130,6 +168,7 @@ def run_wrk(url: str, connections: int, duration: int, bodies_file: Path, script
             str(script),
             url,
             str(bodies_file),
+            key or "",
         ],
         capture_output=True,
         text=True,
@@ -181,13 +220,16 @@ async def _connection(
         writer.close()
 
 
-def run_python(url: str, connections: int, duration: int, body_lines: list[str]) -> dict:
+def run_python(
+    url: str, connections: int, duration: int, body_lines: list[str], key: str | None
+) -> dict:
     parsed = httpx.URL(url)
     host, port = parsed.host, parsed.port or 80
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
     payloads = [
         (
             f"POST {parsed.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+            f"{auth}Content-Length: {len(body.encode())}\r\n\r\n{body}"
         ).encode()
         for body in body_lines
     ]
@@ -217,23 +259,59 @@ def run_python(url: str, connections: int, duration: int, body_lines: list[str])
     }
 
 
+def create_key(env: dict[str, str]) -> str:
+    """A key with the `decide` scope in the served home, made by `attune keys create`."""
+    attune = Path(sys.executable).parent / "attune"
+    out = subprocess.run(
+        [str(attune), "keys", "create", "--name", "bench-http", "--scopes", "decide"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return str(json.loads(out.strip().splitlines()[-1])["key"])
+
+
+def median_of(runs: list[dict]) -> dict:
+    """The median of each figure over the repeats, and the repeats' requests per second."""
+    out: dict[str, Any] = {
+        name: round(float(np.median([run[name] for run in runs])), 2)
+        for name in ("rps", "p50_ms", "p90_ms", "p99_ms")
+    }
+    out["requests"] = sum(run["requests"] for run in runs)
+    out["errors"] = sum(run["errors"] for run in runs)
+    out["rps_each"] = [run["rps"] for run in runs]
+    return out
+
+
+def ratio(over: float, under: float) -> float | None:
+    """None when nothing finished within the level's duration."""
+    return round(over / under, 2) if under else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint and level")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each level (medians)")
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--auth", choices=("keys", "off"), default="keys")
     parser.add_argument("--home", type=Path, default=None, help="a seeded home (default: seed one)")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
-        "--code", type=Path, default=ROOT, help="the checkout the decide server runs (a baseline)"
+        "--code", type=Path, default=ROOT, help="the checkout the attune server runs (a baseline)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "http_load.json")
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-attune", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare is not None:
         import uvicorn
 
         uvicorn.run(bare_app(), host="127.0.0.1", port=args.serve_bare, access_log=False,
                     log_level="warning")  # fmt: skip
+        return
+    if args.serve_attune:
+        serve_attune()
         return
 
     client = args.client
@@ -242,17 +320,20 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-http-"))
     env = {
         **os.environ,
-        "PYTHONPATH": str(args.code),
+        # The checkout first; a PYTHONPATH given to this script after it (for a baseline run).
+        "PYTHONPATH": os.pathsep.join(
+            [str(args.code), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
         "ATTUNE_HOME": str(home),
         "ATTUNE_SEED": "1",
+        "ATTUNE_AUTH": args.auth,
         "ATTUNE_RATE_LIMIT_PER_MINUTE": "100000000",
         "ATTUNE_LOG_FORMAT": "text",
     }
-    decide_port, bare_port = free_port(), free_port()
-    attune = Path(sys.executable).parent / "attune"
+    attune_port, bare_port = free_port(), free_port()
     servers = {
-        "decide": subprocess.Popen(
-            [str(attune), "serve"], env={**env, "ATTUNE_PORT": str(decide_port)},
+        "attune": subprocess.Popen(
+            [sys.executable, __file__, "--serve-attune"], env={**env, "ATTUNE_PORT": str(attune_port)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ),
         "bare": subprocess.Popen(
@@ -261,12 +342,15 @@ def main() -> None:
         ),
     }  # fmt: skip
     urls = {
-        "decide": f"http://127.0.0.1:{decide_port}/v1/decide",
         "bare": f"http://127.0.0.1:{bare_port}/v1/decide",
+        "app": f"http://127.0.0.1:{attune_port}{ECHO}",
+        "decide": f"http://127.0.0.1:{attune_port}/v1/decide",
     }
     try:
-        wait_up(f"http://127.0.0.1:{decide_port}/healthz", servers["decide"])
+        wait_up(f"http://127.0.0.1:{attune_port}/healthz", servers["attune"])
         wait_up(f"http://127.0.0.1:{bare_port}/docs", servers["bare"])
+        key = create_key(env) if args.auth == "keys" else None
+        keys = {"bare": None, "app": key, "decide": key}
         users = [
             json.loads(line)["user_id"]
             for line in (ROOT / "data" / "demo" / "users.jsonl").read_text().splitlines()
@@ -280,30 +364,36 @@ def main() -> None:
 
         def load(name: str, connections: int, duration: int) -> dict:
             if client == "wrk":
-                return run_wrk(urls[name], connections, duration, bodies_file, script)
-            return run_python(urls[name], connections, duration, lines)
+                return run_wrk(urls[name], connections, duration, bodies_file, script, keys[name])
+            return run_python(urls[name], connections, duration, lines, keys[name])
 
-        for name in ("bare", "decide"):  # warm-up: imports, caches, SQLite pages
+        for name in TARGETS:  # warm-up: imports, caches, SQLite pages
             load(name, 2, 3)
-        results: dict[str, object] = {
+        results: dict[str, Any] = {
             "code": str(args.code),
             "client": client,
+            "auth": args.auth,
             "duration_s": args.duration,
+            "repeat": args.repeat,
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "cpus": os.cpu_count(),
         }
         levels = {}
         for connections in (int(c) for c in args.concurrency.split(",")):
-            bare = load("bare", connections, args.duration)
-            decide = load("decide", connections, args.duration)
-            levels[str(connections)] = {
-                "bare": bare,
-                "decide": decide,
-                # None when no decision finished within the level's duration.
-                "rps_ratio_bare_over_decide": (
-                    round(bare["rps"] / decide["rps"], 2) if decide["rps"] else None
-                ),
-            }
+            runs: dict[str, list[dict]] = {name: [] for name in TARGETS}
+            loads = []
+            for _ in range(args.repeat):  # interleaved, so a burst of load hits all three
+                for name in TARGETS:
+                    runs[name].append(load(name, connections, args.duration))
+                loads.append(round(os.getloadavg()[0], 2))
+            level: dict[str, Any] = {name: median_of(runs[name]) for name in TARGETS}
+            level["load_average_1m"] = loads
+            level["rps_ratio_bare_over_decide"] = ratio(
+                level["bare"]["rps"], level["decide"]["rps"]
+            )
+            level["rps_ratio_app_over_decide"] = ratio(level["app"]["rps"], level["decide"]["rps"])
+            level["rps_ratio_bare_over_app"] = ratio(level["bare"]["rps"], level["app"]["rps"])
+            levels[str(connections)] = level
         results["concurrency"] = levels
         results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     finally:

@@ -31,9 +31,9 @@ router = APIRouter(prefix="/v1", tags=["copy"])
 CampaignId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-def get_runner(request: Request) -> JobRunner | None:
+async def get_runner(request: Request) -> JobRunner | None:
     """The job runner of this API process (None with ATTUNE_JOBS_IN_API=false: `attune worker`
-    processes run the jobs)."""
+    processes run the jobs). A coroutine, so that FastAPI does not run it in its threadpool."""
     return getattr(request.app.state, "copy_jobs", None)
 
 
