@@ -4,27 +4,16 @@ dependency, and no middleware that runs the request in a task group of its own."
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.routing import BaseRoute
 
 from agents.settings import Settings
 from api.app import create_app
-
-
-def _api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
-    """Every APIRoute, also those of included routers (which FastAPI keeps nested)."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        nested = getattr(route, "original_router", None)
-        if nested is not None:
-            yield from _api_routes(nested.routes)
+from tests.routing import api_routes
 
 
 def _dependencies(dependant: Dependant) -> Iterator[Dependant]:
@@ -40,7 +29,7 @@ def _app(tmp_path: Path) -> FastAPI:
 def test_no_dependency_of_any_route_runs_in_the_threadpool(tmp_path: Path) -> None:
     # FastAPI runs a plain `def` dependency in its threadpool: a worker-thread hop on every
     # request for what is an attribute read (the services) or a check on the loop (the caller).
-    routes = list(_api_routes(_app(tmp_path).routes))
+    routes = list(api_routes(_app(tmp_path).routes))
     assert any(route.path == "/v1/decide" for route in routes)
     hopping = sorted(
         {
