@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml requirements/models.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# The embedding model's ONNX export goes into ATTUNE_HOME once (a no-op while it is intact).
 run: install
+	$(BIN)/attune export-onnx
 	$(BIN)/attune serve
 
 seed: install

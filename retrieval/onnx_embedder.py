@@ -49,16 +49,6 @@ def export_folder(root: Path, model_name: str, variant: OnnxVariant) -> Path:
     return root / f"{tail}-{slug}-{variant}"
 
 
-def _max_seq_length(folder: Path) -> int:
-    """The sequence length sentence-transformers truncates to, from the model folder."""
-    config = folder / "sentence_bert_config.json"
-    if config.is_file():
-        length = json.loads(config.read_text()).get("max_seq_length")
-        if isinstance(length, int):
-            return length
-    return 512
-
-
 def read_manifest(folder: Path) -> dict[str, Any]:
     manifest = folder / MANIFEST_FILE
     if not manifest.is_file():
@@ -113,7 +103,8 @@ def export_onnx(
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     work.chmod(0o755)  # mkdtemp makes it private; the service may run as another user.
     try:
-        inputs = _export_fused(source, work / "fp32.onnx", work / ONNX_FILE)
+        traced = export_traced(source, work / "fp32.onnx")
+        _fuse(work / "fp32.onnx", work / ONNX_FILE, traced["heads"], traced["hidden"])
         if variant == "onnx-int8":
             _quantize(work / ONNX_FILE, work / "int8.onnx")
             os.replace(work / "int8.onnx", work / ONNX_FILE)
@@ -123,8 +114,8 @@ def export_onnx(
             "variant": variant,
             "weights_sha256": weights_sha256,
             "onnx_sha256": file_sha256(work / ONNX_FILE),
-            "inputs": inputs,
-            "max_seq_length": _max_seq_length(source),
+            "inputs": traced["inputs"],
+            "max_seq_length": traced["max_seq_length"],
         }
         (work / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         if dest.exists():
@@ -135,11 +126,13 @@ def export_onnx(
     return dest
 
 
-def _export_fused(source: Path, raw: Path, fused: Path) -> list[str]:
-    """Traces the transformer, mean pooling and normalisation into one ONNX graph, then fuses
-    its attention, GELU and layer norms with ONNX Runtime's transformer optimizer."""
+def export_traced(source: Path, raw: Path) -> dict[str, Any]:
+    """Traces the transformer, mean pooling and normalisation into one plain ONNX graph.
+
+    Returns the graph's input names, the length sentence-transformers truncates texts to, and
+    the model's attention heads and hidden size.
+    """
     import torch
-    from onnxruntime.transformers.optimizer import optimize_model
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(source), device="cpu", local_files_only=True)
@@ -156,6 +149,9 @@ def _export_fused(source: Path, raw: Path, fused: Path) -> list[str]:
 
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
             feed = dict(zip(names, tensors, strict=True))
+            if "token_type_ids" not in feed:
+                # Else BERT expands a buffer to the traced sample's shape, fixed in the graph.
+                feed["token_type_ids"] = torch.zeros_like(feed["input_ids"])
             hidden = self.backbone(**feed).last_hidden_state
             mask = feed["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -177,14 +173,20 @@ def _export_fused(source: Path, raw: Path, fused: Path) -> list[str]:
             dynamo=False,
         )
     config = backbone.config
-    optimized = optimize_model(
-        str(raw),
-        model_type="bert",
-        num_heads=config.num_attention_heads,
-        hidden_size=config.hidden_size,
-    )
+    return {
+        "inputs": names,
+        "max_seq_length": int(model.max_seq_length),
+        "heads": int(config.num_attention_heads),
+        "hidden": int(config.hidden_size),
+    }
+
+
+def _fuse(raw: Path, fused: Path, heads: int, hidden: int) -> None:
+    """Fuses the graph's attention, GELU and layer norms (ONNX Runtime's transformer optimizer)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(raw), model_type="bert", num_heads=heads, hidden_size=hidden)
     optimized.save_model_to_file(str(fused))
-    return names
 
 
 def _quantize(fp32: Path, int8: Path) -> None:
