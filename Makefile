@@ -26,6 +26,7 @@ run: install
 	$(BIN)/attune serve
 
 seed: install
+	$(BIN)/attune export-onnx
 	$(BIN)/attune seed
 
 test: install
