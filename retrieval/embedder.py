@@ -297,7 +297,8 @@ def load_embedder(
             if onnx is not None:
                 return onnx
         elif backend != "torch":
-            logger.warning(
+            # Only pinned weights are exported, so an unpinned folder simply runs on torch.
+            logger.info(
                 "embedder %s: the %s backend needs weights pinned by sha256 and an export "
                 "folder; running it on torch",
                 model_name,
