@@ -39,7 +39,7 @@ from retrieval.embedder import (
     SentenceTransformerEmbedder,
     limit_torch_threads,
 )
-from retrieval.onnx_embedder import OnnxEmbedder, export_onnx, export_traced
+from retrieval.onnx_embedder import OnnxEmbedder, OnnxVariant, export_onnx, export_traced
 
 RESULTS = Path(__file__).resolve().parent / "results" / "embed.json"
 _NOUNS = ("coffee", "wine", "train set", "puzzle", "doll", "kite", "lego", "scarf", "board game")
@@ -136,14 +136,15 @@ def main() -> None:
         "torch_1_thread": _with_torch_threads(torch_model.embed, 1),
         "torch_2_threads": _with_torch_threads(torch_model.embed, 2),
     }
-    for label, folder, variant, threads in [
+    onnx_variants: list[tuple[str, Path, OnnxVariant, int]] = [
         ("onnx_fp32_1_thread", fp32, "onnx", 1),
         ("onnx_fp32_2_threads", fp32, "onnx", 2),
         ("onnx_int8_1_thread", int8, "onnx-int8", 1),
-    ]:
+    ]
+    for label, folder, variant, threads in onnx_variants:
         model = OnnxEmbedder(
             folder, source, MINILM.sha256, variant, name=MINILM.name, threads=threads
-        )  # type: ignore[arg-type]
+        )
         variants[label] = _with_torch_threads(model.embed, 1)
     openvino: dict[str, Any] = {"measured": False, "reason": "no --openvino folder given"}
     if args.openvino is not None:

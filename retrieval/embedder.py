@@ -242,9 +242,9 @@ def _load_onnx(
 
     The caller has verified the weights in `source`; the export must name the same sha256.
     """
-    from retrieval.onnx_embedder import OnnxEmbedder, OnnxExportError, export_folder
+    from retrieval.onnx_embedder import OnnxEmbedder, OnnxExportError, OnnxVariant, export_folder
 
-    variant = "onnx-int8" if backend == "onnx-int8" else "onnx"
+    variant: OnnxVariant = "onnx-int8" if backend == "onnx-int8" else "onnx"
     folder = export_folder(export_root, model_name, variant)
     try:
         embedder = OnnxEmbedder(folder, source, sha256, variant, name=model_name, threads=threads)
