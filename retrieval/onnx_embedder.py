@@ -12,7 +12,7 @@ refuses an export whose manifest or file does not match, and the loader then run
 model on torch (not a degraded path: same weights, same vectors), saying so in a log line.
 
 The `onnx-int8` variant also quantizes the weights to int8 (dynamic, per channel). It is about
-twice as fast again but moves vectors by a cosine of up to 0.02, so it is not the default.
+1.5x faster again but moves vectors by a cosine of up to 0.03, so it is not the default.
 """
 
 from __future__ import annotations
