@@ -136,7 +136,7 @@ def export_traced(source: Path, raw: Path) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(source), device="cpu", local_files_only=True)
-    backbone = model[0].auto_model
+    backbone: Any = model[0].auto_model  # a transformers PreTrainedModel
     # The fusions recognise the eager attention graph, not scaled_dot_product_attention.
     backbone.set_attn_implementation("eager")
     sample = model.tokenizer(["a gift for my dad", "coffee"], padding=True, return_tensors="pt")
