@@ -175,7 +175,7 @@ def export_traced(source: Path, raw: Path) -> dict[str, Any]:
     config = backbone.config
     return {
         "inputs": names,
-        "max_seq_length": int(model.max_seq_length),
+        "max_seq_length": int(model.max_seq_length or 512),
         "heads": int(config.num_attention_heads),
         "hidden": int(config.hidden_size),
     }
