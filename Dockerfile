@@ -30,6 +30,11 @@ RUN pip install -e '.[postgres,redis]'
 # weights are checked against their sha256 and the PII guard needs a pipeline with NER.
 RUN python -c "from agents.settings import Settings; from policies.pii.ner import load_pipeline; from retrieval.embedder import load_embedder; s = Settings(); bad = [d for d in (load_embedder(s.embedding_model, sha256=s.embedding_sha256).degraded, load_pipeline(s.spacy_model).degraded) if d]; assert not bad, bad"
 
+# The embedding model's ONNX export (the service's default backend), made once from the
+# hash-checked weights; it lives in the image because ATTUNE_HOME is a volume.
+ENV ATTUNE_EMBEDDING_EXPORT_DIR=/app/models
+RUN attune export-onnx
+
 # A user without a login shell owns only the data folder; the code stays root's, read-only.
 RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin attune \
     && mkdir -p /data && chown attune:attune /data

@@ -20,10 +20,13 @@ $(STAMP): pyproject.toml requirements/models.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# The embedding model's ONNX export goes into ATTUNE_HOME once (a no-op while it is intact).
 run: install
+	$(BIN)/attune export-onnx
 	$(BIN)/attune serve
 
 seed: install
+	$(BIN)/attune export-onnx
 	$(BIN)/attune seed
 
 test: install

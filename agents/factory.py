@@ -93,6 +93,9 @@ def build_services(settings: Settings | None = None) -> Services:
             fallback_dim=settings.embedding_dim,
             allow_download=settings.model_downloads,
             sha256=settings.embedding_sha256,
+            backend=settings.embedding_backend,
+            export_root=settings.resolved_embedding_export_dir,
+            threads=settings.torch_threads,
         ),
         size=settings.query_cache_size,
     )

@@ -42,7 +42,17 @@ class Settings(BaseSettings):
     embedding_sha256: str | None = Field(
         None, description="Pinned sha256 of model.safetensors when the model is a folder."
     )
-    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads.")
+    torch_threads: int = Field(
+        1, ge=1, le=64, description="torch and ONNX Runtime intra-op threads."
+    )
+    embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        "onnx",
+        description="Runs the embedding model on its ONNX export (made by `attune export-onnx` "
+        "from the hash-pinned weights), or on torch; without an export it runs on torch.",
+    )
+    embedding_export_dir: Path | None = Field(
+        None, description="Folder of the embedding model's ONNX exports; default home/models."
+    )
     query_cache_size: int = Field(4096, ge=1, description="Query embeddings kept (LRU).")
     embedding_dim: int = Field(384, description="Dimension of the offline fallback embedder.")
     model_downloads: bool = Field(
@@ -189,6 +199,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'attune.db'}"
+
+    @property
+    def resolved_embedding_export_dir(self) -> Path:
+        return self.embedding_export_dir or self.home / "models"
 
     @property
     def llm_configured(self) -> bool:

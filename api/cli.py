@@ -193,6 +193,28 @@ def seed_command(
     typer.echo(json.dumps(asdict(report)))
 
 
+@app.command("export-onnx")
+def export_onnx_command() -> None:
+    """Export the embedding model to ONNX (once; kept while its weights' sha256 is unchanged).
+
+    The service runs the export on ONNX Runtime (ATTUNE_EMBEDDING_BACKEND); without it, on torch.
+    """
+    from retrieval.onnx_embedder import export_model
+
+    settings = Settings()
+    configure_logging(settings)
+    if settings.embedding_backend == "torch":
+        typer.echo("ATTUNE_EMBEDDING_BACKEND is torch: nothing to export")
+        return
+    folder = export_model(
+        settings.embedding_model,
+        settings.resolved_embedding_export_dir,
+        settings.embedding_backend,
+        settings.embedding_sha256,
+    )
+    typer.echo(str(folder))
+
+
 @app.command("reindex")
 def reindex_command() -> None:
     """Rebuild the vector index from the store: items re-embedded, collaborative vectors restored.

@@ -74,6 +74,8 @@ MINILM = PackagedModel(
 )
 PACKAGED_MODELS = {MINILM.name: MINILM}
 WEIGHTS_FILE = "model.safetensors"
+BACKENDS = ("torch", "onnx", "onnx-int8")
+"""How the model runs: torch, or its ONNX export (fp32, or with int8 weights) on ONNX Runtime."""
 
 
 class ModelIntegrityError(ValueError):
@@ -228,12 +230,46 @@ def limit_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def _load_onnx(
+    model_name: str,
+    source: Path,
+    sha256: str,
+    backend: str,
+    export_root: Path,
+    threads: int,
+) -> Embedder | None:
+    """The model's ONNX export run by ONNX Runtime, or None (logged) when there is none usable.
+
+    The caller has verified the weights in `source`; the export must name the same sha256.
+    """
+    from retrieval.onnx_embedder import OnnxEmbedder, OnnxExportError, OnnxVariant, export_folder
+
+    variant: OnnxVariant = "onnx-int8" if backend == "onnx-int8" else "onnx"
+    folder = export_folder(export_root, model_name, variant)
+    try:
+        embedder = OnnxEmbedder(folder, source, sha256, variant, name=model_name, threads=threads)
+    except (OnnxExportError, OSError, ImportError) as err:
+        # Same weights on torch: slower per query, the same vectors, so not degraded.
+        logger.warning(
+            "embedder %s: no usable ONNX export in %s (%s); running it on torch",
+            model_name,
+            folder,
+            _describe(err),
+        )
+        return None
+    logger.info("embedder %s runs its ONNX export (%s) from %s", model_name, variant, folder)
+    return embedder
+
+
 def load_embedder(
     model_name: str,
     *,
     fallback_dim: int = 384,
     allow_download: bool = False,
     sha256: str | None = None,
+    backend: str = "torch",
+    export_root: Path | None = None,
+    threads: int = 1,
 ) -> Embedder:
     """Loads the sentence-transformers model, or falls back to the hashing embedder, labelled.
 
@@ -242,7 +278,13 @@ def load_embedder(
     `allow_download` only a folder or the local Hugging Face cache is read, so a model that is
     not there fails at once (rather than after the hub client's retries on a machine with no
     network) and the fallback is returned; its `degraded` says why.
+
+    `backend` "onnx" or "onnx-int8" runs the model's ONNX export from `export_root` (made by
+    `attune export-onnx` from the same, hash-pinned weights); without a usable export, or for a
+    model whose weights are not pinned by sha256, the model runs on torch, logged, not degraded.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     packaged = PACKAGED_MODELS.get(model_name)
     folder = packaged.path() if packaged is not None else None
     source = str(folder) if folder is not None else model_name
@@ -250,6 +292,18 @@ def load_embedder(
     try:
         if pinned is not None:
             verify_weights(Path(source), pinned)
+        if backend != "torch" and export_root is not None and pinned is not None:
+            onnx = _load_onnx(model_name, Path(source), pinned, backend, export_root, threads)
+            if onnx is not None:
+                return onnx
+        elif backend != "torch":
+            # Only pinned weights are exported, so an unpinned folder simply runs on torch.
+            logger.info(
+                "embedder %s: the %s backend needs weights pinned by sha256 and an export "
+                "folder; running it on torch",
+                model_name,
+                backend,
+            )
         embedder = SentenceTransformerEmbedder(
             source, local_files_only=not allow_download, name=model_name
         )
