@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 
 from agents.decide.explain import explain
 from agents.decide.record import decision_record, log_record
-from agents.decide.state import DecideContext, DecideInput, DecideState
+from agents.decide.state import DecideContext, DecideInput, DecideOutput, DecideState
 from agents.llm.completion import Usage
 from agents.llm.errors import WriterError
 from agents.tracing import Node, traced
@@ -323,10 +323,17 @@ def _after_guard(state: DecideState) -> str:
     return "generate" if state.get("retry") and state.get("attempts", 0) < MAX_DRAFTS else "finish"
 
 
-def build_decide_graph(nodes: dict[str, Node] | None = None) -> CompiledStateGraph[Any, Any, Any, Any]:
+def build_decide_graph(
+    nodes: dict[str, Node] | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The decision graph, its nodes running the steps of NODES; `nodes` replaces them by name
     (`bench/decide.py` measures the graph's own cost with nodes that do nothing)."""
-    graph = StateGraph(DecideState, context_schema=DecideContext, input_schema=DecideInput)
+    graph = StateGraph(
+        DecideState,
+        context_schema=DecideContext,
+        input_schema=DecideInput,
+        output_schema=DecideOutput,
+    )
     for name, named in NODES.items():
         node = steps(*named) if len(named) > 1 else traced(*named[0])
         graph.add_node(name, (nodes or {}).get(name, node))
