@@ -57,7 +57,7 @@ QUERIES = [
 ]
 BLOCK = 25  # decisions per block; floor and decision blocks alternate
 # Supersteps of the nine-node shape at most: five steps before the copy, a generate and a guard
-# per draft, then explain and log.
+# per draft, explain and log, and LangGraph's input.
 NINE_NODE_RECURSION_LIMIT = 5 + 2 * MAX_DRAFTS + 2 + 1
 
 

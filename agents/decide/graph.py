@@ -40,10 +40,11 @@ NO_COPY = "none"  # the writer named when consent allows no copy at all
 # A model draft, its one retry with the guard's reason, then the offline writer: at most three
 # drafts per decision, whatever the writers answer.
 MAX_DRAFTS = 3
-# Supersteps of one decision at most: `prepare`, a generate and a guard per draft, then
-# `finish`. The graph is invoked with this limit, so a routing mistake ends in an error after a
-# few steps instead of spinning until LangGraph's default of 25.
-RECURSION_LIMIT = 1 + 2 * MAX_DRAFTS + 1
+# Supersteps of one decision at most: `prepare`, a generate and a guard per draft, `finish`, and
+# the superstep LangGraph counts for the input. The graph is invoked with this limit, so a
+# routing mistake ends in an error after a few steps instead of spinning until LangGraph's
+# default of 25 (tests/test_decide_bounds.py runs the longest path, MAX_DRAFTS failing drafts).
+RECURSION_LIMIT = 1 + 2 * MAX_DRAFTS + 1 + 1
 
 
 def guard_input(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
