@@ -1,9 +1,9 @@
-"""OpenTelemetry spans for the decision graph: one per node visited, under one span per decision.
+"""OpenTelemetry spans for the decision graph: one per step run, under one span per decision.
 
 Off unless `ATTUNE_OTEL_EXPORTER` names an exporter (`console`, or `otlp` to the standard
 `OTEL_EXPORTER_OTLP_ENDPOINT`). The tracer has a provider of its own, built by the factory, so
 nothing global is set and a test can hand the services an in-memory one. Span attributes come
-from a fixed vocabulary (node name, channel, decision id, the kinds of fallbacks taken), never
+from a fixed vocabulary (step name, channel, decision id, the kinds of fallbacks taken), never
 from the request: no user id, anonymous id or free text is ever recorded.
 """
 
@@ -27,11 +27,11 @@ from agents.decide.state import DecideContext, DecideState
 from agents.metrics import degraded_kind
 from agents.settings import Settings
 
-__all__ = ["build_tracer", "decision_span", "traced"]
+__all__ = ["Node", "build_tracer", "decision_span", "traced"]
 
 
 class Node(Protocol):
-    """A node of the decision graph, as LangGraph calls it."""
+    """A step of the decision graph, or one of its nodes: the state and runtime in, an update out."""
 
     def __call__(self, state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]: ...
 
@@ -57,7 +57,7 @@ def build_tracer(settings: Settings) -> Tracer | None:
 
 @contextmanager
 def decision_span(tracer: Tracer | None, *, channel: str, decision_id: str) -> Iterator[None]:
-    """The span that holds one decision's node spans (nothing when tracing is off)."""
+    """The span that holds one decision's step spans (nothing when tracing is off)."""
     if tracer is None:
         yield
         return
@@ -67,7 +67,9 @@ def decision_span(tracer: Tracer | None, *, channel: str, decision_id: str) -> I
 
 
 def traced(name: str, node: Node) -> Node:
-    """`node` in a span named `name` when the services have a tracer; as it is otherwise."""
+    """`node` (a step) in a span named `name` when the services have a tracer; as it is
+    otherwise. The span's `attune.node` attribute is the step's name too (the name the graph's
+    nodes had when each step was one)."""
 
     @functools.wraps(node)
     def run(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:

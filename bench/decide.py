@@ -1,14 +1,18 @@
 """Decision latency in process on the demo world, beside the floor of LangGraph itself.
 
-The floor is a graph of our graph's shape — the same nine nodes, edges, conditional edges,
-state schema and context — whose nodes do nothing; it is measured in the same run, in blocks
-interleaved with the decisions, so that the machine's load moves both alike. Prints JSON: p50,
+The floor is a graph of the decision's nine steps as nine nodes — the shape issue 14 defines:
+the same edges, conditional edges, state schema and context — whose nodes do nothing. Beside it,
+labelled `noop_langgraph_floor_service_shape`, the floor of the shape the service runs (the
+steps grouped into fewer nodes, `agents.decide.graph.NODES`), built by the service's own
+`build_decide_graph` with nodes that do nothing. Both are measured in the same run, in blocks
+interleaved with the decisions, so that the machine's load moves all three alike. Prints JSON: p50,
 p95 and p99 in milliseconds of the floor and of decisions without query text, with query text
 (the embedding model the services loaded — the packaged all-MiniLM-L6-v2 unless it is missing —
 with its query cache cleared before each decision, so every query is embedded), and with the
 query cache warm (the same eight queries again and again), on the web (Thompson sampling), and
 decisions per second on the app surface (the linear contextual bandit in the demo policy); each
-scenario's p50 over the floor's is its `ratio`. No LLM: the offline writer answers.
+scenario's p50 over the nine-node floor's is its `ratio`, over the service shape's
+`ratio_service_shape`. No LLM: the offline writer answers.
 
     .venv/bin/python bench/decide.py [--n 300] [--home DIR] [--out FILE]
 
@@ -33,7 +37,7 @@ from typing import Any
 import numpy as np
 from langgraph.graph import END, START, StateGraph
 
-from agents.decide.graph import RECURSION_LIMIT
+from agents.decide.graph import MAX_DRAFTS, NODES, RECURSION_LIMIT, build_decide_graph
 from agents.decide.run import DecideRequest, decide
 from agents.decide.state import DecideContext, DecideInput, DecideState
 from agents.factory import build_services, settle
@@ -52,6 +56,9 @@ QUERIES = [
     "cat toys",
 ]
 BLOCK = 25  # decisions per block; floor and decision blocks alternate
+# Supersteps of the nine-node shape at most: five steps before the copy, a generate and a guard
+# per draft, explain and log, and LangGraph's input.
+NINE_NODE_RECURSION_LIMIT = 5 + 2 * MAX_DRAFTS + 2 + 1
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -86,19 +93,25 @@ def noop_graph() -> Any:
     return graph.compile(name="noop")
 
 
-def interleaved(
-    n: int, floor: Callable[[int], None], work: Callable[[int], None]
-) -> tuple[list[float], list[float]]:
-    """`n` timings of each, in alternating blocks of BLOCK."""
-    floor_ms: list[float] = []
-    work_ms: list[float] = []
+def noop_service_shape() -> Any:
+    """The graph the service runs (`build_decide_graph`) with nodes that do nothing."""
+
+    def node(state: DecideState, runtime: Any) -> dict[str, Any]:
+        return {}
+
+    return build_decide_graph(dict.fromkeys(NODES, node))
+
+
+def interleaved(n: int, *calls: Callable[[int], None]) -> list[list[float]]:
+    """`n` timings of each call, in alternating blocks of BLOCK."""
+    samples: list[list[float]] = [[] for _ in calls]
     for first in range(0, n, BLOCK):
-        for samples, call in ((floor_ms, floor), (work_ms, work)):
+        for timings, call in zip(samples, calls, strict=True):
             for i in range(first, min(first + BLOCK, n)):
                 start = time.perf_counter()
                 call(i)
-                samples.append((time.perf_counter() - start) * 1000)
-    return floor_ms, work_ms
+                timings.append((time.perf_counter() - start) * 1000)
+    return samples
 
 
 def main() -> None:
@@ -124,12 +137,19 @@ def main() -> None:
             query=QUERIES[i % len(QUERIES)] if with_query else None,
         )
 
-    noop = noop_graph()
-    # The floor gets a context of the same kind as a decision's, built once.
+    noop, shape = noop_graph(), noop_service_shape()
+    # The floors get a context of the same kind as a decision's, built once.
     context = DecideContext(services=services, run=None, vault=None, known=None, decision_id="")  # type: ignore[arg-type]
 
     def floor(i: int) -> None:
         noop.invoke(
+            {"query": None, "k": 10, "context": {}},
+            {"recursion_limit": NINE_NODE_RECURSION_LIMIT},
+            context=context,
+        )
+
+    def shape_floor(i: int) -> None:
+        shape.invoke(
             {"query": None, "k": 10, "context": {}},
             {"recursion_limit": RECURSION_LIMIT},
             context=context,
@@ -139,6 +159,7 @@ def main() -> None:
     for i in range(20):  # warm-up: caches, lazy imports, SQLite pages
         decide(services, request(i, i % 2 == 0))
         floor(i)
+        shape_floor(i)
 
     def no_query(i: int) -> None:
         decide(services, request(i, False))
@@ -168,6 +189,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     floors: list[float] = []
+    shape_floors: list[float] = []
     for name, work in (
         ("without_query", no_query),
         ("with_query", cold_query),
@@ -175,15 +197,23 @@ def main() -> None:
         ("app_lints", app),
     ):
         started = time.perf_counter()
-        floor_ms, work_ms = interleaved(args.n, floor, work)
-        elapsed = (time.perf_counter() - started - sum(floor_ms) / 1000) or 1e-9
+        floor_ms, shape_ms, work_ms = interleaved(args.n, floor, shape_floor, work)
+        elapsed = (time.perf_counter() - started - (sum(floor_ms) + sum(shape_ms)) / 1000) or 1e-9
         floors += floor_ms
+        shape_floors += shape_ms
         stats = percentiles(work_ms)
         stats["decisions_per_s"] = round(args.n / elapsed, 1)
         stats["floor_p50_ms"] = percentiles(floor_ms)["p50_ms"]
         stats["ratio"] = round(stats["p50_ms"] / stats["floor_p50_ms"], 2)
+        stats["service_shape_floor_p50_ms"] = percentiles(shape_ms)["p50_ms"]
+        stats["ratio_service_shape"] = round(
+            stats["p50_ms"] / stats["service_shape_floor_p50_ms"], 2
+        )
         results[name] = stats
     results["noop_langgraph_floor"] = percentiles(floors)
+    results["noop_langgraph_floor_service_shape"] = percentiles(shape_floors) | {
+        "nodes": list(NODES)
+    }
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     services.close()
 

@@ -1,10 +1,19 @@
 """The decision graph: guard input → profile → retrieve → policy → select offer → generate →
-guard output → explain → log. Nodes are thin: each calls a tool, a writer or a guard and merges
-the result into the state."""
+guard output → explain → log. Steps are thin: each calls a tool, a writer or a guard and merges
+the result into the state.
+
+Only the copy is control flow (a draft, the output guard, a retry or the offline writer), so only
+`generate` and `guard_output` are nodes of their own. The steps before the copy always run in
+order and are one node, `prepare`, and so are the two after it, `finish`: LangGraph's cost is per
+node visited (a superstep: tasks prepared, writes applied, channels read), about a quarter of a
+decision with one node per step (issue 14). Each step still runs in its own span
+(`agents.tracing`), so a trace lists the nine steps as before.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -12,10 +21,10 @@ from langgraph.runtime import Runtime
 
 from agents.decide.explain import explain
 from agents.decide.record import decision_record, log_record
-from agents.decide.state import DecideContext, DecideInput, DecideState
+from agents.decide.state import DecideContext, DecideInput, DecideOutput, DecideState
 from agents.llm.completion import Usage
 from agents.llm.errors import WriterError
-from agents.tracing import traced
+from agents.tracing import Node, traced
 from agents.writing.llm_writer import MeteredDraft
 from agents.writing.writer import Brief, BriefItem, BriefOffer, Draft
 from policies.output import check_copy
@@ -31,10 +40,11 @@ NO_COPY = "none"  # the writer named when consent allows no copy at all
 # A model draft, its one retry with the guard's reason, then the offline writer: at most three
 # drafts per decision, whatever the writers answer.
 MAX_DRAFTS = 3
-# Supersteps of one decision at most: five steps before the copy, a generate and a guard per
-# draft, then explain and log. The graph is invoked with this limit, so a routing mistake ends
-# in an error after a few steps instead of spinning until LangGraph's default of 25.
-RECURSION_LIMIT = 5 + 2 * MAX_DRAFTS + 2 + 1
+# Supersteps of one decision at most: `prepare`, a generate and a guard per draft, `finish`, and
+# the superstep LangGraph counts for the input. The graph is invoked with this limit, so a
+# routing mistake ends in an error after a few steps instead of spinning until LangGraph's
+# default of 25 (tests/test_decide_bounds.py runs the longest path, MAX_DRAFTS failing drafts).
+RECURSION_LIMIT = 1 + 2 * MAX_DRAFTS + 1 + 1
 
 
 def guard_input(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
@@ -268,35 +278,70 @@ def _brief(state: DecideState, ctx: DecideContext) -> Brief:
     )
 
 
+def steps(*named: tuple[str, Node]) -> Node:
+    """One graph node that runs the `named` steps in order. Each runs in its own span, as a node
+    would (`traced`), and reads the state as the steps before it left it; their updates are
+    merged as the graph merges updates (`degraded`, the state's one reducer, adds up; any other
+    key is replaced)."""
+    spanned = [traced(name, step) for name, step in named]
+
+    def node(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:
+        seen: dict[str, Any] = dict(state)
+        merged: dict[str, Any] = {}
+        for step in spanned:
+            for key, value in step(cast(DecideState, seen), runtime).items():
+                if key == "degraded":
+                    seen[key] = [*seen.get(key, []), *value]
+                    merged[key] = [*merged.get(key, []), *value]
+                else:
+                    seen[key] = merged[key] = value
+        return merged
+
+    return node
+
+
+# The graph's nodes and the steps each runs, in order: the step names are the spans' names.
+NODES: dict[str, Sequence[tuple[str, Node]]] = {
+    "prepare": (
+        ("guard_input", guard_input),
+        ("profile", profile),
+        ("retrieve", retrieve),
+        ("policy", policy),
+        ("select_offer", choose_offer),
+    ),
+    "generate": (("generate", generate),),
+    "guard_output": (("guard_output", guard_output),),
+    "finish": (("explain", explain_decision), ("log", log)),
+}
+STEPS = [name for named in NODES.values() for name, _ in named]
+
+
 def _after_generate(state: DecideState) -> str:
     # No copy may be written (consent): there is nothing to check, and nothing to retry.
-    return "explain" if state.get("writer") == NO_COPY else "guard_output"
+    return "finish" if state.get("writer") == NO_COPY else "guard_output"
 
 
 def _after_guard(state: DecideState) -> str:
-    return "generate" if state.get("retry") and state.get("attempts", 0) < MAX_DRAFTS else "explain"
+    return "generate" if state.get("retry") and state.get("attempts", 0) < MAX_DRAFTS else "finish"
 
 
-def build_decide_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
-    # Each node runs in a span of its own when the services have a tracer (`agents.tracing`).
-    graph = StateGraph(DecideState, context_schema=DecideContext, input_schema=DecideInput)
-    graph.add_node("guard_input", traced("guard_input", guard_input))
-    graph.add_node("profile", traced("profile", profile))
-    graph.add_node("retrieve", traced("retrieve", retrieve))
-    graph.add_node("policy", traced("policy", policy))
-    graph.add_node("select_offer", traced("select_offer", choose_offer))
-    graph.add_node("generate", traced("generate", generate))
-    graph.add_node("guard_output", traced("guard_output", guard_output))
-    graph.add_node("explain", traced("explain", explain_decision))
-    graph.add_node("log", traced("log", log))
-    graph.add_edge(START, "guard_input")
-    graph.add_edge("guard_input", "profile")
-    graph.add_edge("profile", "retrieve")
-    graph.add_edge("retrieve", "policy")
-    graph.add_edge("policy", "select_offer")
-    graph.add_edge("select_offer", "generate")
-    graph.add_conditional_edges("generate", _after_generate, ["guard_output", "explain"])
-    graph.add_conditional_edges("guard_output", _after_guard, ["generate", "explain"])
-    graph.add_edge("explain", "log")
-    graph.add_edge("log", END)
+def build_decide_graph(
+    nodes: dict[str, Node] | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The decision graph, its nodes running the steps of NODES; `nodes` replaces them by name
+    (`bench/decide.py` measures the graph's own cost with nodes that do nothing)."""
+    graph = StateGraph(
+        DecideState,
+        context_schema=DecideContext,
+        input_schema=DecideInput,
+        output_schema=DecideOutput,
+    )
+    for name, named in NODES.items():
+        node = steps(*named) if len(named) > 1 else traced(*named[0])
+        graph.add_node(name, (nodes or {}).get(name, node))
+    graph.add_edge(START, "prepare")
+    graph.add_edge("prepare", "generate")
+    graph.add_conditional_edges("generate", _after_generate, ["guard_output", "finish"])
+    graph.add_conditional_edges("guard_output", _after_guard, ["generate", "finish"])
+    graph.add_edge("finish", END)
     return graph.compile(name="decide")

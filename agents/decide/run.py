@@ -9,7 +9,7 @@ from typing import cast
 
 from agents.decide.explain import Explanation
 from agents.decide.graph import RECURSION_LIMIT
-from agents.decide.state import DecideContext, DecideState
+from agents.decide.state import DecideContext, DecideOutput
 from agents.services import Services
 from agents.tracing import decision_span
 from policies.pii import KnownValues, Vault
@@ -66,7 +66,7 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
         services.tracer, channel=request.channel.value, decision_id=context.decision_id
     ):
         state = cast(
-            DecideState,
+            DecideOutput,
             services.graph.invoke(
                 {"query": request.query, "k": request.k, "context": dict(request.context or {})},
                 {"recursion_limit": RECURSION_LIMIT},

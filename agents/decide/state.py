@@ -49,6 +49,20 @@ class DecideState(DecideInput, total=False):
     degraded: Annotated[list[str], operator.add]
 
 
+class DecideOutput(TypedDict, total=False):
+    """What the graph gives its caller (`agents.decide.run`): LangGraph reads only these channels
+    to hand back the state, and emits the state only after a step that changed one of them."""
+
+    profile: ProfileView
+    candidates: Candidates
+    offers: EligibleOffers
+    choice: OfferChoice | None
+    draft: Draft
+    writer: str
+    explanation: Explanation
+    record: dict[str, Any]
+
+
 @dataclass
 class DecideContext:
     """Per-request runtime context: the services, the tool context and the request's PII vault."""

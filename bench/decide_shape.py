@@ -1,0 +1,186 @@
+"""The decision graph's shape, A/B in one process: the service's graph (`NODES`: the steps
+grouped into a few nodes) against the same steps as nine nodes (one per step, the shape before
+issue 14) and as six, on the demo world.
+
+Decisions run in alternating blocks, so the machine's load moves all shapes alike; prints JSON
+with each shape's p50 and its ratio to the nine-node shape, and, from a cProfile pass over the
+same requests, what cannot be noise: Python function calls per decision and LangGraph's
+per-superstep calls (`apply_writes`, `prepare_single_task`) and pydantic validations per
+decision, with LangGraph's own share of the profiled time (the graph's invoke less its steps).
+
+    .venv/bin/python bench/decide_shape.py [--n 300] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import itertools
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langgraph.graph import END, START, StateGraph
+
+from agents.decide.graph import (
+    MAX_DRAFTS,
+    NODES,
+    _after_generate,
+    _after_guard,
+    build_decide_graph,
+    steps,
+)
+from agents.decide.run import DecideRequest, decide
+from agents.decide.state import DecideContext, DecideInput, DecideState
+from agents.factory import build_services, settle
+from agents.reindex import start as start_service
+from agents.services import Services
+from agents.settings import Settings
+from agents.tracing import traced
+from store.schemas import Channel
+
+BLOCK = 10  # decisions per block; the shapes' blocks alternate
+STEP_FUNCTIONS = {name: step for named in NODES.values() for name, step in named}
+
+
+@dataclass
+class Limited:
+    """A graph invoked with its own recursion limit (the service passes its shape's)."""
+
+    graph: Any
+    limit: int
+
+    def invoke(self, graph_input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return self.graph.invoke(graph_input, {**config, "recursion_limit": self.limit}, **kwargs)
+
+
+def shaped(groups: dict[str, list[str]], limit: int) -> Limited:
+    """The decision's steps grouped into the nodes `groups` names, in order; the copy's loop is
+    `generate` ⇄ `guard_output` as in the service's graph."""
+    graph = StateGraph(DecideState, context_schema=DecideContext, input_schema=DecideInput)
+    names = list(groups)
+    for name, members in groups.items():
+        named = [(member, STEP_FUNCTIONS[member]) for member in members]
+        graph.add_node(name, steps(*named) if len(named) > 1 else traced(*named[0]))
+    graph.add_edge(START, names[0])
+    before_copy = names[: names.index("generate") + 1]
+    for before, after in itertools.pairwise(before_copy):
+        graph.add_edge(before, after)
+    after_copy = names[names.index("guard_output") + 1 :]
+    ends = {"finish": after_copy[0]}
+    graph.add_conditional_edges(
+        "generate", _after_generate, {"guard_output": "guard_output"} | ends
+    )
+    graph.add_conditional_edges("guard_output", _after_guard, {"generate": "generate"} | ends)
+    for before, after in itertools.pairwise(after_copy):
+        graph.add_edge(before, after)
+    graph.add_edge(after_copy[-1], END)
+    return Limited(graph.compile(name="decide"), limit)
+
+
+def shapes() -> dict[str, Any]:
+    one = {name: [name] for name in STEP_FUNCTIONS}
+    six = {
+        "prepare": ["guard_input", "profile"],
+        "retrieve": ["retrieve"],
+        "offer": ["policy", "select_offer"],
+        "generate": ["generate"],
+        "guard_output": ["guard_output"],
+        "finish": ["explain", "log"],
+    }
+    return {
+        "nine": shaped(one, 5 + 2 * MAX_DRAFTS + 2 + 1),
+        "six": shaped(six, 3 + 2 * MAX_DRAFTS + 1 + 1),
+        "service": build_decide_graph(),
+    }
+
+
+def profile(services: Services, requests: list[DecideRequest]) -> dict[str, Any]:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for request in requests:
+        decide(services, request)
+    profiler.disable()
+    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    n = len(requests)
+
+    def cumulative(fragment: str, function: str) -> float:
+        found = (
+            ct
+            for (f, _, fn), (_, _, _, ct, _) in entries.items()
+            if fn == function and f.endswith(fragment)
+        )
+        return sum(found)
+
+    def calls(name: str) -> float:
+        return sum(nc for (_, _, fn), (_, nc, _, _, _) in entries.items() if name in fn) / n
+
+    total = cumulative("agents/decide/run.py", "decide")
+    invoke = cumulative("langgraph/pregel/main.py", "invoke")
+    in_steps = sum(
+        cumulative("agents/decide/graph.py", step.__name__) for step in STEP_FUNCTIONS.values()
+    )
+    return {
+        "function_calls_per_decision": round(sum(nc for (_, nc, _, _, _) in entries.values()) / n),
+        "apply_writes_per_decision": calls("apply_writes"),
+        "prepare_single_task_per_decision": calls("prepare_single_task"),
+        "validate_python_per_decision": calls("validate_python"),
+        "profiled_ms_per_decision": round(total / n * 1000, 2),
+        "langgraph_own_ms_per_decision": round((invoke - in_steps) / n * 1000, 2),
+        "langgraph_own_share": round((invoke - in_steps) / total, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300, help="decisions per shape")
+    parser.add_argument("--profile-n", type=int, default=100, help="profiled decisions per shape")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/decide_shape.json"))
+    args = parser.parse_args()
+
+    settings = Settings(home=Path(tempfile.mkdtemp(prefix="attune-bench-shape-")), seed=1)
+    services = build_services(settings)
+    start_service(services, settings.demo_dir)
+    lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
+    users = [json.loads(line)["user_id"] for line in lines if line.strip()]
+    rng = np.random.default_rng(1)
+    requests = [
+        DecideRequest(channel=Channel.web, user_id=str(rng.choice(users)))
+        for _ in range(max(args.n, args.profile_n))
+    ]
+    variants = {name: replace(services, graph=graph) for name, graph in shapes().items()}
+    settle()
+    for request in requests[:20]:  # warm-up
+        for variant in variants.values():
+            decide(variant, request)
+
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for first in range(0, args.n, BLOCK):
+        for name, variant in variants.items():
+            for request in requests[first : first + BLOCK]:
+                start = time.perf_counter()
+                decide(variant, request)
+                samples[name].append((time.perf_counter() - start) * 1000)
+    nine = statistics.median(samples["nine"])
+    results: dict[str, Any] = {"decisions_per_shape": args.n, "service_nodes": list(NODES)}
+    for name, variant in variants.items():
+        p50 = statistics.median(samples[name])
+        results[name] = {"p50_ms": round(p50, 3), "ratio_to_nine": round(p50 / nine, 3)}
+        results[name] |= profile(variant, requests[: args.profile_n])
+    services.close()
+
+    text = json.dumps(results, indent=2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Every step of a decision runs and is traced, whatever node of the graph runs it (issue 14):
+the decision graph groups its nine steps into a few nodes, and a step that stopped running or
+stopped appearing in the trace — the output guard on a model's copy above all — fails here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from langgraph.runtime import Runtime
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from agents.decide.graph import STEPS, steps
+from agents.decide.run import DecideRequest, decide
+from agents.services import Services
+from agents.writing.writer import Brief, Draft, OfflineWriter
+from store.decisions import get_decision
+from store.schemas import Channel
+
+ROOT = Path(__file__).resolve().parents[1]
+USERS = [json.loads(line) for line in (ROOT / "data/demo/users.jsonl").read_text().splitlines()]
+# People whose consent lets a model write their web copy.
+CONSENTING = [
+    u["user_id"]
+    for u in USERS
+    if u["consent"].get("llm_processing") and u["consent"].get("personalization")
+]
+BEFORE_COPY = ["guard_input", "profile", "retrieve", "policy", "select_offer"]
+AFTER_COPY = ["explain", "log"]
+
+
+class ModelWriter(OfflineWriter):
+    """A model writer (by name) whose first `bad` drafts break the output guard."""
+
+    name = "fake-model"
+    prompt_version = "fake-1"
+
+    def __init__(self, bad: int = 0) -> None:
+        self.bad = bad
+        self.calls = 0
+
+    def write(self, brief: Brief, *, feedback: str | None = None) -> Draft:
+        self.calls += 1
+        if self.calls <= self.bad:
+            return Draft(text="Guaranteed cure, only $0.01 today!", item_ids=[], offer_id=None)
+        return super().write(brief)
+
+
+def traced_decision(
+    services: Services, request: DecideRequest, writer: Any = None
+) -> tuple[list[str], dict[str, Any]]:
+    """The names of the decision's step spans, in order, and its logged record."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    changed = replace(services, tracer=provider.get_tracer("test"))
+    if writer is not None:
+        changed = replace(changed, writer=writer)
+    decision = decide(changed, request)
+    with services.db.session() as session:
+        record = get_decision(session, decision.decision_id).record
+    return [span.name for span in exporter.get_finished_spans() if span.name != "decide"], record
+
+
+def test_the_graph_runs_the_nine_steps_in_order() -> None:
+    assert [*BEFORE_COPY, "generate", "guard_output", *AFTER_COPY] == STEPS
+
+
+def test_offline_copy_runs_and_traces_every_step(demo_services: Services) -> None:
+    request = DecideRequest(channel=Channel.web, user_id=CONSENTING[0], query="cat toys")
+    spans, record = traced_decision(demo_services, request)
+    assert spans == STEPS
+    assert record["content"]["writer"] == "offline"
+    assert record["content"]["attempts"] == 1
+
+
+def test_a_models_copy_is_guarded(demo_services: Services) -> None:
+    model = ModelWriter()
+    request = DecideRequest(channel=Channel.web, user_id=CONSENTING[1])
+    spans, record = traced_decision(demo_services, request, model)
+    assert spans == [*BEFORE_COPY, "generate", "guard_output", *AFTER_COPY]
+    assert model.calls == 1
+    assert record["content"]["writer"] == "fake-model"
+    assert record["content"]["attempts"] == 1
+
+
+def test_a_rejected_draft_is_rewritten_and_guarded_again(demo_services: Services) -> None:
+    model = ModelWriter(bad=1)
+    request = DecideRequest(channel=Channel.web, user_id=CONSENTING[2])
+    spans, record = traced_decision(demo_services, request, model)
+    copy = ["generate", "guard_output"] * 2
+    assert spans == [*BEFORE_COPY, *copy, *AFTER_COPY]
+    assert model.calls == 2
+    assert record["content"]["writer"] == "fake-model"
+    assert record["content"]["attempts"] == 2
+
+
+def test_no_copy_allowed_skips_only_the_guard(demo_services: Services) -> None:
+    # An anonymous person has given no consent: email copy may not be written.
+    request = DecideRequest(channel=Channel.email, anonymous_id="anon-steps")
+    spans, record = traced_decision(demo_services, request)
+    assert spans == [*BEFORE_COPY, "generate", *AFTER_COPY]
+    assert record["content"]["writer"] == "none"
+
+
+def test_a_node_of_steps_passes_each_step_the_updates_before_it() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def first(state: Any, runtime: Any) -> dict[str, Any]:
+        seen.append(dict(state))
+        return {"profile": "p", "degraded": ["a: first"]}
+
+    def second(state: Any, runtime: Any) -> dict[str, Any]:
+        seen.append(dict(state))
+        return {"candidates": "c", "degraded": ["b: second"]}
+
+    def third(state: Any, runtime: Any) -> dict[str, Any]:
+        seen.append(dict(state))
+        return {"profile": "q"}
+
+    node = steps(("first", first), ("second", second), ("third", third))
+    runtime = Runtime(context=SimpleNamespace(services=SimpleNamespace(tracer=None)))
+    update = node({"k": 3, "degraded": ["z: before"]}, runtime)  # type: ignore[arg-type]
+
+    assert seen[0] == {"k": 3, "degraded": ["z: before"]}
+    assert seen[1] == {"k": 3, "profile": "p", "degraded": ["z: before", "a: first"]}
+    assert seen[2]["degraded"] == ["z: before", "a: first", "b: second"]
+    # What the graph merges: the last value of each key, and only the steps' own fallbacks
+    # (the reducer adds them to the state's).
+    assert update == {"profile": "q", "candidates": "c", "degraded": ["a: first", "b: second"]}
