@@ -26,7 +26,8 @@ from agents.factory import build_services, settle
 from agents.reindex import start as start_service
 from agents.settings import Settings
 from api.app import create_app
-from bench.decide import QUERIES, free_port, percentiles
+from bench.decide import QUERIES, percentiles
+from bench.http_load import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_openai import Reply, fake_openai

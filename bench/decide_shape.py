@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,11 @@ def shaped(groups: dict[str, list[str]], limit: int) -> Limited:
     for before, after in itertools.pairwise(before_copy):
         graph.add_edge(before, after)
     after_copy = names[names.index("guard_output") + 1 :]
-    ends = {"finish": after_copy[0]}
+    ends: dict[Hashable, str] = {"finish": after_copy[0]}
     graph.add_conditional_edges(
-        "generate", _after_generate, {"guard_output": "guard_output"} | ends
+        "generate", _after_generate, {"guard_output": "guard_output", **ends}
     )
-    graph.add_conditional_edges("guard_output", _after_guard, {"generate": "generate"} | ends)
+    graph.add_conditional_edges("guard_output", _after_guard, {"generate": "generate", **ends})
     for before, after in itertools.pairwise(after_copy):
         graph.add_edge(before, after)
     graph.add_edge(after_copy[-1], END)
@@ -125,7 +126,8 @@ def profile(services: Services, requests: list[DecideRequest]) -> dict[str, Any]
     total = cumulative("agents/decide/run.py", "decide")
     invoke = cumulative("langgraph/pregel/main.py", "invoke")
     in_steps = sum(
-        cumulative("agents/decide/graph.py", step.__name__) for step in STEP_FUNCTIONS.values()
+        cumulative("agents/decide/graph.py", getattr(step, "__name__", name))
+        for name, step in STEP_FUNCTIONS.items()
     )
     return {
         "function_calls_per_decision": round(sum(nc for (_, nc, _, _, _) in entries.values()) / n),

@@ -117,7 +117,7 @@ def random_filters(n: int, rng: np.random.Generator) -> list[ItemFilter]:
 def selectivity(items: list[Item], filters: list[ItemFilter]) -> float:
     """The mean fraction of the catalog a filter lets through."""
     category = np.array([item.category for item in items])
-    in_stock = np.array([item.stock > 0 for item in items])
+    in_stock = np.array([item.available for item in items])
     min_age = np.array([item.min_age for item in items])
     fractions = [
         float(

@@ -90,7 +90,7 @@ def main() -> None:
     calls: Counter[str] = Counter()
     index = services.tools.index
     if hasattr(index, "_shard"):
-        index._shard = CountingShard(index._shard, calls)  # type: ignore[attr-defined]
+        index._shard = CountingShard(index._shard, calls)
     event.listen(services.db.engine, "before_cursor_execute", lambda *_: calls.update(["sql"]))
     users = [f"u_{i:04d}" for i in range(1, 401)] + [None] * 40
     rng = np.random.default_rng(1)
