@@ -397,23 +397,19 @@ def person_history(
     their user id and of every anonymous id linked to it, as `store_sequences` groups them."""
     from retrieval.collab import EVENT_WEIGHTS
 
+    mine: list[ColumnElement[bool]] = []
+    if anonymous_id:
+        mine.append(EventRow.anonymous_id == anonymous_id)
+    if user_id:
+        mine.append(EventRow.user_id == user_id)
+        # The anonymous ids linked to the user, in the same statement.
+        linked = select(IdentityLink.external_id).where(
+            IdentityLink.kind == "anonymous", IdentityLink.user_id == user_id
+        )
+        mine.append(EventRow.anonymous_id.in_(linked))
+    if not mine:
+        return []
     with db.session() as session:
-        anonymous = {anonymous_id} if anonymous_id else set()
-        if user_id:
-            anonymous |= set(
-                session.scalars(
-                    select(IdentityLink.external_id).where(
-                        IdentityLink.kind == "anonymous", IdentityLink.user_id == user_id
-                    )
-                )
-            )
-        mine: list[ColumnElement[bool]] = []
-        if anonymous:
-            mine.append(EventRow.anonymous_id.in_(anonymous))
-        if user_id:
-            mine.append(EventRow.user_id == user_id)
-        if not mine:
-            return []
         rows = session.execute(
             select(EventRow.item_id, EventRow.type)
             .where(or_(*mine))
