@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,13 @@ def test_the_suite_honours_attune_data_dir(tmp_path: Path, monkeypatch: pytest.M
     assert load_suite(SUITE).datasets[0].path == tmp_path / "other"
 
 
-REAL_RELEASE = PROJECT_ROOT.parent / "shared" / "data" / "movielens" / "ml-latest-small"
+# The suite's own default (`${ATTUNE_DATA_DIR:-../shared/data}`), so a checkout elsewhere can point
+# at the data.
+REAL_RELEASE = (
+    Path(os.environ.get("ATTUNE_DATA_DIR") or PROJECT_ROOT.parent / "shared" / "data")
+    / "movielens"
+    / "ml-latest-small"
+)
 
 
 @pytest.mark.skipif(not REAL_RELEASE.is_dir(), reason=f"{REAL_RELEASE} is not on this machine")
