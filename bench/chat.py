@@ -32,6 +32,8 @@ from bench.http_load import free_port
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_openai import Reply, fake_openai
 
+from bench.report import emit
+
 ANSWER = "Happy to help: tell me a little more about what you like and I will look it up."
 
 
@@ -101,10 +103,7 @@ def main() -> None:
         "final_event": percentiles(total),
         "target_p50_ms": 30,
     }
-    text = json.dumps(results, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

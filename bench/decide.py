@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from agents.decide.state import DecideContext, DecideInput, DecideState
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
 from agents.settings import Settings
+from bench.report import emit
 from store.schemas import Channel
 
 QUERIES = [
@@ -217,10 +217,7 @@ def main() -> None:
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     services.close()
 
-    text = json.dumps(results, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import itertools
 import json
 import pstats
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Hashable
@@ -45,6 +44,7 @@ from agents.reindex import start as start_service
 from agents.services import Services
 from agents.settings import Settings
 from agents.tracing import traced
+from bench.report import emit
 from store.schemas import Channel
 
 BLOCK = 10  # decisions per block; the shapes' blocks alternate
@@ -178,10 +178,7 @@ def main() -> None:
         results[name] |= profile(variant, requests[: args.profile_n])
     services.close()
 
-    text = json.dumps(results, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

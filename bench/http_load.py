@@ -44,6 +44,8 @@ import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from bench.report import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["something for the kitchen", "strong coffee beans", "running shoes", None, None, None]
 TARGETS = ("bare", "app", "decide")  # loaded in this order at each concurrency, each repeat
@@ -401,10 +403,7 @@ def main() -> None:
             process.terminate()
         for process in servers.values():
             process.wait(timeout=30)
-    text = json.dumps(results, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ its load; compare medians between runs on the same machine.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from bench.report import emit
 from evals.ope.data import OPEData
 from evals.ope.estimators import DM, DR, IPS, SNIPS, Estimator
 from evals.ope.reward_model import RewardModel
@@ -125,10 +124,7 @@ def main() -> None:
         },
         "machine": {"python": platform.python_version(), "processor": platform.machine()},
     }
-    text = json.dumps(results, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from bench.decide import percentiles
+from bench.report import emit
 from policies.pii import KnownValues, PIIGuard, Vault
 from policies.pii.ner import FALLBACK_MODELS
 from store.schemas import UserRecord
@@ -114,10 +114,7 @@ def main() -> None:
                 scenario[f"{name}_p95_ratio"] = round(measured["p95_ms"] / blank["p95_ms"], 2)
         results[f"chars_{length}"] = scenario
 
-    text = json.dumps(results, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from agents.factory import build_services, settle
 from agents.reindex import start
 from agents.services import Services, load_itemitem
 from agents.settings import Settings
+from bench.report import emit
 from store.schemas import Channel
 
 BLOCK = 25  # decisions per block; the arms' blocks alternate
@@ -111,10 +111,7 @@ def main() -> None:
             "retrieve_p50_ratio": round(_p(got["retrieve"], 50) / _p(base["retrieve"], 50), 3),
         }
     services.close()
-    text = json.dumps(results, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(results, args.out)
 
 
 def _with(services: Services, model: Any) -> Services:
