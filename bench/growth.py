@@ -155,7 +155,7 @@ def load_items(services: Services, items: int) -> None:
     for start in range(0, items, 5000):
         batch = [synthetic_item(i) for i in range(start, min(start + 5000, items))]
         with services.db.session() as session:
-            session.execute(insert(CatalogItem), [catalog_row(item) for item in batch])
+            session.execute(insert(CatalogItem.__table__), [catalog_row(item) for item in batch])
             bump_catalog_version(session)
         for chunk in range(0, len(batch), 1000):
             part = batch[chunk : chunk + 1000]
@@ -207,7 +207,7 @@ def build_home(home: Path, items: int, events: int, seed: int) -> dict[str, Any]
     user_ids = [r.user_id for r in users]
     for rows in event_rows(user_ids, items, events, rng):
         with services.db.session() as session:
-            session.execute(insert(EventRow), rows)
+            session.execute(insert(EventRow.__table__), rows)
     with services.db.session() as session:
         refresh_popularity(session)
     took["events_s"] = time.perf_counter() - started
@@ -574,6 +574,8 @@ def axis(
         items, events = (value, fixed) if kind == "items" else (fixed, value)
         home, built = home_for(root, f"{kind}-{value}", items, events, seed=value)
         print(json.dumps({kind: value, "built": built}), file=sys.stderr, flush=True)
+        if args.build_only:
+            continue
         levels[str(value)] = {
             "items": items,
             "events": events,
@@ -612,10 +614,14 @@ def main() -> None:
                         help="report a count that grew more than this many times")  # fmt: skip
     parser.add_argument("--homes", type=Path, default=None,
                         help="keep the built homes here and reuse them on the next run")  # fmt: skip
+    parser.add_argument("--build-only", action="store_true",
+                        help="build (and check) the homes of --homes, measure nothing")  # fmt: skip
     parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "bench" / "results" / "growth.json"
     )
     args = parser.parse_args()
+    if args.build_only and args.homes is None:
+        parser.error("--build-only needs --homes (where to keep what it builds)")
     root = args.homes or Path(tempfile.mkdtemp(prefix="attune-growth-"))
     started = time.perf_counter()
     result: dict[str, Any] = {
