@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agents.services import Services
 from api.deps import ServicesDep
-from store.access import KeyInfo, verify_key
+from store.access import KeyInfo, read_key
 from store.errors import Conflict
 from store.users import link_owner
 
@@ -126,8 +126,10 @@ def require(*scopes: str) -> Callable[..., Awaitable[Caller]]:
                 "'attune keys create')",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        with services.db.session() as session:
-            key = verify_key(session, presented)
+        # A read by primary key on a pooled connection, no ORM session, on every request: a
+        # key revoked by any worker or `attune keys revoke` is refused by the next request.
+        with services.db.engine.connect() as connection:
+            key = read_key(connection, presented)
         if key is None:
             raise HTTPException(
                 401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from store.errors import NotFound
@@ -157,6 +157,25 @@ def verify_key(session: Session, presented: str) -> KeyInfo | None:
     if not hmac.compare_digest(row.secret_hash, _digest(parts[2])):
         return None
     return _info(row)
+
+
+_KEY_BY_ID = select(ApiKey.__table__).where(ApiKey.key_id == bindparam("key_id"))
+
+
+def read_key(connection: Connection, presented: str) -> KeyInfo | None:
+    """`verify_key` on a plain connection: one SELECT by primary key through SQLAlchemy Core,
+    without an ORM session (a third of the Python calls, what the API checks on every request).
+    Nothing is cached: the row is read at each call, so a key revoked by any process is refused
+    by the next call of every process."""
+    parts = presented.split("_", 2)
+    if len(parts) != 3 or parts[0] != PREFIX:
+        return None
+    row = connection.execute(_KEY_BY_ID, {"key_id": parts[1]}).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.secret_hash, _digest(parts[2])):
+        return None
+    return _info(row)  # type: ignore[arg-type]  # a Core row has the same attributes
 
 
 def revoke_key(session: Session, key_id: str) -> KeyInfo:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -81,6 +85,31 @@ def test_a_revoked_key_stops_working(client: TestClient, secured: Services) -> N
     assert {"key.create", "key.revoke"} <= set(actions)
     listed = client.get("/v1/admin/keys", headers=admin).json()
     assert all("secret" not in json.dumps(k) and "key" not in k for k in listed)
+
+
+def test_a_key_revoked_by_another_process_is_refused_at_once(
+    client: TestClient, secured: Services
+) -> None:
+    """The key check keeps nothing between requests: a revocation written by another process
+    (here `attune keys revoke`) is seen by this worker's very next request."""
+    with secured.db.session() as session:
+        plain, info = create_key(session, name="other-process", scopes=["decide"])
+    headers = {"Authorization": f"Bearer {plain}"}
+    body = {"user_id": ALICE, "channel": "web"}
+    assert client.post("/v1/decide", json=body, headers=headers).status_code == 200
+    env = {**os.environ, "ATTUNE_HOME": str(secured.settings.home)}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    revoked = subprocess.run(
+        [sys.executable, "-c", "from api.cli import app; app()", "keys", "revoke", info.key_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    refused = client.post("/v1/decide", json=body, headers=headers)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
 
 
 def test_a_missing_scope_is_403_naming_it(client: TestClient, secured: Services) -> None:
