@@ -227,7 +227,11 @@ def popularity_of(session: Session, item_ids: Sequence[str]) -> dict[str, float]
 def catalog_version(session: Session | Connection) -> int:
     """The catalog's version: it moves with every committed change to the items, their
     popularity or their hidden marks (`bump_catalog_version`), and to the offers."""
-    return session.scalar(select(CatalogVersion.version).where(CatalogVersion.id == 1)) or 0
+    return session.scalar(_VERSION) or 0
+
+
+# Built once: the read runs on every decision, and building the statement cost a sixth of it.
+_VERSION = select(CatalogVersion.version).where(CatalogVersion.id == 1)
 
 
 def bump_catalog_version(session: Session) -> None:
