@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, case, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, CursorResult, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.errors import NotFound
@@ -80,6 +80,8 @@ def upsert_offers(session: Session, offers: Iterable[Offer]) -> int:
         else:
             row.data = data
         count += 1
+    if count:
+        bump_catalog_version(session)  # The vocabulary of stored text holds offers' words.
     return count
 
 
@@ -222,10 +224,15 @@ def popularity_of(session: Session, item_ids: Sequence[str]) -> dict[str, float]
 # -- wt-d: the catalog's version, and the popularity ranking kept until it moves --------------
 
 
-def catalog_version(session: Session) -> int:
+def catalog_version(session: Session | Connection) -> int:
     """The catalog's version: it moves with every committed change to the items, their
-    popularity or their hidden marks (`bump_catalog_version`)."""
-    return session.scalar(select(CatalogVersion.version).where(CatalogVersion.id == 1)) or 0
+    popularity or their hidden marks (`bump_catalog_version`), and to the offers."""
+    return session.scalar(_VERSION) or 0
+
+
+# Built once: the read runs on every decision with text, and building the statement each
+# time cost about two thirds of it.
+_VERSION = select(CatalogVersion.version).where(CatalogVersion.id == 1)
 
 
 def bump_catalog_version(session: Session) -> None:

@@ -68,12 +68,15 @@ class Minimizer:
         return text if self._pattern is None else self._pattern.sub(MASK, text)
 
     @classmethod
-    def for_services(cls, services: Services, texts: Iterable[str | None]) -> Minimizer:
+    def for_services(
+        cls, services: Services, texts: Iterable[str | None], *, version: int | None = None
+    ) -> Minimizer:
         """The minimizer of a request, over the process's vocabulary (refreshed first, when the
-        request has free text for it to judge)."""
+        request has free text for it to judge). `version` is the catalog's version when the
+        request has already read it (`Vocabulary.refresh`)."""
         texts = list(texts)
         if any(texts):
-            services.vocabulary.refresh(services.db)
+            services.vocabulary.refresh(services.db, version)
         return cls.of(texts, services.vocabulary)
 
     def value(self, value: T) -> T:
