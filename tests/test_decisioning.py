@@ -22,7 +22,7 @@ from agents.services import Services
 from policies.engine import Exposure, Facts, PolicyEngine
 from policies.rules import parse_policy
 from store.bandit import ArmState
-from store.catalog import upsert_offers
+from store.catalog import bump_catalog_version, upsert_offers
 from store.decisions import log_decision
 from store.models import CatalogOffer
 from store.schemas import Channel, Offer, Purpose, UserRecord
@@ -173,6 +173,8 @@ def world(demo_services: Services) -> Iterator[Services]:
         session.execute(
             delete(CatalogOffer).where(CatalogOffer.offer_id.in_([o.offer_id for o in OFFERS]))
         )
+        # A writer bumps the catalog's version with its change, so caches keyed by it reload.
+        bump_catalog_version(session)
     demo_services.tools.offers.invalidate()
 
 
