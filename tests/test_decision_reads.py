@@ -18,6 +18,7 @@ from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
 from store.bandit import ArmState, add_reward, read_arms, read_offer_state
+from store.catalog import catalog_version, get_items, upsert_items
 from store.db import Database
 from store.decisions import get_decision, log_decision, offer_exposure_times
 from store.errors import Conflict
@@ -25,7 +26,7 @@ from store.events import ingest_events
 from store.features import person_features, read_features
 from store.person import read_person
 from store.predictions import Prediction, prediction_for, replace_predictions
-from store.schemas import Channel, Event, Purpose, UserRecord
+from store.schemas import Channel, Event, Item, Purpose, UserRecord
 from store.users import Subject, get_user, link_identity, upsert_user
 from tools.reads import open_decision
 
@@ -258,6 +259,11 @@ def test_read_person_agrees_with_the_store_functions(database_url: str) -> None:
                     session, subject, as_of=NOW
                 )
             assert read_person(session, "p2", "a-linked").owner == "p1"
+            upsert_items(session, [Item(item_id="i0", title="Mug", price=5.0)])
+            assert read_person(session, "p1", None).catalog_version == catalog_version(session) > 0
+            assert get_items(session, ["i0", "missing"]) == {
+                "i0": Item(item_id="i0", title="Mug", price=5.0)
+            }
             add_reward(session, "thompson", "web", "o1", 1.0, (1.0, 1.0))
             log_decision(
                 session,
