@@ -1,11 +1,14 @@
 """What a decision reads: statements and sessions per decision, and the reads old vs new (A/B).
 
-Prints JSON. `per_decision`: sessions opened, statements executed (by first word) and the
-statements of each table, over `--n` decisions without a query on the demo world. `ab`: the
+Prints JSON. `per_decision`: ORM sessions opened, connections checked out of the pool,
+statements executed (by first word) and the statements of each table (by the first FROM: the
+person's SELECT counts as `catalog_version`, its first subquery's table), over `--n` decisions without a query on the demo world. `ab`: the
 reads a decision made before `tools.reads` (resolve the subject; user, consent, feature row and
 prediction through the ORM; exposures; bandit arms: four sessions) against what
 `tools.reads.open_decision` reads now (one session, two statements), timed in alternating
 blocks in this one process, so machine load hits both alike; medians of the block means.
+`session6` is the reads of a decision as they were at b89debb (ORM sessions, statements built
+per call, the catalog's version and the history read on their own); `new` as they are now.
 
     .venv/bin/python bench/reads.py [--n 200] [--blocks 20] [--home HOME]
 """
@@ -24,18 +27,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import event, select
+import sqlalchemy as sa
+from sqlalchemy import Float, Integer, String, and_, event, null, or_, select, union_all
 
 from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
 from agents.services import Services
 from agents.settings import Settings
+from retrieval.sequence import _HISTORY, person_history
 from store.bandit import ArmState, read_offer_state
 from store.db import Database
 from store.errors import NotFound
 from store.features import person_features, read_features
-from store.models import BanditArm, DecisionRow
+from store.models import (
+    BanditArm,
+    CatalogVersion,
+    DecisionRow,
+    EventRow,
+    IdentityLink,
+    UTCDateTime,
+)
 from store.person import read_person
 from store.schemas import Channel
 from store.users import get_user, resolve_subject
@@ -74,21 +86,79 @@ def old_reads(db: Database, user_id: str, offer_ids: list[str], now: datetime) -
     return record, features, shown, arms
 
 
-def new_reads(db: Database, user_id: str, offer_ids: list[str], now: datetime) -> Any:
-    """The same reads as `tools.reads.open_decision` makes them."""
+def session6_reads(db: Database, user_id: str, offer_ids: list[str], now: datetime) -> Any:
+    """The reads as `tools.reads.open_decision` and retrieval made them at b89debb: an ORM
+    session, the offer state's UNION ALL and the history's SELECT built on every call, the
+    catalog's version read on its own before popularity (JSON was read by `json.loads` then,
+    which this cannot undo: both arms read it by orjson)."""
     with db.session() as session:
         person = read_person(session, user_id, None)
         features = person_features(session, person, as_of=now)
-        shown, arms = read_offer_state(
-            session, person.subject.key, now - WEEK, [("thompson", "web")], offer_ids
+        decisions = DecisionRow.__table__
+        shown_q = select(
+            decisions.c.offer_id,
+            decisions.c.channel,
+            decisions.c.created_at,
+            sa.cast(null(), String).label("policy"),
+            sa.cast(null(), Float).label("alpha"),
+            sa.cast(null(), Float).label("beta"),
+            sa.cast(null(), Integer).label("pulls"),
+        ).where(
+            decisions.c.subject_key == person.subject.key,
+            decisions.c.created_at >= now - WEEK,
+            decisions.c.offer_id.is_not(None),
         )
-    return person.record, features, shown, arms
+        arms_t = BanditArm.__table__
+        arms_q = select(
+            arms_t.c.offer_id,
+            arms_t.c.segment,
+            sa.cast(null(), UTCDateTime),
+            arms_t.c.policy,
+            arms_t.c.alpha,
+            arms_t.c.beta,
+            arms_t.c.pulls,
+        ).where(
+            or_(and_(arms_t.c.policy == "thompson", arms_t.c.segment == "web")),
+            arms_t.c.offer_id.in_(offer_ids),
+        )
+        rows = session.execute(union_all(shown_q, arms_q)).all()
+    with db.session() as session:
+        linked = select(IdentityLink.external_id).where(
+            IdentityLink.kind == "anonymous", IdentityLink.user_id == user_id
+        )
+        history = session.execute(
+            select(EventRow.item_id, EventRow.type)
+            .where(or_(EventRow.user_id == user_id, EventRow.anonymous_id.in_(linked)))
+            .order_by(EventRow.ts.desc(), EventRow.event_id.desc())
+            .limit(1000)
+        ).all()
+    with db.session() as session:
+        version = session.scalar(select(CatalogVersion.version).where(CatalogVersion.id == 1))
+    return person.record, features, rows, history, version  # fmt: skip
+
+
+def new_reads(db: Database, user_id: str, offer_ids: list[str], now: datetime) -> Any:
+    """The same reads as `tools.reads.open_decision` and retrieval make them now: one Core
+    connection for the person (with the catalog's version) and the offer state, one for the
+    history, every statement built once."""
+    with db.connect() as connection:
+        person = read_person(connection, user_id, None)
+        features = person_features(connection, person, as_of=now)
+        shown, arms = read_offer_state(
+            connection, person.subject.key, now - WEEK, [("thompson", "web")], offer_ids
+        )
+    history = person_history(db, user_id, None)
+    return person.record, features, shown, arms, history, person.catalog_version
 
 
 def per_decision(services: Services, n: int) -> dict[str, Any]:
     statements: collections.Counter[str] = collections.Counter()
     tables: collections.Counter[str] = collections.Counter()
     sessions = [0]
+    checkouts = [0]
+
+    def checkout(*_: Any) -> None:
+        checkouts[0] += 1
 
     def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
         words = statement.split()
@@ -109,6 +179,7 @@ def per_decision(services: Services, n: int) -> dict[str, Any]:
 
     rng = np.random.default_rng(2)
     event.listen(services.db.engine, "before_cursor_execute", seen)
+    event.listen(services.db.engine.pool, "checkout", checkout)
     services.db.session = counted  # type: ignore[method-assign]
     try:
         for _ in range(n):
@@ -116,8 +187,10 @@ def per_decision(services: Services, n: int) -> dict[str, Any]:
     finally:
         services.db.session = opened  # type: ignore[method-assign]
         event.remove(services.db.engine, "before_cursor_execute", seen)
+        event.remove(services.db.engine.pool, "checkout", checkout)
     return {
         "sessions": round(sessions[0] / n, 2),
+        "connection_checkouts": round(checkouts[0] / n, 2),
         "statements": round(sum(statements.values()) / n, 2),
         "by_kind": {k: round(v / n, 2) for k, v in statements.most_common()},
         "by_table": {k: round(v / n, 2) for k, v in tables.most_common()},
@@ -128,9 +201,9 @@ def ab(services: Services, blocks: int, per_block: int) -> dict[str, Any]:
     offer_ids = [o.offer_id for o in services.tools.offers.current()]
     now = datetime.now(UTC)
     rng = np.random.default_rng(3)
-    times: dict[str, list[float]] = {"old": [], "new": []}
+    times: dict[str, list[float]] = {"old": [], "session6": [], "new": []}
     for block in range(blocks):
-        order = [("old", old_reads), ("new", new_reads)]
+        order = [("old", old_reads), ("session6", session6_reads), ("new", new_reads)]
         for name, reads in order if block % 2 == 0 else order[::-1]:
             users = [str(u) for u in rng.choice(USERS, per_block)]
             started = time.perf_counter()
@@ -144,14 +217,35 @@ def ab(services: Services, blocks: int, per_block: int) -> dict[str, Any]:
         )
         assert old[0] == new[0] and old[1] == new[1] and sorted(old[2]) == sorted(new[2]), user_id
         assert old[3] == new[3].get(("thompson", "web"), {}), user_id
+        previous = session6_reads(services.db, user_id, offer_ids, now)
+        assert previous[0] == new[0] and previous[1] == new[1], user_id
+        assert [tuple(row) for row in previous[3]][::-1] == [
+            (item, kind) for item, kind in _kinds(services.db, user_id)
+        ], user_id
     old_ms, new_ms = statistics.median(times["old"]), statistics.median(times["new"])
+    session6_ms = statistics.median(times["session6"])
     return {
         "blocks": blocks,
         "decisions_per_block": per_block,
         "old_ms_median": round(old_ms, 3),
+        "session6_ms_median": round(session6_ms, 3),
         "new_ms_median": round(new_ms, 3),
         "new_over_old": round(new_ms / old_ms, 3),
+        "new_over_session6": round(new_ms / session6_ms, 3),
     }
+
+
+def _kinds(db: Database, user_id: str) -> list[tuple[str, str]]:
+    """The history `person_history` reads, with each event's type instead of its weight."""
+    with db.connect() as connection:
+        return [
+            (item, kind)
+            for item, kind in reversed(
+                connection.execute(
+                    _HISTORY[True, False], {"user_id": user_id, "anonymous_id": None, "limit": 1000}
+                ).all()
+            )
+        ]
 
 
 def main() -> None:

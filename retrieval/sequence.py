@@ -30,11 +30,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.linalg import lapack
 from scipy.sparse import csr_matrix, diags, load_npz, save_npz
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import bindparam, or_, select
 
 from store.db import Database
 from store.models import EventRow, IdentityLink
@@ -390,31 +391,47 @@ def store_sequences(
     return sequences
 
 
+def _history_statements() -> dict[tuple[bool, bool], Any]:
+    """`person_history`'s SELECTs, built once, by which ids are sent: (user id, anonymous id)."""
+    events = EventRow.__table__
+    links = IdentityLink.__table__
+    anonymous = events.c.anonymous_id == bindparam("anonymous_id")
+    user = events.c.user_id == bindparam("user_id")
+    # The anonymous ids linked to the user, in the same statement.
+    linked = events.c.anonymous_id.in_(
+        select(links.c.external_id).where(
+            links.c.kind == "anonymous", links.c.user_id == bindparam("user_id")
+        )
+    )
+    statements = {}
+    for by_user, by_anonymous in ((True, False), (False, True), (True, True)):
+        mine = ([anonymous] if by_anonymous else []) + ([user, linked] if by_user else [])
+        statements[by_user, by_anonymous] = (
+            select(events.c.item_id, events.c.type)
+            .where(or_(*mine))
+            .order_by(events.c.ts.desc(), events.c.event_id.desc())
+            .limit(bindparam("limit"))
+        )
+    return statements
+
+
+_HISTORY = _history_statements()
+
+
 def person_history(
     db: Database, user_id: str | None, anonymous_id: str | None, *, limit: int = 1000
 ) -> list[tuple[str, float]]:
     """One person's latest `limit` events, oldest first, as (item, event weight): the events of
-    their user id and of every anonymous id linked to it, as `store_sequences` groups them."""
+    their user id and of every anonymous id linked to it, as `store_sequences` groups them.
+    One statement (built once) on a Core connection."""
     from retrieval.collab import EVENT_WEIGHTS
 
-    mine: list[ColumnElement[bool]] = []
-    if anonymous_id:
-        mine.append(EventRow.anonymous_id == anonymous_id)
-    if user_id:
-        mine.append(EventRow.user_id == user_id)
-        # The anonymous ids linked to the user, in the same statement.
-        linked = select(IdentityLink.external_id).where(
-            IdentityLink.kind == "anonymous", IdentityLink.user_id == user_id
-        )
-        mine.append(EventRow.anonymous_id.in_(linked))
-    if not mine:
+    if not user_id and not anonymous_id:
         return []
-    with db.session() as session:
-        rows = session.execute(
-            select(EventRow.item_id, EventRow.type)
-            .where(or_(*mine))
-            .order_by(EventRow.ts.desc(), EventRow.event_id.desc())
-            .limit(limit)
+    statement = _HISTORY[bool(user_id), bool(anonymous_id)]
+    with db.connect() as connection:
+        rows = connection.execute(
+            statement, {"user_id": user_id, "anonymous_id": anonymous_id, "limit": limit}
         ).all()
     return [(item, EVENT_WEIGHTS.get(kind, 1.0)) for item, kind in reversed(rows)]
 

@@ -13,12 +13,13 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import (
+    Connection,
     CursorResult,
     Float,
     Integer,
-    Select,
     String,
     and_,
+    bindparam,
     null,
     or_,
     select,
@@ -83,58 +84,74 @@ def read_arms(
     return found
 
 
+def _offer_state_statements() -> dict[tuple[bool, bool], Any]:
+    """`read_offer_state`'s SELECTs, built once, by what they read: (exposures, arms)."""
+    decisions = DecisionRow.__table__
+    shown = select(
+        decisions.c.offer_id,
+        decisions.c.channel,
+        decisions.c.created_at,
+        sa.cast(null(), String).label("policy"),
+        sa.cast(null(), Float).label("alpha"),
+        sa.cast(null(), Float).label("beta"),
+        sa.cast(null(), Integer).label("pulls"),
+    ).where(
+        decisions.c.subject_key == bindparam("subject_key"),
+        decisions.c.created_at >= bindparam("since"),
+        decisions.c.offer_id.is_not(None),
+    )
+    # The arms of each policy read in each segment: a superset of the (policy, segment) pairs
+    # asked for when both vary (a few rows), narrowed to the pairs in Python.
+    arms = select(
+        _arms.c.offer_id,
+        _arms.c.segment,
+        sa.cast(null(), UTCDateTime),
+        _arms.c.policy,
+        _arms.c.alpha,
+        _arms.c.beta,
+        _arms.c.pulls,
+    ).where(
+        _arms.c.policy.in_(bindparam("policies", expanding=True)),
+        _arms.c.segment.in_(bindparam("segments", expanding=True)),
+        _arms.c.offer_id.in_(bindparam("offer_ids", expanding=True)),
+    )
+    return {(True, False): shown, (False, True): arms, (True, True): union_all(shown, arms)}
+
+
+_OFFER_STATE = _offer_state_statements()
+
+
 def read_offer_state(
-    session: Session,
+    session: Session | Connection,
     subject_key: str,
     since: datetime | None,
     states: Sequence[tuple[str, str]],
     offer_ids: Sequence[str],
 ) -> tuple[list[tuple[str, str, datetime]], dict[tuple[str, str], dict[str, ArmState]]]:
-    """The two reads of a decision's offer tools as one SELECT (a UNION ALL): the offers shown
-    to `subject_key` since `since` (`store.decisions.offer_exposure_times`; none read when
-    `since` is None) and the stored arms of `offer_ids` in each of `states` (`read_arms`)."""
-    decisions = DecisionRow.__table__
-    parts: list[Select[Any]] = []
-    if since is not None:
-        parts.append(
-            select(
-                decisions.c.offer_id,
-                decisions.c.channel,
-                decisions.c.created_at,
-                sa.cast(null(), String).label("policy"),
-                sa.cast(null(), Float).label("alpha"),
-                sa.cast(null(), Float).label("beta"),
-                sa.cast(null(), Integer).label("pulls"),
-            ).where(
-                decisions.c.subject_key == subject_key,
-                decisions.c.created_at >= since,
-                decisions.c.offer_id.is_not(None),
-            )
-        )
-    if states and offer_ids:
-        parts.append(
-            select(
-                _arms.c.offer_id,
-                _arms.c.segment,
-                sa.cast(null(), UTCDateTime),
-                _arms.c.policy,
-                _arms.c.alpha,
-                _arms.c.beta,
-                _arms.c.pulls,
-            ).where(
-                or_(*(and_(_arms.c.policy == p, _arms.c.segment == s) for p, s in states)),
-                _arms.c.offer_id.in_(list(offer_ids)),
-            )
-        )
-    if not parts:
+    """The two reads of a decision's offer tools as one SELECT (a UNION ALL, built once): the
+    offers shown to `subject_key` since `since` (`store.decisions.offer_exposure_times`; none
+    read when `since` is None) and the stored arms of `offer_ids` in each of `states`
+    (`read_arms`)."""
+    wanted = set(states) if offer_ids else set()
+    if since is None and not wanted:
         return [], {}
+    statement = _OFFER_STATE[since is not None, bool(wanted)]
     shown: list[tuple[str, str, datetime]] = []
     arms: dict[tuple[str, str], dict[str, ArmState]] = {}
-    statement = union_all(*parts) if len(parts) > 1 else parts[0]
-    for offer_id, where, at, policy, alpha, beta, pulls in session.execute(statement):
+    rows = session.execute(
+        statement,
+        {
+            "subject_key": subject_key,
+            "since": since,
+            "policies": sorted({policy for policy, _ in wanted}),
+            "segments": sorted({segment for _, segment in wanted}),
+            "offer_ids": list(offer_ids),
+        },
+    )
+    for offer_id, where, at, policy, alpha, beta, pulls in rows:
         if policy is None:  # a decision that showed an offer
             shown.append((str(offer_id), where, at))
-        else:
+        elif (policy, where) in wanted:
             arms.setdefault((policy, where), {})[offer_id] = ArmState(offer_id, alpha, beta, pulls)
     return shown, arms
 

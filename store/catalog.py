@@ -7,7 +7,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from store.errors import NotFound
@@ -50,11 +61,19 @@ def upsert_items(session: Session, items: Iterable[Item]) -> int:
     return count
 
 
-def get_items(session: Session, item_ids: Sequence[str]) -> dict[str, Item]:
+_items = CatalogItem.__table__
+# Built once: SQLAlchemy computes a statement's cache key on every execution unless the same
+# statement object runs again, whose key it keeps.
+_ITEMS = select(_items.c.data).where(_items.c.item_id.in_(bindparam("item_ids", expanding=True)))
+_VERSION = select(CatalogVersion.__table__.c.version).where(CatalogVersion.__table__.c.id == 1)
+
+
+def get_items(session: Session | Connection, item_ids: Sequence[str]) -> dict[str, Item]:
+    """The stored items of `item_ids` (those not stored are absent), read as columns."""
     if not item_ids:
         return {}
-    rows = session.scalars(select(CatalogItem).where(CatalogItem.item_id.in_(item_ids)))
-    return {row.item_id: Item.model_validate(row.data) for row in rows}
+    items = (Item.model_validate(data) for data in session.scalars(_ITEMS, {"item_ids": item_ids}))
+    return {item.item_id: item for item in items}
 
 
 def count_items(session: Session) -> int:
@@ -226,13 +245,9 @@ def popularity_of(session: Session, item_ids: Sequence[str]) -> dict[str, float]
 
 def catalog_version(session: Session | Connection) -> int:
     """The catalog's version: it moves with every committed change to the items, their
-    popularity or their hidden marks (`bump_catalog_version`), and to the offers."""
+    popularity or their hidden marks (`bump_catalog_version`), and to the offers. A decision
+    reads it with the person (`store.person.read_person`)."""
     return session.scalar(_VERSION) or 0
-
-
-# Built once: the read runs on every decision with text, and building the statement each
-# time cost about two thirds of it.
-_VERSION = select(CatalogVersion.version).where(CatalogVersion.id == 1)
 
 
 def bump_catalog_version(session: Session) -> None:
@@ -259,8 +274,9 @@ class _Ranking:
 class PopularCache:
     """`popular_items`, read from the store once per filter and catalog version.
 
-    Invalidation: every call first reads the catalog's version (one single-row read), and a
-    version other than the one the rankings were read at drops them all. Every writer of items,
+    Invalidation: every call first reads the catalog's version (one single-row read; a decision
+    passes the `version` it read with the person at its start, `tools.reads.open_decision`), and
+    a version other than the one the rankings were read at drops them all. Every writer of items,
     popularity or hidden marks (`upsert_items`, `refresh_popularity`, `hide_item`,
     `unhide_item`, `delete_item`) bumps the version in its own transaction, in whichever process
     it runs, so a change is respected by the next call of every process once it is committed.
@@ -288,9 +304,13 @@ class PopularCache:
         exclude_ids: Sequence[str] = (),
         max_min_age: int | None = None,
         in_stock_only: bool = True,
+        version: int | None = None,
     ) -> list[tuple[Item, float]]:
-        """What `popular_items` answers, from the cache while the catalog's version holds."""
-        version = catalog_version(session)
+        """What `popular_items` answers, from the cache while the catalog's version holds:
+        `version` when given (read earlier in the same request), else read now. No statement
+        runs when the cache answers."""
+        if version is None:
+            version = catalog_version(session)
         key = (tuple(sorted(set(categories))), max_min_age, in_stock_only)
         excluded = set(exclude_ids)
         with self._lock:

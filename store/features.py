@@ -26,10 +26,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, literal, or_, select
+from sqlalchemy import Connection, Select, delete, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from store.db import orm_session
 from store.models import CatalogItem, EventRow, IdentityLink, PersonFeatures
 from store.person import Person
 from store.predictions import Prediction, prediction_for
@@ -343,9 +344,10 @@ def read_features(session: Session, subject: Subject, *, as_of: datetime) -> Fea
     return _predicted(session, subject, features)
 
 
-def person_features(session: Session, person: Person, *, as_of: datetime) -> Features:
+def person_features(session: Session | Connection, person: Person, *, as_of: datetime) -> Features:
     """`read_features` for a person `store.person.read_person` read: their maintained row and
-    prediction came with them, so reading costs no statement unless the row must be rebuilt."""
+    prediction came with them, so reading costs no statement unless the row must be rebuilt
+    (in an ORM session on `session`'s transaction, when it is a Core connection)."""
     subject = person.subject
     if subject.user_id is None and subject.anonymous_id is None:
         return Features(as_of=as_of)
@@ -356,26 +358,29 @@ def person_features(session: Session, person: Person, *, as_of: datetime) -> Fea
     ):
         # A user id with an anonymous id not linked to them: no one row holds that pair's
         # events, so it is folded (as `_maintained_key` says).
-        return compute_features(session, subject, as_of=as_of)
+        with orm_session(session) as orm:
+            return compute_features(orm, subject, as_of=as_of)
     features = _from_row(session, subject.key, person.feature_state, as_of)
     if features is None:
-        return compute_features(session, subject, as_of=as_of)
+        with orm_session(session) as orm:
+            return compute_features(orm, subject, as_of=as_of)
     return with_prediction(features, person.prediction) if subject.user_id else features
 
 
 def _from_row(
-    session: Session, key: str, stored: dict[str, Any] | None, as_of: datetime
+    session: Session | Connection, key: str, stored: dict[str, Any] | None, as_of: datetime
 ) -> Features | None:
     """The features at `as_of` from the row `key` (`stored`: its state, None when there is
     none, and then it is rebuilt and stored); None when only the fold can answer."""
     state = FeatureState.load(stored) if stored is not None else None
     if state is None:
-        state = _rebuilt(session, [key])[key]
-        try:
-            with session.begin_nested():
-                session.merge(PersonFeatures(subject_key=key, state=state.dump()))
-        except IntegrityError:
-            pass  # another request stored it first; both folded the same events
+        with orm_session(session) as orm:
+            state = _rebuilt(orm, [key])[key]
+            try:
+                with orm.begin_nested():
+                    orm.merge(PersonFeatures(subject_key=key, state=state.dump()))
+            except IntegrityError:
+                pass  # another request stored it first; both folded the same events
     if state.newest is not None and state.newest[0] > _micros(as_of):
         # An event stamped after `as_of`: the row cannot leave it out; the fold can.
         return None

@@ -2,9 +2,11 @@
 
 `read_person` resolves who a request is about — the user id sent, else the user the anonymous id
 is linked to — and reads, in the same SELECT, their profile, their consent per purpose, their
-maintained feature row (`store.features`) and their stored prediction (`store.predictions`).
-It reads columns through SQLAlchemy Core, no ORM objects: the statement is built once, here, and
-its compiled form is cached by the engine, so a request pays one round trip and the conversion
+maintained feature row (`store.features`) and their stored prediction (`store.predictions`),
+and, along with them, the catalog's version (`store.catalog.catalog_version`), which the
+popularity cache is checked against. It reads columns through SQLAlchemy Core, no ORM objects:
+the statement is built once, here, so SQLAlchemy computes its cache key once per process and
+finds its compiled form in the engine's cache; a request pays one round trip and the conversion
 of a few columns. Nothing is cached between requests: every call reads the database.
 """
 
@@ -13,10 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, bindparam, case, func, literal, select
+from sqlalchemy import Connection, String, bindparam, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from store.models import Consent, IdentityLink, PersonFeatures, PredictionRow, User
+from store.models import (
+    CatalogVersion,
+    Consent,
+    IdentityLink,
+    PersonFeatures,
+    PredictionRow,
+    User,
+)
 from store.predictions import Prediction
 from store.schemas import Profile, Purpose, UserRecord
 from store.users import Subject
@@ -26,6 +35,7 @@ _consents = Consent.__table__
 _links = IdentityLink.__table__
 _features = PersonFeatures.__table__
 _predictions = PredictionRow.__table__
+_catalog = CatalogVersion.__table__
 
 
 def _person_statement() -> Any:
@@ -51,6 +61,9 @@ def _person_statement() -> Any:
         .label(f"consent_{purpose.value}")
         for purpose in Purpose
     ]
+    catalog_version = (
+        select(_catalog.c.version).where(_catalog.c.id == 1).scalar_subquery().label("catalog")
+    )
     return select(
         who.c.user_id,
         who.c.owner,
@@ -61,6 +74,7 @@ def _person_statement() -> Any:
         _predictions.c.churn_risk,
         _predictions.c.next_purchase,
         _predictions.c.model_version,
+        catalog_version,
         *consent,
     ).select_from(
         who.outerjoin(_users, _users.c.user_id == who.c.user_id)
@@ -81,6 +95,7 @@ class Person:
     record: UserRecord | None  # None: no stored user (an anonymous visitor, or unknown id)
     feature_state: dict[str, Any] | None  # the maintained row of `subject.key`; None: none yet
     prediction: Prediction | None
+    catalog_version: int = 0  # read along (`store.catalog.catalog_version`); not about them
 
     @property
     def consent(self) -> dict[Purpose, bool]:
@@ -88,7 +103,9 @@ class Person:
         return self.record.consent if self.record else {purpose: False for purpose in Purpose}
 
 
-def read_person(session: Session, user_id: str | None, anonymous_id: str | None) -> Person:
+def read_person(
+    session: Session | Connection, user_id: str | None, anonymous_id: str | None
+) -> Person:
     """Who (`user_id`, `anonymous_id`) is and what is stored about them, in one SELECT.
 
     The anonymous id's owner is returned, not checked: a user id sent with an anonymous id
@@ -113,4 +130,5 @@ def read_person(session: Session, user_id: str | None, anonymous_id: str | None)
         record=record,
         feature_state=row.state,
         prediction=prediction,
+        catalog_version=row.catalog or 0,
     )

@@ -18,6 +18,7 @@ from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
 from store.bandit import ArmState, add_reward, read_arms, read_offer_state
+from store.catalog import catalog_version, get_items, upsert_items
 from store.db import Database
 from store.decisions import get_decision, log_decision, offer_exposure_times
 from store.errors import Conflict
@@ -25,7 +26,7 @@ from store.events import ingest_events
 from store.features import person_features, read_features
 from store.person import read_person
 from store.predictions import Prediction, prediction_for, replace_predictions
-from store.schemas import Channel, Event, Purpose, UserRecord
+from store.schemas import Channel, Event, Item, Purpose, UserRecord
 from store.users import Subject, get_user, link_identity, upsert_user
 from tools.reads import open_decision
 
@@ -129,17 +130,9 @@ def test_a_decision_reads_the_person_once_and_each_offer_table_at_most_once(
 ) -> None:
     """A count bound, so a change that adds reads to a decision fails here: the person in one
     statement, the offer exposures with the bandit arms in one more."""
-    decide(demo_services, DecideRequest(channel=Channel.web, user_id="u_0007"), now=NOW)  # warm
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(" ".join(statement.split()).lower())
-
-    event.listen(demo_services.db.engine, "before_cursor_execute", seen)
-    try:
-        decide(demo_services, DecideRequest(channel=Channel.web, user_id="u_0007"), now=NOW)
-    finally:
-        event.remove(demo_services.db.engine, "before_cursor_execute", seen)
+    request = DecideRequest(channel=Channel.web, user_id="u_0007")
+    decide(demo_services, request, now=NOW)  # warm
+    statements, checkouts = _counted(demo_services, lambda: decide(demo_services, request, now=NOW))
     selects = [s for s in statements if s.startswith("select")]
     person = [
         s for s in selects if any(f" {t} " in f"{s} " or f" {t}." in s for t in PERSON_TABLES)
@@ -151,8 +144,56 @@ def test_a_decision_reads_the_person_once_and_each_offer_table_at_most_once(
     assert len(person) - len(history) == 1, person
     assert sum(" from decisions" in s for s in selects) <= 1, selects
     assert sum(" from bandit_arms" in s for s in selects) <= 1, selects
-    # Today 2 here and at most 2 from retrieval; the log's writes are not reads.
+    # The catalog's version comes with the person: popularity reads it no more.
+    assert not any(s.startswith("select catalog_version") for s in selects), selects
+    # Today 2 here and at most 2 from retrieval (the history, and titles of the history items
+    # its reasons name that no hit carries); the log's writes are not reads.
     assert len(selects) <= 4, selects
+    # One connection for the reads that open the decision, one for the log, and at most one
+    # each for the history and the titles.
+    assert checkouts[0] <= 4, checkouts
+
+
+def test_a_new_visitors_decision_reads_once_and_sees_another_workers_hide(
+    demo_services: Services, other_worker: TestClient
+) -> None:
+    """Popularity, kept per catalog version, is checked against the version the decision read
+    with the person: no statement of its own once kept, and an item another worker hid is gone
+    from the next decision."""
+    request = DecideRequest(channel=Channel.web, anonymous_id="reads-new-visitor")
+    shown = [c.item_id for c in decide(demo_services, request, now=NOW).items]
+    statements, checkouts = _counted(demo_services, lambda: decide(demo_services, request, now=NOW))
+    selects = [s for s in statements if s.startswith("select")]
+    assert len(selects) == 2 and checkouts[0] == 2, (selects, checkouts)  # the reads; the log
+    top = shown[0]
+    assert other_worker.post(f"/v1/catalog/items/{top}/hide").status_code == 200
+    try:
+        after = [c.item_id for c in decide(demo_services, request, now=NOW).items]
+        assert top not in after and after[0] == shown[1], (shown, after)
+    finally:
+        assert other_worker.post(f"/v1/catalog/items/{top}/unhide").status_code == 200
+    assert [c.item_id for c in decide(demo_services, request, now=NOW).items] == shown
+
+
+def _counted(services: Services, work: Any) -> tuple[list[str], list[int]]:
+    """The statements `work()` ran on the service's database and its connection checkouts."""
+    statements: list[str] = []
+    checkouts = [0]
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    def checkout(*_: Any) -> None:
+        checkouts[0] += 1
+
+    event.listen(services.db.engine, "before_cursor_execute", seen)
+    event.listen(services.db.engine.pool, "checkout", checkout)
+    try:
+        work()
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", seen)
+        event.remove(services.db.engine.pool, "checkout", checkout)
+    return statements, checkouts
 
 
 def test_a_user_id_with_someone_elses_anonymous_id_is_a_conflict(demo_services: Services) -> None:
@@ -218,6 +259,11 @@ def test_read_person_agrees_with_the_store_functions(database_url: str) -> None:
                     session, subject, as_of=NOW
                 )
             assert read_person(session, "p2", "a-linked").owner == "p1"
+            upsert_items(session, [Item(item_id="i0", title="Mug", price=5.0)])
+            assert read_person(session, "p1", None).catalog_version == catalog_version(session) > 0
+            assert get_items(session, ["i0", "missing"]) == {
+                "i0": Item(item_id="i0", title="Mug", price=5.0)
+            }
             add_reward(session, "thompson", "web", "o1", 1.0, (1.0, 1.0))
             log_decision(
                 session,

@@ -67,9 +67,10 @@ class StraightIndex:
 
 
 class StorePopular:
-    """Popularity read from the store at every call."""
+    """Popularity read from the store at every call (the catalog's version a decision read
+    with the person is of no use to it)."""
 
-    def popular_items(self, session: Any, **kwargs: Any) -> Any:
+    def popular_items(self, session: Any, *, version: int | None = None, **kwargs: Any) -> Any:
         return popular_items(session, **kwargs)
 
 

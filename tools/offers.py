@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from policies.engine import Exposure, PolicyEngine
@@ -205,7 +206,7 @@ def check_policy(ctx: RunContext, args: PolicyCheckInput) -> PolicyCheck:
     return PolicyCheck(allowed=not violations, violations=violations)
 
 
-def prefetch_offer_reads(ctx: RunContext, session: Session) -> None:
+def prefetch_offer_reads(ctx: RunContext, session: Session | Connection) -> None:
     """Read in `session`, with the request's profile, what the offer tools will ask of the store
     during this request, so that none of them reads again: the offers shown to the subject
     within the longest frequency cap of every policy the request may evaluate (live, shadow,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from policies.engine import Facts, Firing
+from store.db import orm_session
 from store.features import Features, person_features, read_features
 from store.person import Person, read_person
 from store.schemas import Purpose, UserRecord
@@ -56,18 +58,19 @@ def subject_features(ctx: RunContext) -> Features:
 
 
 def _load(ctx: RunContext) -> None:
-    with ctx.deps.db.session() as session:
-        person = read_person(session, ctx.subject.user_id, ctx.subject.anonymous_id)
-        settle_profile(ctx, session, person)
+    with ctx.deps.db.connect() as connection:
+        person = read_person(connection, ctx.subject.user_id, ctx.subject.anonymous_id)
+        settle_profile(ctx, connection, person)
 
 
-def settle_profile(ctx: RunContext, session: Session, person: Person) -> None:
+def settle_profile(ctx: RunContext, session: Session | Connection, person: Person) -> None:
     """Work out what the tools ask of the profile from `person` (read in `session`, which the
     rare rebuild of a feature row uses) and keep it in the request's memo."""
     if person.subject != ctx.subject:
         # Only an anonymous subject can differ: their id was linked to someone after the
         # request was bound to it. The request stays about the anonymous visitor.
-        record, features = None, read_features(session, ctx.subject, as_of=ctx.now)
+        with orm_session(session) as orm:
+            record, features = None, read_features(orm, ctx.subject, as_of=ctx.now)
     else:
         record = person.record
         features = person_features(session, person, as_of=ctx.now)

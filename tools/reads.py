@@ -24,18 +24,21 @@ def open_decision(
     """The context of one decision about (`user_id`, `anonymous_id`), bound as
     `store.users.resolve_subject` binds it, with what its tools read already in its memo.
 
-    One session and two statements: the person (who they are, profile, consent, feature row,
-    prediction: `store.person`), then the offers shown to them within the frequency caps with
-    the bandit arms of the current offers in their segment (`store.bandit.read_offer_state`). The memo belongs to this context, so
-    nothing read here outlives the request: the next decision reads the store again and sees
-    every write made since, by any worker. A user id sent with an anonymous id linked to
-    someone else is a Conflict, as in `resolve_subject`.
+    One Core connection (no ORM session) and two statements, each built once per process: the
+    person (who they are, profile, consent, feature row, prediction: `store.person`) with the
+    catalog's version, then the offers shown to them within the frequency caps with the bandit
+    arms of the current offers in their segment (`store.bandit.read_offer_state`). The memo
+    belongs to this context, so nothing read here outlives the request: the next decision reads
+    the store again and sees every write made since, by any worker — the catalog's version too,
+    against which the popularity cache (`store.catalog.PopularCache`) is checked. A user id
+    sent with an anonymous id linked to someone else is a Conflict, as in `resolve_subject`.
     """
-    with deps.db.session() as session:
-        person = read_person(session, user_id, anonymous_id)
+    with deps.db.connect() as connection:
+        person = read_person(connection, user_id, anonymous_id)
         if user_id is not None and person.owner not in (None, user_id):
             raise Conflict(LINKED_ELSEWHERE)
         ctx = RunContext(deps=deps, subject=person.subject, channel=channel, now=now)
-        settle_profile(ctx, session, person)
-        prefetch_offer_reads(ctx, session)
+        ctx.memo["catalog_version"] = person.catalog_version
+        settle_profile(ctx, connection, person)
+        prefetch_offer_reads(ctx, connection)
     return ctx

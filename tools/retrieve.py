@@ -381,6 +381,7 @@ def _popular(
                 exclude_ids=flt.exclude_ids,
                 max_min_age=flt.max_min_age,
                 in_stock_only=flt.in_stock_only,
+                version=ctx.memo.get("catalog_version"),  # read by tools.reads.open_decision
             )
         seen = [item.item_id for item, _ in ranked]
         ranked += ctx.deps.popular.popular_items(
@@ -389,6 +390,7 @@ def _popular(
             exclude_ids=(*flt.exclude_ids, *seen),
             max_min_age=flt.max_min_age,
             in_stock_only=flt.in_stock_only,
+            version=ctx.memo.get("catalog_version"),
         )
     top = max((pop for _, pop in ranked), default=1.0) or 1.0
     candidates = []
