@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from policies.pii import KnownValues, PIIGuard
 from policies.rules import ContentRules
@@ -147,7 +148,13 @@ def check_copy(
             )
     lowered_text = text.casefold()
     for promise in _PROMISES:
-        if re.search(rf"\b{re.escape(promise)}\b", lowered_text) and promise not in terms:
+        # The substring test first: a search for each of the eleven phrases cost more than
+        # the rest of the grounding checks, and copy seldom holds any.
+        if (
+            promise in lowered_text
+            and _promise(promise).search(lowered_text)
+            and promise not in terms
+        ):
             problems.append(
                 Problem("grounding-promises", f"promises {promise!r}, the offer does not")
             )
@@ -198,25 +205,50 @@ def check_copy(
     return CopyVerdict(tuple(problems))
 
 
+@lru_cache(maxsize=len(_PROMISES))
+def _promise(phrase: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(phrase)}\b")
+
+
+@dataclass(frozen=True)
+class _OfferTerms:
+    """What `_offer_mentions` looks for of one catalog: each offer's id, folded title and
+    folded name part (before a colon), and the prefixes of offer ids ("o_", "promo-")."""
+
+    offers: tuple[tuple[str, str, str], ...]
+    prefixes: frozenset[str]
+
+
+@lru_cache(maxsize=16)
+def _offer_terms(catalog: tuple[tuple[str, str], ...]) -> _OfferTerms:
+    """The terms of a catalog of offers, derived once per catalog (its ids and titles are the
+    key: a changed offer is another catalog, so nothing here can go stale)."""
+    offers = tuple(
+        (offer_id, title.casefold(), title.split(":")[0].strip().casefold())
+        for offer_id, title in catalog
+    )
+    prefixes = {m.group(1) for oid, _ in catalog if (m := re.match(r"([A-Za-z]+[_-])\d", oid))}
+    return _OfferTerms(offers, frozenset(prefixes))
+
+
 def _offer_mentions(
     text: str, catalog: Mapping[str, str], approved: str | None, quotes: str
 ) -> list[Problem]:
     """Offers other than the approved one that the text names, and offer-like ids none has."""
     problems = []
     lowered = text.casefold()
-    for offer_id, title in catalog.items():
+    terms = _offer_terms(tuple(catalog.items()))
+    for offer_id, title, name in terms.offers:
         if offer_id == approved:
             continue
-        name = title.split(":")[0].strip().casefold()
         by_id = offer_id in text and re.search(rf"(?<![\w-]){re.escape(offer_id)}(?![\w-])", text)
-        by_title = title.casefold() in lowered
+        by_title = title in lowered
         by_name = len(name) >= 6 and name in lowered and name not in quotes
         if by_id or by_title or by_name:
             problems.append(
                 Problem("grounding-ids", f"names offer {offer_id}, not the approved one")
             )
-    prefixes = {m.group(1) for oid in catalog if (m := re.match(r"([A-Za-z]+[_-])\d", oid))}
-    for prefix in (p for p in prefixes if p in text):
+    for prefix in (p for p in sorted(terms.prefixes) if p in text):
         for match in re.finditer(rf"(?<![\w-]){re.escape(prefix)}\w+", text):
             if match.group(0) not in catalog:
                 problems.append(Problem("grounding-ids", f"{match.group(0)!r} is no offer"))
@@ -243,12 +275,14 @@ def _date_mentions(text: str) -> list[tuple[str, set[tuple[int | None, int, int]
     return found
 
 
-def _dates(text: str) -> set[tuple[int | None, int, int]]:
-    """Dates stated in approved text, also without their year (copy may drop it)."""
+@lru_cache(maxsize=256)
+def _dates(text: str) -> frozenset[tuple[int | None, int, int]]:
+    """Dates stated in approved text, also without their year (copy may drop it). Remembered
+    per text: an offer's text comes back with every decision that shows the offer."""
     dates: set[tuple[int | None, int, int]] = set()
     for _, readings in _date_mentions(text):
         dates |= readings | {(None, month, day) for _, month, day in readings}
-    return dates
+    return frozenset(dates)
 
 
 def _amounts(text: str) -> set[float]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Connection, Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from store.models import Attribution, RewardSource, RewardWindow
@@ -19,10 +19,12 @@ from store.models import Attribution, RewardSource, RewardWindow
 # The windows of one person that one event is matched against, newest first. A person shown
 # more decisions than this within one window has the older ones left out of attribution.
 MAX_OPEN_WINDOWS = 50
+# Built once, as `store.decisions` builds the decision's INSERT: compiled once per dialect.
+_INSERT_WINDOW = insert(cast(Table, RewardWindow.__table__))
 
 
 def open_window(
-    session: Session,
+    session: Session | Connection,
     *,
     decision_id: str,
     subject_key: str,
@@ -35,7 +37,7 @@ def open_window(
     """Open a decision's window: one INSERT, sent at once in the caller's transaction (the
     decision's row must be written first in it, `store.decisions.log_decision`)."""
     session.execute(
-        insert(cast(Table, RewardWindow.__table__)),
+        _INSERT_WINDOW,
         {
             "decision_id": decision_id,
             "subject_key": subject_key,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,9 +14,13 @@ from store.attribution import delete_for_decisions
 from store.errors import Conflict, NotFound
 from store.models import DecisionRow, LinearObservation, RewardRow
 
+# Built once: its cache key is memoized on the object, so SQLAlchemy finds the statement's
+# compiled form for each dialect in the engine's cache without building or hashing it again.
+_INSERT_DECISION = insert(cast(Table, DecisionRow.__table__))
+
 
 def log_decision(
-    session: Session,
+    session: Session | Connection,
     *,
     decision_id: str,
     subject_key: str,
@@ -32,9 +36,11 @@ def log_decision(
     One INSERT, sent at once in the caller's transaction (a Core statement, not an ORM object
     left for the unit of work to flush): rows that refer to the decision can follow it in the
     same transaction without a flush, and nothing is kept in the session for a write-only path.
+    The decision graph writes through a Core connection (`Database.core_transaction`); a
+    session works the same.
     """
     session.execute(
-        insert(cast(Table, DecisionRow.__table__)),
+        _INSERT_DECISION,
         {
             "decision_id": decision_id,
             "subject_key": subject_key,

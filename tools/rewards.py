@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from policies.engine import PolicyEngine
@@ -111,7 +112,7 @@ class Rewarder:
 
     def open(
         self,
-        session: Session,
+        session: Session | Connection,
         *,
         decision_id: str,
         subject_key: str,

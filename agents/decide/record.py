@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from agents.decide.explain import Explanation
 from agents.decide.state import DecideContext, DecideState
@@ -135,14 +135,15 @@ def log_record(
     A decision adds two rows: its record (`decisions`, which frequency caps count as exposures and
     which holds the experiment arm) and its attribution window (`reward_windows`). Each is one
     INSERT sent at once, the window after the decision it refers to, so no flush is needed;
-    if either fails, the transaction rolls back and neither is kept. A transaction that SQLite
-    refused for a concurrent writer runs again whole (`Database.transaction`).
+    if either fails, the transaction rolls back and neither is kept. Both are Core statements on
+    one connection, with no ORM session around them (`Database.core_transaction`); a
+    transaction that SQLite refused for a concurrent writer runs again whole.
     """
     offer_id = choice.offer_id if choice else None
 
-    def write(session: Session) -> None:
+    def write(connection: Connection) -> None:
         log_decision(
-            session,
+            connection,
             decision_id=decision_id,
             subject_key=run.subject.key,
             user_id=run.subject.user_id,
@@ -154,7 +155,7 @@ def log_record(
         )
         # Events on what the decision showed are attributed to it until its window closes.
         Rewarder(run.deps.policy).open(
-            session,
+            connection,
             decision_id=decision_id,
             subject_key=run.subject.key,
             at=run.now,
@@ -162,7 +163,7 @@ def log_record(
             item_ids=[c["item_id"] for c in record.get("retrieval", {}).get("candidates", [])],
         )
 
-    run.deps.db.transaction(write)
+    run.deps.db.core_transaction(write)
 
 
 def offer_trace(offers: EligibleOffers | None, choice: OfferChoice | None) -> dict[str, Any]:
