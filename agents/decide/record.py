@@ -44,8 +44,10 @@ def decision_record(
     services = ctx.services
     if minimizer is None:
         context = state.get("context_redacted", {})
+        # The catalog's version as the decision read it with the person (`tools.reads`).
+        version = ctx.run.memo.get("catalog_version") if ctx.run is not None else None
         minimizer = Minimizer.for_services(
-            services, [state.get("query_redacted"), *context.values()]
+            services, [state.get("query_redacted"), *context.values()], version=version
         )
     record = _record(state, ctx)
     # Free text only: ids, channels and version strings are data, whatever words a query holds.
