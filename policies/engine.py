@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Generic, Literal, TypeVar
 
 from policies.rules import (
@@ -79,6 +79,34 @@ class ItemConstraints:
 
 T = TypeVar("T")
 
+_NOT_SHOWN = Exposure()  # the exposure of a cap nobody passed one for: nothing shown
+
+
+@dataclass(frozen=True, slots=True)
+class _OfferFacts:
+    """What the offer rules read of one offer, in the form they compare fastest: the validity
+    window in UTC, so that comparing it with a UTC `now` needs no `utcoffset()` calls (an aware
+    datetime from pydantic carries its own tzinfo object, and comparing two different tzinfo
+    objects asks each for its offset), and the channels and categories as sets."""
+
+    offer: Offer
+    one: tuple[str]
+    valid_from: datetime
+    valid_until: datetime
+    channels: frozenset[Channel]
+    categories: frozenset[str]
+
+    @classmethod
+    def of(cls, offer: Offer) -> _OfferFacts:
+        return cls(
+            offer,
+            (offer.offer_id,),
+            _utc(offer.valid_from),
+            _utc(offer.valid_until),
+            frozenset(offer.channels),
+            frozenset(offer.categories),
+        )
+
 
 @dataclass(frozen=True)
 class Verdict(Generic[T]):
@@ -113,6 +141,9 @@ class PolicyEngine:
         self._locale = next(iter(policy.of_type(OfferLocale)), None)
         self._priority = next(iter(policy.of_type(Priority)), None)
         self._holdouts = policy.of_type(Holdout)
+        # The facts of the last offer list checked, and that list's offers: the offer book hands
+        # out one list until it reloads, so most calls find theirs here (`_facts_of`).
+        self._offer_facts: tuple[tuple[Offer, ...], list[_OfferFacts]] = ((), [])
 
     @property
     def version(self) -> str:
@@ -278,29 +309,28 @@ class PolicyEngine:
             and _applies(rule.channels, facts.channel)
             and not facts.consent.get(rule.purpose, False)
         ]
+        now = _utc(facts.now)
+        not_on_channel = f"not offered on {facts.channel.value}"
+        caps = [(cap, exposures.get(cap.id, _NOT_SHOWN)) for cap in self._caps]
         verdict: Verdict[Offer] = Verdict(kept=[])
-        for offer in offers:
-            one = (offer.offer_id,)
+        for known in self._facts_of(offers):
+            offer, one = known.offer, known.one
             firings = [
                 Firing(rule.id, "removed", f"no '{rule.purpose.value}' consent", one)
                 for rule in blocked_by_consent
             ]
-            if self._validity and not offer.valid_from <= facts.now <= offer.valid_until:
+            if self._validity and not known.valid_from <= now <= known.valid_until:
                 firings.append(
                     Firing(self._validity.id, "removed", "outside its validity window", one)
                 )
-            if self._channel and facts.channel not in offer.channels:
-                firings.append(
-                    Firing(
-                        self._channel.id, "removed", f"not offered on {facts.channel.value}", one
-                    )
-                )
+            if self._channel and facts.channel not in known.channels:
+                firings.append(Firing(self._channel.id, "removed", not_on_channel, one))
             if self._locale and offer.locales and not _locale_fits(facts.locale, offer.locales):
                 reason = f"made for {', '.join(offer.locales)}, not {facts.locale or 'an unknown locale'}"
                 firings.append(Firing(self._locale.id, "removed", reason, one))
             if self._age and max_min_age is not None and offer.min_age > max_min_age:
                 firings.append(Firing(self._age.id, "removed", f"minimum age {offer.min_age}", one))
-            if self._relevance and categories.isdisjoint(offer.categories):
+            if self._relevance and categories.isdisjoint(known.categories):
                 firings.append(
                     Firing(
                         self._relevance.id,
@@ -309,8 +339,8 @@ class PolicyEngine:
                         one,
                     )
                 )
-            for cap in self._caps:
-                firing = _capped(cap, exposures.get(cap.id, Exposure()), offer, facts.channel)
+            for cap, seen in caps:
+                firing = _capped(cap, seen, offer, facts.channel)
                 if firing is not None:
                     firings.append(firing)
             if firings:
@@ -319,18 +349,44 @@ class PolicyEngine:
                 verdict.kept.append(offer)
         return verdict
 
+    def _facts_of(self, offers: Sequence[Offer]) -> list[_OfferFacts]:
+        """The facts of each offer, in order; computed again only for another list of offers.
+
+        The key is the offers themselves (by identity), not the list object, so a list changed
+        in place is seen as another; offers are read-only values (the offer book replaces its
+        list when it reloads, never an offer in it)."""
+        cached, found = self._offer_facts
+        if len(cached) == len(offers) and all(a is b for a, b in zip(cached, offers, strict=True)):
+            return found
+        found = [_OfferFacts.of(offer) for offer in offers]
+        self._offer_facts = (tuple(offers), found)  # one assignment: safe between threads
+        return found
+
 
 def _capped(cap: FrequencyCap, seen: Exposure, offer: Offer, channel: Channel) -> Firing | None:
-    window = f"in the last {cap.window_hours:g} h (cap {cap.max})"
     if cap.scope == "offer":
-        shown, what = seen.by_offer.get(offer.offer_id, 0), "this offer shown"
+        shown = seen.by_offer.get(offer.offer_id, 0)
     elif cap.scope == "channel":
-        shown, what = seen.by_channel.get(channel.value, 0), f"offers shown on {channel.value}"
+        shown = seen.by_channel.get(channel.value, 0)
     else:
-        shown, what = seen.total, "offers shown"
+        shown = seen.total
     if shown < cap.max:
         return None
+    what = {
+        "offer": "this offer shown",
+        "channel": f"offers shown on {channel.value}",
+        "overall": "offers shown",
+    }[cap.scope]
+    window = f"in the last {cap.window_hours:g} h (cap {cap.max})"
     return Firing(cap.id, "removed", f"{what} {shown}× {window}", (offer.offer_id,))
+
+
+def _utc(moment: datetime) -> datetime:
+    """An aware datetime with `datetime.UTC` as its tzinfo; a naive one unchanged (comparing it
+    with an aware one still fails, as it did)."""
+    if moment.tzinfo is None or moment.tzinfo is UTC:
+        return moment
+    return moment.astimezone(UTC)
 
 
 def _locale_fits(locale: str | None, wanted: Sequence[str]) -> bool:

@@ -141,6 +141,9 @@ def test_sherman_morrison_updates_match_the_exact_posterior(space: OfferFeatures
     assert state.observations == 1500
     np.testing.assert_allclose(state.covariance, exact.covariance, rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(state.theta, exact.theta, rtol=1e-7, atol=1e-10)
+    # The exact state's covariance (from the Cholesky factor's inverse) is A⁻¹, and symmetric.
+    np.testing.assert_allclose(exact.covariance @ exact.A, np.eye(space.dim), atol=1e-9)
+    np.testing.assert_allclose(exact.covariance, exact.covariance.T, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="read-only"):
         state.A[0, 0] = 1.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -161,6 +161,27 @@ def test_frequency_cap_counts_exposures(engine: PolicyEngine) -> None:
         exposures={"same-offer-once-24h": Exposure({"o1": 1}, {"web": 1})},
     )
     assert capped.removed["o1"][0].rule_id == "same-offer-once-24h"
+
+
+def test_offer_facts_follow_the_offers_passed() -> None:
+    """The engine keeps what it derived from the last offer list: a reloaded list, or the same
+    list changed in place, is checked afresh; validity edges hold across time zones."""
+    engine = PolicyEngine(load_policy(DEMO_POLICY))
+    offers = [offer("o1"), offer("o2")]
+    check = lambda: engine.check_offers(offers, facts(), item_categories=["wine"], exposures={})  # noqa: E731
+    assert [o.offer_id for o in check().kept] == ["o1", "o2"]
+    offers[1] = offer("o2", valid_until=NOW - timedelta(microseconds=1))  # changed in place
+    assert [o.offer_id for o in check().kept] == ["o1"]
+    offers = [offer("o1", channels=["app"]), *offers[1:]]  # a reload: another list
+    assert check().kept == [] and check().removed["o1"][0].rule_id == "offer-channel"
+    # The edges of the window count as inside it, whatever zone `now` is written in.
+    plus_two = timezone(timedelta(hours=2))
+    edge = [
+        offer("o3", valid_from=NOW.astimezone(plus_two), valid_until=NOW + timedelta(days=1)),
+        offer("o4", valid_from=NOW - timedelta(days=1), valid_until=NOW),
+    ]
+    local = Facts(age=30, consent=ALL_CONSENT, channel=Channel.web, now=NOW.astimezone(plus_two))
+    assert engine.check_offers(edge, local, item_categories=["wine"], exposures={}).kept == edge
 
 
 @settings(max_examples=200, deadline=None)

@@ -66,5 +66,14 @@ class ContextualBandits:
         state = load_state(
             session, policy, SEGMENT, space.dim, bandit.config.ridge, prior=prior, cache=self.cache
         )
-        contexts = space.contexts(user, [offer.model_dump(mode="json") for offer in eligible])
+        # Only the three fields the layout reads, not a JSON dump of every offer.
+        described = [
+            {
+                "offer_id": o.offer_id,
+                "discount_percent": o.discount_percent,
+                "categories": o.categories,
+            }
+            for o in eligible
+        ]
+        contexts = space.contexts(user, described)
         return policy, bandit.choose(contexts, state, weights=weights)
