@@ -20,6 +20,7 @@ import qdrant_edge as qe
 from retrieval.index import (
     COLLAB_VECTOR,
     DEFAULT_COLLAB_DIM,
+    ID_ONLY,
     LEXICAL_VECTOR,
     RRF_K,
     UPSERT_BATCH_SIZE,
@@ -40,6 +41,7 @@ from retrieval.index import (
     item_payload,
     named_vector,
     point_id,
+    stored_hits,
     stored_points,
     to_hit,
 )
@@ -237,13 +239,14 @@ class EdgeIndex:
         flt: ItemFilter | None = None,
         with_vectors: bool = False,
         using: str = VECTOR_NAME,
+        with_payload: bool = True,
     ) -> list[Hit]:
         dim = dims(self.dim, self.collab_dim)[check_using(using)]
         request = qe.QueryRequest(
             limit=k,
             query=qe.Query.Nearest(check_query(vector, dim, k), using=using),
             filter=edge_filter(flt),
-            with_payload=True,
+            with_payload=True if with_payload else ID_ONLY,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
         )
         return [to_hit(point, with_vectors) for point in self._shard.query(request)]
@@ -281,8 +284,9 @@ class EdgeIndex:
         prefetch: int = 100,
         with_vectors: bool = False,
         match: Match | None = None,
+        with_payload: bool = True,
     ) -> list[Hit]:
-        search = FusedSearch(tuple(sources), k, flt, prefetch, with_vectors, match)
+        search = FusedSearch(tuple(sources), k, flt, prefetch, with_vectors, match, with_payload)
         request = self._fused_request(search)
         if request is None:
             return []
@@ -335,7 +339,7 @@ class EdgeIndex:
             prefetches=[stage for _, stage in present],
             query=fusion if match is not None and not sources else _rrf([w for w, _ in present]),
             filter=where,
-            with_payload=True,
+            with_payload=True if search.with_payload else ID_ONLY,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if search.with_vectors else False,
         )
 
@@ -358,6 +362,15 @@ class EdgeIndex:
         ids: list[qe.PointId] = [point_id(item_id) for item_id in dict.fromkeys(item_ids)]
         records = self._shard.retrieve(ids, with_payload=True, with_vector=[check_using(using)])
         return stored_points(item_ids, records, using)
+
+    def hits(self, item_ids: Sequence[str]) -> list[Hit]:
+        if not item_ids:
+            return []
+        ids: list[qe.PointId] = [point_id(item_id) for item_id in dict.fromkeys(item_ids)]
+        records = self._shard.retrieve(
+            ids, with_payload=True, with_vector=[VECTOR_NAME, COLLAB_VECTOR]
+        )
+        return stored_hits(item_ids, records)
 
     def count(self) -> int:
         return self._shard.count(qe.CountRequest(exact=True))

@@ -20,6 +20,7 @@ from typing import Literal, cast
 
 import numpy as np
 
+from policies.engine import Firing, Verdict
 from retrieval.hybrid import (
     HybridWeights,
     hybrid_search,
@@ -112,34 +113,70 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
                 k=k,
                 flt=flt,
                 prefetch=WEIGHTS.prefetch,
-                with_vectors=True,
+                with_payload=False,
             )
         if not hits and ctx.deps.index.count() == 0:
             # An empty index answers nothing, silently: say so, and rank from the store.
             raise IndexUnavailable(EMPTY_INDEX)
+        reranked = None
+        if history and not matched and ctx.deps.itemitem is not None:
+            hits, reranked = _rerank(ctx.deps.itemitem, hits, history)
+        # A ranking without text carried only ids and scores: the payloads and vectors of the
+        # items to show are read now, for them alone.
+        shown, removed = _shown(ctx, hits, args.k, read=match is None)
     except IndexUnavailable as error:
         degraded.append(f"vectors: {error}; fell back to popularity")
         return _popular(ctx, args.k, flt, affinity, fired, degraded)
 
-    verdict = ctx.deps.policy.check_items(
-        [_payload_item(hit.payload) for hit in hits], subject_facts(ctx)
-    )
-    allowed = {item.item_id for item in verdict.kept}
-    hits = [hit for hit in hits if hit.item_id in allowed]
-    reranked = None
-    if history and not matched and ctx.deps.itemitem is not None:
-        hits, reranked = _rerank(ctx.deps.itemitem, hits, history)
     names = (["query"] if matched else []) + list(sources)
     strategy = "hybrid" if len(names) > 1 else cast(Strategy, names[0])
     return _remember(
         ctx,
         Candidates(
             strategy=strategy,
-            items=_rank(ctx, hits, args.k, sources, recent, args.query, matched, reranked),
-            rules_fired=fired + rules_fired(verdict.firings),
+            items=_rank(ctx, shown, args.k, sources, recent, args.query, matched, reranked),
+            rules_fired=fired + rules_fired(removed),
             degraded=degraded,
         ),
     )
+
+
+def _shown(
+    ctx: RunContext, hits: list[Hit], k: int, *, read: bool
+) -> tuple[list[Hit], list[Firing]]:
+    """The first `k` of the ranked hits that every item rule allows, and the firings of the
+    rules that removed any hit that would have been shown in their place.
+
+    The rules already went to Qdrant as filters; this re-check is what keeps an index that
+    ignored one from leaking an item, so it covers what is shown: the next `k` hits are checked,
+    and each one removed is replaced by the next until `k` are kept. With `read`, the hits
+    carry only ids and scores (`with_payload=False`), and the payloads and vectors of those
+    checked are read from the index in one call per round."""
+    facts = subject_facts(ctx)
+    shown: list[Hit] = []
+    removed: dict[str, list[Firing]] = {}
+    start = 0
+    while len(shown) < k and start < len(hits):
+        batch = hits[start : start + k - len(shown)]
+        start += len(batch)
+        if read:
+            batch = _with_payloads(ctx.deps.index, batch)
+        verdict = ctx.deps.policy.check_items([_payload_item(h.payload) for h in batch], facts)
+        allowed = {item.item_id for item in verdict.kept}
+        shown += [hit for hit in batch if hit.item_id in allowed]
+        removed.update(verdict.removed)
+    return shown, Verdict[Item](kept=[], removed=removed).firings
+
+
+def _with_payloads(index: VectorIndex, hits: list[Hit]) -> list[Hit]:
+    """The hits with their whole payloads and vectors, scores kept; one no longer stored (deleted
+    since the ranking) is left out."""
+    stored = {hit.item_id: hit for hit in index.hits([hit.item_id for hit in hits])}
+    return [
+        Hit(hit.item_id, hit.score, stored[hit.item_id].payload, stored[hit.item_id].vectors)
+        for hit in hits
+        if hit.item_id in stored
+    ]
 
 
 def _pool(ctx: RunContext) -> int:
