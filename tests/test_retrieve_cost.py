@@ -190,8 +190,8 @@ def _cache_answers_as_the_store(session: Any, some_ids: list[str]) -> None:
 
 def test_an_index_that_ignores_the_filters_leaks_nothing(demo_services: Services) -> None:
     """The item rules are re-checked on what would be shown: with an index that ignores every
-    filter, no shown item breaks a rule, k are still shown, and each rule that removed an item
-    names exactly the items it removed from those that would have been shown before it."""
+    filter, no shown item breaks a rule, k are still shown, and the rules that removed items
+    say so (`removed`, naming items that are not shown)."""
     tools = demo_services.tools
     leaking = replace(tools, index=LeakingIndex(tools.index))  # type: ignore[arg-type]
     users = [f"u_{n:04d}" for n in range(1, 400, 7)]

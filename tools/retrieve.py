@@ -11,6 +11,15 @@ text gets Qdrant's candidates re-ranked by it, exactly as the MovieLens suite's 
 `ItemItemModel.rerank` over a pool of `params.pool` (the settings' `itemitem_pool`). The
 candidate's `ease` and `sequence` parts are then the terms that ordered it.
 A request with text keeps Qdrant's order: its words decide and order what matches.
+
+Without text, Qdrant's ranking (up to `itemitem_pool` candidates) is read as ids and scores only
+(`with_payload=False`): the re-ranking needs nothing else, and only the items to be shown have
+their payloads and vectors read (`VectorIndex.hits`, one call). The item rules go to Qdrant as
+filters and are checked again on what is shown (`_shown`): the next `k` ranked items are
+checked, one a rule removes is replaced by the next, and `rules_fired` lists a `removed` firing
+for each item removed that way. Before, every candidate of the pool was checked, so a rule also
+named a leaked item that ranked too low to be shown; such an item also stays in the pool the
+re-ranking scales its terms over. Both only matter for an index that ignores a filter.
 """
 
 from __future__ import annotations
@@ -335,12 +344,16 @@ def _rank(
         shares[name] = _rrf_terms(_similarity_order(pool, source), source.weight)
     titles: dict[str, str] = {}
     if reranked is not None:
-        # Titles already at hand come from the index's payloads; only the rest (a hidden item
-        # in the history, say) from the store.
+        # Titles already at hand come from the index's payloads, the rest from the index too
+        # (one call); only what it does not hold (a hidden item in the history, say) from the
+        # store.
         titles = {hit.item_id: hit.payload["title"] for hit in hits}
         if recent is not None:
             titles.update(zip(recent.ids, recent.titles, strict=True))
         missing = sorted(reranked.named([hit.item_id for hit in hits]) - set(titles))
+        if missing:
+            titles.update({p.item_id: p.payload["title"] for p in ctx.deps.index.hits(missing)})
+            missing = [item_id for item_id in missing if item_id not in titles]
         if missing:
             with ctx.deps.db.session() as session:
                 named = get_items(session, missing)
