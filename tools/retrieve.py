@@ -202,18 +202,31 @@ def _match_search(
 ) -> tuple[list[Hit], list[Hit]]:
     """The text's matched items in the match's own order, with the vectors of every one so that
     each score part can be computed exactly, and (with sources) the matched items ordered by the
-    match and the sources together: both in one batch query."""
+    match and the sources together: both in one batch query. The second answer is read as ids
+    and scores only: each of its items is one of the match's, whose payload and vectors the
+    first answer carries."""
     searches = [
         FusedSearch((), WEIGHTS.match_limit, flt, WEIGHTS.prefetch, with_vectors=True, match=match)
     ]
     if sources:
         searches.append(
             FusedSearch(
-                tuple(sources.values()), k, flt, WEIGHTS.prefetch, with_vectors=True, match=match
+                tuple(sources.values()), k, flt, WEIGHTS.prefetch, match=match, with_payload=False
             )
         )
     answers = index.fused_searches(searches)
-    return answers[0], answers[-1]
+    matched, ranked = answers[0], answers[-1]
+    if not sources:
+        return matched, matched
+    known = {hit.item_id: hit for hit in matched}
+    if missing := [hit.item_id for hit in ranked if hit.item_id not in known]:
+        known.update({hit.item_id: hit for hit in index.hits(missing)})  # never seen so far
+    hits = [
+        Hit(hit.item_id, hit.score, known[hit.item_id].payload, known[hit.item_id].vectors)
+        for hit in ranked
+        if hit.item_id in known
+    ]
+    return matched, hits
 
 
 def _remember(ctx: RunContext, found: Candidates) -> Candidates:
