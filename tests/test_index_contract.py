@@ -366,6 +366,12 @@ def test_reopening_keeps_the_points(index: VectorIndex, open_index: Opener):
     try:
         assert reopened.count() == len(ITEMS)
         assert reopened.search(_query("toy-06"), k=1)[0].item_id == "toy-06"
+        # A reopened index has written none of them, and still names each hit read without
+        # its payload.
+        bare = reopened.search(_query("toy-06"), k=5, with_payload=False)
+        assert [(h.item_id, h.payload) for h in bare] == [
+            (h.item_id, {"item_id": h.item_id}) for h in reopened.search(_query("toy-06"), k=5)
+        ]
     finally:
         reopened.close()
 
