@@ -20,6 +20,7 @@ import qdrant_edge as qe
 from retrieval.index import (
     COLLAB_VECTOR,
     DEFAULT_COLLAB_DIM,
+    ID_ONLY,
     LEXICAL_VECTOR,
     RRF_K,
     UPSERT_BATCH_SIZE,
@@ -31,6 +32,7 @@ from retrieval.index import (
     ItemFilter,
     Lexical,
     Match,
+    PointVectors,
     Source,
     check_batch,
     check_query,
@@ -40,6 +42,7 @@ from retrieval.index import (
     item_payload,
     named_vector,
     point_id,
+    stored_hits,
     stored_points,
     to_hit,
 )
@@ -110,6 +113,9 @@ class EdgeIndex:
         else:
             self._shard = self._load(config)
         self._closed = False
+        # Item ids by point id, for hits read without payload. A point id is a function of the
+        # item id (`point_id`), so an entry never goes stale: a deleted item's is never looked up.
+        self._item_ids: dict[uuid.UUID, str] = {}
         self._ensure_payload_indexes()
 
     def _dense_config(self) -> dict[str, qe.EdgeVectorParams]:
@@ -200,6 +206,7 @@ class EdgeIndex:
                 if item.item_id in collab:
                     named[COLLAB_VECTOR] = collab[item.item_id].tolist()
                 points.append(qe.Point(point_id(item.item_id), named, item_payload(item)))
+                self._item_ids[point_id(item.item_id)] = item.item_id
             self._shard.update(qe.UpdateOperation.upsert_points(points))
         self._shard.flush()
 
@@ -237,16 +244,17 @@ class EdgeIndex:
         flt: ItemFilter | None = None,
         with_vectors: bool = False,
         using: str = VECTOR_NAME,
+        with_payload: bool = True,
     ) -> list[Hit]:
         dim = dims(self.dim, self.collab_dim)[check_using(using)]
         request = qe.QueryRequest(
             limit=k,
             query=qe.Query.Nearest(check_query(vector, dim, k), using=using),
             filter=edge_filter(flt),
-            with_payload=True,
+            with_payload=with_payload,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
         )
-        return [to_hit(point, with_vectors) for point in self._shard.query(request)]
+        return self._hits(self._shard.query(request), with_vectors, with_payload)
 
     def _prefetch(self, source: Source, limit: int, where: qe.Filter | None) -> qe.Prefetch | None:
         """One source as a prefetch, or None for a text with no searchable word."""
@@ -281,20 +289,44 @@ class EdgeIndex:
         prefetch: int = 100,
         with_vectors: bool = False,
         match: Match | None = None,
+        with_payload: bool = True,
     ) -> list[Hit]:
-        search = FusedSearch(tuple(sources), k, flt, prefetch, with_vectors, match)
+        search = FusedSearch(tuple(sources), k, flt, prefetch, with_vectors, match, with_payload)
         request = self._fused_request(search)
         if request is None:
             return []
-        return [to_hit(point, with_vectors) for point in self._shard.query(request)]
+        return self._hits(self._shard.query(request), with_vectors, with_payload)
 
     def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
         requests = [self._fused_request(search) for search in searches]
         asked = [request for request in requests if request is not None]
         answers = iter(self._shard.query_batch(qe.QueryBatchRequest(asked)) if asked else [])
         return [
-            [] if request is None else [to_hit(p, search.with_vectors) for p in next(answers)]
+            []
+            if request is None
+            else self._hits(next(answers), search.with_vectors, search.with_payload)
             for search, request in zip(searches, requests, strict=True)
+        ]
+
+    def _hits(self, points: Sequence[Any], with_vectors: bool, with_payload: bool) -> list[Hit]:
+        """Hits of a query's points. Without payload (Qdrant Edge reading it costs several times
+        the query), each item id comes from the ids seen before, the unseen read in one call."""
+        if with_payload:
+            return [to_hit(point, with_vectors) for point in points]
+        unseen = [point.id for point in points if point.id not in self._item_ids]
+        if unseen:
+            for record in self._shard.retrieve(unseen, with_payload=ID_ONLY, with_vector=False):
+                if record.payload is not None:
+                    self._item_ids[uuid.UUID(str(record.id))] = record.payload["item_id"]
+        return [
+            Hit(
+                item_id,
+                float(point.score),
+                {"item_id": item_id},
+                PointVectors(point) if with_vectors else {},
+            )
+            for point in points
+            if (item_id := self._item_ids.get(point.id)) is not None
         ]
 
     def _fused_request(self, search: FusedSearch) -> qe.QueryRequest | None:
@@ -335,7 +367,7 @@ class EdgeIndex:
             prefetches=[stage for _, stage in present],
             query=fusion if match is not None and not sources else _rrf([w for w, _ in present]),
             filter=where,
-            with_payload=True,
+            with_payload=search.with_payload,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if search.with_vectors else False,
         )
 
@@ -358,6 +390,15 @@ class EdgeIndex:
         ids: list[qe.PointId] = [point_id(item_id) for item_id in dict.fromkeys(item_ids)]
         records = self._shard.retrieve(ids, with_payload=True, with_vector=[check_using(using)])
         return stored_points(item_ids, records, using)
+
+    def hits(self, item_ids: Sequence[str]) -> list[Hit]:
+        if not item_ids:
+            return []
+        ids: list[qe.PointId] = [point_id(item_id) for item_id in dict.fromkeys(item_ids)]
+        records = self._shard.retrieve(
+            ids, with_payload=True, with_vector=[VECTOR_NAME, COLLAB_VECTOR]
+        )
+        return stored_hits(item_ids, records)
 
     def count(self) -> int:
         return self._shard.count(qe.CountRequest(exact=True))

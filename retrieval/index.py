@@ -185,6 +185,8 @@ class FusedSearch:
     prefetch: int = 100
     with_vectors: bool = False
     match: Match | None = None
+    with_payload: bool = True
+    """False: each hit's payload holds only its `item_id` (see `VectorIndex.search`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))
@@ -249,9 +251,14 @@ class VectorIndex(Protocol):
         flt: ItemFilter | None = None,
         with_vectors: bool = False,
         using: str = VECTOR_NAME,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """The k items nearest to `vector` on the named vector `using`, best first, among those
-        matching `flt`."""
+        matching `flt`.
+
+        With `with_payload=False` each hit's payload holds only its `item_id`: a ranking that
+        only needs ids and scores does not pay for reading every payload (`hits` reads the
+        payloads and vectors of the few that are shown)."""
         ...
 
     def fused_search(
@@ -263,13 +270,14 @@ class VectorIndex(Protocol):
         prefetch: int = 100,
         with_vectors: bool = False,
         match: Match | None = None,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """One query inside Qdrant: each source prefetches its `prefetch` nearest items (filter
         pushed into every prefetch), and weighted reciprocal rank fusion ranks their union.
 
         With `match`, only the matched items come back, fused by the match's `fusion`: the
         match order is one input of the RRF, and each source re-scores the matched items instead
-        of prefetching its own."""
+        of prefetching its own. `with_payload` as in `search`."""
         ...
 
     def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
@@ -284,6 +292,11 @@ class VectorIndex(Protocol):
     def points(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> list[Hit]:
         """Stored items in the order of `item_ids`, each with its payload and its `using`
         vector (score 0); ids that are not stored, or lack that vector, are left out."""
+        ...
+
+    def hits(self, item_ids: Sequence[str]) -> list[Hit]:
+        """Stored items in the order of `item_ids`, each with its whole payload and every dense
+        vector it holds (score 0); ids that are not stored are left out."""
         ...
 
     def count(self) -> int:
@@ -358,6 +371,20 @@ def check_vectors(vectors: Mapping[str, np.ndarray], dim: int) -> dict[str, list
             )
         out[item_id] = array.tolist()
     return out
+
+
+ID_ONLY = ["item_id"]
+"""The payload selector of a search `with_payload=False`: only the item's id."""
+
+
+def stored_hits(item_ids: Sequence[str], records: Sequence[Any]) -> list[Hit]:
+    """`VectorIndex.hits` from the records either backend retrieved: in the order asked."""
+    found = {}
+    for record in records:
+        if record.payload is not None:
+            payload = dict(record.payload)
+            found[payload["item_id"]] = Hit(payload["item_id"], 0.0, payload, PointVectors(record))
+    return [found[item_id] for item_id in item_ids if item_id in found]
 
 
 def point_vectors(vector: Any) -> dict[str, np.ndarray]:

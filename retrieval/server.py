@@ -22,6 +22,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from retrieval.index import (
     COLLAB_VECTOR,
     DEFAULT_COLLAB_DIM,
+    ID_ONLY,
     LEXICAL_VECTOR,
     RRF_K,
     UPSERT_BATCH_SIZE,
@@ -42,6 +43,7 @@ from retrieval.index import (
     item_payload,
     named_vector,
     point_id,
+    stored_hits,
     stored_points,
     to_hit,
 )
@@ -259,6 +261,7 @@ class QdrantServerIndex:
         flt: ItemFilter | None = None,
         with_vectors: bool = False,
         using: str = VECTOR_NAME,
+        with_payload: bool = True,
     ) -> list[Hit]:
         query = check_query(vector, dims(self.dim, self.collab_dim)[check_using(using)], k)
         with _server_call("search"):
@@ -268,7 +271,7 @@ class QdrantServerIndex:
                 using=using,
                 query_filter=server_filter(flt),
                 limit=k,
-                with_payload=True,
+                with_payload=True if with_payload else ID_ONLY,
                 with_vectors=[VECTOR_NAME, COLLAB_VECTOR] if with_vectors else False,
             )
         return [to_hit(point, with_vectors) for point in response.points]
@@ -312,9 +315,10 @@ class QdrantServerIndex:
         prefetch: int = 100,
         with_vectors: bool = False,
         match: Match | None = None,
+        with_payload: bool = True,
     ) -> list[Hit]:
         return self.fused_searches(
-            [FusedSearch(tuple(sources), k, flt, prefetch, with_vectors, match)]
+            [FusedSearch(tuple(sources), k, flt, prefetch, with_vectors, match, with_payload)]
         )[0]
 
     def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
@@ -370,7 +374,7 @@ class QdrantServerIndex:
             query=fusion if match is not None and not sources else _rrf([w for w, _ in present]),
             filter=where,
             limit=limit,
-            with_payload=True,
+            with_payload=True if search.with_payload else ID_ONLY,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if search.with_vectors else False,
         )
 
@@ -402,6 +406,18 @@ class QdrantServerIndex:
                 with_vectors=[check_using(using)],
             )
         return stored_points(item_ids, records, using)
+
+    def hits(self, item_ids: Sequence[str]) -> list[Hit]:
+        if not item_ids:
+            return []
+        with _server_call("fetch points"):
+            records = self._client.retrieve(
+                self.collection,
+                ids=[str(point_id(item_id)) for item_id in dict.fromkeys(item_ids)],
+                with_payload=True,
+                with_vectors=[VECTOR_NAME, COLLAB_VECTOR],
+            )
+        return stored_hits(item_ids, records)
 
     def count(self) -> int:
         with _server_call("count items"):

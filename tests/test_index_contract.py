@@ -366,6 +366,12 @@ def test_reopening_keeps_the_points(index: VectorIndex, open_index: Opener):
     try:
         assert reopened.count() == len(ITEMS)
         assert reopened.search(_query("toy-06"), k=1)[0].item_id == "toy-06"
+        # A reopened index has written none of them, and still names each hit read without
+        # its payload.
+        bare = reopened.search(_query("toy-06"), k=5, with_payload=False)
+        assert [(h.item_id, h.payload) for h in bare] == [
+            (h.item_id, {"item_id": h.item_id}) for h in reopened.search(_query("toy-06"), k=5)
+        ]
     finally:
         reopened.close()
 
@@ -876,3 +882,34 @@ def test_points_hold_payload_and_vector_in_the_order_asked(hybrid_index: VectorI
     assert [p.item_id for p in collab] == ["kit-01"]  # the last item has no collab vector
     np.testing.assert_allclose(collab[0].vectors[COLLAB_VECTOR], COLLAB["kit-01"], rtol=1e-5)
     assert hybrid_index.points([]) == []
+
+
+def test_a_search_without_payload_ranks_as_one_with_it(hybrid_index: VectorIndex):
+    """`with_payload=False` answers the same ids and scores, each payload holding only the
+    item's id; `hits` then reads the whole payload and every dense vector, in the order asked."""
+    taste = Source(VECTOR_NAME, _query("kit-01"))
+    collab = Source(COLLAB_VECTOR, _RNG.normal(size=COLLAB_DIM), 1.5)
+    flt = ItemFilter(in_stock_only=True)
+    full = hybrid_index.fused_search([taste, collab], k=12, flt=flt, prefetch=20)
+    bare = hybrid_index.fused_search(
+        [taste, collab], k=12, flt=flt, prefetch=20, with_payload=False
+    )
+    [batched] = hybrid_index.fused_searches(
+        [FusedSearch((taste, collab), 12, flt, prefetch=20, with_payload=False)]
+    )
+    nearest = hybrid_index.search(_query("kit-01"), k=7, flt=flt)
+    nearest_bare = hybrid_index.search(_query("kit-01"), k=7, flt=flt, with_payload=False)
+    for rich, poor in ((full, bare), (full, batched), (nearest, nearest_bare)):
+        assert [h.item_id for h in poor] == [h.item_id for h in rich]
+        assert [h.score for h in poor] == pytest.approx([h.score for h in rich], rel=1e-6)
+        assert all(h.payload == {"item_id": h.item_id} for h in poor)
+
+    wanted = ["kit-01", ITEMS[-1].item_id, "never-stored", "kit-01"]
+    hits = hybrid_index.hits(wanted)
+    assert [h.item_id for h in hits] == ["kit-01", ITEMS[-1].item_id, "kit-01"]
+    for hit in hits:
+        assert hit.payload == item_payload(BY_ID[hit.item_id]) and hit.score == 0.0
+        np.testing.assert_allclose(hit.vectors[VECTOR_NAME], VECTOR_BY_ID[hit.item_id], atol=1e-5)
+    np.testing.assert_allclose(hits[0].vectors[COLLAB_VECTOR], COLLAB["kit-01"], rtol=1e-5)
+    assert COLLAB_VECTOR not in hits[1].vectors  # the last item has no collab vector
+    assert hybrid_index.hits([]) == []

@@ -23,9 +23,11 @@ from store.db import Database
 from store.schemas import Channel
 from store.users import resolve_subject
 from tools.context import RunContext, ToolDeps
+from tools.profile import subject_facts
 from tools.retrieve import retrieve_candidates
 from tools.schemas import RetrieveInput
 
+_NOW = datetime.now(UTC)
 QUERIES = [None, "strong coffee beans", "running shoes", "something for the kitchen", "zqxv"]
 
 
@@ -40,19 +42,22 @@ class StraightIndex:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._index, name)
 
+    def search(self, vector: Any, **kwargs: Any) -> list[Hit]:
+        kwargs.update(with_payload=True, with_vectors=True)  # every payload, every vector
+        return [replace(h, vectors=dict(h.vectors)) for h in self._index.search(vector, **kwargs)]
+
+    def fused_search(self, sources: Any, **kwargs: Any) -> list[Hit]:
+        kwargs.update(with_payload=True, with_vectors=True)
+        hits = self._index.fused_search(sources, **kwargs)
+        return [replace(h, vectors=dict(h.vectors)) for h in hits]
+
     def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
         answers = []
         for s in searches:
             self.calls += 1
-            hits = self._index.fused_search(
-                s.sources,
-                k=s.k,
-                flt=s.flt,
-                prefetch=s.prefetch,
-                with_vectors=s.with_vectors,
-                match=s.match,
+            answers.append(
+                self.fused_search(s.sources, k=s.k, flt=s.flt, prefetch=s.prefetch, match=s.match)
             )
-            answers.append([replace(hit, vectors=dict(hit.vectors)) for hit in hits])
         return answers
 
     def points(self, item_ids: Sequence[str], using: str = "content") -> list[Hit]:
@@ -64,6 +69,25 @@ class StraightIndex:
             Hit(i, 0.0, {"title": items[i].title if i in items else i}, {using: vectors[i]})
             for i in present
         ]
+
+
+class LeakingIndex:
+    """An index that ignores every filter it is given."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self._index = index
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+    def search(self, vector: Any, **kwargs: Any) -> list[Hit]:
+        return self._index.search(vector, **{**kwargs, "flt": None})
+
+    def fused_search(self, sources: Any, **kwargs: Any) -> list[Hit]:
+        return self._index.fused_search(sources, **{**kwargs, "flt": None})
+
+    def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
+        return self._index.fused_searches([replace(s, flt=None) for s in searches])
 
 
 class StorePopular:
@@ -163,3 +187,28 @@ def _cache_answers_as_the_store(session: Any, some_ids: list[str]) -> None:
                 args: dict[str, Any] = {"limit": limit, "exclude_ids": exclude, **kwargs}
                 assert cache.popular_items(session, **args) == popular_items(session, **args)
                 assert cache.popular_items(session, **args) == popular_items(session, **args)
+
+
+def test_an_index_that_ignores_the_filters_leaks_nothing(demo_services: Services) -> None:
+    """The item rules are re-checked on what would be shown: with an index that ignores every
+    filter, no shown item breaks a rule, k are still shown, and the rules that removed items
+    say so (`removed`, naming items that are not shown)."""
+    tools = demo_services.tools
+    leaking = replace(tools, index=LeakingIndex(tools.index))  # type: ignore[arg-type]
+    users = [f"u_{n:04d}" for n in range(1, 400, 7)]
+    removed_somewhere = set()
+    for subject in _people(demo_services, users):
+        for query in (None, "something for the kitchen"):
+            found = _retrieve(leaking, subject, query)
+            shown = [item["item_id"] for item in found["items"]]
+            assert len(shown) == 10, (subject, query)
+            run = RunContext(deps=tools, subject=subject, channel=Channel.web, now=_NOW)
+            with demo_services.db.session() as session:
+                items = get_items(session, shown)
+            kept = tools.policy.check_items([items[i] for i in shown], subject_facts(run)).kept
+            assert [item.item_id for item in kept] == shown, (subject, query)
+            for rule in found["rules_fired"]:
+                if rule["effect"] == "removed":
+                    assert rule["targets"] and not set(rule["targets"]) & set(shown)
+                    removed_somewhere.add(rule["rule_id"])
+    assert removed_somewhere  # the demo world has people whose rules remove leaked items

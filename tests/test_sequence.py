@@ -150,3 +150,20 @@ def test_sources_name_the_history_item_that_gave_each_term_the_most() -> None:
     assert batch == {item: model.sources(item, history) for item in ["a", "b", "c", "d", "unknown"]}
     assert model.sources("unknown", history) == (None, None)
     assert model.sources("c", []) == (None, None)
+
+
+def test_transition_scores_read_a_matrix_with_duplicate_entries_as_its_sum() -> None:
+    """A CSR matrix may store a cell twice (scipy sums them); the scores read the rows as scipy
+    does, whatever the stored layout."""
+    items = ["a", "b", "c"]
+    rows, cols, vals = [0, 0, 0, 1], [1, 1, 2, 0], [0.25, 0.5, 0.25, 1.0]
+    transitions = csr_matrix((vals, (rows, cols)), shape=(3, 3), dtype=np.float32)
+    duplicated = csr_matrix(
+        (np.array(vals, dtype=np.float32), np.array(cols), np.array([0, 3, 4, 4])), shape=(3, 3)
+    )
+    assert not duplicated.has_canonical_format
+    model = ItemItemModel(items, np.zeros((3, 3), dtype=np.float32), duplicated, ItemItemParams())
+    _, scores = model.candidate_scores(["b", "c", "a"], [("b", 1.0), ("a", 1.0)])
+    expected = transitions.toarray().T @ np.array([1.0, 0.8, 0.0])  # a newest, b one step back
+    assert scores == pytest.approx(expected[[1, 2, 0]])
+    assert model.sources("b", [("a", 1.0)]) == (None, "a")

@@ -11,6 +11,15 @@ text gets Qdrant's candidates re-ranked by it, exactly as the MovieLens suite's 
 `ItemItemModel.rerank` over a pool of `params.pool` (the settings' `itemitem_pool`). The
 candidate's `ease` and `sequence` parts are then the terms that ordered it.
 A request with text keeps Qdrant's order: its words decide and order what matches.
+
+Without text, Qdrant's ranking (up to `itemitem_pool` candidates) is read as ids and scores only
+(`with_payload=False`): the re-ranking needs nothing else, and only the items to be shown have
+their payloads and vectors read (`VectorIndex.hits`, one call). The item rules go to Qdrant as
+filters and are checked again on what is shown (`_shown`): the next `k` ranked items are
+checked, one a rule removes is replaced by the next, and `rules_fired` lists a `removed` firing
+for each item removed that way. Before, every candidate of the pool was checked, so a rule also
+named a leaked item that ranked too low to be shown; such an item also stays in the pool the
+re-ranking scales its terms over. Both only matter for an index that ignores a filter.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from typing import Literal, cast
 
 import numpy as np
 
+from policies.engine import Firing, Verdict
 from retrieval.hybrid import (
     HybridWeights,
     hybrid_search,
@@ -112,34 +122,70 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
                 k=k,
                 flt=flt,
                 prefetch=WEIGHTS.prefetch,
-                with_vectors=True,
+                with_payload=False,
             )
         if not hits and ctx.deps.index.count() == 0:
             # An empty index answers nothing, silently: say so, and rank from the store.
             raise IndexUnavailable(EMPTY_INDEX)
+        reranked = None
+        if history and not matched and ctx.deps.itemitem is not None:
+            hits, reranked = _rerank(ctx.deps.itemitem, hits, history)
+        # A ranking without text carried only ids and scores: the payloads and vectors of the
+        # items to show are read now, for them alone.
+        shown, removed = _shown(ctx, hits, args.k, read=match is None)
     except IndexUnavailable as error:
         degraded.append(f"vectors: {error}; fell back to popularity")
         return _popular(ctx, args.k, flt, affinity, fired, degraded)
 
-    verdict = ctx.deps.policy.check_items(
-        [_payload_item(hit.payload) for hit in hits], subject_facts(ctx)
-    )
-    allowed = {item.item_id for item in verdict.kept}
-    hits = [hit for hit in hits if hit.item_id in allowed]
-    reranked = None
-    if history and not matched and ctx.deps.itemitem is not None:
-        hits, reranked = _rerank(ctx.deps.itemitem, hits, history)
     names = (["query"] if matched else []) + list(sources)
     strategy = "hybrid" if len(names) > 1 else cast(Strategy, names[0])
     return _remember(
         ctx,
         Candidates(
             strategy=strategy,
-            items=_rank(ctx, hits, args.k, sources, recent, args.query, matched, reranked),
-            rules_fired=fired + rules_fired(verdict.firings),
+            items=_rank(ctx, shown, args.k, sources, recent, args.query, matched, reranked),
+            rules_fired=fired + rules_fired(removed),
             degraded=degraded,
         ),
     )
+
+
+def _shown(
+    ctx: RunContext, hits: list[Hit], k: int, *, read: bool
+) -> tuple[list[Hit], list[Firing]]:
+    """The first `k` of the ranked hits that every item rule allows, and the firings of the
+    rules that removed any hit that would have been shown in their place.
+
+    The rules already went to Qdrant as filters; this re-check is what keeps an index that
+    ignored one from leaking an item, so it covers what is shown: the next `k` hits are checked,
+    and each one removed is replaced by the next until `k` are kept. With `read`, the hits
+    carry only ids and scores (`with_payload=False`), and the payloads and vectors of those
+    checked are read from the index in one call per round."""
+    facts = subject_facts(ctx)
+    shown: list[Hit] = []
+    removed: dict[str, list[Firing]] = {}
+    start = 0
+    while len(shown) < k and start < len(hits):
+        batch = hits[start : start + k - len(shown)]
+        start += len(batch)
+        if read:
+            batch = _with_payloads(ctx.deps.index, batch)
+        verdict = ctx.deps.policy.check_items([_payload_item(h.payload) for h in batch], facts)
+        allowed = {item.item_id for item in verdict.kept}
+        shown += [hit for hit in batch if hit.item_id in allowed]
+        removed.update(verdict.removed)
+    return shown, Verdict[Item](kept=[], removed=removed).firings
+
+
+def _with_payloads(index: VectorIndex, hits: list[Hit]) -> list[Hit]:
+    """The hits with their whole payloads and vectors, scores kept; one no longer stored (deleted
+    since the ranking) is left out."""
+    stored = {hit.item_id: hit for hit in index.hits([hit.item_id for hit in hits])}
+    return [
+        Hit(hit.item_id, hit.score, stored[hit.item_id].payload, stored[hit.item_id].vectors)
+        for hit in hits
+        if hit.item_id in stored
+    ]
 
 
 def _pool(ctx: RunContext) -> int:
@@ -156,18 +202,31 @@ def _match_search(
 ) -> tuple[list[Hit], list[Hit]]:
     """The text's matched items in the match's own order, with the vectors of every one so that
     each score part can be computed exactly, and (with sources) the matched items ordered by the
-    match and the sources together: both in one batch query."""
+    match and the sources together: both in one batch query. The second answer is read as ids
+    and scores only: each of its items is one of the match's, whose payload and vectors the
+    first answer carries."""
     searches = [
         FusedSearch((), WEIGHTS.match_limit, flt, WEIGHTS.prefetch, with_vectors=True, match=match)
     ]
     if sources:
         searches.append(
             FusedSearch(
-                tuple(sources.values()), k, flt, WEIGHTS.prefetch, with_vectors=True, match=match
+                tuple(sources.values()), k, flt, WEIGHTS.prefetch, match=match, with_payload=False
             )
         )
     answers = index.fused_searches(searches)
-    return answers[0], answers[-1]
+    matched, ranked = answers[0], answers[-1]
+    if not sources:
+        return matched, matched
+    known = {hit.item_id: hit for hit in matched}
+    if missing := [hit.item_id for hit in ranked if hit.item_id not in known]:
+        known.update({hit.item_id: hit for hit in index.hits(missing)})  # never seen so far
+    hits = [
+        Hit(hit.item_id, hit.score, known[hit.item_id].payload, known[hit.item_id].vectors)
+        for hit in ranked
+        if hit.item_id in known
+    ]
+    return matched, hits
 
 
 def _remember(ctx: RunContext, found: Candidates) -> Candidates:
@@ -298,12 +357,16 @@ def _rank(
         shares[name] = _rrf_terms(_similarity_order(pool, source), source.weight)
     titles: dict[str, str] = {}
     if reranked is not None:
-        # Titles already at hand come from the index's payloads; only the rest (a hidden item
-        # in the history, say) from the store.
+        # Titles already at hand come from the index's payloads, the rest from the index too
+        # (one call); only what it does not hold (a hidden item in the history, say) from the
+        # store.
         titles = {hit.item_id: hit.payload["title"] for hit in hits}
         if recent is not None:
             titles.update(zip(recent.ids, recent.titles, strict=True))
         missing = sorted(reranked.named([hit.item_id for hit in hits]) - set(titles))
+        if missing:
+            titles.update({p.item_id: p.payload["title"] for p in ctx.deps.index.hits(missing)})
+            missing = [item_id for item_id in missing if item_id not in titles]
         if missing:
             with ctx.deps.db.session() as session:
                 named = get_items(session, missing)
