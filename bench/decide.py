@@ -94,7 +94,8 @@ def noop_graph() -> Any:
 
 
 def noop_service_shape() -> Any:
-    """The graph the service runs (`build_decide_graph`) with nodes that do nothing."""
+    """The graph the service runs (`build_decide_graph`) with nodes that do nothing, routed as
+    the service's are."""
 
     def node(state: DecideState, runtime: Any) -> dict[str, Any]:
         return {}
@@ -149,10 +150,12 @@ def main() -> None:
         )
 
     def shape_floor(i: int) -> None:
+        # Invoked as `agents.decide.run` invokes the service's graph (LangGraph's v2 output).
         shape.invoke(
             {"query": None, "k": 10, "context": {}},
             {"recursion_limit": RECURSION_LIMIT},
             context=context,
+            version="v2",
         )
 
     settle()

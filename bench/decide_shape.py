@@ -1,8 +1,13 @@
 """The decision graph's shape, A/B in one process: the service's graph (`NODES`: the steps
 grouped into a few nodes) against the same steps as nine nodes (one per step, the shape before
-issue 14) and as six, on the demo world.
+issue 14) and as six, on the demo world; and the service's four nodes as main ran them before
+the copy nodes routed themselves (`four_conditional`: conditional edges, and LangGraph's v1
+output, which streams every node's update beside the values).
 
-Decisions run in alternating blocks, so the machine's load moves all shapes alike; prints JSON
+Decisions run in alternating blocks, so the machine's load moves all shapes alike, and each
+block starts with the next shape in turn: the same requests run through every shape, and the
+first to run one pays for what the process then remembers (the output guard's findings for new
+copy), so a shape that always went first would look slower than it is. Prints JSON
 with each shape's p50 and its ratio to the nine-node shape, and, from a cProfile pass over the
 same requests, what cannot be noise: Python function calls per decision and LangGraph's
 per-superstep calls (`apply_writes`, `prepare_single_task`) and pydantic validations per
@@ -28,10 +33,12 @@ from typing import Any
 
 import numpy as np
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import GraphOutput
 
 from agents.decide.graph import (
     MAX_DRAFTS,
     NODES,
+    RECURSION_LIMIT,
     _after_generate,
     _after_guard,
     build_decide_graph,
@@ -41,7 +48,6 @@ from agents.decide.run import DecideRequest, decide
 from agents.decide.state import DecideContext, DecideInput, DecideState
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
-from agents.services import Services
 from agents.settings import Settings
 from agents.tracing import traced
 from bench.report import emit
@@ -53,16 +59,22 @@ STEP_FUNCTIONS = {name: step for named in NODES.values() for name, step in named
 
 @dataclass
 class Limited:
-    """A graph invoked with its own recursion limit (the service passes its shape's)."""
+    """A graph invoked with its own recursion limit (the service passes its shape's), and with
+    LangGraph's v1 output when `v1` (the decision asks for v2; v1 is what main asked for)."""
 
     graph: Any
     limit: int
+    v1: bool = False
 
     def invoke(self, graph_input: Any, config: Any = None, **kwargs: Any) -> Any:
-        return self.graph.invoke(graph_input, {**config, "recursion_limit": self.limit}, **kwargs)
+        config = {**config, "recursion_limit": self.limit}
+        if self.v1:
+            kwargs.pop("version", None)
+            return GraphOutput(value=self.graph.invoke(graph_input, config, **kwargs))
+        return self.graph.invoke(graph_input, config, **kwargs)
 
 
-def shaped(groups: dict[str, list[str]], limit: int) -> Limited:
+def shaped(groups: dict[str, list[str]], limit: int, v1: bool = False) -> Limited:
     """The decision's steps grouped into the nodes `groups` names, in order; the copy's loop is
     `generate` ⇄ `guard_output` as in the service's graph."""
     graph = StateGraph(DecideState, context_schema=DecideContext, input_schema=DecideInput)
@@ -83,7 +95,7 @@ def shaped(groups: dict[str, list[str]], limit: int) -> Limited:
     for before, after in itertools.pairwise(after_copy):
         graph.add_edge(before, after)
     graph.add_edge(after_copy[-1], END)
-    return Limited(graph.compile(name="decide"), limit)
+    return Limited(graph.compile(name="decide"), limit, v1)
 
 
 def shapes() -> dict[str, Any]:
@@ -99,18 +111,17 @@ def shapes() -> dict[str, Any]:
     return {
         "nine": shaped(one, 5 + 2 * MAX_DRAFTS + 2 + 1),
         "six": shaped(six, 3 + 2 * MAX_DRAFTS + 1 + 1),
+        "four_conditional": shaped(
+            {name: [step for step, _ in named] for name, named in NODES.items()},
+            RECURSION_LIMIT,
+            v1=True,
+        ),
         "service": build_decide_graph(),
     }
 
 
-def profile(services: Services, requests: list[DecideRequest]) -> dict[str, Any]:
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for request in requests:
-        decide(services, request)
-    profiler.disable()
-    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    n = len(requests)
+def profile(entries: dict[Any, Any], n: int) -> dict[str, Any]:
+    """What a cProfile of `n` decisions (`entries`, pstats' table) says per decision."""
 
     def cumulative(fragment: str, function: str) -> float:
         found = (
@@ -163,19 +174,34 @@ def main() -> None:
         for variant in variants.values():
             decide(variant, request)
 
+    names = list(variants)
+
+    def in_turn(block: int) -> list[str]:
+        """The shapes, the `block`-th first: each starts as many blocks as the others."""
+        first = block % len(names)
+        return names[first:] + names[:first]
+
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    for first in range(0, args.n, BLOCK):
-        for name, variant in variants.items():
+    for block, first in enumerate(range(0, args.n, BLOCK)):
+        for name in in_turn(block):
             for request in requests[first : first + BLOCK]:
                 start = time.perf_counter()
-                decide(variant, request)
+                decide(variants[name], request)
                 samples[name].append((time.perf_counter() - start) * 1000)
+    profilers = {name: cProfile.Profile() for name in variants}
+    for block, first in enumerate(range(0, args.profile_n, BLOCK)):
+        for name in in_turn(block):
+            profilers[name].enable()
+            for request in requests[first : first + BLOCK]:
+                decide(variants[name], request)
+            profilers[name].disable()
     nine = statistics.median(samples["nine"])
     results: dict[str, Any] = {"decisions_per_shape": args.n, "service_nodes": list(NODES)}
-    for name, variant in variants.items():
+    for name in variants:
         p50 = statistics.median(samples[name])
         results[name] = {"p50_ms": round(p50, 3), "ratio_to_nine": round(p50 / nine, 3)}
-        results[name] |= profile(variant, requests[: args.profile_n])
+        entries = pstats.Stats(profilers[name]).stats  # type: ignore[attr-defined]
+        results[name] |= profile(entries, args.profile_n)
     services.close()
 
     emit(results, args.out)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from langgraph.runtime import Runtime
+from langgraph.types import GraphOutput
 
 from agents.decide.graph import MAX_DRAFTS, RECURSION_LIMIT, guard_output
 from agents.decide.state import DecideContext
@@ -48,7 +49,9 @@ class CountingGraph:
     visits: list[str] = field(default_factory=list)
     limits: list[int] = field(default_factory=list)
 
-    def invoke(self, graph_input: Any, config: Any = None, **kwargs: Any) -> Any:
+    def invoke(
+        self, graph_input: Any, config: Any = None, *, version: str = "v1", **kwargs: Any
+    ) -> Any:
         self.visits.clear()
         self.limits.append(config["recursion_limit"])
         state = None
@@ -59,7 +62,8 @@ class CountingGraph:
                 self.visits.extend(chunk)
             else:
                 state = chunk
-        return state
+        # The service asks for LangGraph's v2 output (`agents.decide.run`): the state, wrapped.
+        return GraphOutput(value=state) if version == "v2" else state
 
 
 @pytest.fixture(scope="module")

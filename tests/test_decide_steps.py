@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agents.decide.graph import STEPS, steps
+from agents.decide.graph import STEPS, build_decide_graph, steps
 from agents.decide.run import DecideRequest, decide
 from agents.services import Services
 from agents.writing.writer import Brief, Draft, OfflineWriter
@@ -69,6 +69,21 @@ def traced_decision(
 
 def test_the_graph_runs_the_nine_steps_in_order() -> None:
     assert [*BEFORE_COPY, "generate", "guard_output", *AFTER_COPY] == STEPS
+
+
+def test_the_drawn_graph_keeps_the_copy_loop() -> None:
+    """The copy nodes route themselves (a `Command` each): the edges they may take are declared,
+    so the graph LangGraph draws is still the decision's, retry loop included."""
+    edges = {(e.source, e.target) for e in build_decide_graph().get_graph().edges}
+    assert edges == {
+        ("__start__", "prepare"),
+        ("prepare", "generate"),
+        ("generate", "guard_output"),
+        ("generate", "finish"),
+        ("guard_output", "generate"),
+        ("guard_output", "finish"),
+        ("finish", "__end__"),
+    }
 
 
 def test_offline_copy_runs_and_traces_every_step(demo_services: Services) -> None:

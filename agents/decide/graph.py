@@ -8,16 +8,22 @@ order and are one node, `prepare`, and so are the two after it, `finish`: LangGr
 node visited (a superstep: tasks prepared, writes applied, channels read), about a quarter of a
 decision with one node per step (issue 14). Each step still runs in its own span
 (`agents.tracing`), so a trace lists the nine steps as before.
+
+The two copy nodes route themselves: each returns its update with the node to go to next
+(`Command(goto=...)`, chosen by `_after_generate` and `_after_guard`), and declares where it may
+go, so the drawn graph keeps its edges. A conditional edge would cost LangGraph a second read of
+the whole state after the node and a callback run for the router, on every visit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from agents.decide.explain import explain
 from agents.decide.record import decision_record, log_record
@@ -325,11 +331,32 @@ def _after_guard(state: DecideState) -> str:
     return "generate" if state.get("retry") and state.get("attempts", 0) < MAX_DRAFTS else "finish"
 
 
+# Where each routed node may go next, and the function of the state (as the node leaves it)
+# that chooses among them.
+ROUTES: dict[str, tuple[Callable[[DecideState], str], tuple[str, ...]]] = {
+    "generate": (_after_generate, ("guard_output", "finish")),
+    "guard_output": (_after_guard, ("generate", "finish")),
+}
+
+
+def routed(node: Node, route: Callable[[DecideState], str]) -> Callable[..., Command[str]]:
+    """`node`, its update sent on to the node `route` picks from the state as the update leaves
+    it. The routes read only keys a node replaces (`writer`, `retry`, `attempts`), never the
+    one that adds up (`degraded`), so the state merged here is the state the graph will hold."""
+
+    def run(state: DecideState, runtime: Runtime[DecideContext]) -> Command[str]:
+        update = node(state, runtime)
+        return Command(update=update, goto=route(cast(DecideState, {**state, **update})))
+
+    return run
+
+
 def build_decide_graph(
     nodes: dict[str, Node] | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The decision graph, its nodes running the steps of NODES; `nodes` replaces them by name
-    (`bench/decide.py` measures the graph's own cost with nodes that do nothing)."""
+    (`bench/decide.py` measures the graph's own cost with nodes that do nothing; they are
+    routed as the steps are)."""
     graph = StateGraph(
         DecideState,
         context_schema=DecideContext,
@@ -337,11 +364,13 @@ def build_decide_graph(
         output_schema=DecideOutput,
     )
     for name, named in NODES.items():
-        node = steps(*named) if len(named) > 1 else traced(*named[0])
-        graph.add_node(name, (nodes or {}).get(name, node))
+        node = (nodes or {}).get(name) or (steps(*named) if len(named) > 1 else traced(*named[0]))
+        if name in ROUTES:
+            route, destinations = ROUTES[name]
+            graph.add_node(name, routed(node, route), destinations=destinations)
+        else:
+            graph.add_node(name, node)
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "generate")
-    graph.add_conditional_edges("generate", _after_generate, ["guard_output", "finish"])
-    graph.add_conditional_edges("guard_output", _after_guard, ["generate", "finish"])
     graph.add_edge("finish", END)
     return graph.compile(name="decide")

@@ -65,14 +65,15 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
     with decision_span(
         services.tracer, channel=request.channel.value, decision_id=context.decision_id
     ):
-        state = cast(
-            DecideOutput,
-            services.graph.invoke(
-                {"query": request.query, "k": request.k, "context": dict(request.context or {})},
-                {"recursion_limit": RECURSION_LIMIT},
-                context=context,
-            ),
+        # `version="v2"`: the graph streams only its values to hand back the last; the default
+        # (v1) streams every node's update beside them, to look for interrupts we never raise.
+        output = services.graph.invoke(
+            {"query": request.query, "k": request.k, "context": dict(request.context or {})},
+            {"recursion_limit": RECURSION_LIMIT},
+            context=context,
+            version="v2",
         )
+        state = cast(DecideOutput, output.value)
     services.metrics.decision(
         channel=request.channel.value,
         writer=state.get("writer") or "none",
