@@ -27,7 +27,7 @@ from store.models import (
     User,
 )
 from store.predictions import Prediction
-from store.schemas import Profile, Purpose, UserRecord
+from store.schemas import Purpose, UserRecord, stored_profile
 from store.users import Subject
 
 _users = User.__table__
@@ -118,7 +118,7 @@ def read_person(
         granted = row._mapping
         record = UserRecord(
             user_id=row.stored_user,
-            profile=Profile.model_validate(row.profile),
+            profile=stored_profile(row.profile),
             consent={p: bool(granted[f"consent_{p.value}"]) for p in Purpose},
         )
     prediction = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -191,6 +191,18 @@ class Profile(_Record):
             return None
         born = self.birth_date
         return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+class _StoredProfile(Profile):
+    email: str
+
+
+def stored_profile(data: dict[str, Any]) -> Profile:
+    """A profile read back from the store, where only a validated `Profile` is ever written: every
+    field is parsed as `Profile` parses it but the email, whose parse was most of reading a person
+    on every decision. The result is a plain `Profile`, equal to `Profile.model_validate(data)`."""
+    parsed = _StoredProfile.model_validate(data)
+    return Profile.model_construct(parsed.model_fields_set, **dict(parsed))
 
 
 class UserRecord(_Record):
