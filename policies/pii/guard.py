@@ -246,9 +246,7 @@ class PIIGuard:
             found = tuple((r.entity_type, r.start, r.end, r.score, _recognizer(r)) for r in results)
             remembered.put(text, found)
         return [
-            RecognizerResult(
-                kind, start, end, score, recognition_metadata={_NAME_KEY: name} if name else None
-            )
+            RecognizerResult(kind, start, end, score, recognition_metadata={_NAME_KEY: name})
             for kind, start, end, score, name in found
         ]
 
