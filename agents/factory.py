@@ -8,6 +8,7 @@ import gc
 import logging
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from agents.chat.graph import build_chat_graph
 from agents.chat.memory import Chat, Checkpoints, PostgresCheckpoints
@@ -87,6 +88,8 @@ def build_services(settings: Settings | None = None) -> Services:
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     limit_torch_threads(settings.torch_threads)
+    # numpy's BLAS too, process-wide: the PII guard's NER multiplies with it (policies.pii.ner).
+    threadpool_limits(settings.torch_threads, user_api="blas")
     embedder: Embedder = CachedEmbedder(
         load_embedder(
             settings.embedding_model,

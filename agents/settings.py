@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         None, description="Pinned sha256 of model.safetensors when the model is a folder."
     )
     torch_threads: int = Field(
-        1, ge=1, le=64, description="torch and ONNX Runtime intra-op threads."
+        1, ge=1, le=64, description="torch, ONNX Runtime and numpy BLAS intra-op threads."
     )
     embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
         "onnx",

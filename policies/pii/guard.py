@@ -120,10 +120,12 @@ class PIIGuard:
         phone_regions: regions whose national phone formats are recognised.
         fallback_models: the pipelines tried after `spacy_model`, in order.
         screened: how many texts `screen` remembers the findings of.
+        found: how many texts `find` remembers the recognizers' findings of (per analyzer).
     """
 
     LANGUAGE = "en"
     SCREENED = 4096
+    FOUND = 4096
 
     def __init__(
         self,
@@ -135,6 +137,7 @@ class PIIGuard:
         phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS,
         fallback_models: tuple[str, ...] = FALLBACK_MODELS,
         screened: int = SCREENED,
+        found: int = FOUND,
     ) -> None:
         self.score_threshold = score_threshold
         unknown = sorted(set(redact) - set(ENTITY_TYPES))
@@ -179,6 +182,11 @@ class PIIGuard:
         # pure function of the text and this guard's recognizers, which never change after
         # construction, so an entry cannot go stale (a changed policy builds a new guard).
         self._screened: DigestLRU[tuple[tuple[str, int, int, float], ...]] = DigestLRU(screened)
+        # The same for `find`, per analyzer (with NER, and patterns only), with each finding's
+        # recognizer, which the overlap rules read.
+        self._found: dict[bool, DigestLRU[tuple[tuple[str, int, int, float, str | None], ...]]] = {
+            statistical: DigestLRU(found) for statistical in (True, False)
+        }
         self._warm_up()
 
     def _engine(self, recognizers: list[EntityRecognizer], pipeline: Pipeline) -> AnalyzerEngine:
@@ -202,20 +210,45 @@ class PIIGuard:
         """
         if not text.strip():
             return []
+        results = self._recognized(text, statistical)
         known_recognizers = known_value_recognizers(known)
-        analyzer = self._analyzer if statistical else self._patterns
-        results = analyzer.analyze(
-            text=text,
-            language=self.LANGUAGE,
-            entities=self._with_known if known_recognizers else self._entities,
-            ad_hoc_recognizers=known_recognizers or None,
-            score_threshold=self.score_threshold,
-        )
+        if known_recognizers:
+            for recognizer in known_recognizers:
+                results += recognizer.analyze(text, self._with_known, cast(NlpArtifacts, None))
+            # What Presidio does with an ad hoc recognizer's results beside the others': a
+            # span inside another of its type with no higher score goes. Dropping what it
+            # dropped among the others' first changes nothing (the dropping span, or the one
+            # that drops it, still drops it).
+            results = EntityRecognizer.remove_duplicates(results)
         if not statistical:
             results = [r for r in results if not _from_ner(r)]
         if "ZIP_CODE" in self.redact:
             results += _postcodes_beside_places(text, results)
         return resolve_overlaps(_names_over_ner(_patterns_over_ner(results)))
+
+    def _recognized(self, text: str, statistical: bool) -> list[RecognizerResult]:
+        """What the registry's recognizers (and the NER model, when `statistical`) find in `text`,
+        remembered by the text's keyed digest: a query or a message that comes again ("coffee",
+        "a gift for my dad") costs a digest instead of a spaCy run. Findings are a pure function
+        of the text and this guard's recognizers, which never change after construction, so an
+        entry cannot go stale; the subject's own values are matched per call by the caller.
+        """
+        remembered = self._found[statistical]
+        found = remembered.get(text)
+        if found is None:
+            analyzer = self._analyzer if statistical else self._patterns
+            results = analyzer.analyze(
+                text=text,
+                language=self.LANGUAGE,
+                entities=self._entities,
+                score_threshold=self.score_threshold,
+            )
+            found = tuple((r.entity_type, r.start, r.end, r.score, _recognizer(r)) for r in results)
+            remembered.put(text, found)
+        return [
+            RecognizerResult(kind, start, end, score, recognition_metadata={_NAME_KEY: name})
+            for kind, start, end, score, name in found
+        ]
 
     def pseudonymize(
         self, text: str, *, known: KnownValues = NO_KNOWN_VALUES, vault: Vault
@@ -350,6 +383,9 @@ def _names_over_ner(results: list[RecognizerResult]) -> list[RecognizerResult]:
             and any(n.start < r.end and r.start < n.end for n in names)
         )
     ]
+
+
+_NAME_KEY = RecognizerResult.RECOGNIZER_NAME_KEY
 
 
 def _recognizer(result: RecognizerResult) -> str | None:

