@@ -8,8 +8,9 @@ steps grouped into fewer nodes, `agents.decide.graph.NODES`), built by the servi
 interleaved with the decisions, so that the machine's load moves all three alike. Prints JSON: p50,
 p95 and p99 in milliseconds of the floor and of decisions without query text, with query text
 (the embedding model the services loaded — the packaged all-MiniLM-L6-v2 unless it is missing —
-with its query cache cleared before each decision, so every query is embedded), and with the
-query cache warm (the same eight queries again and again), on the web (Thompson sampling), and
+with its query cache and the input guard's remembered findings cleared before each decision, so
+every query is embedded and analyzed as if first seen), and with both warm (the same eight
+queries again and again), on the web (Thompson sampling), and
 decisions per second on the app surface (the linear contextual bandit in the demo policy); each
 scenario's p50 over the nine-node floor's is its `ratio`, over the service shape's
 `ratio_service_shape`. No LLM: the offline writer answers.
@@ -173,6 +174,8 @@ def main() -> None:
     def cold_query(i: int) -> None:
         if clear_cache is not None:
             clear_cache()
+        # And as a query the input guard has never seen: it remembers its findings per text.
+        services.pii.forget()
         decide(services, request(i, True))
 
     def warm_query(i: int) -> None:

@@ -104,7 +104,7 @@ class RandomEmbedder:
     the same text in the bulk home and in the scratch store that checks it."""
 
     name = "random"
-    degraded = None
+    degraded: str | None = None
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -155,7 +155,7 @@ def load_items(services: Services, items: int) -> None:
     for start in range(0, items, 5000):
         batch = [synthetic_item(i) for i in range(start, min(start + 5000, items))]
         with services.db.session() as session:
-            session.execute(insert(CatalogItem.__table__), [catalog_row(item) for item in batch])
+            session.execute(insert(CatalogItem), [catalog_row(item) for item in batch])
             bump_catalog_version(session)
         for chunk in range(0, len(batch), 1000):
             part = batch[chunk : chunk + 1000]
@@ -207,7 +207,7 @@ def build_home(home: Path, items: int, events: int, seed: int) -> dict[str, Any]
     user_ids = [r.user_id for r in users]
     for rows in event_rows(user_ids, items, events, rng):
         with services.db.session() as session:
-            session.execute(insert(EventRow.__table__), rows)
+            session.execute(insert(EventRow), rows)
     with services.db.session() as session:
         refresh_popularity(session)
     took["events_s"] = time.perf_counter() - started
@@ -449,7 +449,7 @@ def plans(
     import sqlite3
 
     connection = sqlite3.connect(home / "attune.db")
-    found = {}
+    found: dict[str, Any] = {}
     try:
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
         for key, (statement, parameters) in examples.items():
