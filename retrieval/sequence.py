@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import lapack
 from scipy.sparse import csr_matrix, diags, load_npz, save_npz
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, select, union
 
 from store.db import Database
 from store.models import EventRow, IdentityLink
@@ -408,24 +408,40 @@ def store_sequences(
 
 
 def _history_statements() -> dict[tuple[bool, bool], Any]:
-    """`person_history`'s SELECTs, built once, by which ids are sent: (user id, anonymous id)."""
+    """`person_history`'s SELECTs, built once, by which ids are sent: (user id, anonymous id).
+
+    One branch per kind of id — the user's own events, those of the anonymous ids linked to them,
+    those of the anonymous id sent — each the newest `limit` by an index range (`ix_events_*_recent`,
+    migration 0005), merged by UNION (an event stamped with both ids is one event) and cut to the
+    newest `limit` again. A single `OR` of the three read and sorted the person's whole history.
+    """
     events = EventRow.__table__
     links = IdentityLink.__table__
-    anonymous = events.c.anonymous_id == bindparam("anonymous_id")
-    user = events.c.user_id == bindparam("user_id")
+    newest = (events.c.ts.desc(), events.c.event_id.desc())
+
+    def branch(condition: Any) -> Any:
+        columns = (events.c.event_id, events.c.ts, events.c.item_id, events.c.type)
+        return (
+            select(*columns).where(condition).order_by(*newest).limit(bindparam("limit")).subquery()
+        )
+
+    anonymous = branch(events.c.anonymous_id == bindparam("anonymous_id"))
+    user = branch(events.c.user_id == bindparam("user_id"))
     # The anonymous ids linked to the user, in the same statement.
-    linked = events.c.anonymous_id.in_(
-        select(links.c.external_id).where(
-            links.c.kind == "anonymous", links.c.user_id == bindparam("user_id")
+    linked = branch(
+        events.c.anonymous_id.in_(
+            select(links.c.external_id).where(
+                links.c.kind == "anonymous", links.c.user_id == bindparam("user_id")
+            )
         )
     )
     statements = {}
     for by_user, by_anonymous in ((True, False), (False, True), (True, True)):
         mine = ([anonymous] if by_anonymous else []) + ([user, linked] if by_user else [])
+        merged = union(*(select(*part.c) for part in mine)).subquery()
         statements[by_user, by_anonymous] = (
-            select(events.c.item_id, events.c.type)
-            .where(or_(*mine))
-            .order_by(events.c.ts.desc(), events.c.event_id.desc())
+            select(merged.c.item_id, merged.c.type)
+            .order_by(merged.c.ts.desc(), merged.c.event_id.desc())
             .limit(bindparam("limit"))
         )
     return statements

@@ -89,6 +89,12 @@ class CatalogOffer(Base):
 
 class EventRow(Base):
     __tablename__ = "events"
+    # A person's latest events, newest first, read by an index range whatever their history's
+    # length (`retrieval.sequence.person_history`; migration 0005).
+    __table_args__ = (
+        Index("ix_events_user_recent", "user_id", "ts", "event_id"),
+        Index("ix_events_anonymous_recent", "anonymous_id", "ts", "event_id"),
+    )
 
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     type: Mapped[str] = mapped_column(String(16))
@@ -105,7 +111,11 @@ class DecisionRow(Base):
     """The decision log: everything needed to replay a decision, and no PII."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index("ix_decisions_user_offer_time", "user_id", "offer_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_decisions_user_offer_time", "user_id", "offer_id", "created_at"),
+        # The offers shown to a person within the frequency caps' window (migration 0005).
+        Index("ix_decisions_subject_time", "subject_key", "created_at"),
+    )
 
     decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str | None] = mapped_column(String(128))

@@ -4,6 +4,7 @@ an event, a consent or an erasure, reads the store again."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -137,9 +138,10 @@ def test_a_decision_reads_the_person_once_and_each_offer_table_at_most_once(
     person = [
         s for s in selects if any(f" {t} " in f"{s} " or f" {t}." in s for t in PERSON_TABLES)
     ]
-    # The item-item re-ranking reads the person's events (their linked anonymous ids as a
-    # subquery of the same statement): one statement, apart from the profile's one.
-    history = [s for s in person if s.startswith("select events.")]
+    # The item-item re-ranking reads the person's latest events (one branch per kind of id,
+    # their linked anonymous ids as a subquery, in a UNION): one statement, apart from the
+    # profile's one.
+    history = [s for s in person if re.search(r"events\.item_id( as item_id)?, events\.type", s)]
     assert len(history) <= 1, history
     assert len(person) - len(history) == 1, person
     assert sum(" from decisions" in s for s in selects) <= 1, selects
@@ -289,3 +291,32 @@ def test_read_person_agrees_with_the_store_functions(database_url: str) -> None:
             assert consent[Purpose.personalization] and not consent[Purpose.email]
     finally:
         db.dispose()
+
+
+def test_a_persons_history_is_read_by_index_ranges_not_sorted_whole(
+    demo_services: Services,
+) -> None:
+    """The history read must not grow with the person's history: its user and anonymous-id
+    branches are each an index range in time order cut at the limit (`ix_events_*_recent`), so
+    SQLite never sorts all of a person's events. Without the indexes, or with a single `OR`,
+    the plan sorts the person's events and this fails."""
+    from retrieval.sequence import _HISTORY
+
+    statement = _HISTORY[True, True]
+    engine = demo_services.db.engine
+    assert engine.dialect.name == "sqlite"  # the demo services' store; the plan is SQLite's
+    compiled = statement.compile(engine)
+    values = compiled.construct_params({"user_id": "u_0007", "anonymous_id": "a-1", "limit": 50})
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        plan = [
+            row[3]
+            for row in raw.execute(
+                f"EXPLAIN QUERY PLAN {compiled}", [values[k] for k in compiled.positiontup or []]
+            )
+        ]
+    assert any("USING INDEX ix_events_user_recent" in step for step in plan), plan
+    assert any("USING INDEX ix_events_anonymous_recent" in step for step in plan), plan
+    # One sort for the linked anonymous ids' branch (an IN list) and one for the merged rows
+    # (at most three times the limit); none for the user's or the anonymous id's own events.
+    assert sum("TEMP B-TREE FOR ORDER BY" in step for step in plan) <= 2, plan
