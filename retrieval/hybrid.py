@@ -163,32 +163,24 @@ def hybrid_search(
     """One fused query for all sources (a plain search for one), filters pushed into Qdrant;
     with a `match`, only matched items, ordered by the match and the sources together.
     `with_payload=False`: each hit's payload holds only its id (`VectorIndex.search`)."""
-    if match is not None:
-        return index.fused_search(
-            list(sources.values()),
-            k=k,
-            flt=flt,
-            prefetch=prefetch,
-            with_vectors=with_vectors,
-            match=match,
-            with_payload=with_payload,
-        )
-    if not sources:
-        raise ValueError("no sources: fall back to popularity instead")
-    if len(sources) == 1 and (source := next(iter(sources.values()))).vector is not None:
-        return index.search(
-            source.vector,
-            k=k,
-            flt=flt,
-            with_vectors=with_vectors,
-            using=source.using,
-            with_payload=with_payload,
-        )
+    if match is None:
+        if not sources:
+            raise ValueError("no sources: fall back to popularity instead")
+        if len(sources) == 1 and (source := next(iter(sources.values()))).vector is not None:
+            return index.search(
+                source.vector,
+                k=k,
+                flt=flt,
+                with_vectors=with_vectors,
+                using=source.using,
+                with_payload=with_payload,
+            )
     return index.fused_search(
         list(sources.values()),
         k=k,
         flt=flt,
         prefetch=prefetch,
         with_vectors=with_vectors,
+        match=match,
         with_payload=with_payload,
     )

@@ -396,28 +396,24 @@ class QdrantServerIndex:
         }
 
     def points(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> list[Hit]:
-        if not item_ids:
-            return []
-        with _server_call("fetch points"):
-            records = self._client.retrieve(
-                self.collection,
-                ids=[str(point_id(item_id)) for item_id in dict.fromkeys(item_ids)],
-                with_payload=True,
-                with_vectors=[check_using(using)],
-            )
+        records = self._retrieve(item_ids, [check_using(using)])
         return stored_points(item_ids, records, using)
 
     def hits(self, item_ids: Sequence[str]) -> list[Hit]:
+        records = self._retrieve(item_ids, [VECTOR_NAME, COLLAB_VECTOR])
+        return stored_hits(item_ids, records)
+
+    def _retrieve(self, item_ids: Sequence[str], vectors: list[str]) -> list[Any]:
+        """The stored points of `item_ids` (each once), with their payloads and `vectors`."""
         if not item_ids:
             return []
         with _server_call("fetch points"):
-            records = self._client.retrieve(
+            return self._client.retrieve(
                 self.collection,
                 ids=[str(point_id(item_id)) for item_id in dict.fromkeys(item_ids)],
                 with_payload=True,
-                with_vectors=[VECTOR_NAME, COLLAB_VECTOR],
+                with_vectors=vectors,
             )
-        return stored_hits(item_ids, records)
 
     def count(self) -> int:
         with _server_call("count items"):

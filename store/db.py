@@ -211,6 +211,8 @@ class Database:
         session in the same transaction for the rare step that needs one."""
         with self.engine.begin() as connection:
             yield connection
+        with self._lock:
+            self._full_at = None  # a write went through: there is room again
 
     def transaction(self, work: Callable[[Session], T], *, attempts: int = RETRY_ATTEMPTS) -> T:
         """`work(session)` in one transaction, committed; run again from the start, after a
@@ -227,15 +229,7 @@ class Database:
         `work(connection)` on one connection in one transaction, committed, retried as
         `transaction` retries. Without a Session there is no unit of work to begin, flush,
         commit and close around the statements: about 40% of the CPU of a decision's write."""
-        return self._retried(self._connection, work, attempts)
-
-    @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        """A connection in one transaction: committed on success, rolled back on any error."""
-        with self.engine.begin() as connection:
-            yield connection
-        with self._lock:
-            self._full_at = None  # a write went through: there is room again
+        return self._retried(self.connect, work, attempts)
 
     def _retried(
         self,
