@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ from store.models import (
     User,
 )
 from store.predictions import Prediction
+from store.prepared import Prepared
 from store.schemas import Purpose, UserRecord, stored_profile
 from store.users import Subject
 
@@ -101,11 +103,13 @@ _PERSON = _person_statement()
 
 
 def _decision_statement(shape: tuple[bool, int, int, int]) -> Any:
-    """The person's SELECT followed, in a UNION ALL, by the offer state's (`OfferStateQuery`
+    """The person's SELECT (alone when `shape` reads nothing else) followed, in a UNION ALL, by the offer state's (`OfferStateQuery`
     of this `shape`): the person's row ends with a NULL for each of the offer state's columns
     and the offer state's rows start with a NULL for each of the person's, so the person's row
     is the one whose `offer_id` is NULL. The exposures are those of the subject the statement
     resolves (`_key`), as the person's feature row is."""
+    if shape == _PERSON_ONLY:
+        return _PERSON
     person = _PERSON.add_columns(
         *(sa.cast(null(), type_).label(name) for name, type_ in OFFER_STATE_COLUMNS)
     )
@@ -114,7 +118,12 @@ def _decision_statement(shape: tuple[bool, int, int, int]) -> Any:
     return union_all(person, *offer_state_selects(subject_key, shape, pad))
 
 
-_DECISION: dict[tuple[bool, int, int, int], Any] = {}  # by shape, each built once
+_PERSON_ONLY = (False, 0, 0, 0)
+_NAMES = [column.key for column in _PERSON.selected_columns]
+# Each statement built once, by shape, and sent as its SQL text (`store.prepared`): the
+# decision's one read, where SQLAlchemy's execution of the compiled statement (parameters,
+# type processors of every column of every row, result metadata) cost more than SQLite.
+_DECISION: dict[tuple[bool, int, int, int], Prepared] = {}
 
 
 @dataclass(frozen=True)
@@ -149,25 +158,38 @@ def read_person(
     The anonymous id's owner is returned, not checked: a user id sent with an anonymous id
     linked to someone else is the caller's Conflict to raise (`store.users.resolve_subject`).
     """
-    values = {"user_id": user_id, "anonymous_id": anonymous_id}
-    shown: list[tuple[str, str, datetime]] = []
-    arms: dict[tuple[str, str], dict[str, ArmState]] = {}
-    if offers is None or offers.shape == (False, 0, 0, 0):
-        row = session.execute(_PERSON, values).one()
-    else:
-        shape = offers.shape
-        statement = _DECISION.get(shape)
-        if statement is None:
-            statement = _DECISION.setdefault(shape, _decision_statement(shape))
-        rows = session.execute(statement, values | offers.params()).all()
-        (row,) = [row for row in rows if row.offer_id is None]
-        shown, arms = offers.rows(
-            row[-len(OFFER_STATE_COLUMNS) :] for row in rows if row.offer_id is not None
-        )
+    connection = session.connection() if isinstance(session, Session) else session
+    query = offers or OfferStateQuery(None, (), ())
+    shape = query.shape
+    prepared = _DECISION.get(shape)
+    if prepared is None:
+        prepared = _DECISION.setdefault(shape, Prepared(_decision_statement(shape)))
+    values = {"user_id": user_id, "anonymous_id": anonymous_id} | query.params()
+    result = prepared.execute(connection, values)
+    converters = prepared.converters(connection, result)
+    at = len(_NAMES)  # where the offer state's columns start
+    found = None
+    state = []
+    for raw in result.fetchall():
+        if len(raw) == at or raw[at] is None:  # the person's row
+            found = [
+                value if convert is None else convert(value)
+                for value, convert in zip(raw[:at], converters, strict=False)
+            ]
+        else:
+            state.append(
+                [
+                    value if convert is None else convert(value)
+                    for value, convert in zip(raw[at:], converters[at:], strict=True)
+                ]
+            )
+    assert found is not None, "the person's SELECT returns one row, whoever they are"
+    row = SimpleNamespace(**dict(zip(_NAMES, found, strict=True)))
+    shown, arms = query.rows(state)
     subject = Subject(user_id=row.user_id, anonymous_id=anonymous_id)
     record = None
     if row.stored_user is not None:
-        granted = row._mapping
+        granted = vars(row)
         record = UserRecord(
             user_id=row.stored_user,
             profile=stored_profile(row.profile),

@@ -304,7 +304,7 @@ def test_read_person_agrees_with_the_store_functions(database_url: str) -> None:
             assert read_person(session, "p1", None, only_arms).arms == arms
             # Each statement's IN lists have a parameter each, so SQLAlchemy compiles it once
             # and does not render it again on every execution as it does an `expanding` list.
-            for statement in [*_DECISION.values(), *_OFFER_STATE.values()]:
+            for statement in [*(p.statement for p in _DECISION.values()), *_OFFER_STATE.values()]:
                 assert not statement.compile(db.engine).post_compile_params
             consent = read_person(session, "p1", None).consent
             assert consent[Purpose.personalization] and not consent[Purpose.email]
