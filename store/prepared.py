@@ -58,7 +58,7 @@ class Prepared:
         for name in dict.fromkeys(names):
             parameter = binds[name]
             processor = parameter.type.dialect_impl(dialect).bind_processor(dialect)
-            if parameter.value is None and parameter.callable is None:
+            if parameter.required:  # a value each call gives
                 bind[name] = processor or _same
             else:
                 value = parameter.effective_value
