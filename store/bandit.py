@@ -216,8 +216,9 @@ def read_offer_state(
     statement = _OFFER_STATE.get(shape)
     if statement is None:
         selects = offer_state_selects(bindparam("subject_key", type_=String), shape)
+        union: Any = union_all  # mypy 2.4 fails on its overloads with a list of SELECTs
         statement = _OFFER_STATE.setdefault(
-            shape, selects[0] if len(selects) == 1 else union_all(*selects)
+            shape, selects[0] if len(selects) == 1 else union(*selects)
         )
     return query.rows(session.execute(statement, {"subject_key": subject_key, **query.params()}))
 
