@@ -6,6 +6,7 @@ workers never loses an update, whatever the database.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -94,7 +95,7 @@ class OfferStateQuery:
     states: tuple[tuple[str, str], ...]
     offer_ids: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def shape(self) -> tuple[bool, int, int, int]:
         """What the statement looks like: exposures or not, and how many policies, segments
         and offers its arms branch names (0: no arms branch)."""
@@ -106,15 +107,9 @@ class OfferStateQuery:
 
     def params(self) -> dict[str, Any]:
         """The values of the statement's parameters (`offer_state_selects`)."""
-        values: dict[str, Any] = {"since": self.since}
-        if self.shape[1]:
-            for name, found in (
-                ("policy", sorted({policy for policy, _ in self.states})),
-                ("segment", sorted({segment for _, segment in self.states})),
-                ("offer", self.offer_ids),
-            ):
-                values.update((f"{name}_{n}", value) for n, value in enumerate(found))
-        return values
+        if not self.shape[1]:
+            return {"since": self.since}
+        return {"since": self.since} | _arm_params(self.states, self.offer_ids)
 
     def rows(
         self, rows: Iterable[Sequence[Any]]
@@ -132,6 +127,20 @@ class OfferStateQuery:
                     offer_id, alpha, beta, pulls
                 )
         return shown, arms
+
+
+@functools.lru_cache(maxsize=64)
+def _arm_params(states: tuple[tuple[str, str], ...], offer_ids: tuple[str, ...]) -> dict[str, Any]:
+    """The arms branch's parameters: the same for every decision until the offers or the
+    policies change, so worked out once (callers copy it)."""
+    values: dict[str, Any] = {}
+    for name, found in (
+        ("policy", sorted({policy for policy, _ in states})),
+        ("segment", sorted({segment for _, segment in states})),
+        ("offer", offer_ids),
+    ):
+        values.update((f"{name}_{n}", value) for n, value in enumerate(found))
+    return values
 
 
 # The columns `offer_state_selects` read, in this order, after the ones they are padded with.

@@ -4,10 +4,12 @@
 is linked to — and reads, in the same SELECT, their profile, their consent per purpose, their
 maintained feature row (`store.features`) and their stored prediction (`store.predictions`),
 and, along with them, the catalog's version (`store.catalog.catalog_version`), which the
-popularity cache is checked against. It reads columns through SQLAlchemy Core, no ORM objects:
-the statement is built once, here, so SQLAlchemy computes its cache key once per process and
-finds its compiled form in the engine's cache; a request pays one round trip and the conversion
-of a few columns. Nothing is cached between requests: every call reads the database.
+popularity cache is checked against; given an `OfferStateQuery`, the offers shown to them within
+the frequency caps and the bandit arms too, in a UNION ALL (`store.bandit.offer_state_selects`).
+It reads columns through SQLAlchemy Core, no ORM objects: each statement is built once, here,
+compiled once per dialect and sent as its SQL text (`store.prepared`); a request pays one round
+trip and the conversion of the few columns it reads. Nothing is cached between requests: every
+call reads the database.
 """
 
 from __future__ import annotations
