@@ -1,5 +1,5 @@
-"""A decision's reads (issue 14): one session, one statement for the person, exposures and arms
-batched, kept for the request only — the next decision, even right after another worker wrote
+"""A decision's reads (issue 14): one connection, one statement for the person, the offers shown
+to them and the bandit arms, kept for the request only — the next decision, even right after another worker wrote
 an event, a consent or an erasure, reads the store again."""
 
 from __future__ import annotations
