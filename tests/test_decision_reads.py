@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from agents.factory import build_services
 from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
+from policies.engine import PolicyEngine
 from store.bandit import (
     _OFFER_STATE,
     ArmState,
@@ -36,7 +38,10 @@ from store.person import _DECISION, read_person
 from store.predictions import Prediction, prediction_for, replace_predictions
 from store.schemas import Channel, Event, Item, Purpose, UserRecord
 from store.users import Subject, get_user, link_identity, upsert_user
+from tools.offers import LIFECYCLE_SEGMENTS, offer_reads, select_offer
+from tools.profile import lookup_profile
 from tools.reads import open_decision
+from tools.schemas import SelectOfferInput
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 # Tables only the person's one statement may read during a decision.
@@ -179,6 +184,30 @@ def test_a_new_visitors_decision_reads_once_and_sees_another_workers_hide(
     finally:
         assert other_worker.post(f"/v1/catalog/items/{top}/unhide").status_code == 200
     assert [c.item_id for c in decide(demo_services, request, now=NOW).items] == shown
+
+
+def test_a_lifecycle_policys_arms_are_read_with_the_person(demo_services: Services) -> None:
+    """The person's lifecycle stage is known only once they are read, so a policy that keeps
+    its arms per stage has them read in every stage with the person: choosing an offer then
+    reads nothing more."""
+    policy = demo_services.tools.policy.policy.model_copy(update={"bandit_segment": "lifecycle"})
+    deps = replace(
+        demo_services.tools,
+        policy=PolicyEngine(policy),
+        shadow_policy=None,
+        challenger_policy=None,
+    )
+    query = offer_reads(deps, Channel.web, NOW)
+    assert {segment for _, segment in query.states} == set(LIFECYCLE_SEGMENTS)
+    ctx = open_decision(deps, "u_0007", None, channel=Channel.web, now=NOW)
+    offer_ids = [o.offer_id for o in deps.offers.current()][:3]
+    chosen: list[Any] = []
+    statements, checkouts = _counted(
+        demo_services,
+        lambda: chosen.append(select_offer(ctx, SelectOfferInput(offer_ids=offer_ids))),
+    )
+    assert (statements, checkouts) == ([], [0])
+    assert chosen[0].segment == lookup_profile(ctx).segment in LIFECYCLE_SEGMENTS
 
 
 def _counted(services: Services, work: Any) -> tuple[list[str], list[int]]:
