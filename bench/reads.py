@@ -9,6 +9,9 @@ prediction through the ORM; exposures; bandit arms: four sessions) against what
 blocks in this one process, so machine load hits both alike; medians of the block means.
 `session6` is the reads of a decision as they were at b89debb (ORM sessions, statements built
 per call, the catalog's version and the history read on their own); `new` as they are now.
+`ab_open`: the CPU of `tools.reads.open_decision` as it was at b4f4f10 (`session7`: the person's
+SELECT, then the offer state's with `expanding` IN lists, both through `connection.execute`)
+against now (one prepared SELECT), in alternating blocks; both leave the same memo.
 
     .venv/bin/python bench/reads.py [--n 200] [--blocks 20] [--home HOME]
 """
@@ -22,13 +25,14 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy import Float, Integer, String, and_, event, null, or_, select, union_all
+from sqlalchemy import Float, Integer, String, and_, bindparam, event, null, or_, select, union_all
 
 from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
@@ -48,9 +52,14 @@ from store.models import (
     IdentityLink,
     UTCDateTime,
 )
-from store.person import read_person
-from store.schemas import Channel
-from store.users import get_user, resolve_subject
+from store.person import _PERSON, Person, read_person
+from store.predictions import Prediction
+from store.schemas import Channel, Purpose, UserRecord, stored_profile
+from store.users import Subject, get_user, resolve_subject
+from tools.context import RunContext
+from tools.offers import keep_offer_reads, offer_reads
+from tools.profile import settle_profile
+from tools.reads import open_decision
 
 USERS = [f"u_{i:04d}" for i in range(1, 401)]
 WEEK = timedelta(days=7)
@@ -149,6 +158,131 @@ def new_reads(db: Database, user_id: str, offer_ids: list[str], now: datetime) -
         )
     history = person_history(db, user_id, None)
     return person.record, features, shown, arms, history, person.catalog_version
+
+
+def _session7_offer_state() -> Any:
+    """`store.bandit.read_offer_state`'s UNION ALL as it was at b4f4f10: `expanding` IN lists."""
+    decisions = DecisionRow.__table__
+    arms = BanditArm.__table__
+    shown = select(
+        decisions.c.offer_id,
+        decisions.c.channel,
+        decisions.c.created_at,
+        sa.cast(null(), String).label("policy"),
+        sa.cast(null(), Float).label("alpha"),
+        sa.cast(null(), Float).label("beta"),
+        sa.cast(null(), Integer).label("pulls"),
+    ).where(
+        decisions.c.subject_key == bindparam("subject_key"),
+        decisions.c.created_at >= bindparam("since"),
+        decisions.c.offer_id.is_not(None),
+    )
+    state = select(
+        arms.c.offer_id,
+        arms.c.segment,
+        sa.cast(null(), UTCDateTime),
+        arms.c.policy,
+        arms.c.alpha,
+        arms.c.beta,
+        arms.c.pulls,
+    ).where(
+        arms.c.policy.in_(bindparam("policies", expanding=True)),
+        arms.c.segment.in_(bindparam("segments", expanding=True)),
+        arms.c.offer_id.in_(bindparam("offer_ids", expanding=True)),
+    )
+    return union_all(shown, state)
+
+
+_SESSION7_OFFER_STATE = _session7_offer_state()
+
+
+def session7_open(services: Services, user_id: str, now: datetime) -> Any:
+    """`tools.reads.open_decision` as it was at b4f4f10: the person's SELECT and the offer
+    state's (`expanding` IN lists) through `connection.execute`, on one Core connection."""
+    deps = services.tools
+    with deps.db.connect() as connection:
+        row = connection.execute(_PERSON, {"user_id": user_id, "anonymous_id": None}).one()
+        record = None
+        if row.stored_user is not None:
+            granted = row._mapping
+            record = UserRecord(
+                user_id=row.stored_user,
+                profile=stored_profile(row.profile),
+                consent={p: bool(granted[f"consent_{p.value}"]) for p in Purpose},
+            )
+        prediction = None
+        if row.predicted_user is not None:
+            prediction = Prediction(row.churn_risk, dict(row.next_purchase), row.model_version)
+        person = Person(
+            subject=Subject(row.user_id, None),
+            owner=row.owner,
+            record=record,
+            feature_state=row.state,
+            prediction=prediction,
+            catalog_version=row.catalog or 0,
+        )
+        ctx = RunContext(deps=deps, subject=person.subject, channel=Channel.web, now=now)
+        ctx.memo["catalog_version"] = person.catalog_version
+        settle_profile(ctx, connection, person)
+        query = offer_reads(deps, Channel.web, now)  # the same plan (no lifecycle segments)
+        wanted = set(query.states)
+        shown: list[Any] = []
+        arms: dict[Any, Any] = {}
+        for offer_id, where, at, policy, alpha, beta, pulls in connection.execute(
+            _SESSION7_OFFER_STATE,
+            {
+                "subject_key": person.subject.key,
+                "since": query.since,
+                "policies": sorted({policy for policy, _ in wanted}),
+                "segments": sorted({segment for _, segment in wanted}),
+                "offer_ids": list(query.offer_ids),
+            },
+        ):
+            if policy is None:
+                shown.append((str(offer_id), where, at))
+            elif (policy, where) in wanted:
+                arms.setdefault((policy, where), {})[offer_id] = ArmState(
+                    offer_id, alpha, beta, pulls
+                )
+    keep_offer_reads(ctx, query, replace(person, shown=shown, arms=arms))
+    return ctx
+
+
+def new_open(services: Services, user_id: str, now: datetime) -> Any:
+    """`tools.reads.open_decision` now: one prepared statement."""
+    return open_decision(services.tools, user_id, None, channel=Channel.web, now=now)
+
+
+def ab_open(services: Services, blocks: int, per_block: int) -> dict[str, Any]:
+    """CPU (`time.process_time`) of opening a decision, b4f4f10 against now, in alternating
+    blocks in this process; and that both put the same facts in the request's memo."""
+    now = datetime.now(UTC)
+    rng = np.random.default_rng(4)
+    cpu: dict[str, list[float]] = {"session7": [], "new": []}
+    order = [("session7", session7_open), ("new", new_open)]
+    for block in range(blocks):
+        users = [str(u) for u in rng.choice(USERS, per_block)]
+        for name, opened in order if block % 2 == 0 else order[::-1]:
+            started = time.process_time()
+            for user_id in users:
+                opened(services, user_id, now)
+            cpu[name].append((time.process_time() - started) / per_block * 1e6)
+    for user_id in USERS:
+        old, new = session7_open(services, user_id, now), new_open(services, user_id, now)
+        assert old.subject == new.subject, user_id
+        assert old.memo["profile"] == new.memo["profile"], user_id
+        assert old.memo["features"] == new.memo["features"], user_id
+        assert old.memo["exposures"] == new.memo["exposures"], user_id
+        assert old.memo["arms"] == new.memo["arms"], user_id
+    old_us, new_us = statistics.median(cpu["session7"]), statistics.median(cpu["new"])
+    return {
+        "blocks": blocks,
+        "decisions_per_block": per_block,
+        "session7_cpu_us_median": round(old_us, 1),
+        "new_cpu_us_median": round(new_us, 1),
+        "new_over_session7": round(new_us / old_us, 3),
+        "same_memo_for_users": len(USERS),
+    }
 
 
 def per_decision(services: Services, n: int) -> dict[str, Any]:
@@ -265,6 +399,7 @@ def main() -> None:
         decide(services, DecideRequest(channel=Channel.web, user_id=user_id))
     result = {
         "per_decision": per_decision(services, args.n),
+        "ab_open": ab_open(services, args.blocks, args.per_block),
         "ab": ab(services, args.blocks, args.per_block),
     }
     services.close()

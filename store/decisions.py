@@ -13,10 +13,24 @@ from sqlalchemy.orm import Session
 from store.attribution import delete_for_decisions
 from store.errors import Conflict, NotFound
 from store.models import DecisionRow, LinearObservation, RewardRow
+from store.prepared import Prepared
 
 # Built once: its cache key is memoized on the object, so SQLAlchemy finds the statement's
-# compiled form for each dialect in the engine's cache without building or hashing it again.
+# compiled form for each dialect in the engine's cache without building or hashing it again;
+# on a Core connection (the decision graph's write) it is sent as its SQL text, compiled once
+# per dialect (`store.prepared`).
 _INSERT_DECISION = insert(cast(Table, DecisionRow.__table__))
+_DECISION_COLUMNS = (
+    "decision_id",
+    "subject_key",
+    "user_id",
+    "channel",
+    "segment",
+    "offer_id",
+    "created_at",
+    "record",
+)
+_PREPARED_DECISION = Prepared(_INSERT_DECISION, _DECISION_COLUMNS)
 
 
 def log_decision(
@@ -37,21 +51,22 @@ def log_decision(
     left for the unit of work to flush): rows that refer to the decision can follow it in the
     same transaction without a flush, and nothing is kept in the session for a write-only path.
     The decision graph writes through a Core connection (`Database.core_transaction`); a
-    session works the same.
+    session works the same (through the session, which flushes what it holds first).
     """
-    session.execute(
-        _INSERT_DECISION,
-        {
-            "decision_id": decision_id,
-            "subject_key": subject_key,
-            "user_id": user_id,
-            "channel": channel,
-            "segment": segment,
-            "offer_id": offer_id,
-            "created_at": created_at,
-            "record": record,
-        },
-    )
+    values = {
+        "decision_id": decision_id,
+        "subject_key": subject_key,
+        "user_id": user_id,
+        "channel": channel,
+        "segment": segment,
+        "offer_id": offer_id,
+        "created_at": created_at,
+        "record": record,
+    }
+    if isinstance(session, Session):
+        session.execute(_INSERT_DECISION, values)
+    else:
+        _PREPARED_DECISION.execute(session, values)
 
 
 def get_decision(session: Session, decision_id: str) -> DecisionRow:

@@ -119,7 +119,7 @@ class DecisionRow(Base):
 
     decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str | None] = mapped_column(String(128))
-    subject_key: Mapped[str] = mapped_column(String(160), index=True)
+    subject_key: Mapped[str] = mapped_column(String(160))  # ix_decisions_subject_time
     channel: Mapped[str] = mapped_column(String(16))
     segment: Mapped[str] = mapped_column(String(64))
     offer_id: Mapped[str | None] = mapped_column(String(128))

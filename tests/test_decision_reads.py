@@ -1,11 +1,12 @@
-"""A decision's reads (issue 14): one session, one statement for the person, exposures and arms
-batched, kept for the request only — the next decision, even right after another worker wrote
+"""A decision's reads (issue 14): one connection, one statement for the person, the offers shown
+to them and the bandit arms, kept for the request only — the next decision, even right after another worker wrote
 an event, a consent or an erasure, reads the store again."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,18 +19,29 @@ from agents.factory import build_services
 from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
-from store.bandit import ArmState, add_reward, read_arms, read_offer_state
+from policies.engine import PolicyEngine
+from store.bandit import (
+    _OFFER_STATE,
+    ArmState,
+    OfferStateQuery,
+    add_reward,
+    read_arms,
+    read_offer_state,
+)
 from store.catalog import catalog_version, get_items, upsert_items
 from store.db import Database
 from store.decisions import get_decision, log_decision, offer_exposure_times
 from store.errors import Conflict
 from store.events import ingest_events
 from store.features import person_features, read_features
-from store.person import read_person
+from store.person import _DECISION, read_person
 from store.predictions import Prediction, prediction_for, replace_predictions
 from store.schemas import Channel, Event, Item, Purpose, UserRecord
 from store.users import Subject, get_user, link_identity, upsert_user
+from tools.offers import LIFECYCLE_SEGMENTS, offer_reads, select_offer
+from tools.profile import lookup_profile
 from tools.reads import open_decision
+from tools.schemas import SelectOfferInput
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 # Tables only the person's one statement may read during a decision.
@@ -126,31 +138,27 @@ def test_the_next_decision_sees_what_another_worker_wrote(
     assert after_erasure["recent_item_ids"] == [] and not any(after_erasure["consent"].values())
 
 
-def test_a_decision_reads_the_person_once_and_each_offer_table_at_most_once(
+def test_a_decision_reads_the_person_and_the_offer_state_in_one_statement(
     demo_services: Services,
 ) -> None:
-    """A count bound, so a change that adds reads to a decision fails here: the person in one
-    statement, the offer exposures with the bandit arms in one more."""
+    """A count bound, so a change that adds reads to a decision fails here: the person, the
+    offers shown to them and the bandit arms in one statement (two before)."""
     request = DecideRequest(channel=Channel.web, user_id="u_0007")
     decide(demo_services, request, now=NOW)  # warm
     statements, checkouts = _counted(demo_services, lambda: decide(demo_services, request, now=NOW))
     selects = [s for s in statements if s.startswith("select")]
-    person = [
-        s for s in selects if any(f" {t} " in f"{s} " or f" {t}." in s for t in PERSON_TABLES)
-    ]
     # The item-item re-ranking reads the person's latest events (one branch per kind of id,
-    # their linked anonymous ids as a subquery, in a UNION): one statement, apart from the
-    # profile's one.
-    history = [s for s in person if re.search(r"events\.item_id( as item_id)?, events\.type", s)]
+    # their linked anonymous ids as a subquery, in a UNION): one statement of its own.
+    history = [s for s in selects if re.search(r"events\.item_id( as item_id)?, events\.type", s)]
     assert len(history) <= 1, history
-    assert len(person) - len(history) == 1, person
-    assert sum(" from decisions" in s for s in selects) <= 1, selects
-    assert sum(" from bandit_arms" in s for s in selects) <= 1, selects
+    (opened,) = [s for s in selects if s not in history]
+    assert all(f" {t} " in f"{opened} " for t in (*PERSON_TABLES, "decisions", "bandit_arms"))
     # The catalog's version comes with the person: popularity reads it no more.
+    assert "catalog_version" in opened
     assert not any(s.startswith("select catalog_version") for s in selects), selects
-    # Today 2 here and at most 2 from retrieval (the history, and titles of the history items
-    # its reasons name that no hit carries); the log's writes are not reads.
-    assert len(selects) <= 4, selects
+    # At most one more from retrieval (titles of the history items its reasons name that no
+    # hit carries); the log's writes are not reads.
+    assert len(selects) <= 3, selects
     # One connection for the reads that open the decision, one for the log, and at most one
     # each for the history and the titles.
     assert checkouts[0] <= 4, checkouts
@@ -160,13 +168,14 @@ def test_a_new_visitors_decision_reads_once_and_sees_another_workers_hide(
     demo_services: Services, other_worker: TestClient
 ) -> None:
     """Popularity, kept per catalog version, is checked against the version the decision read
-    with the person: no statement of its own once kept, and an item another worker hid is gone
-    from the next decision."""
+    with the person: no statement of its own once kept (the decision's one SELECT is the
+    person's, with the offer state), and an item another worker hid is gone from the next
+    decision."""
     request = DecideRequest(channel=Channel.web, anonymous_id="reads-new-visitor")
     shown = [c.item_id for c in decide(demo_services, request, now=NOW).items]
     statements, checkouts = _counted(demo_services, lambda: decide(demo_services, request, now=NOW))
     selects = [s for s in statements if s.startswith("select")]
-    assert len(selects) == 2 and checkouts[0] == 2, (selects, checkouts)  # the reads; the log
+    assert len(selects) == 1 and checkouts[0] == 2, (selects, checkouts)  # the reads; the log
     top = shown[0]
     assert other_worker.post(f"/v1/catalog/items/{top}/hide").status_code == 200
     try:
@@ -175,6 +184,30 @@ def test_a_new_visitors_decision_reads_once_and_sees_another_workers_hide(
     finally:
         assert other_worker.post(f"/v1/catalog/items/{top}/unhide").status_code == 200
     assert [c.item_id for c in decide(demo_services, request, now=NOW).items] == shown
+
+
+def test_a_lifecycle_policys_arms_are_read_with_the_person(demo_services: Services) -> None:
+    """The person's lifecycle stage is known only once they are read, so a policy that keeps
+    its arms per stage has them read in every stage with the person: choosing an offer then
+    reads nothing more."""
+    policy = demo_services.tools.policy.policy.model_copy(update={"bandit_segment": "lifecycle"})
+    deps = replace(
+        demo_services.tools,
+        policy=PolicyEngine(policy),
+        shadow_policy=None,
+        challenger_policy=None,
+    )
+    query = offer_reads(deps, Channel.web, NOW)
+    assert {segment for _, segment in query.states} == set(LIFECYCLE_SEGMENTS)
+    ctx = open_decision(deps, "u_0007", None, channel=Channel.web, now=NOW)
+    offer_ids = [o.offer_id for o in deps.offers.current()][:3]
+    chosen: list[Any] = []
+    statements, checkouts = _counted(
+        demo_services,
+        lambda: chosen.append(select_offer(ctx, SelectOfferInput(offer_ids=offer_ids))),
+    )
+    assert (statements, checkouts) == ([], [0])
+    assert chosen[0].segment == lookup_profile(ctx).segment in LIFECYCLE_SEGMENTS
 
 
 def _counted(services: Services, work: Any) -> tuple[list[str], list[int]]:
@@ -287,6 +320,21 @@ def test_read_person_agrees_with_the_store_functions(database_url: str) -> None:
                 == read_arms(session, states, ["o1", "o2"])
                 == {("thompson", "web"): {"o1": ArmState("o1", 2.0, 1.0, 1)}}
             )
+            # The same, read with the person in their one statement, whichever id resolves them.
+            offers = OfferStateQuery(since, tuple(states), ("o1", "o2"))
+            for user_id, anonymous_id in [("p1", None), (None, "a-linked"), ("p1", "a-linked")]:
+                person = read_person(session, user_id, anonymous_id, offers)
+                assert person.subject.user_id == "p1" and person.record == get_user(session, "p1")
+                assert (person.shown, person.arms) == (shown, arms)
+            assert read_person(session, None, "a-free", offers).shown == []
+            assert read_person(session, "p1", None, offers).arms == arms
+            only_arms = OfferStateQuery(None, (("thompson", "web"),), ("o1",))
+            assert read_person(session, "p1", None, only_arms).shown == []
+            assert read_person(session, "p1", None, only_arms).arms == arms
+            # Each statement's IN lists have a parameter each, so SQLAlchemy compiles it once
+            # and does not render it again on every execution as it does an `expanding` list.
+            for statement in [*(p.statement for p in _DECISION.values()), *_OFFER_STATE.values()]:
+                assert not statement.compile(db.engine).post_compile_params
             consent = read_person(session, "p1", None).consent
             assert consent[Purpose.personalization] and not consent[Purpose.email]
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import String, event, func, select
+from sqlalchemy import String, event, func, inspect, select
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 
@@ -229,3 +229,17 @@ def test_events_naming_their_decisions_are_stored_while_another_writer_holds_sql
             assert get_reward(session, decision["decision_id"]) is not None
             source = reward_source(session, decision["decision_id"])
             assert source is not None and source.source == "event"
+
+
+def test_a_decisions_row_maintains_no_index_another_one_covers(services: Services) -> None:
+    """Every index is written on every logged decision: one whose columns begin another's
+    serves no read the longer one does not, and only costs the write (the subject's own index
+    beside (subject, time) cost 13% of a decision's INSERT and commit)."""
+    indexes = [
+        tuple(index["column_names"])
+        for index in inspect(services.db.engine).get_indexes("decisions")
+        if not index.get("unique")
+    ]
+    assert ("subject_key", "created_at") in indexes, indexes
+    covered = [a for a in indexes for b in indexes if a != b and b[: len(a)] == a]
+    assert not covered, covered

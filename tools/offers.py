@@ -6,15 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
-
 from policies.engine import Exposure, PolicyEngine
-from store.bandit import ArmState, get_arms, read_offer_state
+from store.bandit import ArmState, OfferStateQuery, get_arms
 from store.catalog import get_items
 from store.decisions import offer_exposure_times
-from store.schemas import Offer
-from tools.context import RunContext
+from store.person import Person
+from store.schemas import Channel, Offer
+from tools.context import RunContext, ToolDeps
 from tools.contextual import SEGMENT
 from tools.offer_features import user_context
 from tools.profile import (
@@ -206,13 +204,19 @@ def check_policy(ctx: RunContext, args: PolicyCheckInput) -> PolicyCheck:
     return PolicyCheck(allowed=not violations, violations=violations)
 
 
-def prefetch_offer_reads(ctx: RunContext, session: Session | Connection) -> None:
-    """Read in `session`, with the request's profile, what the offer tools will ask of the store
-    during this request, so that none of them reads again: the offers shown to the subject
-    within the longest frequency cap of every policy the request may evaluate (live, shadow,
-    challenger), and the Thompson arms of the current offers in each policy's segment. The
-    reads live in the request's memo, which ends with the request."""
-    deps = ctx.deps
+# The segments `tools.profile.lifecycle_segment` names: a policy with lifecycle segments has its
+# arms read in each, before the person's segment is known (a segment not here is read when asked).
+LIFECYCLE_SEGMENTS = ("new", "active", "lapsing", "lapsed")
+
+
+def offer_reads(deps: ToolDeps, channel: Channel, now: datetime) -> OfferStateQuery:
+    """What the offer tools will ask of the store during a decision on `channel` at `now`, known
+    before the person is read, so that it is read with them (`store.person.read_person`) and
+    none of the tools reads again: the offers shown to the subject within the longest frequency
+    cap of every policy the request may evaluate (live, shadow, challenger), and the Thompson
+    arms of the current offers in each policy's segment (in each lifecycle segment, when a
+    policy's segment is the person's lifecycle stage; a holdout's uniform draw reads none of
+    them, which costs nothing but a few rows)."""
     runs = [
         (bandit, policy)
         for bandit, policy in (
@@ -223,21 +227,29 @@ def prefetch_offer_reads(ctx: RunContext, session: Session | Connection) -> None
         if policy is not None
     ]
     windows = [cap.window_hours for _, policy in runs for cap in policy.caps]
-    since = ctx.now - timedelta(hours=max(windows)) if windows else None
+    since = now - timedelta(hours=max(windows)) if windows else None
     states = set()
-    if subject_holdout(ctx) is None:  # the holdout's uniform draw reads no arms
-        states = {
-            (bandit, bandit_segment(ctx, policy))
-            for bandit, policy in runs
-            if deps.contextual is None
-            or policy.policy.bandits.get(ctx.channel, BANDIT_POLICY) == BANDIT_POLICY
-        }
-    offer_ids = [o.offer_id for o in deps.offers.current()] if states else []
-    shown, arms = read_offer_state(session, ctx.subject.key, since, sorted(states), offer_ids)
-    if since is not None:
-        ctx.memo["exposures"] = (since, shown)
-    if states:
-        ctx.memo["arms"] = _ArmsRead(frozenset(states), frozenset(offer_ids), arms)
+    for bandit, policy in runs:
+        if deps.contextual is not None and policy.policy.bandits.get(channel, BANDIT_POLICY) != (
+            BANDIT_POLICY
+        ):
+            continue  # the surface's linear bandit reads its own state
+        how = policy.policy.bandit_segment
+        segments = {"global": ("all",), "lifecycle": LIFECYCLE_SEGMENTS}.get(how, (channel.value,))
+        states |= {(bandit, segment) for segment in segments}
+    offer_ids = tuple(o.offer_id for o in deps.offers.current()) if states else ()
+    return OfferStateQuery(since, tuple(sorted(states)), offer_ids)
+
+
+def keep_offer_reads(ctx: RunContext, query: OfferStateQuery, person: Person) -> None:
+    """Keep in the request's memo what `query` read with the person, for the offer tools; the
+    memo ends with the request."""
+    if query.since is not None:
+        ctx.memo["exposures"] = (query.since, person.shown)
+    if query.states:
+        ctx.memo["arms"] = _ArmsRead(
+            frozenset(query.states), frozenset(query.offer_ids), person.arms
+        )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from store.person import read_person
 from store.schemas import Channel
 from store.users import LINKED_ELSEWHERE
 from tools.context import RunContext, ToolDeps
-from tools.offers import prefetch_offer_reads
+from tools.offers import keep_offer_reads, offer_reads
 from tools.profile import settle_profile
 
 
@@ -24,21 +24,23 @@ def open_decision(
     """The context of one decision about (`user_id`, `anonymous_id`), bound as
     `store.users.resolve_subject` binds it, with what its tools read already in its memo.
 
-    One Core connection (no ORM session) and two statements, each built once per process: the
-    person (who they are, profile, consent, feature row, prediction: `store.person`) with the
-    catalog's version, then the offers shown to them within the frequency caps with the bandit
-    arms of the current offers in their segment (`store.bandit.read_offer_state`). The memo
-    belongs to this context, so nothing read here outlives the request: the next decision reads
-    the store again and sees every write made since, by any worker — the catalog's version too,
-    against which the popularity cache (`store.catalog.PopularCache`) is checked. A user id
-    sent with an anonymous id linked to someone else is a Conflict, as in `resolve_subject`.
+    One Core connection (no ORM session) and one statement, built once per process for each
+    shape of what it reads (`store.person.read_person`): the person (who they are, profile,
+    consent, feature row, prediction) with the catalog's version, the offers shown to them
+    within the frequency caps and the bandit arms of the current offers in their segment
+    (`tools.offers.offer_reads`, known before the person is read). The memo belongs to this
+    context, so nothing read here outlives the request: the next decision reads the store again
+    and sees every write made since, by any worker — the catalog's version too, against which
+    the popularity cache (`store.catalog.PopularCache`) is checked. A user id sent with an
+    anonymous id linked to someone else is a Conflict, as in `resolve_subject`.
     """
+    offers = offer_reads(deps, channel, now)
     with deps.db.connect() as connection:
-        person = read_person(connection, user_id, anonymous_id)
+        person = read_person(connection, user_id, anonymous_id, offers)
         if user_id is not None and person.owner not in (None, user_id):
             raise Conflict(LINKED_ELSEWHERE)
         ctx = RunContext(deps=deps, subject=person.subject, channel=channel, now=now)
         ctx.memo["catalog_version"] = person.catalog_version
         settle_profile(ctx, connection, person)
-        prefetch_offer_reads(ctx, connection)
+    keep_offer_reads(ctx, offers, person)
     return ctx
