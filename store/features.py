@@ -4,7 +4,12 @@ A decision reads one row (`read_features`) instead of folding the person's whole
 cost does not grow with the events stored. The row holds a `FeatureState`: what the features need
 of every event seen so far (counts, sums, the category weights decayed to the newest event, the
 recent items, the purchases, the prices' multiset, the timestamps of the last 30 days), from
-which the features at any moment after the newest event follow exactly.
+which the features at any moment after the newest event follow exactly. It is stored in two
+columns: `state`, what a decision reads — bounded whatever the history: the last 31 days'
+timestamps (`frequency_30d` bisects them), the purchases of the last `RECENT_PURCHASE_DAYS` (the
+suppression rules bisect them, `Purchases.since`), the price band settled — and `history`, every
+purchase and the prices' multiset, read to maintain the row, by the similar-items route (which
+excludes everything bought), and by a decision only when a policy looks further back.
 
 Folding raw events (`compute_features`, the reference) replays them through the same
 `FeatureState.add` in the same order — by time, then event id — so the maintained row and the
