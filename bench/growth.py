@@ -78,8 +78,9 @@ from retrieval.edge import EdgeIndex
 from store.catalog import bump_catalog_version, refresh_popularity, upsert_offers
 from store.db import Database
 from store.events import ingest_events
-from store.features import compute_features, read_features
+from store.features import compute_features, person_features, read_features
 from store.models import CatalogItem, DecisionRow, EventRow, PersonFeatures
+from store.person import read_person
 from store.schemas import Channel, Event, Item, Offer, UserRecord
 from store.users import Subject, upsert_user
 
@@ -250,7 +251,7 @@ def verify(home: Path, people: int, rng: np.random.Generator) -> dict[str, Any]:
             for r in session.scalars(select(CatalogItem).where(CatalogItem.item_id.in_(item_ids)))
         }
         bulk_states = {
-            r.subject_key: r.state
+            r.subject_key: (r.state, r.history)
             for r in session.scalars(
                 select(PersonFeatures).where(
                     PersonFeatures.subject_key.in_([f"user:{u}" for u in ids])
@@ -292,7 +293,9 @@ def verify(home: Path, people: int, rng: np.random.Generator) -> dict[str, Any]:
                 r.item_id: (r.category, r.price, r.stock, r.min_age, r.data)
                 for r in session.scalars(select(CatalogItem))
             }
-            states = {r.subject_key: r.state for r in session.scalars(select(PersonFeatures))}
+            states = {
+                r.subject_key: (r.state, r.history) for r in session.scalars(select(PersonFeatures))
+            }
         scratch.engine.dispose()
     finally:
         shutil.rmtree(scratch_home, ignore_errors=True)
@@ -365,6 +368,15 @@ def normalized(statement: str) -> str:
     return " ".join(_IN_LIST.sub("?…", statement).split())
 
 
+def calls_by_file(stats: pstats.Stats) -> list[tuple[tuple[str, str], int]]:
+    """(file, function) and calls of the functions defined in store/features.py."""
+    return [
+        ((file, function), count)
+        for (file, _, function), (_, count, *_rest) in stats.stats.items()  # type: ignore[attr-defined]
+        if file.endswith(os.path.join("store", "features.py"))
+    ]
+
+
 @dataclass
 class Counted:
     """What the instrumented decisions did, summed."""
@@ -425,6 +437,11 @@ def instrumented(services: Services, users: list[str], n: int) -> dict[str, Any]
                 "qdrant_calls_per_decision": round(sum(qdrant.values()) / n, 2),
                 "qdrant_calls": {k: round(v / n, 2) for k, v in sorted(qdrant.items())},
                 "python_calls_per_decision": round(stats.total_calls / n),  # type: ignore[attr-defined]
+                # Calls of store/features.py's functions (the feature row's read: `_moment`,
+                # `_days`, the comprehensions) per decision.
+                "feature_calls_per_decision": round(
+                    sum(c for (file, *_), c in calls_by_file(stats)) / n
+                ),
                 "statements": {
                     key: {
                         "per_decision": round(count / n, 2),
@@ -479,10 +496,20 @@ def flags(plan: list[str], tables: set[str]) -> list[str]:
 
 
 def features_timings(services: Services, users: list[str], n: int) -> dict[str, float]:
-    """Per person: reading the maintained row, and folding the raw events (at most 30)."""
+    """Per person: reading the maintained row whole, reading what a decision reads of it (with
+    the person, the purchases the policy asks for), and folding the raw events (at most 30)."""
     rng = np.random.default_rng(4)
     subjects = [Subject(str(rng.choice(users)), None) for _ in range(n)]
+    since = services.policy.purchases_since(NOW)
     out = {}
+    with services.db.connect() as connection:
+        samples = []
+        for subject in subjects:
+            started = time.perf_counter()
+            person = read_person(connection, subject.user_id, None)
+            person_features(connection, person, as_of=NOW, purchases_since=since)
+            samples.append((time.perf_counter() - started) * 1000)
+        out["features_decision_read_p50_ms"] = round(statistics.median(samples), 3)
     with services.db.session() as session:
         for name, read, count in (
             ("features_maintained_row_p50_ms", read_features, n),
@@ -502,6 +529,9 @@ def measure(home: Path, n: int, n_instrumented: int) -> dict[str, Any]:
     users = [r.user_id for r in read_jsonl(DEMO / "users.jsonl", UserRecord)]
     with services.db.session() as session:  # a reused home keeps the decisions of earlier runs
         decisions_stored = session.scalar(select(func.count()).select_from(DecisionRow))
+    with services.db.session() as session:  # rows of an earlier version rebuilt, as they would be
+        for user_id in users:
+            read_features(session, Subject(user_id, None), as_of=NOW)
     for query in QUERIES:  # the cached scenario's queries, embedded once
         services.embedder.embed_query(query)
     make = requests(users, np.random.default_rng(1))
@@ -543,6 +573,7 @@ def growth(levels: dict[str, dict[str, Any]], ratio: float) -> dict[str, Any]:
                 "sql_vm_steps_per_decision",
                 "qdrant_calls_per_decision",
                 "python_calls_per_decision",
+                "feature_calls_per_decision",
             )
         }
         for key, info in b["statements"].items():

@@ -28,6 +28,7 @@ from policies.rules import (
     StockRule,
     SuppressionRule,
 )
+from store.features import Purchases
 from store.schemas import Channel, Item, Offer, Purpose
 
 MAX_MIN_AGE = 21  # The highest minimum age an item or offer can carry (see store.schemas).
@@ -41,7 +42,7 @@ class Facts:
     consent: Mapping[Purpose, bool]
     channel: Channel
     now: datetime
-    purchases: tuple[tuple[str, datetime], ...] = ()
+    purchases: Purchases = field(default_factory=Purchases)  # `PolicyEngine.purchases_since` on
     locale: str | None = None
 
 
@@ -279,11 +280,14 @@ class PolicyEngine:
     def _suppressed(self, facts: Facts) -> dict[SuppressionRule, tuple[str, ...]]:
         found: dict[SuppressionRule, tuple[str, ...]] = {}
         for rule in self._suppression:
-            since = facts.now - timedelta(days=rule.window_days)
-            bought = tuple(dict.fromkeys(item for item, ts in facts.purchases if ts >= since))
+            bought = facts.purchases.since(facts.now - timedelta(days=rule.window_days))
             if bought:
                 found[rule] = bought
         return found
+
+    def purchases_since(self, now: datetime) -> datetime:
+        """The earliest moment whose purchases the rules read at `now` (`Facts.purchases`)."""
+        return now - timedelta(days=max((r.window_days for r in self._suppression), default=0))
 
     # -- offers -----------------------------------------------------------------------------
 

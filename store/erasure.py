@@ -112,7 +112,7 @@ def export_person(session: Session, person: Person) -> dict[str, Any]:
         for w in session.scalars(select(RewardWindow).where(RewardWindow.decision_id.in_(ids)))
     }
     maintained = {
-        row.subject_key: row.state
+        row.subject_key: {**row.state, "history": row.history}
         for row in session.scalars(
             select(PersonFeatures).where(PersonFeatures.subject_key.in_(person.subject_keys))
         )

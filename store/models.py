@@ -381,7 +381,10 @@ class PersonFeatures(Base):
     __tablename__ = "person_features"
 
     subject_key: Mapped[str] = mapped_column(String(160), primary_key=True)  # user:… or anon:…
-    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)  # what a decision reads, bounded
+    # Every purchase and the prices' multiset (`FeatureState.dump_history`); None only in a row
+    # of an earlier version, which is rebuilt.
+    history: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

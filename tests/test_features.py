@@ -1,10 +1,16 @@
 """Features maintained as events arrive equal the features folded from the raw events: on random
 event streams (any order, any batches, logins that merge an anonymous history, explicit link
-moves, catalog changes), after a restart, and nothing of them is left after erasure."""
+moves, catalog changes), at the edges of the 30-day and purchase windows, after a restart, and
+nothing of them is left after erasure. A decision's read of them costs the same work whatever
+the person's history."""
 
 from __future__ import annotations
 
+import cProfile
 import itertools
+import json
+import pstats
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,8 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import event, select
 
+import store.features
 from agents.factory import build_services
 from agents.services import Services
 from agents.settings import Settings
@@ -22,8 +29,18 @@ from store.catalog import upsert_items
 from store.db import Database
 from store.erasure import find_person
 from store.events import compute_features, ingest_events
-from store.features import FeatureState, read_features
+from store.features import (
+    FREQUENCY_DAYS,
+    RECENT_PURCHASE_DAYS,
+    Features,
+    FeatureState,
+    _days,
+    person_features,
+    purchased_items,
+    read_features,
+)
 from store.models import PersonFeatures
+from store.person import read_person
 from store.schemas import Event, Item
 from store.users import Subject, link_identity, resolve_subject
 
@@ -48,8 +65,9 @@ def _item(item_id: str, category: str, price: float) -> Item:
 events = st.builds(
     dict,
     kind=st.sampled_from(["view", "click", "add_to_cart", "purchase"]),
-    # Whole hours, many equal: ties in time are ordered by event id.
+    # Whole hours, many equal: ties in time are ordered by event id; some a µs off the hour.
     hours_ago=st.integers(min_value=-48, max_value=24 * 400),
+    micros=st.sampled_from([0, 0, 0, 1, -1]),
     item=st.sampled_from(ITEMS),
     who=st.sampled_from(
         [("u1", None), ("u2", None), (None, "a1"), (None, "a2"), ("u1", "a1"), ("u2", "a3")]
@@ -79,6 +97,22 @@ def _subjects(prefix: str) -> list[Subject]:
     return [*people, Subject(f"{prefix}u1", f"{prefix}a1"), Subject(f"{prefix}u2", f"{prefix}a2")]
 
 
+def _assert_decision_read(session, subject: Subject, as_of: datetime, expected: Features) -> None:
+    """What a decision reads (its person, then the row's bounded part, purchases back 90 days)
+    equals the fold: every feature, and the items bought since any moment it may ask about."""
+    person = read_person(session, subject.user_id, subject.anonymous_id)
+    if person.subject != subject:
+        return  # the decision reads the anonymous visitor by `read_features` (tools.profile)
+    since = as_of - timedelta(days=90)
+    got = person_features(session, person, as_of=as_of, purchases_since=since)
+    assert replace(got, purchases=expected.purchases) == expected, subject
+    assert got.purchases.covers(since)
+    fold = expected.purchases
+    edges = [t for t in fold.times if t >= store.features._micros(since)]
+    for moment in {since, as_of, *(store.features._moment(t + d) for t in edges for d in (0, 1))}:
+        assert got.purchases.since(moment) == fold.since(moment), (subject, moment)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=steps)
 def test_maintained_features_equal_the_fold_of_raw_events(db: Database, steps: list) -> None:
@@ -104,7 +138,7 @@ def test_maintained_features_equal_the_fold_of_raw_events(db: Database, steps: l
                         Event(
                             event_id=f"{prefix}e{len(sent) + len(batch)}",
                             type=e["kind"],
-                            ts=NOW - timedelta(hours=e["hours_ago"]),
+                            ts=NOW - timedelta(hours=e["hours_ago"], microseconds=e["micros"]),
                             item_id=f"{prefix}{e['item']}",
                             user_id=f"{prefix}{user}" if user else None,
                             anonymous_id=f"{prefix}{visitor}" if visitor else None,
@@ -121,18 +155,27 @@ def test_maintained_features_equal_the_fold_of_raw_events(db: Database, steps: l
                 )
             else:
                 ingest_events(session, sent[-3:])  # duplicates change nothing
+        # NOW: some events are later. Exactly 30 days after an event, and a µs either side:
+        # the edge of `frequency_30d`.
+        moments = [NOW + timedelta(days=3), NOW]
+        moments += [
+            e.ts + timedelta(days=FREQUENCY_DAYS, microseconds=d)
+            for e in sent[-2:]
+            for d in (-1, 0, 1)
+        ]
         with db.session() as session:
             for subject in _subjects(prefix):
-                for as_of in (NOW + timedelta(days=3), NOW):  # NOW: some events are later
+                for as_of in moments:
                     expected = compute_features(session, subject, as_of=as_of)
                     assert read_features(session, subject, as_of=as_of) == expected, subject
+                    _assert_decision_read(session, subject, as_of, expected)
             # The rows themselves, not a fallback: every stored row folds to the reference.
             for row in session.scalars(
                 select(PersonFeatures).where(PersonFeatures.subject_key.like(f"%:{prefix}%"))
             ):
                 kind, _, key = row.subject_key.partition(":")
                 subject = Subject(key, None) if kind == "user" else Subject(None, key)
-                state = FeatureState.load(row.state)
+                state = FeatureState.load(row.state, row.history)
                 assert state is not None
                 later = NOW + timedelta(days=3)
                 assert state.features(later) == compute_features(session, subject, as_of=later)
@@ -230,3 +273,218 @@ def test_erasure_deletes_the_persons_feature_rows(demo_services: Services) -> No
         left = set(session.scalars(select(PersonFeatures.subject_key)))
     assert not left & set(keys)
     assert left == stored - set(keys)  # everyone else's rows are left alone
+
+
+_T = FREQUENCY_DAYS * 86_400_000_000  # 30 days, in µs
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    # Moments from 1970 to ~2250 (where a float's spacing differs), and events at the edge of
+    # the 30 days before them, a few µs either side, or anywhere in the 31 days kept.
+    as_of=st.integers(min_value=_T, max_value=2**53),
+    offsets=st.lists(
+        st.one_of(
+            st.integers(min_value=_T - 3, max_value=_T + 3),
+            st.integers(min_value=0, max_value=_T + 86_400_000_000),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_frequency_counts_what_the_float_test_of_30_days_counts(as_of: int, offsets: list) -> None:
+    """`frequency_30d` bisects the window at an integer µs threshold: it counts exactly the
+    events `_days(as_of, t) <= 30` counts, events exactly 30 days old included."""
+    state = FeatureState()
+    times = sorted(as_of - offset for offset in offsets)
+    for n, t in enumerate(times):
+        state.add("view", t, f"e{n:03d}", "i1", None, None, None)
+    moment = store.features._moment(as_of)
+    expected = sum(1 for t in times if _days(moment, t) <= FREQUENCY_DAYS)
+    assert state.features(moment).frequency_30d == expected
+
+
+def test_frequency_counts_an_event_exactly_30_days_old(db: Database) -> None:
+    edge = timedelta(days=FREQUENCY_DAYS)
+    us = timedelta(microseconds=1)
+    with db.session() as session:
+        upsert_items(session, [_item("f-shoe", "running", 120.0)])
+        ingest_events(
+            session,
+            [
+                Event(event_id=f"f{n}", type="view", ts=NOW - ago, item_id="f-shoe", user_id="f")
+                for n, ago in enumerate([edge + us, edge, edge - us, timedelta(days=1)])
+            ],
+        )
+    subject = Subject("f", None)
+    with db.session() as session:
+        for as_of, count in ((NOW - us, 4), (NOW, 3), (NOW + us, 2), (NOW + 2 * us, 1)):
+            assert read_features(session, subject, as_of=as_of).frequency_30d == count
+            assert compute_features(session, subject, as_of=as_of).frequency_30d == count
+
+
+def _purchase(n: int, ago: timedelta, item: str, user: str, value: float = 10.0) -> Event:
+    return Event(
+        event_id=f"{user}-p{n:05d}",
+        type="purchase",
+        ts=NOW - ago,
+        item_id=item,
+        user_id=user,
+        value=value,
+    )
+
+
+def test_a_decision_reads_the_recent_purchases_only_and_the_rest_when_a_rule_looks_further(
+    db: Database,
+) -> None:
+    days = [1, 10, 10, 89, 90, 91, 200, 400]  # the last purchase repeats an item
+    items = ["w-a", "w-b", "w-c", "w-d", "w-e", "w-f", "w-g", "w-a"]
+    with db.session() as session:
+        upsert_items(session, [_item(i, "wine", 20.0) for i in sorted(set(items))])
+        ingest_events(
+            session,
+            [
+                _purchase(n, timedelta(days=d), i, "w")
+                for n, (d, i) in enumerate(zip(days, items, strict=True))
+            ],
+        )
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        with db.session() as session:
+            person = read_person(session, "w", None)
+            expected = compute_features(session, Subject("w", None), as_of=NOW)
+            # The bounded part holds the purchases of the 90 days before the newest event (a
+            # day ago), oldest first; equal times are in event id order.
+            stored = person.feature_state
+            assert stored is not None
+            assert stored["bought_items"] == ["w-f", "w-e", "w-d", "w-b", "w-c", "w-a"]
+            statements.clear()
+            recent = person_features(
+                session, person, as_of=NOW, purchases_since=NOW - timedelta(days=90)
+            )
+            assert statements == []  # no statement: the row came with the person
+            assert recent.purchase_count == 8 and len(recent.purchases) == 6
+            assert replace(recent, purchases=expected.purchases) == expected
+            for ago, bought in (
+                (90, ("w-a", "w-c", "w-b", "w-d", "w-e")),
+                (10, ("w-a", "w-c", "w-b")),
+                (199, ("w-a", "w-c", "w-b", "w-d", "w-e", "w-f")),
+            ):
+                moment = NOW - timedelta(days=ago)
+                assert recent.purchases.since(moment) == bought == expected.purchases.since(moment)
+            with pytest.raises(ValueError, match="complete from"):
+                recent.purchases.since(NOW - timedelta(days=200))
+            with pytest.raises(ValueError, match="complete from"):
+                list(recent.purchases)
+            everything = person_features(
+                session, person, as_of=NOW, purchases_since=NOW - timedelta(days=365)
+            )
+            assert len(statements) == 1 and "history" in statements[0]  # one more SELECT
+            assert everything == expected
+            order = [0, 2, 1, 3, 4, 5, 6, 7]  # newest first; equal times: the later id first
+            assert list(everything.purchases) == [
+                (items[n], NOW - timedelta(days=days[n])) for n in order
+            ]
+            assert purchased_items(session, Subject("w", None), as_of=NOW) == (
+                "w-a", "w-c", "w-b", "w-d", "w-e", "w-f", "w-g"
+            )  # fmt: skip
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+
+
+def _work_of_a_decision_read(db: Database, user: str) -> tuple[int, int, int]:
+    """Python calls, `_moment` calls and statements of reading `user`'s person and features as
+    a decision does (the demo policy's 90-day suppression)."""
+    moments = [0]
+    real = store.features._moment
+
+    def counted(micros: int) -> datetime:
+        moments[0] += 1
+        return real(micros)
+
+    statements = [0]
+
+    def seen(*_: object) -> None:
+        statements[0] += 1
+
+    with db.session() as session:
+        person = read_person(session, user, None)  # warm: caches, the row rebuilt if need be
+        person_features(session, person, as_of=NOW, purchases_since=NOW - timedelta(days=90))
+        profiler = cProfile.Profile()
+        store.features._moment = counted
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            profiler.enable()
+            person = read_person(session, user, None)
+            features = person_features(
+                session, person, as_of=NOW, purchases_since=NOW - timedelta(days=90)
+            )
+            features.purchases.since(NOW - timedelta(days=90))
+            profiler.disable()
+        finally:
+            store.features._moment = real
+            event.remove(db.engine, "before_cursor_execute", seen)
+    return pstats.Stats(profiler).total_calls, moments[0], statements[0]  # type: ignore[attr-defined]
+
+
+def test_a_decision_reads_a_persons_features_with_the_same_work_at_10_and_5000_events(
+    db: Database,
+) -> None:
+    """Two people with the same last 9 events, then one older purchase, or 4,991 older events
+    (1,664 purchases among them): reading their features as a decision does makes the same calls, converts the same
+    datetimes, runs the same one statement, and the part of the row read is as large."""
+    with db.session() as session:
+        upsert_items(
+            session, [_item(f"g-{i}", c, p) for i, c, p in ((0, "wine", 9.0), (1, "books", 40.0))]
+        )
+    recent = [
+        (n, timedelta(days=n, hours=3), ["view", "purchase"][n % 2], f"g-{n % 2}") for n in range(9)
+    ]
+    old = [
+        (
+            9 + n,
+            timedelta(days=RECENT_PURCHASE_DAYS + 30 + n / 20),
+            ["purchase", "view", "click"][n % 3],
+            f"g-{n % 2}",
+        )
+        for n in range(4991)
+    ]
+    for user, events in (("g-small", recent + old[:1]), ("g-large", recent + old)):
+        with db.session() as session:
+            ingest_events(
+                session,
+                [
+                    Event(
+                        event_id=f"{user}-{n:05d}",
+                        type=kind,
+                        ts=NOW - ago,
+                        item_id=item,
+                        user_id=user,
+                        value=5.0 if kind == "purchase" else None,
+                    )
+                    for n, ago, kind, item in sorted(events, key=lambda e: e[1], reverse=True)
+                ],
+            )
+    with db.session() as session:
+        rows = {
+            r.subject_key: r
+            for r in session.scalars(
+                select(PersonFeatures).where(PersonFeatures.subject_key.like("user:g-%"))
+            )
+        }
+        small, large = rows["user:g-small"], rows["user:g-large"]
+        assert small.state["count"] == 10 and small.state["purchases"] == 4 + 1
+        assert large.state["count"] == 5000 and large.state["purchases"] == 4 + 1664
+        # The part a decision reads differs only in its numbers' digits; the rest grew.
+        assert len(json.dumps(large.state)) <= len(json.dumps(small.state)) + 40
+        assert len(json.dumps(large.history)) > 50 * len(json.dumps(small.history))
+    for _ in range(2):  # the first time, SQLAlchemy sets up the statement listener
+        large_work = _work_of_a_decision_read(db, "g-large")
+        small_work = _work_of_a_decision_read(db, "g-small")
+    assert large_work == small_work
+    assert large_work[1:] == (2, 1)  # datetimes: recency, last purchase; the person's SELECT

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from policies.engine import Exposure, Facts, PolicyEngine
 from policies.rules import PolicyError, load_policy, parse_policy
+from store.features import Purchases
 from store.schemas import Channel, Item, Offer, Purpose
 
 DEMO_POLICY = Path(__file__).parents[1] / "data" / "demo" / "policy.yaml"
@@ -109,7 +110,7 @@ def test_age_gate_constrains_minors_and_unknown_ages(engine: PolicyEngine) -> No
 
 def test_stock_and_suppression_remove_items(engine: PolicyEngine) -> None:
     bought = (("old", NOW - timedelta(days=200)), ("recent", NOW - timedelta(days=3)))
-    f = facts(purchases=bought)
+    f = facts(purchases=Purchases.of(bought))
     verdict = engine.check_items([item("empty", stock=0), item("recent"), item("old")], f)
     assert [i.item_id for i in verdict.kept] == ["old"]
     assert {r: [x.rule_id for x in v] for r, v in verdict.removed.items()} == {

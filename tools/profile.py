@@ -66,14 +66,18 @@ def _load(ctx: RunContext) -> None:
 def settle_profile(ctx: RunContext, session: Session | Connection, person: Person) -> None:
     """Work out what the tools ask of the profile from `person` (read in `session`, which the
     rare rebuild of a feature row uses) and keep it in the request's memo."""
+    since = ctx.deps.policy.purchases_since(ctx.now)  # the purchases the rules read, no older
     if person.subject != ctx.subject:
         # Only an anonymous subject can differ: their id was linked to someone after the
         # request was bound to it. The request stays about the anonymous visitor.
         with orm_session(session) as orm:
-            record, features = None, read_features(orm, ctx.subject, as_of=ctx.now)
+            record, features = (
+                None,
+                read_features(orm, ctx.subject, as_of=ctx.now, purchases_since=since),
+            )
     else:
         record = person.record
-        features = person_features(session, person, as_of=ctx.now)
+        features = person_features(session, person, as_of=ctx.now, purchases_since=since)
     consent = record.consent if record else {purpose: False for purpose in Purpose}
     probe = Facts(age=None, consent=consent, channel=ctx.channel, now=ctx.now)
     blocked = {

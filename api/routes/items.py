@@ -20,11 +20,12 @@ from store.catalog import (
     popular_items,
     unhide_item,
 )
+from store.features import purchased_items
 from store.models import utcnow
 from store.schemas import Channel, Item
 from store.users import Subject
 from tools.context import RunContext
-from tools.profile import lookup_profile, subject_features
+from tools.profile import lookup_profile
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 ItemId = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
@@ -142,7 +143,8 @@ def _similar(services: Services, item_id: str, k: int, user_id: str | None) -> S
     if user_id is not None:
         ctx = RunContext(services.tools, Subject(user_id, None), Channel.web, utcnow())
         if lookup_profile(ctx).known:
-            exclude += [bought for bought, _ in subject_features(ctx).purchases]
+            with services.db.session() as session:
+                exclude += purchased_items(session, ctx.subject, as_of=ctx.now)
     flt = ItemFilter(exclude_ids=tuple(dict.fromkeys(exclude)), in_stock_only=True)
     try:
         vector = services.index.vectors([item_id]).get(item_id)
