@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -308,8 +309,12 @@ class VectorIndex(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def point_id(item_id: str) -> uuid.UUID:
-    """The stable point id of an item: the same item_id always maps to the same UUID."""
+    """The stable point id of an item: the same item_id always maps to the same UUID.
+
+    Remembered for the items asked most recently: a decision asks for those of the items it shows
+    and of the person's recent ones, and a UUID5 (a SHA-1) costs more than the lookup."""
     return uuid.uuid5(ITEM_NAMESPACE, item_id)
 
 
@@ -405,16 +410,16 @@ def stored_points(item_ids: Sequence[str], records: Sequence[Any], using: str) -
     """`VectorIndex.points` from the records either backend retrieved: in the order asked."""
     found = {}
     for record in records:
-        if record.payload is None or not isinstance(record.vector, dict):
+        # Qdrant Edge builds a record's vectors and payload anew at each read: read them once.
+        payload, vector = record.payload, record.vector
+        if payload is None or not isinstance(vector, dict) or using not in vector:
             continue
-        if using in record.vector:
-            vector = np.asarray(record.vector[using], dtype=np.float32)
-            found[record.payload["item_id"]] = Hit(
-                item_id=record.payload["item_id"],
-                score=0.0,
-                payload=dict(record.payload),
-                vectors={using: vector},
-            )
+        found[payload["item_id"]] = Hit(
+            item_id=payload["item_id"],
+            score=0.0,
+            payload=dict(payload),
+            vectors={using: np.asarray(vector[using], dtype=np.float32)},
+        )
     return [found[item_id] for item_id in item_ids if item_id in found]
 
 
@@ -437,6 +442,13 @@ class PointVectors(Mapping[str, np.ndarray]):
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._read()[name]
+
+    # Mapping's own `in` and `get` try a lookup and catch the KeyError.
+    def __contains__(self, name: object) -> bool:
+        return name in self._read()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._read().get(name, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._read())
