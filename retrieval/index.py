@@ -83,7 +83,7 @@ class ItemFilter:
             raise ValueError(f"max_price must be a finite number >= 0, got {self.max_price}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Hit:
     """One search result: the item id, its score and payload, and its vectors when asked for.
 
@@ -95,6 +95,21 @@ class Hit:
     score: float
     payload: dict[str, Any]
     vectors: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
+
+    def __init__(
+        self,
+        item_id: str,
+        score: float,
+        payload: dict[str, Any],
+        vectors: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        # A ranking builds a few hundred hits: the fields are set in the instance's dict, which
+        # costs half of what the frozen dataclass's `object.__setattr__` per field does.
+        fields = self.__dict__
+        fields["item_id"] = item_id
+        fields["score"] = score
+        fields["payload"] = payload
+        fields["vectors"] = {} if vectors is None else vectors
 
     @property
     def vector(self) -> np.ndarray | None:
