@@ -401,9 +401,10 @@ def stored_hits(item_ids: Sequence[str], records: Sequence[Any]) -> list[Hit]:
     """`VectorIndex.hits` from the records either backend retrieved: in the order asked."""
     found = {}
     for record in records:
-        if record.payload is not None:
-            payload = dict(record.payload)
-            found[payload["item_id"]] = Hit(payload["item_id"], 0.0, payload, PointVectors(record))
+        if (payload := record.payload) is not None:  # built anew at each read: read it once
+            found[payload["item_id"]] = Hit(
+                payload["item_id"], 0.0, dict(payload), PointVectors(record)
+            )
     return [found[item_id] for item_id in item_ids if item_id in found]
 
 

@@ -258,8 +258,10 @@ class Recent:
     def closest_other(self, item_id: str, vector: np.ndarray) -> str | None:
         """The title of the recent item most like `vector`, other than the item itself."""
         similarity = self.vectors @ vector
-        others = [i for i in np.argsort(-similarity, kind="stable") if self.ids[i] != item_id]
-        return self.titles[int(others[0])] if others else None
+        for i in np.argsort(-similarity, kind="stable").tolist():
+            if self.ids[i] != item_id:
+                return self.titles[i]
+        return None
 
 
 @dataclass(frozen=True)
