@@ -113,9 +113,10 @@ class EdgeIndex:
         else:
             self._shard = self._load(config)
         self._closed = False
-        # Item ids by point id, for hits read without payload. A point id is a function of the
-        # item id (`point_id`), so an entry never goes stale: a deleted item's is never looked up.
-        self._item_ids: dict[uuid.UUID, str] = {}
+        # Item ids by point id (its 128-bit integer), for hits read without payload. A point id
+        # is a function of the item id (`point_id`), so an entry never goes stale: a deleted
+        # item's is never looked up.
+        self._item_ids: dict[int, str] = {}
         self._ensure_payload_indexes()
 
     def _dense_config(self) -> dict[str, qe.EdgeVectorParams]:
@@ -206,7 +207,7 @@ class EdgeIndex:
                 if item.item_id in collab:
                     named[COLLAB_VECTOR] = collab[item.item_id].tolist()
                 points.append(qe.Point(point_id(item.item_id), named, item_payload(item)))
-                self._item_ids[point_id(item.item_id)] = item.item_id
+                self._item_ids[point_id(item.item_id).int] = item.item_id
             self._shard.update(qe.UpdateOperation.upsert_points(points))
         self._shard.flush()
 
@@ -313,20 +314,24 @@ class EdgeIndex:
         the query), each item id comes from the ids seen before, the unseen read in one call."""
         if with_payload:
             return [to_hit(point, with_vectors) for point in points]
-        unseen = [point.id for point in points if point.id not in self._item_ids]
+        # qdrant_edge builds a new uuid.UUID at each read of `point.id`, and a UUID hashes in
+        # Python: each id is read once, and looked up by its integer.
+        keys = [point.id.int for point in points]
+        item_ids = self._item_ids
+        unseen: list[qe.PointId] = [uuid.UUID(int=key) for key in keys if key not in item_ids]
         if unseen:
             for record in self._shard.retrieve(unseen, with_payload=ID_ONLY, with_vector=False):
                 if record.payload is not None:
-                    self._item_ids[uuid.UUID(str(record.id))] = record.payload["item_id"]
+                    item_ids[uuid.UUID(str(record.id)).int] = record.payload["item_id"]
         return [
             Hit(
                 item_id,
-                float(point.score),
+                point.score,
                 {"item_id": item_id},
                 PointVectors(point) if with_vectors else {},
             )
-            for point in points
-            if (item_id := self._item_ids.get(point.id)) is not None
+            for point, key in zip(points, keys, strict=True)
+            if (item_id := item_ids.get(key)) is not None
         ]
 
     def _fused_request(self, search: FusedSearch) -> qe.QueryRequest | None:

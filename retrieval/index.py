@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,7 +83,7 @@ class ItemFilter:
             raise ValueError(f"max_price must be a finite number >= 0, got {self.max_price}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Hit:
     """One search result: the item id, its score and payload, and its vectors when asked for.
 
@@ -94,6 +95,21 @@ class Hit:
     score: float
     payload: dict[str, Any]
     vectors: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False)
+
+    def __init__(
+        self,
+        item_id: str,
+        score: float,
+        payload: dict[str, Any],
+        vectors: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        # A ranking builds a few hundred hits: the fields are set in the instance's dict, which
+        # costs half of what the frozen dataclass's `object.__setattr__` per field does.
+        fields = self.__dict__
+        fields["item_id"] = item_id
+        fields["score"] = score
+        fields["payload"] = payload
+        fields["vectors"] = {} if vectors is None else vectors
 
     @property
     def vector(self) -> np.ndarray | None:
@@ -308,8 +324,12 @@ class VectorIndex(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def point_id(item_id: str) -> uuid.UUID:
-    """The stable point id of an item: the same item_id always maps to the same UUID."""
+    """The stable point id of an item: the same item_id always maps to the same UUID.
+
+    Remembered for the items asked most recently: a decision asks for those of the items it shows
+    and of the person's recent ones, and a UUID5 (a SHA-1) costs more than the lookup."""
     return uuid.uuid5(ITEM_NAMESPACE, item_id)
 
 
@@ -381,9 +401,10 @@ def stored_hits(item_ids: Sequence[str], records: Sequence[Any]) -> list[Hit]:
     """`VectorIndex.hits` from the records either backend retrieved: in the order asked."""
     found = {}
     for record in records:
-        if record.payload is not None:
-            payload = dict(record.payload)
-            found[payload["item_id"]] = Hit(payload["item_id"], 0.0, payload, PointVectors(record))
+        if (payload := record.payload) is not None:  # built anew at each read: read it once
+            found[payload["item_id"]] = Hit(
+                payload["item_id"], 0.0, dict(payload), PointVectors(record)
+            )
     return [found[item_id] for item_id in item_ids if item_id in found]
 
 
@@ -405,16 +426,16 @@ def stored_points(item_ids: Sequence[str], records: Sequence[Any], using: str) -
     """`VectorIndex.points` from the records either backend retrieved: in the order asked."""
     found = {}
     for record in records:
-        if record.payload is None or not isinstance(record.vector, dict):
+        # Qdrant Edge builds a record's vectors and payload anew at each read: read them once.
+        payload, vector = record.payload, record.vector
+        if payload is None or not isinstance(vector, dict) or using not in vector:
             continue
-        if using in record.vector:
-            vector = np.asarray(record.vector[using], dtype=np.float32)
-            found[record.payload["item_id"]] = Hit(
-                item_id=record.payload["item_id"],
-                score=0.0,
-                payload=dict(record.payload),
-                vectors={using: vector},
-            )
+        found[payload["item_id"]] = Hit(
+            item_id=payload["item_id"],
+            score=0.0,
+            payload=dict(payload),
+            vectors={using: np.asarray(vector[using], dtype=np.float32)},
+        )
     return [found[item_id] for item_id in item_ids if item_id in found]
 
 
@@ -437,6 +458,13 @@ class PointVectors(Mapping[str, np.ndarray]):
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._read()[name]
+
+    # Mapping's own `in` and `get` try a lookup and catch the KeyError.
+    def __contains__(self, name: object) -> bool:
+        return name in self._read()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._read().get(name, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._read())

@@ -6,7 +6,9 @@ import math
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,8 @@ from retrieval.index import (
     Source,
     VectorIndex,
     item_payload,
+    stored_hits,
+    stored_points,
 )
 from retrieval.server import QdrantServerIndex
 from store.schemas import Item
@@ -913,3 +917,113 @@ def test_a_search_without_payload_ranks_as_one_with_it(hybrid_index: VectorIndex
     np.testing.assert_allclose(hits[0].vectors[COLLAB_VECTOR], COLLAB["kit-01"], rtol=1e-5)
     assert COLLAB_VECTOR not in hits[1].vectors  # the last item has no collab vector
     assert hybrid_index.hits([]) == []
+
+
+class _CountingRecord:
+    """A returned point or record that counts the reads of its properties (Qdrant Edge builds
+    the id, payload and vectors anew at each read)."""
+
+    def __init__(self, point: Any, reads: dict[str, int]) -> None:
+        self._point, self._reads = point, reads
+
+    def __getattr__(self, name: str) -> Any:
+        self._reads[name] = self._reads.get(name, 0) + 1
+        return getattr(self._point, name)
+
+
+class _CountingShard:
+    """A Qdrant Edge shard whose query answers count the reads of each point's properties."""
+
+    def __init__(self, shard: Any) -> None:
+        self._shard = shard
+        self.reads: list[dict[str, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shard, name)
+
+    def _counted(self, points: list[Any]) -> list[Any]:
+        self.reads += [{} for _ in points]
+        return [
+            _CountingRecord(p, r) for p, r in zip(points, self.reads[-len(points) :], strict=True)
+        ]
+
+    def query(self, request: Any) -> list[Any]:
+        return self._counted(self._shard.query(request))
+
+    def query_batch(self, request: Any) -> list[list[Any]]:
+        return [self._counted(points) for points in self._shard.query_batch(request)]
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_an_edge_ranking_without_payload_reads_each_point_id_once(
+    tmp_path: Path, reopen: bool
+) -> None:
+    """qdrant_edge builds a uuid.UUID at each read of a point's id: a ranking read without
+    payload reads each once, whether its item ids are known (written by this index) or read
+    from the shard (an index reopened on a folder written before)."""
+    index = EdgeIndex(tmp_path / "edge", dim=DIM)
+    index.upsert(ITEMS, VECTORS)
+    index.set_vectors(COLLAB_VECTOR, COLLAB)
+    if reopen:
+        index.close()
+        index = EdgeIndex(tmp_path / "edge", dim=DIM)
+    taste = Source(VECTOR_NAME, _query("kit-01"))
+    collab = Source(COLLAB_VECTOR, _RNG.normal(size=COLLAB_DIM), 1.5)
+    full = index.fused_search([taste, collab], k=12, prefetch=20)
+    near = index.search(_query("kit-01"), k=7)
+    counting = _CountingShard(index._shard)
+    index._shard = counting  # type: ignore[assignment]
+    bare = index.fused_search([taste, collab], k=12, prefetch=20, with_payload=False)
+    [batched] = index.fused_searches(
+        [FusedSearch((taste, collab), 12, prefetch=20, with_payload=False)]
+    )
+    nearest = index.search(_query("kit-01"), k=7, with_payload=False)
+    index._shard = counting._shard
+    index.close()
+
+    assert [h.item_id for h in bare] == [h.item_id for h in batched] == [h.item_id for h in full]
+    assert [h.item_id for h in nearest] == [h.item_id for h in near]
+    assert len(counting.reads) == len(bare) + len(batched) + len(nearest) == 12 + 12 + 7
+    assert all(reads.get("id") == 1 for reads in counting.reads), counting.reads
+
+
+def test_stored_points_and_hits_read_each_record_once() -> None:
+    """A retrieved record's payload and vectors are read once each (Qdrant Edge converts them
+    anew at each read); a hit's vectors only when looked at."""
+    records = [
+        SimpleNamespace(
+            payload=item_payload(item),
+            vector={VECTOR_NAME: VECTOR_BY_ID[item.item_id].tolist(), COLLAB_VECTOR: [1.0] * 4},
+        )
+        for item in ITEMS[:3]
+    ]
+    wanted = [ITEMS[2].item_id, "never-stored", ITEMS[0].item_id]
+    for using in (VECTOR_NAME, COLLAB_VECTOR):
+        reads: list[dict[str, int]] = [{} for _ in records]
+        points = stored_points(
+            wanted, [_CountingRecord(r, n) for r, n in zip(records, reads, strict=True)], using
+        )
+        assert [p.item_id for p in points] == [ITEMS[2].item_id, ITEMS[0].item_id]
+        assert all(p.vectors[using].dtype == np.float32 for p in points)
+        assert all(n == {"payload": 1, "vector": 1} for n in reads), reads
+    reads = [{} for _ in records]
+    hits = stored_hits(wanted, [_CountingRecord(r, n) for r, n in zip(records, reads, strict=True)])
+    assert [h.item_id for h in hits] == [ITEMS[2].item_id, ITEMS[0].item_id]
+    assert all(n == {"payload": 1} for n in reads), reads
+    for hit in hits:
+        assert VECTOR_NAME in hit.vectors and "other" not in hit.vectors
+        np.testing.assert_array_equal(hit.vectors[VECTOR_NAME], VECTOR_BY_ID[hit.item_id])
+        assert hit.vector is not None and hit.vectors.get("other") is None
+    assert [n.get("vector") for n in reads] == [1, None, 1]  # the one not asked for: never
+
+
+def test_a_hit_is_frozen_and_compares_without_its_vectors() -> None:
+    hit = Hit("kit-01", 0.5, {"item_id": "kit-01"})
+    assert hit.vectors == {} and hit.vectors is not Hit("x", 0.0, {}).vectors
+    assert hit == Hit("kit-01", 0.5, {"item_id": "kit-01"}, {VECTOR_NAME: np.ones(3)})
+    assert hit != Hit("kit-01", 0.25, {"item_id": "kit-01"})
+    with pytest.raises(AttributeError):
+        hit.score = 1.0  # type: ignore[misc]
+    moved = replace(hit, score=0.75)
+    assert (moved.item_id, moved.score, moved.payload) == ("kit-01", 0.75, hit.payload)
+    assert Hit(item_id="a", score=1.0, payload={}, vectors={"c": np.ones(2)}).vector is None

@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from small_world import write_small_world
 
 from agents.factory import build_services
 from agents.reindex import start
 from agents.services import Services
 from agents.settings import Settings
+from retrieval.hybrid import taste_vector
 from retrieval.index import FusedSearch, Hit, VectorIndex
 from retrieval.sequence import ItemItemModel, ItemItemParams, person_history
 from store.catalog import PopularCache, get_items, hide_item, popular_items
@@ -212,3 +214,19 @@ def test_an_index_that_ignores_the_filters_leaks_nothing(demo_services: Services
                     assert rule["targets"] and not set(rule["targets"]) & set(shown)
                     removed_somewhere.add(rule["rule_id"])
     assert removed_somewhere  # the demo world has people whose rules remove leaked items
+
+
+def test_the_taste_vector_is_numpys_weighted_average_to_the_bit() -> None:
+    """`taste_vector` does np.average's arithmetic without its dispatch: the same bits, for
+    content (normalized) and collab (not) vectors, from one recent item to more than a block."""
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 8, 9, 10, 17, 40):
+        for dim in (64, 384):
+            vectors = rng.normal(size=(n, dim)).astype(np.float32)
+            weights = 0.5 ** (np.arange(n) / 5.0)
+            mean = np.average(vectors, axis=0, weights=weights)
+            for normalize, expected in ((False, mean), (True, mean / np.linalg.norm(mean))):
+                got = taste_vector(vectors, normalize=normalize)
+                assert got is not None and got.dtype == expected.dtype
+                assert got.tobytes() == expected.tobytes(), (n, dim, normalize)
+    assert taste_vector(np.zeros((0, 8), dtype=np.float32)) is None

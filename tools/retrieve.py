@@ -258,8 +258,10 @@ class Recent:
     def closest_other(self, item_id: str, vector: np.ndarray) -> str | None:
         """The title of the recent item most like `vector`, other than the item itself."""
         similarity = self.vectors @ vector
-        others = [i for i in np.argsort(-similarity, kind="stable") if self.ids[i] != item_id]
-        return self.titles[int(others[0])] if others else None
+        for i in np.argsort(-similarity, kind="stable").tolist():
+            if self.ids[i] != item_id:
+                return self.titles[i]
+        return None
 
 
 @dataclass(frozen=True)
@@ -315,13 +317,21 @@ def _rrf_terms(order: list[str], weight: float) -> dict[str, float]:
     return {item_id: 1 / ((p + 1) / weight + RRF_K - 1) for p, item_id in enumerate(order)}
 
 
-def _similarity_order(hits: list[Hit], source: Source) -> list[str]:
-    """The hits holding the source's named vector, most similar to the source first."""
-    present = [hit for hit in hits if source.using in hit.vectors]
+def _stacked(hits: list[Hit], using: str) -> tuple[list[str], np.ndarray | None]:
+    """The ids of the hits holding the named vector `using`, and those vectors row by row."""
+    present = [hit for hit in hits if using in hit.vectors]
     if not present:
+        return [], None
+    return [hit.item_id for hit in present], np.stack([hit.vectors[using] for hit in present])
+
+
+def _similarity_order(stacked: tuple[list[str], np.ndarray | None], source: Source) -> list[str]:
+    """The items of `stacked` (`_stacked` of the source's named vector), most similar to the
+    source first."""
+    ids, vectors = stacked
+    if vectors is None:
         return []
-    similarity = np.stack([hit.vectors[source.using] for hit in present]) @ source.dense
-    return [present[i].item_id for i in np.argsort(-similarity, kind="stable")]
+    return [ids[i] for i in np.argsort(-(vectors @ source.dense), kind="stable")]
 
 
 def _rank(
@@ -353,8 +363,11 @@ def _rank(
     pool = matched or hits
     if matched:
         shares["query"] = _rrf_terms([hit.item_id for hit in matched], WEIGHTS.query)
+    # Sources on the same named vector (collab and recent) order the same stacked vectors.
+    stacked = {using: _stacked(pool, using) for using in {s.using for s in sources.values()}}
     for name, source in sources.items():
-        shares[name] = _rrf_terms(_similarity_order(pool, source), source.weight)
+        order = _similarity_order(stacked[source.using], source)
+        shares[name] = _rrf_terms(order, source.weight)
     titles: dict[str, str] = {}
     if reranked is not None:
         # Titles already at hand come from the index's payloads, the rest from the index too
