@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from starlette.middleware.base import BaseHTTPMiddleware
 
-from agents.decide.run import Decision, DecideRequest, decide
+from agents.decide.run import DecideRequest, Decision, decide
 from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
@@ -58,13 +58,26 @@ def test_no_middleware_is_a_base_http_middleware(tmp_path: Path) -> None:
     assert kinds and BaseHTTPMiddleware not in kinds
 
 
-def test_the_per_process_rate_limit_starts_no_thread_per_request() -> None:
-    # `limits`' memory storage started a timer thread on nearly every hit, and the request
-    # waited for it to start: a thread's creation and a turn of the GIL on every request.
+def test_the_per_process_rate_limit_starts_no_thread_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `limits`' memory storage started a timer thread on every hit that found the last one
+    # finished (after 10 ms), and the request waited for it to start: a thread's creation and a
+    # turn of the GIL on nearly every request.
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counted(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
     limits = RateLimits(3)
-    before = threading.active_count()
-    waits = [limits.hit("k1") for _ in range(4)] + [limits.hit("k2")]
-    assert threading.active_count() == before
+    waits = []
+    for key in ("k1", "k1", "k1", "k1", "k2"):
+        waits.append(limits.hit(key))
+        threading.Event().wait(0.02)  # requests some time apart, as they come
+    assert started == []
     assert waits[:3] == [None] * 3 and waits[4] is None
     assert waits[3] is not None and 1 <= waits[3] <= 61
 
@@ -135,7 +148,10 @@ def test_decisions_on_the_loop_take_turns_with_it(
                 ticking = asyncio.create_task(probe())
                 await asyncio.sleep(0)
                 answers = await asyncio.gather(
-                    *(client.post("/v1/decide", json={"channel": "web", "user_id": u}) for u in users)
+                    *(
+                        client.post("/v1/decide", json={"channel": "web", "user_id": u})
+                        for u in users
+                    )
                 )
                 done = True
                 await ticking
