@@ -21,7 +21,8 @@ With `--baseline CHECKOUT` a second attune server runs that checkout's code (on 
 seeded alike), and its app and decide routes are loaded in the same rotation (`app_base`,
 `decide_base`): an A/B under the same load, with the ratios new / baseline of requests per second
 and of the latency percentiles. Besides wrk's percentiles, each level reports the spread of
-latencies as p99 / p50 (1 when every request waits alike).
+latencies as p99 / p50 (1 when every request waits alike), and the server's CPU time per request
+(from `/proc`), which the machine's load moves least.
 
     .venv/bin/python bench/http_load.py [--duration 10] [--repeat 3] [--concurrency 1,8,32]
         [--auth keys|off] [--baseline CHECKOUT] [--out FILE]
@@ -128,6 +129,15 @@ def serve_attune() -> None:
     )
 
     serve(seed_demo=True, workers=1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far (Linux `/proc`; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -284,7 +294,7 @@ def median_of(runs: list[dict]) -> dict:
     """The median of each figure over the repeats, and the repeats' requests per second."""
     out: dict[str, Any] = {
         name: round(float(np.median([run[name] for run in runs])), 2)
-        for name in ("rps", "p50_ms", "p90_ms", "p99_ms")
+        for name in ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms_per_request")
     }
     out["spread_p99_over_p50"] = ratio(out["p99_ms"], out["p50_ms"])
     out["requests"] = sum(run["requests"] for run in runs)
@@ -392,10 +402,20 @@ def main() -> None:
         bodies_file.write_text("\n".join(lines) + "\n")
         script.write_text(WRK_SCRIPT)
 
+        pids = {"bare": servers["bare"].pid}
+        for suffix in codes:
+            pids[f"app{suffix}"] = pids[f"decide{suffix}"] = servers[f"attune{suffix}"].pid
+
         def load(name: str, connections: int, duration: int) -> dict:
+            before = cpu_seconds(pids[name])
             if client == "wrk":
-                return run_wrk(urls[name], connections, duration, bodies_file, script, keys[name])
-            return run_python(urls[name], connections, duration, lines, keys[name])
+                out = run_wrk(urls[name], connections, duration, bodies_file, script, keys[name])
+            else:
+                out = run_python(urls[name], connections, duration, lines, keys[name])
+            # The server's CPU time per answered request: what the machine's load moves least.
+            spent = cpu_seconds(pids[name]) - before
+            out["cpu_ms_per_request"] = round(spent * 1000 / max(out["requests"], 1), 3)
+            return out
 
         for name in targets:  # warm-up: imports, caches, SQLite pages
             load(name, 2, 3)
@@ -433,7 +453,14 @@ def main() -> None:
                 level["new_over_baseline"] = {
                     route: {
                         figure: ratio(level[route][figure], level[f"{route}_base"][figure])
-                        for figure in ("rps", "p50_ms", "p90_ms", "p99_ms", "spread_p99_over_p50")
+                        for figure in (
+                            "rps",
+                            "p50_ms",
+                            "p90_ms",
+                            "p99_ms",
+                            "spread_p99_over_p50",
+                            "cpu_ms_per_request",
+                        )
                     }
                     for route in ("app", "decide")
                 }
