@@ -5,14 +5,14 @@ waits on the network) blocks the loop while it runs. Left to itself, the loop ru
 it read in one poll back to back before it polls its sockets again: a request that arrives during
 such a batch is not even read until the batch is done, new connections are not accepted, and a
 request's wait depends on which batch it fell into rather than on when it came. Measured at 32
-connections, some requests waited seconds while the median waited a third of a second, and a
-connection opened while the server was busy had its first request answered after up to 13 s.
+connections (machine load ~10), some requests waited seconds while the median waited a third of a
+second, and connections opened at once had their first request answered after up to 13 s.
 
 Through a gate of width one, decisions run one at a time in the order their requests reached it,
 and the slot passes to the next request only on the loop's next turn, after it has polled its
 sockets: every request is read, and takes its place in the queue, within one decision of its
-arrival. With a writer that waits on the network the decision runs in a worker thread, and a wider
-gate bounds how many run at once, in the same order.
+arrival. A wider gate bounds how many holders run at once, in the same order (for work in worker
+threads); decisions with an LLM writer, which run in worker threads, do not go through one yet.
 """
 
 from __future__ import annotations
