@@ -18,6 +18,7 @@ from api import errors
 from api.access_log import AccessLog
 from api.auth import BodyLimit, RateLimits
 from api.cors import Cors
+from api.gate import Gate
 from api.routes import (
     admin,
     audience,
@@ -59,6 +60,8 @@ def create_app(
         app.state.rate_limits = RateLimits(
             built.settings.rate_limit_per_minute, built.settings.rate_limit_storage
         )
+        # Decisions made on the event loop take turns through it (`api.routes.decide`).
+        app.state.decide_gate = Gate(1)
         # Copy jobs: worker loops in this process, unless `attune worker` processes run them.
         runner = JobRunner(built) if built.settings.jobs_in_api else None
         # Drift monitors: checked (and acted on) every drift_check_seconds in this process.

@@ -10,16 +10,18 @@ only, one with `reports` the drift and experiment reports only.
 With `ATTUNE_AUTH=off` (the local default, allowed only on a loopback address) every caller has
 every scope; /healthz says so.
 
-Rate limits are per key, a moving window from `limits`, kept in `ATTUNE_RATE_LIMIT_STORAGE`: by
-default `memory://`, per worker process (with several workers the effective limit is the limit
-times the number of workers); a shared storage such as `redis://host:6379` gives every worker one
-budget per key.
+Rate limits are per key, a moving window kept in `ATTUNE_RATE_LIMIT_STORAGE`: by default
+`memory://`, per worker process (with several workers the effective limit is the limit times the
+number of workers), counted here (`MovingWindow`); a shared storage such as `redis://host:6379`
+gives every worker one budget per key, counted by `limits`.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -95,14 +97,53 @@ class RateLimits:
     def __init__(self, per_minute: int, storage: str = "memory://") -> None:
         """`storage`: a `limits` storage URI (`memory://`, `redis://host:port`, ...)."""
         self._item = RateLimitItemPerMinute(per_minute)
-        self._limiter = MovingWindowRateLimiter(storage_from_string(storage))
+        self._window: MovingWindow | None = None
+        self._limiter: MovingWindowRateLimiter | None = None
+        if storage == "memory://":
+            self._window = MovingWindow(per_minute, WINDOW_S)
+        else:
+            self._limiter = MovingWindowRateLimiter(storage_from_string(storage))
 
     def hit(self, key_id: str) -> int | None:
         """None if allowed; else the seconds to wait."""
+        if self._window is not None:
+            return self._window.hit(key_id)
+        assert self._limiter is not None
         if self._limiter.hit(self._item, key_id):
             return None
         reset = self._limiter.get_window_stats(self._item, key_id).reset_time
         return max(1, int(reset - time.time()) + 1)
+
+
+WINDOW_S = 60.0  # the rate limit is per minute
+
+
+class MovingWindow:
+    """The per-process limit (`memory://`): at most `limit` hits per key in any `window_s`
+    seconds, as `limits`' moving window counts them, without its memory storage. That storage
+    starts a timer thread on every hit that finds the last one finished (at a few requests a
+    second, on nearly every request), and the request waits until the new thread has started:
+    the thread's creation, and a turn of the GIL it takes from the event loop, on every request.
+    Here a key's deque holds the times of its hits still in the window, and a hit drops the
+    ones that left it."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()  # a dependency may run in a worker thread
+
+    def hit(self, key_id: str) -> int | None:
+        """None if allowed (and counted); else the seconds until the oldest hit leaves."""
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits.setdefault(key_id, deque())
+            while hits and hits[0] < now - self.window_s:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return max(1, int(hits[0] + self.window_s - now) + 1)
+            hits.append(now)
+            return None
 
 
 def _presented_key(request: Request) -> str | None:

@@ -17,8 +17,15 @@ The load comes from `wrk` when it is installed (`apt-get install wrk`), else fro
 HTTP/1.1 client in this file (keep-alive, one coroutine per connection), which costs more CPU and
 so lowers every figure. Prints JSON and writes it to `--out`.
 
+With `--baseline CHECKOUT` a second attune server runs that checkout's code (on a home of its own,
+seeded alike), and its app and decide routes are loaded in the same rotation (`app_base`,
+`decide_base`): an A/B under the same load, with the ratios new / baseline of requests per second
+and of the latency percentiles. Besides wrk's percentiles, each level reports the spread of
+latencies as p99 / p50 (1 when every request waits alike), and the server's CPU time per request
+(from `/proc`), which the machine's load moves least.
+
     .venv/bin/python bench/http_load.py [--duration 10] [--repeat 3] [--concurrency 1,8,32]
-        [--auth keys|off] [--out FILE]
+        [--auth keys|off] [--baseline CHECKOUT] [--out FILE]
 
 (Not `bench/http.py`: a script of that name would shadow the standard library's `http` for every
 script in `bench/`.)
@@ -122,6 +129,15 @@ def serve_attune() -> None:
     )
 
     serve(seed_demo=True, workers=1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far (Linux `/proc`; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -278,17 +294,22 @@ def median_of(runs: list[dict]) -> dict:
     """The median of each figure over the repeats, and the repeats' requests per second."""
     out: dict[str, Any] = {
         name: round(float(np.median([run[name] for run in runs])), 2)
-        for name in ("rps", "p50_ms", "p90_ms", "p99_ms")
+        for name in ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms_per_request")
     }
+    out["spread_p99_over_p50"] = ratio(out["p99_ms"], out["p50_ms"])
     out["requests"] = sum(run["requests"] for run in runs)
     out["errors"] = sum(run["errors"] for run in runs)
     out["rps_each"] = [run["rps"] for run in runs]
     return out
 
 
-def ratio(over: float, under: float) -> float | None:
+def _base_first(name: str) -> tuple[bool, str]:
+    return (not name.endswith("_base"), name.removesuffix("_base"))
+
+
+def ratio(over: float | None, under: float | None) -> float | None:
     """None when nothing finished within the level's duration."""
-    return round(over / under, 2) if under else None
+    return round(over / under, 2) if under and over is not None else None
 
 
 def main() -> None:
@@ -301,6 +322,9 @@ def main() -> None:
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
         "--code", type=Path, default=ROOT, help="the checkout the attune server runs (a baseline)"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="a checkout to A/B against (its own server)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "http_load.json")
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
@@ -320,39 +344,53 @@ def main() -> None:
     if client == "auto":
         client = "wrk" if shutil.which("wrk") else "python"
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-http-"))
-    env = {
-        **os.environ,
-        # The checkout first; a PYTHONPATH given to this script after it (for a baseline run).
-        "PYTHONPATH": os.pathsep.join(
-            [str(args.code), *filter(None, [os.environ.get("PYTHONPATH")])]
-        ),
-        "ATTUNE_HOME": str(home),
-        "ATTUNE_SEED": "1",
-        "ATTUNE_AUTH": args.auth,
-        "ATTUNE_RATE_LIMIT_PER_MINUTE": "100000000",
-        "ATTUNE_LOG_FORMAT": "text",
+    codes = {"": args.code} | ({"_base": args.baseline} if args.baseline else {})
+    envs = {
+        suffix: {
+            **os.environ,
+            # The checkout first; a PYTHONPATH given to this script after it.
+            "PYTHONPATH": os.pathsep.join(
+                [str(code), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+            # The baseline on a home of its own (SQLite and Qdrant Edge lock theirs), seeded alike.
+            "ATTUNE_HOME": str(
+                home if not suffix else Path(tempfile.mkdtemp(prefix="attune-bench-http-base-"))
+            ),
+            "ATTUNE_SEED": "1",
+            "ATTUNE_AUTH": args.auth,
+            "ATTUNE_RATE_LIMIT_PER_MINUTE": "100000000",
+            "ATTUNE_LOG_FORMAT": "text",
+        }
+        for suffix, code in codes.items()
     }
-    attune_port, bare_port = free_port(), free_port()
+    bare_port = free_port()
+    ports = {suffix: free_port() for suffix in codes}
     servers = {
-        "attune": subprocess.Popen(
-            [sys.executable, __file__, "--serve-attune"], env={**env, "ATTUNE_PORT": str(attune_port)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ),
         "bare": subprocess.Popen(
-            [sys.executable, __file__, "--serve-bare", str(bare_port)], env=env,
+            [sys.executable, __file__, "--serve-bare", str(bare_port)], env=envs[""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ),
+    } | {
+        f"attune{suffix}": subprocess.Popen(
+            [sys.executable, __file__, "--serve-attune"],
+            env={**envs[suffix], "ATTUNE_PORT": str(ports[suffix])},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for suffix in codes
     }  # fmt: skip
-    urls = {
-        "bare": f"http://127.0.0.1:{bare_port}/v1/decide",
-        "app": f"http://127.0.0.1:{attune_port}{ECHO}",
-        "decide": f"http://127.0.0.1:{attune_port}/v1/decide",
-    }
+    urls = {"bare": f"http://127.0.0.1:{bare_port}/v1/decide"}
+    for suffix, port in ports.items():
+        urls[f"app{suffix}"] = f"http://127.0.0.1:{port}{ECHO}"
+        urls[f"decide{suffix}"] = f"http://127.0.0.1:{port}/v1/decide"
+    targets = list(urls)
     try:
-        wait_up(f"http://127.0.0.1:{attune_port}/healthz", servers["attune"])
+        for suffix, port in ports.items():
+            wait_up(f"http://127.0.0.1:{port}/healthz", servers[f"attune{suffix}"])
         wait_up(f"http://127.0.0.1:{bare_port}/docs", servers["bare"])
-        key = create_key(env) if args.auth == "keys" else None
-        keys = {"bare": None, "app": key, "decide": key}
+        keys: dict[str, str | None] = {"bare": None}
+        for suffix in codes:
+            key = create_key(envs[suffix]) if args.auth == "keys" else None
+            keys[f"app{suffix}"] = keys[f"decide{suffix}"] = key
         users = [
             json.loads(line)["user_id"]
             for line in (ROOT / "data" / "demo" / "users.jsonl").read_text().splitlines()
@@ -364,15 +402,26 @@ def main() -> None:
         bodies_file.write_text("\n".join(lines) + "\n")
         script.write_text(WRK_SCRIPT)
 
-        def load(name: str, connections: int, duration: int) -> dict:
-            if client == "wrk":
-                return run_wrk(urls[name], connections, duration, bodies_file, script, keys[name])
-            return run_python(urls[name], connections, duration, lines, keys[name])
+        pids = {"bare": servers["bare"].pid}
+        for suffix in codes:
+            pids[f"app{suffix}"] = pids[f"decide{suffix}"] = servers[f"attune{suffix}"].pid
 
-        for name in TARGETS:  # warm-up: imports, caches, SQLite pages
+        def load(name: str, connections: int, duration: int) -> dict:
+            before = cpu_seconds(pids[name])
+            if client == "wrk":
+                out = run_wrk(urls[name], connections, duration, bodies_file, script, keys[name])
+            else:
+                out = run_python(urls[name], connections, duration, lines, keys[name])
+            # The server's CPU time per answered request: what the machine's load moves least.
+            spent = cpu_seconds(pids[name]) - before
+            out["cpu_ms_per_request"] = round(spent * 1000 / max(out["requests"], 1), 3)
+            return out
+
+        for name in targets:  # warm-up: imports, caches, SQLite pages
             load(name, 2, 3)
         results: dict[str, Any] = {
             "code": str(args.code),
+            "baseline": str(args.baseline) if args.baseline else None,
             "client": client,
             "auth": args.auth,
             "duration_s": args.duration,
@@ -382,19 +431,39 @@ def main() -> None:
         }
         levels = {}
         for connections in (int(c) for c in args.concurrency.split(",")):
-            runs: dict[str, list[dict]] = {name: [] for name in TARGETS}
+            runs: dict[str, list[dict]] = {name: [] for name in targets}
             loads = []
-            for _ in range(args.repeat):  # interleaved, so a burst of load hits all three
-                for name in TARGETS:
+            for repeat in range(args.repeat):  # interleaved, so a burst of load hits them all
+                # The baseline's routes first in every other repeat: neither side always follows
+                # the other.
+                order = (
+                    targets if repeat % 2 == 0 else ["bare", *sorted(targets[1:], key=_base_first)]
+                )
+                for name in order:
                     runs[name].append(load(name, connections, args.duration))
                 loads.append(round(os.getloadavg()[0], 2))
-            level: dict[str, Any] = {name: median_of(runs[name]) for name in TARGETS}
+            level: dict[str, Any] = {name: median_of(runs[name]) for name in targets}
             level["load_average_1m"] = loads
             level["rps_ratio_bare_over_decide"] = ratio(
                 level["bare"]["rps"], level["decide"]["rps"]
             )
             level["rps_ratio_app_over_decide"] = ratio(level["app"]["rps"], level["decide"]["rps"])
             level["rps_ratio_bare_over_app"] = ratio(level["bare"]["rps"], level["app"]["rps"])
+            if args.baseline:
+                level["new_over_baseline"] = {
+                    route: {
+                        figure: ratio(level[route][figure], level[f"{route}_base"][figure])
+                        for figure in (
+                            "rps",
+                            "p50_ms",
+                            "p90_ms",
+                            "p99_ms",
+                            "spread_p99_over_p50",
+                            "cpu_ms_per_request",
+                        )
+                    }
+                    for route in ("app", "decide")
+                }
             levels[str(connections)] = level
         results["concurrency"] = levels
         results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

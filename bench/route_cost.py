@@ -40,6 +40,7 @@ from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from api.app import create_app
 from api.auth import RateLimits
+from api.gate import Gate
 from bench.report import emit
 from store.access import create_key, read_key, verify_key
 from store.schemas import Channel
@@ -72,6 +73,7 @@ def app_for(services: Services) -> Any:
     app = create_app(services=lambda: services)
     app.state.services = services
     app.state.rate_limits = RateLimits(10**9)
+    app.state.decide_gate = Gate(1)
     return app
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from agents.decide.run import DecideRequest, decide
@@ -10,13 +10,16 @@ from agents.services import Services
 from agents.writing.writer import OfflineWriter
 from api.auth import Caller, DecideCaller
 from api.deps import ServicesDep
+from api.gate import Gate
 from api.schemas import DecideIn, DecideOut, ItemOut, OfferOut
 
 router = APIRouter(prefix="/v1", tags=["decide"])
 
 
 @router.post("/decide", response_model=DecideOut)
-async def post_decide(body: DecideIn, services: ServicesDep, caller: DecideCaller) -> DecideOut:
+async def post_decide(
+    request: Request, body: DecideIn, services: ServicesDep, caller: DecideCaller
+) -> DecideOut:
     """Choose items and an offer for a person, with copy and an explanation."""
     caller.act_for(
         body.user_id,
@@ -27,8 +30,11 @@ async def post_decide(body: DecideIn, services: ServicesDep, caller: DecideCalle
         # No model to wait for: a decision is a few milliseconds of work that never waits on
         # the network, so it runs here. A worker thread would add a hop and contend for the GIL
         # with this loop; with an LLM the writer waits on the network, and that wait must not
-        # hold the loop.
-        return _decide(services, caller, body)
+        # hold the loop. One at a time, first come first served, with the loop free to read
+        # and accept between two decisions (`api.gate`).
+        gate: Gate = request.app.state.decide_gate
+        async with gate:
+            return _decide(services, caller, body)
     return await run_in_threadpool(_decide, services, caller, body)
 
 
