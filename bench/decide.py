@@ -15,6 +15,16 @@ decisions per second on the app surface (the linear contextual bandit in the dem
 scenario's p50 over the nine-node floor's is its `ratio`, over the service shape's
 `ratio_service_shape`. No LLM: the offline writer answers.
 
+`langgraph_in_decision` says what LangGraph itself costs inside a decision (issue 14): the
+Python calls it makes outside our steps per decision, in a real decision and in the service
+shape's no-op run (calls do not depend on the load), and its CPU time outside our steps
+(`time.thread_time`, median) in real decisions, in the no-op shape run back to back, and in the
+no-op shape whose nodes touch memory as a decision's steps do (a sample of a few megabytes of
+Python objects) before returning nothing. LangGraph makes about as many calls in a decision as in
+the no-op run; what the no-op floor leaves out is that every superstep of a decision starts with
+the caches holding the steps' data rather than LangGraph's, and the memory-touching floor shows
+that cost without a decision.
+
     .venv/bin/python bench/decide.py [--n 300] [--home DIR] [--out FILE]
 
 Figures depend on the machine; compare the ratios between runs, not single numbers.
@@ -26,23 +36,29 @@ import argparse
 import itertools
 import json
 import os
+import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
 from langgraph.graph import END, START, StateGraph
 
-from agents.decide.graph import MAX_DRAFTS, NODES, RECURSION_LIMIT, build_decide_graph
+from agents.decide.graph import MAX_DRAFTS, NODES, RECURSION_LIMIT, build_decide_graph, steps
 from agents.decide.run import DecideRequest, decide
 from agents.decide.state import DecideContext, DecideInput, DecideState
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
+from agents.services import Services
 from agents.settings import Settings
+from agents.tracing import Node, traced
 from bench.report import emit
 from store.schemas import Channel
 
@@ -102,6 +118,140 @@ def noop_service_shape() -> Any:
         return {}
 
     return build_decide_graph(dict.fromkeys(NODES, node))
+
+
+class Outside:
+    """Counts what LangGraph does outside our nodes while a graph runs: the nodes it wraps
+    (`node`) mark when they run, `invoke` marks the graph's run, and `calls` counts the Python
+    and C calls made in between while `count` runs; `cpu_s` is the thread's CPU time spent in the
+    graph's run outside the nodes, for the last run."""
+
+    def __init__(self) -> None:
+        self.in_node = 0
+        self.in_invoke = False
+        self.calls = 0
+        self.node_s = 0.0
+        self.cpu_s = 0.0
+
+    def node(self, wrapped: Any) -> Node:
+        def run(state: DecideState, runtime: Any) -> dict[str, Any]:
+            self.in_node += 1
+            start = time.thread_time()
+            try:
+                return wrapped(state, runtime)
+            finally:
+                self.node_s += time.thread_time() - start
+                self.in_node -= 1
+
+        return run
+
+    def invoke(self, graph: Any) -> Any:
+        original = graph.invoke
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            self.in_invoke, self.node_s = True, 0.0
+            start = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.cpu_s = time.thread_time() - start - self.node_s
+                self.in_invoke = False
+
+        object.__setattr__(graph, "invoke", run)
+        return graph
+
+    def hook(self, frame: FrameType, event: str, arg: Any) -> None:
+        if self.in_invoke and not self.in_node and event in ("call", "c_call"):
+            self.calls += 1
+
+    def count(self, calls: Callable[[], None]) -> int:
+        """The calls LangGraph makes outside the nodes while `calls` runs."""
+        self.calls = 0
+        sys.setprofile(self.hook)
+        try:
+            calls()
+        finally:
+            sys.setprofile(None)
+        return self.calls
+
+
+def langgraph_in_decision(
+    services: Services, requests: list[DecideRequest], context: DecideContext
+) -> dict[str, Any]:
+    """LangGraph's own calls and CPU time outside our steps: in decisions (the service's graph
+    with its own steps, each node timed), in the no-op service shape, and in the no-op service
+    shape whose nodes first touch memory as steps do."""
+    real, noop, touching = Outside(), Outside(), Outside()
+    graph = real.invoke(
+        build_decide_graph(
+            {
+                name: real.node(steps(*named) if len(named) > 1 else traced(*named[0]))
+                for name, named in NODES.items()
+            }
+        )
+    )
+    measured = replace(services, graph=graph)
+    # About the Python objects a decision's steps read (rows, points, models): a few megabytes.
+    objects = [(i, str(i)) for i in range(100_000)]
+
+    def nothing(state: DecideState, runtime: Any) -> dict[str, Any]:
+        return {}
+
+    def touch(state: DecideState, runtime: Any) -> dict[str, Any]:
+        sum(number for number, _ in random.sample(objects, 3000))
+        return {}
+
+    noop_graph = noop.invoke(build_decide_graph(dict.fromkeys(NODES, noop.node(nothing))))
+    touching_graph = touching.invoke(build_decide_graph(dict.fromkeys(NODES, touching.node(touch))))
+
+    def floor_of(graph: Any) -> Callable[[], None]:
+        def run() -> None:
+            graph.invoke(
+                {"query": None, "k": 10, "context": {}},
+                {"recursion_limit": RECURSION_LIMIT},
+                context=context,
+                version="v2",
+            )
+
+        return run
+
+    floors = {"noop": floor_of(noop_graph), "touching": floor_of(touching_graph)}
+    for request in requests[:10]:  # warm-up
+        decide(measured, request)
+        floors["noop"]()
+        floors["touching"]()
+    cpu: dict[str, list[float]] = {"decision": [], "noop": [], "touching": []}
+    for first in range(0, len(requests), BLOCK):
+        for request in requests[first : first + BLOCK]:
+            decide(measured, request)
+            cpu["decision"].append(real.cpu_s * 1000)
+        for name, watch in (("noop", noop), ("touching", touching)):
+            for _ in requests[first : first + BLOCK]:
+                floors[name]()
+                cpu[name].append(watch.cpu_s * 1000)
+    counted = requests[:20]
+
+    def decisions() -> None:
+        for request in counted:
+            decide(measured, request)
+
+    def noop_runs() -> None:
+        for _ in counted:
+            floors["noop"]()
+
+    decision_calls, noop_calls = real.count(decisions), noop.count(noop_runs)
+
+    def p50(name: str) -> float:
+        return round(statistics.median(cpu[name]), 3)
+
+    return {
+        "calls_outside_steps_per_decision": round(decision_calls / len(counted)),
+        "calls_per_noop_service_shape_run": round(noop_calls / len(counted)),
+        "cpu_ms_outside_steps_p50": p50("decision"),
+        "noop_service_shape_cpu_ms_p50": p50("noop"),
+        "noop_service_shape_touching_memory_cpu_ms_p50": p50("touching"),
+        "n": len(requests),
+    }
 
 
 def interleaved(n: int, *calls: Callable[[int], None]) -> list[list[float]]:
@@ -220,6 +370,9 @@ def main() -> None:
     results["noop_langgraph_floor_service_shape"] = percentiles(shape_floors) | {
         "nodes": list(NODES)
     }
+    results["langgraph_in_decision"] = langgraph_in_decision(
+        services, [request(i, False) for i in range(args.n)], context
+    )
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     services.close()
 
