@@ -12,7 +12,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0006_wt_e"
-down_revision = "0005_recent"
+down_revision = "0006_wt_a"
 branch_labels = None
 depends_on = None
 
