@@ -1,0 +1,244 @@
+"""The person's history in a decision, old vs new: same candidates, and what the history read and
+the re-ranking cost. One process, the demo world (data/demo).
+
+1. Equality: `--n` decisions for known people without text run with `tools.retrieve` as it is
+   now; inside each, the retrieve step also runs the base revision's `tools/retrieve.py` and
+   `retrieval/sequence.py` (`--base`, loaded from git as their own modules, the item-item model
+   rebuilt from the same matrices), with the same history window as the base. The two
+   `Candidates` (items, scores, parts, reasons, rules, degraded) must be equal field by field.
+   With `--window-check`, the same decisions are also compared between the base's 1,000-event
+   history and the served window (`ItemItemParams.history`): how many change.
+2. Cost, interleaved: the history read (`person_history` at the base's limit vs the served
+   one: rows, SQLite VM steps, CPU time) and the re-ranking's Python work (`_rerank`, then
+   `Reranked.named` and `reasons` for the shown items, old vs new on the captured hits and
+   histories), in alternating blocks; medians of per-block CPU time (`time.process_time`).
+
+    .venv/bin/python bench/history_cost.py [--n 200] [--base b4f4f10] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import agents.decide.graph
+import tools.retrieve as retrieve_new
+from agents.decide.run import DecideRequest, decide
+from agents.factory import build_services, settle
+from agents.reindex import start
+from agents.settings import Settings
+from retrieval.sequence import ItemItemParams, person_history
+from store.schemas import Channel
+
+BLOCK = 20
+
+
+def _module(name: str, source: str) -> Any:
+    folder = Path(tempfile.mkdtemp(prefix="history-cost-"))
+    path = folder / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _git(base: str, path: str) -> str:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        ["git", "show", f"{base}:{path}"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout
+
+
+class VMSteps:
+    """SQLite virtual-machine steps of everything run on the database's connections."""
+
+    def __init__(self, db: Any) -> None:
+        self.steps = 0
+        with db.engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            raw.set_progress_handler(self._step, 1)
+        self.raw = raw
+
+    def _step(self) -> int:
+        self.steps += 1
+        return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--base", default="b4f4f10")
+    parser.add_argument("--blocks", type=int, default=20)
+    parser.add_argument("--window-check", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    seq_old = _module("seq_old", _git(args.base, "retrieval/sequence.py"))
+    retrieve_old = _module(
+        "retrieve_old",
+        _git(args.base, "tools/retrieve.py").replace(
+            "from retrieval.sequence import", "from seq_old import"
+        ),
+    )
+    old_window = 1000  # the base's `person_history` limit
+
+    settings = Settings(home=Path(tempfile.mkdtemp(prefix="attune-history-cost-")), seed=1)
+    services = build_services(settings)
+    start(services, settings.demo_dir)
+    model = services.tools.itemitem
+    assert model is not None
+    old_fields = {f.name for f in fields(seq_old.ItemItemParams)}
+    old_model = seq_old.ItemItemModel(
+        model.item_ids,
+        model.ease,
+        model.transitions,
+        seq_old.ItemItemParams(**{n: getattr(model.params, n) for n in old_fields}),
+        model.trained_at,
+    )
+    wide_model = replace_params(model, history=old_window)
+    lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
+    users = [json.loads(line)["user_id"] for line in lines if line.strip()]
+    people = [str(u) for u in np.random.default_rng(1).choice(users, size=args.n)]
+
+    new_fn = retrieve_new.retrieve_candidates
+    captured: list[tuple[list[Any], Any, list[str]]] = []
+    report: dict[str, Any] = {"base": args.base, "decisions": args.n, "differ": [], "window": {}}
+    changed_by_window = 0
+
+    def both(ctx: Any, found_args: Any) -> Any:
+        nonlocal changed_by_window
+        old_ctx = replace(ctx, deps=replace(ctx.deps, itemitem=old_model), memo=dict(ctx.memo))
+        old = retrieve_old.retrieve_candidates(old_ctx, found_args)
+        # The new code with the base's window: the vectorised re-ranking alone.
+        wide_ctx = replace(ctx, deps=replace(ctx.deps, itemitem=wide_model), memo=dict(ctx.memo))
+        wide = new_fn(wide_ctx, found_args)
+        if old.model_dump() != wide.model_dump():
+            report["differ"].append(ctx.subject.user_id)
+        new = new_fn(ctx, found_args)
+        if new.model_dump() != wide.model_dump():
+            changed_by_window += 1
+        return new
+
+    hits_seen: list[Any] = []
+    rerank_fn = retrieve_new._rerank
+
+    def capture(model_: Any, hits: list[Any], history: Any) -> Any:
+        hits_seen.append((list(hits), list(history)))
+        return rerank_fn(model_, hits, history)
+
+    agents.decide.graph.retrieve_candidates = both
+    retrieve_new._rerank = capture
+    settle()
+    for person in people:
+        hits_seen.clear()
+        decide(services, DecideRequest(channel=Channel.web, user_id=person))
+        if hits_seen:
+            hits, _ = hits_seen[-1]
+            full = person_history(services.db, person, None, limit=old_window)
+            captured.append((hits, full, person))
+    agents.decide.graph.retrieve_candidates = new_fn
+    retrieve_new._rerank = rerank_fn
+    report["equal"] = not report["differ"]
+    report["decisions_changed_by_the_window"] = changed_by_window
+    report["window"] = {"old": old_window, "new": model.params.history}
+
+    # Cost of the history read: rows, VM steps, CPU, per decision.
+    db = services.db
+    counter = VMSteps(db)
+    reads: dict[str, dict[str, list[float]]] = {}
+    for name, limit in (("old", old_window), ("new", model.params.history)):
+        rows, steps = [], []
+        for person in people:
+            counter.steps = 0
+            rows.append(len(person_history(db, person, None, limit=limit)))
+            steps.append(counter.steps)
+        reads[name] = {"rows": rows, "steps": steps}
+    counter.raw.set_progress_handler(None, 1)
+    cpu: dict[str, list[float]] = {"read_old": [], "read_new": [], "rerank_old": [],
+                                   "rerank_new": []}  # fmt: skip
+    k = 10
+
+    def rerank_old(hits: list[Any], history: Any) -> None:
+        ordered, reranked = retrieve_old._rerank(old_model, hits, history)
+        shown = [h.item_id for h in ordered[:k]]
+        reranked.named(shown)
+        for item in shown:
+            reranked.reasons(item, {})
+
+    def rerank_new(hits: list[Any], history: Any) -> None:
+        ordered, reranked = rerank_fn(wide_model, hits, history)
+        shown = [h.item_id for h in ordered[:k]]
+        reranked.named(shown)
+        for item in shown:
+            reranked.reasons(item, {})
+
+    arms = {
+        "read_old": lambda c: person_history(db, c[2], None, limit=old_window),
+        "read_new": lambda c: person_history(db, c[2], None, limit=model.params.history),
+        "rerank_old": lambda c: rerank_old(c[0], c[1]),
+        "rerank_new": lambda c: rerank_new(c[0], c[1]),
+    }
+    for _ in range(args.blocks):
+        for name, arm in arms.items():
+            started = time.process_time()
+            for case in captured:
+                arm(case)
+            cpu[name].append((time.process_time() - started) / len(captured) * 1000)
+    report["history_read"] = {
+        name: {
+            "rows_mean": float(np.mean(got["rows"])),
+            "rows_max": int(max(got["rows"])),
+            "vm_steps_mean": float(np.mean(got["steps"])),
+            "vm_steps_max": int(max(got["steps"])),
+        }
+        for name, got in reads.items()
+    }
+    report["cpu_ms_per_decision_median_of_blocks"] = {
+        name: round(statistics.median(values), 4) for name, values in cpu.items()
+    }
+    report["cpu_ratio_new_over_old"] = {
+        "read": round(statistics.median(cpu["read_new"]) / statistics.median(cpu["read_old"]), 3),
+        "rerank": round(
+            statistics.median(cpu["rerank_new"]) / statistics.median(cpu["rerank_old"]), 3
+        ),
+    }
+    report["history_events_per_decision"] = {
+        "mean": float(np.mean([len(c[1]) for c in captured])),
+        "max": int(max(len(c[1]) for c in captured)),
+    }
+    report["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    services.close()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def replace_params(model: Any, **changes: Any) -> Any:
+    """The same fitted model re-ranking with other scoring parameters."""
+    twin = type(model)(
+        model.item_ids, model.ease, model.transitions, replace(model.params, **changes)
+    )
+    twin.trained_at = model.trained_at
+    return twin
+
+
+assert ItemItemParams  # imported for readers: the served window is `ItemItemParams.history`
+
+if __name__ == "__main__":
+    main()
