@@ -2,16 +2,15 @@
 the re-ranking cost. One process, the demo world (data/demo).
 
 1. Equality: `--n` decisions for known people without text run with `tools.retrieve` as it is
-   now; inside each, the retrieve step also runs the base revision's `tools/retrieve.py` and
-   `retrieval/sequence.py` (`--base`, loaded from git as their own modules, the item-item model
-   rebuilt from the same matrices), with the same history window as the base. The two
-   `Candidates` (items, scores, parts, reasons, rules, degraded) must be equal field by field.
-   With `--window-check`, the same decisions are also compared between the base's 1,000-event
-   history and the served window (`ItemItemParams.history`): how many change.
-2. Cost, interleaved: the history read (`person_history` at the base's limit vs the served
-   one: rows, SQLite VM steps, CPU time) and the re-ranking's Python work (`_rerank`, then
-   `Reranked.named` and `reasons` for the shown items, old vs new on the captured hits and
-   histories), in alternating blocks; medians of per-block CPU time (`time.process_time`).
+   now (the history from the maintained row, `store.sequences`); inside each, the retrieve step
+   also runs the base revision's `tools/retrieve.py` and `retrieval/sequence.py` (`--base`,
+   loaded from git as their own modules, the item-item model rebuilt from the same matrices;
+   the history its latest 1,000 events). The two `Candidates` (items, scores, parts, reasons,
+   rules, degraded) must be equal field by field.
+2. Cost, interleaved: the history read (the base's `person_history` vs today's: rows, SQLite VM
+   steps, CPU time) and the re-ranking's Python work (`_rerank`, then `Reranked.named` and
+   `reasons` for the shown items; old code on the old history vs new code on the new), in
+   alternating blocks; medians of per-block CPU time (`time.process_time`).
 
     .venv/bin/python bench/history_cost.py [--n 200] [--base b4f4f10] [--out FILE]
 """
@@ -39,7 +38,7 @@ from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
 from agents.reindex import start
 from agents.settings import Settings
-from retrieval.sequence import ItemItemParams, person_history
+from retrieval.sequence import person_history
 from store.schemas import Channel
 
 BLOCK = 20
@@ -84,7 +83,6 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--base", default="b4f4f10")
     parser.add_argument("--blocks", type=int, default=20)
-    parser.add_argument("--window-check", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -95,7 +93,6 @@ def main() -> None:
             "from retrieval.sequence import", "from seq_old import"
         ),
     )
-    old_window = 1000  # the base's `person_history` limit
 
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="attune-history-cost-")), seed=1)
     services = build_services(settings)
@@ -110,62 +107,52 @@ def main() -> None:
         seq_old.ItemItemParams(**{n: getattr(model.params, n) for n in old_fields}),
         model.trained_at,
     )
-    wide_model = replace_params(model, history=old_window)
     lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
     users = [json.loads(line)["user_id"] for line in lines if line.strip()]
     people = [str(u) for u in np.random.default_rng(1).choice(users, size=args.n)]
 
     new_fn = retrieve_new.retrieve_candidates
-    captured: list[tuple[list[Any], Any, list[str]]] = []
-    report: dict[str, Any] = {"base": args.base, "decisions": args.n, "differ": [], "window": {}}
-    changed_by_window = 0
+    captured: list[tuple[list[Any], Any, Any, str]] = []
+    report: dict[str, Any] = {"base": args.base, "decisions": args.n, "differ": []}
 
     def both(ctx: Any, found_args: Any) -> Any:
-        nonlocal changed_by_window
         old_ctx = replace(ctx, deps=replace(ctx.deps, itemitem=old_model), memo=dict(ctx.memo))
         old = retrieve_old.retrieve_candidates(old_ctx, found_args)
-        # The new code with the base's window: the vectorised re-ranking alone.
-        wide_ctx = replace(ctx, deps=replace(ctx.deps, itemitem=wide_model), memo=dict(ctx.memo))
-        wide = new_fn(wide_ctx, found_args)
-        if old.model_dump() != wide.model_dump():
-            report["differ"].append(ctx.subject.user_id)
         new = new_fn(ctx, found_args)
-        if new.model_dump() != wide.model_dump():
-            changed_by_window += 1
+        if old.model_dump() != new.model_dump():
+            report["differ"].append(ctx.subject.user_id)
         return new
 
     hits_seen: list[Any] = []
     rerank_fn = retrieve_new._rerank
 
     def capture(model_: Any, hits: list[Any], history: Any) -> Any:
-        hits_seen.append((list(hits), list(history)))
+        hits_seen.append(list(hits))
         return rerank_fn(model_, hits, history)
 
     agents.decide.graph.retrieve_candidates = both
     retrieve_new._rerank = capture
     settle()
+    db = services.db
     for person in people:
         hits_seen.clear()
         decide(services, DecideRequest(channel=Channel.web, user_id=person))
         if hits_seen:
-            hits, _ = hits_seen[-1]
-            full = person_history(services.db, person, None, limit=old_window)
-            captured.append((hits, full, person))
+            old_history = seq_old.person_history(db, person, None)
+            captured.append((hits_seen[-1], old_history, person_history(db, person, None), person))
     agents.decide.graph.retrieve_candidates = new_fn
     retrieve_new._rerank = rerank_fn
     report["equal"] = not report["differ"]
-    report["decisions_changed_by_the_window"] = changed_by_window
-    report["window"] = {"old": old_window, "new": model.params.history}
+    report["reranked_decisions"] = len(captured)
 
     # Cost of the history read: rows, VM steps, CPU, per decision.
-    db = services.db
     counter = VMSteps(db)
     reads: dict[str, dict[str, list[float]]] = {}
-    for name, limit in (("old", old_window), ("new", model.params.history)):
+    for name, read in (("old", seq_old.person_history), ("new", person_history)):
         rows, steps = [], []
         for person in people:
             counter.steps = 0
-            rows.append(len(person_history(db, person, None, limit=limit)))
+            rows.append(len(read(db, person, None)))
             steps.append(counter.steps)
         reads[name] = {"rows": rows, "steps": steps}
     counter.raw.set_progress_handler(None, 1)
@@ -181,17 +168,17 @@ def main() -> None:
             reranked.reasons(item, {})
 
     def rerank_new(hits: list[Any], history: Any) -> None:
-        ordered, reranked = rerank_fn(wide_model, hits, history)
+        ordered, reranked = rerank_fn(model, hits, history)
         shown = [h.item_id for h in ordered[:k]]
         reranked.named(shown)
         for item in shown:
             reranked.reasons(item, {})
 
     arms = {
-        "read_old": lambda c: person_history(db, c[2], None, limit=old_window),
-        "read_new": lambda c: person_history(db, c[2], None, limit=model.params.history),
+        "read_old": lambda c: seq_old.person_history(db, c[3], None),
+        "read_new": lambda c: person_history(db, c[3], None),
         "rerank_old": lambda c: rerank_old(c[0], c[1]),
-        "rerank_new": lambda c: rerank_new(c[0], c[1]),
+        "rerank_new": lambda c: rerank_new(c[0], c[2]),
     }
     for _ in range(args.blocks):
         for name, arm in arms.items():
@@ -217,9 +204,12 @@ def main() -> None:
             statistics.median(cpu["rerank_new"]) / statistics.median(cpu["rerank_old"]), 3
         ),
     }
-    report["history_events_per_decision"] = {
-        "mean": float(np.mean([len(c[1]) for c in captured])),
-        "max": int(max(len(c[1]) for c in captured)),
+    report["history_entries_per_decision"] = {
+        name: {
+            "mean": float(np.mean([len(c[i]) for c in captured])),
+            "max": int(max(len(c[i]) for c in captured)),
+        }
+        for name, i in (("old", 1), ("new", 2))
     }
     report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     services.close()
@@ -228,17 +218,6 @@ def main() -> None:
     if args.out:
         args.out.write_text(text + "\n")
 
-
-def replace_params(model: Any, **changes: Any) -> Any:
-    """The same fitted model re-ranking with other scoring parameters."""
-    twin = type(model)(
-        model.item_ids, model.ease, model.transitions, replace(model.params, **changes)
-    )
-    twin.trained_at = model.trained_at
-    return twin
-
-
-assert ItemItemParams  # imported for readers: the served window is `ItemItemParams.history`
 
 if __name__ == "__main__":
     main()

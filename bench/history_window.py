@@ -34,14 +34,19 @@ from retrieval.embedder import load_embedder
 from retrieval.hybrid import HybridWeights
 from retrieval.sequence import fuse
 
-CHOSEN = {"regularization": 100.0, "other_weight": 0.0, "transition_weight": 0.8,
-          "qdrant_weight": 0.1}  # fmt: skip
+CHOSEN = {
+    "regularization": 100.0,
+    "other_weight": 0.0,
+    "transition_weight": 0.8,
+    "qdrant_weight": 0.1,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path,
-                        default=Path("/work/shared/data/movielens/ml-latest-small"))  # fmt: skip
+    parser.add_argument(
+        "--data", type=Path, default=Path("/work/shared/data/movielens/ml-latest-small")
+    )
     parser.add_argument("--windows", type=int, nargs="+", default=[1000, 200, 100, 50, 30, 20])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -55,15 +60,23 @@ def main() -> None:
     }
     embedder = load_embedder("sentence-transformers/all-MiniLM-L6-v2")
     movies = list(valid.movies.values())
-    content = dict(zip((m.movie_id for m in movies), embedder.embed([m.text() for m in movies]),
-                       strict=True))  # fmt: skip
+    content = dict(
+        zip((m.movie_id for m in movies), embedder.embed([m.text() for m in movies]), strict=True)
+    )
     tuned = Tuned(valid, params, {"min_count": 2, "max_items": 10_000}, 4.0)
     model, weigh = tuned.item_item(CHOSEN["regularization"], CHOSEN)
     pool = model.params.pool
     with tempfile.TemporaryDirectory() as folder:
-        attune = AttuneRetrieval(valid, Path(folder), embedder, content,
-                                 ALSParams(**params["als"]), HybridWeights(**params["weights"]),
-                                 taste_items=20, liked_min=4.0)  # fmt: skip
+        attune = AttuneRetrieval(
+            valid,
+            Path(folder),
+            embedder,
+            content,
+            ALSParams(**params["als"]),
+            HybridWeights(**params["weights"]),
+            taste_items=20,
+            liked_min=4.0,
+        )
         try:
             candidates = {
                 user: attune.recommend(
@@ -72,7 +85,7 @@ def main() -> None:
                     {r.movie for r in valid.train[user]},
                     pool,
                     frozenset(SOURCES["hybrid"]),
-                )  # fmt: skip
+                )
                 for user in valid.users
             }
         finally:
@@ -87,10 +100,14 @@ def main() -> None:
             if window is not None:
                 history = history[-window:]
             ease, transitions = model.candidate_scores(candidates[user], history)
-            top = fuse(candidates[user], ease, transitions,
-                       transition_weight=model.params.transition_weight,
-                       qdrant_weight=model.params.qdrant_weight,
-                       rrf_k=model.params.rrf_k)[:10]  # fmt: skip
+            top = fuse(
+                candidates[user],
+                ease,
+                transitions,
+                transition_weight=model.params.transition_weight,
+                qdrant_weight=model.params.qdrant_weight,
+                rrf_k=model.params.rrf_k,
+            )[:10]
             tops.append(top)
             ndcg.append(ranking_metrics(top, valid.relevant[user], 10)["ndcg@10"])
         return np.array(ndcg), tops
@@ -108,7 +125,7 @@ def main() -> None:
             "median": float(np.median(lengths)),
             "p90": float(np.percentile(lengths, 90)),
             "max": int(lengths.max()),
-        },  # fmt: skip
+        },
         "point": CHOSEN,
         "pool": pool,
         "whole_history_ndcg@10": float(whole.mean()),
@@ -118,16 +135,22 @@ def main() -> None:
         ndcg, tops = run(window)
         diff = ndcg - whole
         boot = diff[resamples].mean(axis=1)
-        report["windows"].append({
-            "window": window,
-            "ndcg@10": float(ndcg.mean()),
-            "minus_whole": float(diff.mean()),
-            "minus_whole_95ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-            "ratio_to_whole": float(ndcg.mean() / whole.mean()),
-            "users_truncated": int((lengths > window).sum()),
-            "users_top10_changed": sum(a != b for a, b in zip(tops, whole_tops, strict=True)),
-            "users_better": int((diff > 0).sum()), "users_worse": int((diff < 0).sum()),
-        })  # fmt: skip
+        report["windows"].append(
+            {
+                "window": window,
+                "ndcg@10": float(ndcg.mean()),
+                "minus_whole": float(diff.mean()),
+                "minus_whole_95ci": [
+                    float(np.percentile(boot, 2.5)),
+                    float(np.percentile(boot, 97.5)),
+                ],
+                "ratio_to_whole": float(ndcg.mean() / whole.mean()),
+                "users_truncated": int((lengths > window).sum()),
+                "users_top10_changed": sum(a != b for a, b in zip(tops, whole_tops, strict=True)),
+                "users_better": int((diff > 0).sum()),
+                "users_worse": int((diff < 0).sum()),
+            }
+        )
         print(json.dumps(report["windows"][-1]), flush=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["load"] = os.getloadavg()

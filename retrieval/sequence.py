@@ -38,7 +38,8 @@ from scipy.sparse import csr_matrix, diags, load_npz, save_npz
 from sqlalchemy import bindparam, select, union
 
 from store.db import Database
-from store.models import EventRow, IdentityLink
+from store.models import EventRow, IdentityLink, PersonSequence
+from store.sequences import stored_history, subject_key
 from store.users import anonymous_owners, consenting_users
 
 History = Sequence[tuple[str, float]]
@@ -496,18 +497,33 @@ def _history_statements() -> dict[tuple[bool, bool], Any]:
 _HISTORY = _history_statements()
 
 
+_SEQUENCE = select(PersonSequence.state).where(PersonSequence.subject_key == bindparam("key"))
+
+
 def person_history(
     db: Database, user_id: str | None, anonymous_id: str | None, *, limit: int = 1000
 ) -> list[tuple[str, float]]:
-    """One person's latest `limit` events, oldest first, as (item, event weight): the events of
-    their user id and of every anonymous id linked to it, as `store_sequences` groups them.
-    One statement (built once) on a Core connection."""
+    """What the re-ranking reads of one person's history, oldest first, as (item, event weight):
+    the events of their user id and of every anonymous id linked to it, as `store_sequences`
+    groups them.
+
+    From their maintained row (`store.sequences`: each distinct item with its latest event, in
+    first-touched order, then the latest events), one primary-key read whatever the history's
+    length: `ItemItemModel.inputs` reads from it what it reads from the whole history. Without
+    a row (none built yet, or a user id sent with an anonymous id): their latest `limit` events,
+    one statement (built once)."""
     from retrieval.collab import EVENT_WEIGHTS
 
     if not user_id and not anonymous_id:
         return []
-    statement = _HISTORY[bool(user_id), bool(anonymous_id)]
+    key = subject_key(user_id, anonymous_id)
     with db.connect() as connection:
+        if key is not None:
+            state = connection.execute(_SEQUENCE, {"key": key}).scalar()
+            pairs = stored_history(state) if state is not None else None
+            if pairs is not None:
+                return [(item, EVENT_WEIGHTS.get(kind, 1.0)) for item, kind in pairs]
+        statement = _HISTORY[bool(user_id), bool(anonymous_id)]
         rows = connection.execute(
             statement, {"user_id": user_id, "anonymous_id": anonymous_id, "limit": limit}
         ).all()
