@@ -78,6 +78,22 @@ class VMSteps:
         return 0
 
 
+def _difference(person: str | None, a: Any, b: Any) -> dict[str, Any]:
+    """Where two `Candidates` first differ: the field, or the first item that differs."""
+    x, y = a.model_dump(), b.model_dump()
+    for name in x:
+        if x[name] != y[name]:
+            if name == "items":
+                for n, (one, two) in enumerate(zip(x[name], y[name], strict=False)):
+                    if one != two:
+                        fields_ = [f for f in one if one[f] != two.get(f)]
+                        return {"person": person, "item": n, "fields": fields_,
+                                "a": {f: one[f] for f in fields_},
+                                "b": {f: two.get(f) for f in fields_}}  # fmt: skip
+            return {"person": person, "field": name}
+    return {"person": person}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
@@ -113,14 +129,23 @@ def main() -> None:
 
     new_fn = retrieve_new.retrieve_candidates
     captured: list[tuple[list[Any], Any, Any, str]] = []
-    report: dict[str, Any] = {"base": args.base, "decisions": args.n, "differ": []}
+    report: dict[str, Any] = {
+        "base": args.base,
+        "decisions": args.n,
+        "differ": [],
+        "differ_in_a_rerun": [],
+    }
 
     def both(ctx: Any, found_args: Any) -> Any:
         old_ctx = replace(ctx, deps=replace(ctx.deps, itemitem=old_model), memo=dict(ctx.memo))
         old = retrieve_old.retrieve_candidates(old_ctx, found_args)
         new = new_fn(ctx, found_args)
         if old.model_dump() != new.model_dump():
-            report["differ"].append(ctx.subject.user_id)
+            report["differ"].append(_difference(ctx.subject.user_id, old, new))
+        # The control: the new code run again, to tell a change from what varies between runs.
+        again = new_fn(replace(ctx, memo=dict(ctx.memo)), found_args)
+        if again.model_dump() != new.model_dump():
+            report["differ_in_a_rerun"].append(_difference(ctx.subject.user_id, new, again))
         return new
 
     hits_seen: list[Any] = []

@@ -138,12 +138,12 @@ def test_a_decision_reads_the_person_once_and_each_offer_table_at_most_once(
     person = [
         s for s in selects if any(f" {t} " in f"{s} " or f" {t}." in s for t in PERSON_TABLES)
     ]
-    # The item-item re-ranking reads the person's latest events (one branch per kind of id,
-    # their linked anonymous ids as a subquery, in a UNION): one statement, apart from the
-    # profile's one.
-    history = [s for s in person if re.search(r"events\.item_id( as item_id)?, events\.type", s)]
-    assert len(history) <= 1, history
-    assert len(person) - len(history) == 1, person
+    # The item-item re-ranking reads the person's maintained row (`store.sequences`), one
+    # primary-key read, and none of their events; apart from the profile's one statement.
+    history = [s for s in selects if " from person_sequences " in f"{s} "]
+    assert len(history) == 1, selects
+    assert not any(re.search(r"events\.item_id( as item_id)?, events\.type", s) for s in selects)
+    assert len(person) == 1, person
     assert sum(" from decisions" in s for s in selects) <= 1, selects
     assert sum(" from bandit_arms" in s for s in selects) <= 1, selects
     # The catalog's version comes with the person: popularity reads it no more.
