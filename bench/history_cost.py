@@ -169,6 +169,23 @@ def main() -> None:
     retrieve_new._rerank = rerank_fn
     report["equal"] = not report["differ"]
     report["reranked_decisions"] = len(captured)
+    # The re-ranking alone on the same Qdrant hits (a decision's pool can differ between two
+    # runs, see `differ_in_a_rerun`): old code on the old history vs new code on the new one.
+    unequal = []
+    for hits, old_history, new_history, person in captured:
+        old_order, old_ranked = retrieve_old._rerank(old_model, hits, old_history)
+        new_order, new_ranked = retrieve_new._rerank(model, hits, new_history)
+        ids = [h.item_id for h in hits]
+        same = (
+            [h.item_id for h in old_order] == [h.item_id for h in new_order]
+            and old_ranked.terms == new_ranked.terms
+            and old_ranked.named(ids) == new_ranked.named(ids)
+            and old_ranked.sources == new_ranked.sources
+            and all(old_ranked.reasons(i, {}) == new_ranked.reasons(i, {}) for i in ids)
+        )
+        if not same:
+            unequal.append(person)
+    report["rerank_same_hits_unequal"] = unequal
 
     # Cost of the history read: rows, VM steps, CPU, per decision.
     counter = VMSteps(db)

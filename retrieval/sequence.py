@@ -17,8 +17,10 @@ chosen on a validation split carved from training (`evals/suites/movielens.yaml`
 
 Serving: `fit_from_store` reads the events (consent-filtered like the collaborative model) in
 time order per person; `ItemItemModel.save`/`load` keep the model in a folder beside the collab
-model; a request reads the person's history (`person_history`) and re-scores the candidates
-(`rerank`, or `terms` for the parts of each score, `sources` for the items an explanation names). EASE's
+model; a request reads the person's history (`person_history`: one maintained row,
+`store.sequences`, whatever the number of their events), takes from it once what the scores read
+(`inputs`) and re-scores the candidates (`rerank`, or `terms` for the parts of each score,
+`sources` for the items an explanation names). EASE's
 matrix is dense items x items (`max_items` caps it, most interacted items first, 10k items
 = 400 MB float32); the transition matrix is sparse.
 """
