@@ -6,9 +6,12 @@ The row holds a `SequenceState`: each distinct item the person touched, in the o
 touched it, with the type of their latest event on it (EASE's row vector: the item's latest
 weight), and the items and types of their latest `RECENT` events (the transitions read the
 `last` of them). `history()` gives them back as a short history — the distinct items, then the
-latest events — from which `ItemItemModel.inputs` reads exactly what it reads from the person's
-whole history: the same items with the same latest weights in the same first-seen order, and the
-same latest items. While a person has at most `DISTINCT` distinct items nothing is dropped; past
+latest events (or the events alone while there are no more than `RECENT`) — from which
+`ItemItemModel.inputs` reads exactly what it reads from the person's whole history: the same
+items with the same latest weights in the same first-seen order, and the same latest items, as
+long as the model knows `last` of the latest `RECENT` events' items (fewer only when most of
+the person's latest 50 events are on items the model has never seen: then older distinct items
+fill the transitions' votes). While a person has at most `DISTINCT` distinct items nothing is dropped; past
 that, the item touched longest ago is (its row of EASE's vector), so the row and a decision's
 read stay bounded. Up to 1,000 events this is bit for bit what the 1,000-event window read
 before gave; beyond, the row holds up to 1,000 distinct items over the whole history where the
@@ -79,7 +82,9 @@ class SequenceState:
 
     def history(self) -> list[tuple[str, str]]:
         """(item, event type), oldest first: each distinct item with its latest type in
-        first-touched order, then the latest events."""
+        first-touched order, then the latest events; only the events when they are all."""
+        if self.count <= len(self.recent):
+            return list(self.recent)
         return [(item, entry[0]) for item, entry in self.items.items()] + self.recent
 
     def dump(self) -> dict[str, Any]:
@@ -109,9 +114,10 @@ def stored_history(data: dict[str, Any]) -> list[tuple[str, str]] | None:
     """`SequenceState.history` straight from a row's stored state (None: another version)."""
     if data.get("v") != STATE_VERSION:
         return None
-    return [(item, kind) for item, kind, _ in data["items"]] + [
-        (item, kind) for item, kind in data["recent"]
-    ]
+    recent = [(item, kind) for item, kind in data["recent"]]
+    if data["count"] <= len(recent):
+        return recent
+    return [(item, kind) for item, kind, _ in data["items"]] + recent
 
 
 def subject_key(user_id: str | None, anonymous_id: str | None) -> str | None:
