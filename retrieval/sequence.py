@@ -17,8 +17,10 @@ chosen on a validation split carved from training (`evals/suites/movielens.yaml`
 
 Serving: `fit_from_store` reads the events (consent-filtered like the collaborative model) in
 time order per person; `ItemItemModel.save`/`load` keep the model in a folder beside the collab
-model; a request reads the person's history (`person_history`) and re-scores the candidates
-(`rerank`, or `terms` for the parts of each score, `sources` for the items an explanation names). EASE's
+model; a request reads the person's history (`person_history`: one maintained row,
+`store.sequences`, whatever the number of their events), takes from it once what the scores read
+(`inputs`) and re-scores the candidates (`rerank`, or `terms` for the parts of each score,
+`sources` for the items an explanation names). EASE's
 matrix is dense items x items (`max_items` caps it, most interacted items first, 10k items
 = 400 MB float32); the transition matrix is sparse.
 """
@@ -38,11 +40,31 @@ from scipy.sparse import csr_matrix, diags, load_npz, save_npz
 from sqlalchemy import bindparam, select, union
 
 from store.db import Database
-from store.models import EventRow, IdentityLink
+from store.models import EventRow, IdentityLink, PersonSequence
+from store.sequences import stored_history, subject_key
 from store.users import anonymous_owners, consenting_users
 
 History = Sequence[tuple[str, float]]
 """A person's interactions, oldest first: (item id, weight); a weight of 0 is no signal."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What `ItemItemModel`'s scores read of one history (`ItemItemModel.inputs`), as the model's
+    columns: EASE's row vector and the transitions' votes."""
+
+    seen: np.ndarray  # int64: items with a non-zero latest weight, in first-seen order
+    weights: np.ndarray  # float64: each one's latest weight
+    voters: np.ndarray  # int64: the distinct items among the `last` latest, newest first
+    votes: np.ndarray  # float64: each one's summed decay**age
+
+
+_NO_INPUTS = Inputs(
+    np.zeros(0, dtype=np.int64),
+    np.zeros(0, dtype=np.float64),
+    np.zeros(0, dtype=np.int64),
+    np.zeros(0, dtype=np.float64),
+)
 
 
 @dataclass(frozen=True)
@@ -198,36 +220,68 @@ class ItemItemModel:
             params,
         )
 
+    def inputs(self, history: History) -> Inputs:
+        """What the scores read of a history (oldest first), computed once: the items the model
+        knows with their latest non-zero weight, in the order each first appears (EASE's row
+        vector), and the distinct items among the `last` latest known ones with their summed
+        decay**age votes, newest first (the transitions' rows). A later interaction with an item
+        replaces an earlier one's weight."""
+        column = self.column
+        cols = np.fromiter(
+            (column.get(item, -1) for item, _ in history), dtype=np.int64, count=len(history)
+        )
+        known = cols >= 0
+        cols = cols[known]
+        if not cols.size:
+            return _NO_INPUTS
+        weights = np.fromiter(
+            (weight for _, weight in history), dtype=np.float64, count=len(history)
+        )[known]
+        # Each item's first and last position: `unique` on the reversed columns finds the last.
+        items, first = np.unique(cols, return_index=True)
+        _, last_reversed = np.unique(cols[::-1], return_index=True)
+        latest = weights[cols.size - 1 - last_reversed]
+        order = np.argsort(first, kind="stable")
+        seen, latest = items[order], latest[order]
+        nonzero = latest != 0
+        votes: dict[int, float] = {}
+        for age, j in enumerate(cols[-self.params.last :][::-1].tolist()):
+            votes[j] = votes.get(j, 0.0) + self.params.decay**age
+        return Inputs(
+            seen[nonzero],
+            latest[nonzero],
+            np.fromiter(votes, dtype=np.int64, count=len(votes)),
+            np.fromiter(votes.values(), dtype=np.float64, count=len(votes)),
+        )
+
     def candidate_scores(
-        self, candidates: Sequence[str], history: History
+        self, candidates: Sequence[str], history: History | Inputs
     ) -> tuple[np.ndarray, np.ndarray]:
         """EASE and transition scores of the candidates only (0 for items the model lacks): only
-        the rows of the person's history and the candidates' columns are read."""
-        take = np.array([self.column.get(item, -1) for item in candidates], dtype=np.int64)
+        the rows of the person's history and the candidates' columns are read. `history` may be
+        its `inputs`, computed once for several calls."""
+        given = history if isinstance(history, Inputs) else self.inputs(history)
+        take = np.fromiter(
+            (self.column.get(item, -1) for item in candidates),
+            dtype=np.int64,
+            count=len(candidates),
+        )
         known = take >= 0
-        latest: dict[int, float] = {}
-        for item, weight in history:  # a later interaction with an item replaces an earlier one
-            j = self.column.get(item)
-            if j is not None:
-                latest[j] = weight
-        seen = [j for j, weight in latest.items() if weight != 0]
         ease = np.zeros(len(candidates))
-        if seen and known.any():
-            weights = np.array([latest[j] for j in seen], dtype=np.float32)
-            ease[known] = weights @ self.ease[np.ix_(np.asarray(seen, dtype=np.int64), take[known])]
-        recent = [self.column[item] for item, _ in history if item in self.column]
-        recent = recent[-self.params.last :]
-        votes: dict[int, float] = {}
-        for age, j in enumerate(reversed(recent)):
-            votes[j] = votes.get(j, 0.0) + self.params.decay**age
         transitions = np.zeros(len(candidates))
-        if votes and known.any():
-            rows = list(votes)
-            block = _dense_rows(self.transitions, rows)[:, take[known]]
-            transitions[known] = np.array([votes[j] for j in rows]) @ block
+        if not known.any():
+            return ease, transitions
+        columns = take[known]
+        if given.seen.size:
+            weights = given.weights.astype(np.float32)
+            ease[known] = weights @ self.ease[np.ix_(given.seen, columns)]
+        if given.voters.size:
+            transitions[known] = (
+                given.votes @ _dense_rows(self.transitions, given.voters)[:, columns]
+            )
         return ease, transitions
 
-    def rerank(self, candidates: Sequence[str], history: History) -> list[str]:
+    def rerank(self, candidates: Sequence[str], history: History | Inputs) -> list[str]:
         """Qdrant's candidates, in Qdrant's order, re-ordered by the fused item-item scores."""
         if not candidates:
             return []
@@ -242,7 +296,7 @@ class ItemItemModel:
         )
 
     def terms(
-        self, candidates: Sequence[str], history: History
+        self, candidates: Sequence[str], history: History | Inputs
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The `fused_terms` `rerank` orders by (EASE, transitions, Qdrant's rank), per candidate
         in Qdrant's order: the service shows the first two as score parts."""
@@ -255,51 +309,46 @@ class ItemItemModel:
             rrf_k=self.params.rrf_k,
         )
 
-    def sources(self, item: str, history: History) -> tuple[str | None, str | None]:
+    def sources(self, item: str, history: History | Inputs) -> tuple[str | None, str | None]:
         """The history items that gave `item` the most of its EASE score and of its transition
         score (None where none gave it a positive share): what an explanation may name."""
         return self.sources_of([item], history)[item]
 
     def sources_of(
-        self, items: Sequence[str], history: History
+        self, items: Sequence[str], history: History | Inputs
     ) -> dict[str, tuple[str | None, str | None]]:
-        """`sources` of several items at once: the history is read once and each term's
-        contributions are one block of the person's rows by the items' columns."""
+        """`sources` of several items at once: the history is read once (or its `inputs` given)
+        and each term's contributions are one block of the person's rows by the items' columns;
+        on a tie, the row that came first (EASE: first seen; transitions: newest) is named."""
         found: dict[str, tuple[str | None, str | None]] = {item: (None, None) for item in items}
         known = [item for item in items if item in self.column]
         if not known:
             return found
-        columns = np.array([self.column[item] for item in known], dtype=np.int64)
-        latest: dict[str, float] = {}
-        for seen, weight in history:  # a later interaction replaces an earlier one
-            if seen in self.column:
-                latest[seen] = weight
-        # Rows in first-seen order, as `max` over a dict would break ties.
-        seen_items = [seen for seen, weight in latest.items() if weight != 0]
-        recent = [seen for seen, _ in history if seen in self.column][-self.params.last :]
-        votes: dict[str, float] = {}
-        for age, seen in enumerate(reversed(recent)):
-            votes[seen] = votes.get(seen, 0.0) + self.params.decay**age
-        ease_rows = np.array([self.column[seen] for seen in seen_items], dtype=np.int64)
-        vote_rows = np.array([self.column[seen] for seen in votes], dtype=np.int64)
+        given = history if isinstance(history, Inputs) else self.inputs(history)
+        columns = np.fromiter((self.column[item] for item in known), dtype=np.int64)
         ease_from = _strongest_rows(
-            seen_items,
-            np.array([latest[seen] for seen in seen_items], dtype=np.float64),
-            np.asarray(self.ease[np.ix_(ease_rows, columns)], dtype=np.float64)
-            if seen_items
+            given.seen,
+            given.weights,
+            np.asarray(self.ease[np.ix_(given.seen, columns)], dtype=np.float64)
+            if given.seen.size
             else None,
             len(known),
         )
         next_after = _strongest_rows(
-            list(votes),
-            np.array(list(votes.values()), dtype=np.float64),
-            _dense_rows(self.transitions, vote_rows)[:, columns].astype(np.float64)
-            if votes
+            given.voters,
+            given.votes,
+            _dense_rows(self.transitions, given.voters)[:, columns].astype(np.float64)
+            if given.voters.size
             else None,
             len(known),
         )
+        names = self.item_ids
         for n, item in enumerate(known):
-            found[item] = (ease_from[n], next_after[n])
+            ease_row, next_row = ease_from[n], next_after[n]
+            found[item] = (
+                None if ease_row < 0 else names[ease_row],
+                None if next_row < 0 else names[next_row],
+            )
         return found
 
     def save(self, folder: Path) -> None:
@@ -342,16 +391,16 @@ _FITTED = ("regularization", "window", "max_items")  # what the saved matrices w
 
 
 def _strongest_rows(
-    sources: list[str], weights: np.ndarray, block: np.ndarray | None, n: int
-) -> list[str | None]:
-    """Per column of `block` (the sources' rows by `n` items' columns), the source whose
-    weight x cell is largest, the first one on a tie; None where the largest is not positive."""
-    if block is None or not sources:
-        return [None] * n
+    rows: np.ndarray, weights: np.ndarray, block: np.ndarray | None, n: int
+) -> list[int]:
+    """Per column of `block` (the `rows`' rows by `n` items' columns), the row whose weight x cell
+    is largest, the first one on a tie; -1 where the largest is not positive."""
+    if block is None or not rows.size:
+        return [-1] * n
     contributions = weights[:, None] * block
     best = np.argmax(contributions, axis=0)
     top = contributions[best, np.arange(n)]
-    return [sources[b] if t > 0 else None for b, t in zip(best.tolist(), top.tolist(), strict=True)]
+    return np.where(top > 0, rows[best], -1).tolist()
 
 
 def _dense_rows(matrix: csr_matrix, rows: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -450,18 +499,33 @@ def _history_statements() -> dict[tuple[bool, bool], Any]:
 _HISTORY = _history_statements()
 
 
+_SEQUENCE = select(PersonSequence.state).where(PersonSequence.subject_key == bindparam("key"))
+
+
 def person_history(
     db: Database, user_id: str | None, anonymous_id: str | None, *, limit: int = 1000
 ) -> list[tuple[str, float]]:
-    """One person's latest `limit` events, oldest first, as (item, event weight): the events of
-    their user id and of every anonymous id linked to it, as `store_sequences` groups them.
-    One statement (built once) on a Core connection."""
+    """What the re-ranking reads of one person's history, oldest first, as (item, event weight):
+    the events of their user id and of every anonymous id linked to it, as `store_sequences`
+    groups them.
+
+    From their maintained row (`store.sequences`: each distinct item with its latest event, in
+    first-touched order, then the latest events), one primary-key read whatever the history's
+    length: `ItemItemModel.inputs` reads from it what it reads from the whole history. Without
+    a row (none built yet, or a user id sent with an anonymous id): their latest `limit` events,
+    one statement (built once)."""
     from retrieval.collab import EVENT_WEIGHTS
 
     if not user_id and not anonymous_id:
         return []
-    statement = _HISTORY[bool(user_id), bool(anonymous_id)]
+    key = subject_key(user_id, anonymous_id)
     with db.connect() as connection:
+        if key is not None:
+            state = connection.execute(_SEQUENCE, {"key": key}).scalar()
+            pairs = stored_history(state) if state is not None else None
+            if pairs is not None:
+                return [(item, EVENT_WEIGHTS.get(kind, 1.0)) for item, kind in pairs]
+        statement = _HISTORY[bool(user_id), bool(anonymous_id)]
         rows = connection.execute(
             statement, {"user_id": user_id, "anonymous_id": anonymous_id, "limit": limit}
         ).all()

@@ -78,6 +78,7 @@ PERSONAL_TABLES = (
     "attributions",
     "reward_sources",
     "person_features",
+    "person_sequences",
     "predictions",
     "rank_events",
     "batch_results",

@@ -35,6 +35,7 @@ from store.models import (
     User,
 )
 from store.predictions import erase_prediction, prediction_for
+from store.sequences import forget_sequences
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ def erase_person(session: Session, person: Person) -> Erased:
     links = _deleted(session, delete(IdentityLink).where(IdentityLink.user_id == person.user_id))
     keys = _deleted(session, delete(ApiKey).where(ApiKey.subject_user_id == person.user_id))
     forget_features(session, person.subject_keys)
+    forget_sequences(session, person.subject_keys)
     session.execute(delete(Consent).where(Consent.user_id == person.user_id))
     erase_prediction(session, person.user_id)
     session.execute(delete(User).where(User.user_id == person.user_id))

@@ -22,6 +22,7 @@ from store.features import (
 )
 from store.models import EventRow, IdentityLink
 from store.schemas import Event
+from store.sequences import maintain_sequences
 
 __all__ = [
     "EventStatus",
@@ -127,4 +128,5 @@ def ingest_events(session: Session, events: Sequence[Event]) -> list[Ingested]:
     session.add_all(rows)
     session.flush()
     maintain_features(session, [r for r in rows if isinstance(r, EventRow)], linked)
+    maintain_sequences(session, [r for r in rows if isinstance(r, EventRow)], linked)
     return results

@@ -400,3 +400,18 @@ class CatalogVersion(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# -- wt-b: what the item-item re-ranking reads of a history, maintained (store.sequences) -----
+
+
+class PersonSequence(Base):
+    """One subject's distinct items (latest event type each) and latest events, kept up to date
+    as their events are stored: what a decision's re-ranking reads instead of their latest 1,000
+    events (`store.sequences`). Derived from `events`; erased with them."""
+
+    __tablename__ = "person_sequences"
+
+    subject_key: Mapped[str] = mapped_column(String(160), primary_key=True)  # user:… or anon:…
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from store.errors import Conflict, NotFound
 from store.models import Consent, IdentityLink, User
 from store.schemas import Profile, Purpose, UserRecord
+from store.sequences import forget_sequences
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def link_identity(
             from store.features import forget_features  # store.features reads links from here
 
             forget_features(session, [f"user:{user_id}"])
+            forget_sequences(session, [f"user:{user_id}"])
         return LinkResult(LinkOutcome.created, kind, external_id, user_id, None)
     previous = link.user_id
     if previous == user_id:
@@ -129,6 +131,7 @@ def link_identity(
         from store.features import forget_features  # store.features reads links from here
 
         forget_features(session, [f"user:{user_id}", f"user:{previous}"])
+        forget_sequences(session, [f"user:{user_id}", f"user:{previous}"])
     return LinkResult(LinkOutcome.moved, kind, external_id, user_id, previous)
 
 

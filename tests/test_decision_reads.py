@@ -147,11 +147,13 @@ def test_a_decision_reads_the_person_and_the_offer_state_in_one_statement(
     decide(demo_services, request, now=NOW)  # warm
     statements, checkouts = _counted(demo_services, lambda: decide(demo_services, request, now=NOW))
     selects = [s for s in statements if s.startswith("select")]
-    # The item-item re-ranking reads the person's latest events (one branch per kind of id,
-    # their linked anonymous ids as a subquery, in a UNION): one statement of its own.
-    history = [s for s in selects if re.search(r"events\.item_id( as item_id)?, events\.type", s)]
-    assert len(history) <= 1, history
-    (opened,) = [s for s in selects if s not in history]
+    # The item-item re-ranking reads the person's maintained row (`store.sequences`), one
+    # primary-key read, and none of their events; apart from the one statement that opens the
+    # decision (the person, the offers shown to them and the bandit arms).
+    history = [s for s in selects if " from person_sequences " in f"{s} "]
+    assert len(history) == 1, selects
+    assert not any(re.search(r"events\.item_id( as item_id)?, events\.type", s) for s in selects)
+    (opened,) = [s for s in selects if s not in history and "catalog_version" in s]
     assert all(f" {t} " in f"{opened} " for t in (*PERSON_TABLES, "decisions", "bandit_arms"))
     # The catalog's version comes with the person: popularity reads it no more.
     assert "catalog_version" in opened

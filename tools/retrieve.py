@@ -48,7 +48,7 @@ from retrieval.index import (
     Source,
     VectorIndex,
 )
-from retrieval.sequence import History, ItemItemModel, person_history
+from retrieval.sequence import History, Inputs, ItemItemModel, person_history
 from store.catalog import get_items
 from store.schemas import Item
 from tools.context import RunContext
@@ -270,7 +270,7 @@ class Reranked:
     fused score, and what it needs to name the history items behind them."""
 
     model: ItemItemModel
-    history: History
+    history: Inputs  # what the model reads of the person's history, computed once
     terms: dict[str, tuple[float, float, float]]  # item -> (ease, transitions, fused score)
     # item -> the history items behind its two terms, read for the shown items in one go
     sources: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
@@ -302,14 +302,18 @@ class Reranked:
 
 def _rerank(model: ItemItemModel, hits: list[Hit], history: History) -> tuple[list[Hit], Reranked]:
     """The hits in `ItemItemModel.rerank`'s order, and the terms each was ordered by."""
-    ease, transitions, qdrant = model.terms([hit.item_id for hit in hits], history)
+    inputs = model.inputs(history)  # read once for the terms and the reasons' sources
+    ease, transitions, qdrant = model.terms([hit.item_id for hit in hits], inputs)
     fused = ease + transitions + qdrant
     order = np.argsort(-fused, kind="stable")
-    terms = {
-        hit.item_id: (float(ease[i]), float(transitions[i]), float(fused[i]))
-        for i, hit in enumerate(hits)
-    }
-    return [hits[i] for i in order], Reranked(model, history, terms)
+    terms = dict(
+        zip(
+            [hit.item_id for hit in hits],
+            zip(ease.tolist(), transitions.tolist(), fused.tolist(), strict=True),
+            strict=True,
+        )
+    )
+    return [hits[i] for i in order], Reranked(model, inputs, terms)
 
 
 def _rrf_terms(order: list[str], weight: float) -> dict[str, float]:
