@@ -223,10 +223,10 @@ def test_kept_offers_satisfy_every_rule(
 
 
 CAPS = parse_policy(
-    "name: caps\nrules:\n"
-    "  - {id: per-offer, type: frequency_cap, max: 2, window_hours: 24}\n"
-    "  - {id: per-channel, type: frequency_cap, max: 3, window_hours: 12, scope: channel}\n"
-    "  - {id: overall, type: frequency_cap, max: 5, window_hours: 168, scope: overall}\n".encode()
+    b"name: caps\nrules:\n"
+    b"  - {id: per-offer, type: frequency_cap, max: 2, window_hours: 24}\n"
+    b"  - {id: per-channel, type: frequency_cap, max: 3, window_hours: 12, scope: channel}\n"
+    b"  - {id: overall, type: frequency_cap, max: 5, window_hours: 168, scope: overall}\n"
 )
 
 
