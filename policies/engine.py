@@ -96,6 +96,8 @@ class _OfferFacts:
     valid_until: datetime
     channels: frozenset[Channel]
     categories: frozenset[str]
+    locales: frozenset[str]  # the offer's languages and locales (en, en-GB); empty: all
+    languages: frozenset[str]  # those of them that are languages (en), which fit any en-XX
 
     @classmethod
     def of(cls, offer: Offer) -> _OfferFacts:
@@ -106,6 +108,8 @@ class _OfferFacts:
             _utc(offer.valid_until),
             frozenset(offer.channels),
             frozenset(offer.categories),
+            frozenset(offer.locales),
+            frozenset(w for w in offer.locales if "-" not in w),
         )
 
 
@@ -314,8 +318,20 @@ class PolicyEngine:
             and not facts.consent.get(rule.purpose, False)
         ]
         now = _utc(facts.now)
-        not_on_channel = f"not offered on {facts.channel.value}"
-        caps = [(cap, exposures.get(cap.id, _NOT_SHOWN)) for cap in self._caps]
+        channel = facts.channel
+        not_on_channel = f"not offered on {channel.value}"
+        locale = facts.locale
+        language = locale.split("-")[0] if locale is not None else None
+        # What each cap counts: per offer (looked up per offer below), or one number for every
+        # offer (the channel's or everyone's shown count), counted once here.
+        caps = [_CapCount.of(cap, exposures.get(cap.id, _NOT_SHOWN), channel) for cap in self._caps]
+        validity, on_channel, locales, age, relevance = (
+            self._validity,
+            self._channel,
+            self._locale,
+            self._age,
+            self._relevance,
+        )
         verdict: Verdict[Offer] = Verdict(kept=[])
         for known in self._facts_of(offers):
             offer, one = known.offer, known.one
@@ -323,30 +339,33 @@ class PolicyEngine:
                 Firing(rule.id, "removed", f"no '{rule.purpose.value}' consent", one)
                 for rule in blocked_by_consent
             ]
-            if self._validity and not known.valid_from <= now <= known.valid_until:
-                firings.append(
-                    Firing(self._validity.id, "removed", "outside its validity window", one)
+            if validity and not known.valid_from <= now <= known.valid_until:
+                firings.append(Firing(validity.id, "removed", "outside its validity window", one))
+            if on_channel and channel not in known.channels:
+                firings.append(Firing(on_channel.id, "removed", not_on_channel, one))
+            if (
+                locales
+                and known.locales
+                and not (
+                    locale is not None and (locale in known.locales or language in known.languages)
                 )
-            if self._channel and facts.channel not in known.channels:
-                firings.append(Firing(self._channel.id, "removed", not_on_channel, one))
-            if self._locale and offer.locales and not _locale_fits(facts.locale, offer.locales):
-                reason = f"made for {', '.join(offer.locales)}, not {facts.locale or 'an unknown locale'}"
-                firings.append(Firing(self._locale.id, "removed", reason, one))
-            if self._age and max_min_age is not None and offer.min_age > max_min_age:
-                firings.append(Firing(self._age.id, "removed", f"minimum age {offer.min_age}", one))
-            if self._relevance and categories.isdisjoint(known.categories):
+            ):
+                reason = f"made for {', '.join(offer.locales)}, not {locale or 'an unknown locale'}"
+                firings.append(Firing(locales.id, "removed", reason, one))
+            if age and max_min_age is not None and offer.min_age > max_min_age:
+                firings.append(Firing(age.id, "removed", f"minimum age {offer.min_age}", one))
+            if relevance and categories.isdisjoint(known.categories):
                 firings.append(
-                    Firing(
-                        self._relevance.id,
-                        "removed",
-                        "applies to none of the recommended items",
-                        one,
-                    )
+                    Firing(relevance.id, "removed", "applies to none of the recommended items", one)
                 )
-            for cap, seen in caps:
-                firing = _capped(cap, seen, offer, facts.channel)
-                if firing is not None:
-                    firings.append(firing)
+            for count in caps:
+                if count.by_offer is None:
+                    if count.reason is not None:
+                        firings.append(Firing(count.cap.id, "removed", count.reason, one))
+                else:
+                    shown = count.by_offer.get(offer.offer_id, 0)
+                    if shown >= count.cap.max:
+                        firings.append(_capped(count.cap, shown, offer, channel))
             if firings:
                 verdict.removed[offer.offer_id] = firings
             else:
@@ -367,22 +386,37 @@ class PolicyEngine:
         return found
 
 
-def _capped(cap: FrequencyCap, seen: Exposure, offer: Offer, channel: Channel) -> Firing | None:
-    if cap.scope == "offer":
-        shown = seen.by_offer.get(offer.offer_id, 0)
-    elif cap.scope == "channel":
-        shown = seen.by_channel.get(channel.value, 0)
-    else:
-        shown = seen.total
-    if shown < cap.max:
-        return None
+@dataclass(frozen=True, slots=True)
+class _CapCount:
+    """What one frequency cap counts for one decision: the offers shown within its window per
+    offer (`by_offer`, for a cap per offer), or one count that holds for every offer (`shown`:
+    on the decision's channel, or overall)."""
+
+    cap: FrequencyCap
+    by_offer: Mapping[str, int] | None
+    reason: str | None  # a cap on every offer: why it removes each, None when it is not reached
+
+    @classmethod
+    def of(cls, cap: FrequencyCap, seen: Exposure, channel: Channel) -> _CapCount:
+        if cap.scope == "offer":
+            return cls(cap, seen.by_offer, None)
+        shown = seen.by_channel.get(channel.value, 0) if cap.scope == "channel" else seen.total
+        return cls(cap, None, _cap_reason(cap, shown, channel) if shown >= cap.max else None)
+
+
+def _capped(cap: FrequencyCap, shown: int, offer: Offer, channel: Channel) -> Firing:
+    """The firing of a cap that `offer` has reached: shown `shown` times within its window."""
+    return Firing(cap.id, "removed", _cap_reason(cap, shown, channel), (offer.offer_id,))
+
+
+def _cap_reason(cap: FrequencyCap, shown: int, channel: Channel) -> str:
     what = {
         "offer": "this offer shown",
         "channel": f"offers shown on {channel.value}",
         "overall": "offers shown",
     }[cap.scope]
     window = f"in the last {cap.window_hours:g} h (cap {cap.max})"
-    return Firing(cap.id, "removed", f"{what} {shown}× {window}", (offer.offer_id,))
+    return f"{what} {shown}× {window}"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -391,13 +425,6 @@ def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.tzinfo is UTC:
         return moment
     return moment.astimezone(UTC)
-
-
-def _locale_fits(locale: str | None, wanted: Sequence[str]) -> bool:
-    if locale is None:
-        return False
-    language = locale.split("-")[0]
-    return any(w == locale or ("-" not in w and w == language) for w in wanted)
 
 
 def _applies(channels: tuple[Channel, ...], channel: Channel) -> bool:

@@ -11,16 +11,20 @@ word (`content-disclaimer`), and no PII is left but placeholders (`pii-leak`).
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from policies.pii import KnownValues, PIIGuard
+from policies.pii.lru import DigestLRU
 from policies.rules import ContentRules
 from store.schemas import Channel
 
+# The lookahead names the characters either alternative starts with, so the scan skips the
+# others at once (a third of the time on copy); it changes no match.
 _MONEY = re.compile(
-    r"(?:[€$£]\s?(\d+(?:[.,]\d{1,2})?))|(?:(\d+(?:[.,]\d{1,2})?)\s?(?:EUR|USD|GBP|€))"
+    r"(?=[€$£\d])(?:(?:[€$£]\s?(\d+(?:[.,]\d{1,2})?))|(?:(\d+(?:[.,]\d{1,2})?)\s?(?:EUR|USD|GBP|€)))"
 )
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?(?:%|percent\b|per\s?cent\b)", re.IGNORECASE)
 # "use code SAVE90": a code the copy offers must be one the offer's terms state.
@@ -54,13 +58,18 @@ _MONTHS = {
     for name in names
 }  # fmt: skip
 _MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
+# The letters a month's name starts with. "December 31" is read by trying each of the 22 names at
+# every word's start; a lookahead for these letters first, and a look back for a word character
+# in place of `\b` (the same test before a letter), skip the other words at once: the pattern
+# took three fifths of the date checks on copy, and finds the same dates.
+_MONTH_START = "".join(sorted({name[0] for name in _MONTHS}))
 _DATES = (
     # 2027-12-31
     (re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b"), ("y", "m", "d")),
     # 31 Dec 2027, 31 December
     (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({_MONTH})\.?(?:,?\s+(\d{{4}}))?\b", re.I), ("d", "mon", "y")),
     # December 31, 2027
-    (re.compile(rf"\b({_MONTH})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?\b", re.I), ("mon", "d", "y")),
+    (re.compile(rf"(?<!\w)(?=[{_MONTH_START}])({_MONTH})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?\b", re.I), ("mon", "d", "y")),
     # 31/12/2027 or 12/31/2027: both readings count
     (re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b"), ("a", "b", "y")),
 )  # fmt: skip
@@ -122,9 +131,10 @@ def check_copy(
     if mentioned_offer_id is not None and mentioned_offer_id != offer_id:
         problems.append(Problem("grounding-ids", f"offer not approved: {mentioned_offer_id}"))
 
-    allowed_prices = {round(p, 2) for p in approved_prices.values()} | _amounts(offer_text)
+    stated = _stated(offer_text)
+    allowed_prices = {round(p, 2) for p in approved_prices.values()} | stated.amounts
     allowed_percents = {discount_percent} if discount_percent is not None else set()
-    allowed_percents |= {float(m.group(1)) for m in _PERCENT.finditer(offer_text)}
+    allowed_percents |= stated.percents
     if discount_percent is not None:
         allowed_prices |= {
             round(p * (1 - discount_percent / 100), 2) for p in approved_prices.values()
@@ -140,7 +150,7 @@ def check_copy(
 
     approved_quotes = " ".join([*approved_text, offer_text]).casefold()
     problems += _offer_mentions(text, catalog_offers or {}, offer_id, approved_quotes)
-    terms = offer_text.casefold()
+    terms = stated.terms
     for match in _CODE.finditer(text):
         if match.group(1).casefold() not in terms:
             problems.append(
@@ -159,7 +169,7 @@ def check_copy(
                 Problem("grounding-promises", f"promises {promise!r}, the offer does not")
             )
 
-    allowed_dates = _dates(offer_text)
+    allowed_dates = stated.dates
     for found, readings in _date_mentions(text):
         if not readings & allowed_dates:
             problems.append(Problem("grounding-dates", f"{found!r} is no date of the offer"))
@@ -177,15 +187,14 @@ def check_copy(
         if phrase.lower() in lowered:
             problems.append(Problem("content-banned-phrase", f"contains {phrase!r}"))
 
-    quoted = [*approved_text, *(part for part in offer_text.split("\n") if part), *disclaimers]
+    quoted = [*approved_text, *stated.parts, *disclaimers]
     # Approved text the copy quotes: a brand, a place or an age in a title ("Florence linen
     # dress", "Teahouse 9", "age 8+") is no person's, but an email or a card number is.
     leaked = {
         kind
         for approved in dict.fromkeys(quoted)
         if approved in text
-        for kind in guard.screen(approved)
-        if kind in QUOTED_PII
+        for kind in _quoted_pii(guard, approved)
     }
     scrubbed = _PLACEHOLDER.sub(" ", text)
     for approved in sorted(quoted, key=len, reverse=True):
@@ -275,19 +284,55 @@ def _date_mentions(text: str) -> list[tuple[str, set[tuple[int | None, int, int]
     return found
 
 
+@dataclass(frozen=True)
+class _Stated:
+    """What an offer's approved text (title, terms, end date) states, which copy may repeat."""
+
+    amounts: frozenset[float]  # money amounts
+    percents: frozenset[float]
+    dates: frozenset[tuple[int | None, int, int]]  # also without their year: copy may drop it
+    terms: str  # the text casefolded, for codes and promises
+    parts: tuple[str, ...]  # its non-empty lines, which copy quotes
+
+
 @lru_cache(maxsize=256)
-def _dates(text: str) -> frozenset[tuple[int | None, int, int]]:
-    """Dates stated in approved text, also without their year (copy may drop it). Remembered
-    per text: an offer's text comes back with every decision that shows the offer."""
+def _stated(offer_text: str) -> _Stated:
+    """What `offer_text` states, remembered per text: an offer's text comes back with every
+    decision that shows the offer, and what it states is a function of the text alone."""
     dates: set[tuple[int | None, int, int]] = set()
-    for _, readings in _date_mentions(text):
+    for _, readings in _date_mentions(offer_text):
         dates |= readings | {(None, month, day) for _, month, day in readings}
-    return frozenset(dates)
+    return _Stated(
+        amounts=frozenset(_amount(m) for m in _MONEY.finditer(offer_text)),
+        percents=frozenset(float(m.group(1)) for m in _PERCENT.finditer(offer_text)),
+        dates=frozenset(dates),
+        terms=offer_text.casefold(),
+        parts=tuple(part for part in offer_text.split("\n") if part),
+    )
 
 
-def _amounts(text: str) -> set[float]:
-    """Money amounts stated in approved text (an offer's own title and terms)."""
-    return {_amount(m) for m in _MONEY.finditer(text)}
+# What each guard found of `QUOTED_PII` in each approved text, by the text's keyed digest (the
+# guard's `DigestLRU`, which holds no text). A finding is a function of the text and the guard,
+# whose recognizers never change after it is built (a changed policy builds a new guard), so an
+# entry cannot go stale; a guard that is gone takes its entries with it. Titles and offer terms
+# come back with every decision that shows them: remembered, each costs a digest instead of the
+# guard's screen (its own remembered findings rebuilt as results and their overlaps resolved).
+_QUOTED: weakref.WeakKeyDictionary[PIIGuard, DigestLRU[frozenset[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+QUOTED_TEXTS = 8192  # approved texts remembered per guard: a catalog's titles, offers' terms
+
+
+def _quoted_pii(guard: PIIGuard, approved: str) -> frozenset[str]:
+    """The kinds of `QUOTED_PII` that `guard.screen` finds in approved text."""
+    remembered = _QUOTED.get(guard)
+    if remembered is None:
+        remembered = _QUOTED.setdefault(guard, DigestLRU(QUOTED_TEXTS))
+    found = remembered.get(approved)
+    if found is None:
+        found = frozenset(kind for kind in guard.screen(approved) if kind in QUOTED_PII)
+        remembered.put(approved, found)
+    return found
 
 
 def _amount(match: re.Match[str]) -> float:

@@ -266,7 +266,36 @@ class ObservationCache:
             raise ValueError("settle_seconds cannot be negative")
         self.settle = timedelta(seconds=settle_seconds)
         self._sums: dict[tuple[str, str, int], _Sums] = {}
+        # The posterior last derived per (policy, segment, dim), with what it was derived from.
+        self._states: dict[tuple[str, str, int], tuple[tuple[object, ...], LinearState]] = {}
         self._lock = threading.Lock()
+
+    def state(
+        self,
+        session: Session,
+        policy: str,
+        segment: str,
+        dim: int,
+        ridge: float,
+        prior: LinearPrior,
+    ) -> LinearState:
+        """The posterior of (policy, segment) after a refresh: derived again only when the refresh
+        folded in new rows or the prior changed. Deriving it (A0, then the inverse of A) cost
+        more than the rest of an app decision's bandit; between two rewards every decision
+        asks for the same one. A state is immutable, so one can be handed to every caller."""
+        sums = self.refresh(session, policy, segment, dim)
+        # Rows are only ever added, so the count of those folded in names the sums.
+        made_of = (ridge, tuple(sorted(prior.coordinates.items())), sums.observations, sums.last_id)
+        key = (policy, segment, dim)
+        with self._lock:
+            held = self._states.get(key)
+        if held is not None and held[0] == made_of:
+            return held[1]
+        a0, b0 = prior.initial(dim, ridge)
+        state = LinearState.from_sums(a0 + sums.xx, b0 + sums.xr, sums.observations, sums.last_id)
+        with self._lock:
+            self._states[key] = (made_of, state)
+        return state
 
     def refresh(self, session: Session, policy: str, segment: str, dim: int) -> _Sums:
         with self._lock:
@@ -322,13 +351,12 @@ def load_state(
     Raises:
         ValueError: a stored observation does not have `dim` features, or ridge is not positive.
     """
-    a0, b0 = (prior or LinearPrior()).initial(dim, ridge)
     if cache is not None:
-        sums = cache.refresh(session, policy, segment, dim)
-    else:
-        sums = _Sums.zero(dim)
-        rows = _read_rows(session, policy, segment, 0)
-        sums.fold([(row_id, x, reward) for row_id, x, reward, _ in rows], dim)
+        return cache.state(session, policy, segment, dim, ridge, prior or LinearPrior())
+    a0, b0 = (prior or LinearPrior()).initial(dim, ridge)
+    sums = _Sums.zero(dim)
+    rows = _read_rows(session, policy, segment, 0)
+    sums.fold([(row_id, x, reward) for row_id, x, reward, _ in rows], dim)
     return LinearState.from_sums(a0 + sums.xx, b0 + sums.xr, sums.observations, sums.last_id)
 
 

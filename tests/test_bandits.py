@@ -21,7 +21,13 @@ from evals.runner import run_suite
 from store.bandit import ArmState
 from store.db import Database
 from store.errors import Conflict
-from store.linear import LinearState, ObservationCache, add_observation, load_state
+from store.linear import (
+    LinearPrior,
+    LinearState,
+    ObservationCache,
+    add_observation,
+    load_state,
+)
 from store.models import LinearObservation, utcnow
 from tools.bandit import ThompsonSampling
 from tools.bandit_priors import bandit_priors, margin_reward
@@ -229,6 +235,38 @@ def test_cache_folds_a_row_committed_after_a_larger_id(database_url: str) -> Non
     assert cached.observations == full.observations == 4
     np.testing.assert_allclose(cached.A, full.A)
     np.testing.assert_allclose(cached.b, full.b)
+
+
+def test_cache_derives_the_posterior_again_only_after_new_rows_or_another_prior(
+    database_url: str,
+) -> None:
+    """Between two rewards every decision reads the same posterior: the cache derives it once,
+    bit for bit what an uncached load derives, and again after a new row or for another prior."""
+    db = Database(database_url)
+    cache = ObservationCache()
+    prior = LinearPrior({0: (10.0, 3.0)})
+    with db.session() as session:
+        add_observation(session, "p", "s", [1.0, 0.5], 1.0)
+    with db.session() as session:
+        first = load_state(session, "p", "s", 2, 1.0, prior=prior, cache=cache)
+        again = load_state(
+            session, "p", "s", 2, 1.0, prior=LinearPrior({0: (10.0, 3.0)}), cache=cache
+        )
+        assert again is first
+        full = load_state(session, "p", "s", 2, 1.0, prior=prior)
+        for name in ("A", "b", "covariance", "theta"):
+            assert np.array_equal(getattr(first, name), getattr(full, name))
+        other = load_state(
+            session, "p", "s", 2, 1.0, prior=LinearPrior({1: (4.0, 1.0)}), cache=cache
+        )
+        assert other is not first and other.b[1] == 1.0 + 0.5
+        assert load_state(session, "p", "s", 2, 2.0, prior=prior, cache=cache).A[1, 1] == 2.25
+    with db.session() as session:
+        add_observation(session, "p", "s", [0.0, 1.0], 0.0)
+    with db.session() as session:
+        later = load_state(session, "p", "s", 2, 1.0, prior=prior, cache=cache)
+        assert later.observations == 2 and later is not first
+        assert np.array_equal(later.A, load_state(session, "p", "s", 2, 1.0, prior=prior).A)
 
 
 def test_cold_start_priors_steer_the_first_choices(space: OfferFeatures) -> None:

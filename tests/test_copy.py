@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 from fake_openai import Reply, fake_openai
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -30,6 +33,7 @@ from agents.writing.llm_writer import OpenAIWriter
 from agents.writing.writer import BriefItem, BriefOffer, money
 from api.app import create_app
 from evals.runner import run_suite
+from policies import output
 from policies.copy import CHANNELS, CopyChannel, gsm7_septets
 from retrieval.catalog import ingest_items
 from store.bandit import get_arms
@@ -752,3 +756,59 @@ def test_every_brief_of_the_suite_is_valid() -> None:
     assert {b["tone"] for b in briefs} == {t.value for t in Tone}
     for brief in briefs:
         SegmentRule.model_validate(brief["segment"]["rule"])
+
+
+# The output guard's date and money patterns before they skipped impossible starts by lookahead:
+# the faster ones must find exactly what these found.
+_REFERENCE_MONTH_FIRST = re.compile(
+    rf"\b({output._MONTH})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?\b", re.I
+)
+_REFERENCE_MONEY = re.compile(
+    r"(?:[€$£]\s?(\d+(?:[.,]\d{1,2})?))|(?:(\d+(?:[.,]\d{1,2})?)\s?(?:EUR|USD|GBP|€))"
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "Dec",
+                "december",
+                "SEPT",
+                "ſept",
+                "Aprıl",
+                "May",
+                "mar",
+                "3",
+                "31",
+                "2027",
+                "12.5",
+                "€",
+                "$",
+                "£",
+                " ",
+                ".",
+                ",",
+                "x",
+                "_",
+                "é",
+                "EUR",
+                "٣",
+                "-",
+                "/",
+                "Jan.",
+                "4th",
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_the_date_and_money_patterns_find_what_the_reference_patterns_found(
+    parts: list[str],
+) -> None:
+    text = "".join(parts)
+    month_first = output._DATES[2][0]
+    spans = lambda pattern: [(m.span(), m.groups()) for m in pattern.finditer(text)]  # noqa: E731
+    assert spans(month_first) == spans(_REFERENCE_MONTH_FIRST)
+    assert spans(output._MONEY) == spans(_REFERENCE_MONEY)

@@ -187,3 +187,35 @@ def test_the_lru_is_bounded_and_keeps_digests_not_text() -> None:
     assert all(isinstance(key, bytes) and len(key) == 16 for key in lru._values)
     with pytest.raises(ValueError, match="size"):
         DigestLRU(0)
+
+
+def test_approved_text_is_screened_once_per_guard_and_new_pii_is_still_caught(
+    pii_guard: PIIGuard,
+) -> None:
+    """What a quoted title or offer line holds of `QUOTED_PII` is remembered per guard; what the
+    copy adds to it (a name, a phone number that no approved text holds) is checked every time."""
+    written = brief([item(1), item(2, "Mug, order from jo.bloggs@example.org")])
+    text = OfflineWriter().write(written).text
+    counting = CountingGuard(pii_guard)
+    for _ in range(3):
+        assert leaked(verdict(text, written, counting, trusted=True)) == (
+            "raw PII of type EMAIL_ADDRESS"
+        )
+    titles = [i.title for i in written.items]
+    assert [t for t in counting.screened if t in titles] == titles  # once each, not thrice
+    # Another guard (another policy's recognizers) answers for itself.
+    other = CountingGuard(pii_guard)
+    verdict(text, written, other, trusted=True)
+    assert [t for t in other.screened if t in titles] == titles
+    # With every approved text remembered, what the copy adds is still found, on either path.
+    clean = brief([item(1), item(2)])
+    copy = OfflineWriter().write(clean).text
+    for trusted in (True, False):
+        assert verdict(copy, clean, counting, trusted=trusted).ok
+        for added, kind in (
+            (" Ask Bob Jones in store.", "PERSON"),
+            (" Call us on +44 20 7946 0018.", "PHONE_NUMBER"),
+            (" Write to bob.jones@example.net.", "EMAIL_ADDRESS"),
+        ):
+            result = verdict(copy + added, clean, counting, trusted=trusted)
+            assert kind in leaked(result), (added, result.summary())

@@ -221,3 +221,84 @@ def test_kept_offers_satisfy_every_rule(
             assert consent[Purpose.email]
         if channel is Channel.push:
             assert consent[Purpose.push]
+
+
+CAPS = parse_policy(
+    b"name: caps\nrules:\n"
+    b"  - {id: per-offer, type: frequency_cap, max: 2, window_hours: 24}\n"
+    b"  - {id: per-channel, type: frequency_cap, max: 3, window_hours: 12, scope: channel}\n"
+    b"  - {id: overall, type: frequency_cap, max: 5, window_hours: 168, scope: overall}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("exposures", "expected"),
+    [
+        ({}, {}),
+        (
+            {"per-offer": Exposure({"o1": 2, "o2": 1}, {"web": 3})},
+            {"o1": [("per-offer", "this offer shown 2× in the last 24 h (cap 2)")]},
+        ),
+        (
+            {"per-channel": Exposure({"o1": 3}, {"web": 3, "app": 9})},
+            {
+                o: [("per-channel", "offers shown on web 3× in the last 12 h (cap 3)")]
+                for o in ("o1", "o2", "o3")
+            },
+        ),
+        ({"per-channel": Exposure({"o1": 9}, {"web": 2, "app": 9})}, {}),
+        (
+            {
+                "per-offer": Exposure({"o3": 4}, {"web": 4}),
+                "overall": Exposure({"o3": 4}, {"web": 4, "app": 2}),
+            },
+            {
+                "o1": [("overall", "offers shown 6× in the last 168 h (cap 5)")],
+                "o2": [("overall", "offers shown 6× in the last 168 h (cap 5)")],
+                "o3": [
+                    ("per-offer", "this offer shown 4× in the last 24 h (cap 2)"),
+                    ("overall", "offers shown 6× in the last 168 h (cap 5)"),
+                ],
+            },
+        ),
+    ],
+)
+def test_each_cap_removes_the_offers_it_counts_with_its_count(
+    exposures: dict[str, Exposure], expected: dict[str, list[tuple[str, str]]]
+) -> None:
+    """A cap per offer counts each offer's showings; a cap per channel or overall counts the
+    same showings for every offer and removes every one of them, each named in its own firing."""
+    offers = [offer("o1"), offer("o2"), offer("o3")]
+    verdict = PolicyEngine(CAPS).check_offers(
+        offers, facts(), item_categories=["wine"], exposures=exposures
+    )
+    removed = {
+        offer_id: [(f.rule_id, f.reason) for f in firings]
+        for offer_id, firings in verdict.removed.items()
+    }
+    assert removed == expected
+    assert all(f.targets == (o,) for o, firings in verdict.removed.items() for f in firings)
+    assert [o.offer_id for o in verdict.kept] == [
+        o for o in ("o1", "o2", "o3") if o not in expected
+    ]
+
+
+LOCALES = parse_policy(b"name: locales\nrules:\n  - {id: offer-locale, type: offer_locale}\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    locale=st.one_of(st.none(), st.sampled_from(["en", "en-GB", "en-US", "de", "de-AT", "fr"])),
+    wanted=st.lists(st.sampled_from(["en", "en-GB", "en-US", "de", "de-AT", "fr"]), unique=True),
+)
+def test_an_offer_fits_its_locales_or_their_language(locale: str | None, wanted: list[str]) -> None:
+    verdict = PolicyEngine(LOCALES).check_offers(
+        [offer(locales=wanted)], facts(locale=locale), item_categories=["wine"], exposures={}
+    )
+    language = locale.split("-")[0] if locale else None
+    fits = not wanted or any(w == locale or ("-" not in w and w == language) for w in wanted)
+    assert bool(verdict.kept) == fits
+    if not fits:
+        [firing] = verdict.removed["o1"]
+        shown = locale or "an unknown locale"
+        assert firing.reason == f"made for {', '.join(wanted)}, not {shown}"

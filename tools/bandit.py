@@ -51,15 +51,20 @@ class ThompsonSampling:
         ids = sorted(arms)
         alpha = np.array([arms[i].alpha for i in ids])
         beta = np.array([arms[i].beta for i in ids])
-        scale = np.array([weights.get(i, 1.0) for i in ids]) if weights else np.ones(len(ids))
-        if np.any(scale <= 0):
+        # Without weights the samples are compared as drawn (× 1.0 would change none of them).
+        scale = np.array([weights.get(i, 1.0) for i in ids]) if weights else None
+        if scale is not None and np.any(scale <= 0):
             raise ValueError("offer weights must be positive")
-        chosen = int(np.argmax(self._rng.beta(alpha, beta) * scale))
+        first = self._rng.beta(alpha, beta)
+        chosen = int(np.argmax(first if scale is None else first * scale))
         samples = self._rng.beta(alpha[:, None], beta[:, None], size=(len(ids), self._draws))
-        samples *= scale[:, None]
-        wins = np.bincount(np.argmax(samples, axis=0), minlength=len(ids)) / self._draws
+        if scale is not None:
+            samples *= scale[:, None]
+        wins = np.bincount(np.argmax(samples, axis=0), minlength=len(ids)).tolist()
         floor = 1.0 / (2 * self._draws)
-        probabilities = {i: round(max(float(w), floor), 4) for i, w in zip(ids, wins, strict=True)}
+        probabilities = {
+            i: round(max(w / self._draws, floor), 4) for i, w in zip(ids, wins, strict=True)
+        }
         return Choice(
             offer_id=ids[chosen],
             propensity=probabilities[ids[chosen]],
