@@ -79,9 +79,10 @@ from store.catalog import bump_catalog_version, refresh_popularity, upsert_offer
 from store.db import Database
 from store.events import ingest_events
 from store.features import compute_features, person_features, read_features
-from store.models import CatalogItem, DecisionRow, EventRow, PersonFeatures
+from store.models import CatalogItem, DecisionRow, EventRow, PersonFeatures, PersonSequence
 from store.person import read_person
 from store.schemas import Channel, Event, Item, Offer, UserRecord
+from store.sequences import fold_sequence
 from store.users import Subject, upsert_user
 
 DEMO = PROJECT_ROOT / "data" / "demo"
@@ -216,6 +217,7 @@ def build_home(home: Path, items: int, events: int, seed: int) -> dict[str, Any]
     with services.db.session() as session:  # each person's row, built as after a migration
         for user_id in user_ids:
             read_features(session, Subject(user_id, None), as_of=NOW)
+    sequence_rows(services, user_ids)
     took["feature_rows_s"] = time.perf_counter() - started
     started = time.perf_counter()
     train(
@@ -232,6 +234,19 @@ def build_home(home: Path, items: int, events: int, seed: int) -> dict[str, Any]
     took["models_s"] = time.perf_counter() - started
     services.close()
     return {k: round(v, 1) for k, v in took.items()}
+
+
+def sequence_rows(services: Services, user_ids: list[str]) -> None:
+    """Each person's history row (`store.sequences`), as their events stored through
+    `ingest_events` leave it; a home built before the rows existed gets them here."""
+    with services.db.session() as session:
+        have = set(session.scalars(select(PersonSequence.subject_key)))
+        for user_id in user_ids:
+            key = f"user:{user_id}"
+            if key not in have:
+                session.add(
+                    PersonSequence(subject_key=key, state=fold_sequence(session, key).dump())
+                )
 
 
 def verify(home: Path, people: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -532,6 +547,7 @@ def measure(home: Path, n: int, n_instrumented: int) -> dict[str, Any]:
     with services.db.session() as session:  # rows of an earlier version rebuilt, as they would be
         for user_id in users:
             read_features(session, Subject(user_id, None), as_of=NOW)
+    sequence_rows(services, users)
     for query in QUERIES:  # the cached scenario's queries, embedded once
         services.embedder.embed_query(query)
     make = requests(users, np.random.default_rng(1))
