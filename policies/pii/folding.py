@@ -8,6 +8,9 @@ __all__ = ["fold", "normalise_text", "strip_accents"]
 
 
 def fold(value: str) -> str:
+    # ASCII has no decompositions and no combining marks: stripping accents leaves it as it is.
+    if value.isascii():
+        return value.casefold()
     return strip_accents(value).casefold()
 
 

@@ -27,6 +27,7 @@ from presidio_analyzer import RecognizerResult
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 from spacy.language import Language
+from spacy.tokens import Doc
 from thinc.api import NumpyOps
 
 __all__ = ["NER_ENTITIES", "NerRecognizer", "Pipeline", "load_pipeline", "nlp_engine"]
@@ -120,9 +121,54 @@ def _numpy_matmul(nlp: Language) -> None:
             node.ops = ops
 
 
+class _Artifacts(NlpArtifacts):
+    """Presidio's NLP artifacts, whose keywords are worked out once per distinct lemma.
+
+    Presidio looks each token's lemma up in the vocabulary twice (stop word, punctuation) to
+    build the keywords; a keyword list is each lemma's own result in token order, so the same
+    list comes from one look-up per distinct lemma (one in all when, as here, no lemma is set).
+    """
+
+    @staticmethod
+    def set_keywords(nlp_engine: object, lemmas: list[str], language: str) -> list[str]:
+        if not nlp_engine:
+            return []
+        each: dict[str, list[str]] = {}
+        keywords: list[str] = []
+        for lemma in lemmas:
+            kept = each.get(lemma)
+            if kept is None:
+                kept = each[lemma] = NlpArtifacts.set_keywords(nlp_engine, [lemma], language)
+            keywords += kept
+        return keywords
+
+
+class _NlpEngine(SpacyNlpEngine):
+    """Presidio's spaCy engine, building the artifacts in one pass over the tokens."""
+
+    def _doc_to_nlp_artifact(self, doc: Doc, language: str) -> NlpArtifacts:
+        lemmas = []
+        tokens_indices = []
+        for token in doc:
+            lemmas.append(token.lemma_)
+            tokens_indices.append(token.idx)
+        entities, scores = self._get_updated_entities(
+            self._get_entities(doc), self._get_scores_for_entities(doc)
+        )
+        return _Artifacts(
+            entities=entities,
+            tokens=doc,
+            tokens_indices=tokens_indices,
+            lemmas=lemmas,
+            nlp_engine=self,
+            language=language,
+            scores=scores,
+        )
+
+
 def nlp_engine(pipeline: Pipeline, language: str = "en") -> SpacyNlpEngine:
     """A Presidio NLP engine around an already loaded pipeline: nothing is loaded twice."""
-    engine = SpacyNlpEngine(
+    engine = _NlpEngine(
         models=[{"lang_code": language, "model_name": pipeline.name}],
         ner_model_configuration=NerModelConfiguration(
             model_to_presidio_entity_mapping=LABELS,
