@@ -155,8 +155,8 @@ def main() -> None:
         hits_seen.append(list(hits))
         return rerank_fn(model_, hits, history)
 
-    agents.decide.graph.retrieve_candidates = both
-    retrieve_new._rerank = capture
+    agents.decide.graph.retrieve_candidates = both  # type: ignore[assignment]
+    retrieve_new._rerank = capture  # type: ignore[assignment]
     settle()
     db = services.db
     for person in people:
@@ -189,7 +189,7 @@ def main() -> None:
 
     # Cost of the history read: rows, VM steps, CPU, per decision.
     counter = VMSteps(db)
-    reads: dict[str, dict[str, list[float]]] = {}
+    reads: dict[str, dict[str, Any]] = {}
     for name, read in (("old", seq_old.person_history), ("new", person_history)):
         rows, steps = [], []
         for person in people:

@@ -72,8 +72,8 @@ def main() -> None:
             Path(folder),
             embedder,
             content,
-            ALSParams(**params["als"]),
-            HybridWeights(**params["weights"]),
+            ALSParams(**params["als"]),  # type: ignore[arg-type]
+            HybridWeights(**params["weights"]),  # type: ignore[arg-type]
             taste_items=20,
             liked_min=4.0,
         )

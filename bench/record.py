@@ -205,7 +205,7 @@ def main() -> None:
             record = get_decision(session, decision.decision_id).record
         sizes.append(len(json.dumps(record, separators=(",", ":")).encode()))
     growth = db_bytes(services) - before
-    graph.log_record = logged  # type: ignore[assignment]
+    graph.log_record = logged
     ab = write_ab(services, written[:100], args.ab_blocks) if args.ab_blocks else None
     services.close()
     result = {

@@ -71,7 +71,7 @@ class Memo:
     """A shard answering each identical query as it first did (see the module docstring)."""
 
     def __init__(self, shard: Any) -> None:
-        self._shard, self._memo = shard, {}
+        self._shard, self._memo = shard, {}  # type: ignore[var-annotated]
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._shard, name)
@@ -121,10 +121,10 @@ def main() -> None:
         subject_record(run)  # the profile, loaded before retrieval as the graph does
         return run, RetrieveInput(query=case[1], k=10)
 
-    shard = index._shard
-    index._shard = old_index._shard = Memo(shard)
+    shard = index._shard  # type: ignore[attr-defined]
+    index._shard = old_index._shard = Memo(shard)  # type: ignore[attr-defined]
     answers = {arm: [retrieve[arm](*context(arm, c)).model_dump() for c in cases] for arm in tools}
-    index._shard = old_index._shard = shard
+    index._shard = old_index._shard = shard  # type: ignore[attr-defined]
     differ = sum(a != b for a, b in zip(answers["old"], answers["new"], strict=True))
     print(f"{len(cases)} cases (query share {args.query_share}): {differ} answers differ")
     for arm in tools:
