@@ -40,6 +40,7 @@ from store.db import orm_session
 from store.models import CatalogItem, EventRow, IdentityLink, PersonFeatures
 from store.person import Person
 from store.predictions import Prediction, prediction_for
+from store.subjects import events_by_subject
 from store.users import Subject, link_owner, linked_anonymous_ids
 
 _table = PersonFeatures.__table__
@@ -606,25 +607,7 @@ def maintain_features(
     rebuilt."""
     if not events:
         return
-    anonymous = {e.anonymous_id for e in events if e.anonymous_id is not None}
-    owner = dict(
-        session.execute(
-            select(IdentityLink.external_id, IdentityLink.user_id).where(
-                IdentityLink.kind == "anonymous", IdentityLink.external_id.in_(anonymous)
-            )
-        ).all()
-    ) if anonymous else {}  # fmt: skip
-    by_key: dict[str, list[EventRow]] = {}
-    for event in events:
-        keys = set()
-        if event.user_id is not None:
-            keys.add(f"user:{event.user_id}")
-        if event.anonymous_id is not None:
-            keys.add(f"anon:{event.anonymous_id}")
-            if event.anonymous_id in owner:
-                keys.add(f"user:{owner[event.anonymous_id]}")
-        for key in keys:
-            by_key.setdefault(key, []).append(event)
+    by_key = events_by_subject(session, events)
     rebuild = {f"user:{u}" for u in linked_users}
     rows = {
         row.subject_key: row

@@ -37,6 +37,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import EventRow, IdentityLink, PersonSequence
+from store.subjects import events_by_subject
 
 DISTINCT = 1000  # distinct items kept, the most recently touched
 RECENT = 50  # latest events kept (the transitions read the `last` = 10 the model knows)
@@ -162,29 +163,7 @@ def maintain_sequences(
     rebuilt. The same subjects as `store.features.maintain_features`."""
     if not events:
         return
-    anonymous = {e.anonymous_id for e in events if e.anonymous_id is not None}
-    owner = (
-        dict(
-            session.execute(
-                select(IdentityLink.external_id, IdentityLink.user_id).where(
-                    IdentityLink.kind == "anonymous", IdentityLink.external_id.in_(anonymous)
-                )
-            ).all()
-        )
-        if anonymous
-        else {}
-    )
-    by_key: dict[str, list[EventRow]] = {}
-    for event in events:
-        keys = set()
-        if event.user_id is not None:
-            keys.add(f"user:{event.user_id}")
-        if event.anonymous_id is not None:
-            keys.add(f"anon:{event.anonymous_id}")
-            if event.anonymous_id in owner:
-                keys.add(f"user:{owner[event.anonymous_id]}")
-        for key in keys:
-            by_key.setdefault(key, []).append(event)
+    by_key = events_by_subject(session, events)
     rebuild = {f"user:{u}" for u in linked_users}
     rows = {
         row.subject_key: row
