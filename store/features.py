@@ -40,7 +40,7 @@ from store.db import orm_session
 from store.models import CatalogItem, EventRow, IdentityLink, PersonFeatures
 from store.person import Person
 from store.predictions import Prediction, prediction_for
-from store.subjects import events_by_subject
+from store.subjects import events_by_subject, rows_for_update
 from store.users import Subject, link_owner, linked_anonymous_ids
 
 _table = PersonFeatures.__table__
@@ -609,14 +609,7 @@ def maintain_features(
         return
     by_key = events_by_subject(session, events)
     rebuild = {f"user:{u}" for u in linked_users}
-    rows = {
-        row.subject_key: row
-        for row in session.scalars(
-            select(PersonFeatures)
-            .where(PersonFeatures.subject_key.in_(sorted(by_key)))
-            .with_for_update()
-        )
-    }
+    rows = rows_for_update(session, PersonFeatures, by_key)
     items = {e.item_id for e in events}
     catalog = {
         item_id: (category, price)

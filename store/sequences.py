@@ -37,7 +37,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import EventRow, IdentityLink, PersonSequence
-from store.subjects import events_by_subject
+from store.subjects import events_by_subject, rows_for_update
 
 DISTINCT = 1000  # distinct items kept, the most recently touched
 RECENT = 50  # latest events kept (the transitions read the `last` = 10 the model knows)
@@ -165,14 +165,7 @@ def maintain_sequences(
         return
     by_key = events_by_subject(session, events)
     rebuild = {f"user:{u}" for u in linked_users}
-    rows = {
-        row.subject_key: row
-        for row in session.scalars(
-            select(PersonSequence)
-            .where(PersonSequence.subject_key.in_(sorted(by_key)))
-            .with_for_update()
-        )
-    }
+    rows = rows_for_update(session, PersonSequence, by_key)
     for key in sorted(by_key):
         row = rows.get(key)
         state = SequenceState.load(row.state) if row is not None else None

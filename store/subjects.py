@@ -6,12 +6,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.models import EventRow, IdentityLink
+
+Row = TypeVar("Row")
 
 
 def events_by_subject(session: Session, events: Sequence[EventRow]) -> dict[str, list[EventRow]]:
@@ -41,3 +44,11 @@ def events_by_subject(session: Session, events: Sequence[EventRow]) -> dict[str,
         for key in keys:
             by_key.setdefault(key, []).append(event)
     return by_key
+
+
+def rows_for_update(session: Session, model: type[Row], keys: Iterable[str]) -> dict[str, Row]:
+    """The existing rows of `model` (keyed by `subject_key`) for these subjects, locked until the
+    caller's transaction ends (`FOR UPDATE` on PostgreSQL), by subject key."""
+    column: Any = model.subject_key  # type: ignore[attr-defined]
+    found = session.scalars(select(model).where(column.in_(sorted(keys))).with_for_update())
+    return {row.subject_key: row for row in found}  # type: ignore[attr-defined]
