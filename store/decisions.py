@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, Table, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.attribution import delete_for_decisions
 from store.errors import Conflict, NotFound
-from store.models import DecisionRow, LinearObservation, RewardRow
+from store.models import DecisionRow, LinearObservation, RewardRow, RewardWindow
 from store.prepared import Prepared
 
 # Built once: its cache key is memoized on the object, so SQLAlchemy finds the statement's
@@ -31,6 +42,38 @@ _DECISION_COLUMNS = (
     "record",
 )
 _PREPARED_DECISION = Prepared(_INSERT_DECISION, _DECISION_COLUMNS)
+# A logged decision's attribution window (`store.attribution`), written with it (`append_decision`).
+_WINDOWS = cast(Table, RewardWindow.__table__)
+_WINDOW_COLUMNS = (
+    "decision_id",
+    "subject_key",
+    "opened_at",
+    "closes_at",
+    "offer_id",
+    "item_ids",
+    "default_reward",
+)
+_PREPARED_WINDOW = Prepared(insert(_WINDOWS), _WINDOW_COLUMNS)
+
+
+def _values(table: Table, columns: tuple[str, ...]) -> dict[str, Any]:
+    return {name: bindparam(name, type_=table.c[name].type) for name in columns}
+
+
+# PostgreSQL takes both rows in one statement, the decision's INSERT as a data-modifying WITH
+# (run once, to completion, whether or not the outer statement reads it; the window's foreign
+# key is checked at the end of the statement, when the decision's row is there): one round
+# trip to the server instead of two. SQLite has no INSERT inside WITH, and no round trip to
+# save (it runs in the process): there, the two prepared INSERTs, one after the other.
+_PREPARED_BOTH = Prepared(
+    insert(_WINDOWS)
+    .values(_values(_WINDOWS, _WINDOW_COLUMNS))
+    .add_cte(
+        insert(cast(Table, DecisionRow.__table__))
+        .values(_values(cast(Table, DecisionRow.__table__), _DECISION_COLUMNS))
+        .cte("decision")
+    )
+)
 
 
 def log_decision(
@@ -67,6 +110,22 @@ def log_decision(
         session.execute(_INSERT_DECISION, values)
     else:
         _PREPARED_DECISION.execute(session, values)
+
+
+def append_decision(connection: Connection, values: Mapping[str, Any]) -> None:
+    """Append one decision and open its attribution window, in the caller's transaction: the
+    values of both rows by column name (`decision_id`, `subject_key` and `offer_id` are the
+    same in both). `record` must already be free of PII: the store does not redact.
+
+    Every statement is compiled once per dialect and sent as its SQL text (`store.prepared`):
+    on PostgreSQL, one statement for both rows; on SQLite, the decision's INSERT, then the
+    window's (which refers to it).
+    """
+    if connection.dialect.name == "postgresql":
+        _PREPARED_BOTH.execute(connection, values)
+    else:
+        _PREPARED_DECISION.execute(connection, values)
+        _PREPARED_WINDOW.execute(connection, values)
 
 
 def get_decision(session: Session, decision_id: str) -> DecisionRow:

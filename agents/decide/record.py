@@ -15,18 +15,16 @@ offer trace and the rules). `bench/record.py` measures the bytes per decision.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
-
-from sqlalchemy import Connection
 
 from agents.decide.explain import Explanation
 from agents.decide.state import DecideContext, DecideState
 from agents.llm.completion import Usage
 from agents.privacy.minimize import Minimizer
-from store.decisions import log_decision
+from store.decisions import append_decision
 from tools.context import RunContext
 from tools.profile import subject_features
-from tools.rewards import Rewarder
 from tools.schemas import EligibleOffers, OfferChoice
 
 RECORD_SCHEMA = 2
@@ -34,6 +32,11 @@ FREE_TEXT = ("request", "content")  # the parts of a record that hold free text
 # What a candidate and the offer stage keep: the rest is catalog data or said elsewhere.
 CANDIDATE_FIELDS = {"item_id", "price", "score", "parts"}
 OFFER_FIELDS = {"considered"}  # the offers' ids and the rules that removed them are in `trace`
+# Each part of the record is dumped by one call of its model's serializer, which walks lists
+# itself: one call per candidate or per rule cost more than the serializing.
+_CANDIDATES = {"items": {"__all__": CANDIDATE_FIELDS}}
+_RULES = {"rules_fired": True}
+_NO_USAGE = Usage().model_dump(mode="json")  # a decision whose writer called no model
 
 
 def decision_record(
@@ -64,6 +67,7 @@ def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
     offers = state.get("offers")
     choice = state.get("choice")
     draft = state["draft"]
+    usage = ctx.run.memo.get("llm_usage")
     return {
         "schema": RECORD_SCHEMA,
         "decision_id": ctx.decision_id,
@@ -78,10 +82,9 @@ def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
         "features": profile.model_dump(mode="json", exclude={"rules_fired"}),
         "retrieval": {
             "strategy": candidates.strategy,
-            "candidates": [
-                c.model_dump(mode="json", include=CANDIDATE_FIELDS, exclude_none=True)
-                for c in candidates.items
-            ],
+            "candidates": candidates.model_dump(
+                mode="json", include=_CANDIDATES, exclude_none=True
+            )["items"],
         },
         "offers": offers.model_dump(mode="json", include=OFFER_FIELDS) if offers else None,
         "choice": choice.model_dump(mode="json") if choice else None,
@@ -114,7 +117,7 @@ def _record(state: DecideState, ctx: DecideContext) -> dict[str, Any]:
         },
         "degraded": list(dict.fromkeys(services.degraded + state.get("degraded", []))),
         # Tokens of every LLM call the decision made (zeros for the offline writer).
-        "usage": ctx.run.memo.get("llm_usage", Usage()).model_dump(mode="json"),
+        "usage": usage.model_dump(mode="json") if usage is not None else dict(_NO_USAGE),
     }
 
 
@@ -124,7 +127,7 @@ def compact_explanation(explanation: Explanation) -> dict[str, Any]:
     writes them again from the record's parts."""
     return {
         "summary": explanation.summary,
-        "rules_fired": [r.model_dump(mode="json") for r in explanation.rules_fired],
+        "rules_fired": explanation.model_dump(mode="json", include=_RULES)["rules_fired"],
     }
 
 
@@ -135,37 +138,31 @@ def log_record(
     one transaction, one commit, all or nothing.
 
     A decision adds two rows: its record (`decisions`, which frequency caps count as exposures and
-    which holds the experiment arm) and its attribution window (`reward_windows`). Each is one
-    INSERT sent at once, the window after the decision it refers to, so no flush is needed;
-    if either fails, the transaction rolls back and neither is kept. Both are Core statements on
-    one connection, with no ORM session around them (`Database.core_transaction`); a
-    transaction that SQLite refused for a concurrent writer runs again whole.
+    which holds the experiment arm) and its attribution window (`reward_windows`, as the policy
+    file sets it now). Both are written by `store.decisions.append_decision`: statements
+    compiled once, sent as their SQL text on one Core connection, with no ORM session around
+    them (`Database.core_transaction`) — one statement on PostgreSQL, the decision's INSERT
+    then the window's on SQLite. If either row fails, the transaction rolls back and neither
+    is kept; a transaction that SQLite refused for a concurrent writer runs again whole.
     """
+    rewards = run.deps.policy.policy.rewards
     offer_id = choice.offer_id if choice else None
-
-    def write(connection: Connection) -> None:
-        log_decision(
-            connection,
-            decision_id=decision_id,
-            subject_key=run.subject.key,
-            user_id=run.subject.user_id,
-            channel=run.channel.value,
-            segment=choice.segment if choice else run.channel.value,
-            offer_id=offer_id,
-            created_at=run.now,
-            record=record,
-        )
+    values = {
+        "decision_id": decision_id,
+        "subject_key": run.subject.key,
+        "user_id": run.subject.user_id,
+        "channel": run.channel.value,
+        "segment": choice.segment if choice else run.channel.value,
+        "offer_id": offer_id,
+        "created_at": run.now,
+        "record": record,
         # Events on what the decision showed are attributed to it until its window closes.
-        Rewarder(run.deps.policy).open(
-            connection,
-            decision_id=decision_id,
-            subject_key=run.subject.key,
-            at=run.now,
-            offer_id=offer_id,
-            item_ids=[c["item_id"] for c in record.get("retrieval", {}).get("candidates", [])],
-        )
-
-    run.deps.db.core_transaction(write)
+        "opened_at": run.now,
+        "closes_at": run.now + timedelta(hours=rewards.window_hours),
+        "item_ids": [c["item_id"] for c in record.get("retrieval", {}).get("candidates", [])],
+        "default_reward": rewards.default,
+    }
+    run.deps.db.core_transaction(lambda connection: append_decision(connection, values))
 
 
 def offer_trace(offers: EligibleOffers | None, choice: OfferChoice | None) -> dict[str, Any]:
@@ -178,7 +175,7 @@ def offer_trace(offers: EligibleOffers | None, choice: OfferChoice | None) -> di
     not_eligible = {
         offer_id: rules
         for offer_id, rules in offers.removed.items()
-        if any(rule not in caps for rule in rules)
+        if not caps.issuperset(rules)  # a rule that is no cap removed it
     }
     eligible = [o for o in offers.candidates if o not in not_eligible]
     capped = {o: offers.removed[o] for o in eligible if o in offers.removed}
