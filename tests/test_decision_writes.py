@@ -1,9 +1,11 @@
-"""What a decision writes: every row in one transaction and one commit, all or nothing; and the
-writes that reward a decision from an event survive a concurrent writer on SQLite."""
+"""What a decision writes: every row in one transaction and one commit, all or nothing (in one
+statement on PostgreSQL); and the writes that reward a decision from an event survive a
+concurrent writer on SQLite."""
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections import Counter
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from postgres import create_database
 from sqlalchemy import String, event, func, inspect, select
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
@@ -42,6 +45,20 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 
 @pytest.fixture(scope="module")
+def pg_services(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    world = write_small_world(tmp_path_factory.mktemp("pg-writes-world"))
+    settings = Settings(
+        home=tmp_path_factory.mktemp("pg-writes-home"),
+        database_url=create_database(postgres, "writes"),
+        seed=7,
+    )
+    built = build_services(settings)
+    seed(built, world)
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="module")
 def client(services: Services) -> Iterator[TestClient]:
     with TestClient(create_app(services=lambda: services)) as test_client:
         yield test_client
@@ -49,7 +66,8 @@ def client(services: Services) -> Iterator[TestClient]:
 
 class Transactions:
     """The transactions a block of code commits, each as a Counter of the statements it sent
-    (INSERT into a table, UPDATE, DELETE, SELECT)."""
+    (INSERT into a table, UPDATE, DELETE, SELECT; a statement that inserts into several tables,
+    with INSERTs in its WITH, as `INSERT a+b`)."""
 
     def __init__(self, services: Services) -> None:
         self.engine = services.db.engine
@@ -73,7 +91,11 @@ class Transactions:
     def _execute(self, _c: Any, _cursor: Any, statement: str, *_: Any) -> None:
         words = statement.split(None, 3)
         verb = words[0].upper()
-        self._current[f"INSERT {words[2]}" if verb == "INSERT" else verb] += 1
+        if verb == "WITH":
+            tables = re.findall(r"INSERT INTO (\w+)", statement)
+            self._current[f"INSERT {'+'.join(tables)}" if tables else verb] += 1
+        else:
+            self._current[f"INSERT {words[2]}" if verb == "INSERT" else verb] += 1
 
     def _commit(self, _connection: Any) -> None:
         self.committed.append(self._current)
@@ -107,6 +129,25 @@ def test_a_decision_writes_its_record_and_window_in_one_commit(services: Service
         ).one()
     assert json.loads(stored) == row.record
     assert stored == json.dumps(row.record, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_on_postgresql_a_decision_writes_both_rows_in_one_statement(
+    pg_services: Services,
+) -> None:
+    """One round trip to the server for both rows: the decision's INSERT is a WITH of the
+    window's, and the window's foreign key finds the decision written by the same statement."""
+    with Transactions(pg_services) as transactions:
+        decision = decide(pg_services, DecideRequest(channel=Channel.web, user_id="u_0003"))
+    assert transactions.writes() == [Counter({"INSERT decisions+reward_windows": 1})]
+    with pg_services.db.session() as session:
+        row = session.get(DecisionRow, decision.decision_id)
+        window = session.get(RewardWindow, decision.decision_id)
+        assert row is not None and window is not None
+        assert row.subject_key == window.subject_key == "user:u_0003"
+        assert row.created_at == window.opened_at < window.closes_at
+        assert window.item_ids == [c["item_id"] for c in row.record["retrieval"]["candidates"]]
+        assert window.offer_id == row.offer_id
+        assert row.record["decision_id"] == decision.decision_id
 
 
 def test_a_decision_whose_last_insert_fails_leaves_nothing_written(services: Services) -> None:
