@@ -21,6 +21,7 @@ from sqlalchemy import String, event, func, inspect, select
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 
+from agents.decide.record import CANDIDATE_FIELDS, _candidate
 from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services
 from agents.seed import seed
@@ -33,6 +34,7 @@ from store.decisions import get_reward
 from store.models import DecisionRow, RewardWindow
 from store.schemas import Channel
 from tests.small_world import write_small_world
+from tools.schemas import Candidate, ScoreParts
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +286,37 @@ def test_a_decisions_row_maintains_no_index_another_one_covers(services: Service
     assert ("subject_key", "created_at") in indexes, indexes
     covered = [a for a in indexes for b in indexes if a != b and b[: len(a)] == a]
     assert not covered, covered
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ScoreParts(),
+        ScoreParts(query=0.5, taste=0.25),
+        ScoreParts(affinity=0.0, popularity=1e-9, ease=0.1, sequence=-0.0),
+    ],
+)
+def test_the_record_keeps_of_a_candidate_what_its_json_dump_keeps(parts: ScoreParts) -> None:
+    """The record builds a candidate's entry without pydantic's serializer: it must be what the
+    serializer gives, which holds while the fields it keeps are floats, a str, or None."""
+    candidate = Candidate(
+        item_id="i_1",
+        title="t",
+        category="c",
+        price=9.5,
+        currency="EUR",
+        score=0.75,
+        parts=parts,
+        reasons=["r"],
+    )
+    expected = candidate.model_dump(mode="json", include=CANDIDATE_FIELDS, exclude_none=True)
+    kept = _candidate(candidate)
+    assert kept == expected and list(kept) == list(expected)
+    assert list(kept["parts"]) == list(expected["parts"])
+    assert {name: Candidate.model_fields[name].annotation for name in CANDIDATE_FIELDS} == {
+        "item_id": str,
+        "price": float,
+        "score": float,
+        "parts": ScoreParts,
+    }
+    assert {f.annotation for f in ScoreParts.model_fields.values()} == {float | None}
