@@ -93,8 +93,8 @@ def log_decision(
     One INSERT, sent at once in the caller's transaction (a Core statement, not an ORM object
     left for the unit of work to flush): rows that refer to the decision can follow it in the
     same transaction without a flush, and nothing is kept in the session for a write-only path.
-    The decision graph writes through a Core connection (`Database.core_transaction`); a
-    session works the same (through the session, which flushes what it holds first).
+    A session works as a Core connection does (through the session, which flushes what it
+    holds first). The decision graph writes its decisions with `append_decision`.
     """
     values = {
         "decision_id": decision_id,
