@@ -204,7 +204,15 @@ def _quantize(fp32: Path, int8: Path) -> None:
 
 
 class OnnxEmbedder:
-    """An exported sentence-transformers model run by ONNX Runtime; vectors as torch's."""
+    """An exported sentence-transformers model run by ONNX Runtime; vectors as torch's.
+
+    A query of a few words costs the forward pass itself: in ONNX Runtime's per-node profile of
+    all-MiniLM-L6-v2 on 11 tokens, MatMul is 70% of it, the fused attention 20%, layer norms 6%;
+    about 2.2 ms CPU at one token and 0.2 ms more per token here, the weights (42 MB of float32)
+    read from memory on every call. The session's options (memory arena and pattern, spinning,
+    optimization level, IO binding with a preallocated output) measured within noise of the
+    defaults (session 9), so the defaults are kept.
+    """
 
     BATCH_SIZE = 64
 
