@@ -205,7 +205,7 @@ class CachedEmbedder:
         self._cached = functools.lru_cache(maxsize=size)(self._embed_one)
 
     def _embed_one(self, text: str) -> np.ndarray:
-        vector = self.inner.embed([text])[0]
+        vector = self.inner.embed_query(text)
         vector.flags.writeable = False
         return vector
 

@@ -80,6 +80,24 @@ def test_the_export_gives_torchs_vectors_on_a_tiny_model(
     assert onnx.embed([]).shape == (0, torch.dim)
 
 
+def test_a_query_embeds_to_the_bit_as_a_batch_of_one(
+    tiny_model_dir: Path, tiny_sha: str, tiny_export_root: Path
+):
+    """`embed_query` tokenizes one text itself: the same ids, so the same vector, bit for bit,
+    also for a text longer than the model reads (truncated alike) and for no text at all."""
+    onnx = OnnxEmbedder(
+        _tiny_export(tiny_export_root, tiny_model_dir), tiny_model_dir, tiny_sha, name="tiny"
+    )
+    too_long = " ".join(MANY_TEXTS * 20)
+
+    for text in [*MANY_TEXTS, too_long, " ", "  padded  "]:
+        alone, batch = onnx.embed_query(text), onnx.embed([text])[0]
+        assert alone.dtype == np.float32 and np.array_equal(alone, batch), text[:40]
+    # The batch path's tokenizer call does not change what a query is cut to afterwards.
+    onnx.embed(MANY_TEXTS)
+    assert np.array_equal(onnx.embed_query(too_long), onnx.embed([too_long])[0])
+
+
 def test_load_embedder_runs_the_export_when_it_matches_the_pinned_weights(
     tiny_model_dir: Path, tiny_sha: str, tiny_export_root: Path
 ):
