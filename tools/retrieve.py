@@ -303,15 +303,12 @@ class Reranked:
 def _rerank(model: ItemItemModel, hits: list[Hit], history: History) -> tuple[list[Hit], Reranked]:
     """The hits in `ItemItemModel.rerank`'s order, and the terms each was ordered by."""
     inputs = model.inputs(history)  # read once for the terms and the reasons' sources
-    ease, transitions, qdrant = model.terms([hit.item_id for hit in hits], inputs)
+    ids = [hit.item_id for hit in hits]
+    ease, transitions, qdrant = model.terms(ids, inputs)
     fused = ease + transitions + qdrant
     order = np.argsort(-fused, kind="stable")
     terms = dict(
-        zip(
-            [hit.item_id for hit in hits],
-            zip(ease.tolist(), transitions.tolist(), fused.tolist(), strict=True),
-            strict=True,
-        )
+        zip(ids, zip(ease.tolist(), transitions.tolist(), fused.tolist(), strict=True), strict=True)
     )
     return [hits[i] for i in order], Reranked(model, inputs, terms)
 
@@ -527,5 +524,7 @@ def _checked(
 
 
 def _payload_item(payload: dict) -> Item:
-    """The item as the index stores it: every field the item rules read, without the description."""
-    return Item.model_validate({k: v for k, v in payload.items() if k != "in_stock"})
+    """The item as the index stores it: every field the item rules read, without the description.
+
+    Not validated again: the index stores only what `item_payload` made of a validated Item."""
+    return Item.model_construct(**{k: v for k, v in payload.items() if k != "in_stock"})
