@@ -524,7 +524,5 @@ def _checked(
 
 
 def _payload_item(payload: dict) -> Item:
-    """The item as the index stores it: every field the item rules read, without the description.
-
-    Not validated again: the index stores only what `item_payload` made of a validated Item."""
-    return Item.model_construct(**{k: v for k, v in payload.items() if k != "in_stock"})
+    """The item as the index stores it: every field the item rules read, without the description."""
+    return Item.model_validate({k: v for k, v in payload.items() if k != "in_stock"})
