@@ -96,7 +96,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
             recent_ids = list(features.recent_item_ids[:_TASTE_ITEMS])
             factors = ctx.deps.collab.item_vectors(recent_ids)
             if factors:
-                stacked = np.stack([factors[i] for i in recent_ids if i in factors])
+                stacked = np.array([factors[i] for i in recent_ids if i in factors])
                 recent_collab = taste_vector(stacked, normalize=False)
         sources = hybrid_sources(WEIGHTS, taste=taste_vec, collab=collab_vec, recent=recent_collab)
         match = (
@@ -241,7 +241,9 @@ def _taste(ctx: RunContext, recent_ids: list[str]) -> tuple[np.ndarray | None, R
     points = ctx.deps.index.points(recent_ids)
     if not points:
         return None, None
-    stacked = np.stack([point.vectors[VECTOR_NAME] for point in points])
+    # Rows of one named vector have one length: np.array stacks them as np.stack does, without
+    # np.stack's per-row Python steps.
+    stacked = np.array([point.vectors[VECTOR_NAME] for point in points])
     ids = [point.item_id for point in points]
     titles = [point.payload["title"] for point in points]
     return taste_vector(stacked), Recent(ids, titles, stacked)
@@ -323,7 +325,7 @@ def _stacked(hits: list[Hit], using: str) -> tuple[list[str], np.ndarray | None]
     present = [hit for hit in hits if using in hit.vectors]
     if not present:
         return [], None
-    return [hit.item_id for hit in present], np.stack([hit.vectors[using] for hit in present])
+    return [hit.item_id for hit in present], np.array([hit.vectors[using] for hit in present])
 
 
 def _similarity_order(stacked: tuple[list[str], np.ndarray | None], source: Source) -> list[str]:
