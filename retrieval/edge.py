@@ -8,6 +8,7 @@ ingestion and serving against the same folder only from one process, or give eac
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,13 +43,16 @@ from retrieval.index import (
     item_payload,
     named_vector,
     point_id,
-    stored_hits,
-    stored_points,
+    point_vectors,
     to_hit,
 )
 from store.schemas import Item
 
 log = logging.getLogger("attune.retrieval")
+
+STORED_POINTS_KEPT = 4096
+"""How many items' payloads and dense vectors an `EdgeIndex` keeps in memory once read (a few
+kilobytes each at 384 dimensions)."""
 
 PAYLOAD_INDEXES: dict[str, qe.PayloadSchemaType] = {
     "category": qe.PayloadSchemaType.Keyword,
@@ -117,6 +121,13 @@ class EdgeIndex:
         # is a function of the item id (`point_id`), so an entry never goes stale: a deleted
         # item's is never looked up.
         self._item_ids: dict[int, str] = {}
+        # Payloads and dense vectors by item id, as the shard returned them (`_read_points`).
+        # Only this process writes the shard (it holds the folder's lock), and every write
+        # forgets the items it touches, so an entry is what a read would return. A read that
+        # raced a write keeps its answer out: `_generation` counts the writes.
+        self._points: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
+        self._generation = 0
+        self._points_lock = threading.Lock()
         self._ensure_payload_indexes()
 
     def _dense_config(self) -> dict[str, qe.EdgeVectorParams]:
@@ -192,6 +203,8 @@ class EdgeIndex:
             raise IndexUnavailable(
                 f"the Qdrant Edge write failed ({type(err).__name__}); nothing was written"
             ) from err
+        finally:
+            self._forget([item.item_id for item in items])
 
     def _upsert(self, items: Sequence[Item], array: np.ndarray) -> None:
         for start in range(0, len(items), UPSERT_BATCH_SIZE):
@@ -209,6 +222,7 @@ class EdgeIndex:
                 points.append(qe.Point(point_id(item.item_id), named, item_payload(item)))
                 self._item_ids[point_id(item.item_id).int] = item.item_id
             self._shard.update(qe.UpdateOperation.upsert_points(points))
+            self._forget([item.item_id for item in batch])
         self._shard.flush()
 
     def set_vectors(self, using: str, vectors: Mapping[str, np.ndarray]) -> int:
@@ -222,6 +236,7 @@ class EdgeIndex:
                 for item_id in ids[start : start + UPSERT_BATCH_SIZE]
             ]
             self._shard.update(qe.UpdateOperation.update_vectors(update))
+            self._forget(ids[start : start + UPSERT_BATCH_SIZE])
         self._shard.flush()
         return len(ids)
 
@@ -235,7 +250,15 @@ class EdgeIndex:
             return
         ids: list[qe.PointId] = [point_id(item_id) for item_id in item_ids]
         self._shard.update(qe.UpdateOperation.delete_points(ids))
+        self._forget(item_ids)
         self._shard.flush()
+
+    def _forget(self, item_ids: Sequence[str]) -> None:
+        """Drops the items' kept payloads and vectors after a write (see `__init__`)."""
+        with self._points_lock:
+            self._generation += 1
+            for item_id in item_ids:
+                self._points.pop(item_id, None)
 
     def search(
         self,
@@ -390,20 +413,54 @@ class EdgeIndex:
         }
 
     def points(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> list[Hit]:
-        if not item_ids:
-            return []
-        ids: list[qe.PointId] = [point_id(item_id) for item_id in dict.fromkeys(item_ids)]
-        records = self._shard.retrieve(ids, with_payload=True, with_vector=[check_using(using)])
-        return stored_points(item_ids, records, using)
+        check_using(using)
+        stored = self._read_points(item_ids)
+        return [
+            Hit(item_id, 0.0, dict(found[0]), {using: found[1][using]})
+            for item_id in item_ids
+            if (found := stored.get(item_id)) is not None and using in found[1]
+        ]
 
     def hits(self, item_ids: Sequence[str]) -> list[Hit]:
-        if not item_ids:
-            return []
-        ids: list[qe.PointId] = [point_id(item_id) for item_id in dict.fromkeys(item_ids)]
+        stored = self._read_points(item_ids)
+        return [
+            Hit(item_id, 0.0, dict(found[0]), dict(found[1]))
+            for item_id in item_ids
+            if (found := stored.get(item_id)) is not None
+        ]
+
+    def _read_points(
+        self, item_ids: Sequence[str]
+    ) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
+        """The stored payload and dense vectors (read-only arrays) of each item found, read from
+        the shard only for items not kept from an earlier read (`__init__`)."""
+        kept = self._points
+        found = {item_id: entry for item_id in item_ids if (entry := kept.get(item_id)) is not None}
+        missing = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in found]
+        if not missing:
+            return found
+        generation = self._generation
         records = self._shard.retrieve(
-            ids, with_payload=True, with_vector=[VECTOR_NAME, COLLAB_VECTOR]
+            [point_id(item_id) for item_id in missing],
+            with_payload=True,
+            with_vector=[VECTOR_NAME, COLLAB_VECTOR],
         )
-        return stored_hits(item_ids, records)
+        fresh = {}
+        for record in records:
+            # Qdrant Edge builds a record's vectors and payload anew at each read: read them once.
+            if (payload := record.payload) is None:
+                continue
+            vectors = point_vectors(record.vector)
+            for vector in vectors.values():
+                vector.flags.writeable = False  # shared by every later hit of the item
+            fresh[payload["item_id"]] = (payload, vectors)
+        with self._points_lock:
+            if generation == self._generation:
+                while kept and len(kept) + len(fresh) > STORED_POINTS_KEPT:
+                    del kept[next(iter(kept))]  # the earliest read first
+                kept.update(fresh)
+        found.update(fresh)
+        return found
 
     def count(self) -> int:
         return self._shard.count(qe.CountRequest(exact=True))

@@ -1027,3 +1027,80 @@ def test_a_hit_is_frozen_and_compares_without_its_vectors() -> None:
     moved = replace(hit, score=0.75)
     assert (moved.item_id, moved.score, moved.payload) == ("kit-01", 0.75, hit.payload)
     assert Hit(item_id="a", score=1.0, payload={}, vectors={"c": np.ones(2)}).vector is None
+
+
+class _RetrieveCountingShard:
+    """A Qdrant Edge shard that records the point ids each `retrieve` asked for; `during`, when
+    set, runs once inside the next retrieve, after the shard answered and before the caller
+    sees the answer (a write racing the read)."""
+
+    def __init__(self, shard: Any) -> None:
+        self._shard = shard
+        self.asked: list[int] = []
+        self.during: Callable[[], None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shard, name)
+
+    def retrieve(self, ids: list[Any], **kwargs: Any) -> list[Any]:
+        self.asked.append(len(ids))
+        records = self._shard.retrieve(ids, **kwargs)
+        if self.during is not None:
+            during, self.during = self.during, None
+            during()
+        return records
+
+
+def test_an_edge_index_reads_a_point_once_until_it_is_written(tmp_path: Path) -> None:
+    """`hits` and `points` read an item from the shard the first time only; every write of the
+    item (upsert, set_vectors, delete) makes the next read see what was written."""
+    index = EdgeIndex(tmp_path / "edge", dim=DIM)
+    index.upsert(ITEMS, VECTORS)
+    index.set_vectors(COLLAB_VECTOR, COLLAB)
+    counting = _RetrieveCountingShard(index._shard)
+    index._shard = counting  # type: ignore[assignment]
+
+    first = index.hits(["kit-01", "out-01"])
+    again = index.hits(["out-01", "kit-01"])
+    taste = index.points(["kit-01", "toy-08"])
+    assert counting.asked == [2, 1]  # toy-08 only, the second and third time
+    assert [h.item_id for h in again] == ["out-01", "kit-01"] and again[1] == first[0]
+    assert taste[0].payload == item_payload(BY_ID["kit-01"])
+    np.testing.assert_array_equal(taste[0].vectors[VECTOR_NAME], first[0].vectors[VECTOR_NAME])
+    with pytest.raises(ValueError):  # a kept vector cannot be changed through a hit
+        first[0].vectors[VECTOR_NAME][0] = 1.0
+
+    changed = BY_ID["kit-01"].model_copy(update={"price": 41.0})
+    index.upsert([changed], VECTOR_BY_ID["kit-01"][np.newaxis, :])
+    assert index.hits(["kit-01"])[0].payload["price"] == 41.0
+    moved = -COLLAB["kit-01"]
+    index.set_vectors(COLLAB_VECTOR, {"kit-01": moved})
+    np.testing.assert_allclose(index.hits(["kit-01"])[0].vectors[COLLAB_VECTOR], moved, rtol=1e-5)
+    np.testing.assert_allclose(
+        index.points(["kit-01"], using=COLLAB_VECTOR)[0].vectors[COLLAB_VECTOR], moved, rtol=1e-5
+    )
+    index.delete(["kit-01"])
+    assert index.hits(["kit-01", "out-01"])[0].item_id == "out-01"
+    assert index.points(["kit-01"]) == []
+    index._shard = counting._shard
+    index.close()
+
+
+def test_an_edge_read_racing_a_write_is_not_kept(tmp_path: Path) -> None:
+    """A read the shard answered before a write, seen after it, is that read's answer only: the
+    next read sees the write."""
+    index = EdgeIndex(tmp_path / "edge", dim=DIM)
+    index.upsert(ITEMS, VECTORS)
+    index.set_vectors(COLLAB_VECTOR, COLLAB)
+    counting = _RetrieveCountingShard(index._shard)
+    index._shard = counting  # type: ignore[assignment]
+    moved = -COLLAB["kit-01"]
+    counting.during = lambda: index.set_vectors(COLLAB_VECTOR, {"kit-01": moved})
+
+    raced = index.hits(["kit-01"])
+    after = index.hits(["kit-01"])
+
+    np.testing.assert_allclose(raced[0].vectors[COLLAB_VECTOR], COLLAB["kit-01"], rtol=1e-5)
+    np.testing.assert_allclose(after[0].vectors[COLLAB_VECTOR], moved, rtol=1e-5)
+    index._shard = counting._shard
+    index.close()

@@ -96,7 +96,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
             recent_ids = list(features.recent_item_ids[:_TASTE_ITEMS])
             factors = ctx.deps.collab.item_vectors(recent_ids)
             if factors:
-                stacked = np.stack([factors[i] for i in recent_ids if i in factors])
+                stacked = np.array([factors[i] for i in recent_ids if i in factors])
                 recent_collab = taste_vector(stacked, normalize=False)
         sources = hybrid_sources(WEIGHTS, taste=taste_vec, collab=collab_vec, recent=recent_collab)
         match = (
@@ -241,7 +241,9 @@ def _taste(ctx: RunContext, recent_ids: list[str]) -> tuple[np.ndarray | None, R
     points = ctx.deps.index.points(recent_ids)
     if not points:
         return None, None
-    stacked = np.stack([point.vectors[VECTOR_NAME] for point in points])
+    # Rows of one named vector have one length: np.array stacks them as np.stack does, without
+    # np.stack's per-row Python steps.
+    stacked = np.array([point.vectors[VECTOR_NAME] for point in points])
     ids = [point.item_id for point in points]
     titles = [point.payload["title"] for point in points]
     return taste_vector(stacked), Recent(ids, titles, stacked)
@@ -303,15 +305,12 @@ class Reranked:
 def _rerank(model: ItemItemModel, hits: list[Hit], history: History) -> tuple[list[Hit], Reranked]:
     """The hits in `ItemItemModel.rerank`'s order, and the terms each was ordered by."""
     inputs = model.inputs(history)  # read once for the terms and the reasons' sources
-    ease, transitions, qdrant = model.terms([hit.item_id for hit in hits], inputs)
+    ids = [hit.item_id for hit in hits]
+    ease, transitions, qdrant = model.terms(ids, inputs)
     fused = ease + transitions + qdrant
     order = np.argsort(-fused, kind="stable")
     terms = dict(
-        zip(
-            [hit.item_id for hit in hits],
-            zip(ease.tolist(), transitions.tolist(), fused.tolist(), strict=True),
-            strict=True,
-        )
+        zip(ids, zip(ease.tolist(), transitions.tolist(), fused.tolist(), strict=True), strict=True)
     )
     return [hits[i] for i in order], Reranked(model, inputs, terms)
 
@@ -326,7 +325,7 @@ def _stacked(hits: list[Hit], using: str) -> tuple[list[str], np.ndarray | None]
     present = [hit for hit in hits if using in hit.vectors]
     if not present:
         return [], None
-    return [hit.item_id for hit in present], np.stack([hit.vectors[using] for hit in present])
+    return [hit.item_id for hit in present], np.array([hit.vectors[using] for hit in present])
 
 
 def _similarity_order(stacked: tuple[list[str], np.ndarray | None], source: Source) -> list[str]:
