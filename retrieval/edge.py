@@ -50,6 +50,7 @@ from store.schemas import Item
 
 log = logging.getLogger("attune.retrieval")
 
+SCROLL_BATCH = 10_000  # points per scroll page when the item ids are read at open
 STORED_POINTS_KEPT = 4096
 """How many items' payloads and dense vectors an `EdgeIndex` keeps in memory once read (a few
 kilobytes each at 384 dimensions)."""
@@ -119,8 +120,8 @@ class EdgeIndex:
         self._closed = False
         # Item ids by point id (its 128-bit integer), for hits read without payload. A point id
         # is a function of the item id (`point_id`), so an entry never goes stale: a deleted
-        # item's is never looked up.
-        self._item_ids: dict[int, str] = {}
+        # item's is never looked up. Read whole when the shard opens (`_all_item_ids`).
+        self._item_ids: dict[int, str] = {} if is_new else self._all_item_ids()
         # Payloads and dense vectors by item id, as the shard returned them (`_read_points`).
         # Only this process writes the shard (it holds the folder's lock), and every write
         # forgets the items it touches, so an entry is what a read would return. A read that
@@ -129,6 +130,26 @@ class EdgeIndex:
         self._generation = 0
         self._points_lock = threading.Lock()
         self._ensure_payload_indexes()
+
+    def _all_item_ids(self) -> dict[int, str]:
+        """Every stored point's item id, by point id, in one scroll.
+
+        Filled as hits came in, the map missed most of a large catalog's ids for a long time,
+        and each id missed costs a payload read in the query's answer: at 100k items that was a
+        quarter of a decision's CPU (`bench/growth.py`'s items axis). One scroll at open costs
+        about 10 µs per point (1 s of CPU at 100k items), once."""
+        found: dict[int, str] = {}
+        offset: qe.PointId | None = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=SCROLL_BATCH, with_payload=ID_ONLY, with_vector=False
+            )
+            records, offset = self._shard.scroll(request)
+            for record in records:
+                if record.payload is not None:
+                    found[uuid.UUID(str(record.id)).int] = record.payload["item_id"]
+            if offset is None:
+                return found
 
     def _dense_config(self) -> dict[str, qe.EdgeVectorParams]:
         return {

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import retrieval.edge as edge_module
 from retrieval.edge import EdgeIndex
 from retrieval.embedder import HashingEmbedder
 from retrieval.hybrid import HybridWeights, refined_match
@@ -1102,5 +1103,25 @@ def test_an_edge_read_racing_a_write_is_not_kept(tmp_path: Path) -> None:
 
     np.testing.assert_allclose(raced[0].vectors[COLLAB_VECTOR], COLLAB["kit-01"], rtol=1e-5)
     np.testing.assert_allclose(after[0].vectors[COLLAB_VECTOR], moved, rtol=1e-5)
+    index._shard = counting._shard
+    index.close()
+
+
+def test_a_reopened_edge_index_knows_every_item_id_without_reading_payloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index opened on a stored shard reads all item ids at open (in pages), so that a
+    ranking read without payloads asks the shard for nothing more, however large the catalog:
+    filled as hits came in, each id first seen cost a payload read inside a decision."""
+    with EdgeIndex(tmp_path / "edge", dim=DIM) as written:
+        written.upsert(ITEMS, VECTORS)
+    monkeypatch.setattr(edge_module, "SCROLL_BATCH", 7)  # several pages for len(ITEMS) items
+    index = EdgeIndex(tmp_path / "edge", dim=DIM)
+    assert sorted(index._item_ids.values()) == sorted(item.item_id for item in ITEMS)
+    counting = _RetrieveCountingShard(index._shard)
+    index._shard = counting  # type: ignore[assignment]
+    ranked = index.search(VECTORS[0], k=len(ITEMS), with_payload=False)
+    assert len(ranked) == len(ITEMS) and counting.asked == []
+    assert ranked[0].item_id == ITEMS[0].item_id
     index._shard = counting._shard
     index.close()
