@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -73,13 +74,14 @@ def eligible_offers(
         considered=len(offers),
         candidates=[o.offer_id for o in offers],
         cap_rules=sorted(policy.cap_ids),
+        # Built without validation: every field is a validated offer's, of the summary's type.
         offers=[
-            OfferSummary(
+            OfferSummary.model_construct(
                 offer_id=o.offer_id,
                 title=o.title,
                 terms=o.terms,
                 discount_percent=o.discount_percent,
-                categories=o.categories,
+                categories=list(o.categories),
                 valid_until=o.valid_until.date().isoformat(),
             )
             for o in verdict.kept
@@ -163,7 +165,7 @@ def _linear(
             user=user_context(subject_features(ctx), ctx.channel.value),
             eligible=eligible,
             all_offer_ids=[o.offer_id for o in current],
-            priors={k: v.model_dump() for k, v in rules.bandit_priors.items()},
+            priors={k: {"alpha": v.alpha, "beta": v.beta} for k, v in rules.bandit_priors.items()},
             default_prior=(rules.bandit_prior.alpha, rules.bandit_prior.beta),
             weights=weights,
         )
@@ -291,13 +293,10 @@ def _exposures(ctx: RunContext, policy: PolicyEngine) -> dict[str, Exposure]:
     found = {}
     for cap in policy.caps:
         since = ctx.now - timedelta(hours=cap.window_hours)
-        by_offer: dict[str, int] = {}
-        by_channel: dict[str, int] = {}
-        for offer_id, channel, at in shown:
-            if at >= since:
-                by_offer[offer_id] = by_offer.get(offer_id, 0) + 1
-                by_channel[channel] = by_channel.get(channel, 0) + 1
-        found[cap.id] = Exposure(by_offer, by_channel)
+        within = [(offer_id, channel) for offer_id, channel, at in shown if at >= since]
+        found[cap.id] = Exposure(
+            Counter(offer_id for offer_id, _ in within), Counter(channel for _, channel in within)
+        )
     return found
 
 

@@ -32,25 +32,29 @@ def explain(
     offers: EligibleOffers | None,
     choice: OfferChoice | None,
 ) -> Explanation:
+    # The reasons and the explanation are built without validation (`model_construct`): each
+    # field is a string made here or a validated model's value, of the field's type, and a
+    # dozen validated reasons cost more than the words in them.
+    reason = Reason.model_construct
     reasons = [
-        Reason(kind="item", item_id=c.item_id, text=f"{c.title}: {'; '.join(c.reasons)}")
+        reason(kind="item", item_id=c.item_id, text=f"{c.title}: {'; '.join(c.reasons)}")
         for c in candidates.items
     ]
     fired = merge_rules(
         profile.rules_fired + candidates.rules_fired + (offers.rules_fired if offers else [])
     )
     if choice is not None:
-        reasons.append(Reason(kind="offer", offer_id=choice.offer_id, text=_offer_words(choice)))
+        reasons.append(reason(kind="offer", offer_id=choice.offer_id, text=_offer_words(choice)))
     for rule in fired:
         if rule.effect == "removed":
             reasons.append(
-                Reason(
+                reason(
                     kind="rule",
                     rule_id=rule.rule_id,
                     text=f"rule {rule.rule_id} removed {', '.join(rule.targets)} ({rule.reason})",
                 )
             )
-    return Explanation(
+    return Explanation.model_construct(
         summary=_summary(profile, candidates, offers, choice, fired),
         reasons=reasons,
         rules_fired=fired,
@@ -65,7 +69,10 @@ def merge_rules(rules: Iterable[RuleFired]) -> list[RuleFired]:
         if key in merged:
             known = merged[key]
             targets = list(dict.fromkeys(known.targets + rule.targets))
-            merged[key] = known.model_copy(update={"targets": targets})
+            # As `model_copy(update=...)` would make it, without copying the model twice.
+            merged[key] = RuleFired.model_construct(
+                rule_id=known.rule_id, effect=known.effect, reason=known.reason, targets=targets
+            )
         else:
             merged[key] = rule
     return list(merged.values())
@@ -122,17 +129,11 @@ def _ranking(profile: ProfileView, candidates: Candidates) -> str:
             else ""
         )
         return f"{n} items ranked by what is popular{where}."
-    acted = [
-        name
-        for name in _SOURCE_WORDS
-        if any(getattr(item.parts, name) for item in candidates.items)
-    ]
+    # The parts that acted on some item: each item's parts read once, not once per name.
+    present = {name for item in candidates.items for name, part in vars(item.parts).items() if part}
+    acted = [name for name in _SOURCE_WORDS if name in present]
     others = [_SOURCE_WORDS[name] for name in acted if name != "query"]
-    reranked = [
-        words
-        for name, words in _RERANK_WORDS.items()
-        if any(getattr(item.parts, name) for item in candidates.items)
-    ]
+    reranked = [words for name, words in _RERANK_WORDS.items() if name in present]
     if reranked and others:
         return f"{n} items ranked by {_join(reranked)}, among those found by {_join(others)}."
     if reranked:
