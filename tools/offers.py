@@ -74,14 +74,13 @@ def eligible_offers(
         considered=len(offers),
         candidates=[o.offer_id for o in offers],
         cap_rules=sorted(policy.cap_ids),
-        # Built without validation: every field is a validated offer's, of the summary's type.
         offers=[
-            OfferSummary.model_construct(
+            OfferSummary(
                 offer_id=o.offer_id,
                 title=o.title,
                 terms=o.terms,
                 discount_percent=o.discount_percent,
-                categories=list(o.categories),
+                categories=o.categories,
                 valid_until=o.valid_until.date().isoformat(),
             )
             for o in verdict.kept
