@@ -16,8 +16,10 @@ from policies.engine import Facts, Firing, PolicyEngine, Verdict
 from policies.output import _DATES, _date_mentions
 from policies.pii import KnownValues
 from policies.rules import load_policy
+from store.bandit import ArmState
 from store.db import Database
 from store.schemas import Address, Channel, Offer, Profile, Purpose
+from tools.bandit import ThompsonSampling
 from tools.bandit_priors import bandit_priors
 from tools.contextual import ContextualBandits
 from tools.schemas import (
@@ -210,3 +212,27 @@ def test_an_explanation_built_unvalidated_is_the_validated_one() -> None:
     ]
     assert made.rules_fired == merge_rules(candidates.rules_fired + offers.rules_fired)
     assert "ranked by what people often choose next" in made.summary
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_thompson_propensities_count_each_joint_draws_first_largest(weighted: bool) -> None:
+    """The winners are read from the draws as drawn: the same stream, the same counts."""
+    arms = {
+        f"o{i}": ArmState(f"o{i}", alpha, beta, 0)
+        for i, (alpha, beta) in enumerate([(1.0, 19.0), (2.0, 30.0), (1.0, 19.0), (0.5, 0.5)])
+    }
+    weights = {"o0": 1.5, "o1": 0.8, "o2": 1.5, "o3": 1.0} if weighted else None
+    choice = ThompsonSampling(np.random.default_rng(3), draws=500).choose(arms, weights=weights)
+
+    rng = np.random.default_rng(3)
+    alpha = np.array([arms[i].alpha for i in sorted(arms)])
+    beta = np.array([arms[i].beta for i in sorted(arms)])
+    scale = np.array([(weights or {}).get(i, 1.0) for i in sorted(arms)])
+    first = rng.beta(alpha, beta) * scale
+    samples = rng.beta(alpha[:, None], beta[:, None], size=(4, 500)) * scale[:, None]
+    wins = np.bincount(np.argmax(samples, axis=0), minlength=4)
+
+    assert choice.offer_id == sorted(arms)[int(np.argmax(first))]
+    assert choice.probabilities == {
+        i: round(max(w / 500, 1 / 1000), 4) for i, w in zip(sorted(arms), wins, strict=True)
+    }
