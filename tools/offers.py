@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -292,10 +291,13 @@ def _exposures(ctx: RunContext, policy: PolicyEngine) -> dict[str, Exposure]:
     found = {}
     for cap in policy.caps:
         since = ctx.now - timedelta(hours=cap.window_hours)
-        within = [(offer_id, channel) for offer_id, channel, at in shown if at >= since]
-        found[cap.id] = Exposure(
-            Counter(offer_id for offer_id, _ in within), Counter(channel for _, channel in within)
-        )
+        by_offer: dict[str, int] = {}
+        by_channel: dict[str, int] = {}
+        for offer_id, channel, at in shown:
+            if at >= since:
+                by_offer[offer_id] = by_offer.get(offer_id, 0) + 1
+                by_channel[channel] = by_channel.get(channel, 0) + 1
+        found[cap.id] = Exposure(by_offer, by_channel)
     return found
 
 
