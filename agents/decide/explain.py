@@ -32,8 +32,6 @@ def explain(
     offers: EligibleOffers | None,
     choice: OfferChoice | None,
 ) -> Explanation:
-    # Validated, not `model_construct`ed: pydantic's validator in Rust builds a small model in
-    # less than half the time `model_construct`'s Python does (3.0 µs against 7.6 for a reason).
     reasons = [
         Reason(kind="item", item_id=c.item_id, text=f"{c.title}: {'; '.join(c.reasons)}")
         for c in candidates.items
@@ -67,10 +65,7 @@ def merge_rules(rules: Iterable[RuleFired]) -> list[RuleFired]:
         if key in merged:
             known = merged[key]
             targets = list(dict.fromkeys(known.targets + rule.targets))
-            # As `model_copy(update=...)` would make it, in two thirds of the time.
-            merged[key] = RuleFired(
-                rule_id=known.rule_id, effect=known.effect, reason=known.reason, targets=targets
-            )
+            merged[key] = known.model_copy(update={"targets": targets})
         else:
             merged[key] = rule
     return list(merged.values())
@@ -127,11 +122,17 @@ def _ranking(profile: ProfileView, candidates: Candidates) -> str:
             else ""
         )
         return f"{n} items ranked by what is popular{where}."
-    # The parts that acted on some item: each item's parts read once, not once per name.
-    present = {name for item in candidates.items for name, part in vars(item.parts).items() if part}
-    acted = [name for name in _SOURCE_WORDS if name in present]
+    acted = [
+        name
+        for name in _SOURCE_WORDS
+        if any(getattr(item.parts, name) for item in candidates.items)
+    ]
     others = [_SOURCE_WORDS[name] for name in acted if name != "query"]
-    reranked = [words for name, words in _RERANK_WORDS.items() if name in present]
+    reranked = [
+        words
+        for name, words in _RERANK_WORDS.items()
+        if any(getattr(item.parts, name) for item in candidates.items)
+    ]
     if reranked and others:
         return f"{n} items ranked by {_join(reranked)}, among those found by {_join(others)}."
     if reranked:
