@@ -11,26 +11,14 @@ import numpy as np
 import pytest
 
 import tools.contextual
-from agents.decide.explain import Explanation, explain, merge_rules
 from policies.engine import Facts, Firing, PolicyEngine, Verdict
 from policies.output import _DATES, _date_mentions
 from policies.pii import KnownValues
 from policies.rules import load_policy
-from store.bandit import ArmState
 from store.db import Database
 from store.schemas import Address, Channel, Offer, Profile, Purpose
-from tools.bandit import ThompsonSampling
 from tools.bandit_priors import bandit_priors
 from tools.contextual import ContextualBandits
-from tools.schemas import (
-    Candidate,
-    Candidates,
-    EligibleOffers,
-    OfferChoice,
-    ProfileView,
-    RuleFired,
-    ScoreParts,
-)
 
 DEMO_POLICY = Path(__file__).parents[1] / "data" / "demo" / "policy.yaml"
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -171,68 +159,3 @@ def test_the_linear_prior_is_derived_again_only_for_other_offers_or_priors(
     assert len(derived) == 2
     choose({}, [*offers, _offer("o3")])
     assert len(derived) == 3
-
-
-def test_an_explanation_built_unvalidated_is_the_validated_one() -> None:
-    parts = ScoreParts(query=0.5, taste=0.0, collab=0.2, sequence=0.1)
-    candidates = Candidates(
-        strategy="hybrid",
-        items=[
-            Candidate(
-                item_id=f"i{n}",
-                title=f"Item {n}",
-                category="wine",
-                price=10.0,
-                currency="EUR",
-                score=1.0 - n / 10,
-                parts=parts,
-                reasons=["matches your request", "popular"],
-            )
-            for n in range(3)
-        ],
-        rules_fired=[RuleFired(rule_id="cap", effect="removed", reason="shown", targets=["o1"])],
-    )
-    offers = EligibleOffers(
-        considered=3,
-        offers=[],
-        removed={"o1": ["cap"], "o2": ["cap"]},
-        rules_fired=[RuleFired(rule_id="cap", effect="removed", reason="shown", targets=["o2"])],
-    )
-    choice = OfferChoice(
-        offer_id="o3", policy="thompson", segment="web", propensity=0.5,
-        probabilities={"o3": 0.5}, estimate=0.05, alpha=2.0, beta=30.0, rewards_seen=4,
-    )  # fmt: skip
-    profile = ProfileView.model_construct(personalized=True, rules_fired=[], category_affinity={})
-
-    made = explain(profile, candidates, offers, choice)
-
-    assert Explanation.model_validate(made.model_dump()) == made
-    assert made.rules_fired == [
-        RuleFired(rule_id="cap", effect="removed", reason="shown", targets=["o1", "o2"])
-    ]
-    assert made.rules_fired == merge_rules(candidates.rules_fired + offers.rules_fired)
-    assert "ranked by what people often choose next" in made.summary
-
-
-@pytest.mark.parametrize("weighted", [False, True])
-def test_thompson_propensities_count_each_joint_draws_first_largest(weighted: bool) -> None:
-    """The winners are read from the draws as drawn: the same stream, the same counts."""
-    arms = {
-        f"o{i}": ArmState(f"o{i}", alpha, beta, 0)
-        for i, (alpha, beta) in enumerate([(1.0, 19.0), (2.0, 30.0), (1.0, 19.0), (0.5, 0.5)])
-    }
-    weights = {"o0": 1.5, "o1": 0.8, "o2": 1.5, "o3": 1.0} if weighted else None
-    choice = ThompsonSampling(np.random.default_rng(3), draws=500).choose(arms, weights=weights)
-
-    rng = np.random.default_rng(3)
-    alpha = np.array([arms[i].alpha for i in sorted(arms)])
-    beta = np.array([arms[i].beta for i in sorted(arms)])
-    scale = np.array([(weights or {}).get(i, 1.0) for i in sorted(arms)])
-    first = rng.beta(alpha, beta) * scale
-    samples = rng.beta(alpha[:, None], beta[:, None], size=(4, 500)) * scale[:, None]
-    wins = np.bincount(np.argmax(samples, axis=0), minlength=4)
-
-    assert choice.offer_id == sorted(arms)[int(np.argmax(first))]
-    assert choice.probabilities == {
-        i: round(max(w / 500, 1 / 1000), 4) for i, w in zip(sorted(arms), wins, strict=True)
-    }
