@@ -81,6 +81,9 @@ class ItemConstraints:
 T = TypeVar("T")
 
 _NOT_SHOWN = Exposure()  # the exposure of a cap nobody passed one for: nothing shown
+# Firings remembered per offer (`_OfferFacts.removal`): the reasons a policy gives are few (a
+# channel, a locale, a count of showings), so this is a bound that is never reached in practice.
+_REMOVALS_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,19 @@ class _OfferFacts:
     categories: frozenset[str]
     locales: frozenset[str]  # the offer's languages and locales (en, en-GB); empty: all
     languages: frozenset[str]  # those of them that are languages (en), which fit any en-XX
+    # The firings that removed this offer so far, by (rule id, reason): a firing is a value, and
+    # the same few (off this channel, outside its window, for other categories) remove the same
+    # offers in decision after decision (`removal`).
+    removals: dict[tuple[str, str], Firing] = field(default_factory=dict, compare=False, repr=False)
+
+    def removal(self, rule_id: str, reason: str) -> Firing:
+        """The firing of `rule_id` removing this offer for `reason`: made once, then reused."""
+        found = self.removals.get((rule_id, reason))
+        if found is None:
+            found = Firing(rule_id, "removed", reason, self.one)
+            if len(self.removals) < _REMOVALS_KEPT:
+                self.removals[rule_id, reason] = found
+        return found
 
     @classmethod
     def of(cls, offer: Offer) -> _OfferFacts:
@@ -121,13 +137,22 @@ class Verdict(Generic[T]):
     @property
     def firings(self) -> list[Firing]:
         """One firing per rule, with every target it removed."""
-        merged: dict[str, Firing] = {}
+        # Each rule's targets in order and its last firing's reason, gathered first and made
+        # into one firing per rule at the end: a firing per merge step cost a frozen
+        # dataclass and a longer tuple for each of the dozens of offers a policy removes.
+        merged: dict[str, tuple[list[str], str]] = {}
         for firings in self.removed.values():
             for firing in firings:
                 known = merged.get(firing.rule_id)
-                targets = (known.targets if known else ()) + firing.targets
-                merged[firing.rule_id] = Firing(firing.rule_id, "removed", firing.reason, targets)
-        return list(merged.values())
+                if known is None:
+                    merged[firing.rule_id] = (list(firing.targets), firing.reason)
+                else:
+                    known[0].extend(firing.targets)
+                    merged[firing.rule_id] = (known[0], firing.reason)
+        return [
+            Firing(rule_id, "removed", reason, tuple(targets))
+            for rule_id, (targets, reason) in merged.items()
+        ]
 
 
 class PolicyEngine:
@@ -334,15 +359,15 @@ class PolicyEngine:
         )
         verdict: Verdict[Offer] = Verdict(kept=[])
         for known in self._facts_of(offers):
-            offer, one = known.offer, known.one
+            offer, removal = known.offer, known.removal
             firings = [
-                Firing(rule.id, "removed", f"no '{rule.purpose.value}' consent", one)
+                removal(rule.id, f"no '{rule.purpose.value}' consent")
                 for rule in blocked_by_consent
             ]
             if validity and not known.valid_from <= now <= known.valid_until:
-                firings.append(Firing(validity.id, "removed", "outside its validity window", one))
+                firings.append(removal(validity.id, "outside its validity window"))
             if on_channel and channel not in known.channels:
-                firings.append(Firing(on_channel.id, "removed", not_on_channel, one))
+                firings.append(removal(on_channel.id, not_on_channel))
             if (
                 locales
                 and known.locales
@@ -351,21 +376,21 @@ class PolicyEngine:
                 )
             ):
                 reason = f"made for {', '.join(offer.locales)}, not {locale or 'an unknown locale'}"
-                firings.append(Firing(locales.id, "removed", reason, one))
+                firings.append(removal(locales.id, reason))
             if age and max_min_age is not None and offer.min_age > max_min_age:
-                firings.append(Firing(age.id, "removed", f"minimum age {offer.min_age}", one))
+                firings.append(removal(age.id, f"minimum age {offer.min_age}"))
             if relevance and categories.isdisjoint(known.categories):
-                firings.append(
-                    Firing(relevance.id, "removed", "applies to none of the recommended items", one)
-                )
+                firings.append(removal(relevance.id, "applies to none of the recommended items"))
             for count in caps:
                 if count.by_offer is None:
                     if count.reason is not None:
-                        firings.append(Firing(count.cap.id, "removed", count.reason, one))
+                        firings.append(removal(count.cap.id, count.reason))
                 else:
                     shown = count.by_offer.get(offer.offer_id, 0)
                     if shown >= count.cap.max:
-                        firings.append(_capped(count.cap, shown, offer, channel))
+                        firings.append(
+                            removal(count.cap.id, _cap_reason(count.cap, shown, channel))
+                        )
             if firings:
                 verdict.removed[offer.offer_id] = firings
             else:
@@ -402,11 +427,6 @@ class _CapCount:
             return cls(cap, seen.by_offer, None)
         shown = seen.by_channel.get(channel.value, 0) if cap.scope == "channel" else seen.total
         return cls(cap, None, _cap_reason(cap, shown, channel) if shown >= cap.max else None)
-
-
-def _capped(cap: FrequencyCap, shown: int, offer: Offer, channel: Channel) -> Firing:
-    """The firing of a cap that `offer` has reached: shown `shown` times within its window."""
-    return Firing(cap.id, "removed", _cap_reason(cap, shown, channel), (offer.offer_id,))
 
 
 def _cap_reason(cap: FrequencyCap, shown: int, channel: Channel) -> str:

@@ -73,6 +73,15 @@ _DATES = (
     # 31/12/2027 or 12/31/2027: both readings count
     (re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b"), ("a", "b", "y")),
 )  # fmt: skip
+# What a text must hold (casefolded) for each pattern of `_DATES` to find anything in it: one of
+# these strings. Each scan of a few hundred characters costs about as much as the rest of a
+# check, and most copy holds no slash, and no month unless an offer ends on a date. Casefolding
+# maps every character `re.I` lets stand for a month's letter to that letter ("ſ" to "s"), so
+# a month the pattern finds is always one of these strings.
+_MONTH_PREFIXES = tuple(sorted({name[:3] for name in _MONTHS}))
+_DATE_NEEDS = (("-",), _MONTH_PREFIXES, _MONTH_PREFIXES, ("/",))
+# The same for `_CODE`: its words are in the folded text whenever the pattern matches.
+_CODE_WORDS = ("code", "coupon", "voucher", "promo")
 
 
 @dataclass(frozen=True)
@@ -151,12 +160,12 @@ def check_copy(
     approved_quotes = " ".join([*approved_text, offer_text]).casefold()
     problems += _offer_mentions(text, catalog_offers or {}, offer_id, approved_quotes)
     terms = stated.terms
-    for match in _CODE.finditer(text):
+    lowered_text = text.casefold()
+    for match in _CODE.finditer(text) if _holds_any(lowered_text, _CODE_WORDS) else ():
         if match.group(1).casefold() not in terms:
             problems.append(
                 Problem("grounding-codes", f"code {match.group(1)!r} is not the offer's")
             )
-    lowered_text = text.casefold()
     for promise in _PROMISES:
         # The substring test first: a search for each of the eleven phrases cost more than
         # the rest of the grounding checks, and copy seldom holds any.
@@ -170,7 +179,7 @@ def check_copy(
             )
 
     allowed_dates = stated.dates
-    for found, readings in _date_mentions(text):
+    for found, readings in _date_mentions(text, lowered_text):
         if not readings & allowed_dates:
             problems.append(Problem("grounding-dates", f"{found!r} is no date of the offer"))
     for disclaimer in disclaimers:
@@ -264,15 +273,21 @@ def _offer_mentions(
     return problems
 
 
-def _date_mentions(text: str) -> list[tuple[str, set[tuple[int | None, int, int]]]]:
-    """Each date in the text with its possible readings as (year or None, month, day)."""
+def _date_mentions(
+    text: str, folded: str | None = None
+) -> list[tuple[str, set[tuple[int | None, int, int]]]]:
+    """Each date in the text with its possible readings as (year or None, month, day).
+    `folded` is the text casefolded, when the caller has it."""
     found = []
-    for pattern, order in _DATES:
+    folded = text.casefold() if folded is None else folded
+    for (pattern, order), needs in zip(_DATES, _DATE_NEEDS, strict=True):
+        if not _holds_any(folded, needs):
+            continue
         for match in pattern.finditer(text):
             parts = dict(zip(order, match.groups(), strict=True))
             year = int(parts["y"]) if parts.get("y") else None
             if "mon" in parts:
-                readings = {(year, _MONTHS[parts["mon"].lower().rstrip(".")], int(parts["d"]))}
+                readings = {(year, _month(parts["mon"]), int(parts["d"]))}
             elif "a" in parts:
                 a, b = int(parts["a"]), int(parts["b"])
                 readings = {(year, b, a), (year, a, b)}
@@ -282,6 +297,19 @@ def _date_mentions(text: str) -> list[tuple[str, set[tuple[int | None, int, int]
             if readings:
                 found.append((match.group(0), readings))
     return found
+
+
+def _month(name: str) -> int:
+    """The number of a month's name as a pattern of `_DATES` found it: case-insensitively, so
+    perhaps with a character `re.I` takes for one of its letters ("ſept", with a long s)."""
+    found = _MONTHS.get(name.lower())
+    if found is None:
+        found = next(n for month, n in _MONTHS.items() if re.fullmatch(month, name, re.I))
+    return found
+
+
+def _holds_any(folded: str, needles: tuple[str, ...]) -> bool:
+    return any(needle in folded for needle in needles)
 
 
 @dataclass(frozen=True)

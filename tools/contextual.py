@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from sqlalchemy.orm import Session
 
-from store.linear import ObservationCache, load_state
+from store.linear import LinearPrior, ObservationCache, load_state
 from store.schemas import Offer
 from tools.bandit_priors import bandit_priors
 from tools.linear import LinearBandit, LinearChoice, LinearConfig, linear_bandit
@@ -33,6 +33,9 @@ class ContextualBandits:
         }
         self.cache = ObservationCache()
         self._space: OfferFeatures | None = None
+        # The linear prior last derived, with the layout, the policy's priors and default it
+        # came from (`_prior`).
+        self._prior: tuple[OfferFeatures, tuple[object, ...], LinearPrior] | None = None
         self._lock = threading.Lock()
 
     def bandit(self, kind: str) -> LinearBandit:
@@ -61,7 +64,7 @@ class ContextualBandits:
         """(policy name, choice) for a person among the eligible offers."""
         bandit = self._bandits[kind]
         space = self.space(all_offer_ids)
-        prior = bandit_priors(priors, space, default=default_prior).linear
+        prior = self._linear_prior(space, priors, default_prior)
         policy = f"{kind}@{space.version}"
         state = load_state(
             session, policy, SEGMENT, space.dim, bandit.config.ridge, prior=prior, cache=self.cache
@@ -77,3 +80,20 @@ class ContextualBandits:
         ]
         contexts = space.contexts(user, described)
         return policy, bandit.choose(contexts, state, weights=weights)
+
+    def _linear_prior(
+        self,
+        space: OfferFeatures,
+        priors: Mapping[str, Mapping[str, float]],
+        default: tuple[float, float],
+    ) -> LinearPrior:
+        """The policy's priors over `space`, derived again only when the layout (by identity:
+        `space` hands out one until the offer set changes) or the priors change. Deriving them
+        gives each of the current offers a prior, on every app decision otherwise."""
+        made_of = (tuple((k, tuple(v.items())) for k, v in priors.items()), default)
+        held = self._prior
+        if held is not None and held[0] is space and held[1] == made_of:
+            return held[2]
+        prior = bandit_priors(priors, space, default=default).linear
+        self._prior = (space, made_of, prior)  # one assignment: safe between threads
+        return prior

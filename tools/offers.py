@@ -163,7 +163,7 @@ def _linear(
             user=user_context(subject_features(ctx), ctx.channel.value),
             eligible=eligible,
             all_offer_ids=[o.offer_id for o in current],
-            priors={k: v.model_dump() for k, v in rules.bandit_priors.items()},
+            priors={k: {"alpha": v.alpha, "beta": v.beta} for k, v in rules.bandit_priors.items()},
             default_prior=(rules.bandit_prior.alpha, rules.bandit_prior.beta),
             weights=weights,
         )

@@ -65,24 +65,15 @@ class KnownValues:
     @classmethod
     def from_profile(cls, profile: Profile) -> KnownValues:
         """The values of a profile: names, email, phone, street, postcode and birth date."""
-        first, last = profile.first_name.strip(), profile.last_name.strip()
-        region = profile.address.country if profile.address else profile.locale.partition("-")[2]
-        phones: tuple[str, ...] = ()
-        if profile.phone:
-            number = parse_phone(profile.phone, regions=(region, *PHONE_REGIONS))
-            e164 = phonenumbers.PhoneNumberFormat.E164
-            phones = (phonenumbers.format_number(number, e164) if number else profile.phone,)
-        other: list[str] = []
-        if profile.address:
-            other += [profile.address.street, profile.address.postcode]
-        if profile.birth_date:
-            other += _date_forms(profile.birth_date)
-        return cls(
-            names=_unique((first, last, f"{first} {last}")),
-            emails=(str(profile.email),),
-            phones=phones,
-            other=_unique(other),
-            first_names=_unique((first,)),
+        address = profile.address
+        return _known_values(
+            profile.first_name,
+            profile.last_name,
+            str(profile.email),
+            profile.phone,
+            profile.birth_date,
+            (address.street, address.postcode, address.country) if address else None,
+            profile.locale,
         )
 
     @classmethod
@@ -164,6 +155,42 @@ class _KnownValuesRecognizer(EntityRecognizer):
             if phone_matches(match.group("number"), self._phones):
                 results.append(RecognizerResult(PHONE_NUMBER, match.start(), match.end(), 1.0))
         return results
+
+
+@lru_cache(maxsize=256)
+def _known_values(
+    first_name: str,
+    last_name: str,
+    email: str,
+    phone: str | None,
+    birth_date: date | None,
+    address: tuple[str, str, str] | None,
+    locale: str,
+) -> KnownValues:
+    """The known values of a profile's values (those `from_profile` reads), remembered while the
+    person is among the last 256 seen, as their recognizer is (`known_value_recognizers`): a
+    person comes back with every decision, and parsing their phone number and spelling their
+    birth date cost more than the rest of opening a decision's guard. The key is the values
+    themselves, so a changed profile is another key and nothing here can go stale."""
+    first, last = first_name.strip(), last_name.strip()
+    region = address[2] if address else locale.partition("-")[2]
+    phones: tuple[str, ...] = ()
+    if phone:
+        number = parse_phone(phone, regions=(region, *PHONE_REGIONS))
+        e164 = phonenumbers.PhoneNumberFormat.E164
+        phones = (phonenumbers.format_number(number, e164) if number else phone,)
+    other: list[str] = []
+    if address:
+        other += [address[0], address[1]]
+    if birth_date:
+        other += _date_forms(birth_date)
+    return KnownValues(
+        names=_unique((first, last, f"{first} {last}")),
+        emails=(email,),
+        phones=phones,
+        other=_unique(other),
+        first_names=_unique((first,)),
+    )
 
 
 @lru_cache(maxsize=256)
