@@ -46,7 +46,8 @@ class _Compiled:
     positional: bool
     names: tuple[str, ...]  # the parameters in the order the SQL takes them
     constants: dict[str, Any]  # processed values of the binds given in the statement
-    bind: dict[str, Processor]  # the processor of each parameter a call gives
+    given: tuple[str, ...]  # the parameters a call gives
+    processed: tuple[tuple[str, Processor], ...]  # those of them the dialect processes
 
 
 class Prepared:
@@ -69,16 +70,25 @@ class Prepared:
             raise ValueError("a prepared statement takes every value as given, and no IN list")
         binds = compiled.binds
         names = tuple(compiled.positiontup or binds)
-        constants, bind = {}, {}
+        constants, given, processed = {}, [], []
         for name in dict.fromkeys(names):
             parameter = binds[name]
             processor = parameter.type.dialect_impl(dialect).bind_processor(dialect)
             if parameter.required:  # a value each call gives
-                bind[name] = processor or _same
+                given.append(name)
+                if processor is not None:
+                    processed.append((name, processor))
             else:
                 value = parameter.effective_value
                 constants[name] = processor(value) if processor else value
-        found = _Compiled(compiled.string, bool(compiled.positiontup), names, constants, bind)
+        found = _Compiled(
+            compiled.string,
+            bool(compiled.positiontup),
+            names,
+            constants,
+            tuple(given),
+            tuple(processed),
+        )
         return self._by_dialect.setdefault(dialect.name, found)
 
     def execute(self, connection: Connection, values: Mapping[str, Any]) -> Any:
@@ -136,12 +146,11 @@ class Prepared:
 
 def _parameters(compiled: _Compiled, values: Mapping[str, Any]) -> Any:
     """The DBAPI parameters of one call: a tuple in the SQL's order, or a dict by name."""
-    given = {name: process(values[name]) for name, process in compiled.bind.items()}
+    if compiled.processed:
+        values = dict(values)
+        for name, process in compiled.processed:
+            values[name] = process(values[name])
     if compiled.positional:
-        given |= compiled.constants
-        return tuple(given[name] for name in compiled.names)
-    return compiled.constants | given
-
-
-def _same(value: Any) -> Any:
-    return value
+        merged = {**values, **compiled.constants} if compiled.constants else values
+        return tuple(map(merged.__getitem__, compiled.names))
+    return {name: values[name] for name in compiled.given} | compiled.constants

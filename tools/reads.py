@@ -26,19 +26,20 @@ def open_decision(
     """The context of one decision about (`user_id`, `anonymous_id`), bound as
     `store.users.resolve_subject` binds it, with what its tools read already in its memo.
 
-    One Core connection (no ORM session) and one statement, built once per process for each
-    shape of what it reads (`store.person.read_person`): the person (who they are, profile,
-    consent, feature row, prediction, and, when the re-ranking is trained, their history row)
-    with the catalog's version, the offers shown to them within the frequency caps and the
-    bandit arms of the current offers in their segment (`tools.offers.offer_reads`, known
-    before the person is read). The memo belongs to this context, so nothing read here
-    outlives the request: the next decision reads the store again and sees every write made
-    since, by any worker — the catalog's version too, against which the popularity cache
-    (`store.catalog.PopularCache`) is checked. A user id sent with an anonymous id linked to
-    someone else is a Conflict, as in `resolve_subject`.
+    One Core connection (no ORM session, no transaction: `Database.reading`) and one
+    statement, built once per process for each shape of what it reads
+    (`store.person.read_person`, run on the DBAPI cursor: `store.prepared`): the person (who
+    they are, profile, consent, feature row, prediction, and, when the re-ranking is trained,
+    their history row: `decision_history`) with the catalog's version, the offers shown to
+    them within the frequency caps and the bandit arms of the current offers in their segment
+    (`tools.offers.offer_reads`, known before the person is read). The memo belongs to this
+    context, so nothing read here outlives the request: the next decision reads the store
+    again and sees every write made since, by any worker — the catalog's version too, against
+    which the popularity cache (`store.catalog.PopularCache`) is checked. A user id sent with
+    an anonymous id linked to someone else is a Conflict, as in `resolve_subject`.
     """
     offers = offer_reads(deps, channel, now)
-    with deps.db.connect() as connection:
+    with deps.db.reading() as connection:
         person = read_person(
             connection, user_id, anonymous_id, offers, history=deps.itemitem is not None
         )
@@ -65,5 +66,5 @@ def decision_history(ctx: RunContext) -> list[tuple[str, float]]:
     history = stored_person_history(state)
     if history is not None:
         return history
-    with ctx.deps.db.connect() as connection:
+    with ctx.deps.db.reading() as connection:
         return recent_history(connection, subject.user_id, subject.anonymous_id)
