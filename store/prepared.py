@@ -102,6 +102,21 @@ class Prepared:
         """Run the SELECT with `values` (by parameter name) on the DBAPI cursor of
         `connection` (see the module docstring): its rows as the driver returns them, and
         (column index, conversion) of the columns that need one (`converters`)."""
+        rows, description = self._run(connection, values, fetch=True)
+        dialect = connection.dialect
+        conversions = self._conversions.get(dialect.name)
+        if conversions is None:
+            converters = self._described(dialect, description)
+            conversions = tuple((i, c) for i, c in enumerate(converters) if c is not None)
+            self._conversions[dialect.name] = conversions
+        return rows, conversions
+
+    def send(self, connection: Connection, values: Mapping[str, Any]) -> None:
+        """Run the INSERT with `values` (by parameter name) on the DBAPI cursor of
+        `connection`, as `fetch` runs a SELECT; nothing is read back."""
+        self._run(connection, values, fetch=False)
+
+    def _run(self, connection: Connection, values: Mapping[str, Any], *, fetch: bool) -> Any:
         dialect = connection.dialect
         compiled = self._compiled(dialect)
         statement, parameters = compiled.sql, _parameters(compiled, values)
@@ -114,18 +129,12 @@ class Prepared:
                 )
             dialect.do_execute(cursor, statement, parameters, None)
             dispatch.after_cursor_execute(connection, cursor, statement, parameters, None, False)
-            rows = cursor.fetchall()
-            conversions = self._conversions.get(dialect.name)
-            if conversions is None:
-                converters = self._described(dialect, cursor.description)
-                conversions = tuple((i, c) for i, c in enumerate(converters) if c is not None)
-                self._conversions[dialect.name] = conversions
+            return (cursor.fetchall(), cursor.description) if fetch else None
         except BaseException as error:
             connection._handle_dbapi_exception(error, statement, parameters, cursor, None)
             raise  # not reached: the handler raises, wrapped
         finally:
             cursor.close()
-        return rows, conversions
 
     def converters(self, connection: Connection, result: Any) -> tuple[Processor | None, ...]:
         """The conversion of each column of the SELECT's `result` from what the driver returns

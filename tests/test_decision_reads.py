@@ -440,10 +440,11 @@ def test_a_decisions_history_is_the_persons_history(
 def test_the_decisions_read_keeps_the_engines_hooks(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On each dialect: the decision's read runs on the DBAPI cursor (`Prepared.fetch`), below
-    SQLAlchemy's execution, and the engine's hooks still see it: the statement listeners, and,
-    for a driver error, the error handling: a full storage is `StorageFull`, any other error
-    SQLAlchemy's `DBAPIError` (which `Database.transaction` retries on when it may)."""
+    """On each dialect: the decision's read and its window's INSERT run on the DBAPI cursor
+    (`Prepared.fetch`, `Prepared.send`), below SQLAlchemy's execution, and the engine's hooks
+    still see them: the statement listeners, and, for a driver error, the error handling: a
+    full storage is `StorageFull`, any other error SQLAlchemy's `DBAPIError` (which
+    `Database.transaction` retries on when it may)."""
     db = Database(database_url)
     seen: list[str] = []
     after: list[str] = []
@@ -466,13 +467,20 @@ def test_the_decisions_read_keeps_the_engines_hooks(
             person = read_person(connection, "nobody", None, history=True)
         assert person.record is None and person.history is None
         assert len(seen) == 1 and "catalog_version" in seen[0] and after == seen
-        missing = Prepared(sa.select(sa.table("no_such_table", sa.column("x"))))
+        missing = sa.table("no_such_table", sa.column("x"))
+        read, write = Prepared(sa.select(missing)), Prepared(sa.insert(missing), ["x"])
         with pytest.raises(DBAPIError) as raised, db.connect() as connection:
-            missing.fetch(connection, {})
+            read.fetch(connection, {})
         assert len(errors) == 1 and raised.value.orig is errors[0]
+        with pytest.raises(DBAPIError) as raised, db.connect() as connection:
+            write.send(connection, {"x": 1})
+        assert len(errors) == 2 and raised.value.orig is errors[1]
+        assert len(seen) == 3 and "insert into no_such_table" in seen[2].lower()
         monkeypatch.setattr(store.db, "is_storage_full", lambda error: True)
-        with pytest.raises(StorageFull), db.connect() as connection:
-            missing.fetch(connection, {})
-        assert db.storage_problem() is not None and "full" in db.storage_problem()
+        for run in (lambda c: read.fetch(c, {}), lambda c: write.send(c, {"x": 1})):
+            with pytest.raises(StorageFull), db.connect() as connection:
+                run(connection)
+        problem = db.storage_problem()
+        assert problem is not None and "full" in problem
     finally:
         db.dispose()
