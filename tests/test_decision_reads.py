@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
@@ -40,9 +41,10 @@ from store.events import ingest_events
 from store.features import person_features, read_features
 from store.models import PersonSequence
 from store.person import _DECISION, read_person
+from store.person import _profile as _stored_profile
 from store.predictions import Prediction, prediction_for, replace_predictions
 from store.prepared import Prepared
-from store.schemas import Channel, Event, Item, Purpose, UserRecord
+from store.schemas import Channel, Event, Item, Profile, Purpose, UserRecord
 from store.users import Subject, get_user, link_identity, upsert_user
 from tools.offers import LIFECYCLE_SEGMENTS, offer_reads, select_offer
 from tools.profile import lookup_profile
@@ -484,3 +486,33 @@ def test_the_decisions_read_keeps_the_engines_hooks(
         assert problem is not None and "full" in problem
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        _profile("Ann"),
+        _profile("Bo") | {"phone": "+44 20 7946 0000", "birth_date": "1990-02-28", "locale": "fr"},
+        _profile("Cy")
+        | {
+            "birth_date": "1970-12-31",
+            "address": {"street": "1 Main St", "city": "Leeds", "postcode": "LS1", "country": "GB"},
+        },
+    ],
+)
+def test_a_stored_profile_is_read_as_validated(profile: dict[str, Any]) -> None:
+    """The person's profile is built from the row without validating it again, and equals
+    what validating it gives: fields, their types, nested address, fields set."""
+    stored = Profile.model_validate(profile).model_dump(mode="json")  # as `upsert_user` writes
+    read, validated = _stored_profile(stored), Profile.model_validate(stored)
+    assert read == validated and repr(read) == repr(validated)
+    assert read.model_fields_set == validated.model_fields_set
+    assert read.model_dump() == validated.model_dump()
+    if validated.address is not None:
+        assert read.address is not None
+        assert read.address.model_fields_set == validated.address.model_fields_set
+    # A row of another shape (a field missing) is parsed as before, and refused alike.
+    partial = {k: v for k, v in stored.items() if k != "locale"}
+    assert _stored_profile(partial) == Profile.model_validate(partial)
+    with pytest.raises(ValidationError):
+        _stored_profile({k: v for k, v in stored.items() if k != "first_name"})
