@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import lapack
 from scipy.sparse import csr_matrix, diags, load_npz, save_npz
-from sqlalchemy import bindparam, select, union
+from sqlalchemy import Connection, bindparam, select, union
 
 from store.db import Database
 from store.models import EventRow, IdentityLink, PersonSequence
@@ -513,22 +513,41 @@ def person_history(
     first-touched order, then the latest events), one primary-key read whatever the history's
     length: `ItemItemModel.inputs` reads from it what it reads from the whole history. Without
     a row (none built yet, or a user id sent with an anonymous id): their latest `limit` events,
-    one statement (built once)."""
-    from retrieval.collab import EVENT_WEIGHTS
-
+    one statement (built once). A decision reads the row with the person instead
+    (`tools.reads.decision_history`)."""
     if not user_id and not anonymous_id:
         return []
     key = subject_key(user_id, anonymous_id)
     with db.connect() as connection:
         if key is not None:
             state = connection.execute(_SEQUENCE, {"key": key}).scalar()
-            pairs = stored_history(state) if state is not None else None
-            if pairs is not None:
-                return [(item, EVENT_WEIGHTS.get(kind, 1.0)) for item, kind in pairs]
-        statement = _HISTORY[bool(user_id), bool(anonymous_id)]
-        rows = connection.execute(
-            statement, {"user_id": user_id, "anonymous_id": anonymous_id, "limit": limit}
-        ).all()
+            history = stored_person_history(state)
+            if history is not None:
+                return history
+        return recent_history(connection, user_id, anonymous_id, limit=limit)
+
+
+def stored_person_history(state: dict[str, Any] | None) -> list[tuple[str, float]] | None:
+    """`person_history` from the state of their row, read already; None when there is no row
+    (None) or it is of another version: then their events answer (`recent_history`)."""
+    from retrieval.collab import EVENT_WEIGHTS
+
+    pairs = stored_history(state) if state is not None else None
+    if pairs is None:
+        return None
+    return [(item, EVENT_WEIGHTS.get(kind, 1.0)) for item, kind in pairs]
+
+
+def recent_history(
+    connection: Connection, user_id: str | None, anonymous_id: str | None, *, limit: int = 1000
+) -> list[tuple[str, float]]:
+    """`person_history` without their row: their latest `limit` events, oldest first."""
+    from retrieval.collab import EVENT_WEIGHTS
+
+    statement = _HISTORY[bool(user_id), bool(anonymous_id)]
+    rows = connection.execute(
+        statement, {"user_id": user_id, "anonymous_id": anonymous_id, "limit": limit}
+    ).all()
     return [(item, EVENT_WEIGHTS.get(kind, 1.0)) for item, kind in reversed(rows)]
 
 

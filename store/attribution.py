@@ -15,12 +15,25 @@ from sqlalchemy import Connection, Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from store.models import Attribution, RewardSource, RewardWindow
+from store.prepared import Prepared
 
 # The windows of one person that one event is matched against, newest first. A person shown
 # more decisions than this within one window has the older ones left out of attribution.
 MAX_OPEN_WINDOWS = 50
-# Built once, as `store.decisions` builds the decision's INSERT: compiled once per dialect.
+# Built once, as `store.decisions` builds the decision's INSERT: compiled once per dialect,
+# and on a Core connection (the decision graph's write) run on its DBAPI cursor
+# (`Prepared.send`: SQLAlchemy's execution of a Core INSERT cost more than SQLite's).
 _INSERT_WINDOW = insert(cast(Table, RewardWindow.__table__))
+_WINDOW_COLUMNS = (
+    "decision_id",
+    "subject_key",
+    "opened_at",
+    "closes_at",
+    "offer_id",
+    "item_ids",
+    "default_reward",
+)
+_PREPARED_WINDOW = Prepared(_INSERT_WINDOW, _WINDOW_COLUMNS)
 
 
 def open_window(
@@ -35,19 +48,21 @@ def open_window(
     default_reward: float,
 ) -> None:
     """Open a decision's window: one INSERT, sent at once in the caller's transaction (the
-    decision's row must be written first in it, `store.decisions.log_decision`)."""
-    session.execute(
-        _INSERT_WINDOW,
-        {
-            "decision_id": decision_id,
-            "subject_key": subject_key,
-            "opened_at": opened_at,
-            "closes_at": opened_at + timedelta(hours=window_hours),
-            "offer_id": offer_id,
-            "item_ids": list(item_ids),
-            "default_reward": default_reward,
-        },
-    )
+    decision's row must be written first in it, `store.decisions.log_decision`); through the
+    session when given one (which flushes what it holds first)."""
+    values = {
+        "decision_id": decision_id,
+        "subject_key": subject_key,
+        "opened_at": opened_at,
+        "closes_at": opened_at + timedelta(hours=window_hours),
+        "offer_id": offer_id,
+        "item_ids": list(item_ids),
+        "default_reward": default_reward,
+    }
+    if isinstance(session, Session):
+        session.execute(_INSERT_WINDOW, values)
+    else:
+        _PREPARED_WINDOW.send(session, values)
 
 
 def window_of(session: Session, decision_id: str) -> RewardWindow | None:

@@ -215,6 +215,19 @@ class Database:
         with self._lock:
             self._full_at = None  # a write went through: there is room again
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A Core connection for a request's reads (a decision's, `tools.reads`): no
+        transaction begun around them (a `connect` without its begin, commit and their
+        objects; a statement alone reads a consistent snapshot on both databases); what
+        is written on it all the same (the rare rebuild of a feature row, `orm_session`)
+        is committed when the block ends well, as `connect` commits, and rolled back when
+        it raises."""
+        with self.engine.connect() as connection:
+            yield connection
+            if connection.in_transaction():
+                connection.commit()
+
     def transaction(self, work: Callable[[Session], T], *, attempts: int = RETRY_ATTEMPTS) -> T:
         """`work(session)` in one transaction, committed; run again from the start, after a
         short pause, when a concurrent writer made the database refuse it (`is_retryable`) —

@@ -11,15 +11,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 
+import store.db
 from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services
 from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
 from policies.engine import PolicyEngine
+from retrieval.sequence import person_history
 from store.bandit import (
     _OFFER_STATE,
     ArmState,
@@ -31,16 +36,19 @@ from store.bandit import (
 from store.catalog import catalog_version, get_items, upsert_items
 from store.db import Database
 from store.decisions import get_decision, log_decision, offer_exposure_times
-from store.errors import Conflict
+from store.errors import Conflict, StorageFull
 from store.events import ingest_events
 from store.features import person_features, read_features
+from store.models import PersonSequence
 from store.person import _DECISION, read_person
+from store.person import _profile as _stored_profile
 from store.predictions import Prediction, prediction_for, replace_predictions
-from store.schemas import Channel, Event, Item, Purpose, UserRecord
+from store.prepared import Prepared
+from store.schemas import Channel, Event, Item, Profile, Purpose, UserRecord
 from store.users import Subject, get_user, link_identity, upsert_user
 from tools.offers import LIFECYCLE_SEGMENTS, offer_reads, select_offer
 from tools.profile import lookup_profile
-from tools.reads import open_decision
+from tools.reads import decision_history, open_decision
 from tools.schemas import SelectOfferInput
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -141,29 +149,29 @@ def test_the_next_decision_sees_what_another_worker_wrote(
 def test_a_decision_reads_the_person_and_the_offer_state_in_one_statement(
     demo_services: Services,
 ) -> None:
-    """A count bound, so a change that adds reads to a decision fails here: the person, the
-    offers shown to them and the bandit arms in one statement (two before)."""
+    """A count bound, so a change that adds reads to a decision fails here: the person, their
+    history row, the offers shown to them and the bandit arms in one statement, on one
+    connection (two statements on two connections before)."""
     request = DecideRequest(channel=Channel.web, user_id="u_0007")
     decide(demo_services, request, now=NOW)  # warm
     statements, checkouts = _counted(demo_services, lambda: decide(demo_services, request, now=NOW))
     selects = [s for s in statements if s.startswith("select")]
-    # The item-item re-ranking reads the person's maintained row (`store.sequences`), one
-    # primary-key read, and none of their events; apart from the one statement that opens the
-    # decision (the person, the offers shown to them and the bandit arms).
-    history = [s for s in selects if " from person_sequences " in f"{s} "]
-    assert len(history) == 1, selects
+    # The one statement that opens the decision reads the person, the item-item re-ranking's
+    # maintained row of their history (`store.sequences`, none of their events), the offers
+    # shown to them and the bandit arms.
+    (opened,) = [s for s in selects if "catalog_version" in s]
+    tables = (*PERSON_TABLES, "person_sequences", "decisions", "bandit_arms")
+    assert all(f" {t} " in f"{opened} " for t in tables), opened
     assert not any(re.search(r"events\.item_id( as item_id)?, events\.type", s) for s in selects)
-    (opened,) = [s for s in selects if s not in history and "catalog_version" in s]
-    assert all(f" {t} " in f"{opened} " for t in (*PERSON_TABLES, "decisions", "bandit_arms"))
+    assert not any(" from person_sequences " in f"{s} " for s in selects), selects
     # The catalog's version comes with the person: popularity reads it no more.
-    assert "catalog_version" in opened
     assert not any(s.startswith("select catalog_version") for s in selects), selects
     # At most one more from retrieval (titles of the history items its reasons name that no
     # hit carries); the log's writes are not reads.
-    assert len(selects) <= 3, selects
+    assert len(selects) <= 2, selects
     # One connection for the reads that open the decision, one for the log, and at most one
-    # each for the history and the titles.
-    assert checkouts[0] <= 4, checkouts
+    # for the titles.
+    assert checkouts[0] <= 3, checkouts
 
 
 def test_a_new_visitors_decision_reads_once_and_sees_another_workers_hide(
@@ -296,6 +304,13 @@ def test_read_person_agrees_with_the_store_functions(database_url: str) -> None:
                     session, subject, as_of=NOW
                 )
             assert read_person(session, "p2", "a-linked").owner == "p1"
+            # The history row of the key the feature row has, read along when asked.
+            for user_id, anonymous_id in [("p1", None), (None, "a-linked"), (None, "a-free")]:
+                person = read_person(session, user_id, anonymous_id, history=True)
+                stored = session.get(PersonSequence, person.key)
+                assert stored is not None and person.history == stored.state
+                assert not read_person(session, user_id, anonymous_id).history_read
+            assert read_person(session, "nobody", None, history=True).history is None
             upsert_items(session, [Item(item_id="i0", title="Mug", price=5.0)])
             assert read_person(session, "p1", None).catalog_version == catalog_version(session) > 0
             assert get_items(session, ["i0", "missing"]) == {
@@ -370,3 +385,134 @@ def test_a_persons_history_is_read_by_index_ranges_not_sorted_whole(
     # One sort for the linked anonymous ids' branch (an IN list) and one for the merged rows
     # (at most three times the limit); none for the user's or the anonymous id's own events.
     assert sum("TEMP B-TREE FOR ORDER BY" in step for step in plan) <= 2, plan
+
+
+def test_a_decisions_history_is_the_persons_history(
+    demo_services: Services, other_worker: TestClient
+) -> None:
+    """The history the re-ranking reads, from the row read with the person when the decision
+    opened, is `person_history`'s, whoever the request names: a user with a row (no statement
+    then), one whose row was dropped by a new link (their events), an anonymous visitor, one
+    linked to a user, both ids at once, someone with no history."""
+    assert demo_services.tools.itemitem is not None  # else no decision reads the history
+    _person(other_worker, "reads-dan", personalization=True, views=["itm_00005", "itm_00006"])
+    _view(other_worker, "reads-dan", ["itm_00007"])
+    with demo_services.db.session() as session:
+        link_identity(session, "anonymous", "reads-dan-anon", "reads-dan")  # drops his row
+    answer = other_worker.post(
+        "/v1/events",
+        json={
+            "events": [
+                {
+                    "event_id": f"reads-eve-{item}",
+                    "type": "view",
+                    "ts": NOW.isoformat(),
+                    "anonymous_id": "reads-eve",
+                    "item_id": item,
+                }
+                for item in ("itm_00008", "itm_00009")
+            ]
+        },
+    )
+    assert answer.status_code in (200, 202), answer.text
+    for user_id, anonymous_id, read_along in [
+        ("u_0007", None, True),
+        ("reads-dan", None, False),
+        (None, "reads-dan-anon", False),
+        ("reads-dan", "reads-dan-anon", False),
+        (None, "reads-eve", True),
+        ("reads-nobody", None, False),
+    ]:
+        ctx = open_decision(
+            demo_services.tools, user_id, anonymous_id, channel=Channel.web, now=NOW
+        )
+        got: list[Any] = []
+        statements, checkouts = _counted(
+            demo_services, lambda c=ctx, out=got: out.append(decision_history(c))
+        )
+        subject = ctx.subject
+        expected = person_history(demo_services.db, subject.user_id, subject.anonymous_id)
+        assert got[0] == expected, (user_id, anonymous_id)
+        if read_along:
+            assert expected and (statements, checkouts) == ([], [0]), (user_id, anonymous_id)
+        else:
+            assert not any(" from person_sequences " in f"{s} " for s in statements), statements
+
+
+def test_the_decisions_read_keeps_the_engines_hooks(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On each dialect: the decision's read and its window's INSERT run on the DBAPI cursor
+    (`Prepared.fetch`, `Prepared.send`), below SQLAlchemy's execution, and the engine's hooks
+    still see them: the statement listeners, and, for a driver error, the error handling: a
+    full storage is `StorageFull`, any other error SQLAlchemy's `DBAPIError` (which
+    `Database.transaction` retries on when it may)."""
+    db = Database(database_url)
+    seen: list[str] = []
+    after: list[str] = []
+    errors: list[BaseException] = []
+
+    def before_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    def after_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        after.append(statement)
+
+    def failed(context: Any) -> None:
+        errors.append(context.original_exception)
+
+    event.listen(db.engine, "before_cursor_execute", before_execute)
+    event.listen(db.engine, "after_cursor_execute", after_execute)
+    event.listen(db.engine, "handle_error", failed)
+    try:
+        with db.connect() as connection:
+            person = read_person(connection, "nobody", None, history=True)
+        assert person.record is None and person.history is None
+        assert len(seen) == 1 and "catalog_version" in seen[0] and after == seen
+        missing = sa.table("no_such_table", sa.column("x"))
+        read, write = Prepared(sa.select(missing)), Prepared(sa.insert(missing), ["x"])
+        with pytest.raises(DBAPIError) as raised, db.connect() as connection:
+            read.fetch(connection, {})
+        assert len(errors) == 1 and raised.value.orig is errors[0]
+        with pytest.raises(DBAPIError) as raised, db.connect() as connection:
+            write.send(connection, {"x": 1})
+        assert len(errors) == 2 and raised.value.orig is errors[1]
+        assert len(seen) == 3 and "insert into no_such_table" in seen[2].lower()
+        monkeypatch.setattr(store.db, "is_storage_full", lambda error: True)
+        for run in (lambda c: read.fetch(c, {}), lambda c: write.send(c, {"x": 1})):
+            with pytest.raises(StorageFull), db.connect() as connection:
+                run(connection)
+        problem = db.storage_problem()
+        assert problem is not None and "full" in problem
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        _profile("Ann"),
+        _profile("Bo") | {"phone": "+44 20 7946 0000", "birth_date": "1990-02-28", "locale": "fr"},
+        _profile("Cy")
+        | {
+            "birth_date": "1970-12-31",
+            "address": {"street": "1 Main St", "city": "Leeds", "postcode": "LS1", "country": "GB"},
+        },
+    ],
+)
+def test_a_stored_profile_is_read_as_validated(profile: dict[str, Any]) -> None:
+    """The person's profile is built from the row without validating it again, and equals
+    what validating it gives: fields, their types, nested address, fields set."""
+    stored = Profile.model_validate(profile).model_dump(mode="json")  # as `upsert_user` writes
+    read, validated = _stored_profile(stored), Profile.model_validate(stored)
+    assert read == validated and repr(read) == repr(validated)
+    assert read.model_fields_set == validated.model_fields_set
+    assert read.model_dump() == validated.model_dump()
+    if validated.address is not None:
+        assert read.address is not None
+        assert read.address.model_fields_set == validated.address.model_fields_set
+    # A row of another shape (a field missing) is parsed as before, and refused alike.
+    partial = {k: v for k, v in stored.items() if k != "locale"}
+    assert _stored_profile(partial) == Profile.model_validate(partial)
+    with pytest.raises(ValidationError):
+        _stored_profile({k: v for k, v in stored.items() if k != "first_name"})

@@ -48,11 +48,12 @@ from retrieval.index import (
     Source,
     VectorIndex,
 )
-from retrieval.sequence import History, Inputs, ItemItemModel, person_history
+from retrieval.sequence import History, Inputs, ItemItemModel
 from store.catalog import get_items
 from store.schemas import Item
 from tools.context import RunContext
 from tools.profile import lookup_profile, rules_fired, subject_facts, subject_features
+from tools.reads import decision_history
 from tools.schemas import Candidate, Candidates, RetrieveInput, RuleFired, ScoreParts
 
 WEIGHTS = HybridWeights(query=2.0, taste=1.0, collab=2.0, recent=1.0, prefetch=100)
@@ -87,7 +88,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     matched: list[Hit] = []
     history: History = []
     if profile.personalized and not args.query and ctx.deps.itemitem is not None:
-        history = person_history(ctx.deps.db, ctx.subject.user_id, ctx.subject.anonymous_id)
+        history = decision_history(ctx)
     try:
         if profile.personalized and features.recent_item_ids:
             taste_vec, recent = _taste(ctx, list(features.recent_item_ids[:_TASTE_ITEMS]))
