@@ -27,10 +27,11 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, insert, text
 from sqlalchemy.orm import Session
 
 from agents.decide import graph
@@ -97,9 +98,9 @@ def write_ab(services: Services, records: list[tuple[Any, ...]], blocks: int) ->
     the subject alone) against now (`agents.decide.record.log_record`), in alternating blocks
     in this process, each arm on its own copy of the database."""
     from agents.decide.record import log_record
-    from store.attribution import open_window
     from store.db import Database
     from store.decisions import _INSERT_DECISION
+    from store.models import RewardWindow
 
     folder = Path(tempfile.mkdtemp(prefix="attune-bench-write-"))
     with services.db.engine.connect() as connection:
@@ -130,15 +131,17 @@ def write_ab(services: Services, records: list[tuple[Any, ...]], blocks: int) ->
                 },
             )
             rules = run.deps.policy.policy.rewards
-            open_window(
-                connection,
-                decision_id=decision_id,
-                subject_key=run.subject.key,
-                opened_at=run.now,
-                window_hours=rules.window_hours,
-                offer_id=offer_id,
-                item_ids=[c["item_id"] for c in record["retrieval"]["candidates"]],
-                default_reward=rules.default,
+            connection.execute(
+                insert(RewardWindow),
+                {
+                    "decision_id": decision_id,
+                    "subject_key": run.subject.key,
+                    "opened_at": run.now,
+                    "closes_at": run.now + timedelta(hours=rules.window_hours),
+                    "offer_id": offer_id,
+                    "item_ids": [c["item_id"] for c in record["retrieval"]["candidates"]],
+                    "default_reward": rules.default,
+                },
             )
 
         databases["session7"].core_transaction(write)

@@ -1,6 +1,6 @@
 """Attribution windows and attributed events: which decision an event answers, and what it earns.
 
-A window is opened with each logged decision (`open_window`) and names what the decision showed
+A window is opened with each logged decision (`store.decisions.append_decision`) and names what the decision showed
 (its items and offer) and to whom (its subject key). The rules that turn events into rewards
 live in `tools.rewards`; this module only stores and finds.
 """
@@ -8,61 +8,16 @@ live in `tools.rewards`; this module only stores and finds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import cast
+from datetime import datetime
 
-from sqlalchemy import Connection, Table, delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from store.models import Attribution, RewardSource, RewardWindow
-from store.prepared import Prepared
 
 # The windows of one person that one event is matched against, newest first. A person shown
 # more decisions than this within one window has the older ones left out of attribution.
 MAX_OPEN_WINDOWS = 50
-# Built once, as `store.decisions` builds the decision's INSERT: compiled once per dialect,
-# and on a Core connection (the decision graph's write) run on its DBAPI cursor
-# (`Prepared.send`: SQLAlchemy's execution of a Core INSERT cost more than SQLite's).
-_INSERT_WINDOW = insert(cast(Table, RewardWindow.__table__))
-_WINDOW_COLUMNS = (
-    "decision_id",
-    "subject_key",
-    "opened_at",
-    "closes_at",
-    "offer_id",
-    "item_ids",
-    "default_reward",
-)
-_PREPARED_WINDOW = Prepared(_INSERT_WINDOW, _WINDOW_COLUMNS)
-
-
-def open_window(
-    session: Session | Connection,
-    *,
-    decision_id: str,
-    subject_key: str,
-    opened_at: datetime,
-    window_hours: float,
-    offer_id: str | None,
-    item_ids: Sequence[str],
-    default_reward: float,
-) -> None:
-    """Open a decision's window: one INSERT, sent at once in the caller's transaction (the
-    decision's row must be written first in it, `store.decisions.log_decision`); through the
-    session when given one (which flushes what it holds first)."""
-    values = {
-        "decision_id": decision_id,
-        "subject_key": subject_key,
-        "opened_at": opened_at,
-        "closes_at": opened_at + timedelta(hours=window_hours),
-        "offer_id": offer_id,
-        "item_ids": list(item_ids),
-        "default_reward": default_reward,
-    }
-    if isinstance(session, Session):
-        session.execute(_INSERT_WINDOW, values)
-    else:
-        _PREPARED_WINDOW.send(session, values)
 
 
 def window_of(session: Session, decision_id: str) -> RewardWindow | None:

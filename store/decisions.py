@@ -117,15 +117,16 @@ def append_decision(connection: Connection, values: Mapping[str, Any]) -> None:
     values of both rows by column name (`decision_id`, `subject_key` and `offer_id` are the
     same in both). `record` must already be free of PII: the store does not redact.
 
-    Every statement is compiled once per dialect and sent as its SQL text (`store.prepared`):
+    Every statement is compiled once per dialect and sent as its SQL text on the connection's
+    DBAPI cursor (`store.prepared`, `Prepared.send`):
     on PostgreSQL, one statement for both rows; on SQLite, the decision's INSERT, then the
     window's (which refers to it).
     """
     if connection.dialect.name == "postgresql":
-        _PREPARED_BOTH.execute(connection, values)
+        _PREPARED_BOTH.send(connection, values)
     else:
-        _PREPARED_DECISION.execute(connection, values)
-        _PREPARED_WINDOW.execute(connection, values)
+        _PREPARED_DECISION.send(connection, values)
+        _PREPARED_WINDOW.send(connection, values)
 
 
 def get_decision(session: Session, decision_id: str) -> DecisionRow:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from policies.engine import PolicyEngine
@@ -23,7 +22,6 @@ from store.attribution import (
     close_window,
     due_windows,
     latest_window,
-    open_window,
     window_of,
 )
 from store.bandit import add_reward
@@ -109,29 +107,6 @@ class Rewarder:
         return self.policy
 
     # -- windows ----------------------------------------------------------------------------
-
-    def open(
-        self,
-        session: Session | Connection,
-        *,
-        decision_id: str,
-        subject_key: str,
-        at: datetime,
-        offer_id: str | None,
-        item_ids: Sequence[str],
-    ) -> None:
-        """Open a logged decision's attribution window, as the policy file sets it now."""
-        rules = self.policy.policy.rewards
-        open_window(
-            session,
-            decision_id=decision_id,
-            subject_key=subject_key,
-            opened_at=at,
-            window_hours=rules.window_hours,
-            offer_id=offer_id,
-            item_ids=item_ids,
-            default_reward=rules.default,
-        )
 
     def attribute(self, session: Session, events: Sequence[Event]) -> dict[str, str]:
         """Attribute newly stored events to decisions; {event id: decision id} for those that were.
