@@ -204,6 +204,16 @@ class PIIGuard:
             default_score_threshold=self.score_threshold,
         )
 
+    def _entities_in(self, text: str) -> list[str]:
+        """The redacted types that could be in `text`: those whose recognizers need a character
+        the text lacks are left out, and Presidio then runs none of those recognizers (see
+        `_NEEDS`). What they would have found is nothing, so the findings are the same."""
+        absent = [needs for needs in _NEEDS if not needs.present(text)]
+        if not absent:
+            return self._entities
+        skipped = frozenset().union(*(needs.entities for needs in absent))
+        return [entity for entity in self._entities if entity not in skipped]
+
     def find(
         self, text: str, known: KnownValues = NO_KNOWN_VALUES, *, statistical: bool = True
     ) -> list[Finding]:
@@ -246,7 +256,7 @@ class PIIGuard:
             results = analyzer.analyze(
                 text=text,
                 language=self.LANGUAGE,
-                entities=self._entities,
+                entities=self._entities_in(text),
                 score_threshold=self.score_threshold,
             )
             found = tuple((r.entity_type, r.start, r.end, r.score, _recognizer(r)) for r in results)
@@ -306,7 +316,7 @@ class PIIGuard:
             results = self._patterns.analyze(
                 text=text,
                 language=self.LANGUAGE,
-                entities=self._entities,
+                entities=self._entities_in(text),
                 score_threshold=self.score_threshold,
             )
             if "ZIP_CODE" in self.redact:
@@ -335,6 +345,47 @@ class PIIGuard:
             known=known,
             vault=Vault(),
         )
+
+
+@dataclass(frozen=True)
+class _Needs:
+    """Entity types none of whose recognizers can match a text without `pattern`."""
+
+    entities: frozenset[str]
+    pattern: re.Pattern[str]
+
+    def present(self, text: str) -> bool:
+        return self.pattern.search(text) is not None
+
+
+# What the registry's recognizers of each type cannot match without (only types that no NER
+# label maps to: the NER recognizer sees the same list of its own types). Every pattern of
+# these recognizers has a `\d` outside any optional part (the phone candidate, card and IBAN
+# digits, SSN and NHS groups, a house number, each postcode shape or the digit the postcode
+# word's match must keep, an age, a licence number); an email has its "@"; a URL has the dot
+# before its top-level domain; an IPv4 address has dots and an IPv6 address colons.
+# `tests/test_pii_gates.py` checks each type's recognizers and that a trigger still fires.
+_NEEDS = (
+    _Needs(
+        frozenset(
+            {
+                "PHONE_NUMBER",
+                "CREDIT_CARD",
+                "IBAN_CODE",
+                "US_SSN",
+                "UK_NHS",
+                "STREET_ADDRESS",
+                "ZIP_CODE",
+                "AGE",
+                "DRIVER_LICENSE",
+            }
+        ),
+        re.compile(r"\d"),
+    ),
+    _Needs(frozenset({"EMAIL_ADDRESS"}), re.compile("@")),
+    _Needs(frozenset({"URL"}), re.compile(r"\.")),
+    _Needs(frozenset({"IP_ADDRESS"}), re.compile(r"[.:]")),
+)
 
 
 def _patterns_over_ner(results: list[RecognizerResult]) -> list[RecognizerResult]:

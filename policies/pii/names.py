@@ -130,10 +130,14 @@ class PersonNameRecognizer(EntityRecognizer):
     _EMBEDDING = frozenset("@_/\\<>#=+*&")
     _CONTEXT_WORDS = frozenset(p[0] for level in PHRASES.values() for p in level if len(p) == 1)
     _CONTRACTION = re.compile(r"['’](?:m|re|ve|ll|d|t|s)$", re.IGNORECASE)
+    _PHRASE_LENGTHS: ClassVar[dict[_Context, tuple[int, ...]]] = {
+        level: tuple(sorted({len(p) for p in phrases})) for level, phrases in PHRASES.items()
+    }
 
     def __init__(self, lists: NameLists) -> None:
         self._lists = lists
         self._longest_phrase = max(len(p) for phrases in self.PHRASES.values() for p in phrases)
+        self._not_name_starts = frozenset(phrase[0] for phrase in lists.not_names if phrase)
         super().__init__(supported_entities=[self.ENTITY], name=self.NAME)
 
     def load(self) -> None:
@@ -232,7 +236,10 @@ class PersonNameRecognizer(EntityRecognizer):
         return not (last and last.end == position and (self._is_title(last) or last.initial))
 
     def _mark_not_names(self, words: list[_Word]) -> None:
+        starts = self._not_name_starts
         for i in range(len(words)):
+            if words[i].key not in starts:
+                continue  # no listed brand or place starts with this word
             for size in (4, 3, 2):
                 keys = tuple(w.key for w in words[i : i + size])
                 if len(keys) == size and keys in self._lists.not_names:
@@ -252,7 +259,11 @@ class PersonNameRecognizer(EntityRecognizer):
             return _Context.NONE
         keys = [w.phrase_key for w in words[max(0, i - self._longest_phrase) : i]]
         for level in (_Context.STRONG, _Context.GREETING, _Context.MEDIUM):
-            if any(tuple(keys[-len(p) :]) == p for p in self.PHRASES[level]):
+            # A phrase of n words ends here when the last n keys are one: a lookup per phrase
+            # length (a handful) rather than a comparison per phrase (about a hundred). With
+            # fewer keys than n the slice is shorter, a phrase of that length, looked up too.
+            phrases = self.PHRASES[level]
+            if any(tuple(keys[-n:]) in phrases for n in self._PHRASE_LENGTHS[level]):
                 # A capitalised "Morning" inside a sentence is a name's part, not a greeting.
                 greeting = level is _Context.GREETING
                 if greeting and before.capitalised and not before.sentence_start:

@@ -14,6 +14,7 @@ import re
 from typing import ClassVar
 
 from phonenumbers import Leniency, PhoneNumberMatcher
+from phonenumbers.re_util import enable_pattern_cache
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 
 __all__ = [
@@ -34,6 +35,11 @@ _NOT_PII_LABEL = re.compile(
     r"(?:\s*(?:no\.?|nr\.?|number|#|id))?\s*[:#]?\s*$",
     re.IGNORECASE,
 )
+
+
+# phonenumbers compiles its metadata's patterns per use through `re`, whose cache (512 entries)
+# a dozen regions overflow: keep every one compiled once (a bounded set, fixed by the metadata).
+enable_pattern_cache()
 
 
 def _labelled(text: str, start: int) -> bool:
