@@ -35,14 +35,14 @@ class Cors:
             # Not a cross-origin request (no browser page sent it): all CORSMiddleware does
             # then is add `Vary: Origin` to the answer, which is done here without parsing the
             # request's headers into a Headers object or wrapping `send` in a partial.
-            await self.app(scope, receive, _vary_origin(send))
+            await self.app(scope, receive, vary_origin(send))
             return
         if self._cors is None:
             self._cors = cors_for(self.app, scope["app"].state.services.settings.cors_origins)
         await self._cors(scope, receive, send)
 
 
-def _vary_origin(send: Send) -> Send:
+def vary_origin(send: Send) -> Send:
     """`send`, adding `Origin` to the response's Vary header as CORSMiddleware does for a
     request without an Origin (the answer depends on it: a cached copy must not serve a page's
     request)."""
