@@ -33,8 +33,7 @@ from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agents.services import Services
-from api.deps import ServicesDep
-from store.access import KeyInfo, read_key
+from store.access import KeyInfo, check_key
 from store.errors import Conflict
 from store.users import link_owner
 
@@ -156,7 +155,11 @@ def _presented_key(request: Request) -> str | None:
 def require(*scopes: str) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the caller, who must hold one of `scopes` (any scope if none are given)."""
 
-    async def dependency(request: Request, services: ServicesDep) -> Caller:
+    # The request is its only parameter: the services are read off the app's state rather than
+    # through `ServicesDep`, a sub-dependency FastAPI would solve (its parameters, its cache
+    # key) on every request for an attribute read.
+    async def dependency(request: Request) -> Caller:
+        services: Services = request.app.state.services
         if services.settings.auth == "off":
             return Caller(None)
         presented = _presented_key(request)
@@ -167,10 +170,9 @@ def require(*scopes: str) -> Callable[..., Awaitable[Caller]]:
                 "'attune keys create')",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        # A read by primary key on a pooled connection, no ORM session, on every request: a
-        # key revoked by any worker or `attune keys revoke` is refused by the next request.
-        with services.db.engine.connect() as connection:
-            key = read_key(connection, presented)
+        # A read by primary key on a pooled connection, on every request: a key revoked by any
+        # worker or `attune keys revoke` is refused by the next request.
+        key = check_key(services.db.engine, presented)
         if key is None:
             raise HTTPException(
                 401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}

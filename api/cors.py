@@ -8,8 +8,9 @@ browser's session.
 
 from __future__ import annotations
 
+from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?"
 METHODS = ("GET", "POST", "PUT", "DELETE")
@@ -30,9 +31,30 @@ class Cors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not any(name == b"origin" for name, _ in scope["headers"]):
+            # Not a cross-origin request (no browser page sent it): all CORSMiddleware does
+            # then is add `Vary: Origin` to the answer, which is done here without parsing the
+            # request's headers into a Headers object or wrapping `send` in a partial.
+            await self.app(scope, receive, vary_origin(send))
+            return
         if self._cors is None:
             self._cors = cors_for(self.app, scope["app"].state.services.settings.cors_origins)
         await self._cors(scope, receive, send)
+
+
+def vary_origin(send: Send) -> Send:
+    """`send`, adding `Origin` to the response's Vary header as CORSMiddleware does for a
+    request without an Origin (the answer depends on it: a cached copy must not serve a page's
+    request)."""
+
+    async def with_vary(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message.setdefault("headers", [])
+            headers = MutableHeaders(scope=message)
+            headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
+        await send(message)
+
+    return with_vary
 
 
 def cors_for(app: ASGIApp, origins: list[str]) -> CORSMiddleware:

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from store.errors import Conflict, NotFound, StorageFull
 
@@ -96,7 +97,12 @@ def install(app: FastAPI) -> None:
 
 def route_template(request: Request) -> str:
     """The matched route's path template (`/v1/users/{user_id}`), never the raw path."""
-    return getattr(request.scope.get("route"), "path", "(no route)")
+    return scope_route_template(request.scope)
+
+
+def scope_route_template(scope: Scope) -> str:
+    """`route_template` from the request's ASGI scope."""
+    return getattr(scope.get("route"), "path", "(no route)")
 
 
 def storage_full(request: Request, exc: StorageFull) -> JSONResponse:

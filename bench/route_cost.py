@@ -2,17 +2,23 @@
 
 Drives the app with plain ASGI calls in one event loop (no sockets, no HTTP client), beside
 `decide()` called directly with the same requests, in interleaved blocks so that machine load
-hits all alike:
+hits all alike, and reports the CPU time of each (`time.process_time`, which other processes
+move least; the access lines are written, to /dev/null, as `attune serve` writes them):
 
 - `decide`: the in-process decision only;
 - `route_keys`: `POST /v1/decide` with `ATTUNE_AUTH=keys` and a key with the `decide` scope
   (middleware, routing, body validation, the key check and rate limit, the decision, the
   response model and its JSON);
-- `route_auth_off`: the same route with authentication off.
+- `route_auth_off`: the same route with authentication off;
+- `bare`, `echo_keys`, `echo_auth_off`: the stack without a decision, as `bench/http_load.py`
+  loads it: a bare FastAPI app parsing the same body, and our app's echo route (decide's body
+  and caller, a small answer) with keys on and off. Many more requests per block than the
+  decision arms (`--echo-per-block`).
 
-Also, interleaved on their own: the key check as the route made it before (an ORM session and
-`store.access.verify_key`) and as it makes it now (`store.access.read_key` on a pooled
-connection), and a cProfile of `route_keys` requests split into the parts of the route (ms per
+Also the Python calls per request of each arm (cProfile's count, which no load moves), the key
+check three ways, interleaved on their own (an ORM session and `store.access.verify_key`, as in
+session 6; `read_key` on a SQLAlchemy connection, sessions 7-8; `check_key` on a pooled driver
+cursor, now), and a cProfile of `route_keys` requests split into the parts of the route (ms per
 request, inclusive). Prints JSON and writes it to `--out`.
 
     .venv/bin/python bench/route_cost.py [--blocks 10] [--per-block 10] [--home HOME]
@@ -24,6 +30,8 @@ import argparse
 import asyncio
 import cProfile
 import json
+import logging
+import os
 import pstats
 import statistics
 import tempfile
@@ -33,24 +41,31 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+from pydantic import BaseModel
+
 from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
 from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from api.app import create_app
-from api.auth import RateLimits
+from api.auth import DecideCaller, RateLimits
+from api.cli_logging import configure_logging
 from api.gate import Gate
+from api.routes.decide import router
+from api.schemas import DecideIn
 from bench.report import emit
-from store.access import create_key, read_key, verify_key
+from store.access import check_key, create_key, read_key, verify_key
 from store.schemas import Channel
 
 USERS = [f"u_{i:04d}" for i in range(1, 241)]
+ECHO = "/v1/bench/echo"
 # Parts of a route request: (label, file fragment, function), inclusive ms per request.
 PARTS = [
     ("whole ASGI call", "api/access_log.py", "__call__"),
     ("key check + rate limit (require)", "api/auth.py", "dependency"),
-    ("key read (read_key)", "store/access.py", "read_key"),
+    ("key read (check_key)", "store/access.py", "check_key"),
     ("route handler", "api/routes/decide.py", "post_decide"),
     ("the decision (decide)", "agents/decide/run.py", "decide"),
     ("DecideOut built (_decide minus decide)", "api/routes/decide.py", "_decide"),
@@ -64,8 +79,45 @@ PARTS = [
         "fastapi/routing.py",
         "serialize_response",
     ),
-    ("JSONResponse.render", "starlette/responses.py", "render"),
+    ("access line and latency (_record)", "api/access_log.py", "_record"),
 ]
+
+
+class Out(BaseModel):
+    ok: bool
+    channel: str
+
+
+def add_echo_route() -> None:
+    """`bench/http_load.py`'s echo route: decide's body and caller, the bare route's answer."""
+
+    async def echo(body: DecideIn, caller: DecideCaller) -> Out:
+        caller.act_for(body.user_id)
+        return Out(ok=True, channel=body.channel)
+
+    echo.__annotations__ = {"body": DecideIn, "caller": DecideCaller, "return": Out}
+    router.add_api_route(
+        ECHO.removeprefix(router.prefix), echo, methods=["POST"], response_model=Out
+    )
+
+
+def bare_app() -> Any:
+    """The floor: FastAPI parsing a body of the same shape into a model and answering JSON."""
+
+    class Body(BaseModel):
+        user_id: str | None = None
+        channel: str
+        query: str | None = None
+        k: int = 10
+
+    app = FastAPI()
+
+    async def bare(body: Body) -> Out:
+        return Out(ok=True, channel=body.channel)
+
+    bare.__annotations__ = {"body": Body, "return": Out}
+    app.add_api_route("/v1/decide", bare, methods=["POST"], response_model=Out)
+    return app
 
 
 def app_for(services: Services) -> Any:
@@ -112,10 +164,40 @@ async def post(app: Any, path: str, body: bytes, headers: list[tuple[bytes, byte
     return status[0]
 
 
+def calls_per_call(call: Callable[[int], Any], n: int = 50) -> float:
+    """Python function calls per call of `call` (cProfile's count: no load moves it), on calls
+    seen once before (a decision's caches, a query's PII findings, hold the same for every arm)."""
+    for i in range(n):
+        call(i)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(n):
+        call(i)
+    profiler.disable()
+    return round(pstats.Stats(profiler).total_calls / n, 1)  # type: ignore[attr-defined]
+
+
+def interleaved(
+    scenarios: dict[str, tuple[Callable[[int], Any], int]], blocks: int
+) -> dict[str, float]:
+    """The median over `blocks` of each scenario's CPU ms per call, in alternating order."""
+    times: dict[str, list[float]] = {name: [] for name in scenarios}
+    for block in range(blocks):
+        names = list(scenarios) if block % 2 == 0 else list(scenarios)[::-1]
+        for name in names:
+            call, per_block = scenarios[name]
+            started = time.process_time()
+            for i in range(per_block):
+                call(block * per_block + i)
+            times[name].append((time.process_time() - started) / per_block * 1000)
+    return {name: round(statistics.median(values), 4) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=10)
-    parser.add_argument("--per-block", type=int, default=10)
+    parser.add_argument("--per-block", type=int, default=10, help="decisions per block")
+    parser.add_argument("--echo-per-block", type=int, default=200, help="echo requests per block")
     parser.add_argument("--profiled", type=int, default=60, help="route requests profiled")
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument(
@@ -123,7 +205,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-route-"))
-    settings = Settings(home=home, seed=1, auth="keys", rate_limit_per_minute=10**9)
+    settings = Settings(
+        home=home, seed=1, auth="keys", rate_limit_per_minute=10**9, log_format="text"
+    )
+    # Access lines formatted and written as `attune serve` writes them (to /dev/null here).
+    configure_logging(settings)
+    sink = open(os.devnull, "w")  # noqa: SIM115  # open for the whole run
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sink)
+    add_echo_route()
     fresh = not (home / "attune.db").exists()
     services = build_services(settings)
     if fresh:
@@ -132,7 +223,7 @@ def main() -> None:
     with services.db.session() as session:
         plain, _ = create_key(session, name="bench", scopes=["decide"])
     auth = [(b"authorization", f"Bearer {plain}".encode())]
-    keyed, unkeyed = app_for(services), app_for(open_services)
+    keyed, unkeyed, bare = app_for(services), app_for(open_services), bare_app()
     loop = asyncio.new_event_loop()
 
     def body(i: int) -> bytes:
@@ -141,61 +232,54 @@ def main() -> None:
     def direct(i: int) -> None:
         decide(services, DecideRequest(channel=Channel.web, user_id=USERS[i % len(USERS)]))
 
-    def route(app: Any, headers: list[tuple[bytes, bytes]]) -> Callable[[int], None]:
+    def route(app: Any, headers: list[tuple[bytes, bytes]], path: str) -> Callable[[int], None]:
         def call(i: int) -> None:
-            status = loop.run_until_complete(post(app, "/v1/decide", body(i), headers))
+            status = loop.run_until_complete(post(app, path, body(i), headers))
             assert status == 200, status
 
         return call
 
-    scenarios: dict[str, Callable[[int], None]] = {
-        "decide": direct,
-        "route_keys": route(keyed, auth),
-        "route_auth_off": route(unkeyed, []),
+    decisions: dict[str, tuple[Callable[[int], Any], int]] = {
+        "decide": (direct, args.per_block),
+        "route_keys": (route(keyed, auth, "/v1/decide"), args.per_block),
+        "route_auth_off": (route(unkeyed, [], "/v1/decide"), args.per_block),
+    }
+    stack: dict[str, tuple[Callable[[int], Any], int]] = {
+        "bare": (route(bare, [], "/v1/decide"), args.echo_per_block),
+        "echo_keys": (route(keyed, auth, ECHO), args.echo_per_block),
+        "echo_auth_off": (route(unkeyed, [], ECHO), args.echo_per_block),
     }
     for i in range(15):  # warm-up
-        for call in scenarios.values():
+        for call, _ in (decisions | stack).values():
             call(i)
     settle()
-    times: dict[str, list[float]] = {name: [] for name in scenarios}
-    for block in range(args.blocks):
-        names = list(scenarios) if block % 2 == 0 else list(scenarios)[::-1]
-        for name in names:
-            started = time.perf_counter()
-            for i in range(args.per_block):
-                scenarios[name](block * args.per_block + i)
-            times[name].append((time.perf_counter() - started) / args.per_block * 1000)
-    medians = {name: round(statistics.median(values), 3) for name, values in times.items()}
+    medians = interleaved(decisions, args.blocks)
+    stack_medians = interleaved(stack, args.blocks)
+    calls = {name: calls_per_call(call) for name, (call, _) in (decisions | stack).items()}
 
-    def old_check() -> None:
+    def orm_check(_: int) -> None:
         with services.db.session() as session:
             assert verify_key(session, plain) is not None
 
-    def new_check() -> None:
+    def connection_check(_: int) -> None:
         with services.db.engine.connect() as connection:
             assert read_key(connection, plain) is not None
 
-    checks: dict[str, list[float]] = {"orm_session_verify_key": [], "connection_read_key": []}
-    for block in range(20):
-        pairs = [("orm_session_verify_key", old_check), ("connection_read_key", new_check)]
-        for name, check in pairs if block % 2 == 0 else pairs[::-1]:
-            started = time.perf_counter()
-            for _ in range(100):
-                check()
-            checks[name].append((time.perf_counter() - started) / 100 * 1000)
-    calls = {}
-    for name, check in (("orm_session_verify_key", old_check), ("connection_read_key", new_check)):
-        profiler = cProfile.Profile()
-        profiler.enable()
-        for _ in range(100):
-            check()
-        profiler.disable()
-        calls[name] = round(pstats.Stats(profiler).total_calls / 100)  # type: ignore[attr-defined]
+    def cursor_check(_: int) -> None:
+        assert check_key(services.db.engine, plain) is not None
+
+    checks = {
+        "orm_session_verify_key": (orm_check, 100),
+        "connection_read_key": (connection_check, 100),
+        "cursor_check_key": (cursor_check, 100),
+    }
+    check_ms = interleaved(checks, 20)
+    check_calls = {name: calls_per_call(call, 100) for name, (call, _) in checks.items()}
 
     profiler = cProfile.Profile()
     profiler.enable()
     for i in range(args.profiled):
-        scenarios["route_keys"](i)
+        decisions["route_keys"][0](i)
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     parts = {}
@@ -214,13 +298,24 @@ def main() -> None:
         {
             "blocks": args.blocks,
             "per_block": args.per_block,
-            "median_of_block_means_ms": medians,
-            "route_minus_decide_ms": {
+            "echo_per_block": args.echo_per_block,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "cpu_ms_median_of_blocks": medians | stack_medians,
+            "route_minus_decide_cpu_ms": {
                 "keys": round(medians["route_keys"] - medians["decide"], 3),
                 "auth_off": round(medians["route_auth_off"] - medians["decide"], 3),
             },
-            "key_check_ms": {k: round(statistics.median(v), 4) for k, v in checks.items()},
-            "key_check_python_calls": calls,
+            "echo_over_bare": {
+                "keys": round(stack_medians["echo_keys"] / stack_medians["bare"], 2),
+                "auth_off": round(stack_medians["echo_auth_off"] / stack_medians["bare"], 2),
+            },
+            "python_calls_per_request": calls
+            | {
+                "route_keys_minus_decide": round(calls["route_keys"] - calls["decide"], 1),
+                "route_auth_off_minus_decide": round(calls["route_auth_off"] - calls["decide"], 1),
+            },
+            "key_check_cpu_ms": check_ms,
+            "key_check_python_calls": check_calls,
             "profile_ms_per_route_request": parts,
         },
         args.out,

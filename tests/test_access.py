@@ -216,3 +216,50 @@ def test_keys_command(secured: Services, monkeypatch: pytest.MonkeyPatch) -> Non
     assert CliRunner().invoke(cli, ["keys", "revoke", info["key_id"]]).exit_code == 0
     bad = CliRunner().invoke(cli, ["keys", "create", "--name", "x", "--scopes", "root"])
     assert bad.exit_code == 2 and "scopes: must be some of" in bad.output
+
+
+def test_the_key_check_reads_on_a_driver_cursor_as_the_orm_read_does(database_url: str) -> None:
+    # `check_key` is what the API runs on every request: the same answer as the ORM's
+    # `verify_key`, on both dialects, without a SQLAlchemy Connection around the SELECT.
+    from sqlalchemy import event
+
+    from store.access import check_key, revoke_key, verify_key
+    from store.db import Database
+
+    db = Database(database_url)
+    try:
+        with db.session() as session:
+            plain, _ = create_key(session, name="a", scopes=["decide", "events"])
+            bound, _ = create_key(
+                session, name="b", scopes=["decide", "chat"], subject_user_id=ALICE
+            )
+            gone, info = create_key(session, name="c", scopes=["decide"])
+            revoke_key(session, info.key_id)
+        key_id = plain.split("_")[1]
+        presented = [
+            plain,
+            bound,
+            gone,
+            f"att_{key_id}_{'0' * 43}",  # the right key id, a wrong secret
+            "att_nokey_nosecret",
+            "nothing like a key",
+            plain + "x",
+        ]
+        opened: list[object] = []
+
+        def connected(connection: object) -> None:
+            opened.append(connection)
+
+        event.listen(db.engine, "engine_connect", connected)
+        found = [check_key(db.engine, each) for each in presented]
+        event.remove(db.engine, "engine_connect", connected)
+        assert opened == []
+        with db.session() as session:
+            assert found == [verify_key(session, each) for each in presented]
+        assert found[0] is not None and found[0].scopes == ("decide", "events")
+        assert found[1] is not None and found[1].scopes == ("decide", "chat")
+        assert found[1].subject_user_id == ALICE
+        assert found[1].created_at.tzinfo is not None
+        assert found[2:] == [None] * 5
+    finally:
+        db.engine.dispose()

@@ -9,18 +9,22 @@ import inspect
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
+from fastapi.testclient import TestClient
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.cors import CORSMiddleware
 
 from agents.decide.run import DecideRequest, Decision, decide
 from agents.services import Services
 from agents.settings import Settings
 from api.app import create_app
 from api.auth import MovingWindow, RateLimits
+from api.cors import cors_for
 from api.gate import Gate
 from tests.routing import api_routes
 
@@ -162,3 +166,126 @@ def test_decisions_on_the_loop_take_turns_with_it(
     assert decisions == [f"decide {u}" for u in users]
     between = "".join("d" if event != "turn" else "t" for event in events)
     assert "dd" not in between, between
+
+
+def test_the_decide_route_solves_one_dependency_per_request(tmp_path: Path) -> None:
+    # FastAPI solves every sub-dependency on every request (its parameters, its cache key):
+    # about 120 Python calls each. The services are read off the app's state by the route and
+    # by the caller's check, so the caller is the route's one dependency, with none of its own.
+    route = next(r for r in api_routes(_app(tmp_path).routes) if r.path == "/v1/decide")
+    solved = [dep.call.__qualname__ for dep in _dependencies(route.dependant) if dep.call]
+    assert solved == ["require.<locals>.dependency"]
+
+
+def test_no_caller_check_has_a_dependency_of_its_own(tmp_path: Path) -> None:
+    checks = {
+        dep.call
+        for route in api_routes(_app(tmp_path).routes)
+        for dep in _dependencies(route.dependant)
+        if dep.call is not None and dep.call.__qualname__ == "require.<locals>.dependency"
+    }
+    assert checks
+    for check in checks:
+        assert list(inspect.signature(check).parameters) == ["request"]
+
+
+def test_the_access_log_finds_each_latency_child_once(
+    demo_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `labels()` (its checks and a lock) ran on every request; the children are kept by the
+    # middleware, one lookup per request, and every request is still observed.
+    family = demo_services.metrics.http_latency
+    looked_up: list[tuple[str, ...]] = []
+    labels = family.labels
+
+    def counted(*values: str, **named: str) -> Any:
+        looked_up.append(values or tuple(named.values()))
+        return labels(*values, **named)
+
+    def observed() -> float:
+        child = labels(method="GET", route="/healthz", status="2xx")
+        return next(
+            s.value for m in child.collect() for s in m.samples if s.name.endswith("_count")
+        )
+
+    before = observed()
+    monkeypatch.setattr(family, "labels", counted)
+    with TestClient(create_app(services=lambda: demo_services)) as client:
+        for _ in range(5):
+            assert client.get("/healthz").status_code == 200
+        assert client.get("/v1/nothing").status_code == 404
+    assert looked_up == [("GET", "/healthz", "2xx"), ("GET", "(no route)", "4xx")]
+    assert observed() == before + 5
+
+
+def test_a_request_without_an_origin_passes_cors_with_vary_only(
+    demo_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without an Origin header no browser page sent the request: Starlette's CORSMiddleware
+    # (its Headers object, a wrapped `send`) is skipped, and the answer still says that it
+    # varies by Origin, as CORSMiddleware's did.
+    calls: list[str] = []
+    handle = CORSMiddleware.__call__
+
+    async def counted(self: CORSMiddleware, scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        await handle(self, scope, receive, send)
+
+    monkeypatch.setattr(CORSMiddleware, "__call__", counted)
+    with TestClient(create_app(services=lambda: demo_services)) as client:
+        plain = client.get("/healthz")
+        page = client.get("/healthz", headers={"Origin": "http://localhost:5173"})
+        foreign = client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert calls == ["/healthz", "/healthz"]
+    assert plain.headers.get_list("vary") == ["Origin"]
+    assert "access-control-allow-origin" not in plain.headers
+    assert page.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert page.headers.get_list("vary") == ["Origin"]
+    assert "access-control-allow-origin" not in foreign.headers
+
+
+def test_vary_keeps_what_the_route_said_and_adds_origin() -> None:
+    from api.cors import vary_origin
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"vary", b"Accept"), (b"content-length", b"0")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(vary_origin(send)({"type": "http.response.start", "status": 200}))
+    asyncio.run(
+        vary_origin(send)(
+            {"type": "http.response.start", "status": 200, "headers": [(b"vary", b"Accept")]}
+        )
+    )
+    assert sent[0]["headers"] == [(b"vary", b"Origin")]
+    assert sent[1]["headers"] == [(b"vary", b"Accept, Origin")]
+    # The same as Starlette's CORSMiddleware, for a request without an Origin.
+    starlette_sent: list[Any] = []
+
+    async def record(message: Any) -> None:
+        starlette_sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "headers": [], "path": "/"}
+    asyncio.run(cors_for(app, [])(scope, _nothing, record))
+    ours: list[Any] = []
+
+    async def record_ours(message: Any) -> None:
+        ours.append(message)
+
+    asyncio.run(app(scope, _nothing, vary_origin(record_ours)))
+    assert ours == starlette_sent
+
+
+async def _nothing() -> Any:
+    return {"type": "http.disconnect"}
