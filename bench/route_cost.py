@@ -36,7 +36,7 @@ import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -178,7 +178,7 @@ def calls_per_call(call: Callable[[int], Any], n: int = 50) -> float:
 
 
 def interleaved(
-    scenarios: dict[str, tuple[Callable[[int], Any], int]], blocks: int
+    scenarios: Mapping[str, tuple[Callable[[int], Any], int]], blocks: int
 ) -> dict[str, float]:
     """The median over `blocks` of each scenario's CPU ms per call, in alternating order."""
     times: dict[str, list[float]] = {name: [] for name in scenarios}
