@@ -112,8 +112,16 @@ def serve_attune() -> None:
     """`attune serve` as it is, with one more route beside `/v1/decide` in decide's router (so
     that finding it costs what finding decide costs): the decide body and dependencies,
     answered with the bare route's object — what our stack costs without a decision."""
-    from api.auth import DecideCaller
     from api.cli import serve
+
+    add_echo_route()
+    serve(seed_demo=True, workers=1)
+
+
+def add_echo_route() -> None:
+    """The echo route (`ECHO`) in decide's router: decide's body and caller, answered with the
+    bare route's object (also `bench/route_cost.py`'s)."""
+    from api.auth import DecideCaller
     from api.routes.decide import router
     from api.schemas import DecideIn
 
@@ -127,8 +135,6 @@ def serve_attune() -> None:
     router.add_api_route(
         ECHO.removeprefix(router.prefix), echo, methods=["POST"], response_model=Out
     )
-
-    serve(seed_demo=True, workers=1)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -50,17 +50,15 @@ from agents.reindex import start as start_service
 from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from api.app import create_app
-from api.auth import DecideCaller, RateLimits
+from api.auth import RateLimits
 from api.cli_logging import configure_logging
 from api.gate import Gate
-from api.routes.decide import router
-from api.schemas import DecideIn
+from bench.http_load import ECHO, Out, add_echo_route
 from bench.report import emit
 from store.access import check_key, create_key, read_key, verify_key
 from store.schemas import Channel
 
 USERS = [f"u_{i:04d}" for i in range(1, 241)]
-ECHO = "/v1/bench/echo"
 # Parts of a route request: (label, file fragment, function), inclusive ms per request.
 PARTS = [
     ("whole ASGI call", "api/access_log.py", "__call__"),
@@ -81,24 +79,6 @@ PARTS = [
     ),
     ("access line and latency (_record)", "api/access_log.py", "_record"),
 ]
-
-
-class Out(BaseModel):
-    ok: bool
-    channel: str
-
-
-def add_echo_route() -> None:
-    """`bench/http_load.py`'s echo route: decide's body and caller, the bare route's answer."""
-
-    async def echo(body: DecideIn, caller: DecideCaller) -> Out:
-        caller.act_for(body.user_id)
-        return Out(ok=True, channel=body.channel)
-
-    echo.__annotations__ = {"body": DecideIn, "caller": DecideCaller, "return": Out}
-    router.add_api_route(
-        ECHO.removeprefix(router.prefix), echo, methods=["POST"], response_model=Out
-    )
 
 
 def bare_app() -> Any:

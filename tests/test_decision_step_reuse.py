@@ -4,7 +4,7 @@ fresh derivation gives; the checks that skip scans find what a full scan finds."
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +16,13 @@ from policies.output import _DATES, _date_mentions
 from policies.pii import KnownValues
 from policies.rules import load_policy
 from store.db import Database
-from store.schemas import Address, Channel, Offer, Profile, Purpose
+from store.schemas import Channel, Offer, Purpose
+from tests.people import JANE
 from tools.bandit_priors import bandit_priors
 from tools.contextual import ContextualBandits
 
 DEMO_POLICY = Path(__file__).parents[1] / "data" / "demo" / "policy.yaml"
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
-JANE = Profile(
-    first_name="Jane",
-    last_name="Smith",
-    email="jane.smith@example.com",
-    phone="07911 123456",
-    birth_date=date(1990, 3, 14),
-    address=Address(street="221B Baker Street", city="London", postcode="NW1 6XE", country="GB"),
-)
 
 
 def test_known_values_are_derived_once_per_profile_values() -> None:

@@ -7,7 +7,6 @@ import logging
 import pickle
 import socket
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,12 @@ import spacy
 from spacy.pipeline import EntityRuler
 
 from policies.pii import Finding, KnownValues, PIIGuard, Vault
-from store.schemas import Address, Profile
+from tests.people import JANE
 
 LABELED = Path(__file__).resolve().parents[1] / "data" / "pii" / "labeled.jsonl"
 
 # The guard under test is always the blank-pipeline one, whatever models this machine has.
 ABSENT_MODEL = "attune_test_absent_model"
-
-JANE = Profile(
-    first_name="Jane",
-    last_name="Smith",
-    email="jane.smith@example.com",
-    phone="07911 123456",
-    birth_date=date(1990, 3, 14),
-    address=Address(street="221B Baker Street", city="London", postcode="NW1 6XE", country="GB"),
-)
 
 
 def _no_lookups(*args: object, **kwargs: object) -> object:
