@@ -104,29 +104,13 @@ def session6_reads(db: Database, user_id: str, offer_ids: list[str], now: dateti
         person = read_person(session, user_id, None)
         features = person_features(session, person, as_of=now)
         decisions = DecisionRow.__table__
-        shown_q = select(
-            decisions.c.offer_id,
-            decisions.c.channel,
-            decisions.c.created_at,
-            sa.cast(null(), String).label("policy"),
-            sa.cast(null(), Float).label("alpha"),
-            sa.cast(null(), Float).label("beta"),
-            sa.cast(null(), Integer).label("pulls"),
-        ).where(
+        shown_q = select(*_shown_columns()).where(
             decisions.c.subject_key == person.subject.key,
             decisions.c.created_at >= now - WEEK,
             decisions.c.offer_id.is_not(None),
         )
         arms_t = BanditArm.__table__
-        arms_q = select(
-            arms_t.c.offer_id,
-            arms_t.c.segment,
-            sa.cast(null(), UTCDateTime),
-            arms_t.c.policy,
-            arms_t.c.alpha,
-            arms_t.c.beta,
-            arms_t.c.pulls,
-        ).where(
+        arms_q = select(*_arm_columns()).where(
             or_(and_(arms_t.c.policy == "thompson", arms_t.c.segment == "web")),
             arms_t.c.offer_id.in_(offer_ids),
         )
@@ -160,11 +144,10 @@ def new_reads(db: Database, user_id: str, offer_ids: list[str], now: datetime) -
     return person.record, features, shown, arms, history, person.catalog_version
 
 
-def _session7_offer_state() -> Any:
-    """`store.bandit.read_offer_state`'s UNION ALL as it was at b4f4f10: `expanding` IN lists."""
+def _shown_columns() -> list[Any]:
+    """The offer state's columns of a shown decision, in the old arms' UNION ALL."""
     decisions = DecisionRow.__table__
-    arms = BanditArm.__table__
-    shown = select(
+    return [
         decisions.c.offer_id,
         decisions.c.channel,
         decisions.c.created_at,
@@ -172,12 +155,13 @@ def _session7_offer_state() -> Any:
         sa.cast(null(), Float).label("alpha"),
         sa.cast(null(), Float).label("beta"),
         sa.cast(null(), Integer).label("pulls"),
-    ).where(
-        decisions.c.subject_key == bindparam("subject_key"),
-        decisions.c.created_at >= bindparam("since"),
-        decisions.c.offer_id.is_not(None),
-    )
-    state = select(
+    ]
+
+
+def _arm_columns() -> list[Any]:
+    """The offer state's columns of a bandit arm, in the old arms' UNION ALL."""
+    arms = BanditArm.__table__
+    return [
         arms.c.offer_id,
         arms.c.segment,
         sa.cast(null(), UTCDateTime),
@@ -185,7 +169,19 @@ def _session7_offer_state() -> Any:
         arms.c.alpha,
         arms.c.beta,
         arms.c.pulls,
-    ).where(
+    ]
+
+
+def _session7_offer_state() -> Any:
+    """`store.bandit.read_offer_state`'s UNION ALL as it was at b4f4f10: `expanding` IN lists."""
+    decisions = DecisionRow.__table__
+    arms = BanditArm.__table__
+    shown = select(*_shown_columns()).where(
+        decisions.c.subject_key == bindparam("subject_key"),
+        decisions.c.created_at >= bindparam("since"),
+        decisions.c.offer_id.is_not(None),
+    )
+    state = select(*_arm_columns()).where(
         arms.c.policy.in_(bindparam("policies", expanding=True)),
         arms.c.segment.in_(bindparam("segments", expanding=True)),
         arms.c.offer_id.in_(bindparam("offer_ids", expanding=True)),
