@@ -17,7 +17,10 @@ cost changes (policies/pii/ner.py's docstring has the figures).
 
 Run by `make install` after the project's own install. A no-op when the installed spaCy is this
 build; the wheel is built once into `--wheels` (default: `wheels` beside the interpreter's
-environment, `.venv/wheels`) and reinstalled from there. The sdist's sha256 is checked
+environment, `.venv/wheels`), in a folder named by a digest of the build's inputs (the sdist's
+hash, Cython's pin and the edits), and reinstalled from there: change an edit and the next run
+builds afresh instead of reinstalling a stale wheel. The installed package carries the digest
+too (`BUILD_MARK`), so the check that skips a rebuild is as exact. The sdist's sha256 is checked
 (requirements/spacy-source.txt); Cython is pinned here. Needs a C++ compiler and Python's
 headers; when the build fails, the PyPI wheel stays installed and NER is only slower.
 """
@@ -25,6 +28,8 @@ headers; when the build fails, the PyPI wheel stays installed and NER is only sl
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -53,24 +58,44 @@ EDITS = {
         "                assert self.moves.n_moves > 0, Errors.E924.format(name=self.name)\n",
     ),
 }
+# A file written into the installed package, holding `build_digest()`.
+BUILD_MARK = "attune-build.txt"
+
+
+def build_digest() -> str:
+    """What the built wheel depends on: the pinned sdist (its hash line), Cython and the edits."""
+    inputs = json.dumps([VERSION, CYTHON, PINNED.read_text(), EDITS], sort_keys=True)
+    return hashlib.sha256(inputs.encode()).hexdigest()[:16]
 
 
 def installed_is_built() -> bool:
-    """Whether the environment's spaCy is this version built by this script (its .pyx sources
-    are installed with it: the parser's has the edit)."""
+    """Whether the environment's spaCy is this version built by this script from the same
+    inputs: the parser's .pyx (installed with it) has the edit, and the package holds the
+    digest this script wrote at install."""
     probe = (
         "import importlib.util, pathlib, sys\n"
         "spec = importlib.util.find_spec('spacy')\n"
         "root = pathlib.Path(spec.origin).parent if spec and spec.origin else None\n"
         "about = root / 'about.py' if root else None\n"
         "parser = root / sys.argv[1] if root else None\n"
+        "mark = root / sys.argv[4] if root else None\n"
         "ok = bool(root) and f'__version__ = \"{sys.argv[2]}\"' in about.read_text() and "
-        "sys.argv[3] in parser.read_text()\n"
+        "sys.argv[3] in parser.read_text() and mark.is_file() and "
+        "mark.read_text().strip() == sys.argv[5]\n"
         "print(int(ok))\n"
     )
     relative = PARSER.removeprefix("spacy/")
     out = subprocess.run(
-        [sys.executable, "-c", probe, relative, VERSION, EDITS[PARSER][1]],
+        [
+            sys.executable,
+            "-c",
+            probe,
+            relative,
+            VERSION,
+            EDITS[PARSER][1],
+            BUILD_MARK,
+            build_digest(),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -142,6 +167,16 @@ def wheel_in(wheels: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def mark_installed() -> None:
+    """Write the build's digest into the installed package (pip leaves it when it replaces the
+    package, so the parser check above still tells a PyPI wheel from this build)."""
+    probe = "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('spacy').origin).parent)"
+    root = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (Path(root) / BUILD_MARK).write_text(build_digest() + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheels", type=Path, default=Path(sys.prefix) / "wheels" / "spacy-nogil")
@@ -149,8 +184,10 @@ def main() -> int:
     if installed_is_built():
         print(f"spaCy {VERSION} built from source is installed")
         return 0
-    wheel = wheel_in(args.wheels) or build(args.wheels)
+    wheels = args.wheels / build_digest()
+    wheel = wheel_in(wheels) or build(wheels)
     pip("install", "-q", "--no-deps", "--force-reinstall", str(wheel))
+    mark_installed()
     if not installed_is_built():
         raise SystemExit(f"{wheel} is installed but is not the build this script makes")
     print(f"installed {wheel.name}")
