@@ -29,6 +29,7 @@ SQLite is set up for the write path on every connection (`_sqlite_pragmas`):
 from __future__ import annotations
 
 import json
+import select
 import shutil
 import sqlite3
 import threading
@@ -41,7 +42,7 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.errors import StorageFull
@@ -146,9 +147,28 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
-        url, pool_pre_ping=True, json_serializer=compact_json, json_deserializer=read_json
-    )
+    engine = create_engine(url, json_serializer=compact_json, json_deserializer=read_json)
+    event.listen(engine.pool, "checkout", _dropped_by_server)
+    return engine
+
+
+def _dropped_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection the server has closed is replaced before it is used: SQLAlchemy's
+    pool reconnects a connection whose `checkout` listener raises `DisconnectionError`.
+
+    In place of `pool_pre_ping`, which sent a statement (a round trip, and on psycopg a BEGIN
+    too) on every checkout, i.e. every transaction: an idle connection of the pool has nothing
+    to read, so a socket that is readable (or in error) is one the server closed — restarted,
+    or the backend terminated, both of which send a last error and close — and one that
+    libpq already knows to be broken or closed is too. It costs one poll(2) of the socket. As
+    with the ping, a connection dropped after the check fails its statement, and SQLAlchemy
+    invalidates it and the pool's older connections then."""
+    if dbapi_connection.closed or getattr(dbapi_connection, "broken", False):
+        raise DisconnectionError("the connection was closed")
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLPRI)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the connection (or sent on an idle one)")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
