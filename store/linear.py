@@ -410,11 +410,11 @@ def _rows(
         connection, {"policy": policy, "segment": segment, "after": after_id}
     )
     if not conversions:
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [tuple(row) for row in rows]
     read = []
     for raw in rows:
         row = list(raw)
         for i, convert in conversions:
             row[i] = convert(row[i])
         read.append(tuple(row))
-    return read  # type: ignore[return-value]
+    return read
