@@ -230,8 +230,7 @@ class Database:
         """A session in one transaction: committed on success, rolled back on any error."""
         with self._sessions.begin() as session:
             yield session
-        with self._lock:
-            self._full_at = None  # a write went through: there is room again
+        self._room_again()
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -242,8 +241,7 @@ class Database:
         session in the same transaction for the rare step that needs one."""
         with self.engine.begin() as connection:
             yield connection
-        with self._lock:
-            self._full_at = None  # a write went through: there is room again
+        self._room_again()
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -307,10 +305,15 @@ class Database:
             raise
         finally:
             connection.close()
+        self._room_again()
+        return result
+
+    def _room_again(self) -> None:
+        """A write went through: there is room again. The lock is taken only when a full
+        storage was reported (reading the attribute needs none)."""
         if self._full_at is not None:
             with self._lock:
-                self._full_at = None  # a write went through: there is room again
-        return result
+                self._full_at = None
 
     def _retried(
         self,
