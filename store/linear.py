@@ -24,15 +24,17 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 import numpy as np
 from scipy.linalg import lapack
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.errors import Conflict
 from store.models import LinearObservation, utcnow
+from store.prepared import Prepared
 
 # Sherman–Morrison updates accumulate rounding error; recompute the inverse exactly this often.
 _RESYNC_EVERY = 1000
@@ -259,6 +261,10 @@ class ObservationCache:
     One per worker process, shared by its threads. Use it with sessions that have not written
     observations themselves: a row folded in from a transaction that then rolls back stays in
     the sums.
+
+    A refresh is one statement when no row was added (between two rewards, every decision):
+    the ids above the settled one (or the rows above it, when none is recent), compiled once
+    and run on the DBAPI cursor (`store.prepared`), on a Core connection or a session's.
     """
 
     def __init__(self, settle_seconds: float = 60.0) -> None:
@@ -272,7 +278,7 @@ class ObservationCache:
 
     def state(
         self,
-        session: Session,
+        session: Session | Connection,
         policy: str,
         segment: str,
         dim: int,
@@ -283,59 +289,69 @@ class ObservationCache:
         folded in new rows or the prior changed. Deriving it (A0, then the inverse of A) cost
         more than the rest of an app decision's bandit; between two rewards every decision
         asks for the same one. A state is immutable, so one can be handed to every caller."""
-        sums = self.refresh(session, policy, segment, dim)
-        # Rows are only ever added, so the count of those folded in names the sums.
-        made_of = (ridge, tuple(sorted(prior.coordinates.items())), sums.observations, sums.last_id)
         key = (policy, segment, dim)
         with self._lock:
+            sums = self._refreshed(session, key)
+            # Rows are only ever added, so the count of those folded in names the sums.
+            made_of = (
+                ridge,
+                tuple(sorted(prior.coordinates.items())),
+                sums.observations,
+                sums.last_id,
+            )
             held = self._states.get(key)
-        if held is not None and held[0] == made_of:
-            return held[1]
+            if held is not None and held[0] == made_of:
+                return held[1]
+            xx, xr = sums.xx.copy(), sums.xr.copy()
         a0, b0 = prior.initial(dim, ridge)
-        state = LinearState.from_sums(a0 + sums.xx, b0 + sums.xr, sums.observations, sums.last_id)
+        state = LinearState.from_sums(a0 + xx, b0 + xr, made_of[2], made_of[3])
         with self._lock:
             self._states[key] = (made_of, state)
         return state
 
-    def refresh(self, session: Session, policy: str, segment: str, dim: int) -> _Sums:
+    def refresh(self, session: Session | Connection, policy: str, segment: str, dim: int) -> _Sums:
+        """The sums of (policy, segment, dim) with every row read so far folded in (a copy)."""
         with self._lock:
-            sums = self._sums.setdefault((policy, segment, dim), _Sums.zero(dim))
-            # Taken before reading: a row whose id is settled below was committed before this.
-            started = utcnow()
-            after: int | None = sums.settled_id
-            if sums.recent:
-                # Rows above the settled id were read before: list the ids first, then read from
-                # the smallest new one. New rows are almost always the newest, so that range is
-                # almost always just them; a late row below folded ones re-reads those.
-                ids = session.scalars(
-                    select(LinearObservation.id).where(
-                        LinearObservation.policy == policy,
-                        LinearObservation.segment == segment,
-                        LinearObservation.id > sums.settled_id,
-                    )
-                ).all()
-                new = [i for i in ids if i not in sums.recent]
-                after = min(new) - 1 if new else None
-            if after is not None:
-                rows = [
-                    row
-                    for row in _read_rows(session, policy, segment, after)
-                    if row[0] not in sums.recent
-                ]
-                sums.fold([(row_id, x, reward) for row_id, x, reward, _ in rows], dim)
-                sums.recent.update((row_id, created_at) for row_id, _, _, created_at in rows)
-            cutoff = started - self.settle
-            settled = [i for i, created in sums.recent.items() if created <= cutoff]
-            if settled:
-                sums.settled_id = max(sums.settled_id, max(settled))
-                sums.recent = {i: c for i, c in sums.recent.items() if i > sums.settled_id}
+            sums = self._refreshed(session, (policy, segment, dim))
             return _Sums(
                 sums.xx.copy(), sums.xr.copy(), sums.observations, sums.last_id, sums.settled_id
             )
 
+    def _refreshed(self, session: Session | Connection, key: tuple[str, str, int]) -> _Sums:
+        """The held sums of `key` after reading the rows not folded in yet (under the lock)."""
+        policy, segment, dim = key
+        connection = _connection(session)
+        sums = self._sums.setdefault(key, _Sums.zero(dim))
+        # Taken before reading: a row whose id is settled below was committed before this.
+        started = utcnow()
+        after: int | None = sums.settled_id
+        if sums.recent:
+            # Rows above the settled id were read before: list the ids first, then read from
+            # the smallest new one. New rows are almost always the newest, so that range is
+            # almost always just them; a late row below folded ones re-reads those.
+            ids, _ = _IDS.fetch(
+                connection, {"policy": policy, "segment": segment, "after": sums.settled_id}
+            )
+            new = [i for (i,) in ids if i not in sums.recent]
+            after = min(new) - 1 if new else None
+        if after is not None:
+            rows = [
+                row
+                for row in _rows(connection, policy, segment, after)
+                if row[0] not in sums.recent
+            ]
+            sums.fold([(row_id, x, reward) for row_id, x, reward, _ in rows], dim)
+            sums.recent.update((row_id, created_at) for row_id, _, _, created_at in rows)
+        cutoff = started - self.settle
+        settled = [i for i, created in sums.recent.items() if created <= cutoff]
+        if settled:
+            sums.settled_id = max(sums.settled_id, max(settled))
+            sums.recent = {i: c for i, c in sums.recent.items() if i > sums.settled_id}
+        return sums
+
 
 def load_state(
-    session: Session,
+    session: Session | Connection,
     policy: str,
     segment: str,
     dim: int,
@@ -355,25 +371,50 @@ def load_state(
         return cache.state(session, policy, segment, dim, ridge, prior or LinearPrior())
     a0, b0 = (prior or LinearPrior()).initial(dim, ridge)
     sums = _Sums.zero(dim)
-    rows = _read_rows(session, policy, segment, 0)
+    rows = _rows(_connection(session), policy, segment, 0)
     sums.fold([(row_id, x, reward) for row_id, x, reward, _ in rows], dim)
     return LinearState.from_sums(a0 + sums.xx, b0 + sums.xr, sums.observations, sums.last_id)
 
 
-def _read_rows(
-    session: Session, policy: str, segment: str, after_id: int
+_OBSERVATIONS = cast(Table, LinearObservation.__table__)
+_OF = (
+    _OBSERVATIONS.c.policy == bindparam("policy"),
+    _OBSERVATIONS.c.segment == bindparam("segment"),
+    _OBSERVATIONS.c.id > bindparam("after"),
+)
+# The two reads of a refresh, each built once and run on the DBAPI cursor (`store.prepared`):
+# between two rewards one of them is all an app decision's bandit reads.
+_IDS = Prepared(select(_OBSERVATIONS.c.id).where(*_OF))
+_ROWS = Prepared(
+    select(
+        _OBSERVATIONS.c.id, _OBSERVATIONS.c.x, _OBSERVATIONS.c.reward, _OBSERVATIONS.c.created_at
+    ).where(*_OF)
+)
+
+
+def _connection(session: Session | Connection) -> Connection:
+    """The connection to read on: a session's own (flushed first, as its ORM reads
+    autoflush), or `session` itself."""
+    if isinstance(session, Session):
+        if session.autoflush:
+            session.flush()
+        return session.connection()
+    return session
+
+
+def _rows(
+    connection: Connection, policy: str, segment: str, after_id: int
 ) -> list[tuple[int, list[float], float, datetime]]:
     """(id, x, reward, created_at) of the rows of (policy, segment) with an id above `after_id`."""
-    rows = session.execute(
-        select(
-            LinearObservation.id,
-            LinearObservation.x,
-            LinearObservation.reward,
-            LinearObservation.created_at,
-        ).where(
-            LinearObservation.policy == policy,
-            LinearObservation.segment == segment,
-            LinearObservation.id > after_id,
-        )
+    rows, conversions = _ROWS.fetch(
+        connection, {"policy": policy, "segment": segment, "after": after_id}
     )
-    return [(row_id, x, reward, created_at) for row_id, x, reward, created_at in rows]
+    if not conversions:
+        return [tuple(row) for row in rows]
+    read = []
+    for raw in rows:
+        row = list(raw)
+        for i, convert in conversions:
+            row[i] = convert(row[i])
+        read.append(tuple(row))
+    return read

@@ -220,6 +220,34 @@ def test_a_lifecycle_policys_arms_are_read_with_the_person(demo_services: Servic
     assert chosen[0].segment == lookup_profile(ctx).segment in LIFECYCLE_SEGMENTS
 
 
+def test_the_app_bandit_reads_its_observations_in_one_statement_and_no_transaction(
+    demo_services: Services,
+) -> None:
+    """Between two rewards, the app's linear bandit reads what is new of its observations
+    (`store.linear.ObservationCache`) in one statement compiled once, on one connection and
+    in no transaction: no session, no ORM query."""
+    offer_ids = [o.offer_id for o in demo_services.tools.offers.current()][:3]
+    chosen: list[Any] = []
+    for user_id in ("u_0007", "u_0008", "u_0009", "u_0010"):
+        ctx = open_decision(demo_services.tools, user_id, None, channel=Channel.app, now=NOW)
+        select_offer(ctx, SelectOfferInput(offer_ids=offer_ids))  # the cache has read all rows
+        begun: list[object] = []
+        began = begun.append
+        event.listen(demo_services.db.engine, "begin", began)
+        try:
+            statements, checkouts = _counted(
+                demo_services,
+                lambda c=ctx: chosen.append(select_offer(c, SelectOfferInput(offer_ids=offer_ids))),
+            )
+        finally:
+            event.remove(demo_services.db.engine, "begin", began)
+        if chosen[-1].policy.startswith("lints@"):  # not a holdout's uniform draw
+            break
+    assert chosen[-1].policy.startswith("lints@"), chosen[-1]
+    assert len(statements) == 1 and " from linear_observations " in statements[0], statements
+    assert (checkouts, begun) == ([1], [])
+
+
 def _counted(services: Services, work: Any) -> tuple[list[str], list[int]]:
     """The statements `work()` ran on the service's database and its connection checkouts."""
     statements: list[str] = []

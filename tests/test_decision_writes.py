@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from postgres import create_database
 from sqlalchemy import String, event, func, inspect, select
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import ExceptionContext, RootTransaction
 from sqlalchemy.exc import DBAPIError
 
 from agents.decide.record import CANDIDATE_FIELDS, _candidate
@@ -31,6 +31,7 @@ from api.app import create_app
 from store.attribution import reward_source
 from store.db import is_retryable
 from store.decisions import get_reward
+from store.errors import StorageFull
 from store.models import DecisionRow, RewardWindow
 from store.schemas import Channel
 from tests.small_world import write_small_world
@@ -320,3 +321,50 @@ def test_the_record_keeps_of_a_candidate_what_its_json_dump_keeps(parts: ScorePa
         "parts": ScoreParts,
     }
     assert {f.annotation for f in ScoreParts.model_fields.values()} == {float | None}
+
+
+def test_a_decision_begins_no_sqlalchemy_transaction(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision's read and its write run below SQLAlchemy's execution (`store.prepared`):
+    the write commits on its connection (`Database.core_transaction`) with no `Transaction`
+    object begun, closed and committed around it (`Engine.begin`), and still in one
+    transaction, seen by the engine's `begin` and `commit` listeners (the test above)."""
+    begun: list[object] = []
+    init = RootTransaction.__init__
+
+    def counted(self: RootTransaction, connection: Any) -> None:
+        begun.append(self)
+        init(self, connection)
+
+    decide(services, DecideRequest(channel=Channel.web, user_id="u_0009"))  # warm
+    monkeypatch.setattr(RootTransaction, "__init__", counted)
+    with Transactions(services) as transactions:
+        decide(services, DecideRequest(channel=Channel.web, user_id="u_0009"))
+    assert begun == []
+    assert transactions.writes() == [Counter({"INSERT decisions": 1, "INSERT reward_windows": 1})]
+
+
+def test_a_decision_whose_commit_finds_the_disk_full_is_storage_full(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver error of the commit itself goes through the engine's error handling as any
+    statement's: a full disk is `StorageFull` (503), reported by /healthz, and nothing of the
+    decision is kept."""
+    dialect = type(services.db.engine.dialect)
+
+    def full(self: Any, _dbapi_connection: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with services.db.session() as session:
+        before = session.scalar(select(func.count()).select_from(DecisionRow))
+    monkeypatch.setattr(dialect, "do_commit", full)
+    with pytest.raises(StorageFull):
+        decide(services, DecideRequest(channel=Channel.web, user_id="u_0010"))
+    monkeypatch.undo()
+    problem = services.db.storage_problem()
+    assert problem is not None and "full" in problem
+    with services.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(DecisionRow)) == before
+    decide(services, DecideRequest(channel=Channel.web, user_id="u_0010"))  # room again
+    assert services.db.storage_problem() is None

@@ -339,3 +339,42 @@ def test_erased_rows_leave_no_bytes_in_postgresql_table_files(postgres: str) -> 
     db.compact()
     assert holding_marker() == []
     db.dispose()
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced_without_a_ping(
+    postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a pooled connection whose backend the server ended is replaced when it is
+    checked out, and the next transaction runs; and no checkout pings the server (a round
+    trip per transaction): the pool's checkout listener polls the socket instead."""
+    import time
+
+    import sqlalchemy as sa
+    from postgres import create_database
+
+    url = create_database(postgres, "dropped")
+    db = Database(url)
+    pings: list[object] = []
+    dialect = type(db.engine.dialect)
+    ping = dialect.do_ping
+    monkeypatch.setattr(dialect, "do_ping", lambda self, c: pings.append(c) or ping(self, c))
+    with db.reading() as connection:
+        first = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with db.reading() as connection:  # the pooled connection again, unchanged
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() == first
+    other = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with other.connect() as connection:
+        assert connection.exec_driver_sql(f"SELECT pg_terminate_backend({first})").scalar()
+        for _ in range(100):  # until the backend has gone
+            gone = not connection.exec_driver_sql(
+                f"SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"
+            ).scalar()
+            if gone:
+                break
+            time.sleep(0.05)
+    time.sleep(0.1)  # its last message and the end of the socket reach this process
+    with db.session() as session:  # would fail on the dropped connection
+        assert session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() != first
+    assert pings == [], "a checkout pinged the server"
+    other.dispose()
+    db.dispose()

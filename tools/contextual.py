@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from store.linear import LinearPrior, ObservationCache, load_state
@@ -51,7 +52,7 @@ class ContextualBandits:
 
     def choose(
         self,
-        session: Session,
+        session: Session | Connection,
         kind: str,
         *,
         user: Mapping[str, object],

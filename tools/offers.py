@@ -156,9 +156,10 @@ def _linear(
     rules = policy.policy
     eligible = [o for o in current if o.offer_id in set(offer_ids)]
     weights, priority = policy.offer_weights(eligible)
-    with ctx.deps.db.session() as session:
+    # Reads only (the observations' cache: `store.linear.ObservationCache`): no session.
+    with ctx.deps.db.reading() as connection:
         name, choice = ctx.deps.contextual.choose(
-            session,
+            connection,
             kind,
             user=user_context(subject_features(ctx), ctx.channel.value),
             eligible=eligible,
