@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from langgraph.graph import END, START, StateGraph
 
-from agents.decide.graph import MAX_DRAFTS, NODES, RECURSION_LIMIT, build_decide_graph, steps
+from agents.decide.graph import MAX_DRAFTS, NODES, build_decide_graph, run_config, steps
 from agents.decide.run import DecideRequest, decide
 from agents.decide.state import DecideContext, DecideInput, DecideState
 from agents.factory import build_services, settle
@@ -208,7 +208,7 @@ def langgraph_in_decision(
         def run() -> None:
             graph.invoke(
                 {"query": None, "k": 10, "context": {}},
-                {"recursion_limit": RECURSION_LIMIT},
+                run_config(),
                 context=context,
                 version="v2",
             )
@@ -304,7 +304,7 @@ def main() -> None:
         # Invoked as `agents.decide.run` invokes the service's graph (LangGraph's v2 output).
         shape.invoke(
             {"query": None, "k": 10, "context": {}},
-            {"recursion_limit": RECURSION_LIMIT},
+            run_config(),
             context=context,
             version="v2",
         )

@@ -73,13 +73,18 @@ _DATES = (
     # 31/12/2027 or 12/31/2027: both readings count
     (re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b"), ("a", "b", "y")),
 )  # fmt: skip
-# What a text must hold (casefolded) for each pattern of `_DATES` to find anything in it: one of
-# these strings. Each scan of a few hundred characters costs about as much as the rest of a
-# check, and most copy holds no slash, and no month unless an offer ends on a date. Casefolding
-# maps every character `re.I` lets stand for a month's letter to that letter ("ſ" to "s"), so
-# a month the pattern finds is always one of these strings.
+# What a text must hold (casefolded) for each pattern of `_DATES` to find anything in it: a match
+# of this pattern. Each scan of a few hundred characters costs about as much as the rest of a
+# check, and most copy holds no ISO date (but hyphens: "Oak-aged"), no slash, and no month unless
+# an offer ends on a date; a search that starts with a character ("-") skips to it at once.
+# Casefolding maps every character `re.I` lets stand for a month's letter to that letter ("ſ" to
+# "s"), so a month the pattern finds is always one of these prefixes; it maps no character to a
+# hyphen, a slash or a digit, or those to anything else.
 _MONTH_PREFIXES = tuple(sorted({name[:3] for name in _MONTHS}))
-_DATE_NEEDS = (("-",), _MONTH_PREFIXES, _MONTH_PREFIXES, ("/",))
+_DATE_NEEDS = tuple(
+    re.compile(needs)
+    for needs in (r"-\d\d-", "|".join(_MONTH_PREFIXES), "|".join(_MONTH_PREFIXES), "/")
+)
 # The same for `_CODE`: its words are in the folded text whenever the pattern matches.
 _CODE_WORDS = ("code", "coupon", "voucher", "promo")
 
@@ -281,7 +286,7 @@ def _date_mentions(
     found = []
     folded = text.casefold() if folded is None else folded
     for (pattern, order), needs in zip(_DATES, _DATE_NEEDS, strict=True):
-        if not _holds_any(folded, needs):
+        if needs.search(folded) is None:
             continue
         for match in pattern.finditer(text):
             parts = dict(zip(order, match.groups(), strict=True))
@@ -349,10 +354,18 @@ _QUOTED: weakref.WeakKeyDictionary[PIIGuard, DigestLRU[frozenset[str]]] = (
     weakref.WeakKeyDictionary()
 )
 QUOTED_TEXTS = 8192  # approved texts remembered per guard: a catalog's titles, offers' terms
+# What text must hold for any kind of `QUOTED_PII` to be in it: an email address has its "@", a
+# card number and an IBAN have digits. The guard runs none of their recognizers on text without
+# them (it skips a recognizer whose trigger a text lacks: `policies.pii.guard._NEEDS`, checked by
+# `tests/test_pii_gates.py`), so it finds none of them there. Most item titles have neither, and
+# cost this search instead of a digest, or on their first decision a screen.
+_QUOTABLE = re.compile(r"[@\d]")
 
 
 def _quoted_pii(guard: PIIGuard, approved: str) -> frozenset[str]:
     """The kinds of `QUOTED_PII` that `guard.screen` finds in approved text."""
+    if _QUOTABLE.search(approved) is None:
+        return frozenset()
     remembered = _QUOTED.get(guard)
     if remembered is None:
         remembered = _QUOTED.setdefault(guard, DigestLRU(QUOTED_TEXTS))

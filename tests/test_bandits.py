@@ -286,6 +286,37 @@ def test_cold_start_priors_steer_the_first_choices(space: OfferFeatures) -> None
     assert ThompsonSampling(np.random.default_rng(0)).choose(arms).probabilities["shoes-20"] > 0.9
 
 
+@pytest.mark.parametrize("weights", [None, {"a": 1.0, "b": 2.5, "c": 0.5, "d": 1.2}])
+def test_thompson_propensities_are_those_of_one_broadcast_draw(
+    weights: dict[str, float] | None,
+) -> None:
+    """`ThompsonSampling.choose` draws each offer's samples row by row; at the same seed, they are
+    the numbers of one draw with broadcast parameters, and the generator ends in the same state."""
+    arms = {
+        offer_id: ArmState(offer_id, alpha, beta, 0)
+        for offer_id, alpha, beta in (
+            ("a", 1.0, 19.0),
+            ("b", 4.0, 30.0),
+            ("c", 0.5, 0.7),
+            ("d", 12.0, 80.0),
+        )
+    }
+    rng, reference = np.random.default_rng(11), np.random.default_rng(11)
+    choice = ThompsonSampling(rng, draws=500).choose(arms, weights=weights)
+    ids = sorted(arms)
+    alpha = np.array([arms[i].alpha for i in ids])
+    beta = np.array([arms[i].beta for i in ids])
+    scale = np.array([(weights or {}).get(i, 1.0) for i in ids])
+    first = reference.beta(alpha, beta) * scale
+    samples = reference.beta(alpha[:, None], beta[:, None], size=(len(ids), 500)) * scale[:, None]
+    wins = np.bincount(np.argmax(samples, axis=0), minlength=len(ids))
+    assert choice.offer_id == ids[int(np.argmax(first))]
+    assert choice.probabilities == {
+        i: round(max(w / 500, 1 / 1000), 4) for i, w in zip(ids, wins.tolist(), strict=True)
+    }
+    assert rng.random() == reference.random()
+
+
 @pytest.mark.parametrize(
     "call, message",
     [

@@ -5,11 +5,13 @@ stopped appearing in the trace — the output guard on a model's copy above all 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from langgraph.runtime import Runtime
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -148,3 +150,16 @@ def test_a_node_of_steps_passes_each_step_the_updates_before_it() -> None:
     # What the graph merges: the last value of each key, and only the steps' own fallbacks
     # (the reducer adds them to the state's).
     assert update == {"profile": "q", "candidates": "c", "degraded": ["a: first", "b: second"]}
+
+
+def test_a_decision_sizes_langgraphs_thread_pool_without_asking_the_os(
+    demo_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LangGraph builds a thread pool on every invoke, which no node of this graph runs on; the
+    run's config sizes it (`run_config`), so a decision does not read the CPU count from the OS."""
+    asked: list[int] = []
+    count = os.cpu_count
+    monkeypatch.setattr(os, "cpu_count", lambda: asked.append(1) or count())
+    decision = decide(demo_services, DecideRequest(channel=Channel.web, user_id=CONSENTING[3]))
+    assert decision.items
+    assert asked == []

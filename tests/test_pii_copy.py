@@ -219,3 +219,16 @@ def test_approved_text_is_screened_once_per_guard_and_new_pii_is_still_caught(
         ):
             result = verdict(copy + added, clean, counting, trusted=trusted)
             assert kind in leaked(result), (added, result.summary())
+
+
+def test_approved_text_without_an_at_sign_or_a_digit_is_not_screened(pii_guard: PIIGuard) -> None:
+    """An email address needs an "@", a card number and an IBAN need digits: a title with neither
+    (most titles) holds none of `QUOTED_PII` and is not screened for them; one with either still is."""
+    clean = "Merino Wool Hiking Socks"
+    written = brief([item(1, clean), item(2, "Mug, order from jo.bloggs@example.org"), item(3)])
+    counting = CountingGuard(pii_guard)
+    result = verdict(OfflineWriter().write(written).text, written, counting, trusted=True)
+    assert leaked(result) == "raw PII of type EMAIL_ADDRESS"
+    titles = [i.title for i in written.items]
+    assert [t for t in counting.screened if t in titles] == titles[1:]
+    assert pii_guard.screen(clean) == []  # what the screen would have found

@@ -57,7 +57,13 @@ class ThompsonSampling:
             raise ValueError("offer weights must be positive")
         first = self._rng.beta(alpha, beta)
         chosen = int(np.argmax(first if scale is None else first * scale))
-        samples = self._rng.beta(alpha[:, None], beta[:, None], size=(len(ids), self._draws))
+        # Each offer's draws from its own parameters, row by row: numpy fills an array drawn with
+        # broadcast parameters element by element in C order, so these are the same numbers from
+        # the same generator state, without numpy's loop over broadcast parameters (a sixth of
+        # the draws' time). `tests/test_bandits.py` compares them with the broadcast draw.
+        samples = np.empty((len(ids), self._draws))
+        for row, (a, b) in enumerate(zip(alpha, beta, strict=True)):
+            samples[row] = self._rng.beta(a, b, size=self._draws)
         if scale is not None:
             samples *= scale[:, None]
         wins = np.bincount(np.argmax(samples, axis=0), minlength=len(ids)).tolist()

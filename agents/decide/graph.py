@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -51,6 +52,17 @@ MAX_DRAFTS = 3
 # routing mistake ends in an error after a few steps instead of spinning until LangGraph's
 # default of 25 (tests/test_decide_bounds.py runs the longest path, MAX_DRAFTS failing drafts).
 RECURSION_LIMIT = 1 + 2 * MAX_DRAFTS + 1 + 1
+
+
+def run_config() -> RunnableConfig:
+    """The config the service invokes the graph with (`agents.decide.run`), a new one each time.
+
+    Besides the recursion limit, `max_concurrency`: each superstep of this graph runs one node,
+    which LangGraph runs inline, never on a thread of its own; but it builds a thread pool for
+    every invoke all the same, and a pool given no size asks the OS how many CPUs it has (a read
+    of `/sys`, about 1% of a decision). The graph has no step that runs two nodes, so a pool of
+    one changes nothing it runs."""
+    return {"recursion_limit": RECURSION_LIMIT, "max_concurrency": 1}
 
 
 def guard_input(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 from agents.decide.explain import Explanation
-from agents.decide.graph import RECURSION_LIMIT
+from agents.decide.graph import run_config
 from agents.decide.state import DecideContext, DecideOutput
 from agents.services import Services
 from agents.tracing import decision_span
@@ -69,7 +69,7 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
         # (v1) streams every node's update beside them, to look for interrupts we never raise.
         output = services.graph.invoke(
             {"query": request.query, "k": request.k, "context": dict(request.context or {})},
-            {"recursion_limit": RECURSION_LIMIT},
+            run_config(),
             context=context,
             version="v2",
         )
