@@ -22,7 +22,9 @@ seeded alike), and its app and decide routes are loaded in the same rotation (`a
 `decide_base`): an A/B under the same load, with the ratios new / baseline of requests per second
 and of the latency percentiles. Besides wrk's percentiles, each level reports the spread of
 latencies as p99 / p50 (1 when every request waits alike), and the server's CPU time per request
-(from `/proc`), which the machine's load moves least.
+(from `/proc`), which the machine's load moves least, split into its main thread's (the event
+loop, where decisions with the offline writer run) and its other threads' (mostly Qdrant Edge's
+search pool). `load_mix` says what the bodies hold (query share, distinct texts, users).
 
     .venv/bin/python bench/http_load.py [--duration 10] [--repeat 3] [--concurrency 1,8,32]
         [--auth keys|off] [--baseline CHECKOUT] [--out FILE]
@@ -139,8 +141,20 @@ def add_echo_route() -> None:
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of process `pid` so far (Linux `/proc`; 0 elsewhere)."""
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def loop_cpu_seconds(pid: int) -> float:
+    """The CPU time of process `pid`'s main thread so far: uvicorn's event loop, where requests
+    are parsed, routed and answered and where decisions with the offline writer run. The rest of
+    `cpu_seconds` is other threads': Qdrant Edge's search pool (`edge-search-N`), ONNX Runtime,
+    the copy-job and drift loops, uvloop's resolver."""
+    return _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _stat_cpu(stat: Path) -> float:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -299,14 +313,43 @@ def create_key(env: dict[str, str]) -> str:
 def median_of(runs: list[dict]) -> dict:
     """The median of each figure over the repeats, and the repeats' requests per second."""
     out: dict[str, Any] = {
-        name: round(float(np.median([run[name] for run in runs])), 2)
-        for name in ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms_per_request")
+        name: round(float(np.median([run[name] for run in runs])), 2) for name in FIGURES
     }
     out["spread_p99_over_p50"] = ratio(out["p99_ms"], out["p50_ms"])
     out["requests"] = sum(run["requests"] for run in runs)
     out["errors"] = sum(run["errors"] for run in runs)
     out["rps_each"] = [run["rps"] for run in runs]
     return out
+
+
+FIGURES = (
+    "rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "cpu_ms_per_request",
+    "loop_cpu_ms_per_request",
+    "other_threads_cpu_ms_per_request",
+)
+
+
+def load_mix(lines: list[str], users: list[str]) -> dict[str, Any]:
+    """What the load sends, to read its figures by: the share of bodies with a query, how many
+    distinct query texts (each is seen before after the warm-up: the embedder caches its
+    vectors, so the load has no first-seen query), and how many of the demo users it names."""
+    parsed = [json.loads(line) for line in lines]
+    queries = [body["query"] for body in parsed if body.get("query")]
+    return {
+        "bodies": len(parsed),
+        "query_share": round(len(queries) / len(parsed), 3),
+        "distinct_queries": sorted(set(queries)),
+        "distinct_users": len({body["user_id"] for body in parsed}),
+        "demo_users": len(users),
+        "k": sorted({body["k"] for body in parsed}),
+        "channels": sorted({body["channel"] for body in parsed}),
+        # wrk runs one thread: each request takes the next body of one rotation.
+        "order": "rotation",
+    }
 
 
 def _base_first(name: str) -> tuple[bool, str]:
@@ -413,14 +456,18 @@ def main() -> None:
             pids[f"app{suffix}"] = pids[f"decide{suffix}"] = servers[f"attune{suffix}"].pid
 
         def load(name: str, connections: int, duration: int) -> dict:
-            before = cpu_seconds(pids[name])
+            before, loop_before = cpu_seconds(pids[name]), loop_cpu_seconds(pids[name])
             if client == "wrk":
                 out = run_wrk(urls[name], connections, duration, bodies_file, script, keys[name])
             else:
                 out = run_python(urls[name], connections, duration, lines, keys[name])
             # The server's CPU time per answered request: what the machine's load moves least.
             spent = cpu_seconds(pids[name]) - before
-            out["cpu_ms_per_request"] = round(spent * 1000 / max(out["requests"], 1), 3)
+            in_loop = loop_cpu_seconds(pids[name]) - loop_before
+            per = 1000 / max(out["requests"], 1)
+            out["cpu_ms_per_request"] = round(spent * per, 3)
+            out["loop_cpu_ms_per_request"] = round(in_loop * per, 3)
+            out["other_threads_cpu_ms_per_request"] = round((spent - in_loop) * per, 3)
             return out
 
         for name in targets:  # warm-up: imports, caches, SQLite pages
@@ -434,6 +481,7 @@ def main() -> None:
             "repeat": args.repeat,
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "cpus": os.cpu_count(),
+            "load_mix": load_mix(lines, users),
         }
         levels = {}
         for connections in (int(c) for c in args.concurrency.split(",")):
@@ -459,14 +507,7 @@ def main() -> None:
                 level["new_over_baseline"] = {
                     route: {
                         figure: ratio(level[route][figure], level[f"{route}_base"][figure])
-                        for figure in (
-                            "rps",
-                            "p50_ms",
-                            "p90_ms",
-                            "p99_ms",
-                            "spread_p99_over_p50",
-                            "cpu_ms_per_request",
-                        )
+                        for figure in (*FIGURES, "spread_p99_over_p50")
                     }
                     for route in ("app", "decide")
                 }
