@@ -364,7 +364,7 @@ def run_search(ctx: RunContext) -> SuiteResult:
             f"{len(halves['fresh'])} fresh held out); catalog gaps "
             f"filled at ingest: {info['filled']}; "
             + (
-                "scored with the served weights (the grid below is the tuning half's "
+                "scored with the served weights (the fusion grid table is the tuning half's "
                 "sensitivity, not a choice): "
                 if select == "served"
                 else "fusion chosen on the tuning half: "
