@@ -174,3 +174,38 @@ params:
     _, third_details = run("third")
     assert '"cached"' not in third_details
     assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_select_served_scores_the_held_out_sets_with_the_served_weights(
+    tmp_path: Path, tiny_model_dir: Path
+):
+    """`select: served`: the grid is scored on the tuning half (its table), but the held-out
+    sets are scored with the served weights, not the grid's best point."""
+    catalog = _catalog(tmp_path / "catalog")
+    (tmp_path / "queries.yaml").write_text(QUERIES)
+
+    def run(select: str) -> dict:
+        suite = tmp_path / f"search-{select}.yaml"
+        suite.write_text(
+            f"""
+name: search-select
+kind: search
+datasets: [{{name: small, path: {catalog}}}]
+params:
+  k: 3
+  queries: queries.yaml
+  embedding_model: {tiny_model_dir}
+  select: {select}
+  tune: {{lexical: [0.5, 2.0]}}
+"""
+        )
+        report = run_suite(suite, out_dir=tmp_path / select)
+        metrics = json.loads((report.out_dir / "metrics.json").read_text())
+        assert len(metrics["tables"]["small fusion grid (tuning half)"]) == 2
+        return metrics["details"]["small"]
+
+    # Under DBSF `lexical` changes nothing: the points tie and the grid's first (0.5) is "best".
+    best = run("best")
+    assert (best["tuned_weights"], best["tuned_is_served"]) == ({"lexical": 0.5}, False)
+    served = run("served")
+    assert (served["tuned_weights"], served["tuned_is_served"]) == ({"lexical": 1.0}, True)
