@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import cast
 
@@ -212,7 +213,7 @@ class PIIGuard:
         counted: dict[regex.Pattern[str], int] = {}
         for pattern, most in _MOST.items():
             # Counted once per pattern, and only as far as the largest count a gate asks for.
-            counted[pattern] = sum(1 for _, _ in zip(range(most), pattern.finditer(text)))
+            counted[pattern] = sum(1 for _ in islice(pattern.finditer(text), most))
         absent = [needs for needs in _NEEDS if counted[needs.pattern] < needs.count]
         if not absent:
             return self._entities

@@ -198,8 +198,9 @@ def unused_labels(nlp: Language) -> list[str]:
     """
     labels: set[str] = set()
     for _, component in nlp.pipeline:
-        if isinstance(getattr(component, "labels", None), tuple):
-            labels.update(component.labels)
+        found = getattr(component, "labels", None)
+        if isinstance(found, tuple):
+            labels.update(found)
     return sorted(labels - set(LABELS) - set(LABELS.values()) - set(NER_ENTITIES))
 
 
