@@ -15,9 +15,11 @@ from presidio_analyzer import RecognizerResult
 
 from policies.pii import KnownValues, PIIGuard, Vault
 from policies.pii import guard as guard_module
+from policies.pii import patterns as patterns_module
 from policies.pii.name_lists import NAMES_DIR, name_lists
 from policies.pii.names import PersonNameRecognizer, _Context
 from policies.pii.ner import NER_ENTITIES
+from policies.pii.patterns import RegionPhoneRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELED = ROOT / "data" / "pii" / "labeled.jsonl"
@@ -308,3 +310,51 @@ def test_recognizer_results_keep_their_recognizer_name(guard: PIIGuard) -> None:
     assert {r.recognition_metadata[RecognizerResult.RECOGNIZER_NAME_KEY] for r in results} >= {
         "PhoneRecognizer"
     }
+
+
+def _phone(guard: PIIGuard) -> RegionPhoneRecognizer:
+    (phone,) = [
+        r for r in guard._analyzer.registry.recognizers if isinstance(r, RegionPhoneRecognizer)
+    ]
+    return phone
+
+
+def test_digits_inside_an_iban_are_not_tried_as_phone_numbers(
+    guard: PIIGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried: list[str] = []
+    matcher = patterns_module.PhoneNumberMatcher
+
+    def counted(window: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        tried.append(window)
+        return matcher(window, *args, **kwargs)
+
+    monkeypatch.setattr(patterns_module, "PhoneNumberMatcher", counted)
+    guard.forget()
+    text = "refund to GB82 WEST 1234 5698 7654 32 or call 020 7946 0958"
+    assert guard.contains_pii(text) == ["IBAN_CODE", "PHONE_NUMBER"]
+    assert tried and all("32" not in window for window in tried)
+
+
+def test_findings_are_those_of_a_phone_recognizer_that_tries_every_candidate(
+    guard: PIIGuard, messages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message with an IBAN, alone and joined with others, and every twentieth message: the
+    findings and the pseudonymized text are those of a phone recognizer without the IBAN's
+    shadow."""
+    with_iban = [text for text in messages if "IBAN_CODE" in guard.contains_pii(text)]
+    assert len(with_iban) > 20
+    texts = with_iban + messages[::20]
+    texts += [" ".join(texts[i : i + 5]) for i in range(0, len(with_iban), 5)]
+
+    def outputs() -> list[object]:
+        found = []
+        for text in texts:
+            guard.forget()
+            found.append((guard.pseudonymize(text, vault=Vault()), guard.find(text)))
+        return found
+
+    shadowed = outputs()
+    monkeypatch.setattr(_phone(guard), "shadowing", None)
+    assert outputs() == shadowed
+    guard.forget()

@@ -150,11 +150,12 @@ class PIIGuard:
         self.degraded = pipeline.degraded
         self.mode = "blank" if pipeline.degraded else f"spacy:{pipeline.name}"
         lists = name_lists(Path(names_dir).resolve())
+        iban = LowerCaseIbanRecognizer()
         recognizers: list[EntityRecognizer] = [
             OfflineEmailRecognizer(),
-            RegionPhoneRecognizer(tuple(phone_regions)),
+            RegionPhoneRecognizer(tuple(phone_regions), shadowing=iban),
             CardRecognizer(),
-            LowerCaseIbanRecognizer(),
+            iban,
             IpRecognizer(),
             UsSsnRecognizer(),
             NhsContextRecognizer(),
