@@ -11,11 +11,12 @@ and each is short; a module per recognizer would scatter that rule.
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from phonenumbers import Leniency, PhoneNumberMatcher
 from phonenumbers.re_util import enable_pattern_cache
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
 
 __all__ = [
     "AgeRecognizer",
@@ -109,7 +110,7 @@ class RegionPhoneRecognizer(EntityRecognizer):
             return []
         return [
             (found.start, found.end)
-            for found in self.shadowing.analyze(text, kinds, None)
+            for found in self.shadowing.analyze(text, kinds, cast(NlpArtifacts, None))
             if found.score >= EntityRecognizer.MAX_SCORE
         ]
 
