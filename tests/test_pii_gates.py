@@ -1,6 +1,7 @@
-"""Recognizers that cannot match a text are not run: a type whose recognizers all need a digit, an
-"@", a dot or a colon is left out of Presidio's call on a text without one, and the findings stay
-those of running every recognizer. Also the name recognizer's lookups and phonenumbers' patterns."""
+"""Recognizers that cannot match a text are not run: a type whose recognizers all need a digit (or
+six, nine, ten or twelve of them), an IBAN's letters and check digits, an "@", a dot or a colon is
+left out of Presidio's call on a text without them, and the findings stay those of running every
+recognizer. Also the name recognizer's lookups and phonenumbers' patterns."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from presidio_analyzer import RecognizerResult
 
 from policies.pii import KnownValues, PIIGuard, Vault
 from policies.pii import guard as guard_module
+from policies.pii import patterns as patterns_module
 from policies.pii.name_lists import NAMES_DIR, name_lists
 from policies.pii.names import PersonNameRecognizer, _Context
 from policies.pii.ner import NER_ENTITIES
+from policies.pii.patterns import RegionPhoneRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELED = ROOT / "data" / "pii" / "labeled.jsonl"
@@ -41,10 +44,12 @@ def messages() -> list[str]:
     return _messages()
 
 
-def _gated(guard: PIIGuard) -> dict[str, str]:
-    """Each gated entity type and the pattern its recognizers need."""
+def _gated(guard: PIIGuard) -> dict[str, tuple[str, int]]:
+    """Each gated entity type, the pattern its recognizers need and how many times."""
     return {
-        entity: needs.pattern.pattern for needs in guard_module._NEEDS for entity in needs.entities
+        entity: (needs.pattern.pattern, needs.count)
+        for needs in guard_module._NEEDS
+        for entity in needs.entities
     }
 
 
@@ -62,8 +67,16 @@ def test_gated_types_are_no_ner_types_and_their_recognizers_report_only_gated_ty
                 assert kinds <= set(gated), recognizer.name
 
 
-def _strip(text: str, pattern: str) -> str:
-    return re.sub(pattern, " ", text)
+def _strip(text: str, pattern: str, count: int = 1) -> str:
+    """`text` with all but the first `count - 1` matches of `pattern` blanked out."""
+    kept = 0
+
+    def blank(match: re.Match[str]) -> str:
+        nonlocal kept
+        kept += 1
+        return match.group() if kept < count else " "
+
+    return re.sub(pattern, blank, text)
 
 
 def test_a_skipped_recognizer_finds_nothing_in_texts_without_its_trigger(
@@ -77,9 +90,11 @@ def test_a_skipped_recognizer_finds_nothing_in_texts_without_its_trigger(
     ]
     assert len(recognizers) >= 12
     for recognizer in recognizers:
-        pattern = gated[recognizer.supported_entities[0]]
+        pattern, count = gated[recognizer.supported_entities[0]]
         for text in messages:
-            stripped = _strip(text, pattern)
+            # With as many matches as the gate allows but one: the digits a count gate lets
+            # through stay where they were (a card number's first eleven, a phone's first five).
+            stripped = _strip(text, pattern, count)
             found = recognizer.analyze(stripped, recognizer.supported_entities, None)
             assert not found, (recognizer.name, stripped)
 
@@ -111,6 +126,36 @@ def test_recognizers_that_cannot_match_are_not_run(
     assert calls.get(PersonNameRecognizer.NAME) == 1
 
 
+def test_recognizers_that_need_more_digits_than_a_short_request_has_are_not_run(
+    guard: PIIGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _counting(guard, monkeypatch)
+    guard.forget()
+    assert guard.contains_pii("a lego set for my 8 year old nephew, 42 pieces") == ["AGE"]
+    for name in ("PhoneRecognizer", "CardRecognizer", "UsSsnRecognizer", "NhsRecognizer"):
+        assert name not in calls, name
+    assert "IbanRecognizer" not in calls
+    for name in ("StreetAddressRecognizer", "AgeRecognizer", "ZipCodeRecognizer"):
+        assert calls.get(name) == 1, name
+
+
+def test_entities_of_labels_the_guard_does_not_keep_are_dropped_without_a_warning(
+    guard: PIIGuard, caplog: pytest.LogCaptureFixture
+) -> None:
+    """spaCy's CARDINAL, MONEY, PRODUCT... name no type the guard keeps: Presidio drops them from
+    the artifacts instead of logging a warning per entity on every call."""
+    if guard.degraded:
+        pytest.skip("no NER model")
+    ignored = guard._analyzer.nlp_engine.ner_model_configuration.labels_to_ignore
+    assert {"CARDINAL", "MONEY"} <= set(ignored)
+    assert not set(ignored) & {*NER_ENTITIES, "PER", "GPE", "LOC", "FAC", "NORP", "ORG", "DATE"}
+    guard.forget()
+    with caplog.at_level("WARNING"):
+        found = guard.contains_pii("two lego sets for £40, 3 puzzles and Anna's 7 books")
+    assert "PERSON" in found
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 @pytest.mark.parametrize(
     "text, kind",
     [
@@ -121,6 +166,11 @@ def test_recognizers_that_cannot_match_are_not_run(
         ("the server 192.0.2.1 is down", "IP_ADDRESS"),
         ("my son is 7 years old", "AGE"),
         ("see shop-example.com for more", "URL"),
+        ("SSN: 412-66-7890", "US_SSN"),
+        ("NHS number 943 476 5919 please", "UK_NHS"),
+        ("refund to gb82 west 1234 5698 7654 32 thanks", "IBAN_CODE"),
+        ("licence MORGA657054SM9IJ", "DRIVER_LICENSE"),
+        ("ring 0612373851", "PHONE_NUMBER"),
     ],
 )
 def test_a_skipped_recognizer_still_fires_when_its_trigger_is_present(
@@ -139,6 +189,7 @@ def test_findings_are_those_of_every_recognizer(
     texts = messages[::47]
     texts += [re.sub(r"[\d@.:]", "", text) for text in messages[::97]]
     texts += [" ".join(texts[i : i + 6]) for i in range(0, 24, 6)]
+    texts += _short_requests()
     known = KnownValues(names=("Ada Example",), first_names=("Ada",), phones=("+442079460000",))
 
     def outputs() -> list[object]:
@@ -155,6 +206,56 @@ def test_findings_are_those_of_every_recognizer(
     guard.screened.clear()
     assert outputs() == gated
     guard.forget()
+
+
+def _short_requests() -> list[str]:
+    """Requests of three to ten words with numbers of every length around the count gates."""
+    words = [
+        "a",
+        "gift",
+        "for",
+        "my",
+        "dad",
+        "who",
+        "loves",
+        "wine",
+        "lego",
+        "set",
+        "size",
+        "call",
+        "ring",
+        "card",
+        "NHS",
+        "ssn",
+        "iban",
+    ]
+    numbers = [
+        "8",
+        "42",
+        "2024",
+        "12345",
+        "123456",
+        "020 7946",
+        "020 7946 09",
+        "0612373851",
+        "201-741-5537",
+        "412-66-7890",
+        "536904399",
+        "943 476 5919",
+        "4111 1111 111",
+        "4111 1111 1111",
+        "4111 1111 1111 1111",
+        "gb82 west 1234 5698 7654 32",
+        "GB82WEST12345698765432",
+        "ab12",
+    ]
+    requests = []
+    for i, number in enumerate(numbers):
+        for j in range(3):
+            chosen = [words[(i * 7 + j * 5 + k) % len(words)] for k in range(3 + (i + j) % 8)]
+            chosen.insert((i + j) % len(chosen), number)
+            requests.append(" ".join(chosen))
+    return requests
 
 
 def test_phrase_lookup_is_the_comparison_with_every_phrase(messages: list[str]) -> None:
@@ -209,3 +310,51 @@ def test_recognizer_results_keep_their_recognizer_name(guard: PIIGuard) -> None:
     assert {r.recognition_metadata[RecognizerResult.RECOGNIZER_NAME_KEY] for r in results} >= {
         "PhoneRecognizer"
     }
+
+
+def _phone(guard: PIIGuard) -> RegionPhoneRecognizer:
+    (phone,) = [
+        r for r in guard._analyzer.registry.recognizers if isinstance(r, RegionPhoneRecognizer)
+    ]
+    return phone
+
+
+def test_digits_inside_an_iban_are_not_tried_as_phone_numbers(
+    guard: PIIGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried: list[str] = []
+    matcher = patterns_module.PhoneNumberMatcher
+
+    def counted(window: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        tried.append(window)
+        return matcher(window, *args, **kwargs)
+
+    monkeypatch.setattr(patterns_module, "PhoneNumberMatcher", counted)
+    guard.forget()
+    text = "refund to GB82 WEST 1234 5698 7654 32 or call 020 7946 0958"
+    assert guard.contains_pii(text) == ["IBAN_CODE", "PHONE_NUMBER"]
+    assert tried and all("32" not in window for window in tried)
+
+
+def test_findings_are_those_of_a_phone_recognizer_that_tries_every_candidate(
+    guard: PIIGuard, messages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message with an IBAN, alone and joined with others, and every twentieth message: the
+    findings and the pseudonymized text are those of a phone recognizer without the IBAN's
+    shadow."""
+    with_iban = [text for text in messages if "IBAN_CODE" in guard.contains_pii(text)]
+    assert len(with_iban) > 20
+    texts = with_iban + messages[::20]
+    texts += [" ".join(texts[i : i + 5]) for i in range(0, len(with_iban), 5)]
+
+    def outputs() -> list[object]:
+        found = []
+        for text in texts:
+            guard.forget()
+            found.append((guard.pseudonymize(text, vault=Vault()), guard.find(text)))
+        return found
+
+    shadowed = outputs()
+    monkeypatch.setattr(_phone(guard), "shadowing", None)
+    assert outputs() == shadowed
+    guard.forget()
