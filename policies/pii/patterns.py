@@ -109,7 +109,9 @@ class RegionPhoneRecognizer(EntityRecognizer):
             international = window.startswith(("+", "00"))
             offset = candidate.start()
             extension = candidate.start("extension")
-            number = re.sub(r"\D", "", text[offset : extension if extension >= 0 else None])
+            number = re.sub(
+                r"\D", "", text[offset : extension if extension >= 0 else candidate.end()]
+            )
             if len(number) >= 12 and not international and number[0] != "0" and luhn_valid(number):
                 continue  # a card number (no card starts with 0, many national numbers do)
             leniency = self.leniency
