@@ -208,7 +208,7 @@ def phone_samples() -> list[PhoneSample]:
     """Every region's example number of each type, each number once per region."""
     samples = []
     for region in sorted(phonenumbers.SUPPORTED_REGIONS):
-        seen: set[int] = set()
+        seen: set[int | None] = set()
         for kind, number_type in NUMBER_TYPES.items():
             number = phonenumbers.example_number_for_type(region, number_type)
             if number is not None and number.national_number not in seen:
