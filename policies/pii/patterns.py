@@ -31,9 +31,9 @@ __all__ = [
 
 # Labels after which a number is what the label says, not a phone or a card number.
 _NOT_PII_LABEL = re.compile(
-    r"(?:order|invoice|ref|reference|tracking|sku|ean|gtin|upc|barcode|item|batch|receipt|"
+    r"\b(?:order|invoice|ref|reference|tracking|sku|ean|gtin|upc|barcode|item|batch|receipt|"
     r"model|serial|part|article|art)"
-    r"(?:\s*(?:no\.?|nr\.?|number|#|id))?\s*[:#]?\s*$",
+    r"(?:\s*(?:no\.?|nr\.?|number|#|id))?(?:\s+(?:is|was))?\s*[:#]?\s*$",
     re.IGNORECASE,
 )
 
@@ -66,12 +66,21 @@ class RegionPhoneRecognizer(EntityRecognizer):
 
     ENTITY = "PHONE_NUMBER"
     SCORE = 0.75
+    # A run of digits and separators on one line, long enough for two numbers side by side
+    # ("0049 5034 501196 / 0033 1 56 06 75 03"), and an extension, which the card check ignores.
     _CANDIDATE = re.compile(
-        r"(?:\+|\b00|\(|\b)\d[\d\s\-./()]{4,22}\d(?:\s*(?:x|ext\.?)\s*\d{1,6})?"
+        r"(?:\+|\b00|\(|\b)\d(?:[\d\-./()]|[^\S\r\n\x85\u2028\u2029]){4,46}\d"
+        r"(?P<extension>\s*(?:x|ext\.?)\s*\d{1,6})?"
     )
 
     _SSN = re.compile(r"\d{3}-\d{2}-\d{4}")  # a US SSN's shape, left to its own recognizer
-    _IPV4 = re.compile(r"\(?\d{1,3}(?:\.\d{1,3}){3}")
+    _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    _IPV4 = re.compile(rf"\(?{_OCTET}(?:\.{_OCTET}){{3}}")  # "612.34.56.78" is a Spanish mobile
+    # A date: day and month (either order) and a four-digit year, or an ISO date.
+    _DATE = re.compile(
+        r"(?:0?[1-9]|[12]\d|3[01])([./-])(?:0?[1-9]|[12]\d|3[01])\1(?:19|20)\d\d|"
+        r"(?:19|20)\d\d([./-])(?:0?[1-9]|1[0-2])\2(?:0?[1-9]|[12]\d|3[01])"
+    )
     # Words that announce a phone number, in the languages of Attune's shoppers.
     _CONTEXT = re.compile(
         r"(?i:\b(?:tel|tél|telf|phone|phoned|ph|call|calls|called|ring|rang|mobile|mob|cell|"
@@ -131,31 +140,51 @@ class RegionPhoneRecognizer(EntityRecognizer):
                 if any(a <= start and end <= b and b - a > end - start for a, b in shadows):
                     continue
             digits = re.sub(r"\D", "", window)
-            if len(digits) < 6 or self._SSN.fullmatch(window) or self._IPV4.fullmatch(window):
+            if len(digits) < 6 or self._not_a_phone(window):
                 continue
             international = window.startswith(("+", "00"))
-            if len(digits) >= 12 and not international and digits[0] != "0" and luhn_valid(digits):
-                continue  # a card number (no card starts with 0, many national numbers do)
             offset = candidate.start()
+            extension = candidate.start("extension")
+            number = re.sub(
+                r"\D", "", text[offset : extension if extension >= 0 else candidate.end()]
+            )
+            if len(number) >= 12 and not international and number[0] != "0" and luhn_valid(number):
+                continue  # a card number (no card starts with 0, many national numbers do)
             leniency = self.leniency
             if not international and not self._CONTEXT.search(text[max(0, offset - 40) : offset]):
                 leniency = max(leniency, Leniency.STRICT_GROUPING)
+            found: list[tuple[int, int]] = []
             for region in self.regions:
-                found = [
-                    m
+                found += [
+                    (m.start, m.end)
                     for m in PhoneNumberMatcher(window, region, leniency=leniency)
                     if not (
                         not window.startswith(("+", "00"), m.start)
                         and _labelled(text, offset + m.start)
                     )
+                    and not self._not_a_phone(m.raw_string)
+                    and all(m.end <= start or end <= m.start for start, end in found)
                 ]
-                if found:
-                    results += [
-                        RecognizerResult(self.ENTITY, offset + m.start, offset + m.end, self.SCORE)
-                        for m in found
-                    ]
+                # A window may hold two numbers of different regions ("(212) 555-0187 / 0612
+                # 373851"): the next regions read what the first ones left of it.
+                if found and _digits_outside(window, found) < 6:
                     break
+            results += [
+                RecognizerResult(self.ENTITY, offset + start, offset + end, self.SCORE)
+                for start, end in sorted(found)
+            ]
         return results
+
+    def _not_a_phone(self, written: str) -> bool:
+        """An SSN, an IPv4 address or a date, which some region reads as a valid number."""
+        return any(shape.fullmatch(written) for shape in (self._SSN, self._IPV4, self._DATE))
+
+
+def _digits_outside(window: str, spans: list[tuple[int, int]]) -> int:
+    return sum(
+        char.isdigit() and not any(start <= i < end for start, end in spans)
+        for i, char in enumerate(window)
+    )
 
 
 def luhn_valid(digits: str) -> bool:
@@ -236,7 +265,12 @@ _PREFIX_TYPES = (
     "andador|circuito|cerrada|diagonal|periférico|boulevard"
 )
 _NAME_WORD = r"[A-ZÀ-ÖØ-Þ0-9][\w'’.-]*"
-_HOUSE = r"\d{1,5}[A-Za-z]?(?:\s?[-/]\s?\d{1,5}[A-Za-z]?)?\.?"
+# No house number starts with 0 or is cut out of a longer run of digits: "Please ring 07755
+# 490315" and "ring 612 34 56 78" are phone numbers ("ring" is also a German street type).
+_HOUSE = (
+    r"(?!0)\d{1,5}[A-Za-z]?(?:\s?[-/]\s?\d{1,5}[A-Za-z]?)?(?:\.(?!\d))?"
+    r"(?!\d|[-./]\d|\s\d+[\s\-./]\d)"
+)
 
 
 class StreetAddressRecognizer(PatternRecognizer):
