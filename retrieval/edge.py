@@ -73,7 +73,9 @@ def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
     if flt.categories:
         must.append(qe.FieldCondition(key="category", match=qe.MatchAny(list(flt.categories))))
     if flt.exclude_ids:
-        must_not.append(qe.FieldCondition(key="item_id", match=qe.MatchAny(list(flt.exclude_ids))))
+        # By point id: an item's point id is a function of its id (`point_id`), and Qdrant checks
+        # an id against a set where a keyword condition reads the payload index per point.
+        must_not.append(qe.HasIdCondition({point_id(item_id) for item_id in flt.exclude_ids}))
     if flt.max_min_age is not None:
         must.append(qe.FieldCondition(key="min_age", range=qe.RangeFloat(lte=flt.max_min_age)))
     if flt.in_stock_only:
@@ -362,36 +364,44 @@ class EdgeIndex:
         # Python: each id is read once, and looked up by its integer.
         keys = [point.id.int for point in points]
         item_ids = self._item_ids
-        unseen: list[qe.PointId] = [uuid.UUID(int=key) for key in keys if key not in item_ids]
-        if unseen:
+        found = list(map(item_ids.get, keys))
+        if None in found:
+            unseen: list[qe.PointId] = [uuid.UUID(int=key) for key in keys if key not in item_ids]
             for record in self._shard.retrieve(unseen, with_payload=ID_ONLY, with_vector=False):
                 if record.payload is not None:
                     item_ids[uuid.UUID(str(record.id)).int] = record.payload["item_id"]
+            found = list(map(item_ids.get, keys))
+        if with_vectors:
+            return [
+                Hit(item_id, point.score, {"item_id": item_id}, PointVectors(point))
+                for point, item_id in zip(points, found, strict=True)
+                if item_id is not None
+            ]
+        # Ids and scores read in passes of their own: a ranking is a few hundred points.
+        scores = [point.score for point in points]
         return [
-            Hit(
-                item_id,
-                point.score,
-                {"item_id": item_id},
-                PointVectors(point) if with_vectors else {},
-            )
-            for point, key in zip(points, keys, strict=True)
-            if (item_id := item_ids.get(key)) is not None
+            Hit(item_id, score, {"item_id": item_id}, {})
+            for item_id, score in zip(found, scores, strict=True)
+            if item_id is not None
         ]
 
     def _fused_request(self, search: FusedSearch) -> qe.QueryRequest | None:
         """The query of one fused search, or None when it can match nothing (a text without a
-        searchable word)."""
+        searchable word).
+
+        The filter is given once, to the query: Qdrant merges a query's filter into every
+        prefetch it leads to (its planner's `recurse_prefetches`), so the prefetches searched are
+        filtered as before. Given to the prefetches too, it was checked twice per point."""
         sources, k, prefetch, match = search.sources, search.k, search.prefetch, search.match
-        where = edge_filter(search.flt)
         inputs: list[tuple[float, qe.Prefetch | None]]
         if match is None:
             limit = k
-            inputs = [(s.weight, self._prefetch(s, max(prefetch, k), where)) for s in sources]
+            inputs = [(s.weight, self._prefetch(s, max(prefetch, k), None)) for s in sources]
         else:
             matched = [
                 (s.weight, stage)
                 for s in match.sources
-                if (stage := self._prefetch(s, max(prefetch, k), where)) is not None
+                if (stage := self._prefetch(s, max(prefetch, k), None)) is not None
             ]
             if not matched:
                 return None
@@ -401,10 +411,7 @@ class EdgeIndex:
                 inputs = list(matched)
             else:
                 stage = qe.Prefetch(
-                    limit=match.limit,
-                    prefetches=[p for _, p in matched],
-                    query=fusion,
-                    filter=where,
+                    limit=match.limit, prefetches=[p for _, p in matched], query=fusion
                 )
                 inputs = [(match.weight, stage)]
                 inputs += [(s.weight, self._rescore(s, stage, match.limit)) for s in sources]
@@ -415,7 +422,7 @@ class EdgeIndex:
             limit=limit,
             prefetches=[stage for _, stage in present],
             query=fusion if match is not None and not sources else _rrf([w for w, _ in present]),
-            filter=where,
+            filter=edge_filter(search.flt),
             with_payload=search.with_payload,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if search.with_vectors else False,
         )

@@ -313,7 +313,7 @@ def _rerank(model: ItemItemModel, hits: list[Hit], history: History) -> tuple[li
     terms = dict(
         zip(ids, zip(ease.tolist(), transitions.tolist(), fused.tolist(), strict=True), strict=True)
     )
-    return [hits[i] for i in order], Reranked(model, inputs, terms)
+    return [hits[i] for i in order.tolist()], Reranked(model, inputs, terms)
 
 
 def _rrf_terms(order: list[str], weight: float) -> dict[str, float]:
