@@ -64,6 +64,12 @@ PAYLOAD_INDEXES: dict[str, qe.PayloadSchemaType] = {
 }
 
 
+# qdrant_edge 0.9.0 reads a Python bool as the integer 1 (bool subclasses int), so
+# MatchValue(True) never matches a boolean payload; numpy.bool_ reaches the bool variant. Built
+# once: reading a numpy.bool_ costs qdrant_edge more than the rest of a filter.
+_IN_STOCK = qe.FieldCondition(key="in_stock", match=qe.MatchValue(np.bool_(True)))  # type: ignore[arg-type]
+
+
 def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
     """Translates an ItemFilter into a Qdrant Edge filter, or None when it constrains nothing."""
     if flt is None:
@@ -79,10 +85,7 @@ def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
     if flt.max_min_age is not None:
         must.append(qe.FieldCondition(key="min_age", range=qe.RangeFloat(lte=flt.max_min_age)))
     if flt.in_stock_only:
-        # qdrant_edge 0.9.0 reads a Python bool as the integer 1 (bool subclasses int), so
-        # MatchValue(True) never matches a boolean payload; numpy.bool_ reaches the bool variant.
-        in_stock = qe.MatchValue(np.bool_(True))  # type: ignore[arg-type]
-        must.append(qe.FieldCondition(key="in_stock", match=in_stock))
+        must.append(_IN_STOCK)
     if flt.max_price is not None:
         must.append(qe.FieldCondition(key="price", range=qe.RangeFloat(lte=flt.max_price)))
     if not must and not must_not:
