@@ -392,10 +392,14 @@ class EdgeIndex:
         """The query of one fused search, or None when it can match nothing (a text without a
         searchable word).
 
-        The filter is given once, to the query: Qdrant merges a query's filter into every
-        prefetch it leads to (its planner's `recurse_prefetches`), so the prefetches searched are
-        filtered as before. Given to the prefetches too, it was checked twice per point."""
+        Without a match, the filter is given once, to the query: Qdrant merges a query's filter
+        into each of its prefetches (its planner's `recurse_prefetches`), so the prefetches are
+        searched filtered as before, and checked once per point where a filter given to them too
+        was checked twice. A match's prefetches keep theirs as they were: a match re-ordered by
+        sources answers differently from one run to the next (ties inside the match), so that
+        the same holds for it could not be checked."""
         sources, k, prefetch, match = search.sources, search.k, search.prefetch, search.match
+        where = edge_filter(search.flt)
         inputs: list[tuple[float, qe.Prefetch | None]]
         if match is None:
             limit = k
@@ -404,7 +408,7 @@ class EdgeIndex:
             matched = [
                 (s.weight, stage)
                 for s in match.sources
-                if (stage := self._prefetch(s, max(prefetch, k), None)) is not None
+                if (stage := self._prefetch(s, max(prefetch, k), where)) is not None
             ]
             if not matched:
                 return None
@@ -414,7 +418,10 @@ class EdgeIndex:
                 inputs = list(matched)
             else:
                 stage = qe.Prefetch(
-                    limit=match.limit, prefetches=[p for _, p in matched], query=fusion
+                    limit=match.limit,
+                    prefetches=[p for _, p in matched],
+                    query=fusion,
+                    filter=where,
                 )
                 inputs = [(match.weight, stage)]
                 inputs += [(s.weight, self._rescore(s, stage, match.limit)) for s in sources]
@@ -425,7 +432,7 @@ class EdgeIndex:
             limit=limit,
             prefetches=[stage for _, stage in present],
             query=fusion if match is not None and not sources else _rrf([w for w, _ in present]),
-            filter=edge_filter(search.flt),
+            filter=where,
             with_payload=search.with_payload,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR] if search.with_vectors else False,
         )
