@@ -64,6 +64,12 @@ PAYLOAD_INDEXES: dict[str, qe.PayloadSchemaType] = {
 }
 
 
+# qdrant_edge 0.9.0 reads a Python bool as the integer 1 (bool subclasses int), so
+# MatchValue(True) never matches a boolean payload; numpy.bool_ reaches the bool variant. Built
+# once: reading a numpy.bool_ costs qdrant_edge more than the rest of a filter.
+_IN_STOCK = qe.FieldCondition(key="in_stock", match=qe.MatchValue(np.bool_(True)))  # type: ignore[arg-type]
+
+
 def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
     """Translates an ItemFilter into a Qdrant Edge filter, or None when it constrains nothing."""
     if flt is None:
@@ -73,14 +79,13 @@ def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
     if flt.categories:
         must.append(qe.FieldCondition(key="category", match=qe.MatchAny(list(flt.categories))))
     if flt.exclude_ids:
-        must_not.append(qe.FieldCondition(key="item_id", match=qe.MatchAny(list(flt.exclude_ids))))
+        # By point id: an item's point id is a function of its id (`point_id`), and Qdrant checks
+        # an id against a set where a keyword condition reads the payload index per point.
+        must_not.append(qe.HasIdCondition({point_id(item_id) for item_id in flt.exclude_ids}))
     if flt.max_min_age is not None:
         must.append(qe.FieldCondition(key="min_age", range=qe.RangeFloat(lte=flt.max_min_age)))
     if flt.in_stock_only:
-        # qdrant_edge 0.9.0 reads a Python bool as the integer 1 (bool subclasses int), so
-        # MatchValue(True) never matches a boolean payload; numpy.bool_ reaches the bool variant.
-        in_stock = qe.MatchValue(np.bool_(True))  # type: ignore[arg-type]
-        must.append(qe.FieldCondition(key="in_stock", match=in_stock))
+        must.append(_IN_STOCK)
     if flt.max_price is not None:
         must.append(qe.FieldCondition(key="price", range=qe.RangeFloat(lte=flt.max_price)))
     if not must and not must_not:
@@ -362,31 +367,43 @@ class EdgeIndex:
         # Python: each id is read once, and looked up by its integer.
         keys = [point.id.int for point in points]
         item_ids = self._item_ids
-        unseen: list[qe.PointId] = [uuid.UUID(int=key) for key in keys if key not in item_ids]
-        if unseen:
+        found = list(map(item_ids.get, keys))
+        if None in found:
+            unseen: list[qe.PointId] = [uuid.UUID(int=key) for key in keys if key not in item_ids]
             for record in self._shard.retrieve(unseen, with_payload=ID_ONLY, with_vector=False):
                 if record.payload is not None:
                     item_ids[uuid.UUID(str(record.id)).int] = record.payload["item_id"]
+            found = list(map(item_ids.get, keys))
+        if with_vectors:
+            return [
+                Hit(item_id, point.score, {"item_id": item_id}, PointVectors(point))
+                for point, item_id in zip(points, found, strict=True)
+                if item_id is not None
+            ]
+        # Ids and scores read in passes of their own: a ranking is a few hundred points.
+        scores = [point.score for point in points]
         return [
-            Hit(
-                item_id,
-                point.score,
-                {"item_id": item_id},
-                PointVectors(point) if with_vectors else {},
-            )
-            for point, key in zip(points, keys, strict=True)
-            if (item_id := item_ids.get(key)) is not None
+            Hit(item_id, score, {"item_id": item_id}, {})
+            for item_id, score in zip(found, scores, strict=True)
+            if item_id is not None
         ]
 
     def _fused_request(self, search: FusedSearch) -> qe.QueryRequest | None:
         """The query of one fused search, or None when it can match nothing (a text without a
-        searchable word)."""
+        searchable word).
+
+        Without a match, the filter is given once, to the query: Qdrant merges a query's filter
+        into each of its prefetches (its planner's `recurse_prefetches`), so the prefetches are
+        searched filtered as before, and checked once per point where a filter given to them too
+        was checked twice. A match's prefetches keep theirs as they were: a match re-ordered by
+        sources answers differently from one run to the next (ties inside the match), so that
+        the same holds for it could not be checked."""
         sources, k, prefetch, match = search.sources, search.k, search.prefetch, search.match
         where = edge_filter(search.flt)
         inputs: list[tuple[float, qe.Prefetch | None]]
         if match is None:
             limit = k
-            inputs = [(s.weight, self._prefetch(s, max(prefetch, k), where)) for s in sources]
+            inputs = [(s.weight, self._prefetch(s, max(prefetch, k), None)) for s in sources]
         else:
             matched = [
                 (s.weight, stage)

@@ -19,6 +19,8 @@ new visitor, no text) the caller falls back to popularity.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,10 +127,26 @@ def taste_vector(
         return None
     # np.average's own arithmetic (float64 products summed down the rows, over the summed
     # weights), without its checks and dispatch, which cost as much again.
-    weights = (0.5 ** (np.arange(len(vectors)) / half_life)).reshape(len(vectors), 1)
+    weights, total = _recency_weights(len(vectors), half_life)
     products = np.multiply(np.asarray(vectors, dtype=np.float32), weights, dtype=np.float64)
-    mean = products.sum(axis=0) / weights.sum(axis=0)
-    return unit(mean) if normalize else mean
+    mean = products.sum(axis=0) / total
+    if not normalize:
+        return mean
+    # `unit`'s arithmetic: np.linalg.norm of a real vector is the square root of its dot with
+    # itself, and math.sqrt rounds as np.sqrt does (IEEE), without the norm's dispatch.
+    norm = math.sqrt(mean.dot(mean))
+    return mean / norm if norm > 0 else mean
+
+
+@functools.lru_cache(maxsize=64)
+def _recency_weights(n: int, half_life: float) -> tuple[np.ndarray, np.ndarray]:
+    """`taste_vector`'s weights of `n` items, newest first, as a column, and their sum (shape
+    (1,), as `sum(axis=0)` gives it); computed once per length, read-only as they are shared."""
+    weights = (0.5 ** (np.arange(n) / half_life)).reshape(n, 1)
+    total = weights.sum(axis=0)
+    weights.flags.writeable = False
+    total.flags.writeable = False
+    return weights, total
 
 
 def hybrid_sources(

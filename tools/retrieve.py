@@ -313,7 +313,7 @@ def _rerank(model: ItemItemModel, hits: list[Hit], history: History) -> tuple[li
     terms = dict(
         zip(ids, zip(ease.tolist(), transitions.tolist(), fused.tolist(), strict=True), strict=True)
     )
-    return [hits[i] for i in order], Reranked(model, inputs, terms)
+    return [hits[i] for i in order.tolist()], Reranked(model, inputs, terms)
 
 
 def _rrf_terms(order: list[str], weight: float) -> dict[str, float]:
@@ -528,4 +528,6 @@ def _checked(
 
 def _payload_item(payload: dict) -> Item:
     """The item as the index stores it: every field the item rules read, without the description."""
-    return Item.model_validate({k: v for k, v in payload.items() if k != "in_stock"})
+    item = dict(payload)  # copied in C, where a comprehension steps through every field
+    item.pop("in_stock", None)
+    return Item.model_validate(item)
