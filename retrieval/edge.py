@@ -11,6 +11,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -96,6 +97,26 @@ def _rrf(weights: list[float]) -> Any:
 def _match_fusion(match: Match, weights: list[float]) -> Any:
     """The query fusing a match's sources (weights are those of its present sources)."""
     return qe.Fusion.Dbsf() if match.fusion == "dbsf" else _rrf(weights)
+
+
+def _stored_hits(
+    hits: list[Hit],
+    stored: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]]],
+    with_payload: bool,
+    with_vectors: bool,
+) -> list[Hit]:
+    """Hits read as ids and scores, with the payloads and vectors `_read_points` found; an item
+    no longer stored (deleted since the query) is left out."""
+    return [
+        Hit(
+            hit.item_id,
+            hit.score,
+            dict(entry[0]) if with_payload else hit.payload,
+            dict(entry[1]) if with_vectors else {},
+        )
+        for hit in hits
+        if (entry := stored.get(hit.item_id)) is not None
+    ]
 
 
 class EdgeIndex:
@@ -343,14 +364,37 @@ class EdgeIndex:
         return self._hits(self._shard.query(request), with_vectors, with_payload)
 
     def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
-        requests = [self._fused_request(search) for search in searches]
+        """Each search is asked for ids and scores only: Qdrant Edge reading a point's payload
+        costs several times the query, and its vectors come as lists of Python floats. The
+        payloads and vectors a search wants are then those kept from earlier reads
+        (`_read_points`), the shard read once for the items not kept."""
+        bare = [
+            replace(search, with_payload=False, with_vectors=False)
+            if search.with_payload or search.with_vectors
+            else search
+            for search in searches
+        ]
+        requests = [self._fused_request(search) for search in bare]
         asked = [request for request in requests if request is not None]
         answers = iter(self._shard.query_batch(qe.QueryBatchRequest(asked)) if asked else [])
+        found = [
+            [] if request is None else self._hits(next(answers), False, False)
+            for request in requests
+        ]
+        wanted = [
+            hit.item_id
+            for search, hits in zip(searches, found, strict=True)
+            if search.with_payload or search.with_vectors
+            for hit in hits
+        ]
+        if not wanted:
+            return found
+        stored = self._read_points(wanted)
         return [
-            []
-            if request is None
-            else self._hits(next(answers), search.with_vectors, search.with_payload)
-            for search, request in zip(searches, requests, strict=True)
+            _stored_hits(hits, stored, search.with_payload, search.with_vectors)
+            if search.with_payload or search.with_vectors
+            else hits
+            for search, hits in zip(searches, found, strict=True)
         ]
 
     def _hits(self, points: Sequence[Any], with_vectors: bool, with_payload: bool) -> list[Hit]:
