@@ -11,6 +11,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -101,6 +102,45 @@ def _rrf(weights: list[float]) -> Any:
 def _match_fusion(match: Match, weights: list[float]) -> Any:
     """The query fusing a match's sources (weights are those of its present sources)."""
     return qe.Fusion.Dbsf() if match.fusion == "dbsf" else _rrf(weights)
+
+
+def _stored_hits(
+    hits: list[Hit],
+    stored: Mapping[str, tuple[dict[str, Any], dict[str, np.ndarray]]],
+    with_payload: bool,
+    with_vectors: bool,
+) -> list[Hit]:
+    """Hits read as ids and scores, with the payloads and vectors `_read_points` found; an item
+    no longer stored (deleted since the query) is left out."""
+    return [
+        Hit(
+            hit.item_id,
+            hit.score,
+            dict(entry[0]) if with_payload else hit.payload,
+            dict(entry[1]) if with_vectors else {},
+        )
+        for hit in hits
+        if (entry := stored.get(hit.item_id)) is not None
+    ]
+
+
+def _whole_match(searches: Sequence[FusedSearch], search: FusedSearch) -> int | None:
+    """Which of `searches` (if any) asks for `search`'s match alone and in full, under the same
+    filter and prefetch: its answer is the match `search` re-orders. Only for a search that
+    re-orders a match by sources."""
+    match = search.match
+    if match is None or not search.sources:
+        return None
+    for n, other in enumerate(searches):
+        if (
+            other.match is match
+            and not other.sources
+            and other.k >= match.limit
+            and other.flt == search.flt
+            and max(other.prefetch, other.k) == max(search.prefetch, search.k)
+        ):
+            return n
+    return None
 
 
 class EdgeIndex:
@@ -348,15 +388,87 @@ class EdgeIndex:
         return self._hits(self._shard.query(request), with_vectors, with_payload)
 
     def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
-        requests = [self._fused_request(search) for search in searches]
-        asked = [request for request in requests if request is not None]
-        answers = iter(self._shard.query_batch(qe.QueryBatchRequest(asked)) if asked else [])
-        return [
-            []
-            if request is None
-            else self._hits(next(answers), search.with_vectors, search.with_payload)
-            for search, request in zip(searches, requests, strict=True)
+        """Each search is asked for ids and scores only: Qdrant Edge reading a point's payload
+        costs several times the query, and its vectors come as lists of Python floats. The
+        payloads and vectors a search wants are then those kept from earlier reads
+        (`_read_points`), the shard read once for the items not kept.
+
+        A search that re-orders a match by the person's signals has Qdrant run the match once
+        for the match order and once more under each signal's re-scoring. When the batch also
+        asks for that match alone and in full, its answer names the matched items: each signal
+        then re-scores just those (`_rescored`), in a second batch."""
+        bare = [
+            replace(search, with_payload=False, with_vectors=False)
+            if search.with_payload or search.with_vectors
+            else search
+            for search in searches
         ]
+        requests = [self._fused_request(search) for search in bare]
+        whole = [
+            None if request is None else _whole_match(bare, search)
+            for search, request in zip(bare, requests, strict=True)
+        ]
+        found: list[list[Hit]] = [[] for _ in searches]
+        first = [
+            n for n, request in enumerate(requests) if request is not None and whole[n] is None
+        ]
+        self._ask(found, [(n, requests[n]) for n in first])
+        second = []
+        for n, (search, request, partner) in enumerate(zip(bare, requests, whole, strict=True)):
+            if request is not None and partner is not None and found[partner]:
+                second.append((n, self._rescored(request, search, found[partner])))
+        self._ask(found, second)
+        wanted = [
+            hit.item_id
+            for search, hits in zip(searches, found, strict=True)
+            if search.with_payload or search.with_vectors
+            for hit in hits
+        ]
+        if not wanted:
+            return found
+        stored = self._read_points(wanted)
+        return [
+            _stored_hits(hits, stored, search.with_payload, search.with_vectors)
+            if search.with_payload or search.with_vectors
+            else hits
+            for search, hits in zip(searches, found, strict=True)
+        ]
+
+    def _ask(self, found: list[list[Hit]], asked: list[tuple[int, Any]]) -> None:
+        """Runs the requests in one batch; the hits (ids and scores) of the n-th go to found[n]."""
+        if not asked:
+            return
+        answers = self._shard.query_batch(qe.QueryBatchRequest([request for _, request in asked]))
+        for (n, _), points in zip(asked, answers, strict=True):
+            found[n] = self._hits(points, False, False)
+
+    def _rescored(
+        self, request: qe.QueryRequest, search: FusedSearch, matched: list[Hit]
+    ) -> qe.QueryRequest:
+        """`request` (`_fused_request` of a match re-ordered by `search.sources`) with each
+        source re-scoring the `matched` items by id instead of its own run of the match: the
+        same items, scored by the same vectors. The match order itself stays the request's first
+        input."""
+        assert search.match is not None  # only a match's searches have a whole match
+        limit = search.match.limit
+        only = qe.Filter(must=[qe.HasIdCondition({point_id(hit.item_id) for hit in matched})])
+        sizes = dims(self.dim, self.collab_dim)
+        rescores = [
+            qe.Prefetch(
+                limit=limit,
+                query=qe.Query.Nearest(check_query(s.dense, sizes[s.using], limit), using=s.using),
+                filter=only,
+            )
+            for s in search.sources
+        ]
+        return qe.QueryRequest(
+            limit=request.limit,
+            prefetches=[request.prefetches[0], *rescores],
+            query=request.query,
+            filter=request.filter,
+            with_payload=False,
+            with_vector=False,
+        )
 
     def _hits(self, points: Sequence[Any], with_vectors: bool, with_payload: bool) -> list[Hit]:
         """Hits of a query's points. Without payload (Qdrant Edge reading it costs several times

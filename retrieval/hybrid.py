@@ -28,6 +28,7 @@ import numpy as np
 from retrieval.index import (
     COLLAB_VECTOR,
     VECTOR_NAME,
+    FusedSearch,
     Hit,
     ItemFilter,
     Match,
@@ -99,13 +100,20 @@ def refined_match(
     first = text_match(weights, text, vector)
     if vector is None or not np.any(vector) or weights.feedback <= 0:
         return first
-    top = index.fused_search(
-        [],
-        k=weights.feedback_items,
-        flt=flt,
-        prefetch=weights.prefetch,
-        with_vectors=True,
-        match=first,
+    # Only the vectors are wanted: asked in a batch of one, an index may read them from what it
+    # keeps (`EdgeIndex.fused_searches`) rather than with the query's answer.
+    [top] = index.fused_searches(
+        [
+            FusedSearch(
+                (),
+                weights.feedback_items,
+                flt,
+                weights.prefetch,
+                with_vectors=True,
+                match=first,
+                with_payload=False,
+            )
+        ]
     )
     neighbours = [hit.vector for hit in top if hit.vector is not None]
     if not neighbours:

@@ -988,6 +988,79 @@ def test_an_edge_ranking_without_payload_reads_each_point_id_once(
     assert all(reads.get("id") == 1 for reads in counting.reads), counting.reads
 
 
+def _by_score(hits: list[Hit]) -> list[tuple[float, str, dict[str, Any]]]:
+    return sorted((-round(h.score, 6), h.item_id, h.payload) for h in hits)
+
+
+class _RecordingShard(_CountingShard):
+    """A counting shard that also keeps the requests of each batch query."""
+
+    def __init__(self, shard: Any) -> None:
+        super().__init__(shard)
+        self.requests: list[Any] = []
+
+    def query_batch(self, request: Any) -> list[list[Any]]:
+        self.requests += list(request.queries)
+        return super().query_batch(request)
+
+
+def test_an_edge_batch_reads_no_answer_payload_and_runs_a_match_once_per_answer(
+    tmp_path: Path,
+) -> None:
+    """`EdgeIndex.fused_searches` asks Qdrant Edge for ids and scores only (payloads and vectors
+    come from the points the index keeps), and a match re-ordered by sources is re-scored by
+    the ids of the whole match asked in the same batch: its keywords go to Qdrant once per
+    answer, not once more under each source. The answers are each fused search's own, vectors
+    to the bit."""
+    index = EdgeIndex(tmp_path / "edge", dim=DIM)
+    index.upsert(ITEMS, VECTORS)
+    index.set_vectors(COLLAB_VECTOR, COLLAB)
+    text = Source.lexical("wool winter")
+    match = Match((text, Source(VECTOR_NAME, _query("out-01"))), 12, fusion="dbsf")
+    factor = _RNG.normal(size=COLLAB_DIM)
+    sources = (
+        Source(VECTOR_NAME, _query("kit-01")),
+        Source(COLLAB_VECTOR, factor, 2.0),
+        Source(COLLAB_VECTOR, factor + _RNG.normal(size=COLLAB_DIM), 1.0),
+    )
+    flt = ItemFilter(in_stock_only=True)
+    searches = [
+        FusedSearch((), 12, flt, 20, with_vectors=True, match=match),
+        FusedSearch(sources, 8, flt, 20, match=match, with_payload=False),
+    ]
+    alone = [
+        index.fused_search(
+            list(s.sources),
+            k=s.k,
+            flt=s.flt,
+            prefetch=s.prefetch,
+            with_vectors=s.with_vectors,
+            match=s.match,
+            with_payload=s.with_payload,
+        )
+        for s in searches
+    ]
+    recording = _RecordingShard(index._shard)
+    index._shard = recording  # type: ignore[assignment]
+    answers = index.fused_searches(searches)
+    index._shard = recording._shard
+    stored = {hit.item_id: hit for hit in index.hits([h.item_id for h in alone[0]])}
+    index.close()
+
+    assert len(answers[0]) == 12 and len(answers[1]) == 8
+    for hits, expected in zip(answers, alone, strict=True):
+        # Qdrant orders items of equal score arbitrarily from one query to the next.
+        assert _by_score(hits) == _by_score(expected)
+        assert [h.score for h in hits] == pytest.approx([h.score for h in expected], rel=1e-6)
+    for hit in answers[0]:
+        assert set(hit.vectors) == set(stored[hit.item_id].vectors)
+        for name, vector in hit.vectors.items():
+            assert vector.tobytes() == stored[hit.item_id].vectors[name].tobytes()
+    assert all(set(reads) <= {"id", "score"} for reads in recording.reads), recording.reads
+    # The keywords' sparse vector: once in the match alone, once as the other's match order.
+    assert sum(repr(r).count("SparseVector") for r in recording.requests) == 2
+
+
 def test_stored_points_and_hits_read_each_record_once() -> None:
     """A retrieved record's payload and vectors are read once each (Qdrant Edge converts them
     anew at each read); a hit's vectors only when looked at."""

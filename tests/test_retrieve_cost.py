@@ -139,6 +139,58 @@ def test_every_path_ranks_as_the_straightforward_one(demo_services: Services) ->
     assert {"hybrid", "popular", "query"} <= strategies
 
 
+class RecordingIndex:
+    """The index, keeping the searches of each batch and their answers."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self._index = index
+        self.batches: list[tuple[list[FusedSearch], list[list[Hit]]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+    def fused_searches(self, searches: Sequence[FusedSearch]) -> list[list[Hit]]:
+        answers = self._index.fused_searches(searches)
+        self.batches.append((list(searches), answers))
+        return answers
+
+
+def test_a_matched_ranking_splits_each_score_as_the_exact_computation(
+    demo_services: Services,
+) -> None:
+    """With text, each shown item's parts are its RRF terms over the whole match, computed here
+    from the match's order and vectors read afresh from the shard: the query's by the match
+    position, each source's by the item's position in the matched items' similarity to it."""
+    tools = demo_services.tools
+    recording = RecordingIndex(tools.index)
+    checked = 0
+    for subject in _people(demo_services, ["u_0007", "u_0042", "u_0123", "u_0300", None]):
+        for query in ("strong coffee beans", "running shoes", "something for the kitchen"):
+            recording.batches.clear()
+            found = _retrieve(replace(tools, index=recording), subject, query)  # type: ignore[arg-type]
+            searches, answers = recording.batches[-1]  # the match, and its re-ordering
+            matched = [hit.item_id for hit in answers[0]]
+            terms = {"query": _rrf_terms(matched, searches[0].match.weight)}  # type: ignore[union-attr]
+            present = [n for n in ("taste", "collab", "recent") if found["items"][0]["parts"][n]]
+            for name, source in zip(present, searches[-1].sources, strict=True):
+                fresh = tools.index.vectors(matched, source.using)  # the shard's, not kept ones
+                ids = [item_id for item_id in matched if item_id in fresh]
+                similarity = np.array([fresh[i] for i in ids]) @ source.dense
+                order = [ids[i] for i in np.argsort(-similarity, kind="stable")]
+                terms[name] = _rrf_terms(order, source.weight)
+            for item in found["items"]:
+                parts = {name: values.get(item["item_id"], 0.0) for name, values in terms.items()}
+                total = sum(parts.values())
+                for name, part in parts.items():
+                    assert item["parts"][name] == round(part / total, 4), (query, item, name)
+                checked += 1
+    assert checked >= 100
+
+
+def _rrf_terms(order: list[str], weight: float) -> dict[str, float]:
+    return {item_id: 1 / ((p + 1) / weight + 60 - 1) for p, item_id in enumerate(order)}
+
+
 def test_a_hide_in_another_process_is_respected_by_the_next_decision(tmp_path: Path) -> None:
     """Two services on one database (each its own index folder, as two workers on one Qdrant
     server would share one): a hide in one reaches the other's cached popularity at once, and
