@@ -35,7 +35,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,7 +64,6 @@ RETRY_PAUSE_S = 0.05  # times the attempt's number
 # PostgreSQL's serialization_failure and deadlock_detected: the transaction may simply run again.
 _PG_RETRYABLE = {"40001", "40P01"}
 T = TypeVar("T")
-S = TypeVar("S", Session, Connection)
 # The tables that hold rows about a person: what erasure and pruning delete from.
 PERSONAL_TABLES = (
     "users",
@@ -262,7 +262,12 @@ class Database:
         the failed attempt was rolled back whole, so nothing of it is kept. Any other error,
         or the last attempt's, is raised. `work` must do nothing outside the session that it
         could not do twice."""
-        return self._retried(self.session, work, attempts)
+
+        def once() -> T:
+            with self.session() as session:
+                return work(session)
+
+        return self._retried(once, attempts)
 
     def core_transaction(
         self, work: Callable[[Connection], T], *, attempts: int = RETRY_ATTEMPTS
@@ -279,14 +284,7 @@ class Database:
         `Engine.begin` runs them: the `begin`, `commit` and `rollback` listeners, and a
         driver error of the commit goes through the engine's error handling (`StorageFull`,
         the invalidation of a dropped connection, the `DBAPIError` retried here)."""
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._commit(work)
-            except DBAPIError as error:
-                if attempt == attempts or not is_retryable(error):
-                    raise
-            time.sleep(RETRY_PAUSE_S * attempt)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return self._retried(partial(self._commit, work), attempts)
 
     def _commit(self, work: Callable[[Connection], T]) -> T:
         """`work(connection)` in one transaction on a connection of the pool, committed; rolled
@@ -315,16 +313,12 @@ class Database:
             with self._lock:
                 self._full_at = None
 
-    def _retried(
-        self,
-        begin: Callable[[], AbstractContextManager[S]],
-        work: Callable[[S], T],
-        attempts: int,
-    ) -> T:
+    def _retried(self, once: Callable[[], T], attempts: int) -> T:
+        """`once()`, run again after a pause when the database refused it as a concurrent
+        writer's (`is_retryable`), up to `attempts` times; `once` rolls back what it began."""
         for attempt in range(1, attempts + 1):
             try:
-                with begin() as handle:
-                    return work(handle)
+                return once()
             except DBAPIError as error:
                 if attempt == attempts or not is_retryable(error):
                     raise
