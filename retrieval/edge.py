@@ -53,10 +53,12 @@ log = logging.getLogger("attune.retrieval")
 
 SCROLL_BATCH = 10_000  # points per scroll page when the item ids are read at open
 SEARCH_THREADS = 1
-"""Threads Qdrant Edge searches one request with. Its default (a pool of one per core) hands
-each query to pool threads while the caller waits holding the GIL; one thread answers on the
-calling thread: a 4-query batch 448 -> 348 µs, one query 137 -> 88 µs on the demo shard (2
-cores). Requests already run side by side; a query's own parallelism only adds hand-offs."""
+"""Threads Qdrant Edge searches one request with. With its default (a pool sized by the core
+count) it hands each query to pool threads while the caller waits, holding the GIL; with one,
+the calling thread searches itself. `bench/edge_threads.py` (2 cores, fused two-prefetch
+queries with a filter, as a decision sends): p50 0.80x and CPU per query 0.60x at 1k items,
+p50 0.96x, p95 0.86x and CPU 0.86x at 100k optimized items. Requests already run side by side;
+a query's own parallelism only adds hand-offs."""
 STORED_POINTS_KEPT = 4096
 """How many items' payloads and dense vectors an `EdgeIndex` keeps in memory once read (a few
 kilobytes each at 384 dimensions)."""
