@@ -43,6 +43,7 @@ queries:
   - {id: c, split: test, text: pirate costume, relevant: [{path: [Fancy Dress], name: [pirate]}]}
   - {id: d, split: test, text: kite, relevant: [{path: [Kites]}]}
   - {id: e, split: fresh, text: chess board, relevant: [{path: [Chess]}]}
+  - {id: f, split: fresh2, text: stunt kite, relevant: [{path: [Kites]}]}
 """
 
 
@@ -113,7 +114,7 @@ thresholds:
     rows = {(row.dataset, row.system): row.metrics for row in report.rows}
     assert set(rows) == {
         (f"small/{half}", system)
-        for half in ("tuning", "held-out", "fresh held-out")
+        for half in ("tuning", "held-out", "fresh held-out", "second fresh held-out")
         for system in ("bm25", "dense", "hybrid")
     }
     for metrics in rows.values():
@@ -131,6 +132,9 @@ thresholds:
     tables = json.loads((report.out_dir / "metrics.json").read_text())["tables"]
     ratios = tables["small hybrid / baseline, NDCG@3 (paired bootstrap)"]
     assert {(r["queries"], r["baseline"]) for r in ratios} >= {("fresh held-out", "bm25")}
+    # ... and the held-out sets pooled: the four queries no system was chosen on (c, d, e, f).
+    pooled = {r["baseline"]: r for r in ratios if r["queries"] == "all held-out"}
+    assert set(pooled) == {"bm25", "dense"} and pooled["bm25"]["n"] == 4
     for r in ratios:
         assert r["ci_low"] <= r["hybrid/baseline ndcg@3"] <= r["ci_high"]
 
