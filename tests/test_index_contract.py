@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import threading
@@ -22,6 +23,7 @@ from retrieval.embedder import HashingEmbedder
 from retrieval.hybrid import HybridWeights, refined_match
 from retrieval.index import (
     COLLAB_VECTOR,
+    DEFAULT_COLLAB_DIM,
     LEXICAL_VECTOR,
     RRF_K,
     VECTOR_NAME,
@@ -1198,3 +1200,30 @@ def test_a_reopened_edge_index_knows_every_item_id_without_reading_payloads(
     assert ranked[0].item_id == ITEMS[0].item_id
     index._shard = counting._shard
     index.close()
+
+
+def test_an_edge_shard_searches_on_the_calling_thread(tmp_path: Path):
+    """`SEARCH_THREADS`: a shard written with Qdrant Edge's default search pool, opened by
+    EdgeIndex, is switched to searching on the calling thread, and stores that setting.
+    (Which thread runs a search is not visible from Python; `bench/edge_threads.py` measures
+    the pool's CPU time.)"""
+    qe = edge_module.qe
+    folder = tmp_path / "edge"
+    EdgeIndex(folder, dim=DIM).close()
+    vectors = {
+        VECTOR_NAME: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine),
+        COLLAB_VECTOR: qe.EdgeVectorParams(size=DEFAULT_COLLAB_DIM, distance=qe.Distance.Dot),
+    }
+    # Reopened with 0 (Qdrant Edge's own choice, a pool sized by the core count) and closed:
+    # the shard now stores the default, as one written before the setting did.
+    qe.EdgeShard.load(str(folder), qe.EdgeConfig(vectors=vectors, max_search_threads=0)).close()
+    assert json.loads((folder / "edge_config.json").read_text())["max_search_threads"] == 0
+
+    index = EdgeIndex(folder, dim=DIM)
+    try:
+        index.upsert(ITEMS, VECTORS)
+        stored = json.loads((folder / "edge_config.json").read_text())
+        assert stored["max_search_threads"] == edge_module.SEARCH_THREADS == 1
+        assert index.search(VECTORS[0], k=3)[0].item_id == ITEMS[0].item_id
+    finally:
+        index.close()
