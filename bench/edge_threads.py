@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from bench.http_load import _stat_cpu
 from bench.report import emit
 from retrieval.edge import _IN_STOCK, SEARCH_THREADS, EdgeIndex
 from retrieval.index import COLLAB_VECTOR, VECTOR_NAME
@@ -38,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DIM, COLLAB_DIM, BATCH, LIMIT = 384, 64, 2000, 200
 
 
-def build(path: Path, items: int, rng: np.random.Generator) -> None:
-    """A shard of `items` synthetic points, optimized."""
+def build(path: Path, items: int, rng: np.random.Generator) -> dict[str, qe.EdgeVectorParams]:
+    """A shard of `items` synthetic points, optimized; its dense vectors' config."""
     index = EdgeIndex(path, dim=DIM, collab_dim=COLLAB_DIM)
     for start in range(0, items, BATCH):
         size = min(BATCH, items - start)
@@ -61,6 +62,7 @@ def build(path: Path, items: int, rng: np.random.Generator) -> None:
         index._shard.update(qe.UpdateOperation.upsert_points(points))
     index.optimize()
     index.close()
+    return index._dense_config()
 
 
 def requests(rng: np.random.Generator, n: int) -> list[qe.QueryRequest]:
@@ -91,24 +93,21 @@ def requests(rng: np.random.Generator, n: int) -> list[qe.QueryRequest]:
     return out
 
 
-def search_threads_cpu() -> int:
-    """Clock ticks run so far by this process's `edge-search-N` threads."""
-    ticks = 0
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        try:
-            if (task / "comm").read_text().startswith("edge-search"):
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])
-        except OSError:
-            continue
-    return ticks
+def search_threads_cpu() -> float:
+    """CPU seconds run so far by this process's `edge-search-N` threads."""
+    return sum(
+        _stat_cpu(task / "stat")
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir()
+        if (task / "comm").exists() and (task / "comm").read_text().startswith("edge-search")
+    )
 
 
-def block(path: Path, threads: int, asked: list[qe.QueryRequest]) -> dict[str, Any]:
-    vectors = {
-        VECTOR_NAME: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine),
-        COLLAB_VECTOR: qe.EdgeVectorParams(size=COLLAB_DIM, distance=qe.Distance.Dot),
-    }
+def block(
+    path: Path,
+    vectors: dict[str, qe.EdgeVectorParams],
+    threads: int,
+    asked: list[qe.QueryRequest],
+) -> dict[str, Any]:
     shard = qe.EdgeShard.load(str(path), qe.EdgeConfig(vectors=vectors, max_search_threads=threads))
     try:
         for request in asked[:20]:
@@ -124,7 +123,7 @@ def block(path: Path, threads: int, asked: list[qe.QueryRequest]) -> dict[str, A
             "p50_ms": round(statistics.median(times) * 1000, 3),
             "p95_ms": round(float(np.percentile(times, 95)) * 1000, 3),
             "cpu_ms_per_query": round(cpu / len(asked) * 1000, 3),
-            "search_pool_ticks": search_threads_cpu() - pool_before,
+            "search_pool_cpu_ms": round((search_threads_cpu() - pool_before) * 1000, 1),
         }
     finally:
         shard.close()
@@ -148,12 +147,12 @@ def main() -> None:
         for items in (int(n) for n in args.items.split(",")):
             path = Path(scratch) / f"shard-{items}"
             started = time.perf_counter()
-            build(path, items, rng)
+            vectors = build(path, items, rng)
             asked = requests(rng, args.n)
             runs: dict[str, list[dict[str, Any]]] = {"default_pool": [], "one_thread": []}
             for _ in range(args.blocks):
-                runs["default_pool"].append(block(path, 0, asked))
-                runs["one_thread"].append(block(path, 1, asked))
+                runs["default_pool"].append(block(path, vectors, 0, asked))
+                runs["one_thread"].append(block(path, vectors, 1, asked))
             medians = {
                 name: {key: statistics.median(run[key] for run in blocks) for key in blocks[0]}
                 for name, blocks in runs.items()

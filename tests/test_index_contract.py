@@ -23,7 +23,6 @@ from retrieval.embedder import HashingEmbedder
 from retrieval.hybrid import HybridWeights, refined_match
 from retrieval.index import (
     COLLAB_VECTOR,
-    DEFAULT_COLLAB_DIM,
     LEXICAL_VECTOR,
     RRF_K,
     VECTOR_NAME,
@@ -1209,11 +1208,9 @@ def test_an_edge_shard_searches_on_the_calling_thread(tmp_path: Path):
     the pool's CPU time.)"""
     qe = edge_module.qe
     folder = tmp_path / "edge"
-    EdgeIndex(folder, dim=DIM).close()
-    vectors = {
-        VECTOR_NAME: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine),
-        COLLAB_VECTOR: qe.EdgeVectorParams(size=DEFAULT_COLLAB_DIM, distance=qe.Distance.Dot),
-    }
+    first = EdgeIndex(folder, dim=DIM)
+    vectors = first._dense_config()
+    first.close()
     # Reopened with 0 (Qdrant Edge's own choice, a pool sized by the core count) and closed:
     # the shard now stores the default, as one written before the setting did.
     qe.EdgeShard.load(str(folder), qe.EdgeConfig(vectors=vectors, max_search_threads=0)).close()
