@@ -24,7 +24,6 @@ import uvicorn
 
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
-from agents.settings import Settings
 from api.app import create_app
 from bench.decide import QUERIES, percentiles
 from bench.http_load import free_port
@@ -32,7 +31,7 @@ from bench.http_load import free_port
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_openai import Reply, fake_openai
 
-from bench.report import emit
+from bench.report import emit, product_settings
 
 ANSWER = "Happy to help: tell me a little more about what you like and I will look it up."
 
@@ -46,7 +45,9 @@ def main() -> None:
 
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-chat-"))
     with fake_openai([Reply(content=ANSWER)]) as fake:
-        settings = Settings(home=home, seed=1, openai_base_url=fake.base_url, openai_model="fake")
+        settings = product_settings(
+            home=home, seed=1, openai_base_url=fake.base_url, openai_model="fake"
+        )
         services = build_services(settings)
         start_service(services, settings.demo_dir)
         lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()

@@ -57,9 +57,8 @@ from agents.decide.state import DecideContext, DecideInput, DecideState
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
 from agents.services import Services
-from agents.settings import Settings
 from agents.tracing import Node, traced
-from bench.report import emit
+from bench.report import emit, product_settings
 from store.schemas import Channel
 
 QUERIES = [
@@ -274,7 +273,7 @@ def main() -> None:
     args = parser.parse_args()
 
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-"))
-    settings = Settings(home=home, seed=1)
+    settings = product_settings(home=home, seed=1)
     services = build_services(settings)
     start_service(services, settings.demo_dir)
     lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()

@@ -22,7 +22,7 @@ import numpy as np
 from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
-from agents.settings import Settings
+from bench.report import product_settings
 from store.schemas import Channel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profile.json")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-profile-"))
-    settings = Settings(home=home, seed=1)
+    settings = product_settings(home=home, seed=1)
     services = build_services(settings)
     if args.home is None:
         start_service(services, settings.demo_dir)

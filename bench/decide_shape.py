@@ -48,9 +48,8 @@ from agents.decide.run import DecideRequest, decide
 from agents.decide.state import DecideContext, DecideInput, DecideState
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
-from agents.settings import Settings
 from agents.tracing import traced
-from bench.report import emit
+from bench.report import emit, product_settings
 from store.schemas import Channel
 
 BLOCK = 10  # decisions per block; the shapes' blocks alternate
@@ -158,7 +157,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/decide_shape.json"))
     args = parser.parse_args()
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="attune-bench-shape-")), seed=1)
+    settings = product_settings(home=Path(tempfile.mkdtemp(prefix="attune-bench-shape-")), seed=1)
     services = build_services(settings)
     start_service(services, settings.demo_dir)
     lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()

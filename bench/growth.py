@@ -69,8 +69,8 @@ from agents.factory import build_services, settle
 from agents.retrain import fit_itemitem
 from agents.seed import read_jsonl
 from agents.services import Services, collab_folder
-from agents.settings import PROJECT_ROOT, Settings
-from bench.report import emit
+from agents.settings import PROJECT_ROOT
+from bench.report import emit, product_settings
 from bench.retrieve import CountingShard
 from retrieval.catalog import ingest_items
 from retrieval.collab import train
@@ -196,7 +196,7 @@ def build_home(home: Path, items: int, events: int, seed: int) -> dict[str, Any]
     rng = np.random.default_rng(seed)
     took: dict[str, float] = {}
     started = time.perf_counter()
-    services = build_services(Settings(home=home, seed=1))
+    services = build_services(product_settings(home=home, seed=1))
     users = list(read_jsonl(DEMO / "users.jsonl", UserRecord))
     with services.db.session() as session:
         for record in users:
@@ -540,7 +540,7 @@ def features_timings(services: Services, users: list[str], n: int) -> dict[str, 
 
 
 def measure(home: Path, n: int, n_instrumented: int) -> dict[str, Any]:
-    services = build_services(Settings(home=home, seed=1))
+    services = build_services(product_settings(home=home, seed=1))
     users = [r.user_id for r in read_jsonl(DEMO / "users.jsonl", UserRecord)]
     with services.db.session() as session:  # a reused home keeps the decisions of earlier runs
         decisions_stored = session.scalar(select(func.count()).select_from(DecisionRow))

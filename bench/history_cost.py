@@ -37,7 +37,7 @@ import tools.retrieve as retrieve_new
 from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
 from agents.reindex import start
-from agents.settings import Settings
+from bench.report import product_settings
 from retrieval.sequence import person_history
 from store.schemas import Channel
 
@@ -110,7 +110,7 @@ def main() -> None:
         ),
     )
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="attune-history-cost-")), seed=1)
+    settings = product_settings(home=Path(tempfile.mkdtemp(prefix="attune-history-cost-")), seed=1)
     services = build_services(settings)
     start(services, settings.demo_dir)
     model = services.tools.itemitem

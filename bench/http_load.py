@@ -53,7 +53,7 @@ import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from bench.report import emit
+from bench.report import emit, product_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["something for the kitchen", "strong coffee beans", "running shoes", None, None, None]
@@ -394,6 +394,7 @@ def main() -> None:
         client = "wrk" if shutil.which("wrk") else "python"
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-http-"))
     codes = {"": args.code} | ({"_base": args.baseline} if args.baseline else {})
+    exports = product_settings(home=home).resolved_embedding_export_dir
     envs = {
         suffix: {
             **os.environ,
@@ -409,6 +410,9 @@ def main() -> None:
             "ATTUNE_AUTH": args.auth,
             "ATTUNE_RATE_LIMIT_PER_MINUTE": "100000000",
             "ATTUNE_LOG_FORMAT": "text",
+            # Both servers embed with the model's ONNX export, made here first as `make run`
+            # makes it, not on torch for want of an export in their fresh homes.
+            "ATTUNE_EMBEDDING_EXPORT_DIR": str(exports),
         }
         for suffix, code in codes.items()
     }

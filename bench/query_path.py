@@ -36,10 +36,9 @@ from agents.factory import build_services, settle
 from agents.privacy.vocabulary import Vocabulary
 from agents.reindex import start
 from agents.services import Services
-from agents.settings import Settings
 from bench.decide import percentiles
 from bench.embed import queries
-from bench.report import emit
+from bench.report import emit, product_settings
 from store.catalog import bump_catalog_version, catalog_version
 from store.db import Database
 from store.models import CatalogItem, CatalogOffer
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="attune-query-path-")))
+    settings = product_settings(home=Path(tempfile.mkdtemp(prefix="attune-query-path-")))
     services = build_services(settings)
     try:
         start(services, settings.demo_dir)

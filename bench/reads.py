@@ -38,7 +38,7 @@ from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
 from agents.services import Services
-from agents.settings import Settings
+from bench.report import product_settings
 from retrieval.sequence import _HISTORY, person_history
 from store.bandit import ArmState, read_offer_state
 from store.db import Database
@@ -386,7 +386,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None)
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-reads-"))
-    settings = Settings(home=home, seed=1)
+    settings = product_settings(home=home, seed=1)
     services = build_services(settings)
     if args.home is None:
         start_service(services, settings.demo_dir)

@@ -40,7 +40,7 @@ from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services
 from agents.reindex import start as start_service
 from agents.services import Services
-from agents.settings import Settings
+from bench.report import product_settings
 from store.decisions import get_decision
 from store.schemas import Channel
 
@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "record.json")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-record-"))
-    services = build_services(Settings(home=home, seed=7))
+    services = build_services(product_settings(home=home, seed=7))
     if args.home is None:
         start_service(services, ROOT / "data" / "demo")
     before = db_bytes(services)

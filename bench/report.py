@@ -1,11 +1,40 @@
-"""How every bench script hands over its figures: JSON on stdout and in the file it was given."""
+"""How every bench script hands over its figures (JSON on stdout and in the file it was given),
+and the settings a bench's service runs on: the product's, with its default embedder ready."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from agents.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+# Where the benches keep the embedding model's ONNX export, made once and reused by every run
+# (the export is checked against the pinned weights' sha256 each time it is opened).
+EXPORTS = ROOT / "bench" / "results" / "models"
+
+
+def product_settings(**fields: Any) -> Settings:
+    """Settings as `make run` would serve them: the embedding model's ONNX export is made before
+    the service starts (`attune export-onnx`), so a bench's service embeds on ONNX Runtime, the
+    default backend, rather than falling back to torch for want of an export in its fresh home.
+    ATTUNE_EMBEDDING_EXPORT_DIR, when set, is used instead of the benches' shared folder."""
+    from retrieval.onnx_embedder import export_model
+
+    if "embedding_export_dir" not in fields and not os.environ.get("ATTUNE_EMBEDDING_EXPORT_DIR"):
+        fields["embedding_export_dir"] = EXPORTS
+    settings = Settings(**fields)
+    if settings.embedding_backend != "torch":
+        export_model(
+            settings.embedding_model,
+            settings.resolved_embedding_export_dir,
+            settings.embedding_backend,
+            settings.embedding_sha256,
+        )
+    return settings
 
 
 def emit(results: dict[str, Any], out: Path) -> None:

@@ -31,8 +31,7 @@ from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
 from agents.reindex import start
 from agents.services import Services, load_itemitem
-from agents.settings import Settings
-from bench.report import emit
+from bench.report import emit, product_settings
 from store.schemas import Channel
 
 BLOCK = 25  # decisions per block; the arms' blocks alternate
@@ -45,7 +44,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/rerank.json"))
     args = parser.parse_args()
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="attune-rerank-")), seed=1)
+    settings = product_settings(home=Path(tempfile.mkdtemp(prefix="attune-rerank-")), seed=1)
     services = build_services(settings)
     start(services, settings.demo_dir)
     lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()

@@ -28,7 +28,7 @@ from sqlalchemy import event
 
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
-from agents.settings import Settings
+from bench.report import product_settings
 from store.schemas import Channel
 from store.users import resolve_subject
 from tools.context import RunContext
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also cProfile ms by part")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-retrieve-"))
-    settings = Settings(home=home, seed=1)
+    settings = product_settings(home=home, seed=1)
     fresh = not (home / "attune.db").exists()
     services = build_services(settings)
     if fresh:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from agents.factory import build_services, settle
-from agents.settings import Settings
+from bench.report import product_settings
 from store.schemas import Channel
 from store.users import resolve_subject
 from tools.context import RunContext
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     base = load_base(args.base)
-    services = build_services(Settings(home=args.home, seed=1))
+    services = build_services(product_settings(home=args.home, seed=1))
     settle()
     index = services.tools.index
     old_index = base["edge"].EdgeIndex.__new__(base["edge"].EdgeIndex)

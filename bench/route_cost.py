@@ -48,13 +48,13 @@ from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services, settle
 from agents.reindex import start as start_service
 from agents.services import Services
-from agents.settings import PROJECT_ROOT, Settings
+from agents.settings import PROJECT_ROOT
 from api.app import create_app
 from api.auth import RateLimits
 from api.cli_logging import configure_logging
 from api.gate import Gate
 from bench.http_load import ECHO, Out, add_echo_route
-from bench.report import emit
+from bench.report import emit, product_settings
 from store.access import check_key, create_key, read_key, verify_key
 from store.schemas import Channel
 
@@ -185,7 +185,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-route-"))
-    settings = Settings(
+    settings = product_settings(
         home=home, seed=1, auth="keys", rate_limit_per_minute=10**9, log_format="text"
     )
     # Access lines formatted and written as `attune serve` writes them (to /dev/null here).
