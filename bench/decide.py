@@ -338,6 +338,9 @@ def main() -> None:
 
     results: dict[str, Any] = {
         "embedder": services.embedder.name,
+        # What runs it: OnnxEmbedder (the default), or SentenceTransformerEmbedder (torch, the
+        # fallback when there is no usable export) under the query cache.
+        "embedder_runtime": type(getattr(services.embedder, "inner", services.embedder)).__name__,
         "vector_backend": services.index.backend,
         "degraded": services.degraded,
         "load_average": [round(x, 2) for x in os.getloadavg()],
