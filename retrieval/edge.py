@@ -62,6 +62,10 @@ a query's own parallelism only adds hand-offs."""
 STORED_POINTS_KEPT = 4096
 """How many items' payloads and dense vectors an `EdgeIndex` keeps in memory once read (a few
 kilobytes each at 384 dimensions)."""
+MATCHES_KEPT = 256
+"""How many answers of a match asked alone (a text's keywords and embedding, no person's signal)
+an `EdgeIndex` keeps until its next write (`EdgeIndex.fused_searches`): each is a ranking of ids
+and scores, a few kilobytes."""
 
 PAYLOAD_INDEXES: dict[str, qe.PayloadSchemaType] = {
     "category": qe.PayloadSchemaType.Keyword,
@@ -131,6 +135,28 @@ def _stored_hits(
     ]
 
 
+def _match_key(search: FusedSearch) -> tuple[Any, ...] | None:
+    """What the answer (ids and scores) of a search for a match alone depends on: the match's
+    sources (their texts, and their vectors to the bit), limit, weight and fusion, and the
+    search's filter, size and prefetch. None for a search with sources of its own (a person's
+    signals) or a filter that names items to leave out (a person's recent purchases): what is
+    kept never depends on one person's history."""
+    match = search.match
+    if match is None or search.sources or (search.flt is not None and search.flt.exclude_ids):
+        return None
+    sources = tuple(
+        (
+            s.using,
+            s.weight,
+            s.text,
+            s.threshold,
+            None if s.vector is None else (s.vector.dtype.str, s.vector.shape, s.vector.tobytes()),
+        )
+        for s in match.sources
+    )
+    return (sources, match.limit, match.weight, match.fusion, search.flt, search.k, search.prefetch)
+
+
 def _whole_match(searches: Sequence[FusedSearch], search: FusedSearch) -> int | None:
     """Which of `searches` (if any) asks for `search`'s match alone and in full, under the same
     filter and prefetch: its answer is the match `search` re-orders. Only for a search that
@@ -180,6 +206,9 @@ class EdgeIndex:
         # forgets the items it touches, so an entry is what a read would return. A read that
         # raced a write keeps its answer out: `_generation` counts the writes.
         self._points: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
+        # Answers (ids and scores) of matches asked alone, by `_match_key`, each with the
+        # generation it was read at: any write makes every one stale.
+        self._matches: dict[tuple[Any, ...], tuple[int, list[Hit]]] = {}
         self._generation = 0
         self._points_lock = threading.Lock()
         self._ensure_payload_indexes()
@@ -404,23 +433,36 @@ class EdgeIndex:
         A search that re-orders a match by the person's signals has Qdrant run the match once
         for the match order and once more under each signal's re-scoring. When the batch also
         asks for that match alone and in full, its answer names the matched items: each signal
-        then re-scores just those (`_rescored`), in a second batch."""
+        then re-scores just those (`_rescored`), in a second batch.
+
+        The answer of a match asked alone is kept until the next write (`MATCHES_KEPT`): the
+        same match under the same filter, size and prefetch (`_match_key`) is answered from it."""
         bare = [
             replace(search, with_payload=False, with_vectors=False)
             if search.with_payload or search.with_vectors
             else search
             for search in searches
         ]
-        requests = [self._fused_request(search) for search in bare]
+        keys = [_match_key(search) for search in bare]
+        generation = self._generation
+        found: list[list[Hit]] = [[] for _ in searches]
+        requests: list[Any] = []
+        for n, (search, key) in enumerate(zip(bare, keys, strict=True)):
+            kept = self._matches.get(key) if key is not None else None
+            if kept is not None and kept[0] == generation:
+                found[n] = kept[1]
+                requests.append(None)
+            else:
+                requests.append(self._fused_request(search))
         whole = [
             None if request is None else _whole_match(bare, search)
             for search, request in zip(bare, requests, strict=True)
         ]
-        found: list[list[Hit]] = [[] for _ in searches]
         first = [
             n for n, request in enumerate(requests) if request is not None and whole[n] is None
         ]
         self._ask(found, [(n, requests[n]) for n in first])
+        self._keep_matches(generation, [(key, found[n]) for n in first if (key := keys[n])])
         second = []
         for n, (search, request, partner) in enumerate(zip(bare, requests, whole, strict=True)):
             if request is not None and partner is not None and found[partner]:
@@ -432,15 +474,29 @@ class EdgeIndex:
             if search.with_payload or search.with_vectors
             for hit in hits
         ]
-        if not wanted:
-            return found
-        stored = self._read_points(wanted)
+        stored = self._read_points(wanted) if wanted else {}
         return [
             _stored_hits(hits, stored, search.with_payload, search.with_vectors)
             if search.with_payload or search.with_vectors
-            else hits
+            else list(hits)  # never a kept answer's own list
             for search, hits in zip(searches, found, strict=True)
         ]
+
+    def _keep_matches(
+        self, generation: int, answers: list[tuple[tuple[Any, ...], list[Hit]]]
+    ) -> None:
+        """Keeps the answers of matches asked alone, unless a write came since `generation`."""
+        if not answers:
+            return
+        kept = self._matches
+        with self._points_lock:
+            if generation != self._generation:
+                return
+            for key, hits in answers:
+                kept.pop(key, None)
+                while len(kept) >= MATCHES_KEPT:
+                    del kept[next(iter(kept))]  # the earliest kept first
+                kept[key] = (generation, hits)
 
     def _ask(self, found: list[list[Hit]], asked: list[tuple[int, Any]]) -> None:
         """Runs the requests in one batch; the hits (ids and scores) of the n-th go to found[n]."""

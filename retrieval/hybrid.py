@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -100,6 +100,8 @@ def refined_match(
     first = text_match(weights, text, vector)
     if vector is None or not np.any(vector) or weights.feedback <= 0:
         return first
+    if flt is not None and flt.exclude_ids:
+        flt = replace(flt, exclude_ids=())
     # Only the vectors are wanted: asked in a batch of one, an index may read them from what it
     # keeps (`EdgeIndex.fused_searches`) rather than with the query's answer.
     [top] = index.fused_searches(

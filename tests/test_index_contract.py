@@ -746,8 +746,12 @@ def test_a_refined_match_is_dbsf_with_the_embedding_moved_towards_its_best_match
 
     match = refined_match(shared_index, weights, text, dense, None)
     hits = shared_index.fused_search([], k=6, prefetch=10, match=match)
+    # The feedback round reads the catalog, not one person's exclusions: leaving out the best
+    # matches (a person's recent purchases) moves the embedding just the same.
+    leaving_out = refined_match(shared_index, weights, text, dense, ItemFilter(exclude_ids=tuple(best)))
 
     assert match.sources[1].dense == pytest.approx(moved / np.linalg.norm(moved), abs=1e-5)
+    assert leaving_out.sources[1].dense == pytest.approx(match.sources[1].dense, abs=1e-6)
     assert [hit.score for hit in hits] == pytest.approx(
         sorted(expected.values(), reverse=True)[:6], rel=1e-3
     )
@@ -1224,3 +1228,53 @@ def test_an_edge_shard_searches_on_the_calling_thread(tmp_path: Path):
         assert index.search(VECTORS[0], k=3)[0].item_id == ITEMS[0].item_id
     finally:
         index.close()
+
+
+def test_an_edge_index_keeps_a_match_asked_alone_until_its_next_write(tmp_path: Path) -> None:
+    """The answer of a match asked alone (a text, no person's signal) is kept: asked again
+    under the same filter it costs Qdrant nothing and is the same answer. Any write makes it
+    stale (a deleted item is gone from the next answer), a filter naming items to leave out is
+    never kept, and the list handed out is never the kept one."""
+    index = EdgeIndex(tmp_path / "edge", dim=DIM)
+    index.upsert(ITEMS, VECTORS)
+    text = "wool winter"
+    match = Match((Source.lexical(text), Source(VECTOR_NAME, EMBEDDER.embed([text])[0])), 8)
+    stock = ItemFilter(in_stock_only=True)
+    alone = FusedSearch((), 8, stock, 20, with_vectors=True, match=match)
+    recording = _RecordingShard(index._shard)
+    index._shard = recording  # type: ignore[assignment]
+
+    [first] = index.fused_searches([alone])
+    asked = len(recording.requests)
+    [again] = index.fused_searches([alone])
+    assert asked == 1 and len(recording.requests) == asked  # the second asked nothing
+    assert [(h.item_id, h.score) for h in again] == [(h.item_id, h.score) for h in first]
+    for hit, kept in zip(again, first, strict=True):
+        assert hit.vector is not None and kept.vector is not None
+        assert hit.vector.tobytes() == kept.vector.tobytes()
+    # Re-ordered by a person's signal: the kept match is re-scored, the match not run again.
+    person = FusedSearch((Source(VECTOR_NAME, _query("kit-01")),), 5, stock, 20, match=match)
+    [_, ranked] = index.fused_searches([alone, person])
+    assert len(recording.requests) == asked + 1 and len(ranked) == 5
+    bare = replace(alone, with_vectors=False, with_payload=False)
+    [handed] = index.fused_searches([bare])
+    handed.clear()
+    assert [h.item_id for h in index.fused_searches([bare])[0]] == [h.item_id for h in first]
+
+    gone = first[0].item_id
+    index._shard = recording._shard
+    index.delete([gone])
+    index._shard = recording  # type: ignore[assignment]
+    asked = len(recording.requests)
+    [after] = index.fused_searches([alone])
+    assert len(recording.requests) == asked + 1
+    assert gone not in {h.item_id for h in after} and len(after) == 8
+
+    leaving_out = replace(
+        alone, flt=ItemFilter(in_stock_only=True, exclude_ids=(after[0].item_id,))
+    )
+    index.fused_searches([leaving_out])
+    index.fused_searches([leaving_out])
+    assert len(recording.requests) == asked + 3
+    index._shard = recording._shard
+    index.close()
