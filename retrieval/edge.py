@@ -65,7 +65,11 @@ kilobytes each at 384 dimensions)."""
 MATCHES_KEPT = 256
 """How many answers of a match asked alone (a text's keywords and embedding, no person's signal)
 an `EdgeIndex` keeps until its next write (`EdgeIndex.fused_searches`): each is a ranking of ids
-and scores, a few kilobytes."""
+and scores, a few kilobytes. A shop's requests repeat a few texts often (the head of its
+queries), and each text's feedback round (`retrieval.hybrid.refined_match`) is the same for
+everyone under the same constraints: a repeat costs Qdrant only the re-scoring by the person's
+signals. What is kept is keyed by the (already pseudonymized) text, its vectors and the catalog
+constraints (stock, an age limit), never by anything of one person's history (`_match_key`)."""
 
 PAYLOAD_INDEXES: dict[str, qe.PayloadSchemaType] = {
     "category": qe.PayloadSchemaType.Keyword,

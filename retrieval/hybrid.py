@@ -96,7 +96,13 @@ def refined_match(
     """The text's match after one round of feedback: the match is run for its best
     `weights.feedback_items` items (filters pushed down), and its embedding moved towards theirs
     (`feedback_vector`). Keywords are left as they are; without an embedding, or when nothing
-    matches, the first match is returned unchanged."""
+    matches, the first match is returned unchanged.
+
+    The feedback round reads what the text means in the catalog, not what one person may be
+    shown: the filter's `exclude_ids` (a person's recent purchases) are left out of it, so that
+    everyone who asks a text under the same other constraints gets the same round, which the
+    index may answer from a kept answer (`retrieval.edge.MATCHES_KEPT`). The match the round
+    gives is then searched under the whole filter."""
     first = text_match(weights, text, vector)
     if vector is None or not np.any(vector) or weights.feedback <= 0:
         return first
