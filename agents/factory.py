@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -81,6 +82,21 @@ def build_llm(settings: Settings, metrics: Metrics | None = None) -> LLMClient |
 def build_writer(settings: Settings, llm: LLMClient | None = None) -> Writer:
     llm = llm or build_llm(settings)
     return OpenAIWriter(llm) if llm is not None else OfflineWriter()
+
+
+def export_embedder(settings: Settings) -> Path | None:
+    """The settings' embedding model exported to ONNX for their backend (`attune export-onnx`,
+    a no-op while the export is intact); None when the backend is torch."""
+    from retrieval.onnx_embedder import export_model
+
+    if settings.embedding_backend == "torch":
+        return None
+    return export_model(
+        settings.embedding_model,
+        settings.resolved_embedding_export_dir,
+        settings.embedding_backend,
+        settings.embedding_sha256,
+    )
 
 
 def build_services(settings: Settings | None = None) -> Services:

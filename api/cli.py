@@ -199,19 +199,14 @@ def export_onnx_command() -> None:
 
     The service runs the export on ONNX Runtime (ATTUNE_EMBEDDING_BACKEND); without it, on torch.
     """
-    from retrieval.onnx_embedder import export_model
+    from agents.factory import export_embedder
 
     settings = Settings()
     configure_logging(settings)
-    if settings.embedding_backend == "torch":
+    folder = export_embedder(settings)
+    if folder is None:
         typer.echo("ATTUNE_EMBEDDING_BACKEND is torch: nothing to export")
         return
-    folder = export_model(
-        settings.embedding_model,
-        settings.resolved_embedding_export_dir,
-        settings.embedding_backend,
-        settings.embedding_sha256,
-    )
     typer.echo(str(folder))
 
 

@@ -22,18 +22,12 @@ def product_settings(**fields: Any) -> Settings:
     the service starts (`attune export-onnx`), so a bench's service embeds on ONNX Runtime, the
     default backend, rather than falling back to torch for want of an export in its fresh home.
     ATTUNE_EMBEDDING_EXPORT_DIR, when set, is used instead of the benches' shared folder."""
-    from retrieval.onnx_embedder import export_model
+    from agents.factory import export_embedder
 
     if "embedding_export_dir" not in fields and not os.environ.get("ATTUNE_EMBEDDING_EXPORT_DIR"):
         fields["embedding_export_dir"] = EXPORTS
     settings = Settings(**fields)
-    if settings.embedding_backend != "torch":
-        export_model(
-            settings.embedding_model,
-            settings.resolved_embedding_export_dir,
-            settings.embedding_backend,
-            settings.embedding_sha256,
-        )
+    export_embedder(settings)
     return settings
 
 
