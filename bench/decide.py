@@ -15,6 +15,11 @@ decisions per second on the app surface (the linear contextual bandit in the dem
 scenario's p50 over the nine-node floor's is its `ratio`, over the service shape's
 `ratio_service_shape`. No LLM: the offline writer answers.
 
+`python_calls` counts the Python and C calls of each scenario and floor (`calls_per_run`, on
+`CALLS_N` runs each): a figure the machine's load does not move, for comparing checkouts on a
+busy host, where timings drift by more than most changes; native work (Qdrant Edge, SQLite, ONNX
+Runtime) counts one call however long it runs.
+
 `langgraph_in_decision` says what LangGraph itself costs inside a decision (issue 14): the
 Python calls it makes outside our steps per decision, in a real decision and in the service
 shape's no-op run (calls do not depend on the load), and its CPU time outside our steps
@@ -72,6 +77,7 @@ QUERIES = [
     "cat toys",
 ]
 BLOCK = 25  # decisions per block; floor and decision blocks alternate
+CALLS_N = 40  # runs of each scenario and floor whose Python calls are counted (`calls_per_run`)
 # Supersteps of the nine-node shape at most: five steps before the copy, a generate and a guard
 # per draft, explain and log, and LangGraph's input.
 NINE_NODE_RECURSION_LIMIT = 5 + 2 * MAX_DRAFTS + 2 + 1
@@ -253,6 +259,28 @@ def langgraph_in_decision(
     }
 
 
+def calls_per_run(work: Callable[[int], None], n: int) -> float:
+    """The Python and C function calls one run of `work` makes, averaged over `n` runs
+    (`sys.setprofile` counts each call and C call). Unlike a timing it does not move with the
+    machine's load: two checkouts, or two runs of one, can be compared to the unit on a busy
+    host. It counts Python-level work only: a call into Qdrant Edge, SQLite or ONNX Runtime is
+    one call however long the native work takes."""
+    count = 0
+
+    def hook(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(hook)
+    try:
+        for i in range(n):
+            work(i)
+    finally:
+        sys.setprofile(None)
+    return count / n
+
+
 def interleaved(n: int, *calls: Callable[[int], None]) -> list[list[float]]:
     """`n` timings of each call, in alternating blocks of BLOCK."""
     samples: list[list[float]] = [[] for _ in calls]
@@ -348,12 +376,13 @@ def main() -> None:
     }
     floors: list[float] = []
     shape_floors: list[float] = []
-    for name, work in (
+    scenarios: list[tuple[str, Callable[[int], None]]] = [
         ("without_query", no_query),
         ("with_query", cold_query),
         ("with_query_cached", warm_query),
         ("app_lints", app),
-    ):
+    ]
+    for name, work in scenarios:
         started = time.perf_counter()
         floor_ms, shape_ms, work_ms = interleaved(args.n, floor, shape_floor, work)
         elapsed = (time.perf_counter() - started - (sum(floor_ms) + sum(shape_ms)) / 1000) or 1e-9
@@ -372,6 +401,21 @@ def main() -> None:
     results["noop_langgraph_floor_service_shape"] = percentiles(shape_floors) | {
         "nodes": list(NODES)
     }
+    # The scenarios' Python calls, on people drawn afresh: the load-free counterpart of the
+    # ratios above (`calls_per_run`), the same from one run of a checkout to the next.
+    rng = np.random.default_rng(2)
+    floor_calls = calls_per_run(floor, CALLS_N)
+    results["python_calls"] = {
+        "n": CALLS_N,
+        "noop_langgraph_floor": round(floor_calls),
+        "noop_langgraph_floor_service_shape": round(calls_per_run(shape_floor, CALLS_N)),
+    }
+    for name, work in scenarios:
+        calls = calls_per_run(work, CALLS_N)
+        results["python_calls"][name] = {
+            "per_decision": round(calls),
+            "ratio": round(calls / floor_calls, 2),
+        }
     results["langgraph_in_decision"] = langgraph_in_decision(
         services, [request(i, False) for i in range(args.n)], context
     )
