@@ -16,9 +16,9 @@ scenario's p50 over the nine-node floor's is its `ratio`, over the service shape
 `ratio_service_shape`. No LLM: the offline writer answers.
 
 `python_calls` counts the Python and C calls of each scenario and floor (`calls_per_run`, on
-`CALLS_N` runs each): a figure the machine's load does not move, for comparing checkouts on a
-busy host, where timings drift by more than most changes; native work (Qdrant Edge, SQLite, ONNX
-Runtime) counts one call however long it runs.
+`CALLS_N` runs each, after the timed runs): a figure the machine's load does not move, for
+comparing checkouts (with the same `--n`) on a busy host, where timings drift by more than most
+changes; native work (Qdrant Edge, SQLite, ONNX Runtime) counts one call however long it runs.
 
 `langgraph_in_decision` says what LangGraph itself costs inside a decision (issue 14): the
 Python calls it makes outside our steps per decision, in a real decision and in the service
@@ -402,7 +402,9 @@ def main() -> None:
         "nodes": list(NODES)
     }
     # The scenarios' Python calls, on people drawn afresh: the load-free counterpart of the
-    # ratios above (`calls_per_run`), the same from one run of a checkout to the next.
+    # ratios above (`calls_per_run`). Two runs of a checkout with the same --n agree within
+    # half a percent (the bandits draw at random); another --n leaves another history behind
+    # the timed decisions, which the counted ones read.
     rng = np.random.default_rng(2)
     floor_calls = calls_per_run(floor, CALLS_N)
     results["python_calls"] = {
