@@ -127,14 +127,13 @@ def noop_service_shape() -> Any:
 
 class Outside:
     """Counts what LangGraph does outside our nodes while a graph runs: the nodes it wraps
-    (`node`) mark when they run, `invoke` marks the graph's run, and `calls` counts the Python
-    and C calls made in between while `count` runs; `cpu_s` is the thread's CPU time spent in the
+    (`node`) mark when they run, `invoke` marks the graph's run, and `count` counts the Python
+    and C calls made in between; `cpu_s` is the thread's CPU time spent in the
     graph's run outside the nodes, for the last run."""
 
     def __init__(self) -> None:
         self.in_node = 0
         self.in_invoke = False
-        self.calls = 0
         self.node_s = 0.0
         self.cpu_s = 0.0
 
@@ -165,19 +164,9 @@ class Outside:
         object.__setattr__(graph, "invoke", run)
         return graph
 
-    def hook(self, frame: FrameType, event: str, arg: Any) -> None:
-        if self.in_invoke and not self.in_node and event in ("call", "c_call"):
-            self.calls += 1
-
     def count(self, calls: Callable[[], None]) -> int:
         """The calls LangGraph makes outside the nodes while `calls` runs."""
-        self.calls = 0
-        sys.setprofile(self.hook)
-        try:
-            calls()
-        finally:
-            sys.setprofile(None)
-        return self.calls
+        return count_calls(calls, when=lambda: self.in_invoke and not self.in_node)
 
 
 def langgraph_in_decision(
@@ -259,26 +248,36 @@ def langgraph_in_decision(
     }
 
 
-def calls_per_run(work: Callable[[int], None], n: int) -> float:
-    """The Python and C function calls one run of `work` makes, averaged over `n` runs
-    (`sys.setprofile` counts each call and C call). Unlike a timing it does not move with the
-    machine's load: two checkouts, or two runs of one, can be compared to the unit on a busy
-    host. It counts Python-level work only: a call into Qdrant Edge, SQLite or ONNX Runtime is
-    one call however long the native work takes."""
+def count_calls(run: Callable[[], None], when: Callable[[], bool] | None = None) -> int:
+    """The Python and C function calls made while `run` runs (`sys.setprofile` sees each call
+    and C call), only those made while `when()` holds if it is given."""
     count = 0
 
     def hook(frame: FrameType, event: str, arg: Any) -> None:
         nonlocal count
-        if event in ("call", "c_call"):
+        if event in ("call", "c_call") and (when is None or when()):
             count += 1
 
     sys.setprofile(hook)
     try:
-        for i in range(n):
-            work(i)
+        run()
     finally:
         sys.setprofile(None)
-    return count / n
+    return count
+
+
+def calls_per_run(work: Callable[[int], None], n: int) -> float:
+    """The Python and C function calls one run of `work` makes, averaged over `n` runs
+    (`count_calls`). Unlike a timing it does not move with the machine's load: two checkouts,
+    or two runs of one, can be compared to the unit on a busy host. It counts Python-level work
+    only: a call into Qdrant Edge, SQLite or ONNX Runtime is one call however long the native
+    work takes."""
+
+    def runs() -> None:
+        for i in range(n):
+            work(i)
+
+    return count_calls(runs) / n
 
 
 def interleaved(n: int, *calls: Callable[[int], None]) -> list[list[float]]:
