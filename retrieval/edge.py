@@ -7,6 +7,7 @@ ingestion and serving against the same folder only from one process, or give eac
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as qe
@@ -86,6 +87,19 @@ PAYLOAD_INDEXES: dict[str, qe.PayloadSchemaType] = {
 _IN_STOCK = qe.FieldCondition(key="in_stock", match=qe.MatchValue(np.bool_(True)))  # type: ignore[arg-type]
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def edge_point_id(item_id: str) -> int:
+    """An item's point id in a Qdrant Edge shard: the first 64 bits of its UUID (`point_id`),
+    an unsigned integer, as Qdrant's numeric ids are.
+
+    qdrant_edge builds a `uuid.UUID` (in Python) at every read of a UUID point's id, and a
+    decision reads a few hundred; an integer id reads as a plain int. `bench/decide.py` on the
+    demo world, alternating four runs each: a decision without a query 0.83-1.01x the CPU
+    (median 0.9x). Two items share one only with odds of about n²/2⁶⁵ (3e-8 at a million
+    items); `EdgeIndex.upsert` refuses an item whose id would take another's point."""
+    return point_id(item_id).int >> 64
+
+
 def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
     """Translates an ItemFilter into a Qdrant Edge filter, or None when it constrains nothing."""
     if flt is None:
@@ -95,9 +109,9 @@ def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
     if flt.categories:
         must.append(qe.FieldCondition(key="category", match=qe.MatchAny(list(flt.categories))))
     if flt.exclude_ids:
-        # By point id: an item's point id is a function of its id (`point_id`), and Qdrant checks
-        # an id against a set where a keyword condition reads the payload index per point.
-        must_not.append(qe.HasIdCondition({point_id(item_id) for item_id in flt.exclude_ids}))
+        # By point id: an item's point id is a function of its id (`edge_point_id`), and Qdrant
+        # checks an id against a set where a keyword condition reads the payload index per point.
+        must_not.append(qe.HasIdCondition({edge_point_id(item_id) for item_id in flt.exclude_ids}))
     if flt.max_min_age is not None:
         must.append(qe.FieldCondition(key="min_age", range=qe.RangeFloat(lte=flt.max_min_age)))
     if flt.in_stock_only:
@@ -201,10 +215,20 @@ class EdgeIndex:
         else:
             self._shard = self._load(config)
         self._closed = False
-        # Item ids by point id (its 128-bit integer), for hits read without payload. A point id
-        # is a function of the item id (`point_id`), so an entry never goes stale: a deleted
-        # item's is never looked up. Read whole when the shard opens (`_all_item_ids`).
-        self._item_ids: dict[int, str] = {} if is_new else self._all_item_ids()
+        # Item ids by point id, for hits read without payload. A point id is a function of the
+        # item id (`edge_point_id`), so an entry never goes stale: a deleted item's is never
+        # looked up. Read whole when the shard opens (`_all_item_ids`), which also finds the
+        # points of a shard written with UUID point ids; those get their integer ids
+        # (`_renumber`).
+        self._item_ids: dict[int, str] = {}
+        if not is_new:
+            try:
+                self._item_ids, legacy = self._all_item_ids()
+                if legacy:
+                    self._renumber(legacy)
+            except BaseException:
+                self._shard.close()  # the folder's lock with it; the next open tries again
+                raise
         # Payloads and dense vectors by item id, as the shard returned them (`_read_points`).
         # Only this process writes the shard (it holds the folder's lock), and every write
         # forgets the items it touches, so an entry is what a read would return. A read that
@@ -217,14 +241,16 @@ class EdgeIndex:
         self._points_lock = threading.Lock()
         self._ensure_payload_indexes()
 
-    def _all_item_ids(self) -> dict[int, str]:
-        """Every stored point's item id, by point id, in one scroll.
+    def _all_item_ids(self) -> tuple[dict[int, str], list[uuid.UUID]]:
+        """Every stored point's item id, by point id, in one scroll; and the points stored under
+        a UUID, as shards written before integer point ids hold them (`_renumber`).
 
         Filled as hits came in, the map missed most of a large catalog's ids for a long time,
         and each id missed costs a payload read in the query's answer: at 100k items that was a
         quarter of a decision's CPU (`bench/growth.py`'s items axis). One scroll at open costs
         about 10 µs per point (1 s of CPU at 100k items), once."""
         found: dict[int, str] = {}
+        legacy: list[uuid.UUID] = []
         offset: qe.PointId | None = None
         while True:
             request = qe.ScrollRequest(
@@ -232,10 +258,39 @@ class EdgeIndex:
             )
             records, offset = self._shard.scroll(request)
             for record in records:
-                if record.payload is not None:
-                    found[uuid.UUID(str(record.id)).int] = record.payload["item_id"]
+                if isinstance(record.id, int):
+                    if record.payload is not None:
+                        found[record.id] = record.payload["item_id"]
+                else:
+                    legacy.append(uuid.UUID(str(record.id)))
             if offset is None:
-                return found
+                return found, legacy
+
+    def _renumber(self, legacy: list[uuid.UUID]) -> None:
+        """Moves points stored under a UUID (shards written before integer point ids) to their
+        integer ids (`edge_point_id`), payloads and every named vector as they were: written
+        under the new id first, then deleted under the old, a batch at a time, so a run cut
+        short leaves each item under one id or both, and the next open finishes the move."""
+        log.warning(
+            "the Qdrant Edge shard in %s stores %d points under UUIDs: moving them to integer "
+            "point ids (once)",
+            self.path,
+            len(legacy),
+        )
+        for start in range(0, len(legacy), UPSERT_BATCH_SIZE):
+            batch: list[qe.PointId] = list(legacy[start : start + UPSERT_BATCH_SIZE])
+            records = self._shard.retrieve(batch, with_payload=True, with_vector=True)
+            points = []
+            for record in records:
+                if record.payload is None:
+                    continue
+                item_id = record.payload["item_id"]
+                points.append(qe.Point(edge_point_id(item_id), record.vector or {}, record.payload))
+                self._item_ids[edge_point_id(item_id)] = item_id
+            if points:
+                self._shard.update(qe.UpdateOperation.upsert_points(points))
+            self._shard.update(qe.UpdateOperation.delete_points(batch))
+        self._shard.flush()
 
     def _dense_config(self) -> dict[str, qe.EdgeVectorParams]:
         return {
@@ -287,7 +342,8 @@ class EdgeIndex:
         """Write the items, or none of them: a failed write (a full disk, say) puts back the
         points as they were and raises `IndexUnavailable`."""
         array = check_batch(items, vectors, self.dim)
-        ids: list[qe.PointId] = [point_id(item.item_id) for item in items]
+        ids: list[qe.PointId] = [edge_point_id(item.item_id) for item in items]
+        self._check_distinct_points(items)
         before = self._shard.retrieve(ids, with_payload=True, with_vector=True)
         # qdrant_edge raises plain Exception for every failure: any of them is the index's.
         try:
@@ -313,6 +369,19 @@ class EdgeIndex:
         finally:
             self._forget([item.item_id for item in items])
 
+    def _check_distinct_points(self, items: Sequence[Item]) -> None:
+        """Refuses a batch in which an item would take the point of another, stored or in the
+        batch (two item ids whose `edge_point_id`s agree: odds of about n²/2⁶⁵)."""
+        claimed: dict[int, str] = {}
+        for item in items:
+            point = edge_point_id(item.item_id)
+            other = claimed.setdefault(point, self._item_ids.get(point, item.item_id))
+            if other != item.item_id:
+                raise ValueError(
+                    f"items {other!r} and {item.item_id!r} map to one Qdrant Edge point id "
+                    f"({point}); rename one of them"
+                )
+
     def _upsert(self, items: Sequence[Item], array: np.ndarray) -> None:
         for start in range(0, len(items), UPSERT_BATCH_SIZE):
             batch = items[start : start + UPSERT_BATCH_SIZE]
@@ -326,8 +395,8 @@ class EdgeIndex:
                 }
                 if item.item_id in collab:
                     named[COLLAB_VECTOR] = collab[item.item_id].tolist()
-                points.append(qe.Point(point_id(item.item_id), named, item_payload(item)))
-                self._item_ids[point_id(item.item_id).int] = item.item_id
+                points.append(qe.Point(edge_point_id(item.item_id), named, item_payload(item)))
+                self._item_ids[edge_point_id(item.item_id)] = item.item_id
             self._shard.update(qe.UpdateOperation.upsert_points(points))
             self._forget([item.item_id for item in batch])
         self._shard.flush()
@@ -339,7 +408,7 @@ class EdgeIndex:
         ids = [item_id for item_id in rows if item_id in stored]
         for start in range(0, len(ids), UPSERT_BATCH_SIZE):
             update = [
-                qe.PointVectors(point_id(item_id), {using: rows[item_id]})
+                qe.PointVectors(edge_point_id(item_id), {using: rows[item_id]})
                 for item_id in ids[start : start + UPSERT_BATCH_SIZE]
             ]
             self._shard.update(qe.UpdateOperation.update_vectors(update))
@@ -348,14 +417,14 @@ class EdgeIndex:
         return len(ids)
 
     def _stored(self, item_ids: Sequence[str]) -> set[str]:
-        by_point = {point_id(item_id): item_id for item_id in item_ids}
+        by_point = {edge_point_id(item_id): item_id for item_id in item_ids}
         records = self._shard.retrieve(list(by_point), with_payload=False, with_vector=False)
-        return {by_point[uuid.UUID(str(record.id))] for record in records}
+        return {by_point[cast(int, record.id)] for record in records}
 
     def delete(self, item_ids: Sequence[str]) -> None:
         if not item_ids:
             return
-        ids: list[qe.PointId] = [point_id(item_id) for item_id in item_ids]
+        ids: list[qe.PointId] = [edge_point_id(item_id) for item_id in item_ids]
         self._shard.update(qe.UpdateOperation.delete_points(ids))
         self._forget(item_ids)
         self._shard.flush()
@@ -519,7 +588,7 @@ class EdgeIndex:
         input."""
         assert search.match is not None  # only a match's searches have a whole match
         limit = search.match.limit
-        only = qe.Filter(must=[qe.HasIdCondition({point_id(hit.item_id) for hit in matched})])
+        only = qe.Filter(must=[qe.HasIdCondition({edge_point_id(hit.item_id) for hit in matched})])
         sizes = dims(self.dim, self.collab_dim)
         rescores = [
             qe.Prefetch(
@@ -543,16 +612,15 @@ class EdgeIndex:
         the query), each item id comes from the ids seen before, the unseen read in one call."""
         if with_payload:
             return [to_hit(point, with_vectors) for point in points]
-        # qdrant_edge builds a new uuid.UUID at each read of `point.id`, and a UUID hashes in
-        # Python: each id is read once, and looked up by its integer.
-        keys = [point.id.int for point in points]
+        # Each id is read once: qdrant_edge builds a new Python object at each read of `point.id`.
+        keys = [point.id for point in points]
         item_ids = self._item_ids
         found = list(map(item_ids.get, keys))
         if None in found:
-            unseen: list[qe.PointId] = [uuid.UUID(int=key) for key in keys if key not in item_ids]
+            unseen: list[qe.PointId] = [key for key in keys if key not in item_ids]
             for record in self._shard.retrieve(unseen, with_payload=ID_ONLY, with_vector=False):
                 if record.payload is not None:
-                    item_ids[uuid.UUID(str(record.id)).int] = record.payload["item_id"]
+                    item_ids[cast(int, record.id)] = record.payload["item_id"]
             found = list(map(item_ids.get, keys))
         if with_vectors:
             return [
@@ -620,12 +688,12 @@ class EdgeIndex:
     def vectors(self, item_ids: Sequence[str], using: str = VECTOR_NAME) -> dict[str, np.ndarray]:
         if not item_ids:
             return {}
-        by_point = {point_id(item_id): item_id for item_id in item_ids}
+        by_point = {edge_point_id(item_id): item_id for item_id in item_ids}
         records = self._shard.retrieve(
             list(by_point), with_payload=False, with_vector=[check_using(using)]
         )
         return {
-            by_point[uuid.UUID(str(record.id))]: named_vector(record.vector, using)
+            by_point[cast(int, record.id)]: named_vector(record.vector, using)
             for record in records
             if isinstance(record.vector, dict) and using in record.vector
         }
@@ -659,7 +727,7 @@ class EdgeIndex:
             return found
         generation = self._generation
         records = self._shard.retrieve(
-            [point_id(item_id) for item_id in missing],
+            [edge_point_id(item_id) for item_id in missing],
             with_payload=True,
             with_vector=[VECTOR_NAME, COLLAB_VECTOR],
         )

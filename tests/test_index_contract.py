@@ -6,6 +6,7 @@ import json
 import math
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from retrieval.index import (
     Source,
     VectorIndex,
     item_payload,
+    point_id,
     stored_hits,
     stored_points,
 )
@@ -748,7 +750,9 @@ def test_a_refined_match_is_dbsf_with_the_embedding_moved_towards_its_best_match
     hits = shared_index.fused_search([], k=6, prefetch=10, match=match)
     # The feedback round reads the catalog, not one person's exclusions: leaving out the best
     # matches (a person's recent purchases) moves the embedding just the same.
-    leaving_out = refined_match(shared_index, weights, text, dense, ItemFilter(exclude_ids=tuple(best)))
+    leaving_out = refined_match(
+        shared_index, weights, text, dense, ItemFilter(exclude_ids=tuple(best))
+    )
 
     assert match.sources[1].dense == pytest.approx(moved / np.linalg.norm(moved), abs=1e-5)
     assert leaving_out.sources[1].dense == pytest.approx(match.sources[1].dense, abs=1e-6)
@@ -964,8 +968,8 @@ class _CountingShard:
 def test_an_edge_ranking_without_payload_reads_each_point_id_once(
     tmp_path: Path, reopen: bool
 ) -> None:
-    """qdrant_edge builds a uuid.UUID at each read of a point's id: a ranking read without
-    payload reads each once, whether its item ids are known (written by this index) or read
+    """qdrant_edge builds a new Python object at each read of a point's id: a ranking read
+    without payload reads each once, whether its item ids are known (written by this index) or read
     from the shard (an index reopened on a folder written before)."""
     index = EdgeIndex(tmp_path / "edge", dim=DIM)
     index.upsert(ITEMS, VECTORS)
@@ -1203,6 +1207,141 @@ def test_a_reopened_edge_index_knows_every_item_id_without_reading_payloads(
     assert ranked[0].item_id == ITEMS[0].item_id
     index._shard = counting._shard
     index.close()
+
+
+def _write_with_uuid_point_ids(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[list[tuple[str, float]]]:
+    """A shard as EdgeIndex wrote it before integer point ids: every point under its UUID
+    (`retrieval.index.point_id`), with content, collab and lexical vectors; and what it
+    answered (`_answers`) before it was closed."""
+    with monkeypatch.context() as patched:
+        patched.setattr(edge_module, "edge_point_id", point_id)
+        with EdgeIndex(folder, dim=DIM) as written:
+            written.upsert(ITEMS, VECTORS)
+            written.set_vectors(COLLAB_VECTOR, COLLAB)
+            return _answers(written)
+
+
+def _stored_ids(folder: Path) -> list[Any]:
+    """The point ids a shard holds, read past EdgeIndex."""
+    shard = edge_module.qe.EdgeShard.load(str(folder))
+    try:
+        records, _ = shard.scroll(edge_module.qe.ScrollRequest(limit=10_000, with_vector=False))
+        return [record.id for record in records]
+    finally:
+        shard.close()
+
+
+def _answers(index: EdgeIndex) -> list[list[tuple[str, float]]]:
+    """What a dense, a fused (content + collab) and a keyword search answer; the keyword
+    search's items without their order, which ties in BM25 leave to the point ids."""
+    taste = Source(VECTOR_NAME, _query("kit-01"))
+    collab = Source(COLLAB_VECTOR, COLLAB["kit-03"], 1.5)
+    answers = [
+        index.search(_query("toy-02"), k=8),
+        index.fused_search([taste, collab], k=12, prefetch=20),
+    ]
+    lexical = index.fused_search([Source.lexical("wool winter")], k=10)
+    return [[(hit.item_id, round(hit.score, 5)) for hit in hits] for hits in answers] + [
+        sorted((hit.item_id, 0.0) for hit in lexical)
+    ]
+
+
+def test_an_edge_shard_with_uuid_point_ids_moves_to_integer_ids_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Opened on a shard written with UUID point ids, an index moves every point to its
+    integer id (`edge_point_id`) with its payload and all three vectors: the same searches
+    answer the same, a later write finds the moved point (no second copy), and the next open
+    has nothing to move."""
+    folder = tmp_path / "edge"
+    expected = _write_with_uuid_point_ids(folder, monkeypatch)
+    assert {type(point) for point in _stored_ids(folder)} == {uuid.UUID}
+
+    monkeypatch.setattr(edge_module, "UPSERT_BATCH_SIZE", 7)  # several batches
+    with caplog.at_level("WARNING", logger="attune.retrieval"):
+        index = EdgeIndex(folder, dim=DIM)
+    assert any("UUID" in r.getMessage() and "40 points" in r.getMessage() for r in caplog.records)
+    try:
+        assert _answers(index) == expected
+        assert index.vectors(["kit-03"], using=COLLAB_VECTOR)["kit-03"] == pytest.approx(
+            COLLAB["kit-03"]
+        )
+        index.upsert([BY_ID["kit-04"].model_copy(update={"price": 30.0})], VECTORS[19:20])
+        assert index.count() == len(ITEMS)
+    finally:
+        index.close()
+    stored = _stored_ids(folder)
+    assert sorted(stored) == sorted(edge_module.edge_point_id(item.item_id) for item in ITEMS)
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="attune.retrieval"), EdgeIndex(folder, dim=DIM) as again:
+        assert again.count() == len(ITEMS)
+        assert _answers(again)[0] == expected[0]
+    assert not caplog.records
+
+
+class _FailingUpdates:
+    """A shard whose update fails after `allowed` calls, as a full disk would."""
+
+    def __init__(self, shard: Any, allowed: int) -> None:
+        self._shard, self.allowed = shard, allowed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shard, name)
+
+    def update(self, operation: Any) -> None:
+        if self.allowed == 0:
+            raise Exception("No space left on device")  # qdrant_edge raises plain Exception
+        self.allowed -= 1
+        self._shard.update(operation)
+
+
+def test_a_move_to_integer_point_ids_cut_short_is_finished_by_the_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move that fails half way (after a batch written under new ids, before its old ids
+    were deleted) releases the folder, loses no item, and the next open finishes it."""
+    folder = tmp_path / "edge"
+    _write_with_uuid_point_ids(folder, monkeypatch)
+    monkeypatch.setattr(edge_module, "UPSERT_BATCH_SIZE", 7)
+    load = EdgeIndex._load
+    monkeypatch.setattr(
+        EdgeIndex, "_load", lambda self, config: _FailingUpdates(load(self, config), 3)
+    )
+    with pytest.raises(Exception, match="No space left"):
+        EdgeIndex(folder, dim=DIM)
+    monkeypatch.setattr(EdgeIndex, "_load", load)
+
+    stored = _stored_ids(folder)  # the folder was released: it opens
+    assert 0 < sum(isinstance(point, int) for point in stored) < len(ITEMS)
+    with EdgeIndex(folder, dim=DIM) as index:
+        assert index.count() == len(ITEMS)
+        assert sorted(hit.item_id for hit in index.search(VECTORS[0], k=100)) == sorted(BY_ID)
+    assert all(isinstance(point, int) for point in _stored_ids(folder))
+
+
+def test_an_edge_upsert_refuses_an_item_that_would_take_anothers_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two item ids with one point id (64 bits of a hash: odds of about n²/2⁶⁵) would make one
+    item overwrite the other: the write is refused, naming both, and nothing is written."""
+    real = edge_module.edge_point_id
+    monkeypatch.setattr(
+        edge_module,
+        "edge_point_id",
+        lambda item_id: real("kit-01") if item_id in ("kit-01", "kit-99") else real(item_id),
+    )
+    clash = BY_ID["kit-02"].model_copy(update={"item_id": "kit-99"})
+    with EdgeIndex(tmp_path / "edge", dim=DIM) as index:
+        index.upsert(ITEMS, VECTORS)
+        with pytest.raises(ValueError, match="'kit-01' and 'kit-99'"):
+            index.upsert([clash], VECTORS[:1])
+        with pytest.raises(ValueError, match="'kit-01' and 'kit-99'"):
+            index.upsert([clash, BY_ID["kit-01"]], VECTORS[:2])
+        assert index.count() == len(ITEMS)
+        assert index.points(["kit-01"])[0].payload["title"] == BY_ID["kit-01"].title
 
 
 def test_an_edge_shard_searches_on_the_calling_thread(tmp_path: Path):
