@@ -29,9 +29,7 @@ from policies.rules import (
     SuppressionRule,
 )
 from store.features import Purchases
-from store.schemas import Channel, Item, Offer, Purpose
-
-MAX_MIN_AGE = 21  # The highest minimum age an item or offer can carry (see store.schemas).
+from store.schemas import MAX_MIN_AGE, Channel, Item, Offer, Purpose
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,10 @@ class Firing:
 class ItemConstraints:
     """Item rules as filters for the vector query."""
 
+    # None when the age rule removes nothing: no rule, or a person at least `MAX_MIN_AGE`
+    # old, which every item allows (its `min_age` is at most that). A filter without the
+    # condition is one Qdrant checks no payload for, and one filter for every adult, so what
+    # is kept per filter (a text's match, the popular items) is shared by all of them.
     max_min_age: int | None
     in_stock_only: bool
     exclude_ids: tuple[str, ...]
@@ -277,7 +279,7 @@ class PolicyEngine:
             firings.append(Firing(rule.id, "constrained", reason, bought))
             excluded.extend(bought)
         return ItemConstraints(
-            max_min_age=max_min_age,
+            max_min_age=max_min_age if max_min_age is None or max_min_age < MAX_MIN_AGE else None,
             in_stock_only=self._stock is not None,
             exclude_ids=tuple(dict.fromkeys(excluded)),
             firings=tuple(firings),

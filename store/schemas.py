@@ -31,6 +31,7 @@ Label = Annotated[str, Field(min_length=1, max_length=64)]  # a tag, a category,
 # narrow enough that converting it to UTC cannot overflow (`0001-01-01T00:00:00+14:00` would).
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_MIN_AGE = 21  # the highest minimum age an item or offer can carry
 
 
 def _within_bounds(value: datetime) -> datetime:
@@ -120,7 +121,10 @@ class Item(_Record):
         "unknown and is treated as available.",
     )
     min_age: int = Field(
-        default=0, ge=0, le=21, description="Minimum age of the buyer; 0 means no restriction."
+        default=0,
+        ge=0,
+        le=MAX_MIN_AGE,
+        description="Minimum age of the buyer; 0 means no restriction.",
     )
 
     @property
@@ -144,7 +148,7 @@ class Offer(_Record):
         min_length=1, max_length=100, description="Categories the offer applies to."
     )
     channels: list[Channel] = Field(min_length=1, max_length=len(Channel))
-    min_age: int = Field(default=0, ge=0, le=21)
+    min_age: int = Field(default=0, ge=0, le=MAX_MIN_AGE)
     valid_from: Instant
     valid_until: Instant
     margin_weight: float = Field(default=1.0, gt=0, le=1000)

@@ -99,6 +99,10 @@ def test_missing_policy_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_age_gate_constrains_minors_and_unknown_ages(engine: PolicyEngine) -> None:
     assert engine.item_constraints(facts(age=15)).max_min_age == 15
     assert engine.item_constraints(facts(age=None)).max_min_age == 0
+    # From the highest minimum age an item can carry on, the rule removes nothing: no filter.
+    assert engine.item_constraints(facts(age=20)).max_min_age == 20
+    assert engine.item_constraints(facts(age=21)).max_min_age is None
+    assert engine.item_constraints(facts(age=64)).max_min_age is None
     adult = engine.item_constraints(facts(age=40))
     assert "age-gate" not in [f.rule_id for f in adult.firings]
     verdict = engine.check_items(
