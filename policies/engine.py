@@ -267,7 +267,9 @@ class PolicyEngine:
     def item_constraints(self, facts: Facts) -> ItemConstraints:
         firings: list[Firing] = []
         max_min_age = self._max_min_age(facts)
-        if self._age is not None and max_min_age is not None and max_min_age < MAX_MIN_AGE:
+        if max_min_age is not None and max_min_age >= MAX_MIN_AGE:
+            max_min_age = None  # every item allows this age (see `ItemConstraints`)
+        if self._age is not None and max_min_age is not None:
             who = "age unknown" if facts.age is None else f"age {facts.age}"
             reason = f"{who}: only items with a minimum age of {max_min_age} or less"
             firings.append(Firing(self._age.id, "constrained", reason))
@@ -279,7 +281,7 @@ class PolicyEngine:
             firings.append(Firing(rule.id, "constrained", reason, bought))
             excluded.extend(bought)
         return ItemConstraints(
-            max_min_age=max_min_age if max_min_age is None or max_min_age < MAX_MIN_AGE else None,
+            max_min_age=max_min_age,
             in_stock_only=self._stock is not None,
             exclude_ids=tuple(dict.fromkeys(excluded)),
             firings=tuple(firings),

@@ -280,13 +280,13 @@ class EdgeIndex:
         for start in range(0, len(legacy), UPSERT_BATCH_SIZE):
             batch: list[qe.PointId] = list(legacy[start : start + UPSERT_BATCH_SIZE])
             records = self._shard.retrieve(batch, with_payload=True, with_vector=True)
+            moved = [(r.payload["item_id"], r) for r in records if r.payload is not None]
+            self._check_distinct_points([item_id for item_id, _ in moved])
             points = []
-            for record in records:
-                if record.payload is None:
-                    continue
-                item_id = record.payload["item_id"]
-                points.append(qe.Point(edge_point_id(item_id), record.vector or {}, record.payload))
-                self._item_ids[edge_point_id(item_id)] = item_id
+            for item_id, record in moved:
+                point = edge_point_id(item_id)
+                points.append(qe.Point(point, record.vector or {}, record.payload))
+                self._item_ids[point] = item_id
             if points:
                 self._shard.update(qe.UpdateOperation.upsert_points(points))
             self._shard.update(qe.UpdateOperation.delete_points(batch))
@@ -343,7 +343,7 @@ class EdgeIndex:
         points as they were and raises `IndexUnavailable`."""
         array = check_batch(items, vectors, self.dim)
         ids: list[qe.PointId] = [edge_point_id(item.item_id) for item in items]
-        self._check_distinct_points(items)
+        self._check_distinct_points([item.item_id for item in items])
         before = self._shard.retrieve(ids, with_payload=True, with_vector=True)
         # qdrant_edge raises plain Exception for every failure: any of them is the index's.
         try:
@@ -369,16 +369,16 @@ class EdgeIndex:
         finally:
             self._forget([item.item_id for item in items])
 
-    def _check_distinct_points(self, items: Sequence[Item]) -> None:
+    def _check_distinct_points(self, item_ids: Sequence[str]) -> None:
         """Refuses a batch in which an item would take the point of another, stored or in the
         batch (two item ids whose `edge_point_id`s agree: odds of about n²/2⁶⁵)."""
         claimed: dict[int, str] = {}
-        for item in items:
-            point = edge_point_id(item.item_id)
-            other = claimed.setdefault(point, self._item_ids.get(point, item.item_id))
-            if other != item.item_id:
+        for item_id in item_ids:
+            point = edge_point_id(item_id)
+            other = claimed.setdefault(point, self._item_ids.get(point, item_id))
+            if other != item_id:
                 raise ValueError(
-                    f"items {other!r} and {item.item_id!r} map to one Qdrant Edge point id "
+                    f"items {other!r} and {item_id!r} map to one Qdrant Edge point id "
                     f"({point}); rename one of them"
                 )
 
