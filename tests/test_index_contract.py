@@ -805,6 +805,47 @@ def test_a_match_limits_results_to_the_matched_items(hybrid_index: VectorIndex):
         assert hit.score == pytest.approx(expected[hit.item_id], rel=1e-3)
 
 
+@pytest.mark.parametrize(
+    "text, near", [("wool winter", "kit-01"), ("sparkling apple", "drink-02"), ("boots", "out-06")]
+)
+def test_a_match_reordered_from_its_answer_is_the_index_answer(
+    hybrid_index: VectorIndex, text: str, near: str
+):
+    """`tools.retrieve` re-orders a match by the person's signals from the match's own answer
+    (`_reordered`) instead of asking the index to: for matches of keywords and meaning, with
+    the signals on both named vectors (items without a collab vector are in no collab order),
+    at random weights, its answer is the index's: the same items at the same scores."""
+    from tools.retrieve import _reordered
+
+    rng = np.random.default_rng(len(text))
+    flt = ItemFilter(in_stock_only=True)
+    for _ in range(8):
+        meaning = Source(VECTOR_NAME, EMBEDDER.embed([text])[0], threshold=-1.0)
+        match = Match((Source.lexical(text), meaning), 12, float(rng.uniform(0.5, 3)), "dbsf")
+        factor = rng.normal(size=COLLAB_DIM)
+        sources = {
+            "taste": Source(VECTOR_NAME, _query(near) + rng.normal(size=DIM) * 0.1, 1.0),
+            "collab": Source(COLLAB_VECTOR, factor, float(rng.uniform(0.5, 3))),
+            "recent": Source(
+                COLLAB_VECTOR, rng.normal(size=COLLAB_DIM), float(rng.uniform(0.5, 3))
+            ),
+        }
+        [matched] = hybrid_index.fused_searches(
+            [FusedSearch((), 12, flt, 20, with_vectors=True, match=match)]
+        )
+        asked = hybrid_index.fused_search(
+            list(sources.values()), k=8, flt=flt, prefetch=20, match=match
+        )
+
+        got = _reordered(matched, match, sources, 8)
+
+        assert len(matched) == 12 and len(got) == len(asked) == 8
+        expected = {hit.item_id: hit.score for hit in asked}
+        assert {hit.item_id: hit.score for hit in got} == pytest.approx(expected, rel=1e-5)
+        scores = [hit.score for hit in got]
+        assert scores == sorted(scores, reverse=True)
+
+
 def test_a_match_alone_is_the_fused_query_order(shared_index: VectorIndex):
     text = "sparkling apple"
     dense = EMBEDDER.embed([text])[0]

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from small_world import write_small_world
 
+import tools.retrieve as retrieve_module
 from agents.factory import build_services
 from agents.reindex import start
 from agents.services import Services
 from agents.settings import Settings
 from retrieval.hybrid import taste_vector
-from retrieval.index import FusedSearch, Hit, VectorIndex
+from retrieval.index import FusedSearch, Hit, Source, VectorIndex
 from retrieval.sequence import ItemItemModel, ItemItemParams, person_history
 from store.catalog import PopularCache, get_items, hide_item, popular_items
 from store.db import Database
@@ -156,23 +158,33 @@ class RecordingIndex:
 
 
 def test_a_matched_ranking_splits_each_score_as_the_exact_computation(
-    demo_services: Services,
+    demo_services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With text, each shown item's parts are its RRF terms over the whole match, computed here
     from the match's order and vectors read afresh from the shard: the query's by the match
     position, each source's by the item's position in the matched items' similarity to it."""
     tools = demo_services.tools
     recording = RecordingIndex(tools.index)
+    signals: list[dict[str, Source]] = []  # the sources each match was re-ordered by
+    original = retrieve_module._reordered
+
+    def reordered(matched: list[Hit], match: Any, sources: dict[str, Source], limit: int) -> Any:
+        signals.append(sources)
+        return original(matched, match, sources, limit)
+
+    monkeypatch.setattr("tools.retrieve._reordered", reordered)
     checked = 0
     for subject in _people(demo_services, ["u_0007", "u_0042", "u_0123", "u_0300", None]):
         for query in ("strong coffee beans", "running shoes", "something for the kitchen"):
             recording.batches.clear()
+            signals.clear()
             found = _retrieve(replace(tools, index=recording), subject, query)  # type: ignore[arg-type]
-            searches, answers = recording.batches[-1]  # the match, and its re-ordering
+            searches, answers = recording.batches[-1]  # the match
             matched = [hit.item_id for hit in answers[0]]
             terms = {"query": _rrf_terms(matched, searches[0].match.weight)}  # type: ignore[union-attr]
             present = [n for n in ("taste", "collab", "recent") if found["items"][0]["parts"][n]]
-            for name, source in zip(present, searches[-1].sources, strict=True):
+            sources = signals[-1].values() if signals else []
+            for name, source in zip(present, sources, strict=True):
                 fresh = tools.index.vectors(matched, source.using)  # the shard's, not kept ones
                 ids = [item_id for item_id in matched if item_id in fresh]
                 similarity = np.array([fresh[i] for i in ids]) @ source.dense

@@ -203,31 +203,42 @@ def _match_search(
 ) -> tuple[list[Hit], list[Hit]]:
     """The text's matched items in the match's own order, with the vectors of every one so that
     each score part can be computed exactly, and (with sources) the matched items ordered by the
-    match and the sources together: both in one batch query. The second answer is read as ids
-    and scores only: each of its items is one of the match's, whose payload and vectors the
-    first answer carries."""
-    searches = [
-        FusedSearch((), WEIGHTS.match_limit, flt, WEIGHTS.prefetch, with_vectors=True, match=match)
-    ]
-    if sources:
-        searches.append(
+    match and the sources together (`_reordered`): one query, the rest from its answer."""
+    [matched] = index.fused_searches(
+        [
             FusedSearch(
-                tuple(sources.values()), k, flt, WEIGHTS.prefetch, match=match, with_payload=False
+                (), WEIGHTS.match_limit, flt, WEIGHTS.prefetch, with_vectors=True, match=match
             )
-        )
-    answers = index.fused_searches(searches)
-    matched, ranked = answers[0], answers[-1]
+        ]
+    )
     if not sources:
         return matched, matched
-    known = {hit.item_id: hit for hit in matched}
-    if missing := [hit.item_id for hit in ranked if hit.item_id not in known]:
-        known.update({hit.item_id: hit for hit in index.hits(missing)})  # never seen so far
-    hits = [
-        Hit(hit.item_id, hit.score, known[hit.item_id].payload, known[hit.item_id].vectors)
-        for hit in ranked
-        if hit.item_id in known
+    return matched, _reordered(matched, match, sources, min(k, match.limit))
+
+
+def _reordered(
+    matched: list[Hit], match: Match, sources: dict[str, Source], limit: int
+) -> list[Hit]:
+    """The first `limit` of the `matched` items (the match's answer, in its order, with their
+    vectors) re-ordered by the match and the sources together: Qdrant's weighted RRF of the
+    match order and each source's order of the same items, scored as Qdrant scores them
+    (`RRF_K`), ties kept in the match's order.
+
+    This is the answer of the index's search re-ordering the match by the sources
+    (`FusedSearch` with both), computed here: Qdrant would run the match a second time for its
+    order and re-score the matched items under each source, a query that cost a twelfth of a
+    decision with text; the sources re-score fifty vectors that are already at hand. An item
+    without a source's named vector is left out of that source's order, as Qdrant leaves it
+    out (`tests/test_retrieve.py` checks the two answers agree)."""
+    terms = [_rrf_terms([hit.item_id for hit in matched], match.weight)]
+    stacked = {using: _stacked(matched, using) for using in {s.using for s in sources.values()}}
+    for source in sources.values():
+        terms.append(_rrf_terms(_similarity_order(stacked[source.using], source), source.weight))
+    fused = [sum(term.get(hit.item_id, 0.0) for term in terms) for hit in matched]
+    order = sorted(range(len(matched)), key=lambda n: -fused[n])[:limit]
+    return [
+        Hit(matched[n].item_id, fused[n], matched[n].payload, matched[n].vectors) for n in order
     ]
-    return matched, hits
 
 
 def _remember(ctx: RunContext, found: Candidates) -> Candidates:
