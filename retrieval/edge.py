@@ -68,8 +68,9 @@ MATCHES_KEPT = 256
 an `EdgeIndex` keeps until its next write (`EdgeIndex.fused_searches`): each is a ranking of ids
 and scores, a few kilobytes. A shop's requests repeat a few texts often (the head of its
 queries), and each text's feedback round (`retrieval.hybrid.refined_match`) is the same for
-everyone under the same constraints: a repeat costs Qdrant only the re-scoring by the person's
-signals. What is kept is keyed by the (already pseudonymized) text, its vectors and the catalog
+everyone under the same constraints: a repeat under the same filter costs Qdrant nothing (the
+service re-orders a match by the person's signals from its answer, `tools.retrieve._reordered`).
+What is kept is keyed by the (already pseudonymized) text, its vectors and the catalog
 constraints (stock, an age limit), never by anything of one person's history (`_match_key`)."""
 
 PAYLOAD_INDEXES: dict[str, qe.PayloadSchemaType] = {
@@ -506,7 +507,9 @@ class EdgeIndex:
         A search that re-orders a match by the person's signals has Qdrant run the match once
         for the match order and once more under each signal's re-scoring. When the batch also
         asks for that match alone and in full, its answer names the matched items: each signal
-        then re-scores just those (`_rescored`), in a second batch.
+        then re-scores just those (`_rescored`), in a second batch. (The service itself asks for
+        the match alone and re-orders it from the answer, `tools.retrieve._reordered`; this stays
+        the index's answer to such a search, which the contract suite holds both to.)
 
         The answer of a match asked alone is kept until the next write (`MATCHES_KEPT`): the
         same match under the same filter, size and prefetch (`_match_key`) is answered from it."""

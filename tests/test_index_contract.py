@@ -805,22 +805,24 @@ def test_a_match_limits_results_to_the_matched_items(hybrid_index: VectorIndex):
         assert hit.score == pytest.approx(expected[hit.item_id], rel=1e-3)
 
 
+@pytest.mark.parametrize("threshold", [-1.0, 0.3])
 @pytest.mark.parametrize(
     "text, near", [("wool winter", "kit-01"), ("sparkling apple", "drink-02"), ("boots", "out-06")]
 )
 def test_a_match_reordered_from_its_answer_is_the_index_answer(
-    hybrid_index: VectorIndex, text: str, near: str
+    hybrid_index: VectorIndex, text: str, near: str, threshold: float
 ):
     """`tools.retrieve` re-orders a match by the person's signals from the match's own answer
-    (`_reordered`) instead of asking the index to: for matches of keywords and meaning, with
-    the signals on both named vectors (items without a collab vector are in no collab order),
-    at random weights, its answer is the index's: the same items at the same scores."""
+    (`_reordered`) instead of asking the index to: for matches of keywords and meaning (every
+    item by meaning, filling the match's limit, or only the close ones, short of it), with the
+    signals on both named vectors (items without a collab vector are in no collab order), at
+    random weights, its answer is the index's: the same items at the same scores."""
     from tools.retrieve import _reordered
 
     rng = np.random.default_rng(len(text))
     flt = ItemFilter(in_stock_only=True)
     for _ in range(8):
-        meaning = Source(VECTOR_NAME, EMBEDDER.embed([text])[0], threshold=-1.0)
+        meaning = Source(VECTOR_NAME, EMBEDDER.embed([text])[0], threshold=threshold)
         match = Match((Source.lexical(text), meaning), 12, float(rng.uniform(0.5, 3)), "dbsf")
         factor = rng.normal(size=COLLAB_DIM)
         sources = {
@@ -839,7 +841,8 @@ def test_a_match_reordered_from_its_answer_is_the_index_answer(
 
         got = _reordered(matched, match, sources, 8)
 
-        assert len(matched) == 12 and len(got) == len(asked) == 8
+        assert len(matched) == 12 if threshold < 0 else 0 < len(matched) < 12
+        assert len(got) == len(asked) == min(8, len(matched))
         expected = {hit.item_id: hit.score for hit in asked}
         assert {hit.item_id: hit.score for hit in got} == pytest.approx(expected, rel=1e-5)
         scores = [hit.score for hit in got]

@@ -1,6 +1,7 @@
-"""Retrieval at its lower cost ranks exactly as the straightforward path: one batch query for the
-text's match and its re-ordering, titles from the index's payloads, vectors read only when looked
-at, popularity kept per catalog version — and a hide in another process is respected at once."""
+"""Retrieval at its lower cost ranks exactly as the straightforward path: one query for the
+text's match (its re-ordering computed from the answer), titles from the index's payloads, vectors
+read only when looked at, popularity kept per catalog version — and a hide in another process is
+respected at once."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Candidate retrieval: the request's text, the person's recent taste and their collaborative
-factor, fused in one Qdrant query (`retrieval.hybrid`), policy filters pushed into Qdrant.
+factor, fused in one Qdrant query (`retrieval.hybrid`), policy filters pushed into Qdrant; with
+text, the items the text matches come from that query and are re-ordered by the person's
+signals from its answer (`_reordered`).
 
 A new visitor with no text gets popularity (favourite categories first when known). Each
 candidate's score parts are the shares of the fused score its sources carried, and its reasons
@@ -229,7 +231,11 @@ def _reordered(
     order and re-score the matched items under each source, a query that cost a twelfth of a
     decision with text; the sources re-score fifty vectors that are already at hand. An item
     without a source's named vector is left out of that source's order, as Qdrant leaves it
-    out (`tests/test_retrieve.py` checks the two answers agree)."""
+    out (`tests/test_index_contract.py` checks the two answers agree). One difference: that
+    search ran the match's own sources with a prefetch of `max(prefetch, k)`, so from a request
+    of 34 items on (`k` is three times the request's) its match could differ a little from the
+    match answered alone; here the order is always that of the match answered alone, the one
+    `_rank` splits each score over."""
     terms = [_rrf_terms([hit.item_id for hit in matched], match.weight)]
     stacked = {using: _stacked(matched, using) for using in {s.using for s in sources.values()}}
     for source in sources.values():
@@ -363,7 +369,8 @@ def _rank(
 
     Qdrant returns only the fused score, so each source's share is recomputed with Qdrant's own
     RRF formula from the item's position in that source's order. With a text match that is
-    exact: Qdrant re-scores exactly the matched items, whose vectors `matched` carries. Without
+    exact: the re-ordering (`_reordered`) scored exactly the matched items, whose vectors
+    `matched` carries. Without
     one, positions are taken within the returned hits, which can be better than in the source's
     full prefetch, so a share is an upper bound; a source is named as a reason only when its share
     is large (at least a quarter). The request's words are named for every item that matched them.
