@@ -817,7 +817,7 @@ def test_a_match_reordered_from_its_answer_is_the_index_answer(
     item by meaning, filling the match's limit, or only the close ones, short of it), with the
     signals on both named vectors (items without a collab vector are in no collab order), at
     random weights, its answer is the index's: the same items at the same scores."""
-    from tools.retrieve import _reordered
+    from tools.retrieve import _match_terms, _reordered
 
     rng = np.random.default_rng(len(text))
     flt = ItemFilter(in_stock_only=True)
@@ -839,7 +839,7 @@ def test_a_match_reordered_from_its_answer_is_the_index_answer(
             list(sources.values()), k=8, flt=flt, prefetch=20, match=match
         )
 
-        got = _reordered(matched, match, sources, 8)
+        got = _reordered(matched, _match_terms(matched, match, sources), 8)
 
         assert len(matched) == 12 if threshold < 0 else 0 < len(matched) < 12
         assert len(got) == len(asked) == min(8, len(matched))

@@ -167,13 +167,13 @@ def test_a_matched_ranking_splits_each_score_as_the_exact_computation(
     tools = demo_services.tools
     recording = RecordingIndex(tools.index)
     signals: list[dict[str, Source]] = []  # the sources each match was re-ordered by
-    original = retrieve_module._reordered
+    original = retrieve_module._match_terms
 
-    def reordered(matched: list[Hit], match: Any, sources: dict[str, Source], limit: int) -> Any:
+    def match_terms(matched: list[Hit], match: Any, sources: dict[str, Source]) -> Any:
         signals.append(sources)
-        return original(matched, match, sources, limit)
+        return original(matched, match, sources)
 
-    monkeypatch.setattr("tools.retrieve._reordered", reordered)
+    monkeypatch.setattr("tools.retrieve._match_terms", match_terms)
     checked = 0
     for subject in _people(demo_services, ["u_0007", "u_0042", "u_0123", "u_0300", None]):
         for query in ("strong coffee beans", "running shoes", "something for the kitchen"):

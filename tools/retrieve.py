@@ -67,6 +67,7 @@ _REASON_SHARE = 0.25  # a source that carries at least this share of the score i
 # `_REASON_SHARE`, as transitions weigh less than EASE's 1 (`itemitem_transition_weight`) and
 # would seldom reach a quarter.
 _RERANK_REASON_SHARE = 0.1
+Terms = dict[str, dict[str, float]]  # each input's RRF term of each item, by the input's name
 
 
 def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
@@ -88,6 +89,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     collab_vec = recent_collab = None
     affinity = features.category_affinity if profile.personalized else {}
     matched: list[Hit] = []
+    match_terms: Terms | None = None  # each input's RRF terms over the matched items
     history: History = []
     if profile.personalized and not args.query and ctx.deps.itemitem is not None:
         history = decision_history(ctx)
@@ -110,12 +112,12 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
         k = max(3 * args.k, 30, _pool(ctx) if history else 0)
         hits: list[Hit] = []
         if match is not None:
-            matched, hits = _match_search(ctx.deps.index, match, sources, k, flt)
+            matched, hits, match_terms = _match_search(ctx.deps.index, match, sources, k, flt)
             if not matched and ctx.deps.index.count() == 0:
                 raise IndexUnavailable(EMPTY_INDEX)
             if not matched:
                 degraded.append("query: no item matches the request's words; ranked without them")
-                match = None
+                match, match_terms = None, None
         if match is None and not sources:
             return _popular(ctx, args.k, flt, affinity, fired, degraded)
         if match is None:
@@ -146,7 +148,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
         ctx,
         Candidates(
             strategy=strategy,
-            items=_rank(ctx, shown, args.k, sources, recent, args.query, matched, reranked),
+            items=_rank(ctx, shown, args.k, sources, recent, args.query, match_terms, reranked),
             rules_fired=fired + rules_fired(removed),
             degraded=degraded,
         ),
@@ -202,10 +204,11 @@ def _match_search(
     sources: dict[str, Source],
     k: int,
     flt: ItemFilter,
-) -> tuple[list[Hit], list[Hit]]:
+) -> tuple[list[Hit], list[Hit], Terms]:
     """The text's matched items in the match's own order, with the vectors of every one so that
-    each score part can be computed exactly, and (with sources) the matched items ordered by the
-    match and the sources together (`_reordered`): one query, the rest from its answer."""
+    each score part can be computed exactly; the matched items ordered by the match and the
+    sources together (`_reordered`); and the terms that order is fused from (`_match_terms`),
+    which are the items' score parts: one query, the rest from its answer."""
     [matched] = index.fused_searches(
         [
             FusedSearch(
@@ -213,18 +216,26 @@ def _match_search(
             )
         ]
     )
+    terms = _match_terms(matched, match, sources)
     if not sources:
-        return matched, matched
-    return matched, _reordered(matched, match, sources, min(k, match.limit))
+        return matched, matched, terms
+    return matched, _reordered(matched, terms, min(k, match.limit)), terms
 
 
-def _reordered(
-    matched: list[Hit], match: Match, sources: dict[str, Source], limit: int
-) -> list[Hit]:
-    """The first `limit` of the `matched` items (the match's answer, in its order, with their
-    vectors) re-ordered by the match and the sources together: Qdrant's weighted RRF of the
-    match order and each source's order of the same items, scored as Qdrant scores them
-    (`RRF_K`), ties kept in the match's order.
+def _match_terms(matched: list[Hit], match: Match, sources: dict[str, Source]) -> Terms:
+    """The RRF terms over the `matched` items (the match's answer, in its order, with their
+    vectors) of the match order (`query`) and of each source's order of the same items."""
+    return {
+        "query": _rrf_terms([hit.item_id for hit in matched], match.weight),
+        **_source_terms(matched, sources),
+    }
+
+
+def _reordered(matched: list[Hit], terms: Terms, limit: int) -> list[Hit]:
+    """The first `limit` of the `matched` items re-ordered by the match and the sources
+    together: Qdrant's weighted RRF of the match order and each source's order of the same
+    items (`_match_terms`), scored as Qdrant scores them (`RRF_K`), ties kept in the match's
+    order.
 
     This is the answer of the index's search re-ordering the match by the sources
     (`FusedSearch` with both), computed here: Qdrant would run the match a second time for its
@@ -236,11 +247,7 @@ def _reordered(
     of 34 items on (`k` is three times the request's) its match could differ a little from the
     match answered alone; here the order is always that of the match answered alone, the one
     `_rank` splits each score over."""
-    terms = [_rrf_terms([hit.item_id for hit in matched], match.weight)]
-    stacked = {using: _stacked(matched, using) for using in {s.using for s in sources.values()}}
-    for source in sources.values():
-        terms.append(_rrf_terms(_similarity_order(stacked[source.using], source), source.weight))
-    fused = [sum(term.get(hit.item_id, 0.0) for term in terms) for hit in matched]
+    fused = [sum(term.get(hit.item_id, 0.0) for term in terms.values()) for hit in matched]
     order = sorted(range(len(matched)), key=lambda n: -fused[n])[:limit]
     return [
         Hit(matched[n].item_id, fused[n], matched[n].payload, matched[n].vectors) for n in order
@@ -333,6 +340,16 @@ def _rerank(model: ItemItemModel, hits: list[Hit], history: History) -> tuple[li
     return [hits[i] for i in order.tolist()], Reranked(model, inputs, terms)
 
 
+def _source_terms(pool: list[Hit], sources: dict[str, Source]) -> Terms:
+    """Each source's RRF terms over the items of `pool`, by its order of them (`_similarity_order`).
+    Sources on the same named vector (collab and recent) order the same stacked vectors."""
+    stacked = {using: _stacked(pool, using) for using in {s.using for s in sources.values()}}
+    return {
+        name: _rrf_terms(_similarity_order(stacked[source.using], source), source.weight)
+        for name, source in sources.items()
+    }
+
+
 def _rrf_terms(order: list[str], weight: float) -> dict[str, float]:
     """Qdrant's RRF term of each item of one source's order: 1 / ((p + 1) / w + k - 1)."""
     return {item_id: 1 / ((p + 1) / weight + RRF_K - 1) for p, item_id in enumerate(order)}
@@ -362,15 +379,15 @@ def _rank(
     sources: dict[str, Source],
     recent: Recent | None,
     query: str | None,
-    matched: list[Hit],
+    match_terms: Terms | None,
     reranked: Reranked | None = None,
 ) -> list[Candidate]:
     """Keep Qdrant's fused order and split each item's score into its sources' shares.
 
     Qdrant returns only the fused score, so each source's share is recomputed with Qdrant's own
     RRF formula from the item's position in that source's order. With a text match that is
-    exact: the re-ordering (`_reordered`) scored exactly the matched items, whose vectors
-    `matched` carries. Without
+    exact: the shares are the terms the re-ordering was fused from (`match_terms`, over every
+    matched item). Without
     one, positions are taken within the returned hits, which can be better than in the source's
     full prefetch, so a share is an upper bound; a source is named as a reason only when its share
     is large (at least a quarter). The request's words are named for every item that matched them.
@@ -381,15 +398,7 @@ def _rank(
     hits = hits[:k]
     if not hits:
         return []
-    shares: dict[str, dict[str, float]] = {}
-    pool = matched or hits
-    if matched:
-        shares["query"] = _rrf_terms([hit.item_id for hit in matched], WEIGHTS.query)
-    # Sources on the same named vector (collab and recent) order the same stacked vectors.
-    stacked = {using: _stacked(pool, using) for using in {s.using for s in sources.values()}}
-    for name, source in sources.items():
-        order = _similarity_order(stacked[source.using], source)
-        shares[name] = _rrf_terms(order, source.weight)
+    shares = match_terms if match_terms is not None else _source_terms(hits, sources)
     titles: dict[str, str] = {}
     if reranked is not None:
         # Titles already at hand come from the index's payloads, the rest from the index too
