@@ -4,7 +4,6 @@ served."""
 
 from __future__ import annotations
 
-import gc
 import logging
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from agents.chat.graph import build_chat_graph
 from agents.chat.memory import Chat, Checkpoints, PostgresCheckpoints
+from agents.collector import settle as settle  # where start-up code has always found it
 from agents.decide.graph import build_decide_graph
 from agents.llm.breaker import CircuitBreaker
 from agents.llm.client import LLMClient
@@ -175,13 +175,3 @@ def build_services(settings: Settings | None = None) -> Services:
     )
     services.erasers.append(chat.erase)
     return services
-
-
-def settle() -> None:
-    """Move everything built at start-up out of the garbage collector's sight.
-
-    The services hold hundreds of thousands of long-lived objects (models, recognizers, the
-    graph); without this every full collection on the request path walks them all again.
-    """
-    gc.collect()
-    gc.freeze()

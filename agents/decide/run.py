@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
+from agents.collector import collect_young
 from agents.decide.explain import Explanation
 from agents.decide.graph import run_config
 from agents.decide.state import DecideContext, DecideOutput
@@ -46,6 +47,14 @@ class Decision:
 
 
 def decide(services: Services, request: DecideRequest, *, now: datetime | None = None) -> Decision:
+    """Make one decision; its cyclic garbage is collected once it is made (`agents.collector`),
+    with nothing of the run left alive but the decision."""
+    decision = _decide(services, request, now)
+    collect_young()
+    return decision
+
+
+def _decide(services: Services, request: DecideRequest, now: datetime | None) -> Decision:
     if request.user_id is None and request.anonymous_id is None:
         raise ValueError("one of user_id or anonymous_id is required")
     now = now or datetime.now(UTC)
