@@ -24,7 +24,10 @@ and of the latency percentiles. Besides wrk's percentiles, each level reports th
 latencies as p99 / p50 (1 when every request waits alike), and the server's CPU time per request
 (from `/proc`), which the machine's load moves least, split into its main thread's (the event
 loop, where decisions with the offline writer run) and its other threads' (mostly Qdrant Edge's
-search pool). `load_mix` says what the bodies hold (query share, distinct texts, users).
+search pool), and the served process's garbage collection per load (a route `GC_PAUSES` added
+beside the echo route reads `gc.callbacks`' tally): milliseconds per request, full collections
+per thousand requests and the longest pause. `load_mix` says what the bodies hold (query share,
+distinct texts, users).
 
     .venv/bin/python bench/http_load.py [--duration 10] [--repeat 3] [--concurrency 1,8,32]
         [--auth keys|off] [--baseline CHECKOUT] [--out FILE]
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -59,6 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["something for the kitchen", "strong coffee beans", "running shoes", None, None, None]
 TARGETS = ("bare", "app", "decide")  # loaded in this order at each concurrency, each repeat
 ECHO = "/v1/bench/echo"
+GC_PAUSES = "/v1/bench/gc"  # the served process's garbage collections since the last read
 
 WRK_SCRIPT = """
 local bodies = {}
@@ -117,6 +122,7 @@ def serve_attune() -> None:
     from api.cli import serve
 
     add_echo_route()
+    add_gc_route()
     serve(seed_demo=True, workers=1)
 
 
@@ -137,6 +143,58 @@ def add_echo_route() -> None:
     router.add_api_route(
         ECHO.removeprefix(router.prefix), echo, methods=["POST"], response_model=Out
     )
+
+
+class Pauses:
+    """The garbage collections of this process since the last `read`, from `gc.callbacks`: per
+    generation, how many, their total and their longest pause in milliseconds."""
+
+    def __init__(self) -> None:
+        self._seen = self._empty()
+        self._started = 0.0
+
+    @staticmethod
+    def _empty() -> dict[int, list[float]]:
+        return {generation: [0, 0.0, 0.0] for generation in range(3)}
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = (time.perf_counter() - self._started) * 1000
+        seen = self._seen[info["generation"]]
+        seen[0] += 1
+        seen[1] += pause
+        seen[2] = max(seen[2], pause)
+
+    def read(self) -> dict[str, list[float]]:
+        seen, self._seen = self._seen, self._empty()
+        return {str(generation): figures for generation, figures in seen.items()}
+
+
+def add_gc_route() -> None:
+    """`GET GC_PAUSES` in decide's router: the served process's collections since the last
+    call (`Pauses`), read before and after each load of its routes."""
+    from api.routes.decide import router
+
+    pauses = Pauses()
+    gc.callbacks.append(pauses)
+
+    async def collections() -> dict[str, list[float]]:
+        return pauses.read()
+
+    router.add_api_route(GC_PAUSES.removeprefix(router.prefix), collections, methods=["GET"])
+
+
+def gc_figures(seen: dict[str, list[float]], requests: int) -> dict[str, float]:
+    """Garbage collection under one load: its milliseconds per request, full collections per
+    thousand requests, and the longest pause."""
+    per = 1 / max(requests, 1)
+    return {
+        "gc_ms_per_request": round(sum(s[1] for s in seen.values()) * per, 4),
+        "gc_full_per_1000_requests": round(seen["2"][0] * per * 1000, 2),
+        "gc_longest_pause_ms": round(max(s[2] for s in seen.values()), 2),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -315,6 +373,9 @@ def median_of(runs: list[dict]) -> dict:
     out: dict[str, Any] = {
         name: round(float(np.median([run[name] for run in runs])), 2) for name in FIGURES
     }
+    for name in GC_FIGURES:
+        if name in runs[0]:
+            out[name] = round(float(np.median([run[name] for run in runs])), 4)
     out["spread_p99_over_p50"] = ratio(out["p99_ms"], out["p50_ms"])
     out["requests"] = sum(run["requests"] for run in runs)
     out["errors"] = sum(run["errors"] for run in runs)
@@ -331,6 +392,8 @@ FIGURES = (
     "loop_cpu_ms_per_request",
     "other_threads_cpu_ms_per_request",
 )
+# Garbage collection in the served process, for the attune routes (`gc_figures`).
+GC_FIGURES = ("gc_ms_per_request", "gc_full_per_1000_requests", "gc_longest_pause_ms")
 
 
 def load_mix(lines: list[str], users: list[str]) -> dict[str, Any]:
@@ -459,7 +522,14 @@ def main() -> None:
         for suffix in codes:
             pids[f"app{suffix}"] = pids[f"decide{suffix}"] = servers[f"attune{suffix}"].pid
 
+        def collections(name: str) -> dict[str, list[float]] | None:
+            if name == "bare":
+                return None
+            port = ports[name.removeprefix("app").removeprefix("decide")]
+            return httpx.get(f"http://127.0.0.1:{port}{GC_PAUSES}", timeout=30).json()
+
         def load(name: str, connections: int, duration: int) -> dict:
+            collections(name)  # from now on
             before, loop_before = cpu_seconds(pids[name]), loop_cpu_seconds(pids[name])
             if client == "wrk":
                 out = run_wrk(urls[name], connections, duration, bodies_file, script, keys[name])
@@ -472,6 +542,9 @@ def main() -> None:
             out["cpu_ms_per_request"] = round(spent * per, 3)
             out["loop_cpu_ms_per_request"] = round(in_loop * per, 3)
             out["other_threads_cpu_ms_per_request"] = round((spent - in_loop) * per, 3)
+            seen = collections(name)
+            if seen is not None:
+                out |= gc_figures(seen, out["requests"])
             return out
 
         for name in targets:  # warm-up: imports, caches, SQLite pages

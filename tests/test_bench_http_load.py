@@ -1,7 +1,9 @@
-"""bench/http_load.py's accounting: what the load sends, and whose CPU time a request costs."""
+"""bench/http_load.py's accounting: what the load sends, whose CPU time a request costs, and the
+served process's garbage collections."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -10,7 +12,14 @@ import time
 
 import pytest
 
-from bench.http_load import bodies, cpu_seconds, load_mix, loop_cpu_seconds
+from bench.http_load import (
+    Pauses,
+    bodies,
+    cpu_seconds,
+    gc_figures,
+    load_mix,
+    loop_cpu_seconds,
+)
 
 
 def test_load_mix_describes_the_bodies_sent() -> None:
@@ -45,3 +54,29 @@ def test_loop_cpu_is_the_main_threads_share_of_the_process() -> None:
     assert loop_cpu_seconds(pid) - main < 0.1
     spin(0.3)
     assert loop_cpu_seconds(pid) - main >= 0.25
+
+
+def test_pauses_tally_collections_by_generation_and_read_resets() -> None:
+    pauses = Pauses()
+    gc.callbacks.append(pauses)
+    try:
+        pauses.read()
+        gc.collect(1)
+        gc.collect(2)
+        gc.collect(2)
+        seen = pauses.read()
+        after = pauses.read()
+    finally:
+        gc.callbacks.remove(pauses)
+    assert [seen[g][0] for g in ("0", "1", "2")] == [0, 1, 2]
+    assert seen["2"][1] >= seen["2"][2] > 0  # total of two pauses, at least the longest
+    assert all(figures == [0, 0.0, 0.0] for figures in after.values())
+
+
+def test_gc_figures_are_per_request() -> None:
+    seen = {"0": [10, 2.0, 0.5], "1": [2, 1.0, 0.6], "2": [1, 12.0, 12.0]}
+    assert gc_figures(seen, 500) == {
+        "gc_ms_per_request": 0.03,
+        "gc_full_per_1000_requests": 2.0,
+        "gc_longest_pause_ms": 12.0,
+    }
