@@ -47,8 +47,9 @@ class Decision:
 
 
 def decide(services: Services, request: DecideRequest, *, now: datetime | None = None) -> Decision:
-    """Make one decision; its cyclic garbage is collected once it is made (`agents.collector`),
-    with nothing of the run left alive but the decision."""
+    """Make one decision, then collect the collector's younger generations
+    (`agents.collector`): between decisions, with nothing of the run left alive but the
+    decision, rather than wherever the next allocation-triggered collection would fall."""
     decision = _decide(services, request, now)
     collect_young()
     return decision
