@@ -29,6 +29,11 @@ a new visitor (popularity):
   (cProfile) with the functions whose calls grew most between the smallest and largest level.
 `growth` sums it up: what grew by more than `--grow` times from the smallest level to the
 largest, and every statement whose plan scans a table or sorts (`flagged_statements`).
+`interleaved` then times the levels of an axis side by side: every home open in one process,
+decisions in turn (`--interleaved` rounds of 10 per level and scenario), CPU time per decision
+and its ratio to the smallest level. Levels timed one after another get the host as it was at
+the time, and on a shared machine that moves the p50 by more than the catalog or the history
+do; these are the figures to compare across levels.
 
     .venv/bin/python bench/growth.py --help
     .venv/bin/python bench/growth.py                         # the issue's levels, ~10 min idle
@@ -375,6 +380,59 @@ def timings(services: Services, users: list[str], n: int) -> dict[str, Any]:
     return {name: percentiles(values) for name, values in samples.items()}
 
 
+def interleaved(homes: dict[str, Path], rounds: int) -> dict[str, Any]:
+    """CPU time per decision at every level of an axis, the levels' homes open side by side in
+    this one process and measured in turn (blocks of `BLOCK` decisions per level and scenario,
+    the order reversed every other round, the same people at every level): the host's drift
+    moves every level alike, where the levels measured one after another (`timings`) each get
+    the machine as it was then. CPU time (`time.thread_time`), so that waiting for a core does
+    not count; `ratio` is each level's p50 over the smallest level's."""
+    users = [r.user_id for r in read_jsonl(DEMO / "users.jsonl", UserRecord)]
+    opened: dict[str, Services] = {}
+    try:
+        for level, home in homes.items():
+            services = opened[level] = build_services(product_settings(home=home, seed=1))
+            for query in QUERIES:
+                services.embedder.embed_query(query)
+            make = requests(users, np.random.default_rng(1))
+            for i in range(15):
+                decide(services, make[SCENARIOS[i % 3]](i))
+        settle()
+        samples: dict[str, dict[str, list[float]]] = {
+            level: {name: [] for name in SCENARIOS} for level in homes
+        }
+        order = list(homes)
+        for turn in range(rounds):
+            for level in order if turn % 2 == 0 else order[::-1]:
+                make = requests(users, np.random.default_rng(1000 + turn))
+                for name in SCENARIOS:
+                    for i in range(BLOCK):
+                        request = make[name](turn * BLOCK + i)
+                        started = time.thread_time()
+                        decide(opened[level], request)
+                        samples[level][name].append((time.thread_time() - started) * 1000)
+    finally:
+        for services in opened.values():
+            services.close()
+    smallest = order[0]
+    return {
+        "rounds": rounds,
+        "decisions_per_level_and_scenario": rounds * BLOCK,
+        "cpu_ms": {
+            level: {
+                name: {
+                    **percentiles(values),
+                    "ratio": round(
+                        statistics.median(values) / statistics.median(samples[smallest][name]), 3
+                    ),
+                }
+                for name, values in by_name.items()
+            }
+            for level, by_name in samples.items()
+        },
+    }
+
+
 _IN_LIST = re.compile(r"\?(?:, \?)+")
 
 
@@ -635,7 +693,12 @@ def axis(
         print(json.dumps({kind: value, **timing}), file=sys.stderr, flush=True)
     summary = growth(levels, args.grow)
     strip_calls(levels)
-    return {"levels": levels, "growth": summary}
+    result: dict[str, Any] = {"levels": levels, "growth": summary}
+    if levels and args.interleaved:
+        homes = {level: root / f"{kind}-{level}" for level in sorted(levels, key=int)}
+        result["interleaved"] = interleaved(homes, args.interleaved)
+        print(json.dumps({kind: "interleaved", **result["interleaved"]}), file=sys.stderr)
+    return result
 
 
 def main() -> None:
@@ -657,6 +720,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60, help="timed decisions per scenario, level")
     parser.add_argument("--instrumented", type=int, default=20,
                         help="decisions per scenario and level that count statements and calls")  # fmt: skip
+    parser.add_argument("--interleaved", type=int, default=20,
+                        help="rounds of the levels measured side by side (CPU time); 0: none")  # fmt: skip
     parser.add_argument("--grow", type=float, default=2.0,
                         help="report a count that grew more than this many times")  # fmt: skip
     parser.add_argument("--homes", type=Path, default=None,
