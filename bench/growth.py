@@ -387,16 +387,12 @@ def interleaved(homes: dict[str, Path], rounds: int) -> dict[str, Any]:
     moves every level alike, where the levels measured one after another (`timings`) each get
     the machine as it was then. CPU time (`time.thread_time`), so that waiting for a core does
     not count; `ratio` is each level's p50 over the smallest level's."""
-    users = [r.user_id for r in read_jsonl(DEMO / "users.jsonl", UserRecord)]
+    users = demo_user_ids()
     opened: dict[str, Services] = {}
     try:
         for level, home in homes.items():
-            services = opened[level] = build_services(product_settings(home=home, seed=1))
-            for query in QUERIES:
-                services.embedder.embed_query(query)
-            make = requests(users, np.random.default_rng(1))
-            for i in range(15):
-                decide(services, make[SCENARIOS[i % 3]](i))
+            opened[level] = build_services(product_settings(home=home, seed=1))
+            warm_up(opened[level], users)
         settle()
         samples: dict[str, dict[str, list[float]]] = {
             level: {name: [] for name in SCENARIOS} for level in homes
@@ -597,20 +593,30 @@ def features_timings(services: Services, users: list[str], n: int) -> dict[str, 
     return out
 
 
+def demo_user_ids() -> list[str]:
+    return [r.user_id for r in read_jsonl(DEMO / "users.jsonl", UserRecord)]
+
+
+def warm_up(services: Services, users: list[str]) -> None:
+    """The cached scenario's queries embedded once, then decisions of every scenario: SQLite
+    pages, lazy imports, the popularity cache."""
+    for query in QUERIES:
+        services.embedder.embed_query(query)
+    make = requests(users, np.random.default_rng(1))
+    for i in range(15):
+        decide(services, make[SCENARIOS[i % 3]](i))
+
+
 def measure(home: Path, n: int, n_instrumented: int) -> dict[str, Any]:
     services = build_services(product_settings(home=home, seed=1))
-    users = [r.user_id for r in read_jsonl(DEMO / "users.jsonl", UserRecord)]
+    users = demo_user_ids()
     with services.db.session() as session:  # a reused home keeps the decisions of earlier runs
         decisions_stored = session.scalar(select(func.count()).select_from(DecisionRow))
     with services.db.session() as session:  # rows of an earlier version rebuilt, as they would be
         for user_id in users:
             read_features(session, Subject(user_id, None), as_of=NOW)
     sequence_rows(services, users)
-    for query in QUERIES:  # the cached scenario's queries, embedded once
-        services.embedder.embed_query(query)
-    make = requests(users, np.random.default_rng(1))
-    for i in range(15):  # warm-up: SQLite pages, lazy imports, the popularity cache
-        decide(services, make[SCENARIOS[i % 3]](i))
+    warm_up(services, users)
     settle()
     result: dict[str, Any] = {"decisions_stored_before": decisions_stored}
     result["timings"] = timings(services, users, n)

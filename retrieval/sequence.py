@@ -200,10 +200,9 @@ class ItemItemModel:
         self.column = {item: j for j, item in enumerate(self.item_ids)}
         # EASE's rows as a plain array: a saved model's matrix is a `np.memmap` (`load`), whose
         # indexing goes through Python (`memmap.__getitem__`, `__array_finalize__`) at each read.
-        # The same mapped memory, read without it (C-ordered, as `np.save` wrote it: a matrix
-        # fitted in memory in another order is copied once, so that the flat view below holds).
-        self._ease = np.ascontiguousarray(self.ease)
-        self._ease_flat = self._ease.reshape(-1)  # a view of the same cells, row after row
+        # The same mapped memory, read flat without it (C-ordered, as `np.save` wrote it: a
+        # matrix fitted in memory in another order is copied once, so the view stays a view).
+        self._ease_flat = np.ascontiguousarray(self.ease).reshape(-1)  # cells, row after row
         # `_dense_rows` reads the rows' stored entries as they are: one entry per cell.
         self.transitions.sum_duplicates()
 
@@ -361,7 +360,7 @@ class ItemItemModel:
         matrix. Taking the rows whole first copied history x catalog cells to keep history x
         candidates of them: with 1,000 history items over 10k items' columns, 40 MB and 5.8 ms
         for a 200-candidate block, where the cells alone are 0.5 ms (0.2 ms either way at 1k)."""
-        cells = rows[:, None] * self._ease.shape[1] + columns
+        cells = rows[:, None] * self.ease.shape[1] + columns
         return self._ease_flat.take(cells).reshape(cells.shape)
 
     def save(self, folder: Path) -> None:
