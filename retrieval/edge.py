@@ -88,6 +88,10 @@ catalog's shard, session 19). A segment too small to have a graph (the demo's 1,
 scanned as before. The content vector keeps the default: every item has one, and its filtered
 searches already take the graph."""
 
+GRAPH_MARKER = "attune-graph.json"
+"""A file of ours in the shard's folder: the `COLLAB_FULL_SCAN_KB` its segments were built under
+(`EdgeIndex._regraph`)."""
+
 PAYLOAD_INDEXES: dict[str, qe.PayloadSchemaType] = {
     "category": qe.PayloadSchemaType.Keyword,
     "item_id": qe.PayloadSchemaType.Keyword,
@@ -116,15 +120,23 @@ def edge_point_id(item_id: str) -> int:
     return point_id(item_id).int >> 64
 
 
-def stored_collab_threshold(path: Path) -> int | None:
-    """The collaborative vector's full-scan threshold the shard in `path` stores in its config
-    (`edge_config.json`), or None when it stores none (Qdrant's default) or cannot be read."""
+def graphed_threshold(path: Path) -> int | None:
+    """The collaborative full-scan threshold the segments of the shard in `path` were last
+    rebuilt under, as `GRAPH_MARKER` records it, or None when it records none (a shard from
+    before the threshold, or one whose rebuild did not finish)."""
     try:
-        stored = json.loads((path / "edge_config.json").read_text())
-        found = stored["vectors"][COLLAB_VECTOR]["hnsw_config"]["full_scan_threshold"]
+        found = json.loads((path / GRAPH_MARKER).read_text())["collab_full_scan_kb"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return found if isinstance(found, int) else None
+
+
+def _mark_graphed(path: Path) -> None:
+    """Records that the shard's segments hold `COLLAB_FULL_SCAN_KB` (written whole, then
+    renamed into place)."""
+    written = path / f".{GRAPH_MARKER}.tmp"
+    written.write_text(json.dumps({"collab_full_scan_kb": COLLAB_FULL_SCAN_KB}))
+    written.replace(path / GRAPH_MARKER)
 
 
 def edge_filter(flt: ItemFilter | None) -> qe.Filter | None:
@@ -239,9 +251,9 @@ class EdgeIndex:
         is_new = not self.path.exists() or not any(self.path.iterdir())
         if is_new:
             self._shard = qe.EdgeShard.create(str(self.path), config)
+            _mark_graphed(self.path)
         else:
-            # Read before the load, which stores the config it is given.
-            regraph = stored_collab_threshold(self.path) != COLLAB_FULL_SCAN_KB
+            regraph = graphed_threshold(self.path) != COLLAB_FULL_SCAN_KB
             self._shard = self._load(config)
         self._closed = False
         # Item ids by point id, for hits read without payload. A point id is a function of the
@@ -324,9 +336,11 @@ class EdgeIndex:
         self._shard.flush()
 
     def _regraph(self) -> None:
-        """A shard stored with another collaborative full-scan threshold (`COLLAB_FULL_SCAN_KB`)
-        keeps it in its segments until they are rebuilt: they are, once, at this open (seconds
-        at 100k items; nothing to do for segments too small to have a graph)."""
+        """Segments built under another collaborative full-scan threshold keep it until they are
+        rebuilt, although the shard stores the new one as soon as it is opened with it: they
+        are rebuilt at this open (seconds at 100k items; nothing to do for segments too small
+        to have a graph), and `GRAPH_MARKER` records it once done, so that a rebuild cut short
+        is run again at the next open."""
         started = time.monotonic()
         if self._shard.optimize():
             log.warning(
@@ -336,6 +350,7 @@ class EdgeIndex:
                 COLLAB_VECTOR,
                 time.monotonic() - started,
             )
+        _mark_graphed(self.path)
 
     def _dense_config(self) -> dict[str, qe.EdgeVectorParams]:
         return {

@@ -1416,51 +1416,58 @@ def test_an_edge_shard_searches_on_the_calling_thread(tmp_path: Path):
 def test_an_edge_shard_from_before_the_collab_threshold_is_rebuilt_once_on_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`COLLAB_FULL_SCAN_KB`: a new shard stores the collaborative vector's full-scan
-    threshold; one written with Qdrant's default (as before it) stores it from its first open
-    under EdgeIndex, which rebuilds its segments then (`_regraph`), and only then: the second
-    open finds it stored. Its points and answers are kept. (Which plan a search takes is not
-    visible from Python; the bench measured 2.1-2.8 ms against 0.2-0.3 ms per filtered search
-    at 100k items, see the constant.)"""
+    """`COLLAB_FULL_SCAN_KB`: a new shard is created with the collaborative vector's full-scan
+    threshold and marked as built under it (`GRAPH_MARKER`). One written with Qdrant's default,
+    as before it, has its segments rebuilt at its first open under EdgeIndex (`_regraph`) and
+    only then, points and answers kept; a rebuild that did not finish (the shard stores the new
+    config, which it does from the load, but no marker says the segments were rebuilt) is run
+    again at the next open. (Which plan a search takes is not visible from Python; the bench
+    measured 2.1-2.8 ms against 0.2-0.3 ms per filtered search at 100k items, see the
+    constant.)"""
     qe = edge_module.qe
     fresh = EdgeIndex(tmp_path / "fresh", dim=DIM)
     fresh.close()
-    stored = edge_module.stored_collab_threshold(tmp_path / "fresh")
-    assert stored == edge_module.COLLAB_FULL_SCAN_KB == 100
-    assert edge_module.stored_collab_threshold(tmp_path / "nowhere") is None
+    stored = json.loads((tmp_path / "fresh" / "edge_config.json").read_text())
+    graph = stored["vectors"][COLLAB_VECTOR]["hnsw_config"]
+    assert graph["full_scan_threshold"] == edge_module.COLLAB_FULL_SCAN_KB == 100
+    assert (graph["m"], graph["ef_construct"]) == (16, 100)  # Qdrant's defaults
+    assert edge_module.graphed_threshold(tmp_path / "fresh") == 100
+    assert edge_module.graphed_threshold(tmp_path / "nowhere") is None
 
     folder = tmp_path / "old"
-    config = qe.EdgeConfig(
-        vectors={
-            VECTOR_NAME: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine),
-            COLLAB_VECTOR: qe.EdgeVectorParams(size=64, distance=qe.Distance.Dot),
-        },
-        sparse_vectors={LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-    )
-    qe.EdgeShard.create(str(folder), config).close()
-    with EdgeIndex(folder, dim=DIM) as index:  # written while it has no threshold stored
-        index.upsert(ITEMS, VECTORS)
-    shard = qe.EdgeShard.load(str(folder), config)  # and stored back to Qdrant's default
-    shard.close()
-    assert edge_module.stored_collab_threshold(folder) is None
-
+    qe.EdgeShard.create(
+        str(folder),
+        qe.EdgeConfig(
+            vectors={
+                VECTOR_NAME: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine),
+                COLLAB_VECTOR: qe.EdgeVectorParams(size=64, distance=qe.Distance.Dot),
+            },
+            sparse_vectors={LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        ),
+    ).close()
     rebuilt: list[Path] = []
     regraph = EdgeIndex._regraph
 
     def counted(self: EdgeIndex) -> None:
         rebuilt.append(self.path)
+        if len(rebuilt) == 1:
+            raise KeyboardInterrupt  # the first rebuild is cut short
         regraph(self)
 
     monkeypatch.setattr(EdgeIndex, "_regraph", counted)
+    with pytest.raises(KeyboardInterrupt):
+        EdgeIndex(folder, dim=DIM)
+    assert edge_module.graphed_threshold(folder) is None
     flt = ItemFilter(max_min_age=18)
+    with EdgeIndex(folder, dim=DIM) as index:  # rebuilt, this time to the end
+        index.upsert(ITEMS, VECTORS)
+        first = [hit.item_id for hit in index.search(VECTORS[0], k=5, flt=flt)]
+    assert rebuilt == [folder, folder]
+    assert edge_module.graphed_threshold(folder) == edge_module.COLLAB_FULL_SCAN_KB
     with EdgeIndex(folder, dim=DIM) as index:
         assert index.count() == len(ITEMS)
-        first = [hit.item_id for hit in index.search(VECTORS[0], k=5, flt=flt)]
-    assert rebuilt == [folder]
-    assert edge_module.stored_collab_threshold(folder) == edge_module.COLLAB_FULL_SCAN_KB
-    with EdgeIndex(folder, dim=DIM) as index:
         assert [hit.item_id for hit in index.search(VECTORS[0], k=5, flt=flt)] == first
-    assert rebuilt == [folder]  # not again
+    assert rebuilt == [folder, folder]  # not again
     assert first[0] == ITEMS[0].item_id
 
 
