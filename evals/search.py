@@ -226,6 +226,50 @@ def ingested(
         index.close()
 
 
+@dataclass(frozen=True)
+class SuiteData:
+    """What the scripts beside the suite (`evals.search_cv`, `evals.search_fields`,
+    `evals.search_personal`) read of it: its params, the queries they asked for, the embedder,
+    the catalog and each query's relevant products, and the shard cache folder."""
+
+    params: dict[str, Any]
+    queries: list[Query]
+    embedder: Embedder
+    catalog: Path
+    products: list[Product]
+    relevant: dict[str, set[str]]
+    cache: Path
+    seed: int
+
+
+def suite_data(
+    suite_path: Path, select: Callable[[list[Path]], list[Query]] | None = None
+) -> SuiteData:
+    """The suite at `suite_path` read as its runner reads it; `select` picks the queries from
+    the suite's query files (all of them by default) before any relevance is computed."""
+    from evals.runner import load_suite
+
+    suite = load_suite(suite_path)
+    params = suite.params
+    files = [suite_path.parent / name for name in params["queries"]]
+    queries = select(files) if select else [q for path in files for q in load_queries(path)]
+    (dataset,) = suite.datasets
+    context = RunContext(suite=suite, suite_dir=suite_path.parent, out_dir=Path("/tmp"))
+    catalog = context.dataset_path(dataset)
+    catalog = catalog / "products.csv" if catalog.is_dir() else catalog
+    products = read_products(catalog)
+    return SuiteData(
+        params=params,
+        queries=queries,
+        embedder=CachedEmbedder(load_embedder(params.get("embedding_model", MINILM.name))),
+        catalog=catalog,
+        products=products,
+        relevant={q.id: {p.item_id for p in products if q.relevant(p)} for q in queries},
+        cache=(suite_path.parent / params["index_cache"]).resolve(),
+        seed=suite.seed,
+    )
+
+
 def searcher(
     system: str, index: VectorIndex, embedder: Embedder, weights: HybridWeights, k: int
 ) -> Callable[[str], list[str]]:

@@ -33,18 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from evals.base import RunContext
 from evals.ranking.metrics import ranking_metrics
-from evals.runner import load_suite
 from evals.search import (
-    Product,
     Query,
     ingested,
     load_queries,
-    read_products,
     searcher,
+    suite_data,
 )
-from retrieval.embedder import MINILM, CachedEmbedder, Embedder, load_embedder
+from retrieval.embedder import Embedder
 from retrieval.hybrid import HybridWeights, feedback_vector, text_match
 from retrieval.index import ItemFilter, Match, VectorIndex
 
@@ -191,19 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     started = time.time()
-    suite = load_suite(SUITE)
-    params = suite.params
+    data = suite_data(SUITE, tuning_queries)
+    params, queries, embedder = data.params, data.queries, data.embedder
+    catalog, relevant, cache = data.catalog, data.relevant, data.cache
     k = int(params.get("k", 10))
-    files = [SUITE.parent / name for name in params["queries"]]
-    queries = tuning_queries(files)
-    embedder = CachedEmbedder(load_embedder(params.get("embedding_model", MINILM.name)))
-    (dataset,) = suite.datasets
-    context = RunContext(suite=suite, suite_dir=SUITE.parent, out_dir=Path("/tmp"))
-    catalog = context.dataset_path(dataset)
-    catalog = catalog / "products.csv" if catalog.is_dir() else catalog
-    products: list[Product] = read_products(catalog)
-    relevant = {q.id: {p.item_id for p in products if q.relevant(p)} for q in queries}
-    cache = (SUITE.parent / params["index_cache"]).resolve()
     procedures = grids(params.get("tune", {}))
     configs = procedures["all"]
     keys = [json.dumps(c.label(), sort_keys=True) for c in configs]

@@ -23,12 +23,9 @@ from typing import Any
 import numpy as np
 
 import retrieval.index as index_module
-from evals.base import RunContext
-from evals.runner import load_suite
-from evals.search import ingested, read_products, searcher
+from evals.search import ingested, searcher, suite_data
 from evals.search_cv import SUITE, ndcg, tuning_queries
 from retrieval.edge import EdgeIndex
-from retrieval.embedder import MINILM, CachedEmbedder, load_embedder
 from retrieval.hybrid import HybridWeights
 from store.catalog import get_items
 from store.db import Database
@@ -60,18 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     started = time.time()
-    suite = load_suite(SUITE)
-    params = suite.params
+    data = suite_data(SUITE, tuning_queries)
+    params, queries, embedder = data.params, data.queries, data.embedder
+    catalog, relevant, cache = data.catalog, data.relevant, data.cache
     k = int(params.get("k", 10))
-    queries = tuning_queries([SUITE.parent / name for name in params["queries"]])
-    embedder = CachedEmbedder(load_embedder(params.get("embedding_model", MINILM.name)))
-    (dataset,) = suite.datasets
-    context = RunContext(suite=suite, suite_dir=SUITE.parent, out_dir=Path("/tmp"))
-    catalog = context.dataset_path(dataset)
-    catalog = catalog / "products.csv" if catalog.is_dir() else catalog
-    products = read_products(catalog)
-    relevant = {q.id: {p.item_id for p in products if q.relevant(p)} for q in queries}
-    cache = (SUITE.parent / params["index_cache"]).resolve()
     weights = HybridWeights()
     result: dict[str, Any] = {"queries": [q.id for q in queries], "variants": {}}
     original = index_module.lexical_text
@@ -79,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(info["cached"])
         db = Database(f"sqlite:///{folder / 'search.db'}")
         with db.session() as session:
-            items = get_items(session, [p.item_id for p in products])
+            items = get_items(session, [p.item_id for p in data.products])
         db.dispose()
         ids = sorted(items)
         vectors = index.vectors(ids)

@@ -36,6 +36,7 @@ from retrieval.hybrid import (
     HybridWeights,
     hybrid_search,
     hybrid_sources,
+    match_sources,
     refined_match,
     taste_vector,
 )
@@ -112,7 +113,9 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
         k = max(3 * args.k, 30, _pool(ctx) if history else 0)
         hits: list[Hit] = []
         if match is not None:
-            matched, hits, match_terms = _match_search(ctx.deps.index, match, sources, k, flt)
+            matched, hits, match_terms = _match_search(
+                ctx.deps.index, match, match_sources(WEIGHTS, sources), k, flt
+            )
             if not matched and ctx.deps.index.count() == 0:
                 raise IndexUnavailable(EMPTY_INDEX)
             if not matched:
@@ -399,6 +402,7 @@ def _rank(
     if not hits:
         return []
     shares = match_terms if match_terms is not None else _source_terms(hits, sources)
+    lifted = _lifted(match_terms) if match_terms is not None else None
     titles: dict[str, str] = {}
     if reranked is not None:
         # Titles already at hand come from the index's payloads, the rest from the index too
@@ -432,7 +436,12 @@ def _rank(
         for name in sorted(parts, key=lambda n: -parts[n]):
             if name == "query" or not parts[name]:
                 continue
-            if parts[name] / total >= _REASON_SHARE or not reasons:
+            moved_it = (
+                hit.item_id in lifted[name]
+                if lifted is not None
+                else parts[name] / total >= _REASON_SHARE or not reasons
+            )
+            if moved_it:
                 reasons.extend(_source_reason(name, hit, recent))
         ranked.append(
             Candidate(
@@ -453,6 +462,32 @@ def _rank(
             )
         )
     return ranked
+
+
+def _lifted(terms: Terms) -> dict[str, set[str]]:
+    """For each source of a re-ordered match, the matched items it placed higher than they
+    would rank without it (the fused order of the other terms).
+
+    Each source's share of a matched item's score is about the same for every item (the sources
+    re-order a match at flattened weights, `retrieval.hybrid.HybridWeights.in_match`), so a
+    share says nothing of why the item is where it is; the counterfactual does. Items the
+    sources did not move are explained by the request's words alone."""
+    items = list(terms["query"])
+    fused = {item: sum(term.get(item, 0.0) for term in terms.values()) for item in items}
+
+    def positions(score: dict[str, float]) -> dict[str, int]:
+        # Ties keep the match's order, as `_reordered` does.
+        order = sorted(range(len(items)), key=lambda n: -score[items[n]])
+        return {items[n]: place for place, n in enumerate(order)}
+
+    placed = positions(fused)
+    lifted = {}
+    for name, term in terms.items():
+        if name == "query":
+            continue
+        without = positions({item: fused[item] - term.get(item, 0.0) for item in items})
+        lifted[name] = {item for item in items if placed[item] < without[item]}
+    return lifted
 
 
 def _source_reason(name: str, hit: Hit, recent: Recent | None) -> list[str]:
