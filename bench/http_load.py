@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,15 @@ def _stat_cpu(stat: Path) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    """Ends the servers started for a bench, and waits for each."""
+    started = list(processes)
+    for process in started:
+        process.terminate()
+    for process in started:
+        process.wait(timeout=30)
 
 
 def free_port() -> int:
@@ -592,10 +602,7 @@ def main() -> None:
         results["concurrency"] = levels
         results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     finally:
-        for process in servers.values():
-            process.terminate()
-        for process in servers.values():
-            process.wait(timeout=30)
+        stop(servers.values())
     emit(results, args.out)
 
 

@@ -105,7 +105,7 @@ def app_for(services: Services) -> Any:
     app = create_app(services=lambda: services)
     app.state.services = services
     app.state.rate_limits = RateLimits(10**9)
-    app.state.decide_gate = Gate(1)
+    app.state.cpu_gate = Gate(1)
     return app
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.cors import CORSMiddleware
 
+import api.routes.rank
 from agents.decide.run import DecideRequest, Decision, decide
 from agents.services import Services
 from agents.settings import Settings
@@ -122,6 +123,35 @@ def test_the_gate_serves_waiters_in_arrival_order_and_lets_none_jump_the_queue()
     assert order == ["first", "w0", "w2", "w3", "late"]
 
 
+def _all_at_once(
+    app: FastAPI,
+    events: list[str],
+    requests: Callable[[httpx.AsyncClient], list[Awaitable[httpx.Response]]],
+) -> list[int]:
+    """The statuses of `requests` sent at once to `app` (served with its lifespan), while a task
+    appends "turn" to `events` each time the loop gives it a turn."""
+
+    async def main() -> list[int]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                done = False
+
+                async def probe() -> None:
+                    while not done:
+                        events.append("turn")
+                        await asyncio.sleep(0)
+
+                ticking = asyncio.create_task(probe())
+                await asyncio.sleep(0)
+                answers = await asyncio.gather(*requests(client))
+                done = True
+                await ticking
+        return [answer.status_code for answer in answers]
+
+    return asyncio.run(main())
+
+
 def test_decisions_on_the_loop_take_turns_with_it(
     demo_services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,34 +168,63 @@ def test_decisions_on_the_loop_take_turns_with_it(
     app = create_app(services=lambda: demo_services)
     users = [f"u_{i:04d}" for i in range(1, 9)]
 
-    async def main() -> list[int]:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                done = False
-
-                async def probe() -> None:
-                    while not done:
-                        events.append("turn")
-                        await asyncio.sleep(0)
-
-                ticking = asyncio.create_task(probe())
-                await asyncio.sleep(0)
-                answers = await asyncio.gather(
-                    *(
-                        client.post("/v1/decide", json={"channel": "web", "user_id": u})
-                        for u in users
-                    )
-                )
-                done = True
-                await ticking
-        return [answer.status_code for answer in answers]
-
-    assert asyncio.run(main()) == [200] * len(users)
+    statuses = _all_at_once(
+        app,
+        events,
+        lambda client: [
+            client.post("/v1/decide", json={"channel": "web", "user_id": u}) for u in users
+        ],
+    )
+    assert statuses == [200] * len(users)
     decisions = [event for event in events if event != "turn"]
     assert decisions == [f"decide {u}" for u in users]
     between = "".join("d" if event != "turn" else "t" for event in events)
     assert "dd" not in between, between
+
+
+def test_ranks_take_turns_with_decisions_on_the_loop(
+    demo_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rank is CPU work like a decision: it runs on the loop's thread, through the same gate,
+    # in arrival order among the decisions, with a loop turn between any two. In a worker
+    # thread (as before) it contended with the decision on the loop for the GIL.
+    events: list[str] = []
+    threads: set[int] = set()
+    ranked = api.routes.rank._rank
+
+    def recorded_rank(services: Services, body: Any, caller: Any, user_id: str | None) -> Any:
+        events.append(f"rank {user_id}")
+        threads.add(threading.get_ident())
+        return ranked(services, body, caller, user_id)
+
+    def recorded_decide(services: Services, request: DecideRequest) -> Decision:
+        events.append(f"decide {request.user_id}")
+        threads.add(threading.get_ident())
+        return decide(services, request)
+
+    monkeypatch.setattr("api.routes.rank._rank", recorded_rank)
+    monkeypatch.setattr("api.routes.decide.decide", recorded_decide)
+    app = create_app(services=lambda: demo_services)
+    users = [f"u_{i:04d}" for i in range(1, 9)]
+    rank_body = {
+        "context_features": [{"time": "morning"}],
+        "actions": [{"id": "a", "features": [{"topic": "news"}]}, {"id": "b"}],
+    }
+
+    def request(client: httpx.AsyncClient, n: int, user: str) -> Awaitable[httpx.Response]:
+        if n % 2:
+            return client.post("/v1/rank", json={**rank_body, "user_id": user})
+        return client.post("/v1/decide", json={"channel": "web", "user_id": user})
+
+    statuses = _all_at_once(
+        app, events, lambda client: [request(client, n, u) for n, u in enumerate(users)]
+    )
+    assert statuses == [200] * len(users)
+    assert threads == {threading.get_ident()}  # the loop's thread: asyncio.run runs it here
+    work = [event for event in events if event != "turn"]
+    assert work == [f"{'rank' if n % 2 else 'decide'} {u}" for n, u in enumerate(users)]
+    between = "".join("w" if event != "turn" else "t" for event in events)
+    assert "ww" not in between, between
 
 
 def test_the_decide_route_solves_one_dependency_per_request(tmp_path: Path) -> None:

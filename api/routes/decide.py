@@ -33,7 +33,7 @@ async def post_decide(request: Request, body: DecideIn, caller: DecideCaller) ->
         # with this loop; with an LLM the writer waits on the network, and that wait must not
         # hold the loop. One at a time, first come first served, with the loop free to read
         # and accept between two decisions (`api.gate`).
-        gate: Gate = request.app.state.decide_gate
+        gate: Gate = request.app.state.cpu_gate
         async with gate:
             return _decide(services, caller, body)
     return await run_in_threadpool(_decide, services, caller, body)

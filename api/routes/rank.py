@@ -7,14 +7,14 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
-from starlette.concurrency import run_in_threadpool
 
 from agents.services import Services
 from api.auth import Caller, DecideCaller, FeedbackCaller
 from api.deps import ServicesDep
+from api.gate import Gate
 from api.schemas import (
     RankActivateOut,
     RankedActionOut,
@@ -50,11 +50,17 @@ RIDGE = LinearConfig().ridge
 
 
 @router.post("/rank", response_model=RankOut)
-async def post_rank(body: RankIn, services: ServicesDep, caller: DecideCaller) -> RankOut:
+async def post_rank(
+    request: Request, body: RankIn, services: ServicesDep, caller: DecideCaller
+) -> RankOut:
     """Rank your actions for a context (excluded actions, deferred activation, multi-slot)."""
     user_id = body.user_id if body.user_id is not None else caller.bound_user
     caller.act_for(user_id, what="a rank for another user")
-    return await run_in_threadpool(_rank, services, body, caller, user_id)
+    # Python and SQL that never waits on the network: on the loop, in turn with decisions
+    # (`api.gate`), not in a worker thread contending with them for the GIL.
+    gate: Gate = request.app.state.cpu_gate
+    async with gate:
+        return _rank(services, body, caller, user_id)
 
 
 @router.post("/rank/{event_id}/activate", response_model=RankActivateOut)

@@ -1,0 +1,215 @@
+"""`POST /v1/rank` alone and beside `POST /v1/decide` over HTTP: what the two cost each other.
+
+A decision with the offline writer runs on the event loop, one at a time through the first-come,
+first-served gate (`api.gate`); a rank is the same kind of work (Python, SQL, no network wait). It
+matters how they share the one core a single process can use: a request run in a worker thread
+competes for the GIL with the loop, preempting whatever runs there every switch interval, while
+one that takes a turn through the gate waits its turn and then runs to its end.
+
+Starts `attune serve` on the demo world (as `bench/http_load.py` does: its own home, seeded, keys
+on), and with `--baseline CHECKOUT` a second server running that checkout, loaded in rotation with
+the first so that the machine's load moves both alike. For each server and repeat: `rank` alone
+at `--connections`, then `mixed`: decide and rank at half the connections each, at the same time
+(two wrk processes). Records each route's requests per second and latency percentiles, and the
+server's CPU time per answered request (decisions and ranks together in the mixed load). Prints
+JSON (medians of the repeats, and new / baseline ratios) and writes it to `--out`. Needs `wrk`.
+
+    .venv/bin/python bench/mixed_load.py [--baseline CHECKOUT] [--repeat 3] [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.http_load import (
+    WRK_SCRIPT,
+    bodies,
+    cpu_seconds,
+    create_key,
+    free_port,
+    run_wrk,
+    stop,
+    wait_up,
+)
+from bench.report import emit, product_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPICS = ["news", "sport", "music", "tech", "food"]
+
+
+def rank_bodies(users: list[str], n: int = 400, actions: int = 10) -> list[str]:
+    """Rank requests for demo users: `actions` actions with a topic and a length each, and a
+    context of time of day and device."""
+    rng = random.Random(1)
+    out = []
+    for _ in range(n):
+        out.append(
+            json.dumps(
+                {
+                    "user_id": rng.choice(users),
+                    "context_features": [
+                        {
+                            "time": rng.choice(["morning", "evening"]),
+                            "device": rng.choice(["mobile", "desktop"]),
+                        }
+                    ],
+                    "actions": [
+                        {
+                            "id": f"a{j}",
+                            "features": [{"topic": rng.choice(TOPICS), "len": rng.randint(1, 9)}],
+                        }
+                        for j in range(actions)
+                    ],
+                }
+            )
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--baseline", type=Path, default=None, help="a checkout to A/B against")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mixed_load.json")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("needs wrk (apt-get install wrk)")
+    codes = {"new": ROOT} | ({"base": args.baseline} if args.baseline else {})
+    exports = product_settings(home=Path(tempfile.mkdtemp())).resolved_embedding_export_dir
+    envs = {
+        name: {
+            **os.environ,
+            "PYTHONPATH": str(code),
+            "ATTUNE_HOME": tempfile.mkdtemp(prefix=f"attune-bench-mixed-{name}-"),
+            "ATTUNE_SEED": "1",
+            "ATTUNE_AUTH": "keys",
+            "ATTUNE_RATE_LIMIT_PER_MINUTE": "100000000",
+            "ATTUNE_LOG_FORMAT": "text",
+            "ATTUNE_EMBEDDING_EXPORT_DIR": str(exports),
+        }
+        for name, code in codes.items()
+    }
+    ports = {name: free_port() for name in codes}
+    served = {
+        name: subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "http_load.py"), "--serve-attune"],
+            env={**envs[name], "ATTUNE_PORT": str(ports[name])},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in codes
+    }
+    try:
+        for name, port in ports.items():
+            wait_up(f"http://127.0.0.1:{port}/healthz", served[name])
+        keys = {name: create_key(envs[name]) for name in codes}
+        users = [
+            json.loads(line)["user_id"]
+            for line in (ROOT / "data" / "demo" / "users.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        work = Path(tempfile.mkdtemp(prefix="attune-bench-mixed-wrk-"))
+        script = work / "bodies.lua"
+        script.write_text(WRK_SCRIPT)
+        files = {"decide": work / "decide.jsonl", "rank": work / "rank.jsonl"}
+        files["decide"].write_text("\n".join(bodies(users)) + "\n")
+        files["rank"].write_text("\n".join(rank_bodies(users)) + "\n")
+
+        def url(name: str, route: str) -> str:
+            return f"http://127.0.0.1:{ports[name]}/v1/{route}"
+
+        def load(name: str, routes: dict[str, int], duration: int) -> dict[str, Any]:
+            """`routes` (route -> connections) loaded at once; the server's CPU per request."""
+            before = cpu_seconds(served[name].pid)
+            with ThreadPoolExecutor(len(routes)) as pool:
+                futures = {
+                    route: pool.submit(
+                        run_wrk, url(name, route), c, duration, files[route], script, keys[name]
+                    )
+                    for route, c in routes.items()
+                }
+                out: dict[str, Any] = {route: f.result() for route, f in futures.items()}
+            requests = sum(r["requests"] for r in out.values())
+            spent = cpu_seconds(served[name].pid) - before
+            out["cpu_ms_per_request"] = round(spent * 1000 / max(requests, 1), 3)
+            return out
+
+        half = max(args.connections // 2, 1)
+        scenarios = {"rank": {"rank": args.connections}, "mixed": {"decide": half, "rank": half}}
+        for name in codes:  # warm-up
+            load(name, {"decide": 2, "rank": 2}, 3)
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+            name: {scenario: [] for scenario in scenarios} for name in codes
+        }
+        for repeat in range(args.repeat):
+            order = list(codes) if repeat % 2 == 0 else list(codes)[::-1]
+            for scenario, routes in scenarios.items():
+                for name in order:
+                    runs[name][scenario].append(load(name, routes, args.duration))
+        results: dict[str, Any] = {
+            "codes": {name: str(code) for name, code in codes.items()},
+            "duration_s": args.duration,
+            "repeat": args.repeat,
+            "connections": args.connections,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "servers": {name: _medians(runs[name]) for name in codes},
+        }
+        if args.baseline:
+            new, base = results["servers"]["new"], results["servers"]["base"]
+            results["new_over_base"] = {
+                scenario: {
+                    key: (
+                        {f: _ratio(new[scenario][key][f], base[scenario][key][f]) for f in _FIGS}
+                        if isinstance(new[scenario][key], dict)
+                        else _ratio(new[scenario][key], base[scenario][key])
+                    )
+                    for key in new[scenario]
+                }
+                for scenario in scenarios
+            }
+    finally:
+        stop(served.values())
+    emit(results, args.out)
+
+
+_FIGS = ("rps", "p50_ms", "p90_ms", "p99_ms")
+
+
+def _medians(by_scenario: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for scenario, runs in by_scenario.items():
+        figures: dict[str, Any] = {}
+        for route in (key for key in runs[0] if key != "cpu_ms_per_request"):
+            figures[route] = {
+                f: round(float(np.median([run[route][f] for run in runs])), 2) for f in _FIGS
+            } | {
+                "rps_each": [run[route]["rps"] for run in runs],
+                "errors": sum(run[route]["errors"] for run in runs),
+            }
+        figures["cpu_ms_per_request"] = round(
+            float(np.median([run["cpu_ms_per_request"] for run in runs])), 3
+        )
+        out[scenario] = figures
+    return out
+
+
+def _ratio(over: float, under: float) -> float | None:
+    return round(over / under, 3) if under else None
+
+
+if __name__ == "__main__":
+    main()
