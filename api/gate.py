@@ -1,4 +1,4 @@
-"""A first-come, first-served admission gate for work that holds the CPU (a decision, a rank).
+"""A first-come, first-served gate for work that holds the CPU: decisions, ranks, similar items.
 
 A decision made on the event loop (the offline writer: a few milliseconds of Python that never
 waits on the network) blocks the loop while it runs. Left to itself, the loop runs every request
@@ -14,20 +14,29 @@ sockets: every request is read, and takes its place in the queue, within one dec
 arrival. A wider gate bounds how many holders run at once, in the same order (for work in worker
 threads); decisions with an LLM writer, which run in worker threads, do not go through one yet.
 
-`POST /v1/rank` is the same kind of work (a few milliseconds of Python and SQL, bounded by its
-body's limits, nothing to wait for) and takes its turns through the same gate, on the loop. In a
-worker thread, as it ran before, it competed for the GIL with the decision running on the loop,
-each preempting the other every switch interval: measured side by side (`bench/mixed_load.py`,
-4 x 10 s, against the threaded checkout), ranks alone at 8 connections 1.40x the requests per
-second with 0.49x the p99 and 0.60x the server's CPU per rank; decisions and ranks at 4
-connections each 1.26x / 1.31x the requests per second with 0.76x / 0.72x the p99.
+`POST /v1/rank` and `GET /v1/catalog/items/{id}/similar` are the same kind of work (a few
+milliseconds of Python, SQL and a vector search, bounded by their requests' limits, nothing to
+wait for) and take their turns through the same gate, on the loop (`in_turn`). In worker threads,
+as they ran before, they competed for the GIL with the decision running on the loop, each
+preempting the other every switch interval. Measured side by side against the threaded
+checkout (`bench/mixed_load.py`, 3 x 10 s, keys on): alone at 8 connections, ranks 1.58x the
+requests per second with 0.44x the p99 and 0.53x the server's CPU per request, similar items
+1.74x, 0.37x and 0.50x; at 4 connections each beside decisions, the server's CPU per request
+0.89x (with ranks) and 0.85x (with similar items), decisions 1.01x / 1.22x the requests per
+second with 1.04x / 0.77x the p99.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
+from typing import TypeVar
+
+from starlette.requests import Request
+
+T = TypeVar("T")
 
 
 class Gate:
@@ -78,3 +87,12 @@ class Gate:
                 future.set_result(None)
                 return
         self._free += 1
+
+
+async def in_turn(request: Request, work: Callable[..., T], *args: object) -> T:
+    """`work(*args)` run on the event loop once its turn comes through the app's CPU gate
+    (`app.state.cpu_gate`): for a route's synchronous work that holds the CPU for a few
+    milliseconds and never waits on the network."""
+    gate: Gate = request.app.state.cpu_gate
+    async with gate:
+        return work(*args)

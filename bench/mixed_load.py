@@ -1,10 +1,11 @@
-"""`POST /v1/rank` alone and beside `POST /v1/decide` over HTTP: what the two cost each other.
+"""`POST /v1/rank` and similar items, alone and beside `POST /v1/decide` over HTTP.
 
 A decision with the offline writer runs on the event loop, one at a time through the first-come,
-first-served gate (`api.gate`); a rank is the same kind of work (Python, SQL, no network wait). It
-matters how they share the one core a single process can use: a request run in a worker thread
-competes for the GIL with the loop, preempting whatever runs there every switch interval, while
-one that takes a turn through the gate waits its turn and then runs to its end.
+first-served gate (`api.gate`); a rank and a similar-items read (`GET
+/v1/catalog/items/{id}/similar`) are the same kind of work (Python, SQL, a vector search, no
+network wait). It matters how they share the one core a single process can use: a request run in
+a worker thread competes for the GIL with the loop, preempting whatever runs there every switch
+interval, while one that takes a turn through the gate waits its turn and then runs to its end.
 
 Starts `attune serve` on the demo world (as `bench/http_load.py` does: its own home, seeded, keys
 on), and with `--baseline CHECKOUT` a second server running that checkout, loaded in rotation with
@@ -46,6 +47,10 @@ from bench.http_load import (
 from bench.report import emit, product_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# wrk's script for GET requests: each line of the file is a path (the POST script's rotation).
+GET_SCRIPT = WRK_SCRIPT.replace(
+    'wrk.format("POST", nil, headers, body)', 'wrk.format("GET", body, headers)'
+)
 TOPICS = ["news", "sport", "music", "tech", "food"]
 
 
@@ -76,6 +81,17 @@ def rank_bodies(users: list[str], n: int = 400, actions: int = 10) -> list[str]:
             )
         )
     return out
+
+
+def similar_paths(items: list[str], users: list[str], n: int = 400) -> list[str]:
+    """Similar-items reads of demo items, ten items each, half of them for a demo user (who
+    bought some items: those are left out)."""
+    rng = random.Random(2)
+    return [
+        f"/v1/catalog/items/{rng.choice(items)}/similar?k=10"
+        + (f"&user_id={rng.choice(users)}" if i % 2 else "")
+        for i in range(n)
+    ]
 
 
 def main() -> None:
@@ -123,14 +139,28 @@ def main() -> None:
             if line.strip()
         ]
         work = Path(tempfile.mkdtemp(prefix="attune-bench-mixed-wrk-"))
-        script = work / "bodies.lua"
-        script.write_text(WRK_SCRIPT)
-        files = {"decide": work / "decide.jsonl", "rank": work / "rank.jsonl"}
-        files["decide"].write_text("\n".join(bodies(users)) + "\n")
-        files["rank"].write_text("\n".join(rank_bodies(users)) + "\n")
+        post, get = work / "post.lua", work / "get.lua"
+        post.write_text(WRK_SCRIPT)
+        get.write_text(GET_SCRIPT)
+        assert "GET" in GET_SCRIPT
+        items = [
+            json.loads(line)["item_id"]
+            for line in (ROOT / "data" / "demo" / "items.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        lines = {
+            "decide": bodies(users),
+            "rank": rank_bodies(users),
+            "similar": similar_paths(items, users),
+        }
+        files = {route: work / f"{route}.txt" for route in lines}
+        for route, written in lines.items():
+            files[route].write_text("\n".join(written) + "\n")
+        scripts = {"decide": post, "rank": post, "similar": get}
+        paths = {"decide": "/v1/decide", "rank": "/v1/rank", "similar": "/"}
 
         def url(name: str, route: str) -> str:
-            return f"http://127.0.0.1:{ports[name]}/v1/{route}"
+            return f"http://127.0.0.1:{ports[name]}{paths[route]}"
 
         def load(name: str, routes: dict[str, int], duration: int) -> dict[str, Any]:
             """`routes` (route -> connections) loaded at once; the server's CPU per request."""
@@ -138,7 +168,13 @@ def main() -> None:
             with ThreadPoolExecutor(len(routes)) as pool:
                 futures = {
                     route: pool.submit(
-                        run_wrk, url(name, route), c, duration, files[route], script, keys[name]
+                        run_wrk,
+                        url(name, route),
+                        c,
+                        duration,
+                        files[route],
+                        scripts[route],
+                        keys[name],
                     )
                     for route, c in routes.items()
                 }
@@ -149,9 +185,14 @@ def main() -> None:
             return out
 
         half = max(args.connections // 2, 1)
-        scenarios = {"rank": {"rank": args.connections}, "mixed": {"decide": half, "rank": half}}
+        scenarios = {
+            "rank": {"rank": args.connections},
+            "similar": {"similar": args.connections},
+            "mixed": {"decide": half, "rank": half},
+            "mixed_similar": {"decide": half, "similar": half},
+        }
         for name in codes:  # warm-up
-            load(name, {"decide": 2, "rank": 2}, 3)
+            load(name, {"decide": 2, "rank": 2, "similar": 2}, 3)
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {
             name: {scenario: [] for scenario in scenarios} for name in codes
         }

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.cors import CORSMiddleware
 
+import api.routes.items
 import api.routes.rank
 from agents.decide.run import DecideRequest, Decision, decide
 from agents.services import Services
@@ -182,20 +183,26 @@ def test_decisions_on_the_loop_take_turns_with_it(
     assert "dd" not in between, between
 
 
-def test_ranks_take_turns_with_decisions_on_the_loop(
+def test_ranks_and_similar_items_take_turns_with_decisions_on_the_loop(
     demo_services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A rank is CPU work like a decision: it runs on the loop's thread, through the same gate,
-    # in arrival order among the decisions, with a loop turn between any two. In a worker
-    # thread (as before) it contended with the decision on the loop for the GIL.
+    # A rank and a similar-items read are CPU work like a decision: each runs on the loop's
+    # thread, through the same gate, in arrival order among the decisions, with a loop turn
+    # between any two. In a worker thread (as before) they contended with the decision on the
+    # loop for the GIL.
     events: list[str] = []
     threads: set[int] = set()
-    ranked = api.routes.rank._rank
+    ranked, similar = api.routes.rank._rank, api.routes.items._similar
 
     def recorded_rank(services: Services, body: Any, caller: Any, user_id: str | None) -> Any:
         events.append(f"rank {user_id}")
         threads.add(threading.get_ident())
         return ranked(services, body, caller, user_id)
+
+    def recorded_similar(services: Services, item_id: str, k: int, user_id: str | None) -> Any:
+        events.append(f"similar {user_id}")
+        threads.add(threading.get_ident())
+        return similar(services, item_id, k, user_id)
 
     def recorded_decide(services: Services, request: DecideRequest) -> Decision:
         events.append(f"decide {request.user_id}")
@@ -203,17 +210,21 @@ def test_ranks_take_turns_with_decisions_on_the_loop(
         return decide(services, request)
 
     monkeypatch.setattr("api.routes.rank._rank", recorded_rank)
+    monkeypatch.setattr("api.routes.items._similar", recorded_similar)
     monkeypatch.setattr("api.routes.decide.decide", recorded_decide)
     app = create_app(services=lambda: demo_services)
-    users = [f"u_{i:04d}" for i in range(1, 9)]
+    users = [f"u_{i:04d}" for i in range(1, 10)]
+    kinds = ["decide", "rank", "similar"]
     rank_body = {
         "context_features": [{"time": "morning"}],
         "actions": [{"id": "a", "features": [{"topic": "news"}]}, {"id": "b"}],
     }
 
     def request(client: httpx.AsyncClient, n: int, user: str) -> Awaitable[httpx.Response]:
-        if n % 2:
+        if kinds[n % 3] == "rank":
             return client.post("/v1/rank", json={**rank_body, "user_id": user})
+        if kinds[n % 3] == "similar":
+            return client.get(f"/v1/catalog/items/itm_00004/similar?user_id={user}")
         return client.post("/v1/decide", json={"channel": "web", "user_id": user})
 
     statuses = _all_at_once(
@@ -222,7 +233,7 @@ def test_ranks_take_turns_with_decisions_on_the_loop(
     assert statuses == [200] * len(users)
     assert threads == {threading.get_ident()}  # the loop's thread: asyncio.run runs it here
     work = [event for event in events if event != "turn"]
-    assert work == [f"{'rank' if n % 2 else 'decide'} {u}" for n, u in enumerate(users)]
+    assert work == [f"{kinds[n % 3]} {u}" for n, u in enumerate(users)]
     between = "".join("w" if event != "turn" else "t" for event in events)
     assert "ww" not in between, between
 

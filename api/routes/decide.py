@@ -9,7 +9,7 @@ from agents.decide.run import DecideRequest, decide
 from agents.services import Services
 from agents.writing.writer import OfflineWriter
 from api.auth import Caller, DecideCaller
-from api.gate import Gate
+from api.gate import in_turn
 from api.schemas import DecideIn, DecideOut, ItemOut, OfferOut
 
 router = APIRouter(prefix="/v1", tags=["decide"])
@@ -33,9 +33,7 @@ async def post_decide(request: Request, body: DecideIn, caller: DecideCaller) ->
         # with this loop; with an LLM the writer waits on the network, and that wait must not
         # hold the loop. One at a time, first come first served, with the loop free to read
         # and accept between two decisions (`api.gate`).
-        gate: Gate = request.app.state.cpu_gate
-        async with gate:
-            return _decide(services, caller, body)
+        return await in_turn(request, _decide, services, caller, body)
     return await run_in_threadpool(_decide, services, caller, body)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from agents.services import Services
 from api.auth import AdminCaller, CatalogCaller
 from api.deps import ServicesDep
 from api.errors import RETRY_AFTER_S
+from api.gate import in_turn
 from api.schemas import CatalogItemOut, ItemRemovedOut, SimilarItemOut, SimilarOut
 from retrieval.index import IndexUnavailable, ItemFilter
 from store.catalog import (
@@ -43,6 +44,7 @@ def read_item(
 
 @router.get("/catalog/items/{item_id}/similar", response_model=SimilarOut)
 async def read_similar_items(
+    request: Request,
     services: ServicesDep,
     caller: CatalogCaller,
     item_id: str = ItemId,
@@ -58,7 +60,8 @@ async def read_similar_items(
     """Items nearest to this one by content, in stock, never itself nor a hidden item."""
     if user_id is not None:
         caller.act_for(user_id, what="similar items for another user")
-    return await run_in_threadpool(_similar, services, item_id, k, user_id)
+    # A vector search and a few reads: on the loop, in turn with decisions (`api.gate`).
+    return await in_turn(request, _similar, services, item_id, k, user_id)
 
 
 @router.post("/catalog/items/{item_id}/hide", response_model=ItemRemovedOut)

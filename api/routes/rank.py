@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from agents.services import Services
 from api.auth import Caller, DecideCaller, FeedbackCaller
 from api.deps import ServicesDep
-from api.gate import Gate
+from api.gate import in_turn
 from api.schemas import (
     RankActivateOut,
     RankedActionOut,
@@ -58,9 +58,7 @@ async def post_rank(
     caller.act_for(user_id, what="a rank for another user")
     # Python and SQL that never waits on the network: on the loop, in turn with decisions
     # (`api.gate`), not in a worker thread contending with them for the GIL.
-    gate: Gate = request.app.state.cpu_gate
-    async with gate:
-        return _rank(services, body, caller, user_id)
+    return await in_turn(request, _rank, services, body, caller, user_id)
 
 
 @router.post("/rank/{event_id}/activate", response_model=RankActivateOut)
