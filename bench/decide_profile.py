@@ -58,7 +58,11 @@ def main() -> None:
     services = build_services(settings)
     if args.home is None:
         start_service(services, settings.demo_dir)
-    users = [f"u_{i:04d}" for i in range(1, 401)]
+    # The demo world's own users: made-up ids (u_0241 on) are people without a row of features,
+    # whose first decision folds their (empty) history and stores one, a path steady traffic
+    # does not take.
+    lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
+    users = [json.loads(line)["user_id"] for line in lines if line.strip()]
     rng = np.random.default_rng(1)
 
     def request(i: int) -> DecideRequest:
