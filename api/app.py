@@ -60,7 +60,8 @@ def create_app(
         app.state.rate_limits = RateLimits(
             built.settings.rate_limit_per_minute, built.settings.rate_limit_storage
         )
-        # Decisions made on the event loop, ranks and similar items take turns through it (`api.gate`).
+        # Decisions made on the event loop, ranks, similar items and event batches take turns
+        # through it (`api.gate`).
         app.state.cpu_gate = Gate(1)
         # Copy jobs: worker loops in this process, unless `attune worker` processes run them.
         runner = JobRunner(built) if built.settings.jobs_in_api else None

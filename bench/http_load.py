@@ -365,11 +365,12 @@ def run_python(
     }
 
 
-def create_key(env: dict[str, str]) -> str:
-    """A key with the `decide` scope in the served home, made by `attune keys create`."""
+def create_key(env: dict[str, str], scopes: str = "decide") -> str:
+    """A key with `scopes` (comma-separated; the `decide` scope by default) in the served home,
+    made by `attune keys create`."""
     attune = Path(sys.executable).parent / "attune"
     out = subprocess.run(
-        [str(attune), "keys", "create", "--name", "bench-http", "--scopes", "decide"],
+        [str(attune), "keys", "create", "--name", "bench-http", "--scopes", scopes],
         env=env,
         capture_output=True,
         text=True,

@@ -1,21 +1,28 @@
-"""`POST /v1/rank` and similar items, alone and beside `POST /v1/decide` over HTTP.
+"""Ranks, similar items and event batches, alone and beside `POST /v1/decide` over HTTP.
 
 A decision with the offline writer runs on the event loop, one at a time through the first-come,
 first-served gate (`api.gate`); a rank and a similar-items read (`GET
 /v1/catalog/items/{id}/similar`) are the same kind of work (Python, SQL, a vector search, no
-network wait). It matters how they share the one core a single process can use: a request run in
-a worker thread competes for the GIL with the loop, preempting whatever runs there every switch
-interval, while one that takes a turn through the gate waits its turn and then runs to its end.
+network wait), and an event batch (`POST /v1/events`) is SQL writes and Python. It matters how
+they share the one core a single process can use: a request run in a worker thread competes for
+the GIL with the loop, preempting whatever runs there every switch interval (and writers in
+threads side by side wait for SQLite's one write lock), while one that takes a turn through the
+gate waits its turn and then runs to its end.
 
 Starts `attune serve` on the demo world (as `bench/http_load.py` does: its own home, seeded, keys
-on), and with `--baseline CHECKOUT` a second server running that checkout, loaded in rotation with
-the first so that the machine's load moves both alike. For each server and repeat: `rank` alone
-at `--connections`, then `mixed`: decide and rank at half the connections each, at the same time
-(two wrk processes). Records each route's requests per second and latency percentiles, and the
-server's CPU time per answered request (decisions and ranks together in the mixed load). Prints
-JSON (medians of the repeats, and new / baseline ratios) and writes it to `--out`. Needs `wrk`.
+on, one key with the `decide` and `events` scopes), and with `--baseline CHECKOUT` a second
+server running that checkout, loaded in rotation with the first so that the machine's load moves
+both alike. For each server and repeat, each of `--scenarios`: `rank`, `similar` and `events`
+alone at `--connections`; `mixed`, `mixed_similar` and `mixed_events`: decisions and the other
+route at half the connections each, at the same time (two wrk processes). Event batches hold 1 to
+5 events about a demo user, with ids no request used before and the time they are sent
+(`EVENTS_SCRIPT`), as a site sends them while people browse. Records each route's requests per
+second and latency percentiles, and the server's CPU time per answered request (both routes
+together in a mixed load). Prints JSON (medians of the repeats, and new / baseline ratios) and
+writes it to `--out`. Needs `wrk`.
 
     .venv/bin/python bench/mixed_load.py [--baseline CHECKOUT] [--repeat 3] [--duration 10]
+        [--scenarios rank,similar,mixed,mixed_similar,events,mixed_events]
 """
 
 from __future__ import annotations
@@ -51,7 +58,15 @@ ROOT = Path(__file__).resolve().parents[1]
 GET_SCRIPT = WRK_SCRIPT.replace(
     'wrk.format("POST", nil, headers, body)', 'wrk.format("GET", body, headers)'
 )
+# wrk's script for event batches: every request's events get ids no request had before (`__N__`
+# becomes the request's number) and the time it is sent (`__TS__`), as live traffic would send.
+EVENTS_SCRIPT = WRK_SCRIPT.replace(
+    "local body = bodies[(i % #bodies) + 1]",
+    "local body = bodies[(i % #bodies) + 1]:gsub('__N__', tostring(i))"
+    ":gsub('__TS__', os.date('!%Y-%m-%dT%H:%M:%SZ'))",
+)
 TOPICS = ["news", "sport", "music", "tech", "food"]
+EVENT_TYPES = ["view", "view", "view", "click", "add_to_cart"]
 
 
 def rank_bodies(users: list[str], n: int = 400, actions: int = 10) -> list[str]:
@@ -83,6 +98,27 @@ def rank_bodies(users: list[str], n: int = 400, actions: int = 10) -> list[str]:
     return out
 
 
+def event_bodies(users: list[str], items: list[str], n: int = 400, most: int = 5) -> list[str]:
+    """Event batches as a site sends them while people browse: 1 to `most` events each, about
+    one demo user, for demo items; ids and times filled in per request (`EVENTS_SCRIPT`)."""
+    rng = random.Random(3)
+    out = []
+    for _ in range(n):
+        user = rng.choice(users)
+        events = [
+            {
+                "event_id": f"bench-__N__-{j}",
+                "type": rng.choice(EVENT_TYPES),
+                "ts": "__TS__",
+                "user_id": user,
+                "item_id": rng.choice(items),
+            }
+            for j in range(rng.randint(1, most))
+        ]
+        out.append(json.dumps({"events": events}))
+    return out
+
+
 def similar_paths(items: list[str], users: list[str], n: int = 400) -> list[str]:
     """Similar-items reads of demo items, ten items each, half of them for a demo user (who
     bought some items: those are left out)."""
@@ -94,12 +130,28 @@ def similar_paths(items: list[str], users: list[str], n: int = 400) -> list[str]
     ]
 
 
+# Each scenario's routes, loaded at once: one route on all of `--connections`, or two on half each.
+SCENARIOS: dict[str, dict[str, str]] = {
+    "rank": {"rank": "all"},
+    "similar": {"similar": "all"},
+    "mixed": {"decide": "half", "rank": "half"},
+    "mixed_similar": {"decide": "half", "similar": "half"},
+    "events": {"events": "all"},
+    "mixed_events": {"decide": "half", "events": "half"},
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per load")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--baseline", type=Path, default=None, help="a checkout to A/B against")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, some of {', '.join(SCENARIOS)}",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mixed_load.json")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -132,17 +184,18 @@ def main() -> None:
     try:
         for name, port in ports.items():
             wait_up(f"http://127.0.0.1:{port}/healthz", served[name])
-        keys = {name: create_key(envs[name]) for name in codes}
+        keys = {name: create_key(envs[name], "decide,events") for name in codes}
         users = [
             json.loads(line)["user_id"]
             for line in (ROOT / "data" / "demo" / "users.jsonl").read_text().splitlines()
             if line.strip()
         ]
         work = Path(tempfile.mkdtemp(prefix="attune-bench-mixed-wrk-"))
-        post, get = work / "post.lua", work / "get.lua"
+        post, get, fresh = work / "post.lua", work / "get.lua", work / "events.lua"
         post.write_text(WRK_SCRIPT)
         get.write_text(GET_SCRIPT)
-        assert "GET" in GET_SCRIPT
+        fresh.write_text(EVENTS_SCRIPT)
+        assert "GET" in GET_SCRIPT and "__N__" in EVENTS_SCRIPT
         items = [
             json.loads(line)["item_id"]
             for line in (ROOT / "data" / "demo" / "items.jsonl").read_text().splitlines()
@@ -152,12 +205,13 @@ def main() -> None:
             "decide": bodies(users),
             "rank": rank_bodies(users),
             "similar": similar_paths(items, users),
+            "events": event_bodies(users, items),
         }
         files = {route: work / f"{route}.txt" for route in lines}
         for route, written in lines.items():
             files[route].write_text("\n".join(written) + "\n")
-        scripts = {"decide": post, "rank": post, "similar": get}
-        paths = {"decide": "/v1/decide", "rank": "/v1/rank", "similar": "/"}
+        scripts = {"decide": post, "rank": post, "similar": get, "events": fresh}
+        paths = {"decide": "/v1/decide", "rank": "/v1/rank", "similar": "/", "events": "/v1/events"}
 
         def url(name: str, route: str) -> str:
             return f"http://127.0.0.1:{ports[name]}{paths[route]}"
@@ -185,14 +239,19 @@ def main() -> None:
             return out
 
         half = max(args.connections // 2, 1)
+        chosen = args.scenarios.split(",")
+        unknown = sorted(set(chosen) - set(SCENARIOS))
+        if unknown:
+            raise SystemExit(f"--scenarios: unknown {unknown}; some of {list(SCENARIOS)}")
         scenarios = {
-            "rank": {"rank": args.connections},
-            "similar": {"similar": args.connections},
-            "mixed": {"decide": half, "rank": half},
-            "mixed_similar": {"decide": half, "similar": half},
+            scenario: {
+                route: args.connections if share == "all" else half
+                for route, share in SCENARIOS[scenario].items()
+            }
+            for scenario in chosen
         }
         for name in codes:  # warm-up
-            load(name, {"decide": 2, "rank": 2, "similar": 2}, 3)
+            load(name, {route: 2 for routes in scenarios.values() for route in routes}, 3)
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {
             name: {scenario: [] for scenario in scenarios} for name in codes
         }

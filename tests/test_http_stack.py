@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.cors import CORSMiddleware
 
+import api.routes.events
 import api.routes.items
 import api.routes.rank
 from agents.decide.run import DecideRequest, Decision, decide
@@ -236,6 +237,74 @@ def test_ranks_and_similar_items_take_turns_with_decisions_on_the_loop(
     assert work == [f"{kinds[n % 3]} {u}" for n, u in enumerate(users)]
     between = "".join("w" if event != "turn" else "t" for event in events)
     assert "ww" not in between, between
+
+
+def test_event_batches_are_stored_in_turn_with_decisions(
+    demo_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Event batches stored side by side in worker threads fought for SQLite's write lock (the
+    # losers ran again after a pause: p99 1.9 s at 8 connections). Each batch is now stored in
+    # its turn among decisions: a short one on the loop's thread, a long one in a worker thread
+    # during which no decision runs.
+    events: list[str] = []
+    threads: dict[str, set[int]] = {"short": set(), "long": set(), "decide": set()}
+    record = api.routes.events._record
+
+    def recorded_record(services: Services, valid: Any, results: Any) -> Any:
+        kind = "long" if len(valid) > api.routes.events.ON_LOOP else "short"
+        events.append(f"{kind} start")
+        threads[kind].add(threading.get_ident())
+        try:
+            return record(services, valid, results)
+        finally:
+            events.append(f"{kind} end")
+
+    def recorded_decide(services: Services, request: DecideRequest) -> Decision:
+        events.append(f"decide {request.user_id}")
+        threads["decide"].add(threading.get_ident())
+        return decide(services, request)
+
+    monkeypatch.setattr("api.routes.events._record", recorded_record)
+    monkeypatch.setattr("api.routes.decide.decide", recorded_decide)
+    app = create_app(services=lambda: demo_services)
+    users = [f"u_{i:04d}" for i in range(1, 10)]
+    sizes = {1: 2, 4: api.routes.events.ON_LOOP + 5, 7: 1}  # request number -> events
+
+    def batch(n: int, user: str) -> dict[str, Any]:
+        return {
+            "events": [
+                {
+                    "event_id": f"turns-{n}-{j}",
+                    "type": "view",
+                    "ts": "2026-12-01T10:00:00Z",
+                    "user_id": user,
+                    "item_id": "itm_00004",
+                }
+                for j in range(sizes[n])
+            ]
+        }
+
+    def request(client: httpx.AsyncClient, n: int, user: str) -> Awaitable[httpx.Response]:
+        if n in sizes:
+            return client.post("/v1/events", json=batch(n, user))
+        return client.post("/v1/decide", json={"channel": "web", "user_id": user})
+
+    statuses = _all_at_once(
+        app, events, lambda client: [request(client, n, u) for n, u in enumerate(users)]
+    )
+    assert statuses == [200] * len(users)
+    loop = threading.get_ident()  # asyncio.run runs the loop here
+    assert threads["short"] == threads["decide"] == {loop}
+    assert len(threads["long"]) == 1 and loop not in threads["long"]
+    work = [event for event in events if event != "turn"]
+    expected: list[str] = []
+    for n, user in enumerate(users):
+        kind = "long" if sizes.get(n, 0) > api.routes.events.ON_LOOP else "short"
+        expected += [f"{kind} start", f"{kind} end"] if n in sizes else [f"decide {user}"]
+    assert work == expected  # in arrival order, one at a time: nothing inside the long batch
+    # A loop turn before each one starts: requests read meanwhile queue behind it.
+    starts = "".join("t" if e == "turn" else "w" for e in events if not e.endswith(" end"))
+    assert "ww" not in starts, starts
 
 
 def test_the_decide_route_solves_one_dependency_per_request(tmp_path: Path) -> None:
