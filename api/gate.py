@@ -32,7 +32,10 @@ loop goes on reading requests. In worker threads side by side, batches contended
 one write lock. Measured as above (5 x 10 s, batches of 1 to 5 events): alone at 8 connections,
 1.72x the requests per second with 0.06x the p99 (38.9 against 654.9 ms) and 0.53x the CPU per
 request; at 4 connections each beside decisions, decisions 1.08x the requests per second with
-0.90x the p99, events 1.36x with 0.72x, the server's CPU per request 0.81x.
+0.90x the p99, events 1.36x with 0.72x, the server's CPU per request 0.81x. Rewards
+(`POST /v1/feedback`) likewise, always in a worker thread (on PostgreSQL a reward can wait for
+another process's lock on its arm's row): alone, 1.13x the requests per second with 0.06x the
+p99 (31.9 against 559.4 ms) and 0.83x the CPU per request.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Ranks, similar items and event batches, alone and beside `POST /v1/decide` over HTTP.
+"""Ranks, similar items, event batches and rewards, alone and beside `POST /v1/decide` over HTTP.
 
 A decision with the offline writer runs on the event loop, one at a time through the first-come,
 first-served gate (`api.gate`); a rank and a similar-items read (`GET
 /v1/catalog/items/{id}/similar`) are the same kind of work (Python, SQL, a vector search, no
-network wait), and an event batch (`POST /v1/events`) is SQL writes and Python. It matters how
+network wait), and an event batch (`POST /v1/events`) or a reward (`POST /v1/feedback`) is SQL
+writes and Python. It matters how
 they share the one core a single process can use: a request run in a worker thread competes for
 the GIL with the loop, preempting whatever runs there every switch interval (and writers in
 threads side by side wait for SQLite's one write lock), while one that takes a turn through the
@@ -12,30 +13,36 @@ gate waits its turn and then runs to its end.
 Starts `attune serve` on the demo world (as `bench/http_load.py` does: its own home, seeded, keys
 on, one key with the `decide` and `events` scopes), and with `--baseline CHECKOUT` a second
 server running that checkout, loaded in rotation with the first so that the machine's load moves
-both alike. For each server and repeat, each of `--scenarios`: `rank`, `similar` and `events`
-alone at `--connections`; `mixed`, `mixed_similar` and `mixed_events`: decisions and the other
-route at half the connections each, at the same time (two wrk processes). Event batches hold 1 to
-5 events about a demo user, with ids no request used before and the time they are sent
-(`EVENTS_SCRIPT`), as a site sends them while people browse. Records each route's requests per
+both alike. For each server and repeat, each of `--scenarios`: `rank`, `similar`, `events` and
+`feedback` alone at `--connections`; `mixed`, `mixed_similar`, `mixed_events` and
+`mixed_feedback`: decisions and the other route at half the connections each, at the same time
+(two wrk processes). Event batches hold 1 to 5 events about a demo user, with ids no request used
+before and the time they are sent (`EVENTS_SCRIPT`), as a site sends them while people browse.
+A reward is once per decision: each reward goes to a decision of its own, with an offer and no
+reward yet, made beforehand for an anonymous visitor never seen before (`refill`, read back from
+the server's database). Records each route's requests per
 second and latency percentiles, and the server's CPU time per answered request (both routes
 together in a mixed load). Prints JSON (medians of the repeats, and new / baseline ratios) and
 writes it to `--out`. Needs `wrk`.
 
     .venv/bin/python bench/mixed_load.py [--baseline CHECKOUT] [--repeat 3] [--duration 10]
-        [--scenarios rank,similar,mixed,mixed_similar,events,mixed_events]
+        [--scenarios rank,similar,mixed,mixed_similar,events,mixed_events,feedback,mixed_feedback]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +145,13 @@ SCENARIOS: dict[str, dict[str, str]] = {
     "mixed_similar": {"decide": "half", "similar": "half"},
     "events": {"events": "all"},
     "mixed_events": {"decide": "half", "events": "half"},
+    "feedback": {"feedback": "all"},
+    "mixed_feedback": {"decide": "half", "feedback": "half"},
 }
+# Rewarded decisions a second of feedback load may take (a reward is once per decision, so each
+# load is given that many fresh ones per connection share; a load that runs out answers 409s,
+# counted in its errors).
+FEEDBACK_PER_S = 900
 
 
 def main() -> None:
@@ -206,18 +219,51 @@ def main() -> None:
             "rank": rank_bodies(users),
             "similar": similar_paths(items, users),
             "events": event_bodies(users, items),
+            "feedback": [],  # written before each load from the server's pool
         }
         files = {route: work / f"{route}.txt" for route in lines}
         for route, written in lines.items():
             files[route].write_text("\n".join(written) + "\n")
-        scripts = {"decide": post, "rank": post, "similar": get, "events": fresh}
-        paths = {"decide": "/v1/decide", "rank": "/v1/rank", "similar": "/", "events": "/v1/events"}
+        scripts = {"decide": post, "rank": post, "similar": get, "events": fresh, "feedback": post}
+        paths = {
+            "decide": "/v1/decide",
+            "rank": "/v1/rank",
+            "similar": "/",
+            "events": "/v1/events",
+            "feedback": "/v1/feedback",
+        }
+        # Feedback needs a decision with an offer that no reward has reached, one per request:
+        # each server's pool is filled by decisions for anonymous visitors never seen before
+        # (the demo policy caps offers per person a day), read back from its database.
+        pools: dict[str, list[str]] = {name: [] for name in codes}
+        given: dict[str, set[str]] = {name: set() for name in codes}
+        rounds = itertools.count()
+
+        def refill(name: str, need: int) -> None:
+            while len(pools[name]) < need:
+                visitors = work / f"visitors-{name}.txt"
+                round_ = next(rounds)
+                # One body: wrk's script makes each request's visitor new (`__N__`).
+                body = {"channel": "web", "anonymous_id": f"bench-anon-{round_}-__N__"}
+                visitors.write_text(json.dumps(body) + "\n")
+                run_wrk(url(name, "decide"), 8, 5, visitors, fresh, keys[name])
+                pools[name] += [d for d in _unrewarded(envs[name]) if d not in given[name]]
+                given[name].update(pools[name])
 
         def url(name: str, route: str) -> str:
             return f"http://127.0.0.1:{ports[name]}{paths[route]}"
 
         def load(name: str, routes: dict[str, int], duration: int) -> dict[str, Any]:
             """`routes` (route -> connections) loaded at once; the server's CPU per request."""
+            if "feedback" in routes:
+                refill(name, FEEDBACK_PER_S * duration * routes["feedback"] // args.connections)
+                files["feedback"].write_text(
+                    "\n".join(
+                        json.dumps({"decision_id": d, "reward": 1.0 if i % 4 == 0 else 0.0})
+                        for i, d in enumerate(pools[name])
+                    )
+                    + "\n"
+                )
             before = cpu_seconds(served[name].pid)
             with ThreadPoolExecutor(len(routes)) as pool:
                 futures = {
@@ -233,6 +279,8 @@ def main() -> None:
                     for route, c in routes.items()
                 }
                 out: dict[str, Any] = {route: f.result() for route, f in futures.items()}
+            if "feedback" in routes:  # wrk sends its file's bodies in order: those are spent
+                del pools[name][: out["feedback"]["requests"] + routes["feedback"]]
             requests = sum(r["requests"] for r in out.values())
             spent = cpu_seconds(served[name].pid) - before
             out["cpu_ms_per_request"] = round(spent * 1000 / max(requests, 1), 3)
@@ -287,6 +335,20 @@ def main() -> None:
 
 
 _FIGS = ("rps", "p50_ms", "p90_ms", "p99_ms")
+
+
+def _unrewarded(env: dict[str, str]) -> list[str]:
+    """The served home's decisions for the bench's anonymous visitors that chose an offer and
+    have no reward yet, oldest first."""
+    database = Path(env["ATTUNE_HOME"]) / "attune.db"
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+        rows = connection.execute(
+            "SELECT d.decision_id FROM decisions d"
+            " LEFT JOIN rewards r ON r.decision_id = d.decision_id"
+            " WHERE d.offer_id IS NOT NULL AND r.decision_id IS NULL"
+            " AND d.subject_key LIKE '%bench-anon-%' ORDER BY d.created_at"
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 def _medians(by_scenario: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.cors import CORSMiddleware
 
 import api.routes.events
+import api.routes.feedback
 import api.routes.items
 import api.routes.rank
 from agents.decide.run import DecideRequest, Decision, decide
@@ -29,6 +30,7 @@ from api.app import create_app
 from api.auth import MovingWindow, RateLimits
 from api.cors import cors_for
 from api.gate import Gate
+from store.schemas import Channel
 from tests.routing import api_routes
 
 
@@ -260,14 +262,16 @@ def test_event_batches_are_stored_in_turn_with_decisions(
             events.append(f"{kind} end")
 
     def recorded_decide(services: Services, request: DecideRequest) -> Decision:
-        events.append(f"decide {request.user_id}")
+        events.append(f"decide {request.anonymous_id}")
         threads["decide"].add(threading.get_ident())
         return decide(services, request)
 
     monkeypatch.setattr("api.routes.events._record", recorded_record)
     monkeypatch.setattr("api.routes.decide.decide", recorded_decide)
     app = create_app(services=lambda: demo_services)
-    users = [f"u_{i:04d}" for i in range(1, 10)]
+    # Visitors no other test touches: the demo policy caps the offers a person sees a day, and
+    # the decision service is shared with other modules.
+    users = [f"batch-turns-{i}" for i in range(9)]
     sizes = {1: 2, 4: api.routes.events.ON_LOOP + 5, 7: 1}  # request number -> events
 
     def batch(n: int, user: str) -> dict[str, Any]:
@@ -277,7 +281,7 @@ def test_event_batches_are_stored_in_turn_with_decisions(
                     "event_id": f"turns-{n}-{j}",
                     "type": "view",
                     "ts": "2026-12-01T10:00:00Z",
-                    "user_id": user,
+                    "anonymous_id": user,
                     "item_id": "itm_00004",
                 }
                 for j in range(sizes[n])
@@ -287,7 +291,7 @@ def test_event_batches_are_stored_in_turn_with_decisions(
     def request(client: httpx.AsyncClient, n: int, user: str) -> Awaitable[httpx.Response]:
         if n in sizes:
             return client.post("/v1/events", json=batch(n, user))
-        return client.post("/v1/decide", json={"channel": "web", "user_id": user})
+        return client.post("/v1/decide", json={"channel": "web", "anonymous_id": user})
 
     statuses = _all_at_once(
         app, events, lambda client: [request(client, n, u) for n, u in enumerate(users)]
@@ -305,6 +309,62 @@ def test_event_batches_are_stored_in_turn_with_decisions(
     # A loop turn before each one starts: requests read meanwhile queue behind it.
     starts = "".join("t" if e == "turn" else "w" for e in events if not e.endswith(" end"))
     assert "ww" not in starts, starts
+
+
+def test_rewards_are_written_in_worker_threads_in_turn_with_decisions(
+    demo_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rewards written side by side in worker threads fought for SQLite's write lock (p99 1.1 s
+    # at 8 connections). Each is now written in its turn among decisions, in a worker thread
+    # (on PostgreSQL it may wait for another process's lock on its arm's row, which must not
+    # hold the loop) during which no decision runs.
+    made = [
+        decide(demo_services, DecideRequest(channel=Channel.web, anonymous_id=f"reward-turns-{n}"))
+        for n in range(8)
+    ]
+    offered = [d.decision_id for d in made if d.offer is not None]
+    assert len(offered) >= 4, "the demo policy offers new anonymous visitors something"
+    rewardable = iter(offered)
+    events: list[str] = []
+    threads: dict[str, set[int]] = {"reward": set(), "decide": set()}
+    reward = api.routes.feedback._reward
+
+    def recorded_reward(services: Services, body: Any, caller: Any) -> Any:
+        events.append("reward start")
+        threads["reward"].add(threading.get_ident())
+        try:
+            return reward(services, body, caller)
+        finally:
+            events.append("reward end")
+
+    def recorded_decide(services: Services, request: DecideRequest) -> Decision:
+        events.append("decide start")
+        threads["decide"].add(threading.get_ident())
+        try:
+            return decide(services, request)
+        finally:
+            events.append("decide end")
+
+    monkeypatch.setattr("api.routes.feedback._reward", recorded_reward)
+    monkeypatch.setattr("api.routes.decide.decide", recorded_decide)
+    app = create_app(services=lambda: demo_services)
+    kinds = ["reward" if n % 2 else "decide" for n in range(8)]
+
+    def request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
+        if kinds[n] == "reward":
+            body = {"decision_id": next(rewardable), "reward": 1.0}
+            return client.post("/v1/feedback", json=body)
+        visitor = f"reward-turns-decide-{n}"  # one no other test touches (offers are capped)
+        return client.post("/v1/decide", json={"channel": "web", "anonymous_id": visitor})
+
+    statuses = _all_at_once(app, events, lambda client: [request(client, n) for n in range(8)])
+    assert statuses == [200] * 8
+    loop = threading.get_ident()  # asyncio.run runs the loop here
+    assert threads["decide"] == {loop}
+    assert threads["reward"] and loop not in threads["reward"]
+    work = [event for event in events if event != "turn"]
+    # In arrival order, one at a time: each one ends before the next starts.
+    assert work == [f"{kind} {edge}" for kind in kinds for edge in ("start", "end")]
 
 
 def test_the_decide_route_solves_one_dependency_per_request(tmp_path: Path) -> None:
