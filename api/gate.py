@@ -35,7 +35,8 @@ request; at 4 connections each beside decisions, decisions 1.08x the requests pe
 0.90x the p99, events 1.36x with 0.72x, the server's CPU per request 0.81x. Rewards
 (`POST /v1/feedback`) likewise, always in a worker thread (on PostgreSQL a reward can wait for
 another process's lock on its arm's row): alone, 1.13x the requests per second with 0.06x the
-p99 (31.9 against 559.4 ms) and 0.83x the CPU per request.
+p99 (31.9 against 559.4 ms) and 0.83x the CPU per request; rank rewards and activations too
+(rank rewards alone: 1.01x, p99 0.05x, CPU 0.89x).
 """
 
 from __future__ import annotations

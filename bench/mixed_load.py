@@ -1,4 +1,4 @@
-"""Ranks, similar items, event batches and rewards, alone and beside `POST /v1/decide` over HTTP.
+"""Ranks, similar items, event batches and rewards, alone and beside decisions over HTTP.
 
 A decision with the offline writer runs on the event loop, one at a time through the first-come,
 first-served gate (`api.gate`); a rank and a similar-items read (`GET
@@ -13,20 +13,21 @@ gate waits its turn and then runs to its end.
 Starts `attune serve` on the demo world (as `bench/http_load.py` does: its own home, seeded, keys
 on, one key with the `decide` and `events` scopes), and with `--baseline CHECKOUT` a second
 server running that checkout, loaded in rotation with the first so that the machine's load moves
-both alike. For each server and repeat, each of `--scenarios`: `rank`, `similar`, `events` and
-`feedback` alone at `--connections`; `mixed`, `mixed_similar`, `mixed_events` and
-`mixed_feedback`: decisions and the other route at half the connections each, at the same time
-(two wrk processes). Event batches hold 1 to 5 events about a demo user, with ids no request used
+both alike. For each server and repeat, each of `--scenarios`: `rank`, `similar`, `events`,
+`feedback` and `rank_reward` alone at `--connections`; `mixed`, `mixed_similar`, `mixed_events`,
+`mixed_feedback` and `mixed_rank_reward`: decisions and the other route at half the connections
+each, at the same time (two wrk processes). Event batches hold 1 to 5 events about a demo user, with ids no request used
 before and the time they are sent (`EVENTS_SCRIPT`), as a site sends them while people browse.
-A reward is once per decision: each reward goes to a decision of its own, with an offer and no
-reward yet, made beforehand for an anonymous visitor never seen before (`refill`, read back from
-the server's database). Records each route's requests per
+A reward is once per decision or rank: each reward goes to a decision of its own, with an offer
+and no reward yet, made beforehand for an anonymous visitor never seen before, or to a rank of
+its own made beforehand (`refill`, read back from the server's database). Records each route's requests per
 second and latency percentiles, and the server's CPU time per answered request (both routes
 together in a mixed load). Prints JSON (medians of the repeats, and new / baseline ratios) and
 writes it to `--out`. Needs `wrk`.
 
     .venv/bin/python bench/mixed_load.py [--baseline CHECKOUT] [--repeat 3] [--duration 10]
-        [--scenarios rank,similar,mixed,mixed_similar,events,mixed_events,feedback,mixed_feedback]
+        [--scenarios rank,similar,mixed,mixed_similar,events,mixed_events,feedback,mixed_feedback,
+                     rank_reward,mixed_rank_reward]
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ EVENTS_SCRIPT = WRK_SCRIPT.replace(
     "local body = bodies[(i % #bodies) + 1]",
     "local body = bodies[(i % #bodies) + 1]:gsub('__N__', tostring(i))"
     ":gsub('__TS__', os.date('!%Y-%m-%dT%H:%M:%SZ'))",
+)
+# wrk's script for POSTs to a path per request: each line of the file is a path, a space, a body.
+PATH_SCRIPT = WRK_SCRIPT.replace(
+    'return wrk.format("POST", nil, headers, body)',
+    'local path, payload = body:match("^(%S+) (.*)$")\n'
+    '  return wrk.format("POST", path, headers, payload)',
 )
 TOPICS = ["news", "sport", "music", "tech", "food"]
 EVENT_TYPES = ["view", "view", "view", "click", "add_to_cart"]
@@ -147,11 +154,14 @@ SCENARIOS: dict[str, dict[str, str]] = {
     "mixed_events": {"decide": "half", "events": "half"},
     "feedback": {"feedback": "all"},
     "mixed_feedback": {"decide": "half", "feedback": "half"},
+    "rank_reward": {"rank_reward": "all"},
+    "mixed_rank_reward": {"decide": "half", "rank_reward": "half"},
 }
-# Rewarded decisions a second of feedback load may take (a reward is once per decision, so each
-# load is given that many fresh ones per connection share; a load that runs out answers 409s,
-# counted in its errors).
-FEEDBACK_PER_S = 900
+# Routes whose every request needs something of its own (a decision or a rank no reward has
+# reached), and how many a second of load at `--connections` may take: each load is given that
+# many, by its share of the connections. A load that runs out answers 409s (a decision's second
+# reward) or duplicates, counted in its errors or its figures.
+FRESH_PER_REQUEST = {"feedback": 900, "rank_reward": 900}
 
 
 def main() -> None:
@@ -208,7 +218,7 @@ def main() -> None:
         post.write_text(WRK_SCRIPT)
         get.write_text(GET_SCRIPT)
         fresh.write_text(EVENTS_SCRIPT)
-        assert "GET" in GET_SCRIPT and "__N__" in EVENTS_SCRIPT
+        assert "GET" in GET_SCRIPT and "__N__" in EVENTS_SCRIPT and "payload" in PATH_SCRIPT
         items = [
             json.loads(line)["item_id"]
             for line in (ROOT / "data" / "demo" / "items.jsonl").read_text().splitlines()
@@ -220,47 +230,65 @@ def main() -> None:
             "similar": similar_paths(items, users),
             "events": event_bodies(users, items),
             "feedback": [],  # written before each load from the server's pool
+            "rank_reward": [],
         }
         files = {route: work / f"{route}.txt" for route in lines}
         for route, written in lines.items():
             files[route].write_text("\n".join(written) + "\n")
-        scripts = {"decide": post, "rank": post, "similar": get, "events": fresh, "feedback": post}
+        posted = work / "posted.lua"
+        posted.write_text(PATH_SCRIPT)
+        scripts = {
+            "decide": post,
+            "rank": post,
+            "similar": get,
+            "events": fresh,
+            "feedback": post,
+            "rank_reward": posted,
+        }
         paths = {
             "decide": "/v1/decide",
             "rank": "/v1/rank",
             "similar": "/",
             "events": "/v1/events",
             "feedback": "/v1/feedback",
+            "rank_reward": "/",
         }
-        # Feedback needs a decision with an offer that no reward has reached, one per request:
-        # each server's pool is filled by decisions for anonymous visitors never seen before
-        # (the demo policy caps offers per person a day), read back from its database.
-        pools: dict[str, list[str]] = {name: [] for name in codes}
+        # A reward needs something no reward has reached, one per request: a decision with an
+        # offer, or a rank. Each server's pools are filled by loads that make them (decisions
+        # for anonymous visitors never seen before: the demo policy caps offers per person a
+        # day), read back from its database.
+        pools: dict[tuple[str, str], list[str]] = {
+            (name, route): [] for name in codes for route in FRESH_PER_REQUEST
+        }
         given: dict[str, set[str]] = {name: set() for name in codes}
         rounds = itertools.count()
 
-        def refill(name: str, need: int) -> None:
-            while len(pools[name]) < need:
-                visitors = work / f"visitors-{name}.txt"
-                round_ = next(rounds)
-                # One body: wrk's script makes each request's visitor new (`__N__`).
-                body = {"channel": "web", "anonymous_id": f"bench-anon-{round_}-__N__"}
-                visitors.write_text(json.dumps(body) + "\n")
-                run_wrk(url(name, "decide"), 8, 5, visitors, fresh, keys[name])
-                pools[name] += [d for d in _unrewarded(envs[name]) if d not in given[name]]
-                given[name].update(pools[name])
+        def refill(name: str, route: str, need: int) -> None:
+            while len(pools[name, route]) < need:
+                if route == "feedback":
+                    made, unused = work / f"visitors-{name}.txt", _unrewarded
+                    # One body: wrk's script makes each request's visitor new (`__N__`).
+                    body = {"channel": "web", "anonymous_id": f"bench-anon-{next(rounds)}-__N__"}
+                    made.write_text(json.dumps(body) + "\n")
+                    run_wrk(url(name, "decide"), 8, 5, made, fresh, keys[name])
+                else:
+                    unused = _unrewarded_ranks
+                    run_wrk(url(name, "rank"), 8, 5, files["rank"], post, keys[name])
+                pools[name, route] += [i for i in unused(envs[name]) if i not in given[name]]
+                given[name].update(pools[name, route])
 
         def url(name: str, route: str) -> str:
             return f"http://127.0.0.1:{ports[name]}{paths[route]}"
 
         def load(name: str, routes: dict[str, int], duration: int) -> dict[str, Any]:
             """`routes` (route -> connections) loaded at once; the server's CPU per request."""
-            if "feedback" in routes:
-                refill(name, FEEDBACK_PER_S * duration * routes["feedback"] // args.connections)
-                files["feedback"].write_text(
+            for route in set(routes) & set(FRESH_PER_REQUEST):
+                need = FRESH_PER_REQUEST[route] * duration * routes[route] // args.connections
+                refill(name, route, need)
+                files[route].write_text(
                     "\n".join(
-                        json.dumps({"decision_id": d, "reward": 1.0 if i % 4 == 0 else 0.0})
-                        for i, d in enumerate(pools[name])
+                        _reward_line(route, target, 1.0 if n % 4 == 0 else 0.0)
+                        for n, target in enumerate(pools[name, route])
                     )
                     + "\n"
                 )
@@ -279,8 +307,9 @@ def main() -> None:
                     for route, c in routes.items()
                 }
                 out: dict[str, Any] = {route: f.result() for route, f in futures.items()}
-            if "feedback" in routes:  # wrk sends its file's bodies in order: those are spent
-                del pools[name][: out["feedback"]["requests"] + routes["feedback"]]
+            for route in set(routes) & set(FRESH_PER_REQUEST):
+                # wrk sends its file's lines in order: those are spent.
+                del pools[name, route][: out[route]["requests"] + routes[route]]
             requests = sum(r["requests"] for r in out.values())
             spent = cpu_seconds(served[name].pid) - before
             out["cpu_ms_per_request"] = round(spent * 1000 / max(requests, 1), 3)
@@ -335,6 +364,24 @@ def main() -> None:
 
 
 _FIGS = ("rps", "p50_ms", "p90_ms", "p99_ms")
+
+
+def _reward_line(route: str, target: str, value: float) -> str:
+    """One line of a reward load's file: a feedback body, or a rank reward's path and body."""
+    if route == "feedback":
+        return json.dumps({"decision_id": target, "reward": value})
+    return f"/v1/rank/{target}/reward " + json.dumps({"value": value})
+
+
+def _unrewarded_ranks(env: dict[str, str]) -> list[str]:
+    """The served home's active ranks, oldest first (those already rewarded are left out by
+    the caller, which knows which it handed out)."""
+    database = Path(env["ATTUNE_HOME"]) / "attune.db"
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+        rows = connection.execute(
+            "SELECT event_id FROM rank_events WHERE activated ORDER BY created_at"
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 def _unrewarded(env: dict[str, str]) -> list[str]:

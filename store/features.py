@@ -25,6 +25,7 @@ event stamped in the future) is not used: the fold answers.
 
 from __future__ import annotations
 
+import logging
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,15 +34,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Select, delete, literal, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from store.db import orm_session
+from store.db import is_retryable, orm_session
 from store.models import CatalogItem, EventRow, IdentityLink, PersonFeatures
 from store.person import Person
 from store.predictions import Prediction, prediction_for
 from store.subjects import events_by_subject, rows_for_update
 from store.users import Subject, link_owner, linked_anonymous_ids
+
+log = logging.getLogger("attune.features")
 
 _table = PersonFeatures.__table__
 
@@ -565,6 +568,13 @@ def _from_row(
                     )
             except IntegrityError:
                 pass  # another request stored it first; both folded the same events
+            except OperationalError as error:
+                # Another connection wrote since this transaction's first read (SQLite refuses
+                # a reader turned writer at once; busy_timeout cannot help it): the row is the
+                # fold kept for later, and a later read stores it. The fold answers now.
+                if not is_retryable(error):
+                    raise
+                log.info("a person's features were folded but not stored this time: %s", error.orig)
         if state.newest is not None and state.newest[0] > _micros(as_of):
             return None
         return state.features(as_of)

@@ -207,6 +207,49 @@ def test_a_row_is_kept_per_person_and_read_without_the_events(db: Database) -> N
         assert compute_features(session, Subject("r-user", None), as_of=NOW).event_count == 5
 
 
+def test_a_first_read_whose_snapshot_went_stale_answers_from_the_fold(db: Database) -> None:
+    # A decision for someone without a row folds their events and stores the fold (a SAVEPOINT,
+    # a SELECT by key, an INSERT). When another connection committed a write between that
+    # SELECT and the INSERT, SQLite refuses the INSERT at once (the snapshot is stale;
+    # busy_timeout cannot help), and the decision failed with a 500 (seen with rewards written
+    # in threads beside decisions for new visitors). The fold answers; a later read stores it.
+    with db.session() as session:
+        upsert_items(session, [_item("stale-shoe", "running", 80.0)])
+    wrote: list[str] = []
+
+    def another_connection_writes_first(
+        conn: object, cursor: object, statement: str, *args: object
+    ) -> None:
+        if statement.startswith("INSERT INTO person_features") and not wrote:
+            wrote.append(statement)
+            with db.session() as other:
+                event = Event(
+                    event_id="stale-1",
+                    type="view",
+                    ts=NOW,
+                    item_id="stale-shoe",
+                    anonymous_id="someone-else",
+                )
+                ingest_events(other, [event])
+
+    event.listen(db.engine, "before_cursor_execute", another_connection_writes_first)
+    try:
+        with db.engine.connect() as reader, reader.begin():
+            person = read_person(reader, None, "stale-visitor")
+            assert person.feature_state is None
+            features = person_features(reader, person, as_of=NOW)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", another_connection_writes_first)
+    assert wrote  # the other write came between the fold's read and its INSERT
+    assert features == Features(as_of=NOW)
+    with db.session() as session:
+        assert session.get(PersonFeatures, Subject(None, "stale-visitor").key) is None
+    with db.engine.connect() as later, later.begin():
+        assert person_features(later, read_person(later, None, "stale-visitor"), as_of=NOW)
+    with db.session() as session:
+        assert session.get(PersonFeatures, Subject(None, "stale-visitor").key) is not None
+
+
 def test_features_survive_a_restart_and_a_lost_row_is_rebuilt(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, seed=3)
     services = build_services(settings)

@@ -62,10 +62,17 @@ async def post_rank(
 
 
 @router.post("/rank/{event_id}/activate", response_model=RankActivateOut)
-def post_activate(
-    services: ServicesDep, caller: FeedbackCaller, event_id: str = EventId
+async def post_activate(
+    request: Request, services: ServicesDep, caller: FeedbackCaller, event_id: str = EventId
 ) -> RankActivateOut:
     """Mark a deferred rank as shown: its rewards count from now on."""
+    # Writes in turn with the others (`api.gate`), in a worker thread: the event's row is
+    # locked for update, and on PostgreSQL a wait for another process's lock must not hold
+    # the loop.
+    return await in_turn(request, _activate, services, caller, event_id, in_thread=True)
+
+
+def _activate(services: Services, caller: Caller, event_id: str) -> RankActivateOut:
     window = timedelta(seconds=services.settings.rank_reward_window_s)
     with services.db.session() as session:
         _own(get_rank_event(session, event_id, for_update=True), caller)
@@ -76,10 +83,19 @@ def post_activate(
 
 
 @router.post("/rank/{event_id}/reward", response_model=RankRewardOut)
-def post_rank_reward(
-    body: RankRewardIn, services: ServicesDep, caller: FeedbackCaller, event_id: str = EventId
+async def post_rank_reward(
+    request: Request,
+    body: RankRewardIn,
+    services: ServicesDep,
+    caller: FeedbackCaller,
+    event_id: str = EventId,
 ) -> RankRewardOut:
     """Reward a rank's choice (per slot for multi-slot); the model learns from it once."""
+    # As rewards for decisions (`api.routes.feedback`): in turn, in a worker thread.
+    return await in_turn(request, _reward, services, body, caller, event_id, in_thread=True)
+
+
+def _reward(services: Services, body: RankRewardIn, caller: Caller, event_id: str) -> RankRewardOut:
     with services.db.session() as session:
         event = _own(get_rank_event(session, event_id, for_update=True), caller)
         slot_ids = [slot["slot_id"] for slot in event.slots]
