@@ -385,3 +385,22 @@ def test_the_service_runs_numpys_blas_on_the_configured_threads(demo_services: o
     blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     assert blas
     assert set(blas) == {demo_services.settings.torch_threads}  # type: ignore[attr-defined]
+
+
+def test_no_analyzer_is_asked_for_a_type_it_cannot_recognize(
+    pii_guard: PIIGuard, jane: KnownValues, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The check of copy (`statistical=False`) and `screen` run the recognizers without NER,
+    # which recognize no LOCATION or NRP; asking them for those made Presidio warn on every
+    # call (four to six lines a decision) that it will refuse such requests.
+    assert pii_guard.degraded is None  # both analyzers: with NER and without
+    texts = ["Jane Doe flies from Paris to Berlin on Monday", "a Buddhist in Leeds, 07911 123456"]
+    with caplog.at_level(logging.WARNING, logger="presidio-analyzer"):
+        for text in texts:
+            with_ner = pii_guard.contains_pii(text, jane)
+            without = pii_guard.contains_pii(text, jane, statistical=False)
+            pii_guard.screen(text + " (screened)", jane)
+            assert "LOCATION" in with_ner or "NRP" in with_ner  # NER still asked for them
+            assert "LOCATION" not in without and "NRP" not in without
+    warned = [r.getMessage() for r in caplog.records if r.name == "presidio-analyzer"]
+    assert warned == []

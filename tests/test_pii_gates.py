@@ -202,7 +202,7 @@ def test_findings_are_those_of_every_recognizer(
         return found
 
     gated = outputs()
-    monkeypatch.setattr(PIIGuard, "_entities_in", lambda self, text: self._entities)
+    monkeypatch.setattr(PIIGuard, "_entities_in", lambda self, text, engine: self._asked[engine])
     guard.screened.clear()
     assert outputs() == gated
     guard.forget()

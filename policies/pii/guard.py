@@ -180,6 +180,17 @@ class PIIGuard:
             if set(ner.supported_entities) & self.redact:
                 recognizers = [*recognizers, ner]
             self._analyzer = self._engine(recognizers, pipeline)
+        # The types each analyzer is asked for: only those it has a recognizer for. Presidio
+        # warns on every call for each type asked of an analyzer with none (the blank one has no
+        # NER: LOCATION, NRP), four to six lines a decision, and says it will refuse them.
+        self._asked = {
+            engine: [
+                entity
+                for entity in self._entities
+                if entity in set(engine.get_supported_entities(self.LANGUAGE))
+            ]
+            for engine in {self._patterns, self._analyzer}
+        }
         self._anonymizer = AnonymizerEngine()
         # What the recognizers found in texts `screen` saw, by the text's digest: findings are a
         # pure function of the text and this guard's recognizers, which never change after
@@ -207,19 +218,21 @@ class PIIGuard:
             default_score_threshold=self.score_threshold,
         )
 
-    def _entities_in(self, text: str) -> list[str]:
-        """The redacted types that could be in `text`: those whose recognizers need a character
-        the text lacks, or more digits than it has, are left out, and Presidio then runs none of those recognizers (see
-        `_NEEDS`). What they would have found is nothing, so the findings are the same."""
+    def _entities_in(self, text: str, engine: AnalyzerEngine) -> list[str]:
+        """The redacted types that `engine` recognizes and that could be in `text`: those whose
+        recognizers need a character the text lacks, or more digits than it has, are left out,
+        and Presidio then runs none of those recognizers (see `_NEEDS`). What they would have
+        found is nothing, so the findings are the same."""
+        asked = self._asked[engine]
         counted: dict[regex.Pattern[str], int] = {}
         for pattern, most in _MOST.items():
             # Counted once per pattern, and only as far as the largest count a gate asks for.
             counted[pattern] = sum(1 for _ in islice(pattern.finditer(text), most))
         absent = [needs for needs in _NEEDS if counted[needs.pattern] < needs.count]
         if not absent:
-            return self._entities
+            return asked
         skipped = frozenset().union(*(needs.entities for needs in absent))
-        return [entity for entity in self._entities if entity not in skipped]
+        return [entity for entity in asked if entity not in skipped]
 
     def find(
         self, text: str, known: KnownValues = NO_KNOWN_VALUES, *, statistical: bool = True
@@ -263,7 +276,7 @@ class PIIGuard:
             results = analyzer.analyze(
                 text=text,
                 language=self.LANGUAGE,
-                entities=self._entities_in(text),
+                entities=self._entities_in(text, analyzer),
                 score_threshold=self.score_threshold,
             )
             found = tuple((r.entity_type, r.start, r.end, r.score, _recognizer(r)) for r in results)
@@ -323,7 +336,7 @@ class PIIGuard:
             results = self._patterns.analyze(
                 text=text,
                 language=self.LANGUAGE,
-                entities=self._entities_in(text),
+                entities=self._entities_in(text, self._patterns),
                 score_threshold=self.score_threshold,
             )
             if "ZIP_CODE" in self.redact:
