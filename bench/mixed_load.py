@@ -266,15 +266,16 @@ def main() -> None:
         def refill(name: str, route: str, need: int) -> None:
             while len(pools[name, route]) < need:
                 if route == "feedback":
-                    made, unused = work / f"visitors-{name}.txt", _unrewarded
+                    made, unused = work / f"visitors-{name}.txt", UNREWARDED_DECISIONS
                     # One body: wrk's script makes each request's visitor new (`__N__`).
                     body = {"channel": "web", "anonymous_id": f"bench-anon-{next(rounds)}-__N__"}
                     made.write_text(json.dumps(body) + "\n")
                     run_wrk(url(name, "decide"), 8, 5, made, fresh, keys[name])
                 else:
-                    unused = _unrewarded_ranks
+                    unused = ACTIVE_RANKS
                     run_wrk(url(name, "rank"), 8, 5, files["rank"], post, keys[name])
-                pools[name, route] += [i for i in unused(envs[name]) if i not in given[name]]
+                found = _served_ids(envs[name], unused)
+                pools[name, route] += [i for i in found if i not in given[name]]
                 given[name].update(pools[name, route])
 
         def url(name: str, route: str) -> str:
@@ -373,29 +374,23 @@ def _reward_line(route: str, target: str, value: float) -> str:
     return f"/v1/rank/{target}/reward " + json.dumps({"value": value})
 
 
-def _unrewarded_ranks(env: dict[str, str]) -> list[str]:
-    """The served home's active ranks, oldest first (those already rewarded are left out by
-    the caller, which knows which it handed out)."""
-    database = Path(env["ATTUNE_HOME"]) / "attune.db"
-    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
-        rows = connection.execute(
-            "SELECT event_id FROM rank_events WHERE activated ORDER BY created_at"
-        ).fetchall()
-    return [row[0] for row in rows]
+# What the served home holds that no reward has reached, oldest first: the bench's anonymous
+# visitors' decisions that chose an offer and have no reward, and the active ranks (those already
+# rewarded are left out by the caller, which knows which it handed out).
+UNREWARDED_DECISIONS = (
+    "SELECT d.decision_id FROM decisions d"
+    " LEFT JOIN rewards r ON r.decision_id = d.decision_id"
+    " WHERE d.offer_id IS NOT NULL AND r.decision_id IS NULL"
+    " AND d.subject_key LIKE '%bench-anon-%' ORDER BY d.created_at"
+)
+ACTIVE_RANKS = "SELECT event_id FROM rank_events WHERE activated ORDER BY created_at"
 
 
-def _unrewarded(env: dict[str, str]) -> list[str]:
-    """The served home's decisions for the bench's anonymous visitors that chose an offer and
-    have no reward yet, oldest first."""
+def _served_ids(env: dict[str, str], query: str) -> list[str]:
+    """The ids `query` reads from the served home's database (read-only, beside the server)."""
     database = Path(env["ATTUNE_HOME"]) / "attune.db"
     with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
-        rows = connection.execute(
-            "SELECT d.decision_id FROM decisions d"
-            " LEFT JOIN rewards r ON r.decision_id = d.decision_id"
-            " WHERE d.offer_id IS NOT NULL AND r.decision_id IS NULL"
-            " AND d.subject_key LIKE '%bench-anon-%' ORDER BY d.created_at"
-        ).fetchall()
-    return [row[0] for row in rows]
+        return [row[0] for row in connection.execute(query).fetchall()]
 
 
 def _medians(by_scenario: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

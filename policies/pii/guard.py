@@ -184,11 +184,7 @@ class PIIGuard:
         # warns on every call for each type asked of an analyzer with none (the blank one has no
         # NER: LOCATION, NRP), four to six lines a decision, and says it will refuse them.
         self._asked = {
-            engine: [
-                entity
-                for entity in self._entities
-                if entity in set(engine.get_supported_entities(self.LANGUAGE))
-            ]
+            engine: sorted(self.redact & set(engine.get_supported_entities(self.LANGUAGE)))
             for engine in {self._patterns, self._analyzer}
         }
         self._anonymizer = AnonymizerEngine()
