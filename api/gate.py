@@ -26,8 +26,9 @@ requests per second with 0.44x the p99 and 0.53x the server's CPU per request, s
 second with 1.04x / 0.77x the p99.
 
 Event batches (`POST /v1/events`) take their turns too: a batch of up to 16 events on the loop,
-a longer one (up to 1,000 events, a quarter of a second) in a worker thread (`in_thread`) that
-holds the slot until it is done, so that no decision or other batch runs beside it while the
+a longer one (up to 1,000 events, a quarter of a second), or any on PostgreSQL (where storing
+can wait for another process's lock on a person's feature row), in a worker thread (`in_thread`)
+that holds the slot until it is done, so that no decision or other batch runs beside it while the
 loop goes on reading requests. In worker threads side by side, batches contended for SQLite's
 one write lock. Measured as above (5 x 10 s, batches of 1 to 5 events): alone at 8 connections,
 1.72x the requests per second with 0.06x the p99 (38.9 against 654.9 ms) and 0.53x the CPU per

@@ -217,6 +217,14 @@ class Database:
         upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may write the rows this one writes: a database server
+        (PostgreSQL), where a write that locks rows (`FOR UPDATE`) can wait for another process's
+        transaction. SQLite is written by one process (`attune serve --workers` refuses it), in
+        which the CPU gate (`api.gate`) already takes the writes in turn."""
+        return self.engine.dialect.name != "sqlite"
+
     def _on_error(self, context: ExceptionContext) -> None:
         """Every driver error passes here: a full database or disk becomes `StorageFull`, which
         the API answers with 503 and Retry-After; the transaction is rolled back as usual."""

@@ -4,14 +4,17 @@ memory in PostgreSQL too), a copy job, export and erasure. The embedder is the t
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from postgres import create_database
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from agents.chat.memory import PostgresCheckpoints
 from agents.factory import build_services
@@ -98,6 +101,66 @@ def test_events_are_stored_once_and_rejected_alone(client: TestClient, services:
             select(func.count()).select_from(EventRow).where(EventRow.event_id == "pg-e1")
         )
     assert stored == 1
+
+
+def test_a_batch_waiting_for_another_process_row_lock_leaves_the_loop_free(
+    services: Services,
+) -> None:
+    # Storing events locks the people's feature rows (FOR UPDATE); on PostgreSQL another worker
+    # process may hold them, for a long batch about 0.3 s. A short batch stored on the event loop
+    # held the loop for that wait: no request of that worker was read or answered. The loop
+    # here releases the lock itself once it sees the batch waiting for it, which it can only do
+    # while the batch waits elsewhere; a timer releases it (and the test fails) if the loop
+    # never gets to.
+    visitor = "pg-lock-wait"
+    app = create_app(services=lambda: services)
+
+    def batch(n: int) -> dict[str, object]:
+        event = {"type": "view", "ts": "2026-12-01T10:00:00Z", "item_id": "itm_00004"}
+        return {"events": [{**event, "event_id": f"lock-wait-{n}", "anonymous_id": visitor}]}
+
+    holder = services.db.engine.connect()  # another backend, as another worker process is
+    released: list[str] = []
+    releasing = threading.Lock()
+
+    def release(by: str) -> None:
+        with releasing:
+            if not released:
+                released.append(by)
+                holder.rollback()
+                holder.close()
+
+    async def main() -> tuple[httpx.Response, httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                first = await client.post("/v1/events", json=batch(0))  # the visitor's row
+                holder.execute(
+                    text("SELECT 1 FROM person_features WHERE subject_key = :key FOR UPDATE"),
+                    {"key": f"anon:{visitor}"},
+                ).one()
+                timer = threading.Timer(20, release, ["timer"])
+                timer.start()
+                storing = asyncio.create_task(client.post("/v1/events", json=batch(1)))
+                with services.db.engine.connect() as watcher:
+                    while not released:
+                        waiting = watcher.execute(
+                            text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                "current_database() AND wait_event_type = 'Lock'"
+                            )
+                        ).scalar_one()
+                        if waiting:
+                            release("loop")
+                        await asyncio.sleep(0.01)
+                second = await storing
+                timer.cancel()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert released == ["loop"]
+    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    assert first.json()["accepted"] == second.json()["accepted"] == 1
 
 
 def test_chat_memory_lives_in_postgresql_and_is_erased_with_the_person(

@@ -23,7 +23,10 @@ _EVENT = TypeAdapter(Event)
 # Batches of up to this many events are stored on the event loop, longer ones in a worker thread
 # (both in turn, `api.gate`). Storing costs about 1.3 ms a batch plus 0.3 ms an event
 # (`bench/events_cost.py`: 1.6 ms for one event, 6.3 ms for 16, 23 ms for 64, 283 ms for 1,000),
-# so a batch stored on the loop holds it for no longer than about two decisions.
+# so a batch stored on the loop holds it for no longer than about two decisions. On PostgreSQL
+# every batch is stored in a worker thread: storing locks the people's feature rows, and another
+# worker process may hold them (a batch of 1,000 events holds its rows for about 0.3 s), a wait
+# that must not hold the loop (`Database.shared`).
 ON_LOOP = 16
 
 
@@ -61,10 +64,11 @@ async def post_events(
     # Stored in turn with decisions, ranks and other batches (`api.gate`): batches stored side
     # by side in worker threads waited for SQLite's one write lock, or were refused it and ran
     # again after a pause (p99 0.65 s at 8 connections). A batch of a few events is stored on
-    # the loop; a longer one in a worker thread, still in turn, so that the loop goes on
-    # reading requests meanwhile.
+    # the loop; a longer one, or any on PostgreSQL, in a worker thread, still in turn, so that
+    # the loop goes on reading requests meanwhile.
+    in_thread = len(valid) > ON_LOOP or services.db.shared
     valid, (outcomes, attributed) = await in_turn(
-        request, _record, services, valid, results, in_thread=len(valid) > ON_LOOP
+        request, _record, services, valid, results, in_thread=in_thread
     )
     for (index, event), outcome in zip(valid, outcomes, strict=True):
         results[index] = EventResult(
