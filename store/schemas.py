@@ -35,9 +35,13 @@ MAX_MIN_AGE = 21  # the highest minimum age an item or offer can carry
 
 
 def _within_bounds(value: datetime) -> datetime:
+    """An instant with a timezone, inside the window: a naive one would be compared with the
+    service's aware clock (an offer's validity at every decision) and fail there, not here."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a timezone, e.g. 2026-11-23T09:00:00Z")
     problem = "must be between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z"
     try:
-        utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        utc = value.astimezone(UTC)
     except OverflowError:
         raise ValueError(problem) from None
     if not EARLIEST <= utc < LATEST:
@@ -256,6 +260,4 @@ class Event(_Record):
             raise ValueError("one of user_id or anonymous_id is required")
         if self.type is not EventType.purchase and self.value is not None:
             raise ValueError("value is only allowed on purchase events")
-        if self.ts.tzinfo is None:
-            raise ValueError("ts must carry a timezone, e.g. 2026-11-23T09:00:00Z")
         return self

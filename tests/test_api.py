@@ -202,18 +202,28 @@ def test_events_are_validated_one_by_one_and_stored_exactly_once(
             "item_id": "itm_00001",
         },
         "not an object",
+        {
+            "event_id": "api_e5",
+            "type": "view",
+            "ts": "2026-11-01T10:05:00",  # no timezone
+            "user_id": "u_0005",
+            "item_id": "itm_00001",
+        },
     ]
     first = client.post("/v1/events", json={"events": batch})
     assert first.status_code == 200, first.text
     body = first.json()
-    assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 0, 3)
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 0, 4)
     statuses = [r["status"] for r in body["results"]]
-    assert statuses == ["accepted", "rejected", "accepted", "rejected", "rejected"]
+    assert statuses == ["accepted", "rejected", "accepted", "rejected", "rejected", "rejected"]
     assert "ts" in body["results"][1]["reason"]
     assert "type" in body["results"][3]["reason"]
+    # The reason names the field (it named "(body)" when a check on the whole event found it).
+    assert body["results"][5]["reason"].startswith("ts: "), body["results"][5]["reason"]
+    assert "timezone" in body["results"][5]["reason"]
 
     again = client.post("/v1/events", json={"events": batch}).json()
-    assert (again["accepted"], again["duplicates"], again["rejected"]) == (0, 2, 3)
+    assert (again["accepted"], again["duplicates"], again["rejected"]) == (0, 2, 4)
     with services.db.session() as session:
         stored = session.scalar(
             select(func.count()).where(EventRow.event_id.in_(["api_e1", "api_e2", "api_e3"]))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from agents.seed import read_jsonl
 from policies.engine import Exposure, Facts, PolicyEngine
 from policies.rules import PolicyError, load_policy, parse_policy
 from store.features import Purchases
@@ -187,6 +190,32 @@ def test_offer_facts_follow_the_offers_passed() -> None:
     ]
     local = Facts(age=30, consent=ALL_CONSENT, channel=Channel.web, now=NOW.astimezone(plus_two))
     assert engine.check_offers(edge, local, item_categories=["wine"], exposures={}).kept == edge
+
+
+@pytest.mark.parametrize(
+    ("valid_from", "valid_until"),
+    [
+        ("2026-11-01T00:00:00", "2026-12-01T00:00:00Z"),
+        ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00"),
+        ("2026-11-01T00:00:00", "2026-12-01T00:00:00"),
+    ],
+)
+def test_an_offer_window_without_a_timezone_is_refused_naming_the_field(
+    tmp_path: Path, valid_from: str, valid_until: str
+) -> None:
+    # A naive instant passed validation and then failed every decision, compared with the
+    # service's aware clock (or, beside an aware one, broke validation with a TypeError).
+    row = offer().model_dump(mode="json") | {"valid_from": valid_from, "valid_until": valid_until}
+    naive = [name for name in ("valid_from", "valid_until") if not row[name].endswith("Z")]
+    with pytest.raises(ValidationError) as caught:
+        Offer.model_validate(row)
+    assert [error["loc"] for error in caught.value.errors()] == [(name,) for name in naive]
+    assert all("timezone" in error["msg"] for error in caught.value.errors())
+    # From a seed folder's offers.jsonl: the file and line, then the field.
+    path = tmp_path / "offers.jsonl"
+    path.write_text(json.dumps(offer("o0").model_dump(mode="json")) + "\n" + json.dumps(row))
+    with pytest.raises(ValueError, match=rf"(?s)offers.jsonl:2: .*{naive[0]}.*timezone"):
+        list(read_jsonl(path, Offer))
 
 
 @settings(max_examples=200, deadline=None)
