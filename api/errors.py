@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 import uuid
 from collections.abc import Mapping, Sequence
@@ -43,18 +44,42 @@ def problem(
     )
 
 
+# A check of a whole model names the field its message begins with ("actions[1].id: 'a' appears
+# twice"): pydantic gives such an error no location of its own.
+_NAMED = re.compile(
+    r"(?P<field>[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (?P<problem>.+)", re.S
+)
+_VALUE_ERROR = "Value error, "  # pydantic's prefix to the message of a ValueError we raised
+
+
 def field_errors(errors: Sequence[Mapping[str, Any]], *, skip: int = 0) -> list[dict[str, str]]:
-    """pydantic errors as `{"field": "events[2].ts", "problem": "..."}`."""
+    """pydantic errors as `{"field": "events[2].ts", "problem": "..."}`: the message of a check
+    we wrote without pydantic's "Value error, " prefix; a dict's bad key as the key's field
+    ("consent.bogus", "not a valid key: ..."); a check whose message begins with a field, of the
+    whole body or inside its own field ("context_features[0].time: ..."), as that field; any
+    other check of the whole body as "(body)"."""
     out = []
     for err in errors:
         parts: list[str] = []
+        problem = str(err["msg"]).removeprefix(_VALUE_ERROR)
         for key in err["loc"][skip:]:
             if isinstance(key, int):
                 parts.append(f"[{key}]")
+            elif key == "[key]":  # pydantic's marker: the key itself is wrong, not its value
+                problem = f"not a valid key: {problem}"
             else:
                 parts.append(("." if parts else "") + str(key))
-        out.append({"field": "".join(parts) or "(body)", "problem": err["msg"]})
+        field = "".join(parts)
+        named = _NAMED.fullmatch(problem)
+        if named and (not field or _within(named["field"], field)):
+            field, problem = named["field"], named["problem"]
+        out.append({"field": field or "(body)", "problem": problem})
     return out
+
+
+def _within(path: str, field: str) -> bool:
+    """Whether `path` ("actions[1].id") is `field` ("actions") or lies inside it."""
+    return path == field or path.startswith((f"{field}[", f"{field}."))
 
 
 def install(app: FastAPI) -> None:

@@ -41,11 +41,11 @@ class DecideIn(_In):
     @model_validator(mode="after")
     def _has_subject(self) -> DecideIn:
         if self.user_id is None and self.anonymous_id is None:
-            raise ValueError("one of user_id or anonymous_id is required")
+            raise ValueError("user_id: one of user_id or anonymous_id is required")
         if any(len(value) > 500 for value in self.context.values()):
-            raise ValueError("context values must be at most 500 characters")
+            raise ValueError("context: values must be at most 500 characters")
         if any(len(key) > 64 for key in self.context):
-            raise ValueError("context keys must be at most 64 characters")
+            raise ValueError("context: keys must be at most 64 characters")
         return self
 
 
@@ -259,7 +259,7 @@ class ChatIn(_In):
     @model_validator(mode="after")
     def _has_subject(self) -> ChatIn:
         if self.user_id is None and self.anonymous_id is None:
-            raise ValueError("one of user_id or anonymous_id is required")
+            raise ValueError("user_id: one of user_id or anonymous_id is required")
         return self
 
 
@@ -573,7 +573,7 @@ class RankRewardIn(_In):
     @model_validator(mode="after")
     def _one(self) -> RankRewardIn:
         if (self.value is None) == (self.slots is None):
-            raise ValueError("send either value (a single-slot rank) or slots (multi-slot)")
+            raise ValueError("value: send either value (a single-slot rank) or slots (multi-slot)")
         if self.slots is not None:
             ids = [s.slot_id for s in self.slots]
             if len(set(ids)) != len(ids):

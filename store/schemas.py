@@ -165,7 +165,7 @@ class Offer(_Record):
     @model_validator(mode="after")
     def _window_is_ordered(self) -> Offer:
         if self.valid_until <= self.valid_from:
-            raise ValueError("valid_until must be after valid_from")
+            raise ValueError("valid_until: must be after valid_from")
         return self
 
 
@@ -191,7 +191,7 @@ class Profile(_Record):
     @classmethod
     def _born_in_the_past(cls, value: date | None) -> date | None:
         if value is not None and (value > date.today() or value.year < 1900):
-            raise ValueError("birth_date must be between 1900-01-01 and today")
+            raise ValueError("must be between 1900-01-01 and today")
         return value
 
     def age_on(self, day: date) -> int | None:
@@ -257,7 +257,7 @@ class Event(_Record):
     @model_validator(mode="after")
     def _has_subject(self) -> Event:
         if self.user_id is None and self.anonymous_id is None:
-            raise ValueError("one of user_id or anonymous_id is required")
+            raise ValueError("user_id: one of user_id or anonymous_id is required")
         if self.type is not EventType.purchase and self.value is not None:
-            raise ValueError("value is only allowed on purchase events")
+            raise ValueError("value: only allowed on purchase events")
         return self

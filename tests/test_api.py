@@ -288,14 +288,53 @@ def test_catalog_upsert_is_retrievable(client: TestClient) -> None:
         ({"user_id": "u_0001", "channel": "web", "k": 0}, "k"),
         ({"user_id": "u_0001", "channel": "web", "shoe_size": 9}, "shoe_size"),
         ({"user_id": "bad id!", "channel": "web"}, "user_id"),
-        ({"channel": "web"}, "(body)"),
+        # Checks of the whole body name the field they are about, not "(body)".
+        ({"channel": "web"}, "user_id"),
+        ({"user_id": "u_0001", "channel": "web", "context": {"page": "x" * 501}}, "context"),
     ],
 )
 def test_bad_decide_requests_name_the_field(client: TestClient, body: dict, field: str) -> None:
     response = client.post("/v1/decide", json=body)
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["errors"][0]["field"] == field
+    error = response.json()["errors"][0]
+    assert error["field"] == field
+    assert not error["problem"].startswith(("Value error", f"{field}:")), error
+    assert response.json()["detail"] == f"{field}: {error['problem']}"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "problem"),
+    [
+        (
+            "/v1/rank",
+            {"actions": [{"id": "a"}, {"id": "a"}]},
+            "actions[1].id",
+            "'a' appears twice",
+        ),
+        (
+            "/v1/rank",
+            {"actions": [{"id": "a"}], "excluded_actions": ["a"]},
+            "excluded_actions",
+            "every action is excluded",
+        ),
+        (
+            "/v1/users/u_0001",
+            {"consent": {"bogus": True}},
+            "consent.bogus",
+            "not a valid key: Input should be",
+        ),
+    ],
+)
+def test_checks_of_the_whole_body_and_bad_keys_name_their_field(
+    client: TestClient, path: str, body: dict, field: str, problem: str
+) -> None:
+    send = client.put if path.startswith("/v1/users/") else client.post
+    response = send(path, json=body)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["field"] == field
+    assert error["problem"].startswith(problem), error
 
 
 def test_malformed_json_is_a_4xx(client: TestClient) -> None:

@@ -465,7 +465,7 @@ def test_an_anonymous_visitor_can_chat(base_url: str) -> None:
 @pytest.mark.parametrize(
     "body, field",
     [
-        ({"message": "hi"}, "(body)"),
+        ({"message": "hi"}, "user_id"),
         ({"user_id": "u_0101", "message": ""}, "message"),
         ({"user_id": "u_0101", "message": "hi", "thread_id": "user:u_0002|t"}, "thread_id"),
         ({"user_id": "u_0101", "message": "hi", "deadline_ms": 5}, "deadline_ms"),

@@ -106,7 +106,7 @@ def test_an_invalid_request_raises_with_the_fields_named(attune: Attune) -> None
     with pytest.raises(InvalidRequest) as invalid:
         attune.decide(channel="web")
     assert invalid.value.status == 422
-    assert invalid.value.errors and invalid.value.errors[0]["field"] == "(body)"
+    assert invalid.value.errors and invalid.value.errors[0]["field"] == "user_id"
     with pytest.raises(InvalidRequest) as bad_channel:
         attune.decide(channel="carrier-pigeon", user_id="u_0160")
     assert [e["field"] for e in bad_channel.value.errors] == ["channel"]
