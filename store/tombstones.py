@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from store.models import Tombstone
@@ -24,7 +24,7 @@ def add_tombstones(session: Session, refs: Iterable[str]) -> None:
     session.flush()
 
 
-def tombstoned(session: Session, refs: Iterable[str]) -> set[str]:
+def tombstoned(session: Session | Connection, refs: Iterable[str]) -> set[str]:
     """Which of these refs name an erased identifier."""
     wanted = sorted(set(refs))
     found: set[str] = set()

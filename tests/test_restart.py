@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from typer.testing import CliRunner
 
 from agents.factory import build_services
@@ -26,7 +26,7 @@ from agents.settings import PROJECT_ROOT, Settings
 from api.app import create_app
 from api.cli import app as cli
 from store.catalog import count_items
-from store.models import EventRow, IdentityLink, Tombstone
+from store.models import DecisionRow, EventRow, IdentityLink, PersonFeatures, Tombstone
 
 DEMO = PROJECT_ROOT / "data" / "demo"
 USERS = 12  # the first users of the demo, with their events on the first ITEMS items
@@ -170,7 +170,32 @@ def test_events_and_profile_writes_for_an_erased_person_are_refused(
         assert again.status_code == 409
         assert again.json()["detail"].startswith("user_id:")
         assert client.get(f"/v1/users/{erased}").status_code == 404
+        # Nor is a decision about them made: its record (and a first read's feature row) would
+        # hold their id again. It was, answered as for an unknown id and logged.
+        logged = _decisions(running)
+        for sent, field in ((erased, "user_id"), (sorted(anonymous)[0], "anonymous_id")):
+            refused = client.post("/v1/decide", json={"channel": "web", field: sent})
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["detail"].startswith(f"{field}:")
+            talk = {"message": "hello again", "stream": False, field: sent}
+            refused = client.post("/v1/chat", json=talk)  # a thread would hold them again
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["detail"].startswith(f"{field}:")
+        assert _decisions(running) == logged
+        new = client.post("/v1/decide", json={"channel": "web", "anonymous_id": "anon_new_2"})
+        assert new.status_code == 200, new.text
+        assert _decisions(running) == logged + 1
     assert _held(running, erased, anonymous) == (0, 0)
+    with running.db.session() as session:
+        keys = {f"user:{erased}", *(f"anon:{a}" for a in anonymous)}
+        assert not session.scalars(
+            select(PersonFeatures.subject_key).where(PersonFeatures.subject_key.in_(keys))
+        ).all()
+
+
+def _decisions(services: Services) -> int:
+    with services.db.session() as session:
+        return session.scalar(select(func.count()).select_from(DecisionRow)) or 0
 
 
 def test_the_demo_world_loads_only_into_an_empty_store(running: Services, world: Path) -> None:

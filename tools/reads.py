@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+
+from sqlalchemy import Connection
 
 from retrieval.sequence import person_history, recent_history, stored_person_history
 from store.errors import Conflict
@@ -22,6 +25,7 @@ def open_decision(
     *,
     channel: Channel,
     now: datetime,
+    refuse: Callable[[Connection, str | None, str | None], None] | None = None,
 ) -> RunContext:
     """The context of one decision about (`user_id`, `anonymous_id`), bound as
     `store.users.resolve_subject` binds it, with what its tools read already in its memo.
@@ -37,6 +41,11 @@ def open_decision(
     again and sees every write made since, by any worker — the catalog's version too, against
     which the popularity cache (`store.catalog.PopularCache`) is checked. A user id sent with
     an anonymous id linked to someone else is a Conflict, as in `resolve_subject`.
+
+    `refuse(connection, user_id, anonymous_id)` is called for a person the store holds nothing
+    about (no user, no feature row), before anything is written about them (the first read
+    stores their feature row), and raises to refuse the decision: an erased person
+    (`agents.decide.run`). Everyone else costs it nothing.
     """
     offers = offer_reads(deps, channel, now)
     with deps.db.reading() as connection:
@@ -45,6 +54,8 @@ def open_decision(
         )
         if user_id is not None and person.owner not in (None, user_id):
             raise Conflict(LINKED_ELSEWHERE)
+        if refuse is not None and person.record is None and person.feature_state is None:
+            refuse(connection, user_id, anonymous_id)
         ctx = RunContext(deps=deps, subject=person.subject, channel=channel, now=now)
         ctx.memo["catalog_version"] = person.catalog_version
         settle_profile(ctx, connection, person)

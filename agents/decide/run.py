@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import cast
 
 from agents.collector import collect_young
 from agents.decide.explain import Explanation
 from agents.decide.graph import run_config
 from agents.decide.state import DecideContext, DecideOutput
+from agents.privacy.rights import refuse_erased
 from agents.services import Services
 from agents.tracing import decision_span
 from policies.pii import KnownValues, Vault
@@ -61,7 +63,12 @@ def _decide(services: Services, request: DecideRequest, now: datetime | None) ->
     now = now or datetime.now(UTC)
     # The subject bound and what the tools read about them read, in one session (tools.reads).
     run = open_decision(
-        services.tools, request.user_id, request.anonymous_id, channel=request.channel, now=now
+        services.tools,
+        request.user_id,
+        request.anonymous_id,
+        channel=request.channel,
+        now=now,
+        refuse=partial(refuse_erased, services),
     )
     subject = run.subject
     record = subject_record(run)

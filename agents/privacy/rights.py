@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from agents.services import Services, collab_folder
@@ -25,6 +26,7 @@ from retrieval.collab import CollabModel
 from store.access import audit
 from store.batch import erase_from_batches, export_batch_lines
 from store.erasure import erase_person, export_person, find_person
+from store.errors import Conflict
 from store.jobs import erase_from_jobs
 from store.rank import erase_rank_events, export_rank_events
 from store.tombstones import add_tombstones, tombstoned
@@ -72,7 +74,7 @@ class ErasedIds:
 
 def erased_among(
     services: Services,
-    session: Session,
+    session: Session | Connection,
     user_ids: Iterable[str | None] = (),
     anonymous_ids: Iterable[str | None] = (),
 ) -> ErasedIds:
@@ -85,6 +87,22 @@ def erased_among(
         frozenset(users[ref] for ref in dead if ref in users),
         frozenset(anons[ref] for ref in dead if ref in anons),
     )
+
+
+def refuse_erased(
+    services: Services,
+    session: Session | Connection,
+    user_id: str | None,
+    anonymous_id: str | None,
+) -> None:
+    """A Conflict for a request about an erased person (their user id, or an anonymous id that
+    was theirs) that would store them again: a decision's record, a chat thread — as their
+    events would be (`POST /v1/events` refuses those)."""
+    reason = erased_among(services, session, [user_id], [anonymous_id]).reason(
+        user_id, anonymous_id
+    )
+    if reason is not None:
+        raise Conflict(reason)
 
 
 def export_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from agents.chat.turn import ChatReply, ChatRequest, chat_turn
+from agents.privacy.rights import refuse_erased
 from agents.services import Services
-from api.auth import ChatCaller
+from api.auth import Caller, ChatCaller
 from api.deps import ServicesDep
 from api.schemas import ChatIn, ChatOut, ItemOut, OfferOut
 
@@ -43,7 +44,7 @@ async def post_chat(
         body.user_id,
         what="a chat with " + ("an anonymous visitor" if body.user_id is None else "this user"),
     )
-    await run_in_threadpool(caller.act_for_anonymous, services, body.user_id, body.anonymous_id)
+    await run_in_threadpool(_admit, services, caller, body)
     request = ChatRequest(
         message=body.message,
         channel=body.channel,
@@ -60,6 +61,14 @@ async def post_chat(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _admit(services: Services, caller: Caller, body: ChatIn) -> None:
+    """The caller may speak for the anonymous id, and the person is not erased (a 409: their
+    thread would store them again)."""
+    caller.act_for_anonymous(services, body.user_id, body.anonymous_id)
+    with services.db.reading() as connection:
+        refuse_erased(services, connection, body.user_id, body.anonymous_id)
 
 
 async def _events(services: Services, request: ChatRequest) -> AsyncIterator[bytes]:
