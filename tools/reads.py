@@ -42,10 +42,10 @@ def open_decision(
     which the popularity cache (`store.catalog.PopularCache`) is checked. A user id sent with
     an anonymous id linked to someone else is a Conflict, as in `resolve_subject`.
 
-    `refuse(connection, user_id, anonymous_id)` is called for a person the store holds nothing
-    about (no user, no feature row), before anything is written about them (the first read
-    stores their feature row), and raises to refuse the decision: an erased person
-    (`agents.decide.run`). Everyone else costs it nothing.
+    `refuse(connection, user_id, anonymous_id)` is called for a user id with no user stored,
+    and for an anonymous visitor with no feature row, before anything is written about them
+    (the first read stores their feature row), and raises to refuse the decision: an erased
+    person (`agents.decide.run`). A stored user, or a visitor seen before, costs it nothing.
     """
     offers = offer_reads(deps, channel, now)
     with deps.db.reading() as connection:
@@ -54,7 +54,8 @@ def open_decision(
         )
         if user_id is not None and person.owner not in (None, user_id):
             raise Conflict(LINKED_ELSEWHERE)
-        if refuse is not None and person.record is None and person.feature_state is None:
+        unknown = person.record is None and (user_id is not None or person.feature_state is None)
+        if refuse is not None and unknown:
             refuse(connection, user_id, anonymous_id)
         ctx = RunContext(deps=deps, subject=person.subject, channel=channel, now=now)
         ctx.memo["catalog_version"] = person.catalog_version
