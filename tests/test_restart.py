@@ -177,10 +177,15 @@ def test_events_and_profile_writes_for_an_erased_person_are_refused(
             refused = client.post("/v1/decide", json={"channel": "web", field: sent})
             assert refused.status_code == 409, refused.text
             assert refused.json()["detail"].startswith(f"{field}:")
-            talk = {"message": "hello again", "stream": False, field: sent}
-            refused = client.post("/v1/chat", json=talk)  # a thread would hold them again
-            assert refused.status_code == 409, refused.text
-            assert refused.json()["detail"].startswith(f"{field}:")
+            for stream in (False, True):  # a thread would hold them again
+                talk = {"message": "hello again", "stream": stream, field: sent}
+                refused = client.post("/v1/chat", json=talk)
+                assert refused.status_code == 409, refused.text
+                assert refused.json()["detail"].startswith(f"{field}:")
+                person = {"user": sent} if field == "user_id" else {"metadata": {field: sent}}
+                asked = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
+                refused = client.post("/v1/chat/completions", json={**asked, **person})
+                assert refused.status_code == 409, refused.text
         assert _decisions(running) == logged
         new = client.post("/v1/decide", json={"channel": "web", "anonymous_id": "anon_new_2"})
         assert new.status_code == 200, new.text

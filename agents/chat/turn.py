@@ -18,6 +18,7 @@ from agents.chat.state import ChatContext
 from agents.chat.tools import Turn
 from agents.decide.explain import Explanation
 from agents.llm.completion import Usage
+from agents.privacy.rights import refuse_erased
 from agents.services import Services
 from policies.pii import KnownValues, Vault
 from store.schemas import Channel
@@ -76,6 +77,8 @@ def chat_turn(
     now = now or datetime.now(UTC)
     with services.db.session() as session:
         subject = resolve_subject(session, request.user_id, request.anonymous_id)
+        # An erased person is refused (a 409): their thread would store them again.
+        refuse_erased(services, session, request.user_id, request.anonymous_id)
     run = RunContext(deps=services.tools, subject=subject, channel=request.channel, now=now)
     record = subject_record(run)
     thread_id = request.thread_id or uuid.uuid4().hex[:16]

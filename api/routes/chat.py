@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from agents.chat.turn import ChatReply, ChatRequest, chat_turn
 from agents.privacy.rights import refuse_erased
 from agents.services import Services
-from api.auth import Caller, ChatCaller
+from api.auth import ChatCaller
 from api.deps import ServicesDep
 from api.schemas import ChatIn, ChatOut, ItemOut, OfferOut
 
@@ -44,7 +44,7 @@ async def post_chat(
         body.user_id,
         what="a chat with " + ("an anonymous visitor" if body.user_id is None else "this user"),
     )
-    await run_in_threadpool(_admit, services, caller, body)
+    await run_in_threadpool(caller.act_for_anonymous, services, body.user_id, body.anonymous_id)
     request = ChatRequest(
         message=body.message,
         channel=body.channel,
@@ -56,6 +56,7 @@ async def post_chat(
     )
     if not body.stream:
         return chat_out(await run_in_threadpool(chat_turn, services, request))
+    await run_in_threadpool(refuse_before_stream, services, request)
     return StreamingResponse(
         _events(services, request),
         media_type="text/event-stream",
@@ -63,12 +64,12 @@ async def post_chat(
     )
 
 
-def _admit(services: Services, caller: Caller, body: ChatIn) -> None:
-    """The caller may speak for the anonymous id, and the person is not erased (a 409: their
-    thread would store them again)."""
-    caller.act_for_anonymous(services, body.user_id, body.anonymous_id)
+def refuse_before_stream(services: Services, request: ChatRequest) -> None:
+    """A stream is answered 200 before its turn runs, and `chat_turn`'s refusal of an erased
+    person would reach the client as the stream's `error` event: it is made here first, as a
+    409."""
     with services.db.reading() as connection:
-        refuse_erased(services, connection, body.user_id, body.anonymous_id)
+        refuse_erased(services, connection, request.user_id, request.anonymous_id)
 
 
 async def _events(services: Services, request: ChatRequest) -> AsyncIterator[bytes]:

@@ -39,7 +39,7 @@ from api.openai_schemas import (
     CompletionUsage,
     chunk,
 )
-from api.routes.chat import chat_out, relay
+from api.routes.chat import chat_out, refuse_before_stream, relay
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -58,6 +58,7 @@ async def chat_completions(
     if not body.stream:
         reply = await run_in_threadpool(chat_turn, services, request)
         return completion(reply, created)
+    await run_in_threadpool(refuse_before_stream, services, request)
     return StreamingResponse(
         _chunks(services, request, created),
         media_type="text/event-stream",
