@@ -28,7 +28,7 @@ from policies.pii import PIIGuard
 from policies.rules import load_policy
 from retrieval.collab import CollabModel
 from retrieval.edge import EdgeIndex
-from retrieval.embedder import CachedEmbedder, Embedder, limit_torch_threads, load_embedder
+from retrieval.embedder import CachedEmbedder, limit_torch_threads, load_embedder
 from retrieval.index import VectorIndex
 from retrieval.server import QdrantServerIndex
 from store.db import Database
@@ -106,7 +106,7 @@ def build_services(settings: Settings | None = None) -> Services:
     limit_torch_threads(settings.torch_threads)
     # numpy's BLAS too, process-wide: the PII guard's NER multiplies with it (policies.pii.ner).
     threadpool_limits(settings.torch_threads, user_api="blas")
-    embedder: Embedder = CachedEmbedder(
+    embedder = CachedEmbedder(
         load_embedder(
             settings.embedding_model,
             fallback_dim=settings.embedding_dim,

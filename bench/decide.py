@@ -345,7 +345,7 @@ def main() -> None:
         decide(services, request(i, False))
 
     # The query cache of the embedder (`retrieval.embedder.CachedEmbedder`), cleared for cold runs.
-    clear_cache = getattr(getattr(services.embedder, "_cached", None), "cache_clear", None)
+    clear_cache = services.tools.embedder.cache_clear
 
     def cold_query(i: int) -> None:
         if clear_cache is not None:

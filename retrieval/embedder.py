@@ -11,7 +11,10 @@ import functools
 import hashlib
 import importlib.resources
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -193,6 +196,14 @@ class CachedEmbedder:
     Shoppers repeat queries ("coffee", "gift for dad"), and one query costs a model forward
     pass, while a lookup costs nothing. Batches (`embed`, e.g. ingest) are not cached. Cached
     vectors are read-only, so no caller can change what the next caller gets.
+
+    A query's vector can also be begun ahead (`embed_ahead`) on the embedder's own thread, while
+    the caller does other work: a decision begins it before it reads the person and scans the
+    text for PII, and the model (which releases the GIL) runs on the other core meanwhile. Until
+    the scan is done the text is not known to be fit to keep, so the vector enters the cache only
+    when the caller `keep`s it; a dropped one is never stored. The cache is written by hand (an
+    ordered dict under a lock) because `functools.lru_cache` can neither take a vector computed
+    elsewhere nor say whether a text is cached.
     """
 
     def __init__(self, inner: Embedder, size: int = 4096) -> None:
@@ -202,7 +213,11 @@ class CachedEmbedder:
         self.name = inner.name
         self.dim = inner.dim
         self.degraded = inner.degraded
-        self._cached = functools.lru_cache(maxsize=size)(self._embed_one)
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray | Future[np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0
+        self._ahead: ThreadPoolExecutor | None = None
 
     def _embed_one(self, text: str) -> np.ndarray:
         vector = self.inner.embed_query(text)
@@ -213,10 +228,78 @@ class CachedEmbedder:
         return self.inner.embed(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._cached(text)
+        with self._lock:
+            entry = self._vectors.get(text)
+            if entry is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+                self._vectors.move_to_end(text)
+        if isinstance(entry, np.ndarray):
+            return entry
+        vector = self._embed_one(text) if entry is None else self._settle(entry, text)
+        self._remember(text, vector)
+        return vector
+
+    def _settle(self, pending: Future[np.ndarray], text: str) -> np.ndarray:
+        """A kept vector begun ahead: computed here if its thread has not started on it yet (the
+        thread is busy with another), else waited for; computed here again if it failed."""
+        if pending.cancel():
+            return self._embed_one(text)
+        try:
+            return pending.result()
+        except Exception:
+            return self._embed_one(text)
+
+    def _remember(self, text: str, entry: np.ndarray | Future[np.ndarray]) -> None:
+        with self._lock:
+            self._vectors[text] = entry
+            self._vectors.move_to_end(text)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+    def __contains__(self, text: object) -> bool:
+        with self._lock:
+            return text in self._vectors
+
+    def embed_ahead(self, text: str) -> Ahead | None:
+        """Begins `text`'s vector on the embedder's thread; None when it is cached already."""
+        with self._lock:
+            if text in self._vectors:
+                return None
+            if self._ahead is None:
+                self._ahead = ThreadPoolExecutor(1, thread_name_prefix="attune-embed-ahead")
+            ahead = self._ahead
+        return Ahead(self, text, ahead.submit(self._embed_one, text))
 
     def cache_info(self) -> functools._CacheInfo:
-        return self._cached.cache_info()
+        with self._lock:
+            return functools._CacheInfo(self._hits, self._misses, self.size, len(self._vectors))
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
+            self._hits = self._misses = 0
+
+
+class Ahead:
+    """A query's vector begun before its text was cleared: `keep` hands it to the cache (without
+    waiting for it), `drop` discards it. After either, the other does nothing."""
+
+    def __init__(self, owner: CachedEmbedder, text: str, pending: Future[np.ndarray]) -> None:
+        self._owner = owner
+        self._text = text
+        self._pending: Future[np.ndarray] | None = pending
+
+    def keep(self) -> None:
+        if self._pending is not None:
+            self._owner._remember(self._text, self._pending)
+            self._pending = None
+
+    def drop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()  # if its thread is on it already, the vector is thrown away
+            self._pending = None
 
 
 def limit_torch_threads(threads: int) -> None:

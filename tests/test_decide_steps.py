@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from agents.decide.graph import STEPS, build_decide_graph, steps
 from agents.decide.run import DecideRequest, decide
 from agents.services import Services
 from agents.writing.writer import Brief, Draft, OfflineWriter
+from retrieval.embedder import CachedEmbedder
 from store.decisions import get_decision
 from store.schemas import Channel
 
@@ -163,3 +165,51 @@ def test_a_decision_sizes_langgraphs_thread_pool_without_asking_the_os(
     decision = decide(demo_services, DecideRequest(channel=Channel.web, user_id=CONSENTING[3]))
     assert decision.items
     assert asked == []
+
+
+class ThreadsOf:
+    """The service's own embedder, recording which thread embedded which query text."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name, self.dim, self.degraded = inner.name, inner.dim, inner.degraded
+        self.calls: list[tuple[str, str]] = []
+
+    def embed(self, texts: Any) -> Any:
+        return self.inner.embed(texts)
+
+    def embed_query(self, text: str) -> Any:
+        self.calls.append((text, threading.current_thread().name))
+        return self.inner.embed_query(text)
+
+
+def _embedding(services: Services) -> tuple[Services, ThreadsOf]:
+    spy = ThreadsOf(services.tools.embedder.inner)
+    return replace(services, tools=replace(services.tools, embedder=CachedEmbedder(spy))), spy
+
+
+def test_a_clean_new_querys_vector_is_begun_ahead_and_used(demo_services: Services) -> None:
+    """The query's vector is computed on the embedder's own thread, beside the PII scan, and
+    retrieval uses it: the model runs once for the query, and not on the decision's thread."""
+    services, spy = _embedding(demo_services)
+    query = "a warm wool hat for hiking"
+    decide(services, DecideRequest(Channel.web, user_id=CONSENTING[0], query=query))
+
+    assert [text for text, _ in spy.calls] == [query]
+    assert spy.calls[0][1].startswith("attune-embed-ahead")
+    assert query in services.tools.embedder
+
+
+def test_a_query_holding_pii_is_never_cached_and_retrieval_reads_the_redacted_text(
+    demo_services: Services,
+) -> None:
+    """The vector begun on the text as sent is thrown away when the guard finds PII in it:
+    retrieval embeds the pseudonymized text, and the raw one is not kept in the cache."""
+    services, spy = _embedding(demo_services)
+    query = "a gift to send to jo.bloggs@example.org"
+    decide(services, DecideRequest(Channel.web, user_id=CONSENTING[0], query=query))
+
+    used = [text for text, thread in spy.calls if not thread.startswith("attune-embed-ahead")]
+    assert used == ["a gift to send to <EMAIL_ADDRESS_1>"]
+    assert used[0] in services.tools.embedder
+    assert query not in services.tools.embedder

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +233,95 @@ def test_cached_query_embeddings_are_reused_and_read_only(tiny_model_dir: Path):
     assert (info.hits, info.misses, info.currsize) == (1, 3, 2)
     assert cached.embed(TEXTS).shape == (len(TEXTS), HIDDEN_SIZE)
     assert cached.cache_info().currsize == 2  # batches are not cached
+
+
+class Recording:
+    """A hashing embedder that records which thread embedded which text, and can be held."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.inner = HashingEmbedder(dim=16)
+        self.name, self.dim, self.degraded = "recording", 16, None
+        self.calls: list[tuple[str, str]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.fail_first = fail_first
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        assert self.hold.wait(10)
+        self.calls.append((text, threading.current_thread().name))
+        if len(self.calls) <= self.fail_first:
+            raise RuntimeError("the model broke")
+        return self.inner.embed_query(text)
+
+
+def _ahead_thread(name: str) -> bool:
+    return name.startswith("attune-embed-ahead")
+
+
+def test_a_vector_begun_ahead_and_kept_is_the_cached_one():
+    inner = Recording()
+    cached = CachedEmbedder(inner)
+
+    ahead = cached.embed_ahead("cat toys")
+    assert ahead is not None
+    ahead.keep()
+    vector = cached.embed_query("cat toys")
+
+    assert [(text, _ahead_thread(thread)) for text, thread in inner.calls] == [("cat toys", True)]
+    np.testing.assert_allclose(vector, inner.inner.embed_query("cat toys"))
+    assert cached.embed_query("cat toys") is vector
+    assert cached.embed_ahead("cat toys") is None  # cached: nothing to begin
+    with pytest.raises(ValueError, match="read-only"):
+        vector[0] = 1.0
+
+
+def test_a_dropped_vector_is_never_cached():
+    inner = Recording()
+    cached = CachedEmbedder(inner)
+
+    ahead = cached.embed_ahead("call me on 07700 900123")
+    assert ahead is not None
+    ahead.drop()
+    ahead.keep()  # after a drop, a keep does nothing
+
+    assert "call me on 07700 900123" not in cached
+    assert cached.cache_info().currsize == 0
+
+
+def test_a_kept_vector_whose_thread_is_busy_is_computed_by_the_caller():
+    inner = Recording()
+    cached = CachedEmbedder(inner)
+    inner.hold.clear()
+    first = cached.embed_ahead("held")  # occupies the embedder's one thread
+    second = cached.embed_ahead("queued")
+    assert first is not None and second is not None
+    second.keep()
+
+    waiter = threading.Thread(target=lambda: (time.sleep(0.2), inner.hold.set()))
+    waiter.start()
+    cached.embed_query("queued")
+    waiter.join()
+    first.drop()
+
+    thread_of = dict(inner.calls)
+    assert not _ahead_thread(thread_of["queued"])  # taken back rather than waited for
+    assert "queued" in cached and "held" not in cached
+
+
+def test_a_kept_vector_that_failed_is_computed_again():
+    inner = Recording(fail_first=1)
+    cached = CachedEmbedder(inner)
+
+    ahead = cached.embed_ahead("cat toys")
+    assert ahead is not None
+    ahead.keep()
+    vector = cached.embed_query("cat toys")
+
+    assert [text for text, _ in inner.calls] == ["cat toys", "cat toys"]
+    np.testing.assert_allclose(vector, inner.inner.embed_query("cat toys"))
 
 
 def test_torch_threads_are_limited():

@@ -14,7 +14,7 @@ from store.users import Subject
 if TYPE_CHECKING:
     from policies.engine import PolicyEngine
     from retrieval.collab import CollabModel
-    from retrieval.embedder import Embedder
+    from retrieval.embedder import CachedEmbedder
     from retrieval.index import VectorIndex
     from retrieval.sequence import ItemItemModel
     from tools.bandit import ThompsonSampling
@@ -27,7 +27,7 @@ class ToolDeps:
     """Long-lived services the tools use; built once per process by the factory."""
 
     db: Database
-    embedder: Embedder
+    embedder: CachedEmbedder  # the query cache, which decisions fill ahead (`embed_ahead`)
     index: VectorIndex
     policy: PolicyEngine
     bandit: ThompsonSampling

@@ -74,8 +74,14 @@ def guard_input(state: DecideState, runtime: Runtime[DecideContext]) -> dict[str
         return guard.pseudonymize(text, known=ctx.known, vault=ctx.vault).text
 
     query = state.get("query")
+    redacted = redact(query) if query else None
+    # The vector begun on the text as sent is the redacted text's only if nothing was found.
+    if ctx.query_ahead is not None and redacted == query:
+        ctx.query_ahead.keep()
+    elif ctx.query_ahead is not None:
+        ctx.query_ahead.drop()
     return {
-        "query_redacted": redact(query) if query else None,
+        "query_redacted": redacted,
         "context_redacted": {key: redact(value) for key, value in state["context"].items()},
     }
 

@@ -16,6 +16,7 @@ from agents.privacy.rights import refuse_erased
 from agents.services import Services
 from agents.tracing import decision_span
 from policies.pii import KnownValues, Vault
+from retrieval.embedder import Ahead
 from store.schemas import Channel
 from tools.profile import subject_record
 from tools.reads import open_decision
@@ -52,14 +53,23 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
     """Make one decision, then collect the collector's younger generations
     (`agents.collector`): between decisions, with nothing of the run left alive but the
     decision, rather than wherever the next allocation-triggered collection would fall."""
-    decision = _decide(services, request, now)
+    if request.user_id is None and request.anonymous_id is None:
+        raise ValueError("one of user_id or anonymous_id is required")
+    # A new query's vector is begun now on the embedder's thread, beside the person's read and
+    # the PII scan; `guard_input` keeps it only if the scan leaves the text as it was sent.
+    ahead = services.tools.embedder.embed_ahead(request.query) if request.query else None
+    try:
+        decision = _decide(services, request, now, ahead)
+    finally:
+        if ahead is not None:
+            ahead.drop()  # unless kept: a failed decision, or a text the guard changed
     collect_young()
     return decision
 
 
-def _decide(services: Services, request: DecideRequest, now: datetime | None) -> Decision:
-    if request.user_id is None and request.anonymous_id is None:
-        raise ValueError("one of user_id or anonymous_id is required")
+def _decide(
+    services: Services, request: DecideRequest, now: datetime | None, ahead: Ahead | None
+) -> Decision:
     now = now or datetime.now(UTC)
     # The subject bound and what the tools read about them read, in one session (tools.reads).
     run = open_decision(
@@ -78,6 +88,7 @@ def _decide(services: Services, request: DecideRequest, now: datetime | None) ->
         vault=Vault(),
         known=KnownValues.from_profile(record.profile) if record else KnownValues.empty(),
         decision_id=uuid.uuid4().hex,
+        query_ahead=ahead,
     )
     with decision_span(
         services.tracer, channel=request.channel.value, decision_id=context.decision_id

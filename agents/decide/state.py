@@ -16,6 +16,7 @@ from tools.schemas import Candidates, EligibleOffers, OfferChoice, ProfileView
 if TYPE_CHECKING:
     from agents.services import Services
     from policies.pii import KnownValues, Vault
+    from retrieval.embedder import Ahead
 
 
 class DecideInput(TypedDict):
@@ -72,3 +73,5 @@ class DecideContext:
     vault: Vault
     known: KnownValues
     decision_id: str
+    query_ahead: Ahead | None = None
+    """The query's vector begun before the PII scan (`CachedEmbedder.embed_ahead`), if any."""
