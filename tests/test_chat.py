@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from at_rest import file_bytes
 from fake_openai import Call, FakeOpenAI, Reply, fake_openai
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -454,7 +455,7 @@ def test_erasure_removes_the_subjects_checkpoints(base_url: str, demo_services: 
     assert checkpoints.threads("user:u_0123") == []
     assert checkpoints.threads("user:u_0131") == ["erase-1"]  # nobody else's
     for path in checkpoints.path.parent.glob(checkpoints.path.name + "*"):
-        assert b"user:u_0123|" not in path.read_bytes(), path
+        assert b"user:u_0123|" not in file_bytes(path), path
 
 
 def test_an_anonymous_visitor_can_chat(base_url: str) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from at_rest import file_bytes
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -113,7 +114,7 @@ def test_export_then_erasure_reaches_every_store(
     files = [p for p in Path(demo_services.settings.home).rglob("*") if p.is_file()]
     assert any(p.suffix == ".db" for p in files)
     for path in files:
-        data = path.read_bytes()
+        data = file_bytes(path)  # not `read_bytes`: see tests/at_rest.py
         for value in identifiers:
             assert value.encode() not in data, (str(path), value)
     # The service's logs of everything above (httpx's lines are the test client's own).

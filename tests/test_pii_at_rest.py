@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from at_rest import file_bytes
 from fastapi.testclient import TestClient
 
 from agents.privacy.retention import prune
@@ -46,7 +47,7 @@ def client(services: Services) -> Iterator[TestClient]:
 
 def _stored_bytes(home: Path) -> bytes:
     """Every byte the service keeps in its home folder (database, log, checkpoints, ...)."""
-    return b"".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file())
+    return b"".join(file_bytes(p) for p in sorted(home.rglob("*")) if p.is_file())
 
 
 def _found(stored: bytes, values: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 import pytest
+from at_rest import file_bytes
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import (
@@ -509,7 +510,7 @@ class APIMachine(RuleBasedStateMachine):
                 continue
             if not self.read_index and path.is_relative_to(index):
                 continue
-            content = path.read_bytes()
+            content = file_bytes(path)
             for token, text in tokens.items():
                 assert token not in content, (
                     f"erased {text!r} found in {path.relative_to(self.home)}"
