@@ -37,6 +37,7 @@ from agents.writing.llm_writer import OpenAIWriter
 from api.app import create_app
 from api.deps import get_services
 from retrieval.edge import EdgeIndex
+from retrieval.embedder import CachedEmbedder
 from retrieval.index import IndexUnavailable
 from store.db import Database
 from store.schemas import Event, Item, Offer
@@ -133,6 +134,47 @@ def test_decide_answers_with_the_offline_writer_and_says_so(
     assert decision["content"]
     assert any(d.startswith("writer: openai failed") for d in decision["degraded"])
     assert llm.breaker.state == "open"  # counted, so a broken server is soon skipped
+
+
+class BrokenModel:
+    """An embedding model that fails on every query, with the text in its error message."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name, self.dim, self.degraded = inner.name, inner.dim, inner.degraded
+
+    def embed(self, texts: Any) -> np.ndarray:
+        return np.asarray(self.inner.embed(texts))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        raise RuntimeError(f"onnxruntime: failed to allocate for input {text!r}")
+
+
+def test_a_failing_embedding_model_matches_the_words_and_says_so(
+    api: Callable[[Services], TestClient],
+    demo_services: Services,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The model fails (first on the embedder's own thread, begun ahead, then again when
+    retrieval asks): the decision is a 200 whose items match the request's words, flagged, and
+    neither the answer nor the log repeats the error's message, which quotes the query."""
+    broken = CachedEmbedder(BrokenModel(demo_services.tools.embedder.inner))
+    client = api(replace(demo_services, tools=replace(demo_services.tools, embedder=broken)))
+    query = "wooden train set zq7"
+    with caplog.at_level(logging.WARNING):
+        response = client.post(
+            "/v1/decide", json={"user_id": CONSENTING[0], "channel": "web", "query": query, "k": 5}
+        )
+    assert response.status_code == 200, response.text
+    decision = response.json()
+    reason = "query: the embedding model failed (RuntimeError); matched the request's words only"
+    assert reason in decision["degraded"]
+    assert decision["items"]
+    titles = " ".join(item["title"].lower() for item in decision["items"])
+    assert "train" in titles or "wooden" in titles
+    assert "failed to allocate" not in response.text
+    assert "failed to allocate" not in caplog.text and "zq7" not in caplog.text
+    assert "the embedding model failed (RuntimeError)" in caplog.text
 
 
 def _events(text: str) -> list[tuple[str, Any]]:

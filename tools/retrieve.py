@@ -26,6 +26,7 @@ re-ranking scales its terms over. Both only matter for an index that ignores a f
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -59,6 +60,7 @@ from tools.profile import lookup_profile, rules_fired, subject_facts, subject_fe
 from tools.reads import decision_history
 from tools.schemas import Candidate, Candidates, RetrieveInput, RuleFired, ScoreParts
 
+log = logging.getLogger("attune.retrieval")
 WEIGHTS = HybridWeights(query=2.0, taste=1.0, collab=2.0, recent=1.0, prefetch=100)
 EMPTY_INDEX = "the vector index is empty (run 'attune reindex')"
 _TASTE_ITEMS = 10  # recent items that make up the taste vector
@@ -84,7 +86,7 @@ def retrieve_candidates(ctx: RunContext, args: RetrieveInput) -> Candidates:
     fired = rules_fired(constraints.firings) + profile.rules_fired
     degraded = [ctx.deps.embedder.degraded] if args.query and ctx.deps.embedder.degraded else []
 
-    query_vec = ctx.deps.embedder.embed_query(args.query) if args.query else None
+    query_vec = _query_vector(ctx, args.query, degraded) if args.query else None
     taste_vec: np.ndarray | None = None
     recent: Recent | None = None
     collab_vec = recent_collab = None
@@ -199,6 +201,19 @@ def _with_payloads(index: VectorIndex, hits: list[Hit]) -> list[Hit]:
 def _pool(ctx: RunContext) -> int:
     """How many of Qdrant's candidates the item-item model re-ranks (`itemitem_pool`)."""
     return ctx.deps.itemitem.params.pool if ctx.deps.itemitem is not None else 0
+
+
+def _query_vector(ctx: RunContext, text: str, degraded: list[str]) -> np.ndarray | None:
+    """The query's embedding, or None when the model fails: the request's words still match
+    (`retrieval.hybrid.text_match` without a vector), and the answer says it is degraded. Only
+    the error's type is told, in the log and the answer: a message may quote the text."""
+    try:
+        return ctx.deps.embedder.embed_query(text)
+    except Exception as error:
+        reason = f"the embedding model failed ({type(error).__name__})"
+        log.warning("retrieval: %s on a query; matching its words only", reason)
+        degraded.append(f"query: {reason}; matched the request's words only")
+        return None
 
 
 def _match_search(
