@@ -58,6 +58,7 @@ class Services:
     drift: DriftWatch = field(default_factory=DriftWatch)  # the latest drift check (agents.drift)
 
     def close(self) -> None:
+        self.tools.embedder.close()
         self.index.close()
         self.db.dispose()
         if self.chat is not None:

@@ -11,7 +11,9 @@ import functools
 import hashlib
 import importlib.resources
 import logging
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -190,6 +192,9 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
+_CACHES: weakref.WeakSet[CachedEmbedder] = weakref.WeakSet()
+
+
 class CachedEmbedder:
     """An embedder whose `embed_query` remembers the last `size` texts (least recently used).
 
@@ -218,6 +223,7 @@ class CachedEmbedder:
         self._lock = threading.Lock()
         self._hits = self._misses = 0
         self._ahead: ThreadPoolExecutor | None = None
+        _CACHES.add(self)
 
     def _embed_one(self, text: str) -> np.ndarray:
         vector = self.inner.embed_query(text)
@@ -242,14 +248,25 @@ class CachedEmbedder:
         return vector
 
     def _settle(self, pending: Future[np.ndarray], text: str) -> np.ndarray:
-        """A kept vector begun ahead: computed here if its thread has not started on it yet (the
-        thread is busy with another), else waited for; computed here again if it failed."""
+        """A kept vector begun ahead: computed here if its thread has not started on it yet
+        (busy with another, or not yet woken), else waited for; computed here again if it
+        failed. A hit in `cache_info` is a text found in the cache, settled or not."""
         if pending.cancel():
             return self._embed_one(text)
         try:
             return pending.result()
         except Exception:
             return self._embed_one(text)
+
+    def _keep(self, text: str, pending: Future[np.ndarray]) -> None:
+        """A vector begun ahead enters the cache, unless the text got there meanwhile (another
+        decision with the same text): then this one is not needed."""
+        with self._lock:
+            cached = text in self._vectors
+        if cached:
+            pending.cancel()
+        else:
+            self._remember(text, pending)
 
     def _remember(self, text: str, entry: np.ndarray | Future[np.ndarray]) -> None:
         with self._lock:
@@ -263,14 +280,39 @@ class CachedEmbedder:
             return text in self._vectors
 
     def embed_ahead(self, text: str) -> Ahead | None:
-        """Begins `text`'s vector on the embedder's thread; None when it is cached already."""
+        """Begins `text`'s vector on the embedder's thread. None when it is cached already, when
+        the embedder is the hashing fallback (pure Python: another thread would only contend
+        for the GIL), or when the thread cannot take work (the interpreter shutting down, no
+        thread to be had): the vector is then computed when it is asked for, as without this."""
+        if isinstance(self.inner, HashingEmbedder):
+            return None
         with self._lock:
             if text in self._vectors:
                 return None
             if self._ahead is None:
                 self._ahead = ThreadPoolExecutor(1, thread_name_prefix="attune-embed-ahead")
             ahead = self._ahead
-        return Ahead(self, text, ahead.submit(self._embed_one, text))
+        try:
+            return Ahead(self, text, ahead.submit(self._embed_one, text))
+        except RuntimeError:
+            return None
+
+    def close(self) -> None:
+        """Stops the embedder's thread (waiting for nothing); vectors still pending are
+        computed when asked for."""
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.shutdown(wait=False, cancel_futures=True)
+
+    def _after_fork(self) -> None:
+        """In a forked child the thread is gone: a new one is made when needed, and a vector
+        that was pending is computed again when asked for (cancelled or stuck as RUNNING)."""
+        self._lock = threading.Lock()
+        self._ahead = None
+        for text, entry in list(self._vectors.items()):
+            if isinstance(entry, Future):
+                del self._vectors[text]
 
     def cache_info(self) -> functools._CacheInfo:
         with self._lock:
@@ -293,13 +335,21 @@ class Ahead:
 
     def keep(self) -> None:
         if self._pending is not None:
-            self._owner._remember(self._text, self._pending)
+            self._owner._keep(self._text, self._pending)
             self._pending = None
 
     def drop(self) -> None:
         if self._pending is not None:
             self._pending.cancel()  # if its thread is on it already, the vector is thrown away
             self._pending = None
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_CACHES):
+        cache._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def limit_torch_threads(threads: int) -> None:

@@ -183,21 +183,54 @@ class ThreadsOf:
         return self.inner.embed_query(text)
 
 
-def _embedding(services: Services) -> tuple[Services, ThreadsOf]:
+class Outcomes(CachedEmbedder):
+    """The query cache, recording what became of each vector begun ahead: kept or dropped."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.outcomes: list[tuple[str, str]] = []
+
+    def embed_ahead(self, text: str) -> Any:
+        ahead = super().embed_ahead(text)
+        if ahead is None:
+            return None
+        outcomes = self.outcomes
+
+        class Recorded:  # the first of keep and drop decides; the other does nothing after it
+            decided = False
+
+            def keep(self) -> None:
+                self._record("kept")
+                ahead.keep()
+
+            def drop(self) -> None:
+                self._record("dropped")
+                ahead.drop()
+
+            def _record(self, outcome: str) -> None:
+                if not self.decided:
+                    outcomes.append((text, outcome))
+                    self.decided = True
+
+        return Recorded()
+
+
+def _embedding(services: Services) -> tuple[Services, ThreadsOf, Outcomes]:
     spy = ThreadsOf(services.tools.embedder.inner)
-    return replace(services, tools=replace(services.tools, embedder=CachedEmbedder(spy))), spy
+    cache = Outcomes(spy)
+    return replace(services, tools=replace(services.tools, embedder=cache)), spy, cache
 
 
 def test_a_clean_new_querys_vector_is_begun_ahead_and_used(demo_services: Services) -> None:
-    """The query's vector is computed on the embedder's own thread, beside the PII scan, and
-    retrieval uses it: the model runs once for the query, and not on the decision's thread."""
-    services, spy = _embedding(demo_services)
+    """The query's vector is begun before the PII scan, kept when the scan finds nothing, and
+    used by retrieval: the model runs once for the query."""
+    services, spy, cache = _embedding(demo_services)
     query = "a warm wool hat for hiking"
     decide(services, DecideRequest(Channel.web, user_id=CONSENTING[0], query=query))
 
+    assert cache.outcomes == [(query, "kept")]
     assert [text for text, _ in spy.calls] == [query]
-    assert spy.calls[0][1].startswith("attune-embed-ahead")
-    assert query in services.tools.embedder
+    assert query in cache
 
 
 def test_a_query_holding_pii_is_never_cached_and_retrieval_reads_the_redacted_text(
@@ -205,11 +238,30 @@ def test_a_query_holding_pii_is_never_cached_and_retrieval_reads_the_redacted_te
 ) -> None:
     """The vector begun on the text as sent is thrown away when the guard finds PII in it:
     retrieval embeds the pseudonymized text, and the raw one is not kept in the cache."""
-    services, spy = _embedding(demo_services)
+    services, spy, cache = _embedding(demo_services)
     query = "a gift to send to jo.bloggs@example.org"
     decide(services, DecideRequest(Channel.web, user_id=CONSENTING[0], query=query))
 
+    assert cache.outcomes == [(query, "dropped")]
     used = [text for text, thread in spy.calls if not thread.startswith("attune-embed-ahead")]
     assert used == ["a gift to send to <EMAIL_ADDRESS_1>"]
-    assert used[0] in services.tools.embedder
-    assert query not in services.tools.embedder
+    assert used[0] in cache
+    assert query not in cache
+
+
+def test_a_failed_decision_drops_the_vector_begun_ahead(demo_services: Services) -> None:
+    class BrokenGuard:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(demo_services.pii, name)
+
+        def pseudonymize(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("the guard broke")
+
+    services, _, cache = _embedding(demo_services)
+    services = replace(services, pii=BrokenGuard())
+    query = "a warm wool hat for the coast"
+    with pytest.raises(RuntimeError, match="the guard broke"):
+        decide(services, DecideRequest(Channel.web, user_id=CONSENTING[0], query=query))
+
+    assert cache.outcomes == [(query, "dropped")]
+    assert query not in cache

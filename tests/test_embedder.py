@@ -244,12 +244,14 @@ class Recording:
         self.calls: list[tuple[str, str]] = []
         self.hold = threading.Event()
         self.hold.set()
+        self.started = threading.Event()  # set once a text is taken up (then maybe held)
         self.fail_first = fail_first
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self.inner.embed(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
+        self.started.set()
         assert self.hold.wait(10)
         self.calls.append((text, threading.current_thread().name))
         if len(self.calls) <= self.fail_first:
@@ -267,6 +269,7 @@ def test_a_vector_begun_ahead_and_kept_is_the_cached_one():
 
     ahead = cached.embed_ahead("cat toys")
     assert ahead is not None
+    assert inner.started.wait(10)  # its thread is on it: the caller waits rather than takes it
     ahead.keep()
     vector = cached.embed_query("cat toys")
 
@@ -317,11 +320,54 @@ def test_a_kept_vector_that_failed_is_computed_again():
 
     ahead = cached.embed_ahead("cat toys")
     assert ahead is not None
+    assert inner.started.wait(10)
     ahead.keep()
     vector = cached.embed_query("cat toys")
 
-    assert [text for text, _ in inner.calls] == ["cat toys", "cat toys"]
+    assert [(text, _ahead_thread(thread)) for text, thread in inner.calls] == [
+        ("cat toys", True),
+        ("cat toys", False),
+    ]
     np.testing.assert_allclose(vector, inner.inner.embed_query("cat toys"))
+
+
+def test_a_vector_kept_after_the_text_was_cached_leaves_the_cached_one():
+    inner = Recording()
+    cached = CachedEmbedder(inner)
+    inner.hold.clear()
+    ahead = cached.embed_ahead("cat toys")
+    assert ahead is not None and inner.started.wait(10)
+    inner.hold.set()
+    vector = cached.embed_query("cat toys")  # another decision, with the same text, got there
+
+    ahead.keep()
+
+    assert cached.embed_query("cat toys") is vector
+
+
+def test_the_hashing_fallback_is_not_begun_ahead():
+    cached = CachedEmbedder(HashingEmbedder(dim=16))
+    assert cached.embed_ahead("cat toys") is None
+    assert cached.embed_query("cat toys").shape == (16,)
+
+
+def test_a_closed_or_forked_embedder_computes_its_vectors_when_asked():
+    inner = Recording()
+    cached = CachedEmbedder(inner)
+    inner.hold.clear()
+    ahead = cached.embed_ahead("held")
+    assert ahead is not None and inner.started.wait(10)
+    ahead.keep()
+
+    cached._after_fork()  # what a forked child runs: its copy of the thread is gone
+    inner.hold.set()
+    assert "held" not in cached  # the pending vector is not waited for
+    cached.close()
+    np.testing.assert_allclose(cached.embed_query("held"), inner.inner.embed_query("held"))
+    after = cached.embed_ahead("new text")  # a new thread is made when needed
+    assert after is not None
+    after.keep()
+    np.testing.assert_allclose(cached.embed_query("new text"), inner.inner.embed_query("new text"))
 
 
 def test_torch_threads_are_limited():

@@ -155,9 +155,9 @@ def test_a_failing_embedding_model_matches_the_words_and_says_so(
     demo_services: Services,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The model fails (first on the embedder's own thread, begun ahead, then again when
-    retrieval asks): the decision is a 200 whose items match the request's words, flagged, and
-    neither the answer nor the log repeats the error's message, which quotes the query."""
+    """The model fails on the query (begun ahead, then asked again by retrieval): the decision
+    is a 200 whose items match the request's words, flagged, and neither the answer nor the log
+    repeats the error's message, which quotes the query."""
     broken = CachedEmbedder(BrokenModel(demo_services.tools.embedder.inner))
     client = api(replace(demo_services, tools=replace(demo_services.tools, embedder=broken)))
     query = "wooden train set zq7"
