@@ -150,6 +150,8 @@ def test_a_batch_waiting_for_another_process_row_lock_leaves_the_loop_free(
                                 "current_database() AND wait_event_type = 'Lock'"
                             )
                         ).scalar_one()
+                        # pg_stat_activity is read once per transaction: a new one each time.
+                        watcher.rollback()
                         if waiting:
                             release("loop")
                         await asyncio.sleep(0.01)
