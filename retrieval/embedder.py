@@ -262,18 +262,21 @@ class CachedEmbedder:
         """A vector begun ahead enters the cache, unless the text got there meanwhile (another
         decision with the same text): then this one is not needed."""
         with self._lock:
-            cached = text in self._vectors
-        if cached:
-            pending.cancel()
-        else:
-            self._remember(text, pending)
+            if text not in self._vectors:
+                self._store(text, pending)
+                return
+        pending.cancel()
 
-    def _remember(self, text: str, entry: np.ndarray | Future[np.ndarray]) -> None:
+    def _remember(self, text: str, entry: np.ndarray) -> None:
         with self._lock:
-            self._vectors[text] = entry
-            self._vectors.move_to_end(text)
-            while len(self._vectors) > self.size:
-                self._vectors.popitem(last=False)
+            self._store(text, entry)
+
+    def _store(self, text: str, entry: np.ndarray | Future[np.ndarray]) -> None:
+        """Under the lock: `text`'s entry, most recently used, the oldest evicted past `size`."""
+        self._vectors[text] = entry
+        self._vectors.move_to_end(text)
+        while len(self._vectors) > self.size:
+            self._vectors.popitem(last=False)
 
     def __contains__(self, text: object) -> bool:
         with self._lock:

@@ -17,6 +17,7 @@ from agents.settings import Settings
 from retrieval.embedder import (
     MINILM,
     PACKAGED_MODELS,
+    Ahead,
     CachedEmbedder,
     Embedder,
     HashingEmbedder,
@@ -331,12 +332,18 @@ def test_a_kept_vector_that_failed_is_computed_again():
     np.testing.assert_allclose(vector, inner.inner.embed_query("cat toys"))
 
 
-def test_a_vector_kept_after_the_text_was_cached_leaves_the_cached_one():
+def _held(text: str) -> tuple[Recording, CachedEmbedder, Ahead]:
+    """A cache whose thread has taken `text` up and is held there until `hold` is set."""
     inner = Recording()
     cached = CachedEmbedder(inner)
     inner.hold.clear()
-    ahead = cached.embed_ahead("cat toys")
+    ahead = cached.embed_ahead(text)
     assert ahead is not None and inner.started.wait(10)
+    return inner, cached, ahead
+
+
+def test_a_vector_kept_after_the_text_was_cached_leaves_the_cached_one():
+    inner, cached, ahead = _held("cat toys")
     inner.hold.set()
     vector = cached.embed_query("cat toys")  # another decision, with the same text, got there
 
@@ -352,11 +359,7 @@ def test_the_hashing_fallback_is_not_begun_ahead():
 
 
 def test_a_closed_or_forked_embedder_computes_its_vectors_when_asked():
-    inner = Recording()
-    cached = CachedEmbedder(inner)
-    inner.hold.clear()
-    ahead = cached.embed_ahead("held")
-    assert ahead is not None and inner.started.wait(10)
+    inner, cached, ahead = _held("held")
     ahead.keep()
 
     cached._after_fork()  # what a forked child runs: its copy of the thread is gone
