@@ -13,11 +13,13 @@ A placebo (one checkout as both A and B) read 0.96-0.98, quartiles about ±8 %, 
 run a comparison both ways round (`--swap`) and quote both; a change shows in both.
 
     .venv/bin/python bench/decide_ab.py A_DIR B_DIR [--pairs 60] [--block 50]
-        [--mode no_query|query|all] [--cpu 1] [--out FILE]
+        [--mode no_query|query|all|anonymous] [--cpu 1] [--out FILE]
 
 `--mode` picks the load: decisions without query text (`no_query`), with one of the load's
-texts (`query`: the three texts of `bench/http_load.py`'s mix, seen again and again), or the
-mix (`all`): `bench/http_load.py`'s 400 request bodies. Prints JSON.
+texts (`query`: the three texts of `bench/http_load.py`'s mix, seen again and again), the mix
+(`all`): `bench/http_load.py`'s 400 request bodies, or the mix about anonymous visitors
+(`anonymous`: each body's user id made a visitor's anonymous id, linked to nobody; seen before
+from the warm-up on). Prints JSON.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("no_query", "query", "all")
+MODES = ("no_query", "query", "all", "anonymous")
 
 
 def worker(code: Path) -> None:
@@ -65,13 +67,18 @@ def worker(code: Path) -> None:
         )
         for body in map(json.loads, bodies(users))
     ]
+    visitors = [
+        DecideRequest(channel=r.channel, anonymous_id=f"visitor-{r.user_id}", query=r.query, k=r.k)
+        for r in requests
+    ]
     loads = {
         "no_query": [r for r in requests if not r.query],
         "query": [r for r in requests if r.query],
         "all": requests,
+        "anonymous": visitors,
     }
     settle()
-    for request in requests:  # warm: every person and text once
+    for request in requests + visitors:  # warm: every person and text once
         decide(services, request)
     at = dict.fromkeys(loads, 0)
     print("ready", flush=True)

@@ -41,6 +41,7 @@ from store.models import (
     PersonFeatures,
     PersonSequence,
     PredictionRow,
+    Tombstone,
     User,
 )
 from store.predictions import Prediction
@@ -55,6 +56,7 @@ _features = PersonFeatures.__table__
 _predictions = PredictionRow.__table__
 _catalog = CatalogVersion.__table__
 _sequences = PersonSequence.__table__
+_tombstones = Tombstone.__table__
 
 
 def _owner() -> Any:
@@ -117,6 +119,15 @@ def _person_statement(history: bool = False) -> Any:
         # `retrieval.sequence.person_history` reads when one id resolves them.
         joined = joined.outerjoin(_sequences, _sequences.c.subject_key == key)
         columns.append(_sequences.c.state.label("history"))
+    # The tombstone of the anonymous id sent, by its keyed hash (`erased_ref`, computed by the
+    # caller, which holds the key): NULL unless it belonged to an erased person.
+    erased = (
+        select(_tombstones.c.ref)
+        .where(_tombstones.c.ref == bindparam("erased_ref", type_=String))
+        .scalar_subquery()
+        .label("erased")
+    )
+    columns.append(erased)
     return select(*columns).select_from(joined)
 
 
@@ -124,6 +135,7 @@ _PERSON = _person_statement()
 _PERSON_HISTORY = _person_statement(history=True)
 _CONSENT_AT = 10  # where the consent columns start, one per `Purpose`
 _HISTORY_AT = _CONSENT_AT + len(Purpose)  # the history row's column, when read
+# Then the tombstone's column, last of the person's columns: at _HISTORY_AT, or after history.
 
 
 def _decision_statement(shape: tuple[bool, bool, int, int, int]) -> Any:
@@ -169,6 +181,8 @@ class Person:
     # Read along when asked (`history=True`): the state of the history row of `key`
     # (`store.sequences`), None when there is none; else `_UNREAD`.
     history: dict[str, Any] | None = _UNREAD
+    # Whether the anonymous id sent belonged to an erased person (asked with `erased_ref`).
+    erased: bool = False
 
     @property
     def consent(self) -> dict[Purpose, bool]:
@@ -194,10 +208,13 @@ def read_person(
     offers: OfferStateQuery | None = None,
     *,
     history: bool = False,
+    erased_ref: str | None = None,
 ) -> Person:
     """Who (`user_id`, `anonymous_id`) is and what is stored about them, in one SELECT; with
-    `offers`, the offers shown to them and the bandit arms too, and with `history`, their
-    history row (`store.sequences`), in the same SELECT.
+    `offers`, the offers shown to them and the bandit arms too, with `history`, their history
+    row (`store.sequences`), and with `erased_ref` (the anonymous id's tombstone key,
+    `agents.privacy.rights.anonymous_ref`), whether it belonged to an erased person, in the same
+    SELECT.
 
     The anonymous id's owner is returned, not checked: a user id sent with an anonymous id
     linked to someone else is the caller's Conflict to raise (`store.users.resolve_subject`).
@@ -208,9 +225,9 @@ def read_person(
     prepared = _DECISION.get(shape)
     if prepared is None:
         prepared = _DECISION.setdefault(shape, Prepared(_decision_statement(shape)))
-    values = {"user_id": user_id, "anonymous_id": anonymous_id} | query.params()
-    rows, conversions = prepared.fetch(connection, values)
-    at = _HISTORY_AT + history  # where the offer state's columns start
+    values = {"user_id": user_id, "anonymous_id": anonymous_id, "erased_ref": erased_ref}
+    rows, conversions = prepared.fetch(connection, values | query.params())
+    at = _HISTORY_AT + history + 1  # where the offer state's columns start
     found: list[Any] | None = None
     state = []
     for raw in rows:
@@ -250,6 +267,7 @@ def read_person(
         shown=shown,
         arms=arms,
         history=found[_HISTORY_AT] if history else _UNREAD,
+        erased=found[at - 1] is not None,
     )
 
 

@@ -45,6 +45,7 @@ from store.person import _profile as _stored_profile
 from store.predictions import Prediction, prediction_for, replace_predictions
 from store.prepared import Prepared
 from store.schemas import Channel, Event, Item, Profile, Purpose, UserRecord
+from store.tombstones import add_tombstones
 from store.users import Subject, get_user, link_identity, upsert_user
 from tools.offers import LIFECYCLE_SEGMENTS, offer_reads, select_offer
 from tools.profile import lookup_profile
@@ -376,6 +377,18 @@ def test_read_person_agrees_with_the_store_functions(database_url: str) -> None:
             only_arms = OfferStateQuery(None, (("thompson", "web"),), ("o1",))
             assert read_person(session, "p1", None, only_arms).shown == []
             assert read_person(session, "p1", None, only_arms).arms == arms
+            # Whether the anonymous id's tombstone key is stored, in every shape of the read.
+            add_tombstones(session, ["anon#erased"])
+            for shape in ({}, {"history": True}, {"offers": offers}, {"offers": only_arms}):
+                for ref, erased in (("anon#erased", True), ("anon#other", False), (None, False)):
+                    kwargs: dict[str, Any] = {"history": False, "offers": None, **shape}
+                    person = read_person(session, None, "a-free", erased_ref=ref, **kwargs)
+                    assert person.erased is erased, (shape, ref)
+                    assert person.subject == Subject(None, "a-free")
+                person = read_person(session, "p1", None, erased_ref=None, **kwargs)
+                assert person.record == get_user(session, "p1") and not person.erased
+                if "offers" in shape:
+                    assert person.arms == arms
             # Each statement's IN lists have a parameter each, so SQLAlchemy compiles it once
             # and does not render it again on every execution as it does an `expanding` list.
             for statement in [*(p.statement for p in _DECISION.values()), *_OFFER_STATE.values()]:

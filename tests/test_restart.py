@@ -198,6 +198,32 @@ def test_events_and_profile_writes_for_an_erased_person_are_refused(
         ).all()
 
 
+def test_a_visitor_erased_while_older_code_ran_is_refused_despite_their_feature_row(
+    running: Services, world: Path
+) -> None:
+    # Before session 23, a decision about an erased visitor was answered as for a new one and
+    # stored a feature row for them; decisions then checked the tombstones only for a visitor
+    # without one, so that row kept them answered after the upgrade.
+    erased, anonymous, _ = _people(world)
+    visitor = sorted(anonymous)[0]
+    with TestClient(create_app(services=lambda: running)) as client:
+        assert client.delete(f"/v1/users/{erased}").status_code == 200
+        with running.db.session() as session:
+            state = session.scalars(select(PersonFeatures.state).limit(1)).one()
+            session.add(PersonFeatures(subject_key=f"anon:{visitor}", state=state))
+        logged = _decisions(running)
+        refused = client.post("/v1/decide", json={"channel": "web", "anonymous_id": visitor})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"].startswith("anonymous_id: it belonged to an erased person")
+        assert _decisions(running) == logged
+        # A visitor seen before, never erased, is answered as before.
+        seen = client.post("/v1/decide", json={"channel": "web", "anonymous_id": "anon_seen_3"})
+        assert seen.status_code == 200, seen.text
+        again = client.post("/v1/decide", json={"channel": "web", "anonymous_id": "anon_seen_3"})
+        assert again.status_code == 200, again.text
+        assert _decisions(running) == logged + 2
+
+
 def _decisions(services: Services) -> int:
     with services.db.session() as session:
         return session.scalar(select(func.count()).select_from(DecisionRow)) or 0

@@ -26,6 +26,7 @@ def open_decision(
     channel: Channel,
     now: datetime,
     refuse: Callable[[Connection, str | None, str | None], None] | None = None,
+    erased_ref: str | None = None,
 ) -> RunContext:
     """The context of one decision about (`user_id`, `anonymous_id`), bound as
     `store.users.resolve_subject` binds it, with what its tools read already in its memo.
@@ -43,19 +44,28 @@ def open_decision(
     an anonymous id linked to someone else is a Conflict, as in `resolve_subject`.
 
     `refuse(connection, user_id, anonymous_id)` is called for a user id with no user stored,
-    and for an anonymous visitor with no feature row, before anything is written about them
-    (the first read stores their feature row), and raises to refuse the decision: an erased
-    person (`agents.decide.run`). A stored user, or a visitor seen before, costs it nothing.
+    and for an anonymous visitor whose id the same SELECT found a tombstone for (`erased_ref`,
+    the id's tombstone key, which a caller passing `refuse` for a visitor must give), before
+    anything is written about them (the first read stores their feature row), and raises to
+    refuse the decision: an erased person (`agents.decide.run`). A stored user, or a visitor
+    never erased, costs it no statement. Every visitor is checked, not only one without a
+    feature row: before session 23 a decision about an erased visitor stored one.
     """
+    if refuse is not None and user_id is None and anonymous_id is not None and not erased_ref:
+        raise ValueError("refusing erased visitors needs their tombstone key (erased_ref)")
     offers = offer_reads(deps, channel, now)
     with deps.db.reading() as connection:
         person = read_person(
-            connection, user_id, anonymous_id, offers, history=deps.itemitem is not None
+            connection,
+            user_id,
+            anonymous_id,
+            offers,
+            history=deps.itemitem is not None,
+            erased_ref=erased_ref,
         )
         if user_id is not None and person.owner not in (None, user_id):
             raise Conflict(LINKED_ELSEWHERE)
-        unknown = person.record is None and (user_id is not None or person.feature_state is None)
-        if refuse is not None and unknown:
+        if refuse is not None and person.record is None and (user_id is not None or person.erased):
             refuse(connection, user_id, anonymous_id)
         ctx = RunContext(deps=deps, subject=person.subject, channel=channel, now=now)
         ctx.memo["catalog_version"] = person.catalog_version

@@ -12,7 +12,7 @@ from agents.collector import collect_young
 from agents.decide.explain import Explanation
 from agents.decide.graph import run_config
 from agents.decide.state import DecideContext, DecideOutput
-from agents.privacy.rights import refuse_erased
+from agents.privacy.rights import anonymous_ref, refuse_erased
 from agents.services import Services
 from agents.tracing import decision_span
 from policies.pii import KnownValues, Vault
@@ -79,6 +79,11 @@ def _decide(
         channel=request.channel,
         now=now,
         refuse=partial(refuse_erased, services),
+        erased_ref=(
+            anonymous_ref(services, request.anonymous_id)
+            if request.user_id is None and request.anonymous_id is not None
+            else None
+        ),
     )
     subject = run.subject
     record = subject_record(run)

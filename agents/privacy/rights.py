@@ -16,6 +16,7 @@ import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
@@ -44,12 +45,21 @@ def anonymous_ref(services: Services, anonymous_id: str) -> str:
 
 def _audit_key(services: Services) -> bytes:
     path = services.settings.home / "audit.key"
+    key = _KEYS.get(path)
+    if key is not None:
+        return key
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
-    return bytes.fromhex(path.read_text().strip())
+    key = _KEYS[path] = bytes.fromhex(path.read_text().strip())
+    return key
+
+
+# The audit key of each home, read once: a visitor's decision hashes their id with it
+# (`anonymous_ref`), and the file never changes (tombstones could no longer be matched).
+_KEYS: dict[Path, bytes] = {}
 
 
 def _keyed(key: bytes, value: str) -> str:
