@@ -18,7 +18,7 @@ from pydantic_core import core_schema
 from agents.copy.segments import Audience
 from agents.decide.explain import Explanation
 from policies.copy import CopyChannel
-from store.schemas import Channel, Event, Identifier, Item, Profile, Purpose
+from store.schemas import Channel, Event, Identifier, Item, Profile, Purpose, require_subject
 from tools.schemas import Candidate, OfferChoice, OfferSummary, ScoreParts
 
 MAX_BATCH = 1000
@@ -40,8 +40,7 @@ class DecideIn(_In):
 
     @model_validator(mode="after")
     def _has_subject(self) -> DecideIn:
-        if self.user_id is None and self.anonymous_id is None:
-            raise ValueError("user_id: one of user_id or anonymous_id is required")
+        require_subject(self.user_id, self.anonymous_id)
         if any(len(value) > 500 for value in self.context.values()):
             raise ValueError("context: values must be at most 500 characters")
         if any(len(key) > 64 for key in self.context):
@@ -258,8 +257,7 @@ class ChatIn(_In):
 
     @model_validator(mode="after")
     def _has_subject(self) -> ChatIn:
-        if self.user_id is None and self.anonymous_id is None:
-            raise ValueError("user_id: one of user_id or anonymous_id is required")
+        require_subject(self.user_id, self.anonymous_id)
         return self
 
 

@@ -52,6 +52,13 @@ def _within_bounds(value: datetime) -> datetime:
 Instant = Annotated[datetime, AfterValidator(_within_bounds)]
 
 
+def require_subject(user_id: str | None, anonymous_id: str | None) -> None:
+    """A ValueError naming `user_id` unless one of the two ids is given: a decision, a chat turn
+    and an event are each about someone (the API answers it as a 422 on that field)."""
+    if user_id is None and anonymous_id is None:
+        raise ValueError("user_id: one of user_id or anonymous_id is required")
+
+
 class Purpose(StrEnum):
     """Purposes a person can consent to, checked before their data is used."""
 
@@ -256,8 +263,7 @@ class Event(_Record):
 
     @model_validator(mode="after")
     def _has_subject(self) -> Event:
-        if self.user_id is None and self.anonymous_id is None:
-            raise ValueError("user_id: one of user_id or anonymous_id is required")
+        require_subject(self.user_id, self.anonymous_id)
         if self.type is not EventType.purchase and self.value is not None:
             raise ValueError("value: only allowed on purchase events")
         return self

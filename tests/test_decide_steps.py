@@ -265,3 +265,14 @@ def test_a_failed_decision_drops_the_vector_begun_ahead(demo_services: Services)
 
     assert cache.outcomes == [(query, "dropped")]
     assert query not in cache
+
+
+def test_a_decision_or_chat_turn_about_nobody_is_refused_naming_user_id(
+    demo_services: Services,
+) -> None:
+    from agents.chat.turn import ChatRequest, chat_turn
+
+    with pytest.raises(ValueError, match=r"^user_id: one of user_id or anonymous_id is required"):
+        decide(demo_services, DecideRequest(channel=Channel.web))
+    with pytest.raises(ValueError, match=r"^user_id: one of user_id or anonymous_id is required"):
+        chat_turn(demo_services, ChatRequest(message="hello"))

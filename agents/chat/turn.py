@@ -21,7 +21,7 @@ from agents.llm.completion import Usage
 from agents.privacy.rights import refuse_erased
 from agents.services import Services
 from policies.pii import KnownValues, Vault
-from store.schemas import Channel
+from store.schemas import Channel, require_subject
 from store.users import resolve_subject
 from tools.context import RunContext
 from tools.profile import subject_record
@@ -68,8 +68,7 @@ def chat_turn(
 ) -> ChatReply:
     """Answer one message; `emit(event, data)` receives the `token`, `tool` and `reset` events
     as they happen (from this thread)."""
-    if request.user_id is None and request.anonymous_id is None:
-        raise ValueError("one of user_id or anonymous_id is required")
+    require_subject(request.user_id, request.anonymous_id)
     started = time.monotonic()
     budget = min(
         request.deadline_s or services.settings.chat_deadline_s, services.settings.chat_deadline_s

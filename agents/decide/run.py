@@ -17,7 +17,7 @@ from agents.services import Services
 from agents.tracing import decision_span
 from policies.pii import KnownValues, Vault
 from retrieval.embedder import Ahead
-from store.schemas import Channel
+from store.schemas import Channel, require_subject
 from tools.profile import subject_record
 from tools.reads import open_decision
 from tools.schemas import Candidate, OfferChoice, OfferSummary
@@ -53,8 +53,7 @@ def decide(services: Services, request: DecideRequest, *, now: datetime | None =
     """Make one decision, then collect the collector's younger generations
     (`agents.collector`): between decisions, with nothing of the run left alive but the
     decision, rather than wherever the next allocation-triggered collection would fall."""
-    if request.user_id is None and request.anonymous_id is None:
-        raise ValueError("one of user_id or anonymous_id is required")
+    require_subject(request.user_id, request.anonymous_id)
     # A new query's vector is begun now on the embedder's thread, beside the person's read and
     # the PII scan; `guard_input` keeps it only if the scan leaves the text as it was sent.
     ahead = services.tools.embedder.embed_ahead(request.query) if request.query else None
