@@ -197,7 +197,8 @@ def session7_open(services: Services, user_id: str, now: datetime) -> Any:
     state's (`expanding` IN lists) through `connection.execute`, on one Core connection."""
     deps = services.tools
     with deps.db.connect() as connection:
-        row = connection.execute(_PERSON, {"user_id": user_id, "anonymous_id": None}).one()
+        values = {"user_id": user_id, "anonymous_id": None, "erased_ref": None}
+        row = connection.execute(_PERSON, values).one()
         record = None
         if row.stored_user is not None:
             granted = row._mapping

@@ -5,7 +5,9 @@ is linked to — and reads, in the same SELECT, their profile, their consent per
 maintained feature row (`store.features`) and their stored prediction (`store.predictions`),
 and, along with them, the catalog's version (`store.catalog.catalog_version`), which the
 popularity cache is checked against; given an `OfferStateQuery`, the offers shown to them within
-the frequency caps and the bandit arms too, in a UNION ALL (`store.bandit.offer_state_selects`).
+the frequency caps and the bandit arms too, in a UNION ALL (`store.bandit.offer_state_selects`);
+when asked, their history row (`store.sequences`) and whether the anonymous id sent belonged to
+an erased person (its tombstone, by the keyed hash the caller computes: `erased_ref`).
 It reads columns through SQLAlchemy Core, no ORM objects: each statement is built once, here,
 compiled once per dialect and sent as its SQL text (`store.prepared`); a request pays one round
 trip and the conversion of the few columns it reads. Nothing is cached between requests: every

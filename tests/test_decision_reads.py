@@ -379,16 +379,26 @@ def test_read_person_agrees_with_the_store_functions(database_url: str) -> None:
             assert read_person(session, "p1", None, only_arms).arms == arms
             # Whether the anonymous id's tombstone key is stored, in every shape of the read.
             add_tombstones(session, ["anon#erased"])
-            for shape in ({}, {"history": True}, {"offers": offers}, {"offers": only_arms}):
-                for ref, erased in (("anon#erased", True), ("anon#other", False), (None, False)):
-                    kwargs: dict[str, Any] = {"history": False, "offers": None, **shape}
-                    person = read_person(session, None, "a-free", erased_ref=ref, **kwargs)
+            shapes: list[dict[str, Any]] = [
+                {"history": history, "offers": query}
+                for history in (False, True)
+                for query in (None, offers, only_arms)
+            ]
+            for shape in shapes:
+                for ref, erased in (("anon#erased", True), ("anon#other", False)):
+                    person = read_person(session, "p1", "a-linked", erased_ref=ref, **shape)
                     assert person.erased is erased, (shape, ref)
-                    assert person.subject == Subject(None, "a-free")
-                person = read_person(session, "p1", None, erased_ref=None, **kwargs)
-                assert person.record == get_user(session, "p1") and not person.erased
-                if "offers" in shape:
-                    assert person.arms == arms
+                    # The person's other columns, and the offer state's rows, read as before.
+                    assert person.record == get_user(session, "p1")
+                    assert person.subject == Subject("p1", "a-linked")
+                    assert person.history_read is shape["history"]
+                    if shape["history"]:
+                        assert person.history == session.get(PersonSequence, "user:p1").state
+                    if shape["offers"] is not None:
+                        assert person.arms == arms
+                        assert person.shown == ([] if shape["offers"] is only_arms else shown)
+                    visitor = read_person(session, None, "a-free", erased_ref=ref, **shape)
+                    assert visitor.erased is erased and visitor.subject == Subject(None, "a-free")
             # Each statement's IN lists have a parameter each, so SQLAlchemy compiles it once
             # and does not render it again on every execution as it does an `expanding` list.
             for statement in [*(p.statement for p in _DECISION.values()), *_OFFER_STATE.values()]:
@@ -557,3 +567,20 @@ def test_a_stored_profile_is_read_as_validated(profile: dict[str, Any]) -> None:
     assert _stored_profile(partial) == Profile.model_validate(partial)
     with pytest.raises(ValidationError):
         _stored_profile({k: v for k, v in stored.items() if k != "first_name"})
+
+
+def test_refusing_erased_people_needs_the_anonymous_ids_tombstone_key(
+    demo_services: Services,
+) -> None:
+    """A caller that asks for the erased to be refused and sends an anonymous id must give its
+    tombstone key: without it the check would pass every visitor."""
+
+    def refuse(*_: Any) -> None:
+        raise AssertionError("not reached")
+
+    for user_id in (None, "u_0001"):
+        with pytest.raises(ValueError, match="erased_ref"):
+            open_decision(
+                demo_services.tools, user_id, "a-visitor", channel=Channel.web, now=NOW,
+                refuse=refuse,
+            )  # fmt: skip

@@ -204,7 +204,7 @@ def test_a_visitor_erased_while_older_code_ran_is_refused_despite_their_feature_
     # Before session 23, a decision about an erased visitor was answered as for a new one and
     # stored a feature row for them; decisions then checked the tombstones only for a visitor
     # without one, so that row kept them answered after the upgrade.
-    erased, anonymous, _ = _people(world)
+    erased, anonymous, stored = _people(world)
     visitor = sorted(anonymous)[0]
     with TestClient(create_app(services=lambda: running)) as client:
         assert client.delete(f"/v1/users/{erased}").status_code == 200
@@ -212,15 +212,16 @@ def test_a_visitor_erased_while_older_code_ran_is_refused_despite_their_feature_
             state = session.scalars(select(PersonFeatures.state).limit(1)).one()
             session.add(PersonFeatures(subject_key=f"anon:{visitor}", state=state))
         logged = _decisions(running)
-        refused = client.post("/v1/decide", json={"channel": "web", "anonymous_id": visitor})
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["detail"].startswith("anonymous_id: it belonged to an erased person")
+        # Alone, and beside a stored user's id (as chat and events refuse it too).
+        for sent in ({"anonymous_id": visitor}, {"anonymous_id": visitor, "user_id": stored}):
+            refused = client.post("/v1/decide", json={"channel": "web", **sent})
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["detail"].startswith("anonymous_id: it belonged to an erased")
         assert _decisions(running) == logged
-        # A visitor seen before, never erased, is answered as before.
-        seen = client.post("/v1/decide", json={"channel": "web", "anonymous_id": "anon_seen_3"})
-        assert seen.status_code == 200, seen.text
-        again = client.post("/v1/decide", json={"channel": "web", "anonymous_id": "anon_seen_3"})
-        assert again.status_code == 200, again.text
+        # A visitor never erased is answered, the first time (their feature row stored) and again.
+        for _ in range(2):
+            seen = client.post("/v1/decide", json={"channel": "web", "anonymous_id": "anon_new_3"})
+            assert seen.status_code == 200, seen.text
         assert _decisions(running) == logged + 2
 
 

@@ -44,15 +44,16 @@ def open_decision(
     an anonymous id linked to someone else is a Conflict, as in `resolve_subject`.
 
     `refuse(connection, user_id, anonymous_id)` is called for a user id with no user stored,
-    and for an anonymous visitor whose id the same SELECT found a tombstone for (`erased_ref`,
-    the id's tombstone key, which a caller passing `refuse` for a visitor must give), before
-    anything is written about them (the first read stores their feature row), and raises to
-    refuse the decision: an erased person (`agents.decide.run`). A stored user, or a visitor
-    never erased, costs it no statement. Every visitor is checked, not only one without a
-    feature row: before session 23 a decision about an erased visitor stored one.
+    and for an anonymous id the same SELECT found a tombstone for (`erased_ref`, the id's
+    tombstone key, which a caller passing `refuse` with an anonymous id must give), sent alone
+    or beside a user id, before anything is written about them (the first read stores their
+    feature row), and raises to refuse the decision: an erased person (`agents.decide.run`).
+    A stored user, or an anonymous id never erased, costs it no statement. Every anonymous id
+    is checked, not only a visitor's without a feature row: before session 23 a decision about
+    an erased visitor stored one.
     """
-    if refuse is not None and user_id is None and anonymous_id is not None and not erased_ref:
-        raise ValueError("refusing erased visitors needs their tombstone key (erased_ref)")
+    if refuse is not None and anonymous_id is not None and not erased_ref:
+        raise ValueError("refusing erased anonymous ids needs their tombstone key (erased_ref)")
     offers = offer_reads(deps, channel, now)
     with deps.db.reading() as connection:
         person = read_person(
@@ -65,7 +66,8 @@ def open_decision(
         )
         if user_id is not None and person.owner not in (None, user_id):
             raise Conflict(LINKED_ELSEWHERE)
-        if refuse is not None and person.record is None and (user_id is not None or person.erased):
+        unknown_user = user_id is not None and person.record is None
+        if refuse is not None and (person.erased or unknown_user):
             refuse(connection, user_id, anonymous_id)
         ctx = RunContext(deps=deps, subject=person.subject, channel=channel, now=now)
         ctx.memo["catalog_version"] = person.catalog_version

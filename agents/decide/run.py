@@ -80,7 +80,7 @@ def _decide(
         refuse=partial(refuse_erased, services),
         erased_ref=(
             anonymous_ref(services, request.anonymous_id)
-            if request.user_id is None and request.anonymous_id is not None
+            if request.anonymous_id is not None
             else None
         ),
     )

@@ -5,7 +5,8 @@ from the model file; chat checkpoints are erased by every registered `eraser` (t
 registers its own). Audit entries name the person by a keyed hash (HMAC-SHA-256 with a secret
 kept in the home folder), so the audit log can confirm that a given id was erased without
 holding the id itself. Erasure also leaves tombstones, by the same keyed hash, of the user id and
-its anonymous ids: seeding, event ingest and profile writes refuse them afterwards.
+its anonymous ids: seeding, event ingest, profile writes, decisions and chat turns refuse them
+afterwards.
 """
 
 from __future__ import annotations
@@ -52,14 +53,17 @@ def _audit_key(services: Services) -> bytes:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    key = _KEYS[path] = bytes.fromhex(path.read_text().strip())
+            handle.write(secrets.token_hex(_KEY_BYTES))
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) == _KEY_BYTES:  # not a file another caller has created but not yet written
+        _KEYS[path] = key
     return key
 
 
 # The audit key of each home, read once: a visitor's decision hashes their id with it
 # (`anonymous_ref`), and the file never changes (tombstones could no longer be matched).
 _KEYS: dict[Path, bytes] = {}
+_KEY_BYTES = 32
 
 
 def _keyed(key: bytes, value: str) -> str:
