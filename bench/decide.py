@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -59,11 +57,10 @@ from langgraph.graph import END, START, StateGraph
 from agents.decide.graph import MAX_DRAFTS, NODES, build_decide_graph, run_config, steps
 from agents.decide.run import DecideRequest, decide
 from agents.decide.state import DecideContext, DecideInput, DecideState
-from agents.factory import build_services, settle
-from agents.reindex import start as start_service
+from agents.factory import settle
 from agents.services import Services
 from agents.tracing import Node, traced
-from bench.report import emit, product_settings
+from bench.report import demo_service, emit
 from store.schemas import Channel
 
 QUERIES = [
@@ -299,12 +296,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/decide.json"))
     args = parser.parse_args()
 
-    home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-"))
-    settings = product_settings(home=home, seed=1)
-    services = build_services(settings)
-    start_service(services, settings.demo_dir)
-    lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
-    users = [json.loads(line)["user_id"] for line in lines if line.strip()]
+    services, users = demo_service(args.home)
     rng = np.random.default_rng(1)
     later = datetime.now(UTC)
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import itertools
-import json
 import pstats
 import statistics
-import tempfile
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
@@ -46,10 +44,9 @@ from agents.decide.graph import (
 )
 from agents.decide.run import DecideRequest, decide
 from agents.decide.state import DecideContext, DecideInput, DecideState
-from agents.factory import build_services, settle
-from agents.reindex import start as start_service
+from agents.factory import settle
 from agents.tracing import traced
-from bench.report import emit, product_settings
+from bench.report import demo_service, emit
 from store.schemas import Channel
 
 BLOCK = 10  # decisions per block; the shapes' blocks alternate
@@ -157,11 +154,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/decide_shape.json"))
     args = parser.parse_args()
 
-    settings = product_settings(home=Path(tempfile.mkdtemp(prefix="attune-bench-shape-")), seed=1)
-    services = build_services(settings)
-    start_service(services, settings.demo_dir)
-    lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
-    users = [json.loads(line)["user_id"] for line in lines if line.strip()]
+    services, users = demo_service(prefix="attune-bench-shape-")
     rng = np.random.default_rng(1)
     requests = [
         DecideRequest(channel=Channel.web, user_id=str(rng.choice(users)))

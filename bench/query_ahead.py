@@ -17,10 +17,8 @@ event loop (`api.gate`); and the ratios ahead / inline. Prints JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,10 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.collector import settle
 from agents.decide.run import DecideRequest, decide
-from agents.factory import build_services
-from agents.reindex import start
 from bench.decide import QUERIES, percentiles
-from bench.report import emit, product_settings
+from bench.report import demo_service, emit
 from store.schemas import Channel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "query_ahead.json"
@@ -47,11 +43,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    settings = product_settings(home=Path(tempfile.mkdtemp(prefix="attune-bench-")), seed=1)
-    services = build_services(settings)
-    start(services, settings.demo_dir)
-    lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
-    users = [json.loads(line)["user_id"] for line in lines if line.strip()]
+    services, users = demo_service()
     rng = np.random.default_rng(1)
     embedder = services.tools.embedder
     begin = embedder.embed_ahead

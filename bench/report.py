@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where the benches keep the embedding model's ONNX export, made once and reused by every run
@@ -37,3 +41,18 @@ def emit(results: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     sys.stdout.write(text + "\n")
+
+
+def demo_service(
+    home: Path | None = None, prefix: str = "attune-bench-"
+) -> tuple[Services, list[str]]:
+    """The service as `make run` starts it on the demo world, in `home` (a new temporary folder
+    named after `prefix` by default), and the demo's user ids in file order."""
+    from agents.factory import build_services
+    from agents.reindex import start
+
+    settings = product_settings(home=home or Path(tempfile.mkdtemp(prefix=prefix)), seed=1)
+    services = build_services(settings)
+    start(services, settings.demo_dir)
+    lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
+    return services, [json.loads(line)["user_id"] for line in lines if line.strip()]

@@ -14,9 +14,7 @@ no-model arm's. Wall-clock figures move with the machine's load; the ratios are 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -28,10 +26,9 @@ from sqlalchemy import event
 
 import agents.decide.graph
 from agents.decide.run import DecideRequest, decide
-from agents.factory import build_services, settle
-from agents.reindex import start
+from agents.factory import settle
 from agents.services import Services, load_itemitem
-from bench.report import emit, product_settings
+from bench.report import demo_service, emit
 from store.schemas import Channel
 
 BLOCK = 25  # decisions per block; the arms' blocks alternate
@@ -44,11 +41,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/rerank.json"))
     args = parser.parse_args()
 
-    settings = product_settings(home=Path(tempfile.mkdtemp(prefix="attune-rerank-")), seed=1)
-    services = build_services(settings)
-    start(services, settings.demo_dir)
-    lines = (settings.demo_dir / "users.jsonl").read_text().splitlines()
-    users = [json.loads(line)["user_id"] for line in lines if line.strip()]
+    services, users = demo_service(prefix="attune-rerank-")
+    settings = services.settings
     people = [str(u) for u in np.random.default_rng(1).choice(users, size=args.n)]
 
     arms: dict[str, Services] = {"qdrant_order": _with(services, None)}
