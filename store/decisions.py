@@ -10,9 +10,11 @@ from typing import Any, cast
 from sqlalchemy import (
     Connection,
     CursorResult,
+    String,
     Table,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     select,
@@ -23,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from store.attribution import delete_for_decisions
 from store.errors import Conflict, NotFound
-from store.models import DecisionRow, LinearObservation, RewardRow, RewardWindow
+from store.models import DecisionRow, LinearObservation, RewardRow, RewardWindow, Tombstone
 from store.prepared import Prepared
 
 # Built once: its cache key is memoized on the object, so SQLAlchemy finds the statement's
@@ -53,26 +55,49 @@ _WINDOW_COLUMNS = (
     "item_ids",
     "default_reward",
 )
-_PREPARED_WINDOW = Prepared(insert(_WINDOWS), _WINDOW_COLUMNS)
+_DECISIONS = cast(Table, DecisionRow.__table__)
 
 
 def _values(table: Table, columns: tuple[str, ...]) -> dict[str, Any]:
     return {name: bindparam(name, type_=table.c[name].type) for name in columns}
 
 
+# The decision graph's INSERT: its row only while neither of the tombstone keys sent
+# (`user_ref`, `anonymous_ref`: the keyed hashes `agents.privacy.rights` computes, NULL for none)
+# names an erased identifier. A person erased after the decision read them, and before it was
+# logged, is not stored again (`append_decision`).
+_ERASED = exists().where(
+    Tombstone.ref.in_(
+        [bindparam("user_ref", type_=String), bindparam("anonymous_ref", type_=String)]
+    )
+)
+_KEPT_DECISION = insert(_DECISIONS).from_select(
+    list(_DECISION_COLUMNS),
+    select(
+        *(value.label(name) for name, value in _values(_DECISIONS, _DECISION_COLUMNS).items())
+    ).where(~_ERASED),
+)
+_PREPARED_KEPT = Prepared(_KEPT_DECISION)
+_PREPARED_WINDOW = Prepared(insert(_WINDOWS), _WINDOW_COLUMNS)
+
 # PostgreSQL takes both rows in one statement, the decision's INSERT as a data-modifying WITH
 # (run once, to completion, whether or not the outer statement reads it; the window's foreign
 # key is checked at the end of the statement, when the decision's row is there): one round
-# trip to the server instead of two. SQLite has no INSERT inside WITH, and no round trip to
-# save (it runs in the process): there, the two prepared INSERTs, one after the other.
+# trip to the server instead of two. The window is selected from the decision's RETURNING, so
+# a decision the tombstones kept out opens no window either. SQLite has no INSERT inside WITH,
+# and no round trip to save (it runs in the process): there, the two prepared INSERTs, one
+# after the other, the window's only if the decision's added its row.
+_KEPT = _KEPT_DECISION.returning(_DECISIONS.c.decision_id).cte("decision")
 _PREPARED_BOTH = Prepared(
     insert(_WINDOWS)
-    .values(_values(_WINDOWS, _WINDOW_COLUMNS))
-    .add_cte(
-        insert(cast(Table, DecisionRow.__table__))
-        .values(_values(cast(Table, DecisionRow.__table__), _DECISION_COLUMNS))
-        .cte("decision")
+    .from_select(
+        list(_WINDOW_COLUMNS),
+        select(
+            _KEPT.c.decision_id,
+            *(value.label(name) for name, value in _values(_WINDOWS, _WINDOW_COLUMNS[1:]).items()),
+        ),
     )
+    .add_cte(_KEPT)
 )
 
 
@@ -112,10 +137,19 @@ def log_decision(
         _PREPARED_DECISION.execute(session, values)
 
 
-def append_decision(connection: Connection, values: Mapping[str, Any]) -> None:
+def append_decision(connection: Connection, values: Mapping[str, Any]) -> bool:
     """Append one decision and open its attribution window, in the caller's transaction: the
     values of both rows by column name (`decision_id`, `subject_key` and `offer_id` are the
-    same in both). `record` must already be free of PII: the store does not redact.
+    same in both), and `user_ref` and `anonymous_ref`, the tombstone keys of the person it is
+    about (None: none). `record` must already be free of PII: the store does not redact.
+
+    Whether the rows were added: none are when a tombstone names either key. The decision read
+    the person before the graph ran, and an erasure may commit in between (in a worker thread
+    beside the loop, in another process, during an LLM writer's seconds); the check is part of
+    the INSERT, so no erasure commits between the check and the row. On PostgreSQL, an erasure
+    first locks the decision table against writers (`store.erasure.erase_person`), so that this
+    INSERT either commits before the erasure reads the person's decisions, or waits for it and
+    sees its tombstones; on SQLite the one writer at a time does the same.
 
     Every statement is compiled once per dialect and sent as its SQL text on the connection's
     DBAPI cursor (`store.prepared`, `Prepared.send`):
@@ -123,10 +157,11 @@ def append_decision(connection: Connection, values: Mapping[str, Any]) -> None:
     window's (which refers to it).
     """
     if connection.dialect.name == "postgresql":
-        _PREPARED_BOTH.send(connection, values)
-    else:
-        _PREPARED_DECISION.send(connection, values)
-        _PREPARED_WINDOW.send(connection, values)
+        return _PREPARED_BOTH.send(connection, values) > 0
+    if _PREPARED_KEPT.send(connection, values) == 0:
+        return False
+    _PREPARED_WINDOW.send(connection, values)
+    return True
 
 
 def get_decision(session: Session, decision_id: str) -> DecisionRow:

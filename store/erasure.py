@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Delete, delete, or_, select
+from sqlalchemy import CursorResult, Delete, delete, or_, select, text
 from sqlalchemy.orm import Session
 
 from store.attribution import delete_for_decisions
@@ -170,7 +170,16 @@ class Erased:
 
 
 def erase_person(session: Session, person: Person) -> Erased:
-    """Delete every row about the person (in the caller's transaction)."""
+    """Delete every row about the person (in the caller's transaction).
+
+    On PostgreSQL the decision log is locked against writers first, until the caller commits:
+    a decision about the person being logged meanwhile either committed before (and is deleted
+    here) or waits, and then finds the tombstones the caller adds (`append_decision`). Without
+    the lock, under READ COMMITTED, a decision's INSERT that began before the caller committed
+    would not see the tombstones, nor would this DELETE see its row. SQLite writes one
+    transaction at a time, which does the same."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"LOCK TABLE {DecisionRow.__tablename__} IN SHARE ROW EXCLUSIVE MODE"))
     decision_ids = list(
         session.scalars(select(DecisionRow.decision_id).where(_decisions_of(person)))
     )

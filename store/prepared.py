@@ -111,10 +111,11 @@ class Prepared:
             self._conversions[dialect.name] = conversions
         return rows, conversions
 
-    def send(self, connection: Connection, values: Mapping[str, Any]) -> None:
+    def send(self, connection: Connection, values: Mapping[str, Any]) -> int:
         """Run the INSERT with `values` (by parameter name) on the DBAPI cursor of
-        `connection`, as `fetch` runs a SELECT; nothing is read back."""
-        self._run(connection, values, fetch=False)
+        `connection`, as `fetch` runs a SELECT; nothing is read back but how many rows it
+        added (the cursor's `rowcount`)."""
+        return int(self._run(connection, values, fetch=False))
 
     def _run(self, connection: Connection, values: Mapping[str, Any], *, fetch: bool) -> Any:
         dialect = connection.dialect
@@ -129,7 +130,7 @@ class Prepared:
                 )
             dialect.do_execute(cursor, statement, parameters, None)
             dispatch.after_cursor_execute(connection, cursor, statement, parameters, None, False)
-            return (cursor.fetchall(), cursor.description) if fetch else None
+            return (cursor.fetchall(), cursor.description) if fetch else cursor.rowcount
         except BaseException as error:
             connection._handle_dbapi_exception(error, statement, parameters, cursor, None)
             raise  # not reached: the handler raises, wrapped

@@ -49,3 +49,7 @@ class RunContext:
     channel: Channel
     now: datetime
     memo: dict[str, Any] = field(default_factory=dict)
+    # The tombstone keys (user, anonymous id; `agents.privacy.rights`) of the person the request
+    # is about, None for none: the decision log adds no record while either names an erased
+    # identifier (`store.decisions.append_decision`).
+    tombstone_refs: tuple[str | None, str | None] = (None, None)

@@ -18,10 +18,12 @@ from agents.chat.state import ChatContext
 from agents.chat.tools import Turn
 from agents.decide.explain import Explanation
 from agents.llm.completion import Usage
-from agents.privacy.rights import refuse_erased
+from agents.privacy.rights import anonymous_ref, refuse_erased, tombstone_ref
 from agents.services import Services
 from policies.pii import KnownValues, Vault
+from store.errors import Conflict
 from store.schemas import Channel, require_subject
+from store.tombstones import tombstoned
 from store.users import resolve_subject
 from tools.context import RunContext
 from tools.profile import subject_record
@@ -59,6 +61,20 @@ class ChatReply:
     usage: Usage
 
 
+def _forget_if_erased(services: Services, run: RunContext) -> bool:
+    """Whether the person of the turn was erased while it ran; if so, their threads are erased
+    again. The thread is checkpointed as the turn ends, and an erasure erases threads after it
+    commits: checked after the checkpoint, either this finds the tombstone, or the erasure had
+    not committed yet and erases the thread itself."""
+    refs = [ref for ref in run.tombstone_refs if ref is not None]
+    with services.db.reading() as connection:
+        if not tombstoned(connection, refs):
+            return False
+    for erase in services.erasers:
+        erase([run.subject.key])
+    return True
+
+
 def chat_turn(
     services: Services,
     request: ChatRequest,
@@ -78,7 +94,17 @@ def chat_turn(
         subject = resolve_subject(session, request.user_id, request.anonymous_id)
         # An erased person is refused (a 409): their thread would store them again.
         refuse_erased(services, session, request.user_id, request.anonymous_id)
-    run = RunContext(deps=services.tools, subject=subject, channel=request.channel, now=now)
+    run = RunContext(
+        deps=services.tools,
+        subject=subject,
+        channel=request.channel,
+        now=now,
+        # Checked again as the turn's decision is logged: an erasure may commit meanwhile.
+        tombstone_refs=(
+            tombstone_ref(services, subject.user_id),
+            None if request.anonymous_id is None else anonymous_ref(services, request.anonymous_id),
+        ),
+    )
     record = subject_record(run)
     thread_id = request.thread_id or uuid.uuid4().hex[:16]
     if services.chat is None:
@@ -100,17 +126,27 @@ def chat_turn(
         "configurable": {"thread_id": thread_key(subject.key, thread_id)},
         "recursion_limit": CHAT_RECURSION_LIMIT,
     }
-    # Checkpointed once, when the turn is over: the reply is what the thread remembers.
-    for part in services.chat.graph.stream(
-        {"k": request.k},
-        config,
-        context=context,
-        stream_mode=["custom"],
-        durability="exit",
-        version="v2",
-    ):
-        if part["type"] == "custom" and emit is not None:
-            emit(part["data"]["event"], part["data"]["data"])
+    # Checkpointed once, when the turn is over (failed or not): the reply is what the thread
+    # remembers.
+    try:
+        for part in services.chat.graph.stream(
+            {"k": request.k},
+            config,
+            context=context,
+            stream_mode=["custom"],
+            durability="exit",
+            version="v2",
+        ):
+            if part["type"] == "custom" and emit is not None:
+                emit(part["data"]["event"], part["data"]["data"])
+    except BaseException:
+        _forget_if_erased(services, run)
+        raise
+    if _forget_if_erased(services, run):
+        raise Conflict(
+            "this person was erased while the turn was being answered; nothing about them "
+            "was stored"
+        )
     turn = context.turn
     allowed = context.revealable
     assert context.explanation is not None  # `finish` explains every turn

@@ -23,6 +23,7 @@ from agents.decide.state import DecideContext, DecideState
 from agents.llm.completion import Usage
 from agents.privacy.minimize import Minimizer
 from store.decisions import append_decision
+from store.errors import Conflict
 from tools.context import RunContext
 from tools.profile import subject_features
 from tools.schemas import Candidate, EligibleOffers, OfferChoice
@@ -157,6 +158,10 @@ def log_record(
     them (`Database.core_transaction`) — one statement on PostgreSQL, the decision's INSERT
     then the window's on SQLite. If either row fails, the transaction rolls back and neither
     is kept; a transaction that SQLite refused for a concurrent writer runs again whole.
+
+    Nothing is added, and a Conflict raised, when the person was erased after the decision
+    read them (`run.tombstone_refs`, checked in the INSERT): the decision is not answered, as
+    one asked after the erasure is not.
     """
     rewards = run.deps.policy.policy.rewards
     offer_id = choice.offer_id if choice else None
@@ -174,8 +179,14 @@ def log_record(
         "closes_at": run.now + timedelta(hours=rewards.window_hours),
         "item_ids": [c["item_id"] for c in record.get("retrieval", {}).get("candidates", [])],
         "default_reward": rewards.default,
+        "user_ref": run.tombstone_refs[0],
+        "anonymous_ref": run.tombstone_refs[1],
     }
-    run.deps.db.core_transaction(lambda connection: append_decision(connection, values))
+    if not run.deps.db.core_transaction(lambda connection: append_decision(connection, values)):
+        raise Conflict(
+            "this person was erased while the decision was being made; nothing about them "
+            "was stored"
+        )
 
 
 def offer_trace(offers: EligibleOffers | None, choice: OfferChoice | None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from agents.collector import collect_young
 from agents.decide.explain import Explanation
 from agents.decide.graph import run_config
 from agents.decide.state import DecideContext, DecideOutput
-from agents.privacy.rights import anonymous_ref, refuse_erased
+from agents.privacy.rights import anonymous_ref, refuse_erased, tombstone_ref
 from agents.services import Services
 from agents.tracing import decision_span
 from policies.pii import KnownValues, Vault
@@ -71,6 +71,9 @@ def _decide(
 ) -> Decision:
     now = now or datetime.now(UTC)
     # The subject bound and what the tools read about them read, in one session (tools.reads).
+    anonymous = (
+        anonymous_ref(services, request.anonymous_id) if request.anonymous_id is not None else None
+    )
     run = open_decision(
         services.tools,
         request.user_id,
@@ -78,13 +81,11 @@ def _decide(
         channel=request.channel,
         now=now,
         refuse=partial(refuse_erased, services),
-        erased_ref=(
-            anonymous_ref(services, request.anonymous_id)
-            if request.anonymous_id is not None
-            else None
-        ),
+        erased_ref=anonymous,
     )
     subject = run.subject
+    # Checked again as the decision is logged: an erasure may commit while the graph runs.
+    run.tombstone_refs = (tombstone_ref(services, subject.user_id), anonymous)
     record = subject_record(run)
     context = DecideContext(
         services=services,

@@ -44,6 +44,11 @@ def anonymous_ref(services: Services, anonymous_id: str) -> str:
     return "anon#" + _keyed(_audit_key(services), anonymous_id)
 
 
+def tombstone_ref(services: Services, user_id: str | None) -> str | None:
+    """The key erasure leaves the user's tombstone under (`subject_ref`); None for no user."""
+    return None if user_id is None else subject_ref(services, user_id)
+
+
 def _audit_key(services: Services) -> bytes:
     path = services.settings.home / "audit.key"
     key = _KEYS.get(path)

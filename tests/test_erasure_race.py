@@ -1,0 +1,239 @@
+"""A person erased while a decision about them is being made is not stored again.
+
+A decision reads the person, runs its graph, then logs its record. An erasure can commit in
+between: from a worker thread beside the event loop, from another process, and above all while
+an LLM writer drafts the copy, for seconds. The record would then name the erased person after
+their erasure, with nothing left to remove it. Here the erasure is made to happen at those
+moments, on SQLite and on PostgreSQL: from inside the scripted model's reply (the decision is
+waiting for its draft), and while the decision's write is under way (the erasure's transaction
+open when the decision reaches its INSERT).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_openai import Reply, fake_openai
+from fastapi.testclient import TestClient
+from sqlalchemy import func, or_, select
+
+from agents.chat.turn import ChatRequest, chat_turn
+from agents.decide.run import DecideRequest, decide
+from agents.factory import build_services
+from agents.llm.client import LLMClient
+from agents.llm.retry import RetryPolicy
+from agents.privacy.rights import anonymous_ref, erase_user, subject_ref
+from agents.seed import seed
+from agents.services import Services
+from agents.settings import PROJECT_ROOT, Settings
+from agents.writing.llm_writer import OpenAIWriter
+from api.app import create_app
+from store.erasure import erase_person, find_person
+from store.errors import Conflict
+from store.models import DecisionRow, IdentityLink, RewardWindow
+from store.schemas import Channel
+from store.tombstones import add_tombstones
+
+DEMO = PROJECT_ROOT / "data" / "demo"
+USERS = 12  # the first users of the demo, with their events on the first ITEMS items
+ITEMS = 200
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("race-world")
+    users = _jsonl(DEMO / "users.jsonl")[:USERS]
+    items = _jsonl(DEMO / "items.jsonl")[:ITEMS]
+    known = {i["item_id"] for i in items}
+    ids = {u["user_id"] for u in users}
+    events = [
+        e for e in _jsonl(DEMO / "events.jsonl") if e["item_id"] in known and e["user_id"] in ids
+    ]
+    for name, rows in (("users", users), ("items", items), ("events", events)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.copy(DEMO / "offers.jsonl", folder / "offers.jsonl")
+    return folder
+
+
+@pytest.fixture
+def services(
+    database_url: str, tiny_model_dir: Path, world: Path, tmp_path: Path
+) -> Iterator[Services]:
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=database_url,
+        embedding_model=str(tiny_model_dir),
+        seed=7,
+    )
+    built = build_services(settings)
+    seed(built, world)
+    yield built
+    built.close()
+
+
+def _people(services: Services, world: Path) -> list[tuple[str, list[str]]]:
+    """The users whose consent lets a model write their copy, each with the anonymous ids
+    linked to them, those with links first."""
+    writable = [
+        u["user_id"]
+        for u in _jsonl(world / "users.jsonl")
+        if u["consent"]["llm_processing"] and u["consent"]["personalization"]
+    ]
+    with services.db.session() as session:
+        links = session.execute(
+            select(IdentityLink.user_id, IdentityLink.external_id).where(
+                IdentityLink.kind == "anonymous"
+            )
+        ).all()
+    linked = {u: sorted(a for owner, a in links if owner == u) for u in writable}
+    return sorted(linked.items(), key=lambda person: not person[1])
+
+
+def _stored_about(services: Services, user_id: str) -> tuple[int, int]:
+    """(decisions, attribution windows) held about the user."""
+    with services.db.session() as session:
+        decisions = session.scalar(
+            select(func.count())
+            .select_from(DecisionRow)
+            .where(
+                or_(DecisionRow.user_id == user_id, DecisionRow.subject_key == f"user:{user_id}")
+            )
+        )
+        windows = session.scalar(
+            select(func.count())
+            .select_from(RewardWindow)
+            .where(RewardWindow.subject_key == f"user:{user_id}")
+        )
+    return decisions or 0, windows or 0
+
+
+@contextmanager
+def erased_while_drafting(services: Services, user_id: str) -> Iterator[list[dict[str, Any]]]:
+    """The service's writer is a scripted model whose first reply erases `user_id` before it
+    answers (the decision has read the person, and waits for its draft); yields the erasures
+    made (what `erase_user` returned)."""
+    erasures: list[dict[str, Any]] = []
+
+    def erase_then_draft(body: dict[str, Any]) -> str:
+        if not erasures:
+            erasures.append(erase_user(services, user_id, actor="test"))
+        item = json.loads(body["messages"][1]["content"])["items"][0]
+        return json.dumps({"text": f"The {item['title']}.", "item_ids": [item["item_id"]]})
+
+    original = services.writer
+    with fake_openai([Reply(content=erase_then_draft)]) as server:
+        services.writer = OpenAIWriter(
+            base_url=server.base_url, api_key="test", model="fake-model", timeout_s=5
+        )
+        try:
+            yield erasures
+        finally:
+            services.writer = original
+
+
+def test_a_person_erased_while_the_model_drafts_their_copy_is_not_logged(
+    services: Services, world: Path
+) -> None:
+    (user_id, anonymous), (bystander, _) = _people(services, world)[:2]
+    assert anonymous, "the world has a user with a linked anonymous id"
+    with erased_while_drafting(services, user_id) as erasures:
+        # Sent as the person's anonymous id alone: the decision is about its owner.
+        with pytest.raises(Conflict, match="erased while the decision was being made"):
+            decide(services, DecideRequest(channel=Channel.web, anonymous_id=anonymous[0]))
+        assert erasures, "the model was asked while the decision held the person"
+        assert _stored_about(services, user_id) == (0, 0)
+        # Anyone else is answered and logged as before.
+        decide(services, DecideRequest(channel=Channel.web, user_id=bystander))
+        assert _stored_about(services, bystander) == (1, 1)
+
+
+def test_over_http_the_decision_is_a_409_and_the_person_stays_erased(
+    services: Services, world: Path
+) -> None:
+    (user_id, _), *_ = _people(services, world)
+    with (
+        erased_while_drafting(services, user_id) as erasures,
+        TestClient(create_app(services=lambda: services)) as client,
+    ):
+        answer = client.post("/v1/decide", json={"channel": "web", "user_id": user_id})
+        assert answer.status_code == 409, answer.text
+        assert "erased while the decision was being made" in answer.json()["detail"]
+        assert erasures and _stored_about(services, user_id) == (0, 0)
+        again = client.post("/v1/decide", json={"channel": "web", "user_id": user_id})
+        assert again.status_code == 409, again.text
+
+
+def test_a_decision_written_while_the_erasure_commits_waits_and_is_refused(
+    services: Services, world: Path
+) -> None:
+    # The erasure's transaction is open, its rows deleted and tombstones added, when the
+    # decision (which read the person before) comes to log its record. On PostgreSQL the
+    # decision's INSERT would not see the uncommitted tombstones, and the erasure's DELETE had
+    # not seen the decision: the erasure's lock on the decision log makes the INSERT wait.
+    (user_id, anonymous), *_ = _people(services, world)
+    outcome: list[BaseException | str] = []
+
+    def decide_about_them() -> None:
+        try:
+            decide(services, DecideRequest(channel=Channel.web, user_id=user_id))
+            outcome.append("logged")
+        except BaseException as error:  # handed to the test's thread
+            outcome.append(error)
+
+    with services.db.session() as session:
+        erase_person(session, find_person(session, user_id))
+        add_tombstones(
+            session,
+            [subject_ref(services, user_id), *(anonymous_ref(services, a) for a in anonymous)],
+        )
+        session.flush()
+        deciding = threading.Thread(target=decide_about_them)
+        deciding.start()
+        deciding.join(timeout=3)
+        # Still waiting for the erasure's transaction (without the lock it would have logged).
+        assert deciding.is_alive(), outcome
+    deciding.join(timeout=30)
+    assert not deciding.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], Conflict), outcome
+    assert _stored_about(services, user_id) == (0, 0)
+
+
+def test_a_person_erased_during_their_chat_turn_is_not_logged(
+    services: Services, world: Path
+) -> None:
+    (user_id, _), *_ = _people(services, world)
+    erasures: list[dict[str, Any]] = []
+
+    def erase_then_answer(body: dict[str, Any]) -> str:
+        if not erasures:
+            erasures.append(erase_user(services, user_id, actor="test"))
+        return "Here are a few ideas."
+
+    with fake_openai([Reply(content=erase_then_answer)]) as server:
+        llm = LLMClient(
+            base_url=server.base_url,
+            api_key="test",
+            model="fake-model",
+            retry=RetryPolicy(max_retries=0, base_s=0.01, cap_s=0.02),
+        )
+        with pytest.raises(Conflict, match="erased while the decision was being made"):
+            chat_turn(
+                replace(services, llm=llm),
+                ChatRequest(message="something for the kitchen", user_id=user_id),
+            )
+    assert erasures, "the model was asked while the turn held the person"
+    assert _stored_about(services, user_id) == (0, 0)
+    # Nor was the turn's thread kept (chat memory is checkpointed when a turn completes).
+    assert sum(erase([f"user:{user_id}"]) for erase in services.erasers) == 0
