@@ -169,17 +169,40 @@ class Erased:
     api_keys: int
 
 
+# On PostgreSQL, the tables an erasure locks against writers until it commits. A decision's
+# INSERT checks the tombstones itself (`store.decisions.append_decision`); a batch of events
+# locks its table before it reads them (`lock_for_writing`).
+_GUARDED = (DecisionRow.__tablename__, EventRow.__tablename__)
+
+
+def lock_for_writing(session: Session, table: str) -> None:
+    """Take now, at the start of the caller's transaction, the lock its writes to `table` would
+    take later: called before the writer reads the tombstones, so that an erasure in progress
+    is waited for and its tombstones are read, and an erasure that starts meanwhile waits.
+
+    On PostgreSQL, the table's ROW EXCLUSIVE lock (which an erasure's SHARE ROW EXCLUSIVE
+    conflicts with, and writers' own do not: they do not wait for one another). On SQLite, the
+    database's one write lock (`BEGIN IMMEDIATE`): the driver begins a transaction only at the
+    first write, so the reads before it would otherwise run outside it, each on the data as it
+    stood, and the write would follow an erasure that committed after them."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(text(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE"))
+    elif dialect == "sqlite":
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def erase_person(session: Session, person: Person) -> Erased:
     """Delete every row about the person (in the caller's transaction).
 
-    On PostgreSQL the decision log is locked against writers first, until the caller commits:
-    a decision about the person being logged meanwhile either committed before (and is deleted
-    here) or waits, and then finds the tombstones the caller adds (`append_decision`). Without
-    the lock, under READ COMMITTED, a decision's INSERT that began before the caller committed
-    would not see the tombstones, nor would this DELETE see its row. SQLite writes one
-    transaction at a time, which does the same."""
+    On PostgreSQL the decision log and the events are locked against writers first, until the
+    caller commits: a decision or a batch of events about the person stored meanwhile either
+    committed before (and is deleted here) or waits, and then finds the tombstones the caller
+    adds. Without the lock, under READ COMMITTED, a write that began before the caller
+    committed would not see the tombstones, nor would this DELETE see its rows. SQLite writes
+    one transaction at a time, which does the same."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"LOCK TABLE {DecisionRow.__tablename__} IN SHARE ROW EXCLUSIVE MODE"))
+        session.execute(text(f"LOCK TABLE {', '.join(_GUARDED)} IN SHARE ROW EXCLUSIVE MODE"))
     decision_ids = list(
         session.scalars(select(DecisionRow.decision_id).where(_decisions_of(person)))
     )

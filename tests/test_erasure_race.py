@@ -4,9 +4,9 @@ A decision reads the person, runs its graph, then logs its record. An erasure ca
 between: from a worker thread beside the event loop, from another process, and above all while
 an LLM writer drafts the copy, for seconds. The record would then name the erased person after
 their erasure, with nothing left to remove it. Here the erasure is made to happen at those
-moments, on SQLite and on PostgreSQL: from inside the scripted model's reply (the decision is
-waiting for its draft), and while the decision's write is under way (the erasure's transaction
-open when the decision reaches its INSERT).
+moments, on SQLite and on PostgreSQL: from inside the scripted model's reply (the decision or
+chat turn is waiting for its draft), and while a write is under way (the erasure's transaction
+open when a decision reaches its INSERT, or a batch of events its tombstone check).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from agents.writing.llm_writer import OpenAIWriter
 from api.app import create_app
 from store.erasure import erase_person, find_person
 from store.errors import Conflict
-from store.models import DecisionRow, IdentityLink, RewardWindow
+from store.models import DecisionRow, EventRow, IdentityLink, RewardWindow
 from store.schemas import Channel
 from store.tombstones import add_tombstones
 
@@ -175,6 +175,25 @@ def test_over_http_the_decision_is_a_409_and_the_person_stays_erased(
         assert again.status_code == 409, again.text
 
 
+def while_erasing(
+    services: Services, user_id: str, anonymous: list[str], writer: threading.Thread
+) -> None:
+    """Run `writer` while the person's erasure is under way: their rows deleted and their
+    tombstones added in a transaction not yet committed. The writer must still be waiting
+    3 s later (for the erasure's lock); then the erasure commits, and the writer is let finish."""
+    with services.db.session() as session:
+        erase_person(session, find_person(session, user_id))
+        add_tombstones(
+            session,
+            [subject_ref(services, user_id), *(anonymous_ref(services, a) for a in anonymous)],
+        )
+        session.flush()
+        writer.start()
+        writer.join(timeout=3)
+        assert writer.is_alive(), "the write did not wait for the erasure in progress"
+    writer.join(timeout=30)
+
+
 def test_a_decision_written_while_the_erasure_commits_waits_and_is_refused(
     services: Services, world: Path
 ) -> None:
@@ -192,19 +211,8 @@ def test_a_decision_written_while_the_erasure_commits_waits_and_is_refused(
         except BaseException as error:  # handed to the test's thread
             outcome.append(error)
 
-    with services.db.session() as session:
-        erase_person(session, find_person(session, user_id))
-        add_tombstones(
-            session,
-            [subject_ref(services, user_id), *(anonymous_ref(services, a) for a in anonymous)],
-        )
-        session.flush()
-        deciding = threading.Thread(target=decide_about_them)
-        deciding.start()
-        deciding.join(timeout=3)
-        # Still waiting for the erasure's transaction (without the lock it would have logged).
-        assert deciding.is_alive(), outcome
-    deciding.join(timeout=30)
+    deciding = threading.Thread(target=decide_about_them)
+    while_erasing(services, user_id, anonymous, deciding)
     assert not deciding.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], Conflict), outcome
     assert _stored_about(services, user_id) == (0, 0)
@@ -237,3 +245,45 @@ def test_a_person_erased_during_their_chat_turn_is_not_logged(
     assert _stored_about(services, user_id) == (0, 0)
     # Nor was the turn's thread kept (chat memory is checkpointed when a turn completes).
     assert sum(erase([f"user:{user_id}"]) for erase in services.erasers) == 0
+
+
+def test_events_sent_while_the_erasure_commits_wait_and_are_refused(
+    services: Services, world: Path
+) -> None:
+    # As above, for a batch of events: its tombstones are read in the transaction that stores
+    # it, after the lock an erasure holds. Before, they were read in a transaction of their own
+    # first, and an erasure committing in between let the batch store the person again.
+    (user_id, anonymous), *_ = _people(services, world)
+    item_id = _jsonl(world / "items.jsonl")[0]["item_id"]
+    batch = {
+        "events": [
+            {
+                "event_id": f"race-{kind}",
+                "type": "view",
+                "ts": "2026-11-30T12:00:00Z",
+                "item_id": item_id,
+                **ids,
+            }
+            for kind, ids in (
+                ("user", {"user_id": user_id}),
+                ("visitor", {"anonymous_id": anonymous[0]}),
+                ("other", {"anonymous_id": "anon_never_erased"}),
+            )
+        ]
+    }
+    answers: list[Any] = []
+    with TestClient(create_app(services=lambda: services)) as client:
+        sending = threading.Thread(
+            target=lambda: answers.append(client.post("/v1/events", json=batch))
+        )
+        while_erasing(services, user_id, anonymous, sending)
+    assert answers and answers[0].status_code == 200, answers
+    statuses = [(r["status"], r.get("reason") or "") for r in answers[0].json()["results"]]
+    assert statuses[0][0] == "rejected" and statuses[0][1].startswith("user_id: this person")
+    assert statuses[1][0] == "rejected" and statuses[1][1].startswith("anonymous_id: it belonged")
+    assert statuses[2] == ("accepted", "")
+    with services.db.session() as session:
+        stored = session.scalars(
+            select(EventRow.event_id).where(EventRow.event_id.like("race-%"))
+        ).all()
+    assert stored == ["race-other"]

@@ -15,6 +15,7 @@ from api.deps import ServicesDep
 from api.errors import field_errors
 from api.gate import in_turn
 from api.schemas import EventResult, EventsIn, EventsOut
+from store.erasure import lock_for_writing
 from store.events import EventStatus, Ingested, ingest_events
 from store.schemas import Event
 
@@ -97,24 +98,50 @@ async def post_events(
 def _record(
     services: Services, valid: list[tuple[int, Event]], results: list[EventResult | None]
 ) -> tuple[list[tuple[int, Event]], tuple[list[Ingested], dict[str, str]]]:
-    """The events not refused for an erased person, and their outcomes and attributions."""
-    kept = _refuse_erased(services, valid, results)
-    return kept, _store(services, [event for _, event in kept])
+    """The events not refused for an erased person, and their outcomes and attributions.
+
+    The tombstones are read in the transaction that stores the events, after it has locked the
+    events against an erasure (`store.erasure.lock_for_writing`): an erasure that commits while
+    the batch is stored either finished first, and its tombstones are found, or waits for the
+    batch and deletes its events. On SQLite, a batch whose read of the tombstones an erasure
+    overtook is refused its write and runs again (`Database.transaction`)."""
+    if not valid:
+        return valid, ([], {})
+
+    # An event naming its decision rewards it here: on SQLite, a concurrent writer can make
+    # that transaction fail at once with 'database is locked'; it runs again, as the sweep does.
+    def work(
+        session: Session,
+    ) -> tuple[list[tuple[int, Event]], tuple[list[Ingested], dict[str, str]]]:
+        lock_for_writing(session, "events")
+        kept = _refuse_erased(services, session, valid, results)
+        events = [event for _, event in kept]
+        if not events:
+            return kept, ([], {})
+        outcomes = ingest_events(session, events)
+        new = [e for e, o in zip(events, outcomes, strict=True) if o.status is EventStatus.accepted]
+        return kept, (outcomes, rewarder(services).attribute(session, new))
+
+    try:
+        return services.db.transaction(work)
+    except IntegrityError:
+        # A concurrent batch stored some of these ids first; the retry sees them as duplicates.
+        return services.db.transaction(work)
 
 
 def _refuse_erased(
-    services: Services, valid: list[tuple[int, Event]], results: list[EventResult | None]
+    services: Services,
+    session: Session,
+    valid: list[tuple[int, Event]],
+    results: list[EventResult | None],
 ) -> list[tuple[int, Event]]:
     """Reject, event by event, those about an erased person (their tombstone says so)."""
-    if not valid:
-        return valid
-    with services.db.session() as session:
-        erased = erased_among(
-            services,
-            session,
-            [event.user_id for _, event in valid],
-            [event.anonymous_id for _, event in valid],
-        )
+    erased = erased_among(
+        services,
+        session,
+        [event.user_id for _, event in valid],
+        [event.anonymous_id for _, event in valid],
+    )
     kept = []
     for index, event in valid:
         reason = erased.reason(event.user_id, event.anonymous_id)
@@ -125,25 +152,3 @@ def _refuse_erased(
                 index=index, event_id=event.event_id, status="rejected", reason=reason
             )
     return kept
-
-
-def _store(services: Services, events: list[Event]) -> tuple[list[Ingested], dict[str, str]]:
-    """Store the events and attribute the new ones to decisions, in one transaction."""
-    if not events:
-        return [], {}
-    try:
-        return _ingest(services, events)
-    except IntegrityError:
-        # A concurrent batch stored some of these ids first; the retry sees them as duplicates.
-        return _ingest(services, events)
-
-
-def _ingest(services: Services, events: list[Event]) -> tuple[list[Ingested], dict[str, str]]:
-    # An event naming its decision rewards it here: on SQLite, a concurrent writer can make
-    # that transaction fail at once with 'database is locked'; it runs again, as the sweep does.
-    def work(session: Session) -> tuple[list[Ingested], dict[str, str]]:
-        outcomes = ingest_events(session, events)
-        new = [e for e, o in zip(events, outcomes, strict=True) if o.status is EventStatus.accepted]
-        return outcomes, rewarder(services).attribute(session, new)
-
-    return services.db.transaction(work)
