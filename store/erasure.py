@@ -170,9 +170,9 @@ class Erased:
 
 
 # On PostgreSQL, the tables an erasure locks against writers until it commits. A decision's
-# INSERT checks the tombstones itself (`store.decisions.append_decision`); a batch of events
-# locks its table before it reads them (`lock_for_writing`).
-_GUARDED = (DecisionRow.__tablename__, EventRow.__tablename__)
+# INSERT checks the tombstones itself (`store.decisions.append_decision`); a batch of events and
+# a profile write lock their table before they read them (`lock_for_writing`).
+_GUARDED = (DecisionRow.__tablename__, EventRow.__tablename__, User.__tablename__)
 
 
 def lock_for_writing(session: Session, table: str) -> None:
@@ -195,8 +195,8 @@ def lock_for_writing(session: Session, table: str) -> None:
 def erase_person(session: Session, person: Person) -> Erased:
     """Delete every row about the person (in the caller's transaction).
 
-    On PostgreSQL the decision log and the events are locked against writers first, until the
-    caller commits: a decision or a batch of events about the person stored meanwhile either
+    On PostgreSQL the decision log, the events and the users are locked against writers first,
+    until the caller commits: a decision, a batch of events or a profile stored meanwhile either
     committed before (and is deleted here) or waits, and then finds the tombstones the caller
     adds. Without the lock, under READ COMMITTED, a write that began before the caller
     committed would not see the tombstones, nor would this DELETE see its rows. SQLite writes

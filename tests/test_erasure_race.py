@@ -6,7 +6,8 @@ an LLM writer drafts the copy, for seconds. The record would then name the erase
 their erasure, with nothing left to remove it. Here the erasure is made to happen at those
 moments, on SQLite and on PostgreSQL: from inside the scripted model's reply (the decision or
 chat turn is waiting for its draft), and while a write is under way (the erasure's transaction
-open when a decision reaches its INSERT, or a batch of events its tombstone check).
+open when a decision reaches its INSERT, or a batch of events or a profile write its tombstone
+check).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from agents.writing.llm_writer import OpenAIWriter
 from api.app import create_app
 from store.erasure import erase_person, find_person
 from store.errors import Conflict
-from store.models import DecisionRow, EventRow, IdentityLink, RewardWindow
+from store.models import DecisionRow, EventRow, IdentityLink, RewardWindow, User
 from store.schemas import Channel
 from store.tombstones import add_tombstones
 
@@ -287,3 +288,23 @@ def test_events_sent_while_the_erasure_commits_wait_and_are_refused(
             select(EventRow.event_id).where(EventRow.event_id.like("race-%"))
         ).all()
     assert stored == ["race-other"]
+
+
+def test_a_profile_written_while_the_erasure_commits_waits_and_is_refused(
+    services: Services, world: Path
+) -> None:
+    # A profile write read the tombstone, then upserted the user: an erasure committing in
+    # between was overwritten, the person stored again under the erased id.
+    (user_id, anonymous), *_ = _people(services, world)
+    answers: list[Any] = []
+    with TestClient(create_app(services=lambda: services)) as client:
+        profile = {"first_name": "Again", "last_name": "Here", "email": "again@example.org"}
+        body = {"profile": profile, "consent": {"personalization": True}}
+        writing = threading.Thread(
+            target=lambda: answers.append(client.put(f"/v1/users/{user_id}", json=body))
+        )
+        while_erasing(services, user_id, anonymous, writing)
+    assert answers and answers[0].status_code == 409, answers[0].text if answers else None
+    assert "was erased and cannot be created again" in answers[0].json()["detail"]
+    with services.db.session() as session:
+        assert session.get(User, user_id) is None

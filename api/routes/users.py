@@ -14,6 +14,7 @@ from api.auth import AnyCaller
 from api.deps import ServicesDep
 from api.schemas import UserOut, UserUpdate
 from store.access import audit
+from store.erasure import lock_for_writing
 from store.errors import Conflict, NotFound
 from store.events import compute_features
 from store.schemas import Identifier, UserRecord
@@ -37,6 +38,9 @@ def write_user(
     """Create or update a profile and set consent for the purposes given (others are kept)."""
     caller.may_read_user(user_id)
     with services.db.session() as session:
+        # The tombstone is read under the write lock: an erasure committing meanwhile is
+        # waited for and found, not overwritten by a profile that brings the person back.
+        lock_for_writing(session, "users")
         if erased_among(services, session, [user_id]).user_ids:
             # Erasure is final: a person who comes back is a new user id, with new consent.
             raise Conflict(f"user_id: user {user_id!r} was erased and cannot be created again")
