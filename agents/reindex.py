@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from agents.privacy.sweep import sweep_erased
 from agents.retrain import fit_itemitem
 from agents.seed import seed
 from agents.services import Services, collab_folder
@@ -83,7 +84,10 @@ def index_gap(services: Services) -> tuple[int, int]:
 def start(services: Services, demo: Path | None) -> None:
     """Before serving: the demo world into an empty store (if asked), the item-item re-ranking
     model when none is saved (a home from before it existed, or a store filled by ingest), then
-    an index that holds every stored item (rebuilt from the store when it is missing or short)."""
+    an index that holds every stored item (rebuilt from the store when it is missing or short).
+    First of all, once per database, what older code stored about erased people goes
+    (`agents.privacy.sweep`)."""
+    sweep_erased(services)
     if demo is not None:
         seed(services, demo)
     if services.tools.itemitem is None:

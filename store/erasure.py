@@ -11,6 +11,7 @@ the caller (`agents.privacy.rights`), which also writes the audit entry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -23,12 +24,16 @@ from store.features import forget_features
 from store.models import (
     ApiKey,
     Attribution,
+    BatchResultRow,
     Consent,
     DecisionRow,
     EventRow,
     IdentityLink,
     LinearObservation,
     PersonFeatures,
+    PersonSequence,
+    PredictionRow,
+    RankEventRow,
     RewardRow,
     RewardSource,
     RewardWindow,
@@ -52,6 +57,11 @@ class Person:
 def find_person(session: Session, user_id: str) -> Person:
     if session.get(User, user_id) is None:
         raise NotFound(f"user {user_id!r} does not exist")
+    return person_of(session, user_id)
+
+
+def person_of(session: Session, user_id: str) -> Person:
+    """The user id and the ids linked to it, whether or not a user row is stored."""
     links = session.execute(
         select(IdentityLink.kind, IdentityLink.external_id).where(IdentityLink.user_id == user_id)
     ).all()
@@ -201,11 +211,54 @@ def erase_person(session: Session, person: Person) -> Erased:
     adds. Without the lock, under READ COMMITTED, a write that began before the caller
     committed would not see the tombstones, nor would this DELETE see its rows. SQLite writes
     one transaction at a time, which does the same."""
+    lock_against_writers(session)
+    events, decisions, rewards, observations = _erase_logged(
+        session, _decisions_of(person), _events_of(person)
+    )
+    links = _deleted(session, delete(IdentityLink).where(IdentityLink.user_id == person.user_id))
+    keys = _deleted(session, delete(ApiKey).where(ApiKey.subject_user_id == person.user_id))
+    forget_features(session, person.subject_keys)
+    forget_sequences(session, person.subject_keys)
+    session.execute(delete(Consent).where(Consent.user_id == person.user_id))
+    erase_prediction(session, person.user_id)
+    session.execute(delete(User).where(User.user_id == person.user_id))
+    return Erased(events, decisions, rewards, observations, links, keys)
+
+
+def erase_visitors(session: Session, anonymous_ids: Sequence[str]) -> Erased:
+    """Delete every row about these anonymous ids, whoever they are linked to now: the decisions
+    logged about them as visitors, their events, their links, the features kept from them (in
+    the caller's transaction, locked as `erase_person` locks). For rows about an erased
+    person's anonymous ids that older code stored after the erasure (`agents.privacy.sweep`)."""
+    lock_against_writers(session)
+    keys = [f"anon:{a}" for a in anonymous_ids]
+    events, decisions, rewards, observations = _erase_logged(
+        session, DecisionRow.subject_key.in_(keys), EventRow.anonymous_id.in_(anonymous_ids)
+    )
+    links = _deleted(
+        session,
+        delete(IdentityLink).where(
+            IdentityLink.kind == "anonymous", IdentityLink.external_id.in_(anonymous_ids)
+        ),
+    )
+    forget_features(session, keys)
+    forget_sequences(session, keys)
+    return Erased(events, decisions, rewards, observations, links, 0)
+
+
+def lock_against_writers(session: Session) -> None:
+    """On PostgreSQL, the lock an erasure holds until it commits (see `erase_person`)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(f"LOCK TABLE {', '.join(_GUARDED)} IN SHARE ROW EXCLUSIVE MODE"))
-    decision_ids = list(
-        session.scalars(select(DecisionRow.decision_id).where(_decisions_of(person)))
-    )
+
+
+def _erase_logged(
+    session: Session, decisions_where: Any, events_where: Any
+) -> tuple[int, int, int, int]:
+    """Delete the decisions matching `decisions_where` with everything that refers to them,
+    and the events matching `events_where` with their attributions: how many events,
+    decisions, rewards and linear-bandit observations went."""
+    decision_ids = list(session.scalars(select(DecisionRow.decision_id).where(decisions_where)))
     delete_for_decisions(session, decision_ids)  # attribution windows, attributions, sources
     rewards = _deleted(session, delete(RewardRow).where(RewardRow.decision_id.in_(decision_ids)))
     observations = _deleted(
@@ -216,18 +269,48 @@ def erase_person(session: Session, person: Person) -> Erased:
     )
     session.execute(
         delete(Attribution).where(
-            Attribution.event_id.in_(select(EventRow.event_id).where(_events_of(person)))
+            Attribution.event_id.in_(select(EventRow.event_id).where(events_where))
         )
     )
-    events = _deleted(session, delete(EventRow).where(_events_of(person)))
-    links = _deleted(session, delete(IdentityLink).where(IdentityLink.user_id == person.user_id))
-    keys = _deleted(session, delete(ApiKey).where(ApiKey.subject_user_id == person.user_id))
-    forget_features(session, person.subject_keys)
-    forget_sequences(session, person.subject_keys)
-    session.execute(delete(Consent).where(Consent.user_id == person.user_id))
-    erase_prediction(session, person.user_id)
-    session.execute(delete(User).where(User.user_id == person.user_id))
-    return Erased(events, decisions, rewards, observations, links, keys)
+    events = _deleted(session, delete(EventRow).where(events_where))
+    return events, decisions, rewards, observations
+
+
+def stored_identifiers(session: Session) -> tuple[set[str], set[str]]:
+    """Every user id and every anonymous id the database holds rows under, in any table that
+    names a person (the sweep hashes each of them to find erased people's)."""
+    users: set[str] = set()
+    for column in (
+        User.user_id,
+        EventRow.user_id,
+        DecisionRow.user_id,
+        IdentityLink.user_id,
+        Consent.user_id,
+        ApiKey.subject_user_id,
+        PredictionRow.user_id,
+        RankEventRow.user_id,
+        BatchResultRow.user_id,
+    ):
+        users.update(
+            session.scalars(select(column).where(column.is_not(None), column != "").distinct())
+        )
+    anonymous: set[str] = {
+        a for a in session.scalars(select(EventRow.anonymous_id).distinct()) if a is not None
+    }
+    anonymous.update(
+        session.scalars(
+            select(IdentityLink.external_id).where(IdentityLink.kind == "anonymous").distinct()
+        )
+    )
+    for key_column in (
+        DecisionRow.subject_key,
+        PersonFeatures.subject_key,
+        PersonSequence.subject_key,
+    ):
+        for key in session.scalars(select(key_column).distinct()):
+            kind, _, value = key.partition(":")
+            (users if kind == "user" else anonymous).add(value)
+    return users, anonymous
 
 
 def _deleted(session: Session, statement: Delete) -> int:

@@ -212,6 +212,17 @@ class Tombstone(Base):
     erased_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Maintenance(Base):
+    """One-time work on the stored data, done once per database: when, and what it found
+    (counts; no identifier). See migration 0007."""
+
+    __tablename__ = "maintenance"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    done_at: Mapped[datetime] = mapped_column(default=utcnow)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class JobRow(Base):
     """A background job (a large copy request) and its progress, so that any worker can answer.
 

@@ -18,13 +18,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_openai import Reply, fake_openai
 from fastapi.testclient import TestClient
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 
 from agents.chat.turn import ChatRequest, chat_turn
 from agents.decide.run import DecideRequest, decide
@@ -32,6 +33,7 @@ from agents.factory import build_services
 from agents.llm.client import LLMClient
 from agents.llm.retry import RetryPolicy
 from agents.privacy.rights import anonymous_ref, erase_user, subject_ref
+from agents.privacy.sweep import sweep_erased
 from agents.seed import seed
 from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
@@ -39,7 +41,7 @@ from agents.writing.llm_writer import OpenAIWriter
 from api.app import create_app
 from store.erasure import erase_person, find_person
 from store.errors import Conflict
-from store.models import DecisionRow, EventRow, IdentityLink, RewardWindow, User
+from store.models import DecisionRow, EventRow, IdentityLink, Maintenance, RewardWindow, User
 from store.schemas import Channel
 from store.tombstones import add_tombstones
 
@@ -308,3 +310,29 @@ def test_a_profile_written_while_the_erasure_commits_waits_and_is_refused(
     assert "was erased and cannot be created again" in answers[0].json()["detail"]
     with services.db.session() as session:
         assert session.get(User, user_id) is None
+
+
+def test_the_sweep_of_what_older_code_stored_runs_on_both_databases(
+    services: Services, world: Path
+) -> None:
+    # The whole sweep is tested in tests/test_restart.py; here, its statements on each database.
+    (user_id, anonymous), (bystander, _) = _people(services, world)[:2]
+    erase_user(services, user_id, actor="test")
+    item_id = _jsonl(world / "items.jsonl")[0]["item_id"]
+    with services.db.session() as session:
+        for n, (user, visitor) in enumerate(
+            [(user_id, None), (None, anonymous[0]), (bystander, None)]
+        ):
+            session.add(
+                EventRow(
+                    event_id=f"old-{n}", type="view", ts=datetime.now(UTC), item_id=item_id,
+                    user_id=user, anonymous_id=visitor,
+                )
+            )  # fmt: skip
+        session.execute(delete(Maintenance))  # as in a database from before the sweep
+    swept = sweep_erased(services)
+    assert swept is not None and (swept["users"], swept["anonymous_ids"]) == (1, 1), swept
+    with services.db.session() as session:
+        left = session.scalars(select(EventRow.event_id).where(EventRow.event_id.like("old-%")))
+        assert left.all() == ["old-2"]
+    assert sweep_erased(services) is None

@@ -165,7 +165,7 @@ def erase_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any
             job_requests=jobs,
         )
     services.db.compact()
-    factors = _erase_factors(services, person.subject_keys)
+    factors = erase_factors(services, person.subject_keys)
     checkpoints = sum(eraser(person.subject_keys) for eraser in services.erasers)
     return {
         **asdict(erased),
@@ -175,7 +175,7 @@ def erase_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any
     }
 
 
-def _erase_factors(services: Services, keys: list[str]) -> int:
+def erase_factors(services: Services, keys: list[str]) -> int:
     folder = collab_folder(services.settings)
     model = CollabModel.load(folder)
     if model is None:
