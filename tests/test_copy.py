@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from erasing import while_erasing
 from fake_openai import Reply, fake_openai
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
@@ -42,7 +44,7 @@ from store.cohort import features_for
 from store.copy import get_variants
 from store.events import compute_features, ingest_events
 from store.jobs import create_job, get_job
-from store.models import JobRow, User, utcnow
+from store.models import DecisionRow, JobRow, User, utcnow
 from store.schemas import Event, Item, Offer, Profile, Purpose, UserRecord
 from store.users import Subject, get_consent, upsert_user
 
@@ -812,3 +814,35 @@ def test_the_date_and_money_patterns_find_what_the_reference_patterns_found(
     spans = lambda pattern: [(m.span(), m.groups()) for m in pattern.finditer(text)]  # noqa: E731
     assert spans(month_first) == spans(_REFERENCE_MONTH_FIRST)
     assert spans(output._MONEY) == spans(_REFERENCE_MONEY)
+
+
+def test_copy_served_while_the_person_is_erased_is_refused_not_logged(
+    world: Services, world_client: TestClient
+) -> None:
+    # Serving scans the audience, then logs the decision: an erasure that commits in between
+    # must find the log waiting for it, and the serve refused (before, it was logged anyway).
+    person = _synthetic(10_001)  # a person of this test only: erased below
+    with world.db.session() as session:
+        upsert_user(session, person)
+    body = copy_request(channel="web_banner", audience={"user_ids": [person.user_id]}, variants=2)
+    result = _copy(world_client, body)
+    campaign = result["campaign_id"]
+    for variant in result["segments"][0]["variants"]:
+        registered = world_client.post(
+            f"/v1/copy/{campaign}/variants/{variant['variant_id']}/register"
+        )
+        assert registered.status_code == 200, registered.text
+    answers: list[Any] = []
+    serving = threading.Thread(
+        target=lambda: answers.append(
+            world_client.post(f"/v1/copy/{campaign}/serve", json={"user_id": person.user_id})
+        )
+    )
+    while_erasing(world, person.user_id, [], serving)
+    assert answers and answers[0].status_code == 409, answers[0].text if answers else None
+    assert answers[0].json()["detail"].startswith("user_id: this person was erased")
+    with world.db.session() as session:
+        logged = session.scalars(
+            select(DecisionRow.decision_id).where(DecisionRow.user_id == person.user_id)
+        ).all()
+    assert logged == []

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from erasing import while_erasing
 from fake_openai import Reply, fake_openai
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, or_, select
@@ -32,18 +33,16 @@ from agents.decide.run import DecideRequest, decide
 from agents.factory import build_services
 from agents.llm.client import LLMClient
 from agents.llm.retry import RetryPolicy
-from agents.privacy.rights import anonymous_ref, erase_user, subject_ref
+from agents.privacy.rights import erase_user
 from agents.privacy.sweep import sweep_erased
 from agents.seed import seed
 from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from agents.writing.llm_writer import OpenAIWriter
 from api.app import create_app
-from store.erasure import erase_person, find_person
 from store.errors import Conflict
 from store.models import DecisionRow, EventRow, IdentityLink, Maintenance, RewardWindow, User
 from store.schemas import Channel
-from store.tombstones import add_tombstones
 
 DEMO = PROJECT_ROOT / "data" / "demo"
 USERS = 12  # the first users of the demo, with their events on the first ITEMS items
@@ -176,25 +175,6 @@ def test_over_http_the_decision_is_a_409_and_the_person_stays_erased(
         assert erasures and _stored_about(services, user_id) == (0, 0)
         again = client.post("/v1/decide", json={"channel": "web", "user_id": user_id})
         assert again.status_code == 409, again.text
-
-
-def while_erasing(
-    services: Services, user_id: str, anonymous: list[str], writer: threading.Thread
-) -> None:
-    """Run `writer` while the person's erasure is under way: their rows deleted and their
-    tombstones added in a transaction not yet committed. The writer must still be waiting
-    3 s later (for the erasure's lock); then the erasure commits, and the writer is let finish."""
-    with services.db.session() as session:
-        erase_person(session, find_person(session, user_id))
-        add_tombstones(
-            session,
-            [subject_ref(services, user_id), *(anonymous_ref(services, a) for a in anonymous)],
-        )
-        session.flush()
-        writer.start()
-        writer.join(timeout=3)
-        assert writer.is_alive(), "the write did not wait for the erasure in progress"
-    writer.join(timeout=30)
 
 
 def test_a_decision_written_while_the_erasure_commits_waits_and_is_refused(

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from agents.copy.audience import scan_audience
 from agents.copy.state import CopyRequest, CopyResult
 from agents.privacy.minimize import Minimizer
+from agents.privacy.rights import refuse_erased
 from agents.services import Services
 from policies.copy import CHANNELS
 from store.bandit import ArmState, add_reward, get_arms
@@ -38,6 +39,7 @@ from store.copy import (
     save_variants,
 )
 from store.decisions import get_decision, log_decision
+from store.erasure import lock_for_writing
 from store.errors import Conflict, NotFound
 from store.jobs import get_job
 
@@ -215,6 +217,10 @@ def serve(
     choice = choose_variant(services, campaign_id, chosen_segment)
     decision_id = uuid.uuid4().hex
     with services.db.session() as session:
+        # The person's tombstone read under the decision log's write lock: one erased since
+        # the audience was scanned is not logged again (an erasure holds that lock).
+        lock_for_writing(session, "decisions")
+        refuse_erased(services, session, user_id, None)
         variant = get_variant(session, campaign_id, choice.variant_id)
         log_decision(
             session,
