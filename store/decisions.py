@@ -146,10 +146,10 @@ def append_decision(connection: Connection, values: Mapping[str, Any]) -> bool:
     Whether the rows were added: none are when a tombstone names either key. The decision read
     the person before the graph ran, and an erasure may commit in between (in a worker thread
     beside the loop, in another process, during an LLM writer's seconds); the check is part of
-    the INSERT, so no erasure commits between the check and the row. On PostgreSQL, an erasure
-    first locks the decision table against writers (`store.erasure.erase_person`), so that this
-    INSERT either commits before the erasure reads the person's decisions, or waits for it and
-    sees its tombstones; on SQLite the one writer at a time does the same.
+    the INSERT, so no erasure commits between the check and the row. An erasure first locks
+    writers out (`store.erasure.lock_against_writers`: the decision table on PostgreSQL, the
+    database's write lock on SQLite), so that this INSERT either commits before the erasure
+    reads the person's decisions, or waits for it and sees its tombstones.
 
     Every statement is compiled once per dialect and sent as its SQL text on the connection's
     DBAPI cursor (`store.prepared`, `Prepared.send`):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Delete, delete, or_, select, text
+from sqlalchemy import CursorResult, Delete, and_, delete, or_, select, text
 from sqlalchemy.orm import Session
 
 from store.attribution import delete_for_decisions
@@ -205,12 +205,14 @@ def lock_for_writing(session: Session, table: str) -> None:
 def erase_person(session: Session, person: Person) -> Erased:
     """Delete every row about the person (in the caller's transaction).
 
-    On PostgreSQL the decision log, the events and the users are locked against writers first,
-    until the caller commits: a decision, a batch of events or a profile stored meanwhile either
+    Writers are locked out first, until the caller commits (`lock_against_writers`; a caller
+    that reads about the person before, as `agents.privacy.rights.erase_user` does, takes the
+    lock before that read): a decision, a batch of events or a profile stored meanwhile either
     committed before (and is deleted here) or waits, and then finds the tombstones the caller
-    adds. Without the lock, under READ COMMITTED, a write that began before the caller
-    committed would not see the tombstones, nor would this DELETE see its rows. SQLite writes
-    one transaction at a time, which does the same."""
+    adds. Without the lock, under READ COMMITTED on PostgreSQL, a write that began before the
+    caller committed would not see the tombstones, nor would this DELETE see its rows; on
+    SQLite, the reads before the first DELETE ran outside the transaction, and a decision
+    logged between them and the DELETE was in no list."""
     lock_against_writers(session)
     events, decisions, rewards, observations = _erase_logged(
         session, _decisions_of(person), _events_of(person)
@@ -226,14 +228,24 @@ def erase_person(session: Session, person: Person) -> Erased:
 
 
 def erase_visitors(session: Session, anonymous_ids: Sequence[str]) -> Erased:
-    """Delete every row about these anonymous ids, whoever they are linked to now: the decisions
-    logged about them as visitors, their events, their links, the features kept from them (in
-    the caller's transaction, locked as `erase_person` locks). For rows about an erased
-    person's anonymous ids that older code stored after the erasure (`agents.privacy.sweep`)."""
+    """Delete every row about these anonymous ids as visitors: the decisions logged about them,
+    their events made while not logged in, their links to any user, the features kept from
+    them (in the caller's transaction, locked as `erase_person` locks). For rows about an erased
+    person's anonymous ids that older code stored after the erasure (`agents.privacy.sweep`).
+    An event that names a user who was not erased beside one of these ids is that user's, and
+    is kept; the features of a user one of these ids was linked to are rebuilt on their next
+    read, without the visitor's history."""
     lock_against_writers(session)
     keys = [f"anon:{a}" for a in anonymous_ids]
+    owners = session.scalars(
+        select(IdentityLink.user_id).where(
+            IdentityLink.kind == "anonymous", IdentityLink.external_id.in_(anonymous_ids)
+        )
+    ).all()
     events, decisions, rewards, observations = _erase_logged(
-        session, DecisionRow.subject_key.in_(keys), EventRow.anonymous_id.in_(anonymous_ids)
+        session,
+        DecisionRow.subject_key.in_(keys),
+        and_(EventRow.anonymous_id.in_(anonymous_ids), EventRow.user_id.is_(None)),
     )
     links = _deleted(
         session,
@@ -241,15 +253,26 @@ def erase_visitors(session: Session, anonymous_ids: Sequence[str]) -> Erased:
             IdentityLink.kind == "anonymous", IdentityLink.external_id.in_(anonymous_ids)
         ),
     )
-    forget_features(session, keys)
-    forget_sequences(session, keys)
+    forget_features(session, [*keys, *(f"user:{u}" for u in owners)])
+    forget_sequences(session, [*keys, *(f"user:{u}" for u in owners)])
     return Erased(events, decisions, rewards, observations, links, 0)
 
 
 def lock_against_writers(session: Session) -> None:
-    """On PostgreSQL, the lock an erasure holds until it commits (see `erase_person`)."""
-    if session.get_bind().dialect.name == "postgresql":
+    """The lock an erasure holds until it commits (see `erase_person`), taken before it reads
+    anything about the person: on PostgreSQL the guarded tables' SHARE ROW EXCLUSIVE lock; on
+    SQLite the database's write lock (`BEGIN IMMEDIATE`, unless the caller's transaction has
+    begun: it then holds it already, or holds nothing yet and the driver would refuse a second
+    BEGIN), since the driver begins a transaction only at the first write, and reads before it
+    (who is linked to the person, which decisions are theirs) would see the data as it stood,
+    not as it is when the deletes run. Taking it twice is harmless."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         session.execute(text(f"LOCK TABLE {', '.join(_GUARDED)} IN SHARE ROW EXCLUSIVE MODE"))
+    elif dialect == "sqlite":
+        raw = session.connection().connection.dbapi_connection
+        if raw is not None and not raw.in_transaction:
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _erase_logged(
@@ -309,7 +332,9 @@ def stored_identifiers(session: Session) -> tuple[set[str], set[str]]:
     ):
         for key in session.scalars(select(key_column).distinct()):
             kind, _, value = key.partition(":")
-            (users if kind == "user" else anonymous).add(value)
+            if value and kind in ("user", "anon"):
+                (users if kind == "user" else anonymous).add(value)
+    anonymous.discard("")
     return users, anonymous
 
 

@@ -40,6 +40,7 @@ from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from agents.writing.llm_writer import OpenAIWriter
 from api.app import create_app
+from store import erasure
 from store.errors import Conflict
 from store.models import DecisionRow, EventRow, IdentityLink, Maintenance, RewardWindow, User
 from store.schemas import Channel
@@ -177,6 +178,22 @@ def test_over_http_the_decision_is_a_409_and_the_person_stays_erased(
         assert again.status_code == 409, again.text
 
 
+def deciding_about(
+    services: Services, user_id: str, outcome: list[BaseException | str]
+) -> threading.Thread:
+    """A thread (not started) that makes a decision about the user and appends to `outcome`
+    "logged", or the error it raised."""
+
+    def decide_about_them() -> None:
+        try:
+            decide(services, DecideRequest(channel=Channel.web, user_id=user_id))
+            outcome.append("logged")
+        except BaseException as error:  # handed to the test's thread
+            outcome.append(error)
+
+    return threading.Thread(target=decide_about_them)
+
+
 def test_a_decision_written_while_the_erasure_commits_waits_and_is_refused(
     services: Services, world: Path
 ) -> None:
@@ -187,25 +204,18 @@ def test_a_decision_written_while_the_erasure_commits_waits_and_is_refused(
     (user_id, anonymous), *_ = _people(services, world)
     outcome: list[BaseException | str] = []
 
-    def decide_about_them() -> None:
-        try:
-            decide(services, DecideRequest(channel=Channel.web, user_id=user_id))
-            outcome.append("logged")
-        except BaseException as error:  # handed to the test's thread
-            outcome.append(error)
-
-    deciding = threading.Thread(target=decide_about_them)
+    deciding = deciding_about(services, user_id, outcome)
     while_erasing(services, user_id, anonymous, deciding)
     assert not deciding.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], Conflict), outcome
     assert _stored_about(services, user_id) == (0, 0)
 
 
-def test_a_person_erased_during_their_chat_turn_is_not_logged(
-    services: Services, world: Path
-) -> None:
-    (user_id, _), *_ = _people(services, world)
-    erasures: list[dict[str, Any]] = []
+@contextmanager
+def chat_erasing(services: Services, user_id: str) -> Iterator[tuple[Services, list[Any]]]:
+    """The services with a scripted chat model whose first reply erases `user_id` before it
+    answers; yields them and the erasures made."""
+    erasures: list[Any] = []
 
     def erase_then_answer(body: dict[str, Any]) -> str:
         if not erasures:
@@ -219,15 +229,43 @@ def test_a_person_erased_during_their_chat_turn_is_not_logged(
             model="fake-model",
             retry=RetryPolicy(max_retries=0, base_s=0.01, cap_s=0.02),
         )
-        with pytest.raises(Conflict, match="erased while the decision was being made"):
-            chat_turn(
-                replace(services, llm=llm),
-                ChatRequest(message="something for the kitchen", user_id=user_id),
-            )
+        yield replace(services, llm=llm), erasures
+
+
+def test_a_person_erased_during_their_chat_turn_is_not_logged(
+    services: Services, world: Path
+) -> None:
+    (user_id, _), *_ = _people(services, world)
+    with (
+        chat_erasing(services, user_id) as (chatty, erasures),
+        pytest.raises(Conflict, match="erased while the decision was being made"),
+    ):
+        chat_turn(chatty, ChatRequest(message="something for the kitchen", user_id=user_id))
     assert erasures, "the model was asked while the turn held the person"
     assert _stored_about(services, user_id) == (0, 0)
     # Nor was the turn's thread kept (chat memory is checkpointed when a turn completes).
     assert sum(erase([f"user:{user_id}"]) for erase in services.erasers) == 0
+
+
+def test_a_streamed_turn_whose_person_is_erased_ends_in_a_conflict_event(
+    services: Services, world: Path
+) -> None:
+    # The stream is answered 200 before the turn runs; the refusal comes as its last event,
+    # as the 409 it would have been (it came as an internal error, logged as a crash).
+    (user_id, _), *_ = _people(services, world)
+    body = {"message": "something for the kitchen", "user_id": user_id}
+    with (
+        chat_erasing(services, user_id) as (chatty, erasures),
+        TestClient(create_app(services=lambda: chatty)) as client,
+    ):
+        streamed = client.post("/v1/chat", json=body)
+    assert erasures and streamed.status_code == 200, streamed.text
+    lines = streamed.text.splitlines()
+    last = lines.index("event: error")
+    error = json.loads(lines[last + 1].removeprefix("data: "))
+    assert (error["title"], error["status"]) == ("Conflict", 409), error
+    assert error["detail"].startswith("this person was erased while the decision was being made")
+    assert _stored_about(services, user_id) == (0, 0)
 
 
 def test_events_sent_while_the_erasure_commits_wait_and_are_refused(
@@ -316,3 +354,38 @@ def test_the_sweep_of_what_older_code_stored_runs_on_both_databases(
         left = session.scalars(select(EventRow.event_id).where(EventRow.event_id.like("old-%")))
         assert left.all() == ["old-2"]
     assert sweep_erased(services) is None
+
+
+def test_a_decision_logged_while_the_erasure_lists_their_decisions_is_erased_too(
+    services: Services, world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On SQLite the driver begins a transaction at its first write: an erasure's reads before
+    # its first DELETE (who is linked to the person, which decisions are theirs) ran outside it,
+    # and a decision logged in between was in no list, and stayed. The erasure now takes the
+    # write lock before it reads: the decision waits for it, then is refused.
+    (user_id, _), *_ = _people(services, world)
+    listed, go = threading.Event(), threading.Event()
+    original = erasure.delete_for_decisions
+
+    def pause_then_delete(session: Any, decision_ids: list[str]) -> None:
+        listed.set()  # the erasure has read the person's decisions
+        go.wait(timeout=30)
+        original(session, decision_ids)
+
+    monkeypatch.setattr(erasure, "delete_for_decisions", pause_then_delete)
+    outcome: list[BaseException | str] = []
+
+    erasing = threading.Thread(target=erase_user, args=(services, user_id), kwargs={"actor": "t"})
+    erasing.start()
+    try:
+        assert listed.wait(timeout=30)
+        deciding = deciding_about(services, user_id, outcome)
+        deciding.start()
+        deciding.join(timeout=3)
+        assert deciding.is_alive(), f"the decision did not wait for the erasure: {outcome}"
+    finally:
+        go.set()
+        erasing.join(timeout=30)
+    deciding.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], Conflict), outcome
+    assert _stored_about(services, user_id) == (0, 0)

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, or_, select
 from typer.testing import CliRunner
 
 from agents.factory import build_services
-from agents.privacy.rights import subject_ref
+from agents.privacy.rights import anonymous_ref, subject_ref
 from agents.privacy.sweep import TASK, sweep_erased
 from agents.reindex import start
 from agents.seed import seed
@@ -332,7 +332,14 @@ def test_what_older_code_stored_after_an_erasure_is_swept_once_at_start(
         upsert_user(session, UserRecord(user_id=erased, profile=profile, consent={}))
         state = session.scalars(select(PersonFeatures.state).limit(1)).one()
         for n, (user_id, anonymous_id) in enumerate(
-            [(erased, None), (None, visitor), (kept_user, None), (None, "anon_kept")]
+            [
+                (erased, None),
+                (None, visitor),  # the erased visitor, as before they logged in
+                (kept_user, None),
+                (None, "anon_kept"),
+                (None, "anon_linked_later"),  # an id older code linked to them after erasure
+                (kept_user, visitor),  # another user's event, logged in on the same browser
+            ]
         ):
             session.add(
                 EventRow(
@@ -347,7 +354,9 @@ def test_what_older_code_stored_after_an_erasure_is_swept_once_at_start(
             )  # fmt: skip
             if n % 2:
                 session.merge(PersonFeatures(subject_key=key, state=state))
-        session.add(IdentityLink(kind="anonymous", external_id=visitor, user_id=erased))
+        session.add(IdentityLink(kind="anonymous", external_id="anon_linked_later", user_id=erased))
+        # The erased id, linked by older code to the other user at that login.
+        session.add(IdentityLink(kind="anonymous", external_id=visitor, user_id=kept_user))
         # A database from before the sweep existed: it has not run there.
         session.execute(delete(Maintenance))
 
@@ -365,7 +374,9 @@ def test_what_older_code_stored_after_an_erasure_is_swept_once_at_start(
                 ).all(),
                 "features": session.scalars(
                     select(PersonFeatures.subject_key).where(
-                        PersonFeatures.subject_key.in_([f"anon:{visitor}", "anon:anon_kept"])
+                        PersonFeatures.subject_key.in_(
+                            [f"anon:{visitor}", "anon:anon_kept", f"user:{kept_user}"]
+                        )
                     )
                 ).all(),
                 "links": session.scalars(
@@ -374,16 +385,20 @@ def test_what_older_code_stored_after_an_erasure_is_swept_once_at_start(
             }
             done = session.get(Maintenance, TASK)
             entries = audit_entries(session)
+            linked_later = session.get(Tombstone, anonymous_ref(services, "anon_linked_later"))
+        # The other user keeps their event; their features, which the erased visitor's history
+        # had joined, are rebuilt on their next read.
         assert left == {
             "users": [],
-            "events": ["old-2", "old-3"],
-            "decisions": ["old-2", "old-3"],
+            "events": ["old-2", "old-3", "old-5"],
+            "decisions": ["old-2", "old-3", "old-5"],
             "features": ["anon:anon_kept"],
             "links": [],
         }
+        assert linked_later is not None  # tombstoned, as erasure tombstones every linked id
         assert done is not None
         assert done.detail["users"] == 1 and done.detail["anonymous_ids"] == 1
-        assert done.detail["events"] == 2 and done.detail["decisions"] == 2
+        assert done.detail["events"] == 3 and done.detail["decisions"] == 3
         sweep = next(e for e in entries if e["action"] == "erasure.sweep")
         # What the sweep wrote and logged names no one.
         written = json.dumps([done.detail, sweep]) + caplog.text

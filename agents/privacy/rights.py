@@ -27,7 +27,7 @@ from agents.services import Services, collab_folder
 from retrieval.collab import CollabModel
 from store.access import audit
 from store.batch import erase_from_batches, export_batch_lines
-from store.erasure import erase_person, export_person, find_person
+from store.erasure import erase_person, export_person, find_person, lock_against_writers
 from store.errors import Conflict
 from store.jobs import erase_from_jobs
 from store.rank import erase_rank_events, export_rank_events
@@ -143,6 +143,9 @@ def export_user(services: Services, user_id: str, *, actor: str) -> dict[str, An
 def erase_user(services: Services, user_id: str, *, actor: str) -> dict[str, Any]:
     """Erase the person from every store; returns what was removed, by store."""
     with services.db.session() as session:
+        # Locked before the person is read: a link, decision or event stored while the erasure
+        # runs is either in what it reads, or waits for it (`store.erasure.erase_person`).
+        lock_against_writers(session)
         person = find_person(session, user_id)
         erased = erase_person(session, person)
         # What keeps them erased: no later load (seed, events, profile writes) brings them back.

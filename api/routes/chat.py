@@ -24,6 +24,7 @@ from agents.services import Services
 from api.auth import ChatCaller
 from api.deps import ServicesDep
 from api.schemas import ChatIn, ChatOut, ItemOut, OfferOut
+from store.errors import Conflict
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 log = logging.getLogger("attune.api")
@@ -90,6 +91,8 @@ async def relay(services: Services, request: ChatRequest) -> AsyncIterator[tuple
     def work() -> None:
         try:
             emit("final", chat_turn(services, request, emit=emit))
+        except Conflict as error:  # the request's fault, not ours: as the 409 it would be
+            emit("error", {"title": "Conflict", "status": 409, "detail": str(error)})
         except Exception:  # reported to the client as an `error` event, and logged
             log.exception("chat turn failed")
             emit("error", {"title": "Internal error", "detail": "the chat turn failed; logged"})

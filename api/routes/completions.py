@@ -137,7 +137,8 @@ async def _chunks(services: Services, request: ChatRequest, created: int) -> Asy
             extra = {"attune": chat_out(data).model_dump(mode="json")}
             yield _sse(chunk(completion_id, created, {}, finish_reason="stop", extra=extra))
         elif event == "error":
-            yield _sse({"error": {"message": data["detail"], "type": "server_error"}})
+            kind = "invalid_request_error" if data.get("status") == 409 else "server_error"
+            yield _sse({"error": {"message": data["detail"], "type": kind}})
     yield b"data: [DONE]\n\n"
 
 
