@@ -134,7 +134,9 @@ def orm_session(bind: Session | Connection) -> Iterator[Session]:
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite files get WAL and a busy timeout so several workers can share
     them (see the module docstring); JSON is written compact and read by orjson on every
-    backend."""
+    backend. A driver error's message names its statement but not the values sent
+    (`hide_parameters`): it may be logged (a background job's traceback), and the values are
+    people's ids, profiles and events."""
     if url.startswith("sqlite"):
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
@@ -144,10 +146,13 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S},
             json_serializer=compact_json,
             json_deserializer=read_json,
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(url, json_serializer=compact_json, json_deserializer=read_json)
+    engine = create_engine(
+        url, json_serializer=compact_json, json_deserializer=read_json, hide_parameters=True
+    )
     event.listen(engine.pool, "checkout", _dropped_by_server)
     return engine
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from store.bandit import add_reward, get_arms
 from store.catalog import popular_items, refresh_popularity, upsert_items
@@ -15,6 +16,7 @@ from store.db import Database
 from store.decisions import log_decision, offer_exposures, record_reward
 from store.errors import Conflict, NotFound
 from store.events import EventStatus, compute_features, ingest_events
+from store.models import User
 from store.schemas import Event, Item, Profile, Purpose, UserRecord
 from store.users import (
     LinkOutcome,
@@ -378,3 +380,25 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_without_a_ping(
     assert pings == [], "a checkout pinged the server"
     other.dispose()
     db.dispose()
+
+
+def test_a_driver_error_names_no_value_it_was_sent(database_url: str) -> None:
+    # Such errors reach the log in background jobs' tracebacks; the values are people's data.
+    db = Database(database_url)
+    record = UserRecord(
+        user_id="u_hidden",
+        profile=Profile(first_name="Ada", last_name="Quill", email="ada.quill@example.org"),
+        consent={},
+    )
+    with db.session() as session:
+        upsert_user(session, record)
+    with pytest.raises(IntegrityError) as raised, db.session() as session:
+        session.add(User(user_id="u_hidden", profile=record.profile.model_dump(mode="json")))
+    message = str(raised.value)
+    assert "INSERT INTO users" in message and "parameters hidden" in message
+    # PostgreSQL's own detail of a unique violation quotes the key (`Key (user_id)=(...)`);
+    # nothing else of what was sent is in the message.
+    assert "ada.quill@example.org" not in message and "Quill" not in message
+    if database_url.startswith("sqlite"):
+        assert "u_hidden" not in message
+    db.engine.dispose()
