@@ -13,7 +13,11 @@ A placebo (one checkout as both A and B) read 0.96-0.98, quartiles about ±8 %, 
 run a comparison both ways round (`--swap`) and quote both; a change shows in both.
 
     .venv/bin/python bench/decide_ab.py A_DIR B_DIR [--pairs 60] [--block 50]
-        [--mode no_query|query|all|anonymous] [--cpu 1] [--out FILE]
+        [--mode no_query|query|all|anonymous] [--cpu 1] [--python-a PY] [--python-b PY]
+        [--out FILE]
+
+`--python-a` / `--python-b` run a side on another interpreter (a virtualenv's `bin/python`, the
+packages installed alike): the same checkout twice with two interpreters compares the builds.
 
 `--mode` picks the load: decisions without query text (`no_query`), with one of the load's
 texts (`query`: the three texts of `bench/http_load.py`'s mix, seen again and again), the mix
@@ -93,9 +97,9 @@ def worker(code: Path) -> None:
         print(json.dumps({"cpu_ms": cpu / n * 1000, "wall_ms": wall / n * 1000}), flush=True)
 
 
-def _spawn(code: Path, cpu: int) -> subprocess.Popen[str]:
+def _spawn(code: Path, cpu: int, python: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(code))
-    command = [sys.executable, str(ROOT / "bench" / "decide_ab.py"), "--worker", str(code)]
+    command = [python, str(ROOT / "bench" / "decide_ab.py"), "--worker", str(code)]
     process = subprocess.Popen(
         ["taskset", "-c", str(cpu), *command],
         cwd=code,
@@ -123,8 +127,17 @@ def _quartiles(values: list[float]) -> dict[str, float]:
     return {"q1": round(q1, 3), "median": round(median, 3), "q3": round(q3, 3)}
 
 
-def compare(a: Path, b: Path, *, pairs: int, block: int, mode: str, cpu: int) -> dict[str, Any]:
-    workers = [_spawn(a, cpu), _spawn(b, cpu)]
+def compare(
+    a: Path,
+    b: Path,
+    *,
+    pairs: int,
+    block: int,
+    mode: str,
+    cpu: int,
+    pythons: tuple[str, str] = (sys.executable, sys.executable),
+) -> dict[str, Any]:
+    workers = [_spawn(a, cpu, pythons[0]), _spawn(b, cpu, pythons[1])]
     blocks: list[list[dict[str, float]]] = [[], []]
     try:
         for pair in range(pairs):
@@ -139,6 +152,8 @@ def compare(a: Path, b: Path, *, pairs: int, block: int, mode: str, cpu: int) ->
     return {
         "a": str(a),
         "b": str(b),
+        "python_a": pythons[0],
+        "python_b": pythons[1],
         "mode": mode,
         "pairs": pairs,
         "block": block,
@@ -162,15 +177,18 @@ def main() -> None:
     parser.add_argument("--mode", choices=MODES, default="no_query")
     parser.add_argument("--cpu", type=int, default=1, help="the core both workers run on")
     parser.add_argument("--swap", action="store_true", help="also run B as A and A as B")
+    parser.add_argument("--python-a", default=sys.executable, help="A's interpreter (a venv's)")
+    parser.add_argument("--python-b", default=sys.executable, help="B's interpreter (a venv's)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.pairs < 4 or args.block < 1:
         parser.error("--pairs must be at least 4 (quartiles) and --block at least 1")
     a, b = args.a.absolute(), args.b.absolute()  # the same folder twice is a placebo
     kwargs = {"pairs": args.pairs, "block": args.block, "mode": args.mode, "cpu": args.cpu}
-    runs = [compare(a, b, **kwargs)]
+    pythons = (args.python_a, args.python_b)
+    runs = [compare(a, b, **kwargs, pythons=pythons)]
     if args.swap:
-        runs.append(compare(b, a, **kwargs))
+        runs.append(compare(b, a, **kwargs, pythons=(pythons[1], pythons[0])))
     text = json.dumps({"runs": runs}, indent=2)
     print(text)
     if args.out:
