@@ -116,6 +116,21 @@ def patch(source: Path) -> None:
         path.write_text(text.replace(old, new))
 
 
+def extract(archive: tarfile.TarFile, into: Path) -> None:
+    """Unpack the (sha256-pinned) sdist with tarfile's `data` filter where this Python has
+    extraction filters (3.11.4 and later; Debian 12's python3.11 is 3.11.2), else after the same
+    checks by hand: regular files and folders only, every path inside `into`."""
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(into, filter="data")
+        return
+    root = into.resolve()
+    for member in archive.getmembers():
+        target = (into / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+            raise SystemExit(f"refusing the sdist's member {member.name!r}")
+    archive.extractall(into)
+
+
 def build(wheels: Path) -> Path:
     """Download the pinned sdist, apply the edits and build the wheel into `wheels`."""
     started = time.perf_counter()
@@ -138,7 +153,7 @@ def build(wheels: Path) -> Path:
             str(work),
         )
         with tarfile.open(work / f"spacy-{VERSION}.tar.gz") as archive:
-            archive.extractall(work, filter="data")
+            extract(archive, work)
         source = work / f"spacy-{VERSION}"
         patch(source)
         env = {**os.environ, "SPACY_NUM_BUILD_JOBS": str(os.cpu_count() or 1)}
