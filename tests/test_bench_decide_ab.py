@@ -23,9 +23,11 @@ def test_compare_alternates_the_sides_and_reports_per_pair_ratios(
     ratio = [0.8, 0.9, 1.0, 0.9, 0.85, 0.95]
     asked = {"a": 0, "b": 0}
     closed: list[str] = []
+    interpreters: dict[str, str] = {}
 
-    def spawn(code: Path, cpu: int) -> Any:
+    def spawn(code: Path, cpu: int, python: str) -> Any:
         name = code.name
+        interpreters[name] = python
         stdin = SimpleNamespace(close=lambda: closed.append(name))
         return SimpleNamespace(name=name, stdin=stdin, wait=lambda: 0)
 
@@ -41,7 +43,15 @@ def test_compare_alternates_the_sides_and_reports_per_pair_ratios(
     monkeypatch.setattr(ab, "_spawn", spawn)
     monkeypatch.setattr(ab, "_ask", ask)
 
-    out = ab.compare(Path("/x/a"), Path("/x/b"), pairs=6, block=7, mode="query", cpu=0)
+    out = ab.compare(
+        Path("/x/a"),
+        Path("/x/b"),
+        pairs=6,
+        block=7,
+        mode="query",
+        cpu=0,
+        pythons=("/venv-a/bin/python", "/venv-b/bin/python"),
+    )
 
     assert order == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b", "b", "a"]
     assert out["ratio_b_over_a"] == pytest.approx(
@@ -50,3 +60,6 @@ def test_compare_alternates_the_sides_and_reports_per_pair_ratios(
     assert out["cpu_ms_per_decision_a"]["median"] == pytest.approx(7.0, abs=1e-3)
     assert out["cpu_ms_per_decision_b"]["median"] == pytest.approx(6.6, abs=1e-3)
     assert sorted(closed) == ["a", "b"]  # both workers are told to stop
+    # Each side runs on its own interpreter (`--python-a`, `--python-b`), and says which.
+    assert interpreters == {"a": "/venv-a/bin/python", "b": "/venv-b/bin/python"}
+    assert (out["python_a"], out["python_b"]) == ("/venv-a/bin/python", "/venv-b/bin/python")
