@@ -2,8 +2,9 @@
 # The interpreter the virtualenv is made from: Debian's python3.11 when it is installed with its
 # venv and header packages (python3.11-venv, python3.11-dev), else `python3`. Debian's build links
 # the interpreter statically; a pyenv build with a shared libpython and no PGO (this machine's
-# `python3`) spends 1.16x the CPU on a decision (bench/decide_ab.py --python-a/--python-b,
-# bench/measured/decide-ab-session27-interpreter.json). `make PYTHON=python3 ...` overrides.
+# `python3`) spends 1.16x the CPU on a decision in process (bench/decide_ab.py --python-a/-b,
+# bench/measured/decide-ab-session27-interpreter.json), 1.04x a request over HTTP
+# (bench/http_load.py --baseline-python). `make PYTHON=python3 ...` overrides.
 PYTHON ?= $(firstword $(shell /usr/bin/python3.11 -c 'import ensurepip, sys, sysconfig, os; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null && echo /usr/bin/python3.11) python3)
 VENV   := .venv
 BIN    := $(VENV)/bin

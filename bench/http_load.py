@@ -20,7 +20,9 @@ so lowers every figure. Prints JSON and writes it to `--out`.
 With `--baseline CHECKOUT` a second attune server runs that checkout's code (on a home of its own,
 seeded alike), and its app and decide routes are loaded in the same rotation (`app_base`,
 `decide_base`): an A/B under the same load, with the ratios new / baseline of requests per second
-and of the latency percentiles. Besides wrk's percentiles, each level reports the spread of
+and of the latency percentiles. `--baseline-python` runs the baseline's server on another
+interpreter (a virtualenv's `bin/python` with the packages installed alike): with `--baseline`
+the same checkout, that compares interpreters. Besides wrk's percentiles, each level reports the spread of
 latencies as p99 / p50 (1 when every request waits alike), and the server's CPU time per request
 (from `/proc`), which the machine's load moves least, split into its main thread's (the event
 loop, where decisions with the offline writer run) and its other threads' (mostly Qdrant Edge's
@@ -30,7 +32,7 @@ per thousand requests and the longest pause. `load_mix` says what the bodies hol
 distinct texts, users).
 
     .venv/bin/python bench/http_load.py [--duration 10] [--repeat 3] [--concurrency 1,8,32]
-        [--auth keys|off] [--baseline CHECKOUT] [--out FILE]
+        [--auth keys|off] [--baseline CHECKOUT [--baseline-python PY]] [--out FILE]
 
 (Not `bench/http.py`: a script of that name would shadow the standard library's `http` for every
 script in `bench/`.)
@@ -365,10 +367,10 @@ def run_python(
     }
 
 
-def create_key(env: dict[str, str], scopes: str = "decide") -> str:
+def create_key(env: dict[str, str], scopes: str = "decide", python: str = sys.executable) -> str:
     """A key with `scopes` (comma-separated; the `decide` scope by default) in the served home,
-    made by `attune keys create`."""
-    attune = Path(sys.executable).parent / "attune"
+    made by `attune keys create` (the one beside `python`)."""
+    attune = Path(python).parent / "attune"
     out = subprocess.run(
         [str(attune), "keys", "create", "--name", "bench-http", "--scopes", scopes],
         env=env,
@@ -449,6 +451,12 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, default=None, help="a checkout to A/B against (its own server)"
     )
+    parser.add_argument(
+        "--baseline-python",
+        default=sys.executable,
+        help="the baseline server's interpreter (a venv's bin/python; --baseline may then be the "
+        "same checkout, to compare interpreters)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "http_load.json")
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-attune", action="store_true", help=argparse.SUPPRESS)
@@ -468,6 +476,7 @@ def main() -> None:
         client = "wrk" if shutil.which("wrk") else "python"
     home = args.home or Path(tempfile.mkdtemp(prefix="attune-bench-http-"))
     codes = {"": args.code} | ({"_base": args.baseline} if args.baseline else {})
+    pythons = {"": sys.executable, "_base": args.baseline_python}
     exports = product_settings(home=home).resolved_embedding_export_dir
     envs = {
         suffix: {
@@ -499,7 +508,7 @@ def main() -> None:
         ),
     } | {
         f"attune{suffix}": subprocess.Popen(
-            [sys.executable, __file__, "--serve-attune"],
+            [pythons[suffix], __file__, "--serve-attune"],
             env={**envs[suffix], "ATTUNE_PORT": str(ports[suffix])},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -516,7 +525,7 @@ def main() -> None:
         wait_up(f"http://127.0.0.1:{bare_port}/docs", servers["bare"])
         keys: dict[str, str | None] = {"bare": None}
         for suffix in codes:
-            key = create_key(envs[suffix]) if args.auth == "keys" else None
+            key = create_key(envs[suffix], python=pythons[suffix]) if args.auth == "keys" else None
             keys[f"app{suffix}"] = keys[f"decide{suffix}"] = key
         users = [
             json.loads(line)["user_id"]
@@ -563,6 +572,8 @@ def main() -> None:
         results: dict[str, Any] = {
             "code": str(args.code),
             "baseline": str(args.baseline) if args.baseline else None,
+            "python": sys.executable,
+            "baseline_python": args.baseline_python if args.baseline else None,
             "client": client,
             "auth": args.auth,
             "duration_s": args.duration,
