@@ -5,7 +5,8 @@
 # `python3`) spends 1.16x the CPU on a decision in process (bench/decide_ab.py --python-a/-b,
 # bench/measured/decide-ab-session27-interpreter.json), 1.04x a request over HTTP
 # (bench/http_load.py --baseline-python). `make PYTHON=python3 ...` overrides.
-PYTHON ?= $(firstword $(shell /usr/bin/python3.11 -c 'import ensurepip, sys, sysconfig, os; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null && echo /usr/bin/python3.11) python3)
+# (.ci/run makes the same two checks.)
+PYTHON ?= $(firstword $(shell /usr/bin/python3.11 -c 'import ensurepip' 2>/dev/null && test -f /usr/include/python3.11/Python.h && echo /usr/bin/python3.11) python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

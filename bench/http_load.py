@@ -22,8 +22,8 @@ seeded alike), and its app and decide routes are loaded in the same rotation (`a
 `decide_base`): an A/B under the same load, with the ratios new / baseline of requests per second
 and of the latency percentiles. `--baseline-python` runs the baseline's server on another
 interpreter (a virtualenv's `bin/python` with the packages installed alike): with `--baseline`
-the same checkout, that compares interpreters. Besides wrk's percentiles, each level reports the spread of
-latencies as p99 / p50 (1 when every request waits alike), and the server's CPU time per request
+the same checkout, that compares interpreters. Besides wrk's percentiles, each level reports the
+spread of latencies as p99 / p50 (1 when every request waits alike), and the server's CPU time per request
 (from `/proc`), which the machine's load moves least, split into its main thread's (the event
 loop, where decisions with the offline writer run) and its other threads' (mostly Qdrant Edge's
 search pool), and the served process's garbage collection per load (a route `GC_PAUSES` added
