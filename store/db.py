@@ -24,6 +24,12 @@ SQLite is set up for the write path on every connection (`_sqlite_pragmas`):
   become a writer after another connection wrote: SQLite answers "database is locked" at once,
   since waiting could deadlock. `Database.transaction` runs such work again from the start.
 - `foreign_keys=ON` (the rows that refer to a decision need it) and `secure_delete=ON` (erasure).
+
+A PostgreSQL error's text is rewritten before anyone sees it (`withhold_values`): the server's
+DETAIL quotes the row it refused ("Key (user_id)=(u_0181) already exists") and a data
+exception's message quotes the value ("invalid input syntax for type integer: ..."), and such
+text reaches logged tracebacks, `degraded` notes and problem documents. SQLite's messages name
+constraints and columns, never values, and are left as they are.
 """
 
 from __future__ import annotations
@@ -63,6 +69,9 @@ RETRY_ATTEMPTS = 5
 RETRY_PAUSE_S = 0.05  # times the attempt's number
 # PostgreSQL's serialization_failure and deadlock_detected: the transaction may simply run again.
 _PG_RETRYABLE = {"40001", "40P01"}
+# SQLSTATE classes whose primary message may quote a value sent: data exceptions and PL/pgSQL's
+# RAISE (its text is whatever the function wrote).
+_PG_QUOTING_CLASSES = ("22", "P0")
 T = TypeVar("T")
 # The tables that hold rows about a person: what erasure and pruning delete from.
 PERSONAL_TABLES = (
@@ -154,7 +163,41 @@ def make_engine(url: str) -> Engine:
         url, json_serializer=compact_json, json_deserializer=read_json, hide_parameters=True
     )
     event.listen(engine.pool, "checkout", _dropped_by_server)
+    event.listen(engine, "handle_error", withhold_values)
     return engine
+
+
+def withhold_values(context: ExceptionContext) -> None:
+    """Rewrite a PostgreSQL error's message, and the SQLAlchemy error's around it, to what names
+    no value: the primary message (unless its class quotes values, `_PG_QUOTING_CLASSES`), the
+    SQLSTATE and the table, column and constraint the server names. DETAIL, HINT and CONTEXT are
+    dropped: the server quotes the refused row or key there. The SQLSTATE, which retries and
+    `StorageFull` read, and the driver's `diag` are left as they are: code may read them, but a
+    traceback or `str()` prints only the message. An error without a SQLSTATE (the connection
+    failed) names hosts and ports, not data, and is left alone."""
+    original = context.original_exception
+    sqlstate = getattr(original, "sqlstate", None)
+    diag = getattr(original, "diag", None)
+    if not isinstance(sqlstate, str) or diag is None:
+        return
+    if sqlstate[:2] in _PG_QUOTING_CLASSES:
+        primary = "(message withheld: this kind may quote the value sent)"
+    else:
+        primary = diag.message_primary or "(no message)"
+    names = [
+        f"{kind} {name}"
+        for kind, name in (
+            ("table", diag.table_name),
+            ("column", diag.column_name),
+            ("constraint", diag.constraint_name),
+        )
+        if name
+    ]
+    message = f"{primary} [SQLSTATE {sqlstate}{''.join(f'; {n}' for n in names)}; detail withheld]"
+    original.args = (message,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None:
+        wrapped.args = (f"({type(original).__module__}.{type(original).__name__}) {message}",)
 
 
 def _dropped_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
