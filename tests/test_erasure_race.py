@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,9 +41,19 @@ from agents.services import Services
 from agents.settings import PROJECT_ROOT, Settings
 from agents.writing.llm_writer import OpenAIWriter
 from api.app import create_app
-from store import erasure
+from store import erasure, features
 from store.errors import Conflict
-from store.models import DecisionRow, EventRow, IdentityLink, Maintenance, RewardWindow, User
+from store.features import forget_features
+from store.models import (
+    DecisionRow,
+    EventRow,
+    IdentityLink,
+    Maintenance,
+    PersonFeatures,
+    RewardWindow,
+    Tombstone,
+    User,
+)
 from store.schemas import Channel
 
 DEMO = PROJECT_ROOT / "data" / "demo"
@@ -102,6 +113,12 @@ def _people(services: Services, world: Path) -> list[tuple[str, list[str]]]:
         ).all()
     linked = {u: sorted(a for owner, a in links if owner == u) for u in writable}
     return sorted(linked.items(), key=lambda person: not person[1])
+
+
+def _tombstones(services: Services) -> int:
+    """How many identifiers were erased (a table that erasure's VACUUM FULL does not lock)."""
+    with services.db.session() as session:
+        return session.scalar(select(func.count()).select_from(Tombstone)) or 0
 
 
 def _stored_about(services: Services, user_id: str) -> tuple[int, int]:
@@ -388,4 +405,47 @@ def test_a_decision_logged_while_the_erasure_lists_their_decisions_is_erased_too
         erasing.join(timeout=30)
     deciding.join(timeout=30)
     assert len(outcome) == 1 and isinstance(outcome[0], Conflict), outcome
+    assert _stored_about(services, user_id) == (0, 0)
+
+
+def test_a_feature_row_rebuilt_after_the_erasure_read_them_is_removed(
+    services: Services, world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A decision about someone without a feature row rebuilds it from their events and stores
+    # it as it reads them. An erasure committed between the person's read and that write used
+    # to leave the row behind (keyed by their id) until the next start's sweep: the decision's
+    # INSERT refused the record, but the row was already committed.
+    (user_id, _), *_ = _people(services, world)
+    key = f"user:{user_id}"
+    with services.db.session() as session:
+        forget_features(session, [key])
+    original = features._rebuilt
+    erasing = threading.Thread(target=erase_user, args=(services, user_id), kwargs={"actor": "t"})
+
+    def erase_then_rebuild(session: Any, keys: Any) -> Any:
+        if not erasing.is_alive() and erasing.ident is None:
+            # In a thread of its own: on PostgreSQL, after it commits, the erasure's VACUUM
+            # FULL waits for the decision's reads to end, as it would in the service.
+            before = _tombstones(services)
+            erasing.start()
+            deadline = time.monotonic() + 30
+            while _tombstones(services) == before and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return original(session, keys)
+
+    monkeypatch.setattr(features, "_rebuilt", erase_then_rebuild)
+    try:
+        with pytest.raises(Conflict, match="erased while the decision was being made"):
+            decide(services, DecideRequest(channel=Channel.web, user_id=user_id))
+    finally:
+        if erasing.ident is not None:
+            erasing.join(timeout=30)
+    assert erasing.ident is not None, "the decision rebuilt the person's feature row"
+    with services.db.session() as session:
+        left = session.scalar(
+            select(func.count())
+            .select_from(PersonFeatures)
+            .where(PersonFeatures.subject_key == key)
+        )
+    assert left == 0
     assert _stored_about(services, user_id) == (0, 0)

@@ -24,6 +24,7 @@ from agents.llm.completion import Usage
 from agents.privacy.minimize import Minimizer
 from store.decisions import append_decision
 from store.errors import Conflict
+from store.features import forget_features
 from tools.context import RunContext
 from tools.profile import subject_features
 from tools.schemas import Candidate, EligibleOffers, OfferChoice
@@ -161,7 +162,8 @@ def log_record(
 
     Nothing is added, and a Conflict raised, when the person was erased after the decision
     read them (`run.tombstone_refs`, checked in the INSERT): the decision is not answered, as
-    one asked after the erasure is not.
+    one asked after the erasure is not, and the feature row its reads may have stored is
+    deleted.
     """
     rewards = run.deps.policy.policy.rewards
     offer_id = choice.offer_id if choice else None
@@ -183,6 +185,9 @@ def log_record(
         "anonymous_ref": run.tombstone_refs[1],
     }
     if not run.deps.db.core_transaction(lambda connection: append_decision(connection, values)):
+        # The decision's reads may have stored their feature row after the erasure removed it
+        # (it is rebuilt from their events when missing, as the person is read): removed again.
+        run.deps.db.transaction(lambda session: forget_features(session, [run.subject.key]))
         raise Conflict(
             "this person was erased while the decision was being made; nothing about them "
             "was stored"
